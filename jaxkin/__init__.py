@@ -1,0 +1,47 @@
+"""jaxkin: kinetic modelling of dynamic PET in JAX.
+
+Time in minutes, rates in 1/min, activity in kBq/ml inside the library (files are converted at the boundary).
+"""
+
+__version__ = "0.1.0"
+
+from jaxkin.errors import InputError
+from jaxkin.frames import FrameSchedule
+from jaxkin.input_function import FengParameters, InputFunction, feng, feng_input
+from jaxkin.kinetics import (
+    MODELS,
+    KineticInput,
+    KineticModel,
+    KnotGrid,
+    RateGrid,
+    UniformGrid,
+    get_model,
+    one_tissue,
+    prepare,
+    prepare_convolve,
+    prepare_exact,
+    two_tissue,
+    two_tissue_irreversible,
+)
+
+__all__ = [
+    "InputError",
+    "FrameSchedule",
+    "FengParameters",
+    "InputFunction",
+    "feng",
+    "feng_input",
+    "MODELS",
+    "KineticInput",
+    "KineticModel",
+    "KnotGrid",
+    "RateGrid",
+    "UniformGrid",
+    "get_model",
+    "one_tissue",
+    "prepare",
+    "prepare_convolve",
+    "prepare_exact",
+    "two_tissue",
+    "two_tissue_irreversible",
+]

@@ -1,0 +1,5 @@
+import sys
+
+from jaxkin.cli import main
+
+sys.exit(main())

@@ -1,0 +1,51 @@
+"""The ``jaxkin`` command line: ``jaxkin <command> [options]``.
+
+Each command lives in its own module that defines ``register(subparsers)``; the parser it adds sets
+``run(args) -> int``. Bad input raises :class:`jaxkin.errors.InputError`, printed here as one line on
+stderr with exit status 2 (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from jaxkin import __version__
+from jaxkin.errors import InputError
+
+# Modules that provide a subcommand, in the order ``jaxkin --help`` lists them.
+COMMAND_MODULES: tuple[str, ...] = ("jaxkin.models_cmd",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jaxkin",
+        description="Kinetic modelling of dynamic PET in JAX: exact compartment models, fast voxel-wise "
+        "fitting and a self-supervised (2+1)D UNet.",
+    )
+    parser.add_argument("--version", action="version", version=f"jaxkin {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="<command>")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "run", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.run(args) or 0)
+    except InputError as err:
+        print(f"jaxkin {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jaxkin {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Frame schedules of a dynamic PET acquisition.
+
+Times are in **minutes** inside jaxkin. Files (BIDS sidecars) carry seconds; convert with
+:meth:`FrameSchedule.from_seconds` at the boundary.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["FrameSchedule", "QUADRA_FRAMES_SECONDS"]
+
+#: The 62-frame schedule of the paper (Biograph Vision Quadra, 65 min), as (count, duration in s).
+QUADRA_FRAMES_SECONDS: tuple[tuple[int, float], ...] = (
+    (2, 10.0),
+    (30, 2.0),
+    (4, 10.0),
+    (8, 30.0),
+    (4, 60.0),
+    (5, 120.0),
+    (9, 300.0),
+)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class FrameSchedule:
+    """Start times and durations of the frames, in minutes.
+
+    Frames are sorted by start time, have positive durations and do not overlap (gaps are allowed).
+    The arrays are read-only float64 NumPy arrays of shape ``[F]``; build one with
+    :meth:`from_seconds`, :meth:`from_minutes` or :meth:`quadra`.
+    """
+
+    start: np.ndarray
+    duration: np.ndarray
+
+    def __post_init__(self):
+        start = np.array(self.start, dtype=np.float64).reshape(-1)
+        duration = np.array(self.duration, dtype=np.float64).reshape(-1)
+        _check_frames(start, duration)
+        start.flags.writeable = False
+        duration.flags.writeable = False
+        object.__setattr__(self, "start", start)
+        object.__setattr__(self, "duration", duration)
+
+    @classmethod
+    def from_minutes(cls, start, duration) -> "FrameSchedule":
+        """Frames from start times and durations in minutes."""
+        return cls(start, duration)
+
+    @classmethod
+    def from_seconds(cls, start, duration) -> "FrameSchedule":
+        """Frames from start times and durations in seconds (as in a BIDS ``*_pet.json``)."""
+        return cls(np.asarray(start, dtype=np.float64) / 60.0, np.asarray(duration, dtype=np.float64) / 60.0)
+
+    @classmethod
+    def from_durations(cls, durations_s, start_s: float = 0.0) -> "FrameSchedule":
+        """Back-to-back frames from durations in seconds, the first starting at ``start_s`` seconds."""
+        durations_s = np.asarray(durations_s, dtype=np.float64).reshape(-1)
+        starts = start_s + np.concatenate([[0.0], np.cumsum(durations_s)[:-1]])
+        return cls.from_seconds(starts, durations_s)
+
+    @classmethod
+    def quadra(cls) -> "FrameSchedule":
+        """The paper's 62-frame, 65-minute Biograph Vision Quadra schedule.
+
+        2x10 s, 30x2 s, 4x10 s, 8x30 s, 4x60 s, 5x120 s, 9x300 s, starting at injection (t = 0).
+        """
+        durations = np.concatenate([np.full(n, d) for n, d in QUADRA_FRAMES_SECONDS])
+        return cls.from_durations(durations)
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.start.shape[0])
+
+    @property
+    def end(self) -> np.ndarray:
+        """Frame end times in minutes, ``[F]``."""
+        return self.start + self.duration
+
+    @property
+    def mid(self) -> np.ndarray:
+        """Frame mid times in minutes, ``[F]``."""
+        return self.start + 0.5 * self.duration
+
+    @property
+    def start_seconds(self) -> np.ndarray:
+        return self.start * 60.0
+
+    @property
+    def duration_seconds(self) -> np.ndarray:
+        return self.duration * 60.0
+
+    def __len__(self) -> int:
+        return self.n_frames
+
+    def __eq__(self, other) -> bool:
+        return (
+            isinstance(other, FrameSchedule)
+            and self.start.shape == other.start.shape
+            and bool(np.all(self.start == other.start) and np.all(self.duration == other.duration))
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.start.tobytes(), self.duration.tobytes()))
+
+    def __repr__(self) -> str:
+        return (
+            f"FrameSchedule({self.n_frames} frames, {self.start[0]:.4g}-{self.end[-1]:.4g} min)"
+            if self.n_frames
+            else "FrameSchedule(0 frames)"
+        )
+
+
+def _check_frames(start: np.ndarray, duration: np.ndarray) -> None:
+    if start.shape != duration.shape:
+        raise ValueError(
+            f"frame start times ({start.shape[0]}) and durations ({duration.shape[0]}) differ in length"
+        )
+    if start.shape[0] == 0:
+        raise ValueError("a frame schedule needs at least one frame")
+    if not (np.all(np.isfinite(start)) and np.all(np.isfinite(duration))):
+        raise ValueError("frame start times and durations must be finite numbers")
+    if np.any(duration <= 0):
+        i = int(np.argmax(duration <= 0))
+        raise ValueError(f"frame durations must be positive; frame {i} has duration {duration[i]:g}")
+    if np.any(np.diff(start) <= 0):
+        i = int(np.argmax(np.diff(start) <= 0)) + 1
+        raise ValueError(f"frame start times must be strictly increasing; frame {i} starts at or before frame {i - 1}")
+    end = start + duration
+    # Allow overlaps at the level of rounding in the files (1e-6 min = 60 us).
+    if np.any(start[1:] < end[:-1] - 1e-6):
+        i = int(np.argmax(start[1:] < end[:-1] - 1e-6)) + 1
+        raise ValueError(f"frames overlap: frame {i} starts before frame {i - 1} ends")

@@ -1,0 +1,157 @@
+"""Input functions: the arterial (or image-derived) tracer concentration that drives the kinetic models.
+
+An :class:`InputFunction` is the piecewise-linear interpolant of samples ``(times, values)``, times in
+**minutes** and values in **kBq/ml**. Conventions, used everywhere in jaxkin:
+
+* Before the first sample the input is zero. If the first sample lies after injection (t > 0), a knot
+  ``(0, 0)`` is added, so the curve ramps linearly from zero at injection to the first sample.
+* The tissue compartments are empty at the first knot (injection, or earlier samples if given).
+* A positive ``delay`` shifts the curve later in time: ``C_delayed(t) = C(t - delay)``.
+* The curve must extend to the end of the scan; the kinetic models refuse to extrapolate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["InputFunction", "FengParameters", "feng", "feng_input"]
+
+_TIME_UNITS = {"s": 1.0 / 60.0, "sec": 1.0 / 60.0, "seconds": 1.0 / 60.0, "min": 1.0, "minutes": 1.0}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class InputFunction:
+    """A piecewise-linear input function; ``times`` in minutes (strictly increasing), ``values`` in kBq/ml.
+
+    Build one with :meth:`from_samples` (which takes the time unit explicitly) or :func:`feng_input`.
+    """
+
+    times: np.ndarray
+    values: np.ndarray
+
+    def __post_init__(self):
+        times = np.array(self.times, dtype=np.float64).reshape(-1)
+        values = np.array(self.values, dtype=np.float64).reshape(-1)
+        if times.shape != values.shape:
+            raise ValueError(
+                f"input function: {times.shape[0]} sample times but {values.shape[0]} values"
+            )
+        if times.shape[0] < 2:
+            raise ValueError("input function: at least two samples are needed")
+        if not np.all(np.isfinite(times)):
+            raise ValueError("input function: sample times contain NaN or Inf")
+        if not np.all(np.isfinite(values)):
+            i = int(np.argmax(~np.isfinite(values)))
+            raise ValueError(f"input function: value {i} (t = {times[i]:g} min) is NaN or Inf")
+        if np.any(np.diff(times) <= 0):
+            i = int(np.argmax(np.diff(times) <= 0)) + 1
+            raise ValueError(
+                f"input function: sample times must be strictly increasing; sample {i} "
+                f"(t = {times[i]:g} min) is not after sample {i - 1} (t = {times[i - 1]:g} min)"
+            )
+        if times[0] > 0:
+            times = np.concatenate([[0.0], times])
+            values = np.concatenate([[0.0], values])
+        times.flags.writeable = False
+        values.flags.writeable = False
+        object.__setattr__(self, "times", times)
+        object.__setattr__(self, "values", values)
+
+    @classmethod
+    def from_samples(cls, times, values, *, time_unit: str) -> "InputFunction":
+        """An input function from samples; ``time_unit`` is ``"s"`` or ``"min"`` (no default, on purpose)."""
+        try:
+            scale = _TIME_UNITS[time_unit]
+        except KeyError:
+            raise ValueError(f"input function: unknown time unit {time_unit!r}; use 's' or 'min'") from None
+        return cls(np.asarray(times, dtype=np.float64) * scale, values)
+
+    @property
+    def start(self) -> float:
+        return float(self.times[0])
+
+    @property
+    def end(self) -> float:
+        """Time of the last sample in minutes: the curve is defined up to here."""
+        return float(self.times[-1])
+
+    def __call__(self, t) -> np.ndarray:
+        """Values at times ``t`` (minutes): linear interpolation, zero before the first knot."""
+        t = np.asarray(t, dtype=np.float64)
+        return np.interp(t, self.times, self.values, left=0.0, right=np.nan)
+
+    def integral(self, t) -> np.ndarray:
+        """Exact running integral ``int_{-inf}^t C(s) ds`` in kBq/ml*min at times ``t`` (minutes)."""
+        t = np.asarray(t, dtype=np.float64)
+        knots, vals = self.times, self.values
+        cum = np.concatenate([[0.0], np.cumsum(0.5 * np.diff(knots) * (vals[1:] + vals[:-1]))])
+        j = np.clip(np.searchsorted(knots, t, side="right") - 1, 0, len(knots) - 2)
+        dt = np.clip(t - knots[j], 0.0, None)
+        h = knots[j + 1] - knots[j]
+        slope = (vals[j + 1] - vals[j]) / h
+        out = cum[j] + vals[j] * dt + 0.5 * slope * dt**2
+        out = np.where(t < knots[0], 0.0, out)
+        return np.where(t > knots[-1], np.nan, out)
+
+    def delayed(self, delay: float) -> "InputFunction":
+        """The same curve shifted by ``delay`` minutes; positive = later (arrives after the original)."""
+        return InputFunction(self.times + float(delay), self.values)
+
+    def scaled(self, factor: float) -> "InputFunction":
+        """The curve multiplied by ``factor`` (e.g. a unit conversion or a per-subject dose scale)."""
+        return InputFunction(self.times, self.values * float(factor))
+
+    def __repr__(self) -> str:
+        return (
+            f"InputFunction({len(self.times)} knots, {self.times[0]:.4g}-{self.times[-1]:.4g} min, "
+            f"peak {self.values.max():.4g} kBq/ml)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FengParameters:
+    """Feng's FDG plasma input model (Feng et al. 1993); amplitudes in kBq/ml(/min), rates in 1/min.
+
+    ``C(t) = (a1 t - a2 - a3) e^{l1 t} + a2 e^{l2 t} + a3 e^{l3 t}`` for ``t >= 0``, zero before.
+    The defaults are Feng's published values (peak 103.5 kBq/ml at 0.29 min).
+    """
+
+    a1: float = 851.1225
+    a2: float = 21.8798
+    a3: float = 20.8113
+    l1: float = -4.1339
+    l2: float = -0.0104
+    l3: float = -0.1191
+
+
+def feng(t, params: FengParameters = FengParameters(), *, delay: float = 0.0, scale: float = 1.0):
+    """Feng's analytic input function at times ``t`` (minutes), in kBq/ml; zero before ``delay``."""
+    p = params
+    t = np.asarray(t, dtype=np.float64) - delay
+    tp = np.maximum(t, 0.0)
+    c = (p.a1 * tp - p.a2 - p.a3) * np.exp(p.l1 * tp) + p.a2 * np.exp(p.l2 * tp) + p.a3 * np.exp(p.l3 * tp)
+    return scale * np.where(t > 0, c, 0.0)
+
+
+def feng_input(
+    end: float,
+    params: FengParameters = FengParameters(),
+    *,
+    delay: float = 0.0,
+    scale: float = 1.0,
+    step: float = 1.0 / 60.0,
+) -> InputFunction:
+    """Feng's model sampled every ``step`` minutes (default 1 s) from 0 to ``end`` minutes.
+
+    The kinetic models treat the result as exactly piecewise linear. At 1 s sampling the linear
+    interpolant differs from the analytic curve by < 0.1% of the peak (see the tests).
+    """
+    if end <= 0 or step <= 0:
+        raise ValueError("feng_input: end and step must be positive")
+    n = int(np.ceil(end / step - 1e-9))
+    t = np.arange(n + 1) * step
+    if delay > 0:  # put a knot exactly at the onset so the curve's kink is represented exactly
+        t = np.union1d(t, [delay])
+    return InputFunction(t, feng(t, params, delay=delay, scale=scale))
