@@ -1,0 +1,250 @@
+"""The compartment models against an independent ODE solution, finite differences and each other."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.integrate import solve_ivp
+
+import jaxkin
+from jaxkin import FrameSchedule, InputFunction, kinetics
+
+FRAMES = FrameSchedule.quadra()
+
+
+def _ode_input() -> InputFunction:
+    """A Feng input (0.15 min delay) sampled like a measured curve: 1 s to 3 min, 10 s to 10 min, 30 s after."""
+    t = np.unique(np.round(np.concatenate([
+        np.arange(0, 3, 1 / 60), np.arange(3, 10, 1 / 6), np.arange(10, 65.01, 0.5), [0.15]]), 9))
+    return InputFunction(t, jaxkin.feng(t, delay=0.15))
+
+
+INPUT = _ode_input()
+
+
+def _param_sets(model: str, n_random: int, seed: int) -> np.ndarray:
+    """Corners and edges of the default bounds plus uniform random draws inside them."""
+    m = jaxkin.get_model(model)
+    lo, hi = np.array(m.lower), np.array(m.upper)
+    rng = np.random.default_rng(seed)
+    corners = [lo, hi, 0.5 * (lo + hi)]
+    for i in range(len(lo)):  # one parameter at each end, the others random
+        for v in (lo[i], hi[i]):
+            p = rng.uniform(lo, hi)
+            p[i] = v
+            corners.append(p)
+    return np.concatenate([np.array(corners), rng.uniform(lo, hi, (n_random, len(lo)))])
+
+
+def _ode_frame_means(model: str, params: np.ndarray, inp: InputFunction, frames: FrameSchedule) -> np.ndarray:
+    """Frame-averaged TACs of ``params [N, P]`` by integrating the compartment ODEs with scipy (float64).
+
+    State per parameter set: free F, bound B, and the running integrals of the tissue and of the blood, so the
+    frame means come from differences of integrals at the frame boundaries. All sets are solved at once.
+    """
+    n = params.shape[0]
+    if model == "1tcm":
+        k1, k2, vb = params.T
+        k3 = k4 = np.zeros(n)
+    elif model == "2tcmirr":
+        k1, k2, k3, vb = params.T
+        k4 = np.zeros(n)
+    else:
+        k1, k2, k3, k4, vb = params.T
+
+    def rhs(t, y):
+        f, b = y[:n], y[n : 2 * n]
+        cp = np.interp(t, inp.times, inp.values)
+        df = k1 * cp - (k2 + k3) * f + k4 * b
+        db = k3 * f - k4 * b
+        return np.concatenate([df, db, f + b, [cp]])
+
+    bounds = np.union1d(frames.start, frames.end)
+    # Integrate knot interval by knot interval (the input has a kink at every knot).
+    knots = np.union1d(inp.times[inp.times <= bounds[-1]], bounds)
+    y = np.zeros(3 * n + 1)
+    at = {knots[0]: y.copy()}
+    for a, b in zip(knots[:-1], knots[1:]):
+        sol = solve_ivp(rhs, (a, b), y, method="DOP853", rtol=1e-12, atol=1e-14)
+        y = sol.y[:, -1]
+        at[b] = y
+    q_start = np.array([at[s][2 * n : 3 * n] for s in frames.start])
+    q_end = np.array([at[e][2 * n : 3 * n] for e in frames.end])
+    qb = np.array([at[e][-1] - at[s][-1] for s, e in zip(frames.start, frames.end)])
+    tissue = (q_end - q_start).T / frames.duration
+    blood = qb / frames.duration
+    return (1 - vb[:, None]) * tissue + vb[:, None] * blood[None, :]
+
+
+MODEL_FNS = {"1tcm": jaxkin.one_tissue, "2tcmirr": jaxkin.two_tissue_irreversible, "2tcm": jaxkin.two_tissue}
+
+
+@pytest.fixture(scope="module", params=["1tcm", "2tcmirr", "2tcm"])
+def ode_case(request):
+    model = request.param
+    params = _param_sets(model, n_random=12, seed=1)
+    assert params.shape[0] >= 20
+    return model, params, _ode_frame_means(model, params, INPUT, FRAMES)
+
+
+def _relative_error_on_signal(approx, ref):
+    """Max relative error over frames whose reference value is above 1% of that TAC's peak."""
+    approx, ref = np.asarray(approx, np.float64), np.asarray(ref, np.float64)
+    significant = np.abs(ref) > 0.01 * np.abs(ref).max(axis=1, keepdims=True)
+    return np.max(np.abs(approx - ref)[significant] / np.abs(ref)[significant])
+
+
+def test_float64_models_match_the_ode(ode_case):
+    model, params, ref = ode_case
+    fn = MODEL_FNS[model]
+    with jax.enable_x64(True):
+        table = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)
+        exact = jaxkin.prepare_exact(INPUT, FRAMES, dtype=jnp.float64)
+        p = jnp.asarray(params, jnp.float64)
+        err_table = _relative_error_on_signal(fn(p, table), ref)
+        err_exact = _relative_error_on_signal(fn(p, exact), ref)
+    assert err_exact <= 1e-6, err_exact
+    assert err_table <= 1e-6, err_table
+
+
+def test_float32_models_match_the_ode(ode_case):
+    model, params, ref = ode_case
+    fn = MODEL_FNS[model]
+    table = jaxkin.prepare(INPUT, FRAMES)
+    exact = jaxkin.prepare_exact(INPUT, FRAMES)
+    assert table.table.dtype == jnp.float32
+    p = jnp.asarray(params, jnp.float32)
+    assert _relative_error_on_signal(fn(p, table), ref) <= 2e-4
+    assert _relative_error_on_signal(fn(p, exact), ref) <= 2e-4
+
+
+def test_table_matches_exact_recurrence_over_all_rates():
+    """Interpolation error of the rate table, on the realistic 1-s (0.2-s at the peak) Feng input."""
+    inp = jaxkin.feng_input(65.0, delay=0.3)
+    rates = np.concatenate([np.linspace(0, 0.1, 61), np.geomspace(0.1, 10.0, 120)])
+    with jax.enable_x64(True):
+        table = jaxkin.prepare(inp, FRAMES, dtype=jnp.float64)
+        exact = jaxkin.prepare_exact(inp, FRAMES, dtype=jnp.float64)
+        a = np.asarray(table.frame_conv(jnp.asarray(rates)))
+        b = np.asarray(jax.vmap(exact.frame_conv)(jnp.asarray(rates)))
+    assert _relative_error_on_signal(a, b) < 1e-7
+
+
+def test_convolve_cross_check_converges_to_exact():
+    params = jnp.array([[0.6, 1.2, 0.1, 0.05], [0.243, 0.78, 0.1, 0.02], [1.535, 2.697, 0.007, 0.042]])
+    with jax.enable_x64(True):
+        exact = jaxkin.two_tissue_irreversible(params, jaxkin.prepare_exact(INPUT, FRAMES, dtype=jnp.float64))
+        errors = []
+        for dt in (2 / 60, 1 / 60, 0.5 / 60, 0.25 / 60):
+            grid = jaxkin.prepare_convolve(INPUT, FRAMES, dt=dt, dtype=jnp.float64)
+            errors.append(_relative_error_on_signal(jaxkin.two_tissue_irreversible(params, grid), exact))
+    assert all(b < 0.7 * a for a, b in zip(errors, errors[1:])), errors  # first-order convergence
+    assert errors[-1] < 0.02, errors
+
+
+@pytest.mark.parametrize("model", ["1tcm", "2tcmirr", "2tcm"])
+def test_gradients_match_finite_differences(model):
+    fn = MODEL_FNS[model]
+    params = _param_sets(model, n_random=3, seed=7)[[2, -1, -2, -3]]  # mid-bounds and random sets
+    with jax.enable_x64(True):
+        kin = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)
+        for p in params:
+            p = jnp.asarray(p)
+            jac = np.asarray(jax.jacfwd(fn)(p, kin))
+            jac_rev = np.asarray(jax.jacrev(fn)(p, kin))
+            assert np.all(np.isfinite(jac))
+            np.testing.assert_allclose(jac_rev, jac, rtol=1e-9, atol=1e-9)
+            for i in range(p.shape[0]):
+                h = 1e-6 * max(1.0, float(p[i]))
+                fd = (fn(p.at[i].add(h), kin) - fn(p.at[i].add(-h), kin)) / (2 * h)
+                scale = np.abs(fd).max() + 1e-12
+                assert np.max(np.abs(jac[:, i] - np.asarray(fd))) <= 1e-5 * scale, (model, i)
+
+
+def test_vmap_over_10000_parameter_sets_equals_per_voxel():
+    kin = jaxkin.prepare(INPUT, FRAMES)
+    m = jaxkin.get_model("2tcmirr")
+    params = jax.random.uniform(jax.random.key(0), (10_000, 4), minval=jnp.array(m.lower), maxval=jnp.array(m.upper))
+    batched = jax.jit(jaxkin.two_tissue_irreversible)(params, kin)
+    one = jax.jit(lambda p: jaxkin.two_tissue_irreversible(p, kin))
+    per_voxel = jax.lax.map(one, params)
+    assert batched.shape == (10_000, 62)
+    np.testing.assert_allclose(np.asarray(batched), np.asarray(per_voxel), rtol=1e-6, atol=1e-6)
+    idx = np.random.default_rng(0).choice(10_000, 20, replace=False)
+    for i in idx:  # and a few genuinely separate calls
+        np.testing.assert_allclose(np.asarray(one(params[i])), np.asarray(batched[i]), rtol=1e-6, atol=1e-6)
+
+
+def test_models_are_jittable_with_stacked_inputs():
+    """A batch can carry each sample's own input function (stacked KineticInputs, vmapped)."""
+    kins = [jaxkin.prepare(jaxkin.feng_input(65.0, delay=d, scale=s), FRAMES) for d, s in [(0.1, 1.0), (0.4, 0.7)]]
+    stacked = jax.tree.map(lambda *x: jnp.stack(x), *kins)
+    params = jnp.array([[0.6, 1.2, 0.1, 0.05], [0.6, 1.2, 0.1, 0.05]])
+    out = jax.jit(jax.vmap(jaxkin.two_tissue_irreversible))(params, stacked)
+    for i, kin in enumerate(kins):
+        np.testing.assert_allclose(np.asarray(out[i]), np.asarray(jaxkin.two_tissue_irreversible(params[i], kin)), rtol=1e-6)
+    assert not np.allclose(out[0], out[1])
+
+
+def test_float32_is_safe_at_the_edges():
+    kin = jaxkin.prepare(INPUT, FRAMES)
+    zero_kin = jaxkin.prepare(InputFunction.from_samples([0, 70], [0.0, 0.0], time_unit="min"), FRAMES)
+    edge = jnp.array([
+        [0.01, 0.01, 0.01, 0.0],   # k2 + k3 small
+        [2.0, 3.0, 0.01, 1.0],     # k3 at its minimum, vB = 1
+        [2.0, 3.0, 1.0, 0.0],      # largest rate
+        [0.5, 0.0, 0.0, 0.5],      # k2 = k3 = 0 (outside the bounds): C_T = K1 * int C_p
+        [0.0, 0.0, 0.0, 0.0],
+        [1.0, 50.0, 1.0, 0.2],     # rate beyond the table: clamped, still finite
+    ])
+    for k in (kin, zero_kin):
+        tac = jaxkin.two_tissue_irreversible(edge, k)
+        grad = jax.jacfwd(lambda p: jaxkin.two_tissue_irreversible(p, k).sum())(edge)
+        assert np.all(np.isfinite(tac)) and np.all(np.isfinite(grad))
+    assert np.all(jaxkin.two_tissue_irreversible(edge, zero_kin) == 0)
+    # k2 = k3 = 0: tissue = K1 * running integral, frame-averaged
+    ref = 0.5 * 0.5 * np.array([np.mean(INPUT.integral(np.linspace(s, e, 2001))) for s, e in zip(FRAMES.start, FRAMES.end)])
+    ref += 0.5 * np.asarray(kin.blood_mean)
+    np.testing.assert_allclose(np.asarray(jaxkin.two_tissue_irreversible(edge[3], kin)), ref, rtol=1e-4)
+    rev = jnp.array([[0.5, 0.4, 0.0, 0.4, 0.1], [0.5, 0.4, 1e-9, 0.4, 0.0]])  # equal rates (degenerate)
+    assert np.all(np.isfinite(jaxkin.two_tissue(rev, kin)))
+    assert np.all(np.isfinite(jax.jacfwd(lambda p: jaxkin.two_tissue(p, kin).sum())(rev)))
+
+
+def test_macro_parameters():
+    p = jnp.array([0.6, 1.2, 0.1, 0.05])
+    np.testing.assert_allclose(jaxkin.get_model("2tcmirr").macro_parameters(p)["Ki"], 0.6 * 0.1 / 1.3, rtol=1e-6)
+    np.testing.assert_allclose(jaxkin.get_model("1tcm").macro_parameters(jnp.array([0.5, 0.25, 0.0]))["VT"], 2.0)
+    vt = jaxkin.get_model("2tcm").macro_parameters(jnp.array([0.5, 0.25, 0.1, 0.05, 0.0]))["VT"]
+    np.testing.assert_allclose(vt, 0.5 / 0.25 * (1 + 0.1 / 0.05), rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown kinetic model 'x'"):
+        jaxkin.get_model("x")
+
+
+def test_reversible_model_reduces_to_irreversible_and_one_tissue():
+    with jax.enable_x64(True):
+        kin = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)
+        irr = jaxkin.two_tissue_irreversible(jnp.array([0.6, 1.2, 0.1, 0.05]), kin)
+        rev = jaxkin.two_tissue(jnp.array([0.6, 1.2, 0.1, 0.0, 0.05]), kin)
+        one = jaxkin.one_tissue(jnp.array([0.6, 1.2, 0.05]), kin)
+        rev_no_k3 = jaxkin.two_tissue(jnp.array([0.6, 1.2, 0.0, 0.3, 0.05]), kin)
+    np.testing.assert_allclose(rev, irr, rtol=1e-7)
+    np.testing.assert_allclose(rev_no_k3, one, rtol=1e-7)
+
+
+def test_input_must_cover_the_scan():
+    short = InputFunction.from_samples([0, 30], [0.0, 1.0], time_unit="min")
+    with pytest.raises(ValueError, match="does not cover the scan: it ends at 30 min"):
+        jaxkin.prepare(short, FRAMES)
+    with pytest.raises(ValueError, match="does not cover the scan"):
+        jaxkin.prepare_exact(short, FRAMES)
+
+
+def test_delay_shifts_the_response_later():
+    kin = jaxkin.prepare(INPUT, FRAMES)
+    late = jaxkin.prepare(INPUT.delayed(0.5), FRAMES)
+    p = jnp.array([0.6, 1.2, 0.1, 0.05])
+    a, b = jaxkin.two_tissue_irreversible(p, kin), jaxkin.two_tissue_irreversible(p, late)
+    first = int(np.argmax(np.asarray(a) > 0.01 * float(a.max())))
+    assert float(b[first]) < float(a[first])  # activity arrives later
+    np.testing.assert_allclose(float(b[-1]), float(a[-1]), rtol=0.05)  # late frames barely change
