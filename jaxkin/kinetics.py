@@ -98,6 +98,11 @@ class KnotGrid:
     frame_duration: jax.Array
     blood_mean: jax.Array
 
+    @property
+    def integral_mean(self):
+        """Frame means of the running integral ``int_0^t C_p``, ``[F]``."""
+        return self.frame_conv(0.0)
+
     def frame_conv(self, rate):
         """Frame means of ``(C_p * e^{-rate t})``; ``rate`` scalar (1/min, >= 0) -> ``[F]`` (kBq/ml*min)."""
         rate = jnp.asarray(rate, self.values.dtype)
@@ -197,6 +202,11 @@ class KineticInput:
     frame_duration: jax.Array
     grid: RateGrid = dataclasses.field(metadata=dict(static=True), default=RateGrid())
 
+    @property
+    def integral_mean(self):
+        """Frame means of the running integral ``int_0^t C_p`` (the rate-0 convolution), ``[F]``."""
+        return self.table[..., 0, :]
+
     def frame_conv(self, rate):
         """Frame means of ``(C_p * e^{-rate t})``; ``rate`` any shape ``[...]`` (1/min) -> ``[..., F]``."""
         g = self.grid
@@ -260,6 +270,11 @@ class UniformGrid:
     blood_mean: jax.Array
     dt: float = dataclasses.field(metadata=dict(static=True), default=1.0 / 60.0)
 
+    @property
+    def integral_mean(self):
+        """Frame means of the running integral ``int_0^t C_p`` on the grid, ``[F]``."""
+        return self.frame_conv(0.0)
+
     def frame_conv(self, rate):
         """Frame means of ``(C_p * e^{-rate t})`` on the grid; ``rate`` scalar -> ``[F]``."""
         t = jnp.arange(self.values.shape[0], dtype=self.values.dtype) * self.dt
@@ -296,9 +311,14 @@ def prepare_convolve(
 _TINY = 1e-12
 
 
+# Each model's ``_components_*(params)`` returns ``(integral_amplitude, amplitudes [..., K], rates [..., K], vB)``:
+# C_T = integral_amplitude * int C_p + sum_k amplitudes_k (C_p * e^{-rates_k t}). ``integral_amplitude`` is None
+# for models without an irreversible (rate-0) term, so that no work is spent on it.
+
+
 def _components_1tcm(p):
     k1, k2, vb = p[..., 0], p[..., 1], p[..., 2]
-    return k1[..., None], k2[..., None], vb
+    return None, k1[..., None], k2[..., None], vb
 
 
 def _components_2tcmirr(p):
@@ -306,9 +326,7 @@ def _components_2tcmirr(p):
     lam = k2 + k3
     # K1/lam * [k3 * int C_p + k2 * (C_p * e^{-lam t})]; the _TINY terms keep k2 = k3 = 0 finite (-> K1 int C_p).
     denom = lam + 2 * _TINY
-    amplitudes = jnp.stack([k1 * (k3 + _TINY) / denom, k1 * (k2 + _TINY) / denom], axis=-1)
-    rates = jnp.stack([jnp.zeros_like(lam), lam], axis=-1)
-    return amplitudes, rates, vb
+    return k1 * (k3 + _TINY) / denom, (k1 * (k2 + _TINY) / denom)[..., None], lam[..., None], vb
 
 
 _MIN_SPLIT = 1e-4  # smallest separation of the two rates of the reversible model (1/min)
@@ -322,13 +340,15 @@ def _components_2tcm(p):
     split = jnp.sqrt(jnp.maximum(s * s - 4 * k2 * k4, _MIN_SPLIT**2))
     a1, a2 = 0.5 * (s - split), 0.5 * (s + split)
     amplitudes = jnp.stack([k1 * (k3 + k4 - a1) / split, k1 * (a2 - k3 - k4) / split], axis=-1)
-    return amplitudes, jnp.stack([a1, a2], axis=-1), vb
+    return None, amplitudes, jnp.stack([a1, a2], axis=-1), vb
 
 
 def _model_tac(components, params, kin):
-    amplitudes, rates, vb = components(jnp.asarray(params))
+    integral_amplitude, amplitudes, rates, vb = components(jnp.asarray(params))
     conv = _frame_conv(kin, rates)  # [..., K, F]
     tissue = jnp.sum(amplitudes[..., None] * conv, axis=-2)
+    if integral_amplitude is not None:
+        tissue = tissue + integral_amplitude[..., None] * kin.integral_mean
     return (1.0 - vb[..., None]) * tissue + vb[..., None] * kin.blood_mean
 
 
