@@ -85,7 +85,7 @@ INPUT_SCALE_SD = 0.15
 INPUT_DELAY_MIN = (0.1, 0.3)
 
 F18_HALF_LIFE_MIN = 109.77
-#: Noise constant s at noise_scale = 1 (kBq/ml*min): about 4-5% SD in a late (300 s) liver frame voxel.
+#: Noise constant s at noise_scale = 1 (kBq/ml*min): about 3.6% SD in a late (300 s) liver frame voxel.
 NOISE_S = 0.06
 
 PARAM_NAMES = ("K1", "k2", "k3", "vB")
