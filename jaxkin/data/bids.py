@@ -211,6 +211,8 @@ class PetImage:
 
     ``frames`` are in minutes; ``scale_to_kbq`` turns file values into kBq/ml. ``image`` is the nibabel image
     whose ``dataobj`` is a lazy proxy: use :meth:`read` to get kBq/ml for some axial slices.
+    ``decay_factors [F]`` (None when the file is decay corrected) decay-correct each frame mean to t = 0 of the frame
+    times; :meth:`read` applies them, so what it returns is always decay corrected, as the kinetic models assume.
     """
 
     path: Path
@@ -222,6 +224,7 @@ class PetImage:
     shape: tuple
     sidecar: dict
     image: object
+    decay_factors: np.ndarray | None = None
 
     @property
     def prefix(self) -> str:
@@ -249,6 +252,8 @@ class PetImage:
         except Exception as err:  # EOFError, zlib.error, OSError ... from a damaged file
             raise InputError(f"{self.path}: cannot read image data ({_one_line(err)})") from None
         data = data.astype(dtype, copy=False)
+        if self.decay_factors is not None:
+            return data * (self.scale_to_kbq * self.decay_factors).astype(data.dtype)
         if self.scale_to_kbq != 1.0:
             data = data * np.asarray(self.scale_to_kbq, dtype=data.dtype)
         return data
@@ -259,6 +264,35 @@ class PetImage:
         for z0 in range(0, n_z, slab):
             zs = slice(z0, min(z0 + slab, n_z))
             yield zs, self.read(zs)
+
+
+#: Half-lives in minutes of common PET radionuclides, by normalised name ("F18", "18F" and "F-18" are all F18).
+HALF_LIVES_MIN = {"F18": 109.77, "C11": 20.364, "O15": 2.037, "N13": 9.965, "GA68": 67.71, "CU64": 762.0,
+                  "ZR89": 4704.6, "RB82": 1.2625}
+
+
+def _half_life(sidecar: dict, where: Path) -> float:
+    name = sidecar.get("TracerRadionuclide")
+    key = "".join(ch for ch in str(name).upper() if ch.isalnum())
+    if key and key[0].isdigit():  # "18F" -> "F18"
+        digits = "".join(ch for ch in key if ch.isdigit())
+        key = key[len(digits):] + digits
+    if name is None or key not in HALF_LIVES_MIN:
+        raise InputError(
+            f"{where}: field 'TracerRadionuclide' is {name!r}; decay correcting an image with "
+            f"ImageDecayCorrected false needs one of {', '.join(HALF_LIVES_MIN)}"
+        )
+    return HALF_LIVES_MIN[key]
+
+
+def decay_factors(frames: FrameSchedule, half_life_min: float) -> np.ndarray:
+    """Per-frame factors ``[F]`` that decay-correct frame means to t = 0 (minutes in, dimensionless out).
+
+    For a frame ``[a, a + d]``: ``lam d / (exp(-lam a) (1 - exp(-lam d)))`` with ``lam = ln 2 / half_life``.
+    """
+    lam = np.log(2.0) / half_life_min
+    x = lam * frames.duration
+    return x / (np.exp(-lam * frames.start) * -np.expm1(-x))
 
 
 def _sidecar_field(sidecar: dict, key: str, where: Path):
@@ -314,7 +348,8 @@ def load_pet(path) -> PetImage:
     """Open a 4D BIDS PET image (``*_pet.nii.gz`` or ``*_pet.nii``) and validate it against its ``*_pet.json``.
 
     Checks: the sidecar exists; ``FrameTimesStart``, ``FrameDuration`` (s), ``Units`` and ``ImageDecayCorrected``
-    are present and valid; frames increase, do not overlap and have positive durations; the frame count equals
+    are present and valid (with ``ImageDecayCorrected`` false, ``TracerRadionuclide`` too: :meth:`PetImage.read`
+    then decay-corrects to t = 0 of the frame times); frames increase, do not overlap and have positive durations; the frame count equals
     the 4th dimension; the file is complete. Voxel data are not read (see :meth:`PetImage.read`).
     """
     path = Path(path)
@@ -331,6 +366,7 @@ def load_pet(path) -> PetImage:
     decay_corrected = _sidecar_field(sidecar, "ImageDecayCorrected", sidecar_path)
     if not isinstance(decay_corrected, bool):
         raise InputError(f"{sidecar_path}: field 'ImageDecayCorrected' must be true or false, not {decay_corrected!r}")
+    factors = None if decay_corrected else decay_factors(frames, _half_life(sidecar, sidecar_path))
     image = _open_nifti(path)
     shape = tuple(int(s) for s in image.shape)
     if len(shape) != 4:
@@ -350,6 +386,7 @@ def load_pet(path) -> PetImage:
         shape=shape,
         sidecar=sidecar,
         image=image,
+        decay_factors=factors,
     )
 
 
