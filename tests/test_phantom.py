@@ -177,7 +177,7 @@ def test_split_counts():
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("ds") / "phantom"
-    phantom.simulate_dataset(out, subjects=2, seed=SEED, preset="small", noise_scale=0.0, fwhm_mm=0.0, workers=1)
+    phantom.simulate_dataset(out, subjects=2, seed=SEED, preset="small", noise_scale=0.0, fwhm_mm=0.0, workers=2)
     return out
 
 
@@ -206,6 +206,9 @@ def test_dataset_round_trip(small_dataset, clean):
     description = json.loads((small_dataset / "dataset_description.json").read_text())
     assert description["SimulationParameters"]["Split"] == {"train": 1, "val": 1, "test": 0}
     assert not [p for p in small_dataset.parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+    # sub-02 was simulated in a worker thread: the same as in the main thread.
+    second = phantom.simulate_subject(1, seed=SEED, preset="small", noise_scale=0.0, fwhm_mm=0.0)
+    np.testing.assert_array_equal(bids.load_pet(dataset.subject_files(small_dataset, "sub-02").pet).read(), second.pet)
 
 
 def test_image_derived_input_from_the_aorta(small_dataset, clean):
@@ -215,6 +218,33 @@ def test_image_derived_input_from_the_aorta(small_dataset, clean):
     f = pet.frames
     means = (clean.input_function.integral(f.end) - clean.input_function.integral(f.start)) / f.duration
     np.testing.assert_allclose(idif(f.mid), means, rtol=1e-5)
+
+
+def test_idif_command(small_dataset, tmp_path, capsys):
+    files = dataset.subject_files(small_dataset, "sub-01")
+    out = tmp_path / "sub-01_recording-IDIF_blood.tsv"
+    assert cli.main(["idif", "--pet", str(files.pet), "--labels", str(files.labels), "--out", str(out)]) == 0
+    assert "wrote" in capsys.readouterr().out
+    pet = bids.load_pet(files.pet)
+    expected = bids.image_derived_input(pet, bids.load_labels(files.labels, pet=pet), "aorta")
+    back = bids.load_input_function(out, pet=pet)
+    np.testing.assert_allclose(back.values, expected.values, rtol=1e-12)
+    # A broken sidecar: exit 2, one line naming the file and the field, no output.
+    bad_dir = tmp_path / "bad"
+    bad_dir.mkdir()
+    bad_pet = bad_dir / "sub-01_pet.nii.gz"
+    bad_pet.write_bytes(files.pet.read_bytes())
+    meta = json.loads(files.pet.with_name("sub-01_pet.json").read_text())
+    del meta["FrameDuration"]
+    (bad_dir / "sub-01_pet.json").write_text(json.dumps(meta))
+    out2 = tmp_path / "x_blood.tsv"
+    assert cli.main(["idif", "--pet", str(bad_pet), "--labels", str(files.labels), "--out", str(out2)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"jaxkin idif: error: {bad_dir / 'sub-01_pet.json'}: missing required field 'FrameDuration'\n"
+    assert not out2.exists()
+    assert cli.main(["idif", "--pet", str(files.pet), "--labels", str(files.labels), "--label", "heart",
+                     "--out", str(out2)]) == 2
+    assert "no label named 'heart'" in capsys.readouterr().err and not out2.exists()
 
 
 def test_dataset_split_errors(tmp_path):

@@ -762,14 +762,21 @@ def label_mean_tac(pet: PetImage, mask: np.ndarray) -> tuple[np.ndarray, int]:
 def image_derived_input(pet: PetImage, labels: Labels, label: str) -> InputFunction:
     """The mean TAC inside ``label`` (e.g. ``"aorta"``) as an input function (min, kBq/ml).
 
-    Samples are the frame means placed at the frame mid times; the curve ramps from 0 at the scan start
-    (injection) to the first sample and is extended to the end of the last frame by linear extrapolation of the
-    last two samples (clipped at 0), so that it covers the scan. Voxels with NaN/Inf values are left out.
+    Voxels with NaN/Inf values are left out; see :func:`input_from_frame_means` for how the curve is built.
     """
     if labels.data.shape != tuple(pet.shape[:3]):
         raise InputError(f"{labels.path or 'labels'}: shape {labels.data.shape} differs from the PET image {pet.path.name}")
     tac, _ = label_mean_tac(pet, labels.mask(label))
-    frames = pet.frames
+    return input_from_frame_means(pet.frames, tac)
+
+
+def input_from_frame_means(frames: FrameSchedule, tac) -> InputFunction:
+    """An input function from frame means ``tac [F]`` (kBq/ml): samples at the frame mid times.
+
+    The curve ramps from 0 at the scan start (injection) to the first sample and is extended to the end of the last
+    frame by linear extrapolation of the last two samples (clipped at 0), so that it covers the scan.
+    """
+    tac = np.asarray(tac, dtype=np.float64)
     mid = frames.mid
     times, values = list(mid), list(tac)
     if frames.start[0] < mid[0]:
