@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -117,6 +116,14 @@ def test_write_pet_and_write_map_round_trip(tmp_path, pet_data):
         "sub-02_model-2tcmirr_meas-K1_mimap.json", "sub-02_model-2tcmirr_meas-K1_mimap.nii.gz"]  # no temp files
     with pytest.raises(ValueError, match="spatial shape"):
         bids.write_map(out, pet.prefix, "2tcmirr", "K1", k1[:-1], reference=pet, units="1")
+
+
+def test_unwritable_output_is_an_input_error(tmp_path, pet_path):
+    pet = bids.load_pet(pet_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the output folder should be
+    with pytest.raises(InputError, match=r"file/sub-01_model-2tcmirr_meas-K1_mimap\.nii\.gz: cannot write"):
+        bids.write_map(blocker, "sub-01", "2tcmirr", "K1", np.zeros(SHAPE[:3]), reference=pet, units="1")
 
 
 def test_input_function_round_trip_with_units(tmp_path, pet_path):

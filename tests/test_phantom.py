@@ -285,6 +285,12 @@ def test_cli_refuses_a_non_empty_output(tmp_path, capsys):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+def test_cli_unwritable_output(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    assert cli.main(["simulate", "--out", str(tmp_path / "file" / "ds")]) == 2
+    assert "cannot create the dataset folder" in capsys.readouterr().err
+
+
 def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
     calls = []
 

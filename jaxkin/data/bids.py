@@ -184,12 +184,21 @@ def _atomic_target(path: Path) -> Path:
 
 @contextlib.contextmanager
 def _atomic_write(path: Path):
-    """Yield a temporary path; on success rename it to ``path``, on failure remove it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(path)
+    """Yield a temporary path; on success rename it to ``path``, on failure remove it.
+
+    An OSError (no permission, disk full, ...) becomes an InputError naming ``path``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _atomic_target(path)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write ({_one_line(err)})") from None
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write ({_one_line(err)})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

@@ -594,8 +594,11 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: already exists and is not an empty folder; choose a new --out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as err:
+        raise InputError(f"{out}: cannot create the dataset folder ({' '.join(str(err).split())})") from None
     try:
         n_train, n_val, n_test = split_counts(n)
         splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
@@ -648,6 +651,9 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
         if out.exists():
             out.rmdir()  # empty, checked above
         os.rename(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"{out}: cannot write the dataset ({' '.join(str(err).split())})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
