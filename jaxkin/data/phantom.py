@@ -116,7 +116,7 @@ PRESETS: dict[str, Preset] = {
     "paper": Preset(
         "paper", (112, 112, 80), (2.5, 2.5, 6.0), 23, 4.0,
         "112 x 112 at 2.5 mm in-plane as in the paper; lungs to bladder (48 cm) in 80 axial slices of 6 mm "
-        "(the paper's 2.5 mm axially would need ~190 slices, ~4x the data, too slow to write 23 subjects "
+        "(the paper's 2.5 mm axially would need ~190 slices, 2.4x the data, too slow to write 23 subjects "
         "in 5 minutes on a 2-core CPU)",
     ),
 }
