@@ -1,0 +1,211 @@
+"""Whole-volume fitting: stream masked voxels through fixed-size chunks, sharded over all local devices.
+
+:func:`fit_volume` takes a 4D image (a NumPy array ``[X, Y, Z, F]`` in kBq/ml or a lazily read
+:class:`jaxkin.data.bids.PetImage`), reads it a few axial slices at a time, gathers the voxels inside the mask
+into chunks of ``chunk_size`` TACs (the last one padded, so there is one compilation), and fits each chunk with
+the compartment model (:func:`jaxkin.fitting.fit_chunk`), a graphical method (:mod:`jaxkin.graphical`) or the
+curve_fit baseline. Each chunk is split along the voxel axis over ``jax.local_devices()`` with
+``jax.sharding.NamedSharding`` (every voxel is independent; the input function tables are replicated), and the next
+chunk is gathered on the host while the devices work on the current one. Memory is bounded by the slab, two chunks
+and the output maps. After ``jax.distributed.initialize()`` each host can run this on its own slabs.
+
+The mask: the one given, or else every voxel whose time integral ``sum_f C_f Δt_f`` is at least ``min_signal``
+times the 99th percentile of the body's integrals (a first pass over the image). Voxels with NaN/Inf are left out
+and counted. Maps are 0 outside the mask.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from jaxkin.kinetics import KineticInput, get_model
+
+__all__ = ["VolumeFit", "fit_volume", "signal_mask", "MAP_UNITS"]
+
+MAP_UNITS = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vB": "1", "Ki": "mL/cm3/min",
+             "VT": "mL/cm3", "SSE": "(kBq/mL)^2", "R2": "1", "intercept": "1", "flags": "1"}
+GRAPHICAL = ("patlak", "logan")
+
+
+@dataclasses.dataclass(frozen=True)
+class VolumeFit:
+    """Maps ``[X, Y, Z]`` (float32; ``flags`` int32) by name, the mask used (finite voxels only), the number of
+    voxels fitted, of voxels in the image with NaN/Inf (never fitted) and of fits flagged not converged."""
+
+    maps: dict
+    mask: np.ndarray
+    n_fitted: int
+    n_nonfinite: int
+    n_not_converged: int
+
+
+def _slabs(pet, slab: int):
+    if hasattr(pet, "slabs"):
+        yield from pet.slabs(slab)
+        return
+    for z0 in range(0, pet.shape[2], slab):
+        zs = slice(z0, min(z0 + slab, pet.shape[2]))
+        yield zs, np.asarray(pet[:, :, zs], np.float32)
+
+
+def signal_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8):
+    """``(mask, finite) bool [X, Y, Z]``: voxels with enough signal (see the module docstring), and finite voxels."""
+    shape = tuple(pet.shape[:3])
+    auc = np.zeros(shape, np.float32)
+    finite = np.zeros(shape, bool)
+    dur = np.asarray(frame_duration, np.float32)
+    for zs, data in _slabs(pet, slab):
+        ok = np.all(np.isfinite(data), axis=-1)
+        finite[:, :, zs] = ok
+        auc[:, :, zs] = np.where(ok, np.nan_to_num(data) @ dur, 0.0)
+    positive = auc[finite & (auc > 0)]
+    if positive.size == 0:
+        return np.zeros(shape, bool), finite
+    threshold = min_signal * np.quantile(positive, 0.99)
+    return finite & (auc >= threshold) & (auc > 0), finite
+
+
+def _shardings():
+    devices = np.array(jax.local_devices())
+    mesh = jax.sharding.Mesh(devices, ("voxels",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("voxels"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return len(devices), rows, replicated
+
+
+def _map_names(model: str):
+    if model == "patlak":
+        return ["Ki", "intercept", "R2"]
+    if model == "logan":
+        return ["VT", "intercept", "R2"]
+    m = get_model(model)
+    return list(m.param_names) + list(m.macros) + ["SSE", "R2", "flags"]
+
+
+def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = "lm", mask=None,
+               weights: str = "none", chunk_size: int = 16384, slab: int = 8, min_signal: float = 0.05,
+               t_star: float = 20.0, plot_input=None, numpy_model=None, progress: bool = True,
+               decay_corrected: bool = True, half_life: float | None = None, n_iter: int = 16) -> VolumeFit:
+    """Fit every voxel of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml) inside the mask; see the module.
+
+    ``model``: ``2tcmirr``, ``1tcm``, ``2tcm`` (compartment fit by ``method`` ``lm`` or ``curve_fit``) or
+    ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.graphical.PlotInput`). ``curve_fit`` needs
+    ``numpy_model`` (:class:`jaxkin.baseline.NumpyModel`). Returns :class:`VolumeFit`.
+    """
+    from jaxkin import fitting, graphical
+
+    shape = tuple(pet.shape[:3])
+    if mask is None:
+        mask, finite = signal_mask(pet, kin.frame_duration, min_signal=min_signal, slab=slab)
+    else:
+        mask = np.asarray(mask, bool)
+        if mask.shape != shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the image's {shape}")
+        _, finite = signal_mask(pet, kin.frame_duration, min_signal=0.0, slab=slab)
+    n_nonfinite = int(np.count_nonzero(~finite))  # reported, never fitted
+    mask = mask & finite
+    names = _map_names(model)
+    maps = {n: np.zeros(shape, np.int32 if n == "flags" else np.float32) for n in names}
+    total = int(np.count_nonzero(mask))
+
+    n_dev, rows, replicated = _shardings()
+    chunk = max(n_dev, min(chunk_size, fitting._next_pow2(max(total, 1))))
+    chunk = -(-chunk // n_dev) * n_dev
+    settings = fitting.FitSettings(model=model, n_iter=n_iter) if model not in GRAPHICAL else None
+    kin_dev = jax.device_put(kin, replicated)
+    plot_dev = jax.device_put(plot_input, replicated) if plot_input is not None else None
+    w_kw = {} if half_life is None else {"half_life": half_life}
+
+    def launch(tacs):
+        """Start the fit of one padded chunk ``[chunk, F]`` (asynchronous)."""
+        if model in GRAPHICAL:
+            fn = graphical.patlak if model == "patlak" else graphical.logan
+            return fn(jax.device_put(tacs, rows), plot_dev, t_star)
+        if method == "curve_fit":
+            return None
+        w = fitting.frame_weights(weights, kin, tacs, decay_corrected=decay_corrected, **w_kw)
+        w = jax.device_put(np.asarray(w), rows if np.ndim(w) == 2 else replicated)
+        return fitting.fit_chunk(jax.device_put(tacs, rows), w, kin_dev, settings)
+
+    def collect(result, tacs, index, n):
+        """Write the first ``n`` results of a chunk into the maps at ``index`` (flat voxel indices)."""
+        if model in GRAPHICAL:
+            values = {names[0]: result.slope, "intercept": result.intercept, "R2": result.r2}
+        elif method == "curve_fit":
+            from jaxkin import baseline
+
+            w = None
+            if weights != "none":
+                w = np.asarray(fitting.frame_weights(weights, kin, tacs[:n], decay_corrected=decay_corrected, **w_kw))
+            params, sse, ok = baseline.curve_fit_tacs(tacs[:n], numpy_model, weights=w)
+            m = get_model(model)
+            values = {name: params[:, i] for i, name in enumerate(m.param_names)}
+            for macro, fn in m.macros.items():
+                values[macro] = np.asarray(fn(params))
+            values["SSE"] = sse
+            y = tacs[:n].astype(np.float64)
+            wf = np.ones_like(y) if w is None else np.broadcast_to(w, y.shape)
+            mean = np.sum(wf * y, 1) / np.sum(wf, 1)
+            sst = np.sum(wf * (y - mean[:, None]) ** 2, 1)
+            values["R2"] = np.where(sst > 0, 1 - sse / np.where(sst > 0, sst, 1), 0.0)
+            values["flags"] = np.where(ok, 0, fitting.FLAG_NOT_CONVERGED)
+        else:
+            r = result.to_numpy()
+            m = get_model(model)
+            values = {name: r.params[:, i] for i, name in enumerate(m.param_names)}
+            values[r.macro_name] = r.macro
+            values.update(SSE=r.sse, R2=r.r2, flags=r.flags)
+        for name, v in values.items():
+            maps[name].reshape(-1)[index] = np.asarray(v)[:n]
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"fit {model}", unit="voxel")
+    flat_mask = mask.reshape(-1)
+    flat_index = np.arange(flat_mask.size).reshape(shape)
+    buf_tacs, buf_index = [], []
+    pending = None
+    n_frames = int(kin.frame_duration.shape[0])
+
+    def flush(tacs_list, index_list):
+        nonlocal pending
+        tacs = np.concatenate(tacs_list)
+        index = np.concatenate(index_list)
+        n = tacs.shape[0]
+        padded = np.zeros((chunk, n_frames), np.float32)
+        padded[:n] = tacs
+        result = launch(padded)
+        if pending is not None:
+            collect(*pending)
+            if bar is not None:
+                bar.update(pending[3])
+        pending = (result, padded, index, n)
+
+    for zs, data in _slabs(pet, slab):
+        sel = mask[:, :, zs]
+        if not sel.any():
+            continue
+        buf_tacs.append(data[sel].astype(np.float32))
+        buf_index.append(flat_index[:, :, zs][sel])
+        while sum(len(t) for t in buf_tacs) >= chunk:
+            tacs = np.concatenate(buf_tacs)
+            index = np.concatenate(buf_index)
+            flush([tacs[:chunk]], [index[:chunk]])
+            buf_tacs, buf_index = [tacs[chunk:]], [index[chunk:]]
+    if sum(len(t) for t in buf_tacs):
+        flush(buf_tacs, buf_index)
+    if pending is not None:
+        collect(*pending)
+        if bar is not None:
+            bar.update(pending[3])
+    if bar is not None:
+        bar.close()
+    n_not_converged = 0
+    if "flags" in maps:
+        n_not_converged = int(np.count_nonzero((maps["flags"][mask] & fitting.FLAG_NOT_CONVERGED) != 0))
+    return VolumeFit(maps=maps, mask=mask, n_fitted=total, n_nonfinite=n_nonfinite, n_not_converged=n_not_converged)

@@ -1,0 +1,100 @@
+"""Whole-volume fitting: chunked streaming equals fit_tacs, masks, NaN voxels, and 1 vs 4 sharded CPU devices."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxkin
+from jaxkin import fitting, graphical
+from jaxkin.fit_volume import fit_volume
+
+from _reference import FRAMES, INPUT
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _volume(seed=0, shape=(7, 6, 5)):
+    """A small noisy volume: random in-bounds parameters in a block, zero background, one NaN voxel."""
+    rng = np.random.default_rng(seed)
+    m = jaxkin.get_model("2tcmirr")
+    params = rng.uniform(m.lower, m.upper, shape + (4,)).astype(np.float32)
+    params[..., 3] *= 0.3
+    kin = jaxkin.prepare(INPUT, FRAMES)
+    clean = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin))
+    pet = clean + rng.normal(size=clean.shape).astype(np.float32) * 0.02 * clean.max(axis=-1, keepdims=True)
+    pet[:2] = 0.0  # background
+    pet[3, 3, 3, 10] = np.nan
+    return pet.astype(np.float32), kin
+
+
+def test_volume_fit_equals_fit_tacs_and_masks():
+    pet, kin = _volume()
+    res = fit_volume(pet, kin, chunk_size=32, slab=2, progress=False)  # several chunks, the last one padded
+    mask = res.mask
+    assert not mask[:2].any() and not mask[3, 3, 3]  # no signal / NaN voxels are out
+    assert res.n_nonfinite == 1
+    finite = np.all(np.isfinite(pet), axis=-1)
+    auc = np.where(finite, np.nan_to_num(pet) @ FRAMES.duration, 0.0)
+    expected = finite & (auc >= 0.05 * np.quantile(auc[finite & (auc > 0)], 0.99)) & (auc > 0)
+    np.testing.assert_array_equal(mask, expected)  # the documented auto mask
+    assert 100 < mask.sum() < 5 * 6 * 5
+    direct = fitting.fit_tacs(pet[mask], kin, chunk_size=32).to_numpy()
+    np.testing.assert_allclose(res.maps["Ki"][mask], direct.macro, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(res.maps["SSE"][mask], direct.sse, rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(res.maps["flags"][mask], direct.flags)
+    for name in ("K1", "k2", "k3", "vB", "Ki", "SSE", "R2"):
+        assert np.all(res.maps[name][~mask] == 0)
+    # a given mask is used as given (minus non-finite voxels), and the NaN voxel is reported
+    given = np.zeros(pet.shape[:3], bool)
+    given[3, 3, 2:4] = True
+    res2 = fit_volume(pet, kin, mask=given, chunk_size=32, progress=False)
+    assert res2.n_fitted == 1 and res2.n_nonfinite == 1
+    one = fitting.fit_tacs(pet[3, 3, 2][None], kin, chunk_size=32).to_numpy()
+    assert res2.maps["Ki"][3, 3, 2] == pytest.approx(float(one.macro[0]), rel=1e-5, abs=1e-8)
+    assert np.count_nonzero(res2.maps["SSE"]) == 1
+
+
+def test_patlak_volume(tmp_path):
+    pet, kin = _volume(seed=1)
+    plot = graphical.PlotInput.from_input(INPUT, FRAMES)
+    res = fit_volume(pet, kin, model="patlak", plot_input=plot, chunk_size=64, progress=False)
+    ref = graphical.patlak(pet[res.mask], plot, 20.0)
+    np.testing.assert_allclose(res.maps["Ki"][res.mask], ref.slope, rtol=1e-5, atol=1e-8)
+
+
+_SCRIPT = """
+import sys, json, numpy as np, jax
+sys.path.insert(0, {tests!r})
+import test_fit_volume as t
+from jaxkin.fit_volume import fit_volume
+assert jax.local_device_count() == 4, jax.local_devices()
+pet, kin = t._volume(seed=2, shape=(9, 8, 6))
+res = fit_volume(pet, kin, chunk_size=64, progress=False)
+np.savez({out!r}, Ki=res.maps["Ki"], SSE=res.maps["SSE"], mask=res.mask)
+"""
+
+
+def test_four_cpu_devices_agree_with_one(tmp_path):
+    out = tmp_path / "four.npz"
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+               PYTHONPATH=str(ROOT))
+    script = _SCRIPT.format(tests=str(ROOT / "tests"), out=str(out))
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    four = np.load(out)
+    pet, kin = _volume(seed=2, shape=(9, 8, 6))
+    one = fit_volume(pet, kin, chunk_size=64, progress=False)
+    np.testing.assert_array_equal(four["mask"], one.mask)
+    m = one.mask
+    # same algorithm; only XLA's partitioned compilation differs (float32 rounding), so maps agree closely
+    ki_err = np.abs(four["Ki"][m] - one.maps["Ki"][m]) / np.maximum(np.abs(one.maps["Ki"][m]), 1e-6)
+    sse_err = np.abs(four["SSE"][m] - one.maps["SSE"][m]) / np.maximum(one.maps["SSE"][m], 1e-12)
+    assert np.quantile(ki_err, 0.99) < 1e-4 and np.quantile(sse_err, 0.99) < 1e-4, (ki_err.max(), sse_err.max())
+    assert np.all(four["SSE"][m] <= one.maps["SSE"][m] * 1.001)
+    assert np.all(one.maps["SSE"][m] <= four["SSE"][m] * 1.001)
