@@ -1,0 +1,103 @@
+"""``jaxkin fit`` on a tiny BIDS dataset written in the test: maps, sidecars, masks and bad input."""
+
+import json
+
+import jax.numpy as jnp
+import nibabel as nib
+import numpy as np
+import pytest
+
+import jaxkin
+from jaxkin import cli
+from jaxkin.data import bids
+
+from _reference import FRAMES, INPUT
+
+SHAPE = (5, 4, 3)
+AFFINE = np.diag([2.0, 2.0, 3.0, 1.0])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """Noiseless 2TC-irr TACs (Bq/mL in the file) of known parameters; one corner voxel empty."""
+    root = tmp_path_factory.mktemp("bids")
+    rng = np.random.default_rng(3)
+    params = np.stack([rng.uniform(0.2, 1.5, SHAPE), rng.uniform(0.2, 1.5, SHAPE), rng.uniform(0.02, 0.5, SHAPE),
+                       rng.uniform(0.0, 0.2, SHAPE)], -1).astype(np.float32)
+    kin = jaxkin.prepare(INPUT, FRAMES)
+    tacs = np.array(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin))
+    tacs[0, 0, 0] = 0.0
+    pet = root / "sub-01_pet.nii.gz"
+    bids.write_pet(pet, tacs * 1000.0, FRAMES, AFFINE, units="Bq/mL")
+    aif = root / "sub-01_blood.tsv"
+    bids.write_input_function(aif, INPUT, units="kBq/mL")
+    return root, pet, aif, params
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_fit_writes_the_maps(dataset, tmp_path, capsys):
+    root, pet, aif, params = dataset
+    out = tmp_path / "maps"
+    code, stdout, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(out),
+                              "--no-progress", "--chunk-size", "64", "--min-signal", "0.001"], capsys)
+    assert code == 0, err
+    for name in ("K1", "k2", "k3", "vB", "Ki", "SSE"):
+        path = bids.map_path(out, "sub-01", "2tcmirr", name)
+        assert path.is_file() and path.with_name(path.name.replace(".nii.gz", ".json")).is_file()
+    ki = np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
+    true_ki = params[..., 0] * params[..., 2] / (params[..., 1] + params[..., 2])
+    inside = np.ones(SHAPE, bool)
+    inside[0, 0, 0] = False
+    assert ki[0, 0, 0] == 0.0  # no signal: outside the automatic mask
+    np.testing.assert_allclose(ki[inside], true_ki[inside], rtol=2e-3)
+    sidecar = json.loads((out / "sub-01_model-2tcmirr_meas-Ki_mimap.json").read_text())
+    assert sidecar["ModelName"] == "2tcmirr" and sidecar["Units"] == "mL/cm3/min"
+    assert "fitted 59 voxels" in stdout
+
+
+def test_fit_with_mask_patlak_and_curve_fit(dataset, tmp_path, capsys):
+    root, pet, aif, params = dataset
+    mask = np.zeros(SHAPE, np.uint8)
+    mask[1, 1, :2] = 1
+    mask_path = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(mask, AFFINE), str(mask_path))
+    out = tmp_path / "cf"
+    code, _, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(out), "--mask",
+                         str(mask_path), "--method", "curve_fit", "--no-progress"], capsys)
+    assert code == 0, err
+    ki = np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
+    true_ki = params[..., 0] * params[..., 2] / (params[..., 1] + params[..., 2])
+    assert np.count_nonzero(ki) == 2
+    np.testing.assert_allclose(ki[1, 1, :2], true_ki[1, 1, :2], rtol=1e-2)
+    out = tmp_path / "patlak"
+    code, _, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(out), "--model",
+                         "patlak", "--no-progress"], capsys)
+    assert code == 0, err
+    assert bids.map_path(out, "sub-01", "patlak", "Ki").is_file()
+    assert bids.map_path(out, "sub-01", "patlak", "intercept").is_file()
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, capsys):
+    root, pet, aif, _ = dataset
+    out = tmp_path / "bad"
+    short = tmp_path / "short_blood.tsv"
+    bids.write_input_function(short, jaxkin.InputFunction.from_samples([0, 600], [0.0, 5.0], time_unit="s"))
+    wrong = tmp_path / "wrong.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), AFFINE), str(wrong))
+    cases = [
+        (["--pet", str(root / "missing_pet.nii.gz"), "--input-function", str(aif)], "missing_pet.nii.gz"),
+        (["--pet", str(pet), "--input-function", str(tmp_path / "nope.tsv")], "nope.tsv"),
+        (["--pet", str(pet), "--input-function", str(short)], "short_blood.tsv"),
+        (["--pet", str(pet), "--input-function", str(aif), "--mask", str(wrong)], "wrong.nii.gz"),
+    ]
+    for argv, name in cases:
+        code, _, err = _run(["fit"] + argv + ["--out", str(out), "--no-progress"], capsys)
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and name in lines[0] and "Traceback" not in err
+        assert not out.exists() or not any(out.iterdir())
