@@ -1,0 +1,33 @@
+"""Data at the edges of jaxkin: BIDS-PET files (:mod:`jaxkin.data.bids`), the simulated whole-body FDG phantom
+(:mod:`jaxkin.data.phantom`) and datasets of subjects with their train/val/test split (:mod:`jaxkin.data.dataset`).
+"""
+
+from jaxkin.data.bids import (
+    Labels,
+    PetImage,
+    finite_voxel_mask,
+    image_derived_input,
+    load_input_function,
+    load_labels,
+    load_pet,
+    map_path,
+    write_input_function,
+    write_labels,
+    write_map,
+    write_pet,
+)
+
+__all__ = [
+    "Labels",
+    "PetImage",
+    "finite_voxel_mask",
+    "image_derived_input",
+    "load_input_function",
+    "load_labels",
+    "load_pet",
+    "map_path",
+    "write_input_function",
+    "write_labels",
+    "write_map",
+    "write_pet",
+]
