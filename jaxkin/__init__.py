@@ -25,6 +25,7 @@ from jaxkin.kinetics import (
 )
 from jaxkin.data.bids import load_input_function, load_labels, load_pet, write_map
 from jaxkin.data.phantom import simulate_dataset, simulate_subject
+from jaxkin.evaluate import error_statistics, tac_metrics
 
 __all__ = [
     "InputError",
@@ -52,4 +53,6 @@ __all__ = [
     "write_map",
     "simulate_dataset",
     "simulate_subject",
+    "error_statistics",
+    "tac_metrics",
 ]

@@ -1,0 +1,157 @@
+"""Evaluation metrics as pure functions on arrays: TAC-fit quality (the paper's MAE and cosine similarity), organ
+statistics of parametric maps, and errors against ground truth.
+
+Shapes and units: TACs ``[..., F]`` in kBq/ml; masks and label maps ``[X, Y, Z]`` (bool / int); parameter maps
+``[X, Y, Z]`` in their own units (K1 ml/cm^3/min, k2 and k3 1/min, vB unitless, Ki ml/cm^3/min).
+
+Definitions (the paper, Section 2.2, and DESIGN.md):
+
+* per voxel ``MAE = mean_f |TAC_f - model_f|`` (kBq/ml) and ``CS = <TAC, model> / (|TAC| |model|)`` over the F frames;
+  a slice's / subject's value is the mean (and SD) of the per-voxel values over its masked voxels;
+* organ statistics: mean and SD of a map over the organ's voxels;
+* against truth (estimate ``e``, truth ``t`` over an organ's voxels): ``bias = mean(e - t)``, ``SD = std(e - t)``
+  (population SD), ``RMSE = sqrt(mean((e - t)^2))`` (so ``RMSE^2 = bias^2 + SD^2``) and Pearson's r of ``e`` and ``t``
+  (NaN when either is constant).
+
+The one impure helper, :func:`model_tacs`, runs jaxkin's kinetic core on chunks of voxels.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = [
+    "PARAMS",
+    "voxel_mae",
+    "voxel_cosine",
+    "tac_metrics",
+    "mean_sd",
+    "organ_values",
+    "organ_statistics",
+    "error_statistics",
+    "model_tacs",
+]
+
+#: Parameters evaluated, in report order (the model's four and the macro-parameter Ki).
+PARAMS: tuple[str, ...] = ("K1", "k2", "k3", "vB", "Ki")
+
+
+def voxel_mae(tac, model_tac) -> np.ndarray:
+    """Per-voxel mean absolute error over frames: ``[..., F] -> [...]`` (kBq/ml)."""
+    return np.mean(np.abs(np.asarray(tac, np.float64) - np.asarray(model_tac, np.float64)), axis=-1)
+
+
+def voxel_cosine(tac, model_tac) -> np.ndarray:
+    """Per-voxel cosine similarity of two TACs: ``[..., F] -> [...]`` (0 where either TAC is all zero)."""
+    a = np.asarray(tac, np.float64)
+    b = np.asarray(model_tac, np.float64)
+    norm = np.sqrt(np.sum(a * a, axis=-1) * np.sum(b * b, axis=-1))
+    dot = np.sum(a * b, axis=-1)
+    return np.where(norm > 0, dot / np.where(norm > 0, norm, 1.0), 0.0)
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and population SD of ``values`` (NaN, NaN when empty)."""
+    v = np.asarray(values, np.float64).ravel()
+    if v.size == 0:
+        return float("nan"), float("nan")
+    return float(v.mean()), float(v.std())
+
+
+def tac_metrics(tac, model_tac, mask) -> dict:
+    """The paper's TAC-fit metrics of a volume over the voxels of ``mask``.
+
+    ``tac``, ``model_tac [X, Y, Z, F]`` (kBq/ml); ``mask bool [X, Y, Z]``. Returns ``voxels``; ``mae``, ``mae_sd``,
+    ``cs``, ``cs_sd`` (mean and SD over masked voxels); ``voxel_mae``, ``voxel_cs`` (the per-voxel values of the masked
+    voxels, 1D, for pooling over subjects); per axial slice ``slice_voxels int [Z]``, ``slice_mae [Z]``
+    and ``slice_cs [Z]`` (means over the slice's masked voxels, NaN for slices without any).
+    """
+    mask = np.asarray(mask, bool)
+    mae = voxel_mae(np.asarray(tac)[mask], np.asarray(model_tac)[mask])  # [N], masked voxels only
+    cs = voxel_cosine(np.asarray(tac)[mask], np.asarray(model_tac)[mask])
+    z = np.nonzero(mask)[2]
+    n_z = mask.shape[2]
+    counts = np.bincount(z, minlength=n_z)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        slice_mae = np.where(counts > 0, np.bincount(z, mae, minlength=n_z) / counts, np.nan)
+        slice_cs = np.where(counts > 0, np.bincount(z, cs, minlength=n_z) / counts, np.nan)
+    mae_mean, mae_sd = mean_sd(mae)
+    cs_mean, cs_sd = mean_sd(cs)
+    return {"voxels": int(mask.sum()), "mae": mae_mean, "mae_sd": mae_sd, "cs": cs_mean, "cs_sd": cs_sd,
+            "voxel_mae": mae, "voxel_cs": cs,
+            "slice_voxels": counts.astype(int), "slice_mae": slice_mae, "slice_cs": slice_cs}
+
+
+def organ_values(maps: dict, labels, names: dict, mask=None) -> dict:
+    """Voxel values of each map inside each organ: ``{organ: {param: 1D array}}``.
+
+    ``maps``: ``{param: [X, Y, Z]}``; ``labels int [X, Y, Z]``; ``names``: ``{index: organ name}`` (0, background, is
+    skipped); ``mask`` (optional bool ``[X, Y, Z]``) further restricts the voxels.
+    """
+    labels = np.asarray(labels)
+    out = {}
+    for index, organ in names.items():
+        if int(index) == 0:
+            continue
+        sel = labels == int(index)
+        if mask is not None:
+            sel &= np.asarray(mask, bool)
+        out[organ] = {p: np.asarray(m)[sel].astype(np.float64) for p, m in maps.items()}
+    return out
+
+
+def organ_statistics(values: dict) -> dict:
+    """``{organ: {param: (mean, SD, n)}}`` from :func:`organ_values` output (values pooled over subjects)."""
+    return {organ: {p: (*mean_sd(v), int(np.asarray(v).size)) for p, v in per.items()} for organ, per in values.items()}
+
+
+def error_statistics(estimate, truth) -> dict:
+    """Errors of ``estimate`` against ``truth`` (same-shape arrays, any units): ``bias``, ``sd``, ``rmse``, ``r``, ``n``.
+
+    ``r`` is Pearson's correlation coefficient (NaN if fewer than 2 values or either array is constant).
+    """
+    e = np.asarray(estimate, np.float64).ravel()
+    t = np.asarray(truth, np.float64).ravel()
+    if e.shape != t.shape:
+        raise ValueError(f"error_statistics: estimate {e.shape} and truth {t.shape} differ in size")
+    if e.size == 0:
+        nan = float("nan")
+        return {"bias": nan, "sd": nan, "rmse": nan, "r": nan, "n": 0}
+    d = e - t
+    r = float("nan")
+    if e.size >= 2:
+        de, dt = e - e.mean(), t - t.mean()
+        denom = np.sqrt(np.sum(de * de) * np.sum(dt * dt))
+        # constant arrays (up to float rounding of their mean) have no defined correlation
+        scale = max(np.abs(e).max(), np.abs(t).max(), 1e-300)
+        if denom > (1e-12 * scale) ** 2 * e.size:
+            r = float(np.clip(np.sum(de * dt) / denom, -1.0, 1.0))
+    return {"bias": float(d.mean()), "sd": float(d.std()), "rmse": float(np.sqrt(np.mean(d * d))), "r": r,
+            "n": int(e.size)}
+
+
+_JITTED: dict = {}
+
+
+def model_tacs(params, kin, *, chunk: int = 16384) -> np.ndarray:
+    """Frame-averaged irreversible 2TC model TACs ``[N, F]`` (kBq/ml) of ``params [N, 4]`` (K1, k2, k3, vB) for the
+    scan described by ``kin`` (:func:`jaxkin.prepare`). Voxels are processed in fixed-size padded chunks, so the
+    model compiles once per chunk size."""
+    import jax
+
+    from jaxkin.kinetics import two_tissue_irreversible
+
+    if "2tcmirr" not in _JITTED:
+        _JITTED["2tcmirr"] = jax.jit(two_tissue_irreversible)
+    fn = _JITTED["2tcmirr"]
+    params = np.asarray(params, np.float32).reshape(-1, 4)
+    n = params.shape[0]
+    n_frames = int(np.asarray(kin.frame_duration).shape[0])
+    out = np.empty((n, n_frames), np.float32)
+    size = min(chunk, max(1, 1 << (max(n, 1) - 1).bit_length()))
+    for i in range(0, n, size):
+        part = params[i : i + size]
+        padded = np.zeros((size, 4), np.float32)
+        padded[: part.shape[0]] = part
+        out[i : i + part.shape[0]] = np.asarray(fn(padded, kin))[: part.shape[0]]
+    return out
