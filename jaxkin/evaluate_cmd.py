@@ -1,7 +1,7 @@
 """``jaxkin evaluate``: compare methods' parametric maps with the measured TACs and, on simulated data, the truth.
 
 A *method* is a folder of maps ``<prefix>_model-2tcmirr_meas-<K1|k2|k3|vB|Ki>_mimap.nii.gz`` (written by
-``jaxkin fit`` or ``jaxkin predict``) or ``<prefix>_model-patlak_meas-Ki_mimap.nii.gz`` (Patlak: Ki only, no TAC
+``jaxkin fit`` or ``jaxkin predict``; directly in the folder or in a subfolder per subject, ``sub-01/``) or ``<prefix>_model-patlak_meas-Ki_mimap.nii.gz`` (Patlak: Ki only, no TAC
 metrics), for the dataset's subjects (``<prefix>`` is the PET file's, e.g. ``sub-01``). The method's name is the
 folder's name, or ``NAME`` in ``--pred NAME=DIR``.
 
@@ -72,16 +72,22 @@ def parse_methods(specs: list[str]) -> list[Method]:
 
 
 def method_files(method: Method, prefix: str) -> tuple[str | None, dict]:
-    """``(kind, {param: path})``: kind ``"2tcmirr"`` (K1, k2, k3, vB and optionally Ki), ``"patlak"`` (Ki) or None."""
+    """``(kind, {param: path})``: kind ``"2tcmirr"`` (K1, k2, k3, vB and optionally Ki), ``"patlak"`` (Ki) or None.
+
+    Maps are looked for in the method's folder, then in its subfolder named after the subject (``sub-01/``, as
+    ``jaxkin train`` writes ``predictions/<subject>/``).
+    """
     from jaxkin.data.bids import map_path
 
-    full = {p: map_path(method.folder, prefix, MODEL, p) for p in PARAMS}
-    present = {p: f for p, f in full.items() if f.is_file()}
-    if all(p in present for p in ("K1", "k2", "k3", "vB")):
-        return MODEL, present
-    patlak = map_path(method.folder, prefix, "patlak", "Ki")
-    if patlak.is_file():
-        return "patlak", {"Ki": patlak}
+    subject = prefix.split("_", 1)[0]
+    for folder in (method.folder, method.folder / subject):
+        full = {p: map_path(folder, prefix, MODEL, p) for p in PARAMS}
+        present = {p: f for p, f in full.items() if f.is_file()}
+        if all(p in present for p in ("K1", "k2", "k3", "vB")):
+            return MODEL, present
+        patlak = map_path(folder, prefix, "patlak", "Ki")
+        if patlak.is_file():
+            return "patlak", {"Ki": patlak}
     return None, {}
 
 

@@ -1,0 +1,62 @@
+"""One command from a training run to the evaluation report: fit the test subjects and compare every method.
+
+    python -m jaxkin.train --config experiments/quickstart.py --workdir runs/quickstart    # once
+    python experiments/compare_methods.py --run runs/quickstart [--curve-fit] [--out runs/quickstart/evaluation]
+
+For each test subject of the run's dataset (``RUN/data``, or ``--dataset``): ``jaxkin fit`` with jaxkin LM and with
+Patlak (t* = 20 min) inside the subject's label map (``RUN/fits/lm``, ``RUN/fits/patlak``), with ``--curve-fit`` also
+scipy curve_fit (``RUN/fits/curve_fit``; slow on a CPU: ~10 TACs/s per core), then ``jaxkin evaluate`` of the network's
+predictions (``RUN/predictions``) against these methods and the ground truth into ``--out`` (default
+``RUN/evaluation``): report.md, TSV tables and figures. Existing fits are reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, help="training workdir (with predictions/ of the test subjects)")
+    parser.add_argument("--dataset", default=None, help="dataset (default RUN/data)")
+    parser.add_argument("--out", default=None, help="report folder (default RUN/evaluation)")
+    parser.add_argument("--curve-fit", action="store_true", help="also fit with scipy curve_fit (slow)")
+    args = parser.parse_args(argv)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from jaxkin.cli import main as jaxkin_main
+    from jaxkin.data.dataset import dataset_split, subject_files
+
+    run = Path(args.run)
+    dataset = Path(args.dataset) if args.dataset else run / "data"
+    out = Path(args.out) if args.out else run / "evaluation"
+    if not (run / "predictions").is_dir():
+        print(f"{run}: no predictions/ folder (train with predict_test = True)", file=sys.stderr)
+        return 2
+    methods = [("lm", ["--model", "2tcmirr", "--method", "lm"]), ("patlak", ["--model", "patlak"])]
+    if args.curve_fit:
+        methods.append(("curve_fit", ["--model", "2tcmirr", "--method", "curve_fit"]))
+    for sid in dataset_split(dataset)["test"]:
+        files = subject_files(dataset, sid)
+        for name, options in methods:
+            folder = run / "fits" / name / sid
+            if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
+                continue
+            code = jaxkin_main(["fit", "--pet", str(files.pet), "--input-function", str(files.input_function),
+                                "--mask", str(files.labels), "--out", str(folder), "--no-progress", *options])
+            if code:
+                return code
+    preds = ["network=" + str(run / "predictions"), "LM=" + str(run / "fits" / "lm")]
+    if args.curve_fit:
+        preds.append("curve_fit=" + str(run / "fits" / "curve_fit"))
+    preds.append("Patlak=" + str(run / "fits" / "patlak"))
+    command = ["evaluate", "--dataset", str(dataset), "--split", "test", "--out", str(out)]
+    for p in preds:
+        command += ["--pred", p]
+    return jaxkin_main(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
