@@ -1,14 +1,14 @@
 """Whole-body run times in one run: the network's prediction, jaxkin's LM fit and scipy curve_fit (the paper's method).
 
     python benchmarks/dnn_vs_fit.py [--preset paper] [--checkpoint RUN_DIR] [--config experiments/exp4_1.py]
-                                    [--curve-fit-sample 300] [--seed 0]
+                                    [--curve-fit-sample 300] [--repeats 2] [--seed 0]
 
 One simulated whole-body volume (subject 0 of the phantom preset; ``paper`` = 112 x 112 x 80 voxels x 62 frames).
 Timed on the same volume:
 
 * network: ``Predictor.predict_volume`` on every axial slice (the paper's "DNN" time), with the trained network of
   ``--checkpoint`` or, without one, the untrained network of ``--config`` (prediction time does not depend on the
-  weights' values); the first call (compilation included) and the best of 3 later calls;
+  weights' values); the first call (compilation included) and the best of ``--repeats`` later calls;
 * jaxkin LM: ``fit_volume`` of every body voxel (label > 0), default settings, paper bounds; one call, compilation
   included, then a second call (warm);
 * scipy curve_fit: ``jaxkin.baseline.curve_fit_tacs`` (trf, the paper's p0 and diff_step 1e-3, exact float64 NumPy
@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--checkpoint", default=None, help="training workdir of a trained network")
     parser.add_argument("--config", default="experiments/exp4_1.py", help="network config when no checkpoint")
     parser.add_argument("--curve-fit-sample", type=int, default=300, help="body voxels fitted by curve_fit")
+    parser.add_argument("--repeats", type=int, default=2, help="timed network calls after the first (best is kept)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -77,14 +78,14 @@ def main() -> None:
     predictor.predict_volume(volume)
     net_first = time.perf_counter() - t0
     net_times = []
-    for _ in range(3):
+    for _ in range(max(args.repeats, 1)):
         t0 = time.perf_counter()
         params = predictor.predict_volume(volume)
         net_times.append(time.perf_counter() - t0)
     net = min(net_times)
     assert np.all(np.isfinite(params))
     print(f"network ({what}): {net_first:.2f} s first call (compilation included), {net:.2f} s per volume "
-          f"(best of 3) = {net / n_z * 1e3:.1f} ms per slice, batch {predictor.batch_size}")
+          f"(best of {len(net_times)}) = {net / n_z * 1e3:.1f} ms per slice, batch {predictor.batch_size}")
 
     # jaxkin LM
     kin = jaxkin.prepare(subject.input_function, subject.frames)

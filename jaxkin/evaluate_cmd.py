@@ -421,9 +421,15 @@ def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figur
 
 def run(args) -> int:
     import shlex
-    import sys
 
-    command = shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else "jaxkin evaluate"
+    words = ["jaxkin", "evaluate", "--dataset", args.dataset]
+    for spec in args.pred:
+        words += ["--pred", spec]
+    words += ["--out", args.out]
+    words += ["--split", args.split] if args.split else []
+    words += ["--subjects", *args.subjects] if args.subjects else []
+    words += ["--no-figures"] if args.no_figures else []
+    command = shlex.join(words)
     out = evaluate(args.dataset, args.pred, args.out, split=args.split, subjects=args.subjects,
                    figures=not args.no_figures, command=command)
     print(f"wrote {out / 'report.md'}")
