@@ -61,6 +61,8 @@ __all__ = [
     "frame_weights",
     "fit_tacs",
     "fit_chunk",
+    "chunk_length",
+    "voxel_shardings",
 ]
 
 F18_HALF_LIFE_MIN = 109.77
@@ -634,6 +636,22 @@ def _next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
+def chunk_length(n: int, chunk_size: int, n_devices: int = 1) -> int:
+    """Chunk length for ``n`` TACs: ``chunk_size``, or less for small inputs (a power of two >= 256), rounded up
+    to a multiple of the device count."""
+    chunk = min(int(chunk_size), max(_next_pow2(max(n, 1)), 256))
+    return -(-chunk // n_devices) * n_devices
+
+
+def voxel_shardings():
+    """``(n_devices, rows, replicated)``: NamedShardings over all local devices, splitting the voxel axis."""
+    devices = np.array(jax.local_devices())
+    mesh = jax.sharding.Mesh(devices, ("voxels",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("voxels"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return len(devices), rows, replicated
+
+
 def fit_tacs(
     tacs,
     kin: KineticInput,
@@ -652,7 +670,8 @@ def fit_tacs(
 
     ``weights``: ``"none"``, ``"duration"``, ``"poisson"`` or an array ``[F]``/``[N, F]`` (see :func:`frame_weights`).
     ``lower``/``upper``: bounds (default the model's). TACs are fitted in fixed-size chunks of
-    ``min(chunk_size, next power of 2 >= N)`` (the last one padded), so one compilation serves every chunk.
+    :func:`chunk_length` (the last one padded), so one compilation serves every chunk; each chunk is split over
+    all local devices (:func:`voxel_shardings`).
     The dtype follows ``kin`` (float32 by default).
     """
     settings = FitSettings(
@@ -669,7 +688,9 @@ def fit_tacs(
         raise ValueError(f"tacs must be [N, {kin.frame_duration.shape[0]}], got {tuple(tacs.shape)}")
     n = tacs.shape[0]
     w = frame_weights(weights, kin, tacs, half_life=half_life, decay_corrected=decay_corrected)
-    chunk = min(chunk_size, _next_pow2(max(n, 1)))
+    n_dev, rows, replicated = voxel_shardings()
+    chunk = chunk_length(n, chunk_size, n_dev)
+    kin = jax.device_put(kin, replicated)
     parts = []
     for start in range(0, max(n, 1), chunk):
         part = tacs[start : start + chunk]
@@ -679,6 +700,7 @@ def fit_tacs(
             part = jnp.pad(part, ((0, pad), (0, 0)))
             if wpart.ndim == 2:
                 wpart = jnp.pad(wpart, ((0, pad), (0, 0)), constant_values=1.0)
-        parts.append(fit_chunk(part, wpart, kin, settings))
+        wpart = jax.device_put(wpart, rows if wpart.ndim == 2 else replicated)
+        parts.append(fit_chunk(jax.device_put(part, rows), wpart, kin, settings))
     result = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:n], *parts)
     return result
