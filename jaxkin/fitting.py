@@ -264,7 +264,7 @@ def _hermite_with_derivative(kin: KineticInput, rate):
 
 
 def _value_and_jac_2tcmirr(params, kin: KineticInput):
-    """Analytic value ``[N, F]`` and Jacobian ``[N, F, 4]`` of the irreversible two-tissue model."""
+    """Analytic value ``[N, F]`` and Jacobian (4 arrays ``[N, F]``, one per parameter) of the 2TCM-irr model."""
     k1, k2, k3, vb = params[:, 0], params[:, 1], params[:, 2], params[:, 3]
     lam = jnp.maximum(k2 + k3, 1e-12)
     e, de = _hermite_with_derivative(kin, lam)
@@ -281,8 +281,7 @@ def _value_and_jac_2tcmirr(params, kin: KineticInput):
     d_k3 = -c * k2[:, None] * diff + b * de
     tb = (1.0 - vb)[:, None]
     value = tb * tissue + vb[:, None] * blood
-    jac = jnp.stack([tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue], axis=-1)
-    return value, jac
+    return value, (tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue)
 
 
 def _jacfwd_value_and_jac(tac: Callable):
@@ -292,7 +291,7 @@ def _jacfwd_value_and_jac(tac: Callable):
             return v, v
 
         jac, value = jax.vmap(jax.jacfwd(single, has_aux=True))(params)
-        return value, jac
+        return value, tuple(jac[..., i] for i in range(jac.shape[-1]))
 
     return value_and_jac
 
@@ -367,7 +366,7 @@ class _Spec:
     basis_rates: Callable  # (lower, upper, size) -> [G, R] NumPy
     integral_column: bool  # a rate-0 (running integral) column first
     coef_to_params: Callable  # (coef [N, K], rates [N, R]) -> params [N, P]
-    value_and_jac: Callable  # (params [N, P], kin) -> ([N, F], [N, F, P])
+    value_and_jac: Callable  # (params [N, P], kin) -> ([N, F], P arrays [N, F])
     project: Callable | None  # (params [..., P], rates [..., R], lo, hi) -> (params, coef) inside the bounds
     grid_scale: float = 1.0  # grid points per rate axis, relative to FitSettings.grid_size
 
@@ -528,7 +527,7 @@ def levenberg_marquardt(params, tacs, weights, kin: KineticInput, settings: FitS
     def residuals(p):
         value, jac = spec.value_and_jac(p, kin)
         r = (value - tacs) * sw
-        jw = tuple(jac[..., i] * sw for i in range(jac.shape[-1]))  # P arrays [N, F]
+        jw = tuple(j * sw for j in jac)  # P arrays [N, F]
         cost = jnp.sum(r * r, axis=-1)
         cost = jnp.where(jnp.isfinite(cost), cost, jnp.inf)
         return r, jw, cost
