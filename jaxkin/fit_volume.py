@@ -104,7 +104,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     total = int(np.count_nonzero(mask))
 
     n_dev, rows, replicated = fitting.voxel_shardings()
-    chunk = fitting.chunk_length(total, chunk_size, n_dev)
+    chunk = fitting.chunk_length(total, chunk_size, n_dev, model)
     settings = fitting.FitSettings(model=model, n_iter=n_iter) if model not in GRAPHICAL else None
     kin_dev = jax.device_put(kin, replicated)
     plot_dev = jax.device_put(plot_input, replicated) if plot_input is not None else None

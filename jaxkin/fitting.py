@@ -635,10 +635,14 @@ def _next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
-def chunk_length(n: int, chunk_size: int, n_devices: int = 1) -> int:
-    """Chunk length for ``n`` TACs: ``chunk_size``, or less for small inputs (a power of two >= 256), rounded up
-    to a multiple of the device count."""
-    chunk = min(int(chunk_size), max(_next_pow2(max(n, 1)), 256))
+# The reversible model's basis start scores ~120 rate pairs per voxel: cap its chunks to bound memory (~0.4 GB).
+_MAX_CHUNK = {"2tcm": 4096}
+
+
+def chunk_length(n: int, chunk_size: int, n_devices: int = 1, model: str = "2tcmirr") -> int:
+    """Chunk length for ``n`` TACs: ``chunk_size`` (at most 4,096 for ``2tcm``), or less for small inputs (a power
+    of two >= 256), rounded up to a multiple of the device count."""
+    chunk = min(int(chunk_size), _MAX_CHUNK.get(model, 1 << 30), max(_next_pow2(max(n, 1)), 256))
     return -(-chunk // n_devices) * n_devices
 
 
@@ -688,7 +692,7 @@ def fit_tacs(
     n = tacs.shape[0]
     w = frame_weights(weights, kin, tacs, half_life=half_life, decay_corrected=decay_corrected)
     n_dev, rows, replicated = voxel_shardings()
-    chunk = chunk_length(n, chunk_size, n_dev)
+    chunk = chunk_length(n, chunk_size, n_dev, model)
     kin = jax.device_put(kin, replicated)
     parts = []
     for start in range(0, max(n, 1), chunk):
