@@ -1,6 +1,5 @@
 """Whole-volume fitting: chunked streaming equals fit_tacs, masks, NaN voxels, and 1 vs 4 sharded CPU devices."""
 
-import json
 import os
 import subprocess
 import sys
