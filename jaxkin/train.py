@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
@@ -394,6 +395,17 @@ def make_eval_step(graphdef, cfg: TrainConfig):
     return step
 
 
+@functools.lru_cache(maxsize=8)
+def compiled_steps(cfg: TrainConfig, steps_per_epoch: int):
+    """``(graphdef, optimizer, schedule, train_step, eval_step)`` for ``cfg``, built once per process, so repeated
+    runs (resume, tests, notebooks) reuse the compiled programs. Pair them with ``nnx.split(make_model(cfg))[1]``."""
+    from flax import nnx
+
+    graphdef = nnx.split(nnx.eval_shape(lambda: make_model(cfg)))[0]
+    optimizer, schedule = make_optimizer(cfg, steps_per_epoch)
+    return graphdef, optimizer, schedule, make_train_step(graphdef, optimizer, cfg), make_eval_step(graphdef, cfg)
+
+
 def _batches(n: int, batch_size: int, order: np.ndarray | None = None):
     """Index arrays of fixed size ``batch_size``; the last one padded with ``-1``."""
     order = np.arange(n) if order is None else order
@@ -458,8 +470,9 @@ def save_checkpoint(manager, step: int, params, opt_state, meta: dict) -> None:
     """Save ``params``, ``opt_state`` and ``meta`` (numbers) at ``step`` and wait for the async write."""
     import orbax.checkpoint as ocp
 
-    tree = {"params": _flat(params), "opt_state": _flat(opt_state),
-            "meta": {k: np.asarray(v) for k, v in meta.items()}}
+    tree = {"params": _flat(params), "meta": {k: np.asarray(v) for k, v in meta.items()}}
+    if opt_state is not None:
+        tree["opt_state"] = _flat(opt_state)
     manager.save(step, args=ocp.args.StandardSave(tree), force=True)
     manager.wait_until_finished()
 
@@ -472,14 +485,17 @@ def restore_checkpoint(manager, params_template, opt_state_template=None, step: 
     step = manager.latest_step() if step is None else step
     if step is None:
         raise InputError(f"{manager.directory}: no checkpoint found")
-    target = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, _flat(params_template))}
+    target = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, _flat(params_template)),
+              "meta": {"epoch": np.zeros((), np.int64), "best_val": np.zeros((), np.float64)}}
     if opt_state_template is not None:
         target["opt_state"] = jax.tree.map(ocp.utils.to_shape_dtype_struct, _flat(opt_state_template))
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target) if opt_state_template is not None else
-                               ocp.args.StandardRestore(None))
+    try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise InputError(f"{manager.directory}: checkpoint {step} does not fit this network ({str(err).splitlines()[0][:200]})") from None
     params = _unflat(params_template, restored["params"])
     opt_state = _unflat(opt_state_template, restored["opt_state"]) if opt_state_template is not None else None
-    meta = {k: np.asarray(v).item() for k, v in restored.get("meta", {}).items()} if "meta" in restored else {}
+    meta = {k: np.asarray(v).item() for k, v in restored["meta"].items()}
     return params, opt_state, meta
 
 
@@ -587,12 +603,9 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
     val_data = load_slices([scans[i] for i in ranges["val"]], ranges["val"], cfg)
 
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    model = make_model(cfg)
-    graphdef, params = nnx.split(model)
-    optimizer, schedule = make_optimizer(cfg, steps_per_epoch)
+    params = nnx.split(make_model(cfg))[1]
+    graphdef, optimizer, schedule, train_step, eval_step = compiled_steps(cfg, steps_per_epoch)
     opt_state = optimizer.init(params)
-    train_step = make_train_step(graphdef, optimizer, cfg)
-    eval_step = make_eval_step(graphdef, cfg)
 
     latest, best = checkpoint_manager(ckpt_dir / "latest"), checkpoint_manager(ckpt_dir / "best")
     first_epoch, best_val = 0, math.inf
