@@ -78,7 +78,7 @@ class TrainConfig:
     slices_per_subject: int = 75  # train/val slices per subject, evenly spaced from the lungs to the bladder
     crop: int = 112  # centre crop (or zero pad) of each axial slice to crop x crop voxels
     mask_threshold: float = 1.0  # loss/metric mask: time-averaged activity above this (kBq/ml)
-    predict_batch_size: int = 16
+    predict_batch_size: int = 8
     predict_test: bool = True  # after training, write parametric maps of every test subject
     # the simulated phantom (used when no --data is given)
     phantom_preset: str = "paper"
