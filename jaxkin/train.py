@@ -613,7 +613,10 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
         params, opt_state, meta = restore_checkpoint(latest, params, opt_state)
         first_epoch, best_val = int(meta["epoch"]), float(meta["best_val"])
         print(f"resumed from {ckpt_dir / 'latest'} after epoch {first_epoch}", file=sys.stderr)
-    _truncate_csv(workdir / "metrics.csv", first_epoch) if resume else (workdir / "metrics.csv").unlink(missing_ok=True)
+    if resume:
+        _truncate_csv(workdir / "metrics.csv", first_epoch)
+    else:
+        (workdir / "metrics.csv").unlink(missing_ok=True)
     _write_json(saved_cfg, dataclasses.asdict(cfg))
     frames = scans[0].pet.frames
     _write_json(workdir / "model.json", {
@@ -729,4 +732,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, so that jaxkin.train is one module (one set of classes and compile caches).
+    from jaxkin.train import main as _main
+
+    sys.exit(_main())
