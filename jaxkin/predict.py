@@ -132,7 +132,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     (``<prefix>_model-2tcmirr_meas-<param>_mimap.nii.gz`` + JSON) into ``out_dir``, the PET's geometry kept.
 
     With ``input_function`` the sidecars also carry the mean TAC cosine similarity and MAE over the mask.
-    Returns ``{"paths": {param: path}, "metrics": {...} or None}``.
+    Returns ``{"paths": {param: path}, "metrics": {...} or None, "maps": {param: [X, Y, Z] array}}``.
     """
     from jaxkin.data.bids import write_map
     from jaxkin.kinetics import get_model, prepare
@@ -158,4 +158,4 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     paths = {name: write_map(out_dir, pet.prefix, "2tcmirr", name, values, reference=pet, units=units[name],
                              command_line=command_line, extra=extra)
              for name, values in maps.items()}
-    return {"paths": paths, "metrics": metrics}
+    return {"paths": paths, "metrics": metrics, "maps": maps}

@@ -665,18 +665,42 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
     summary["test"] = evaluate(eval_step, best_params, test_data, kin, cfg.batch_size) if len(test_data) else None
     _write_json(workdir / "test_metrics.json", {"validation": summary["best_val"], "test": summary["test"],
                                                 "test_subjects": split["test"]})
+    organ_rows = []
     if cfg.predict_test and test_ids:
         from jaxkin.predict import Predictor, write_parameter_maps
 
         predictor = Predictor(graphdef, best_params, cfg, n_frames)
         for scan in test_ids:
             out = workdir / "predictions" / scan.subject
-            write_parameter_maps(predictor, scan.pet, out, input_function=scan.input_function)
-    _write_report(workdir, cfg, summary, split)
+            result = write_parameter_maps(predictor, scan.pet, out, input_function=scan.input_function)
+            organ_rows += _organ_comparison(data_dir, scan, result["maps"])
+    _write_report(workdir, cfg, summary, split, organ_rows)
     return summary
 
 
-def _write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict) -> None:
+def _organ_comparison(data_dir: Path, scan: SubjectScan, maps: dict) -> list[str]:
+    """Markdown rows: organ-mean predicted parameters against the ground truth (simulated datasets only)."""
+    from jaxkin.data.dataset import load_organ_truth
+
+    if scan.labels is None:
+        return []
+    try:
+        truth = load_organ_truth(data_dir, scan.subject)
+    except InputError:
+        return []  # not a simulated dataset
+    rows = []
+    for organ, true in truth.items():
+        if organ not in scan.labels.names.values():
+            continue
+        inside = scan.labels.mask(organ)
+        if not inside.any():
+            continue
+        cells = [f"{float(np.mean(maps[p][inside])):.3f} / {true[p]:.3f}" for p in ("K1", "k2", "k3", "vB", "Ki")]
+        rows.append(f"| {scan.subject} | {organ} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict, organ_rows=()) -> None:
     lines = [
         "# jaxkin training report", "",
         f"Network: conv {cfg.conv}, pooling {cfg.pooling}, final activation {cfg.final_activation}; "
@@ -689,6 +713,9 @@ def _write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict) -
         if m:
             lines.append(f"| {name} | {m['cs']:.3f} ± {m['cs_sd']:.3f} | {m['mae']:.3f} ± {m['mae_sd']:.3f} | "
                          f"{m['loss']:.4g} | {m['voxels']} |")
+    if organ_rows:
+        lines += ["", "Organ means of the predicted maps against the simulated ground truth (predicted / true):", "",
+                  "| subject | organ | K1 | k2 | k3 | vB | Ki |", "|---|---|---|---|---|---|---|", *organ_rows]
     lines += ["", "Metrics per epoch: metrics.csv. Checkpoints: checkpoints/best, checkpoints/latest."]
     if cfg.predict_test and split["test"]:
         lines.append("Parametric maps (K1, k2, k3, vB, Ki) of the test subjects: predictions/<subject>/.")
