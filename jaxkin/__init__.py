@@ -23,6 +23,8 @@ from jaxkin.kinetics import (
     two_tissue,
     two_tissue_irreversible,
 )
+from jaxkin.data.bids import load_input_function, load_labels, load_pet, write_map
+from jaxkin.data.phantom import simulate_dataset, simulate_subject
 
 __all__ = [
     "InputError",
@@ -44,4 +46,10 @@ __all__ = [
     "prepare_exact",
     "two_tissue",
     "two_tissue_irreversible",
+    "load_input_function",
+    "load_labels",
+    "load_pet",
+    "write_map",
+    "simulate_dataset",
+    "simulate_subject",
 ]

@@ -19,7 +19,7 @@ def register(subparsers) -> None:
                         help="small: 32x32x24 voxels for tests and the quickstart; paper: 112x112x80 at "
                              "2.5x2.5x6 mm (default small)")
     parser.add_argument("--noise-scale", type=float, default=1.0,
-                        help="multiplies the noise variance (1 = realistic, about 4-5%% SD in late liver "
+                        help="multiplies the noise variance (1 = realistic, about 3.6%% SD in late liver "
                              "frames; 0 = noiseless)")
     parser.add_argument("--fwhm-mm", type=float, default=None, help="Gaussian PSF FWHM in mm (default 4; 0 = none)")
     parser.add_argument("--units", default="kBq/mL", help="units of the written images (Bq/mL, kBq/mL, MBq/mL)")

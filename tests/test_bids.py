@@ -2,7 +2,6 @@
 
 import gzip
 import json
-import os
 from pathlib import Path
 
 import nibabel as nib
@@ -71,6 +70,23 @@ def test_load_pet_reads_units_timing_geometry_and_slices(pet_path, pet_data):
     np.testing.assert_allclose(pet.read(), pet_data / 1000.0, rtol=1e-6)
     np.testing.assert_allclose(pet.read(slice(1, 3)), pet_data[:, :, 1:3] / 1000.0, rtol=1e-6)
     assert pet.read(slice(1, 3)).dtype == np.float32
+    assert not pet.image.in_memory  # lazy: reads go through the proxy
+
+
+def test_images_without_decay_correction_are_corrected_on_read(tmp_path, pet_data):
+    """Undo decay by hand (frame mean of exp(-lam t)) and check that read() restores the corrected values."""
+    lam = np.log(2) / 109.77
+    t = np.linspace(FRAMES.start, FRAMES.end, 2001)  # [2001, F], minutes
+    y = np.exp(-lam * t)
+    mean_decay = (0.5 * (y[1:] + y[:-1]) * np.diff(t, axis=0)).sum(axis=0) / FRAMES.duration  # trapezoid rule
+    raw = pet_data * mean_decay.astype(np.float32)
+    path = _write_raw_pet(tmp_path, raw, _sidecar(ImageDecayCorrected=False, TracerRadionuclide="18F"))
+    pet = bids.load_pet(path)
+    assert pet.decay_corrected is False
+    np.testing.assert_allclose(pet.read(), pet_data / 1000.0, rtol=1e-5)
+    bad = _write_raw_pet(tmp_path, raw, _sidecar(ImageDecayCorrected=False), name="sub-02_pet.nii.gz")
+    with pytest.raises(InputError, match=r"sub-02_pet\.json: field 'TracerRadionuclide' is None"):
+        bids.load_pet(bad)
 
 
 def test_write_pet_and_write_map_round_trip(tmp_path, pet_data):
@@ -100,6 +116,14 @@ def test_write_pet_and_write_map_round_trip(tmp_path, pet_data):
         "sub-02_model-2tcmirr_meas-K1_mimap.json", "sub-02_model-2tcmirr_meas-K1_mimap.nii.gz"]  # no temp files
     with pytest.raises(ValueError, match="spatial shape"):
         bids.write_map(out, pet.prefix, "2tcmirr", "K1", k1[:-1], reference=pet, units="1")
+
+
+def test_unwritable_output_is_an_input_error(tmp_path, pet_path):
+    pet = bids.load_pet(pet_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the output folder should be
+    with pytest.raises(InputError, match=r"file/sub-01_model-2tcmirr_meas-K1_mimap\.nii\.gz: cannot write"):
+        bids.write_map(blocker, "sub-01", "2tcmirr", "K1", np.zeros(SHAPE[:3]), reference=pet, units="1")
 
 
 def test_input_function_round_trip_with_units(tmp_path, pet_path):

@@ -109,7 +109,8 @@ def _check_complete(path: Path, expected: int) -> None:
     """Raise InputError if the file holds fewer than ``expected`` (uncompressed) bytes.
 
     Plain ``.nii``: the file size. ``.nii.gz``: the gzip trailer stores the uncompressed size (mod 2^32); only if
-    it disagrees (a truncated file, or a multi-member gzip) is the stream decompressed to count the bytes.
+    it disagrees (a truncated file, or a multi-member gzip) is the stream decompressed to count the bytes. A damaged
+    file that slips through (chance ~1e-5) still fails with an InputError when its data are read.
     """
     size = path.stat().st_size
     if not path.name.endswith(".gz"):
@@ -120,7 +121,8 @@ def _check_complete(path: Path, expected: int) -> None:
         if size >= 18:
             f.seek(-4, os.SEEK_END)
             (isize,) = struct.unpack("<I", f.read(4))
-            if isize == expected % 2**32:
+            # nibabel may write a few bytes past the image data: accept up to 64 KiB of them.
+            if (isize - expected) % 2**32 < 65536:
                 return
         f.seek(0)
         total = 0
@@ -182,12 +184,21 @@ def _atomic_target(path: Path) -> Path:
 
 @contextlib.contextmanager
 def _atomic_write(path: Path):
-    """Yield a temporary path; on success rename it to ``path``, on failure remove it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic_target(path)
+    """Yield a temporary path; on success rename it to ``path``, on failure remove it.
+
+    An OSError (no permission, disk full, ...) becomes an InputError naming ``path``.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _atomic_target(path)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write ({_one_line(err)})") from None
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"{path}: cannot write ({_one_line(err)})") from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -209,6 +220,8 @@ class PetImage:
 
     ``frames`` are in minutes; ``scale_to_kbq`` turns file values into kBq/ml. ``image`` is the nibabel image
     whose ``dataobj`` is a lazy proxy: use :meth:`read` to get kBq/ml for some axial slices.
+    ``decay_factors [F]`` (None when the file is decay corrected) decay-correct each frame mean to t = 0 of the frame
+    times; :meth:`read` applies them, so what it returns is always decay corrected, as the kinetic models assume.
     """
 
     path: Path
@@ -220,6 +233,7 @@ class PetImage:
     shape: tuple
     sidecar: dict
     image: object
+    decay_factors: np.ndarray | None = None
 
     @property
     def prefix(self) -> str:
@@ -247,6 +261,8 @@ class PetImage:
         except Exception as err:  # EOFError, zlib.error, OSError ... from a damaged file
             raise InputError(f"{self.path}: cannot read image data ({_one_line(err)})") from None
         data = data.astype(dtype, copy=False)
+        if self.decay_factors is not None:
+            return data * (self.scale_to_kbq * self.decay_factors).astype(data.dtype)
         if self.scale_to_kbq != 1.0:
             data = data * np.asarray(self.scale_to_kbq, dtype=data.dtype)
         return data
@@ -257,6 +273,35 @@ class PetImage:
         for z0 in range(0, n_z, slab):
             zs = slice(z0, min(z0 + slab, n_z))
             yield zs, self.read(zs)
+
+
+#: Half-lives in minutes of common PET radionuclides, by normalised name ("F18", "18F" and "F-18" are all F18).
+HALF_LIVES_MIN = {"F18": 109.77, "C11": 20.364, "O15": 2.037, "N13": 9.965, "GA68": 67.71, "CU64": 762.0,
+                  "ZR89": 4704.6, "RB82": 1.2625}
+
+
+def _half_life(sidecar: dict, where: Path) -> float:
+    name = sidecar.get("TracerRadionuclide")
+    key = "".join(ch for ch in str(name).upper() if ch.isalnum())
+    if key and key[0].isdigit():  # "18F" -> "F18"
+        digits = "".join(ch for ch in key if ch.isdigit())
+        key = key[len(digits):] + digits
+    if name is None or key not in HALF_LIVES_MIN:
+        raise InputError(
+            f"{where}: field 'TracerRadionuclide' is {name!r}; decay correcting an image with "
+            f"ImageDecayCorrected false needs one of {', '.join(HALF_LIVES_MIN)}"
+        )
+    return HALF_LIVES_MIN[key]
+
+
+def decay_factors(frames: FrameSchedule, half_life_min: float) -> np.ndarray:
+    """Per-frame factors ``[F]`` that decay-correct frame means to t = 0 (minutes in, dimensionless out).
+
+    For a frame ``[a, a + d]``: ``lam d / (exp(-lam a) (1 - exp(-lam d)))`` with ``lam = ln 2 / half_life``.
+    """
+    lam = np.log(2.0) / half_life_min
+    x = lam * frames.duration
+    return x / (np.exp(-lam * frames.start) * -np.expm1(-x))
 
 
 def _sidecar_field(sidecar: dict, key: str, where: Path):
@@ -312,7 +357,8 @@ def load_pet(path) -> PetImage:
     """Open a 4D BIDS PET image (``*_pet.nii.gz`` or ``*_pet.nii``) and validate it against its ``*_pet.json``.
 
     Checks: the sidecar exists; ``FrameTimesStart``, ``FrameDuration`` (s), ``Units`` and ``ImageDecayCorrected``
-    are present and valid; frames increase, do not overlap and have positive durations; the frame count equals
+    are present and valid (with ``ImageDecayCorrected`` false, ``TracerRadionuclide`` too: :meth:`PetImage.read`
+    then decay-corrects to t = 0 of the frame times); frames increase, do not overlap and have positive durations; the frame count equals
     the 4th dimension; the file is complete. Voxel data are not read (see :meth:`PetImage.read`).
     """
     path = Path(path)
@@ -329,6 +375,7 @@ def load_pet(path) -> PetImage:
     decay_corrected = _sidecar_field(sidecar, "ImageDecayCorrected", sidecar_path)
     if not isinstance(decay_corrected, bool):
         raise InputError(f"{sidecar_path}: field 'ImageDecayCorrected' must be true or false, not {decay_corrected!r}")
+    factors = None if decay_corrected else decay_factors(frames, _half_life(sidecar, sidecar_path))
     image = _open_nifti(path)
     shape = tuple(int(s) for s in image.shape)
     if len(shape) != 4:
@@ -348,6 +395,7 @@ def load_pet(path) -> PetImage:
         shape=shape,
         sidecar=sidecar,
         image=image,
+        decay_factors=factors,
     )
 
 
@@ -723,14 +771,21 @@ def label_mean_tac(pet: PetImage, mask: np.ndarray) -> tuple[np.ndarray, int]:
 def image_derived_input(pet: PetImage, labels: Labels, label: str) -> InputFunction:
     """The mean TAC inside ``label`` (e.g. ``"aorta"``) as an input function (min, kBq/ml).
 
-    Samples are the frame means placed at the frame mid times; the curve ramps from 0 at the scan start
-    (injection) to the first sample and is extended to the end of the last frame by linear extrapolation of the
-    last two samples (clipped at 0), so that it covers the scan. Voxels with NaN/Inf values are left out.
+    Voxels with NaN/Inf values are left out; see :func:`input_from_frame_means` for how the curve is built.
     """
     if labels.data.shape != tuple(pet.shape[:3]):
         raise InputError(f"{labels.path or 'labels'}: shape {labels.data.shape} differs from the PET image {pet.path.name}")
     tac, _ = label_mean_tac(pet, labels.mask(label))
-    frames = pet.frames
+    return input_from_frame_means(pet.frames, tac)
+
+
+def input_from_frame_means(frames: FrameSchedule, tac) -> InputFunction:
+    """An input function from frame means ``tac [F]`` (kBq/ml): samples at the frame mid times.
+
+    The curve ramps from 0 at the scan start (injection) to the first sample and is extended to the end of the last
+    frame by linear extrapolation of the last two samples (clipped at 0), so that it covers the scan.
+    """
+    tac = np.asarray(tac, dtype=np.float64)
     mid = frames.mid
     times, values = list(mid), list(tac)
     if frames.start[0] < mid[0]:
