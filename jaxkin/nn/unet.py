@@ -1,0 +1,329 @@
+"""The spatio-temporal UNet of the paper (De Benetti et al., MICCAI 2023) in Flax NNX.
+
+Input: one axial slice's dynamic frames, time padded to ``T`` (64), as ``x [B, T, H, W, C=1]`` (kBq/ml times
+``input_scale``); output: kinetic parameters ``[B, H, W, P]`` (``K1, k2, k3, vB``) after the final activation.
+``H`` and ``W`` must be multiples of ``2**depth``; ``T`` too when pooling in time.
+
+Architecture (matching the original code; 860,904 parameters for the (2+1)D net, 2,133,928 for the 3D one):
+
+* encoder: ``depth`` blocks with ``root * 2**d`` features, then a bottleneck block with ``root * 2**depth``.
+  A (2+1)D block is spatial conv (1,3,3) -> temporal conv (3,1,1) -> ELU -> spatial conv -> the *same* temporal
+  conv again (shared weights) -> ELU; a 3D block is conv 3x3x3 -> ELU -> conv 3x3x3 -> ELU. The block's skip is
+  ``concat(block input, block output)`` (short + long skip); max pooling (2,2,2) or (1,2,2), stride = kernel.
+* decoder: transposed spatial conv (1,3,3) with stride (1,2,2), then transposed temporal conv (3,1,1) with stride
+  (2,1,1) (stride 1 when pooling only in space) -- or one transposed 3x3x3 conv for the 3D net --, concat the
+  skip, and the block's conv pattern. No batch norm anywhere.
+* head: conv 3x3x3 (root -> P), then a conv with kernel (T,1,1) and no padding that collapses time.
+
+Layout: activations are channels-last ``[B, T, H, W, C]``; kernels are stored as true 3D kernels
+``[kt, kh, kw, C_in, C_out]``. On CPU, XLA's 3D convolutions are several times slower than 2D ones, so the
+module evaluates a (1,3,3) conv as a 2D conv with time folded into the batch, a (3,1,1) conv as a 2D conv with
+kernel (3,1) over a ``[B, T, H*W, C]`` view, and a 3x3x3 conv as one 2D conv over the three time-shifted copies of
+the input stacked along channels. The results equal the 3D convolutions to float precision (tested).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxkin.nn.activations import final_activation
+
+__all__ = ["UNetConfig", "UNet", "count_parameters", "conv3d_reference", "pad_time", "network_input"]
+
+_DN = ("NHWC", "HWIO", "NHWC")
+CONV_TYPES = ("space_time", "3d")
+POOLINGS = ("3d", "space")
+
+
+@dataclasses.dataclass(frozen=True)
+class UNetConfig:
+    """Shape and switches of the network (the rows of the paper's Table 1 differ in the last three).
+
+    ``time_steps``: frames after padding (the head's temporal kernel); ``bounds``: per-parameter (lower, upper)
+    used by the ``multi_clamp`` and ``sigmoid`` activations (default: the paper's FDG bounds).
+    """
+
+    conv: str = "space_time"
+    pooling: str = "3d"
+    final_activation: str = "multi_clamp"
+    depth: int = 4
+    root_features: int = 8
+    in_channels: int = 1
+    out_channels: int = 4
+    time_steps: int = 64
+    lower: tuple[float, ...] = (0.01, 0.01, 0.01, 0.0)
+    upper: tuple[float, ...] = (2.0, 3.0, 1.0, 1.0)
+
+    def __post_init__(self):
+        if self.conv not in CONV_TYPES:
+            raise ValueError(f"unknown convolution {self.conv!r}; choose one of {', '.join(CONV_TYPES)}")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
+        final_activation(self.final_activation)  # validates the name
+        if len(self.lower) != self.out_channels or len(self.upper) != self.out_channels:
+            raise ValueError("lower and upper bounds need one value per output channel")
+        if self.pooling == "3d" and self.time_steps % 2**self.depth:
+            raise ValueError(f"time_steps ({self.time_steps}) must be a multiple of 2**depth with 3d pooling")
+
+    @property
+    def size_multiple(self) -> int:
+        """``H`` and ``W`` must be multiples of this."""
+        return 2**self.depth
+
+
+# --------------------------------------------------------------------------------------------------
+# Convolutions on [B, T, H, W, C] in the fast 2D layouts
+# --------------------------------------------------------------------------------------------------
+
+
+def _conv2d(x, kernel, *, padding, lhs_dilation=(1, 1)):
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(1, 1), padding=padding, lhs_dilation=lhs_dilation, dimension_numbers=_DN
+    )
+
+
+# A transposed conv with kernel 3, stride 2, padding 1 and output padding 1 doubles the size. Written as a conv of
+# the input dilated by 2 (zeros between samples) with padding (1, 2), its output splits into two phases:
+#     y[2i] = w[1] x[i],        y[2i+1] = w[0] x[i] + w[2] x[i+1]        (x[n] = 0 past the end),
+# i.e. a conv with a 2-tap kernel over x padded by (0, 1), one output block per phase, interleaved afterwards.
+# XLA differentiates input-dilated convs very slowly on CPU (10x the forward); this form has ordinary convs only.
+_UP_PAD = (1, 2)
+_PHASE_TAPS = np.zeros((2, 2, 3), np.float32)  # [phase, tap, kernel index]
+_PHASE_TAPS[0, 0, 1] = _PHASE_TAPS[1, 0, 0] = _PHASE_TAPS[1, 1, 2] = 1.0
+
+
+def _tap_matrix(k: int, up: bool) -> np.ndarray:
+    """[phases, taps, k]: which kernel entry each (phase, tap) uses; identity (one phase) when not upsampling."""
+    return _PHASE_TAPS if up else np.eye(k, dtype=np.float32)[None]
+
+
+def _phase_kernel(kernel, up: tuple[bool, bool, bool]):
+    """A kernel ``[kt, kh, kw, Ci, Co]`` -> ``[taps_t, taps_h, taps_w, Ci, phases * Co]`` for the phase form."""
+    st, sh, sw = (_tap_matrix(k, u) for k, u in zip(kernel.shape[:3], up))
+    k = jnp.einsum("pak,qbl,rcm,klmio->abcipqro", st, sh, sw, kernel)
+    a, b, c, ci = k.shape[:4]
+    return k.reshape(a, b, c, ci, -1)
+
+
+def _interleave(y, axes_up: tuple[bool, bool, bool], co: int):
+    """``[B, T, H, W, (pt, ph, pw, Co)]`` -> ``[B, T*pt, H*ph, W*pw, Co]`` (phase p of index i goes to 2i+p)."""
+    b, t, h, w, _ = y.shape
+    pt, ph, pw = (2 if u else 1 for u in axes_up)
+    y = y.reshape(b, t, h, w, pt, ph, pw, co)
+    y = jnp.transpose(y, (0, 1, 4, 2, 5, 3, 6, 7))
+    return y.reshape(b, t * pt, h * ph, w * pw, co)
+
+
+def _same_or_up(k: int, up: bool):
+    return (0, 1) if up else (k // 2, k // 2)
+
+
+def spatial_conv(x, kernel, bias, *, up: bool = False):
+    """Conv with kernel ``[1, kh, kw, Ci, Co]`` ('same' padding); ``up``: transposed, stride (1, 2, 2)."""
+    b, t, h, w, c = x.shape
+    co = kernel.shape[-1]
+    k = _phase_kernel(kernel, (False, up, up))[0] if up else kernel[0]
+    pad = [_same_or_up(kernel.shape[1], up), _same_or_up(kernel.shape[2], up)]
+    y = _conv2d(x.reshape(b * t, h, w, c), k, padding=pad)
+    y = y.reshape(b, t, *y.shape[1:])
+    return (_interleave(y, (False, True, True), co) if up else y) + bias
+
+
+def temporal_conv(x, kernel, bias, *, up: bool = False):
+    """Conv with kernel ``[kt, 1, 1, Ci, Co]`` ('same' padding); ``up``: transposed, stride (2, 1, 1)."""
+    b, t, h, w, c = x.shape
+    co = kernel.shape[-1]
+    k = (_phase_kernel(kernel, (True, False, False)) if up else kernel)[:, 0]  # a 2D kernel over (T, H*W)
+    pad = [_same_or_up(kernel.shape[0], up), (0, 0)]
+    y = _conv2d(x.reshape(b, t, h * w, c), k, padding=pad)
+    y = y.reshape(b, y.shape[1], h, w, y.shape[-1])
+    return (_interleave(y, (True, False, False), co) if up else y) + bias
+
+
+def full_conv(x, kernel, bias, *, up_time: bool = False, up_space: bool = False):
+    """Conv with kernel ``[3, kh, kw, Ci, Co]`` ('same' padding), optionally transposed with stride 2 in time
+    and/or space. Evaluated as one 2D conv over time-shifted copies of ``x`` stacked on channels."""
+    b, t, h, w, c = x.shape
+    co = kernel.shape[-1]
+    up = (up_time, up_space, up_space)
+    k = _phase_kernel(kernel, up) if (up_time or up_space) else kernel
+    taps_t, kh, kw, ci, cout = k.shape
+    x = jnp.pad(x, ((0, 0), _same_or_up(kernel.shape[0], up_time), (0, 0), (0, 0), (0, 0)))
+    stacked = jnp.concatenate([x[:, dt : dt + t] for dt in range(taps_t)], axis=-1)  # [B, T, H, W, taps*Ci]
+    k2d = jnp.transpose(k, (1, 2, 0, 3, 4)).reshape(kh, kw, taps_t * ci, cout)
+    pad = [_same_or_up(kernel.shape[1], up_space), _same_or_up(kernel.shape[2], up_space)]
+    y = _conv2d(stacked.reshape(b * t, h, w, taps_t * ci), k2d, padding=pad)
+    y = y.reshape(b, t, *y.shape[1:])
+    return (_interleave(y, up, co) if (up_time or up_space) else y) + bias
+
+
+def conv3d_reference(x, kernel, bias, *, strides=(1, 1, 1)):
+    """A plain XLA 3D convolution with 'same' padding, or for ``strides`` of 2 the transposed conv with kernel
+    3, padding 1, output padding 1 (PyTorch's ``ConvTranspose3d`` convention, kernel not flipped). The reference
+    that the fast layouts are tested against."""
+    pads, dil = [], []
+    for k, s in zip(kernel.shape[:3], strides):
+        pads.append(_UP_PAD if s == 2 else (k // 2, k // 2))
+        dil.append(s)
+    y = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1, 1), pads, lhs_dilation=tuple(dil), dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
+    )
+    return y + bias
+
+
+def max_pool(x, pooling: str):
+    """Max pooling with kernel = stride = (2,2,2) (``"3d"``) or (1,2,2) (``"space"``) on ``[B, T, H, W, C]``."""
+    b, t, h, w, c = x.shape
+    if pooling == "3d":
+        return x.reshape(b, t // 2, 2, h // 2, 2, w // 2, 2, c).max(axis=(2, 4, 6))
+    return x.reshape(b, t, h // 2, 2, w // 2, 2, c).max(axis=(3, 5))
+
+
+# --------------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------------
+
+
+class ConvWeights(nnx.Module):
+    """Kernel ``[kt, kh, kw, Ci, Co]`` and bias ``[Co]``, initialised U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    (PyTorch's default for conv layers, as in the original).
+
+    ``rng`` is a NumPy generator (seeded from the model's ``nnx.Rngs``): drawing on the host avoids compiling one
+    small XLA program per kernel shape, which made building the model take tens of seconds on a CPU.
+    """
+
+    def __init__(self, shape: tuple[int, int, int, int, int], *, rng: np.random.Generator):
+        bound = 1.0 / math.sqrt(shape[0] * shape[1] * shape[2] * shape[3])
+        self.kernel = nnx.Param(jnp.asarray(rng.uniform(-bound, bound, shape), jnp.float32))
+        self.bias = nnx.Param(jnp.asarray(rng.uniform(-bound, bound, (shape[-1],)), jnp.float32))
+
+
+class ConvBlock(nnx.Module):
+    """Two convolutions with ELU: (2+1)D (spatial, shared temporal) or 3D (3x3x3)."""
+
+    def __init__(self, c_in: int, c_out: int, conv: str, *, rng: np.random.Generator):
+        self.conv = conv
+        if conv == "space_time":
+            self.space_in = ConvWeights((1, 3, 3, c_in, c_out), rng=rng)
+            self.space = ConvWeights((1, 3, 3, c_out, c_out), rng=rng)
+            self.time = ConvWeights((3, 1, 1, c_out, c_out), rng=rng)  # used twice (shared weights)
+        else:
+            self.conv_in = ConvWeights((3, 3, 3, c_in, c_out), rng=rng)
+            self.conv_out = ConvWeights((3, 3, 3, c_out, c_out), rng=rng)
+
+    def __call__(self, x):
+        if self.conv == "space_time":
+            t = self.time
+            x = jax.nn.elu(temporal_conv(spatial_conv(x, self.space_in.kernel[...], self.space_in.bias[...]), t.kernel[...], t.bias[...]))
+            return jax.nn.elu(temporal_conv(spatial_conv(x, self.space.kernel[...], self.space.bias[...]), t.kernel[...], t.bias[...]))
+        x = jax.nn.elu(full_conv(x, self.conv_in.kernel[...], self.conv_in.bias[...]))
+        return jax.nn.elu(full_conv(x, self.conv_out.kernel[...], self.conv_out.bias[...]))
+
+
+class Upsample(nnx.Module):
+    """Transposed conv doubling H and W (and T when ``up_time``): (1,3,3)+(3,1,1) or one 3x3x3."""
+
+    def __init__(self, channels: int, conv: str, up_time: bool, *, rng: np.random.Generator):
+        self.conv, self.up_time = conv, up_time
+        if conv == "space_time":
+            self.space = ConvWeights((1, 3, 3, channels, channels), rng=rng)
+            self.time = ConvWeights((3, 1, 1, channels, channels), rng=rng)
+        else:
+            self.full = ConvWeights((3, 3, 3, channels, channels), rng=rng)
+
+    def __call__(self, x):
+        if self.conv == "space_time":
+            x = spatial_conv(x, self.space.kernel[...], self.space.bias[...], up=True)
+            return temporal_conv(x, self.time.kernel[...], self.time.bias[...], up=self.up_time)
+        return full_conv(x, self.full.kernel[...], self.full.bias[...], up_time=self.up_time, up_space=True)
+
+
+class DecoderBlock(nnx.Module):
+    def __init__(self, c_in: int, c_out: int, c_skip: int, cfg: UNetConfig, *, rng: np.random.Generator):
+        self.up = Upsample(c_in, cfg.conv, cfg.pooling == "3d", rng=rng)
+        self.block = ConvBlock(c_in + c_skip, c_out, cfg.conv, rng=rng)
+
+    def __call__(self, x, skip):
+        return self.block(jnp.concatenate([self.up(x), skip], axis=-1))
+
+
+class UNet(nnx.Module):
+    """The paper's UNet; ``model(x [B, T, H, W, 1]) -> parameters [B, H, W, P]`` (after the final activation).
+
+    ``model.logits(x)`` gives the raw outputs before the final activation.
+    """
+
+    def __init__(self, cfg: UNetConfig = UNetConfig(), *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        key = rngs.params()
+        try:
+            seed = np.asarray(jax.random.key_data(key)).ravel()
+        except jax.errors.TracerArrayConversionError:  # under nnx.eval_shape / jit: values don't matter
+            seed = 0
+        rng = np.random.default_rng(seed)
+        features = [cfg.root_features * 2**d for d in range(cfg.depth + 1)]
+        c, skips, encoders = cfg.in_channels, [], []
+        for f in features[:-1]:
+            encoders.append(ConvBlock(c, f, cfg.conv, rng=rng))
+            skips.append(c + f)
+            c = f
+        self.encoders = nnx.List(encoders)
+        self.bottleneck = ConvBlock(c, features[-1], cfg.conv, rng=rng)
+        self.decoders = nnx.List(
+            [DecoderBlock(features[d + 1], features[d], skips[d], cfg, rng=rng) for d in reversed(range(cfg.depth))]
+        )
+        self.head = ConvWeights((3, 3, 3, cfg.root_features, cfg.out_channels), rng=rng)
+        self.collapse = ConvWeights((cfg.time_steps, 1, 1, cfg.out_channels, cfg.out_channels), rng=rng)
+
+    def logits(self, x):
+        cfg = self.cfg
+        if x.ndim == 4:
+            x = x[..., None]
+        if x.shape[1] != cfg.time_steps:
+            raise ValueError(f"the network expects {cfg.time_steps} time steps, got {x.shape[1]}")
+        m = cfg.size_multiple
+        if x.shape[2] % m or x.shape[3] % m:
+            raise ValueError(f"H and W must be multiples of {m}, got {x.shape[2]}x{x.shape[3]}")
+        skips = []
+        for enc in self.encoders:
+            y = enc(x)
+            skips.append(jnp.concatenate([x, y], axis=-1))
+            x = max_pool(y, cfg.pooling)
+        x = self.bottleneck(x)
+        for dec, skip in zip(self.decoders, reversed(skips)):
+            x = dec(x, skip)
+        x = full_conv(x, self.head.kernel[...], self.head.bias[...])
+        k = self.collapse.kernel[...][:, 0, 0]  # [T, Ci, Co]
+        return jnp.einsum("bthwc,tco->bhwo", x, k) + self.collapse.bias[...]
+
+    def __call__(self, x):
+        cfg = self.cfg
+        return final_activation(cfg.final_activation)(self.logits(x), cfg.lower, cfg.upper)
+
+
+def count_parameters(model: nnx.Module) -> int:
+    """Number of trainable scalars."""
+    return sum(int(p.size) for p in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+def pad_time(frames, time_steps: int, axis: int = 1):
+    """Pad the time axis to ``time_steps`` by repeating the last frame (edge padding), as in training,
+    validation and prediction alike."""
+    n = frames.shape[axis]
+    if n > time_steps:
+        raise ValueError(f"{n} frames do not fit the network's {time_steps} time steps")
+    pad = [(0, 0)] * frames.ndim
+    pad[axis] = (0, time_steps - n)
+    return jnp.pad(frames, pad, mode="edge")
+
+
+def network_input(tacs, time_steps: int, input_scale: float = 1.0):
+    """TACs ``[B, H, W, F]`` (kBq/ml) -> network input ``[B, T, H, W, 1]``: time first, edge-padded, scaled."""
+    x = jnp.moveaxis(tacs, -1, 1) * input_scale
+    return pad_time(x, time_steps, axis=1)[..., None]

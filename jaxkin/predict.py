@@ -1,0 +1,161 @@
+"""Prediction with a trained kinetic UNet: every axial slice of a volume, in fixed-size batches.
+
+Python API::
+
+    predictor = load_predictor("runs/exp4_1")                 # a workdir (or its checkpoints/best folder)
+    params = predictor.predict_volume(volume)                 # [X, Y, Z, F] kBq/ml -> [X, Y, Z, 4] (K1, k2, k3, vB)
+    paths = write_parameter_maps(predictor, load_pet(pet_path), out_dir, input_function=load_input_function(tsv))
+
+Slices are padded (zeros, centred) to multiples of ``2**depth`` in-plane and cropped back; the last batch is padded
+so one compiled program serves the whole volume. Time is edge-padded to the network's time steps as in training.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from jaxkin.errors import InputError
+
+__all__ = ["Predictor", "load_predictor", "write_parameter_maps", "PARAM_NAMES"]
+
+PARAM_NAMES = ("K1", "k2", "k3", "vB")
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_forward(graphdef, cfg):
+    """Jitted ``forward(params, tac)`` and ``forward_metrics(params, tac, mask, kin)``, built once per config."""
+    import jax
+
+    from jaxkin.kinetics import two_tissue_irreversible
+    from jaxkin.nn.loss import metric_sums
+    from jaxkin.train import _forward
+
+    @jax.jit
+    def forward(params, tac):
+        return _forward(graphdef, params, tac, cfg)
+
+    @jax.jit
+    def forward_metrics(params, tac, mask, kin):
+        predicted = _forward(graphdef, params, tac, cfg)
+        return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
+
+    return forward, forward_metrics
+
+
+class Predictor:
+    """A trained network ready to predict: ``predict_slices`` / ``predict_volume`` (optionally with TAC metrics)."""
+
+    def __init__(self, graphdef, params, cfg, n_frames: int):
+        self.graphdef, self.params, self.cfg, self.n_frames = graphdef, params, cfg, int(n_frames)
+        self.batch_size = cfg.predict_batch_size
+        self._forward, self._forward_metrics = _compiled_forward(graphdef, cfg)
+
+    def _check(self, n_frames: int, where: str) -> None:
+        if n_frames != self.n_frames:
+            raise InputError(f"{where}: {n_frames} frames, but the network was trained on {self.n_frames}")
+
+    def predict_volume(self, volume, *, kin=None, progress: bool = False):
+        """``volume [X, Y, Z, F]`` (kBq/ml) -> parameters ``[X, Y, Z, 4]`` (float32); with ``kin`` (the scan's
+        :class:`jaxkin.KineticInput`) also the metric sums over voxels above the config's mask threshold."""
+        import jax
+        from tqdm import tqdm
+
+        from jaxkin.train import voxel_mask
+
+        volume = np.asarray(volume)
+        x_size, y_size, n_z, n_frames = volume.shape
+        self._check(n_frames, "volume")
+        m = 2**self.cfg.depth
+        px, py = -x_size % m, -y_size % m
+        pad = ((0, 0), (px // 2, px - px // 2), (py // 2, py - py // 2), (0, 0))
+        out = np.zeros((x_size, y_size, n_z, len(PARAM_NAMES)), np.float32)
+        totals: dict[str, float] = {}
+        duration = None if kin is None else np.asarray(kin.frame_duration, np.float64)
+        b = self.batch_size
+        for z0 in tqdm(range(0, n_z, b), disable=not progress, desc="slices", unit_scale=b, leave=False):
+            z1 = min(z0 + b, n_z)
+            tac = np.moveaxis(np.nan_to_num(volume[:, :, z0:z1, :].astype(np.float32)), 2, 0)  # [n, X, Y, F]
+            tac = np.pad(tac, ((0, b - (z1 - z0)), *pad[1:]))
+            if kin is None:
+                pred = self._forward(self.params, tac)
+            else:
+                mask = voxel_mask(tac, duration, self.cfg.mask_threshold)
+                mask[z1 - z0 :] = 0.0
+                pred, sums = self._forward_metrics(self.params, tac, mask, kin)
+                for k, v in jax.device_get(sums).items():
+                    totals[k] = totals.get(k, 0.0) + float(v)
+            pred = np.asarray(pred)[: z1 - z0, pad[1][0] : pad[1][0] + x_size, pad[2][0] : pad[2][0] + y_size]
+            out[:, :, z0:z1] = np.moveaxis(pred, 0, 2)
+        if kin is None:
+            return out
+        n = max(totals.get("n", 0.0), 1.0)
+        metrics = {"voxels": int(totals.get("n", 0.0)), "mae": totals.get("mae", 0.0) / n,
+                   "cs": totals.get("cs", 0.0) / n, "mse": totals.get("se", 0.0) / (n * n_frames)}
+        return out, metrics
+
+
+def _find_run_dir(checkpoint: Path) -> Path:
+    for d in (checkpoint, *checkpoint.parents):
+        if (d / "model.json").is_file():
+            return d
+    raise InputError(f"--checkpoint {checkpoint}: no model.json found in it or its parent folders (is it a training workdir?)")
+
+
+def load_predictor(checkpoint) -> Predictor:
+    """The best checkpoint of a training workdir (``checkpoint`` = the workdir, or a checkpoint folder inside it)."""
+    from flax import nnx
+
+    from jaxkin.train import checkpoint_manager, compiled_steps, config_from_dict, make_model, restore_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.exists():
+        raise InputError(f"--checkpoint {checkpoint}: not found")
+    run_dir = _find_run_dir(checkpoint)
+    info = json.loads((run_dir / "model.json").read_text())
+    config = info["config"]
+    config["lower"], config["upper"] = tuple(config["lower"]), tuple(config["upper"])
+    cfg = config_from_dict(config, str(run_dir / "model.json"))
+    ckpt = checkpoint if checkpoint.name in ("best", "latest") else run_dir / "checkpoints" / "best"
+    graphdef, params = nnx.split(make_model(cfg))
+    graphdef = compiled_steps(cfg, 1)[0]  # the cached graphdef: reuses compiled programs
+    params, _, _ = restore_checkpoint(checkpoint_manager(ckpt), params)
+    return Predictor(graphdef, params, cfg, info["n_frames"])
+
+
+def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=None, command_line: str | None = None,
+                         progress: bool = False) -> dict:
+    """Predict every slice of ``pet`` (a :class:`jaxkin.data.PetImage`) and write K1, k2, k3, vB and Ki maps
+    (``<prefix>_model-2tcmirr_meas-<param>_mimap.nii.gz`` + JSON) into ``out_dir``, the PET's geometry kept.
+
+    With ``input_function`` the sidecars also carry the mean TAC cosine similarity and MAE over the mask.
+    Returns ``{"paths": {param: path}, "metrics": {...} or None, "maps": {param: [X, Y, Z] array}}``.
+    """
+    from jaxkin.data.bids import write_map
+    from jaxkin.kinetics import get_model, prepare
+
+    predictor._check(pet.frames.n_frames, str(pet.path))
+    volume = pet.read()
+    metrics = None
+    if input_function is not None:
+        params, metrics = predictor.predict_volume(volume, kin=prepare(input_function, pet.frames), progress=progress)
+    else:
+        params = predictor.predict_volume(volume, progress=progress)
+    del volume
+    model = get_model("2tcmirr")
+    maps = {name: params[..., i] for i, name in enumerate(PARAM_NAMES)}
+    maps["Ki"] = np.asarray(model.macro_parameters(params)["Ki"], np.float32)
+    units = dict(zip(model.param_names, model.param_units)) | model.macro_units
+    extra = {"Method": "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if predictor.cfg.conv == "space_time"
+             else "self-supervised 3D UNet", "FinalActivation": predictor.cfg.final_activation}
+    if metrics is not None:
+        extra["TACMetrics"] = metrics
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {name: write_map(out_dir, pet.prefix, "2tcmirr", name, values, reference=pet, units=units[name],
+                             command_line=command_line, extra=extra)
+             for name, values in maps.items()}
+    return {"paths": paths, "metrics": metrics, "maps": maps}
