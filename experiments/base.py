@@ -24,7 +24,7 @@ def base_config() -> dict:
         "slices_per_subject": 75,
         "crop": 112,
         "mask_threshold": 1.0,
-        "predict_batch_size": 16,
+        "predict_batch_size": 8,
         "predict_test": True,
         "phantom_preset": "paper",
     }

@@ -25,6 +25,10 @@ from jaxkin.kinetics import (
 )
 from jaxkin.data.bids import load_input_function, load_labels, load_pet, write_map
 from jaxkin.data.phantom import simulate_dataset, simulate_subject
+from jaxkin import graphical
+from jaxkin.fitting import FitResult, fit_tacs, frame_weights
+from jaxkin.fit_volume import fit_volume
+from jaxkin.graphical import PlotInput, logan, patlak
 from jaxkin.evaluate import error_statistics, tac_metrics
 
 __all__ = [
@@ -53,6 +57,14 @@ __all__ = [
     "write_map",
     "simulate_dataset",
     "simulate_subject",
+    "FitResult",
+    "fit_tacs",
+    "frame_weights",
+    "fit_volume",
+    "graphical",
+    "PlotInput",
+    "patlak",
+    "logan",
     "error_statistics",
     "tac_metrics",
 ]

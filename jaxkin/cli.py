@@ -15,8 +15,15 @@ from jaxkin import __version__
 from jaxkin.errors import InputError
 
 # Modules that provide a subcommand, in the order ``jaxkin --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("jaxkin.models_cmd", "jaxkin.simulate_cmd", "jaxkin.idif_cmd", "jaxkin.fit_cmd",
-                                   "jaxkin.train_cmd", "jaxkin.predict_cmd", "jaxkin.evaluate_cmd")
+COMMAND_MODULES: tuple[str, ...] = (
+    "jaxkin.models_cmd",
+    "jaxkin.simulate_cmd",
+    "jaxkin.idif_cmd",
+    "jaxkin.fit_cmd",
+    "jaxkin.train_cmd",
+    "jaxkin.predict_cmd",
+    "jaxkin.evaluate_cmd",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

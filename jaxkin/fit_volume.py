@@ -68,14 +68,6 @@ def signal_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8)
     return finite & (auc >= threshold) & (auc > 0), finite
 
 
-def _shardings():
-    devices = np.array(jax.local_devices())
-    mesh = jax.sharding.Mesh(devices, ("voxels",))
-    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("voxels"))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    return len(devices), rows, replicated
-
-
 def _map_names(model: str):
     if model == "patlak":
         return ["Ki", "intercept", "R2"]
@@ -111,9 +103,8 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     maps = {n: np.zeros(shape, np.int32 if n == "flags" else np.float32) for n in names}
     total = int(np.count_nonzero(mask))
 
-    n_dev, rows, replicated = _shardings()
-    chunk = max(n_dev, min(chunk_size, fitting._next_pow2(max(total, 1))))
-    chunk = -(-chunk // n_dev) * n_dev
+    n_dev, rows, replicated = fitting.voxel_shardings()
+    chunk = fitting.chunk_length(total, chunk_size, n_dev, model)
     settings = fitting.FitSettings(model=model, n_iter=n_iter) if model not in GRAPHICAL else None
     kin_dev = jax.device_put(kin, replicated)
     plot_dev = jax.device_put(plot_input, replicated) if plot_input is not None else None

@@ -61,6 +61,8 @@ __all__ = [
     "frame_weights",
     "fit_tacs",
     "fit_chunk",
+    "chunk_length",
+    "voxel_shardings",
 ]
 
 F18_HALF_LIFE_MIN = 109.77
@@ -262,7 +264,7 @@ def _hermite_with_derivative(kin: KineticInput, rate):
 
 
 def _value_and_jac_2tcmirr(params, kin: KineticInput):
-    """Analytic value ``[N, F]`` and Jacobian ``[N, F, 4]`` of the irreversible two-tissue model."""
+    """Analytic value ``[N, F]`` and Jacobian (4 arrays ``[N, F]``, one per parameter) of the 2TCM-irr model."""
     k1, k2, k3, vb = params[:, 0], params[:, 1], params[:, 2], params[:, 3]
     lam = jnp.maximum(k2 + k3, 1e-12)
     e, de = _hermite_with_derivative(kin, lam)
@@ -279,8 +281,7 @@ def _value_and_jac_2tcmirr(params, kin: KineticInput):
     d_k3 = -c * k2[:, None] * diff + b * de
     tb = (1.0 - vb)[:, None]
     value = tb * tissue + vb[:, None] * blood
-    jac = jnp.stack([tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue], axis=-1)
-    return value, jac
+    return value, (tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue)
 
 
 def _jacfwd_value_and_jac(tac: Callable):
@@ -290,7 +291,7 @@ def _jacfwd_value_and_jac(tac: Callable):
             return v, v
 
         jac, value = jax.vmap(jax.jacfwd(single, has_aux=True))(params)
-        return value, jac
+        return value, tuple(jac[..., i] for i in range(jac.shape[-1]))
 
     return value_and_jac
 
@@ -365,7 +366,7 @@ class _Spec:
     basis_rates: Callable  # (lower, upper, size) -> [G, R] NumPy
     integral_column: bool  # a rate-0 (running integral) column first
     coef_to_params: Callable  # (coef [N, K], rates [N, R]) -> params [N, P]
-    value_and_jac: Callable  # (params [N, P], kin) -> ([N, F], [N, F, P])
+    value_and_jac: Callable  # (params [N, P], kin) -> ([N, F], P arrays [N, F])
     project: Callable | None  # (params [..., P], rates [..., R], lo, hi) -> (params, coef) inside the bounds
     grid_scale: float = 1.0  # grid points per rate axis, relative to FitSettings.grid_size
 
@@ -526,7 +527,7 @@ def levenberg_marquardt(params, tacs, weights, kin: KineticInput, settings: FitS
     def residuals(p):
         value, jac = spec.value_and_jac(p, kin)
         r = (value - tacs) * sw
-        jw = tuple(jac[..., i] * sw for i in range(jac.shape[-1]))  # P arrays [N, F]
+        jw = tuple(j * sw for j in jac)  # P arrays [N, F]
         cost = jnp.sum(r * r, axis=-1)
         cost = jnp.where(jnp.isfinite(cost), cost, jnp.inf)
         return r, jw, cost
@@ -634,6 +635,26 @@ def _next_pow2(n: int) -> int:
     return 1 << max(int(n) - 1, 0).bit_length()
 
 
+# The reversible model's basis start scores ~120 rate pairs per voxel: cap its chunks to bound memory (~0.4 GB).
+_MAX_CHUNK = {"2tcm": 4096}
+
+
+def chunk_length(n: int, chunk_size: int, n_devices: int = 1, model: str = "2tcmirr") -> int:
+    """Chunk length for ``n`` TACs: ``chunk_size`` (at most 4,096 for ``2tcm``), or less for small inputs (a power
+    of two >= 256), rounded up to a multiple of the device count."""
+    chunk = min(int(chunk_size), _MAX_CHUNK.get(model, 1 << 30), max(_next_pow2(max(n, 1)), 256))
+    return -(-chunk // n_devices) * n_devices
+
+
+def voxel_shardings():
+    """``(n_devices, rows, replicated)``: NamedShardings over all local devices, splitting the voxel axis."""
+    devices = np.array(jax.local_devices())
+    mesh = jax.sharding.Mesh(devices, ("voxels",))
+    rows = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("voxels"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return len(devices), rows, replicated
+
+
 def fit_tacs(
     tacs,
     kin: KineticInput,
@@ -652,7 +673,8 @@ def fit_tacs(
 
     ``weights``: ``"none"``, ``"duration"``, ``"poisson"`` or an array ``[F]``/``[N, F]`` (see :func:`frame_weights`).
     ``lower``/``upper``: bounds (default the model's). TACs are fitted in fixed-size chunks of
-    ``min(chunk_size, next power of 2 >= N)`` (the last one padded), so one compilation serves every chunk.
+    :func:`chunk_length` (the last one padded), so one compilation serves every chunk; each chunk is split over
+    all local devices (:func:`voxel_shardings`).
     The dtype follows ``kin`` (float32 by default).
     """
     settings = FitSettings(
@@ -669,7 +691,9 @@ def fit_tacs(
         raise ValueError(f"tacs must be [N, {kin.frame_duration.shape[0]}], got {tuple(tacs.shape)}")
     n = tacs.shape[0]
     w = frame_weights(weights, kin, tacs, half_life=half_life, decay_corrected=decay_corrected)
-    chunk = min(chunk_size, _next_pow2(max(n, 1)))
+    n_dev, rows, replicated = voxel_shardings()
+    chunk = chunk_length(n, chunk_size, n_dev, model)
+    kin = jax.device_put(kin, replicated)
     parts = []
     for start in range(0, max(n, 1), chunk):
         part = tacs[start : start + chunk]
@@ -679,6 +703,7 @@ def fit_tacs(
             part = jnp.pad(part, ((0, pad), (0, 0)))
             if wpart.ndim == 2:
                 wpart = jnp.pad(wpart, ((0, pad), (0, 0)), constant_values=1.0)
-        parts.append(fit_chunk(part, wpart, kin, settings))
+        wpart = jax.device_put(wpart, rows if wpart.ndim == 2 else replicated)
+        parts.append(fit_chunk(jax.device_put(part, rows), wpart, kin, settings))
     result = jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs)[:n], *parts)
     return result

@@ -12,6 +12,7 @@ so one compiled program serves the whole volume. Time is edge-padded to the netw
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -24,29 +25,34 @@ __all__ = ["Predictor", "load_predictor", "write_parameter_maps", "PARAM_NAMES"]
 PARAM_NAMES = ("K1", "k2", "k3", "vB")
 
 
+@functools.lru_cache(maxsize=8)
+def _compiled_forward(graphdef, cfg):
+    """Jitted ``forward(params, tac)`` and ``forward_metrics(params, tac, mask, kin)``, built once per config."""
+    import jax
+
+    from jaxkin.kinetics import two_tissue_irreversible
+    from jaxkin.nn.loss import metric_sums
+    from jaxkin.train import _forward
+
+    @jax.jit
+    def forward(params, tac):
+        return _forward(graphdef, params, tac, cfg)
+
+    @jax.jit
+    def forward_metrics(params, tac, mask, kin):
+        predicted = _forward(graphdef, params, tac, cfg)
+        return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
+
+    return forward, forward_metrics
+
+
 class Predictor:
     """A trained network ready to predict: ``predict_slices`` / ``predict_volume`` (optionally with TAC metrics)."""
 
     def __init__(self, graphdef, params, cfg, n_frames: int):
-        import jax
-
-        from jaxkin.nn.loss import metric_sums
-        from jaxkin.kinetics import two_tissue_irreversible
-        from jaxkin.train import _forward
-
         self.graphdef, self.params, self.cfg, self.n_frames = graphdef, params, cfg, int(n_frames)
         self.batch_size = cfg.predict_batch_size
-
-        @jax.jit
-        def forward(params, tac):
-            return _forward(graphdef, params, tac, cfg)
-
-        @jax.jit
-        def forward_metrics(params, tac, mask, kin):
-            predicted = _forward(graphdef, params, tac, cfg)
-            return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
-
-        self._forward, self._forward_metrics = forward, forward_metrics
+        self._forward, self._forward_metrics = _compiled_forward(graphdef, cfg)
 
     def _check(self, n_frames: int, where: str) -> None:
         if n_frames != self.n_frames:
@@ -103,7 +109,7 @@ def load_predictor(checkpoint) -> Predictor:
     """The best checkpoint of a training workdir (``checkpoint`` = the workdir, or a checkpoint folder inside it)."""
     from flax import nnx
 
-    from jaxkin.train import checkpoint_manager, config_from_dict, make_model, restore_checkpoint
+    from jaxkin.train import checkpoint_manager, compiled_steps, config_from_dict, make_model, restore_checkpoint
 
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
@@ -115,6 +121,7 @@ def load_predictor(checkpoint) -> Predictor:
     cfg = config_from_dict(config, str(run_dir / "model.json"))
     ckpt = checkpoint if checkpoint.name in ("best", "latest") else run_dir / "checkpoints" / "best"
     graphdef, params = nnx.split(make_model(cfg))
+    graphdef = compiled_steps(cfg, 1)[0]  # the cached graphdef: reuses compiled programs
     params, _, _ = restore_checkpoint(checkpoint_manager(ckpt), params)
     return Predictor(graphdef, params, cfg, info["n_frames"])
 
@@ -125,7 +132,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     (``<prefix>_model-2tcmirr_meas-<param>_mimap.nii.gz`` + JSON) into ``out_dir``, the PET's geometry kept.
 
     With ``input_function`` the sidecars also carry the mean TAC cosine similarity and MAE over the mask.
-    Returns ``{"paths": {param: path}, "metrics": {...} or None}``.
+    Returns ``{"paths": {param: path}, "metrics": {...} or None, "maps": {param: [X, Y, Z] array}}``.
     """
     from jaxkin.data.bids import write_map
     from jaxkin.kinetics import get_model, prepare
@@ -151,4 +158,4 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     paths = {name: write_map(out_dir, pet.prefix, "2tcmirr", name, values, reference=pet, units=units[name],
                              command_line=command_line, extra=extra)
              for name, values in maps.items()}
-    return {"paths": paths, "metrics": metrics}
+    return {"paths": paths, "metrics": metrics, "maps": maps}

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import importlib.util
 import json
 import math
@@ -77,7 +78,7 @@ class TrainConfig:
     slices_per_subject: int = 75  # train/val slices per subject, evenly spaced from the lungs to the bladder
     crop: int = 112  # centre crop (or zero pad) of each axial slice to crop x crop voxels
     mask_threshold: float = 1.0  # loss/metric mask: time-averaged activity above this (kBq/ml)
-    predict_batch_size: int = 16
+    predict_batch_size: int = 8
     predict_test: bool = True  # after training, write parametric maps of every test subject
     # the simulated phantom (used when no --data is given)
     phantom_preset: str = "paper"
@@ -394,6 +395,17 @@ def make_eval_step(graphdef, cfg: TrainConfig):
     return step
 
 
+@functools.lru_cache(maxsize=8)
+def compiled_steps(cfg: TrainConfig, steps_per_epoch: int):
+    """``(graphdef, optimizer, schedule, train_step, eval_step)`` for ``cfg``, built once per process, so repeated
+    runs (resume, tests, notebooks) reuse the compiled programs. Pair them with ``nnx.split(make_model(cfg))[1]``."""
+    from flax import nnx
+
+    graphdef = nnx.split(nnx.eval_shape(lambda: make_model(cfg)))[0]
+    optimizer, schedule = make_optimizer(cfg, steps_per_epoch)
+    return graphdef, optimizer, schedule, make_train_step(graphdef, optimizer, cfg), make_eval_step(graphdef, cfg)
+
+
 def _batches(n: int, batch_size: int, order: np.ndarray | None = None):
     """Index arrays of fixed size ``batch_size``; the last one padded with ``-1``."""
     order = np.arange(n) if order is None else order
@@ -458,8 +470,9 @@ def save_checkpoint(manager, step: int, params, opt_state, meta: dict) -> None:
     """Save ``params``, ``opt_state`` and ``meta`` (numbers) at ``step`` and wait for the async write."""
     import orbax.checkpoint as ocp
 
-    tree = {"params": _flat(params), "opt_state": _flat(opt_state),
-            "meta": {k: np.asarray(v) for k, v in meta.items()}}
+    tree = {"params": _flat(params), "meta": {k: np.asarray(v) for k, v in meta.items()}}
+    if opt_state is not None:
+        tree["opt_state"] = _flat(opt_state)
     manager.save(step, args=ocp.args.StandardSave(tree), force=True)
     manager.wait_until_finished()
 
@@ -472,14 +485,17 @@ def restore_checkpoint(manager, params_template, opt_state_template=None, step: 
     step = manager.latest_step() if step is None else step
     if step is None:
         raise InputError(f"{manager.directory}: no checkpoint found")
-    target = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, _flat(params_template))}
+    target = {"params": jax.tree.map(ocp.utils.to_shape_dtype_struct, _flat(params_template)),
+              "meta": {"epoch": np.zeros((), np.int64), "best_val": np.zeros((), np.float64)}}
     if opt_state_template is not None:
         target["opt_state"] = jax.tree.map(ocp.utils.to_shape_dtype_struct, _flat(opt_state_template))
-    restored = manager.restore(step, args=ocp.args.StandardRestore(target) if opt_state_template is not None else
-                               ocp.args.StandardRestore(None))
+    try:
+        restored = manager.restore(step, args=ocp.args.StandardRestore(target))
+    except (ValueError, KeyError, FileNotFoundError) as err:
+        raise InputError(f"{manager.directory}: checkpoint {step} does not fit this network ({str(err).splitlines()[0][:200]})") from None
     params = _unflat(params_template, restored["params"])
     opt_state = _unflat(opt_state_template, restored["opt_state"]) if opt_state_template is not None else None
-    meta = {k: np.asarray(v).item() for k, v in restored.get("meta", {}).items()} if "meta" in restored else {}
+    meta = {k: np.asarray(v).item() for k, v in restored["meta"].items()}
     return params, opt_state, meta
 
 
@@ -587,12 +603,9 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
     val_data = load_slices([scans[i] for i in ranges["val"]], ranges["val"], cfg)
 
     steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    model = make_model(cfg)
-    graphdef, params = nnx.split(model)
-    optimizer, schedule = make_optimizer(cfg, steps_per_epoch)
+    params = nnx.split(make_model(cfg))[1]
+    graphdef, optimizer, schedule, train_step, eval_step = compiled_steps(cfg, steps_per_epoch)
     opt_state = optimizer.init(params)
-    train_step = make_train_step(graphdef, optimizer, cfg)
-    eval_step = make_eval_step(graphdef, cfg)
 
     latest, best = checkpoint_manager(ckpt_dir / "latest"), checkpoint_manager(ckpt_dir / "best")
     first_epoch, best_val = 0, math.inf
@@ -600,7 +613,10 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
         params, opt_state, meta = restore_checkpoint(latest, params, opt_state)
         first_epoch, best_val = int(meta["epoch"]), float(meta["best_val"])
         print(f"resumed from {ckpt_dir / 'latest'} after epoch {first_epoch}", file=sys.stderr)
-    _truncate_csv(workdir / "metrics.csv", first_epoch) if resume else (workdir / "metrics.csv").unlink(missing_ok=True)
+    if resume:
+        _truncate_csv(workdir / "metrics.csv", first_epoch)
+    else:
+        (workdir / "metrics.csv").unlink(missing_ok=True)
     _write_json(saved_cfg, dataclasses.asdict(cfg))
     frames = scans[0].pet.frames
     _write_json(workdir / "model.json", {
@@ -649,18 +665,42 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
     summary["test"] = evaluate(eval_step, best_params, test_data, kin, cfg.batch_size) if len(test_data) else None
     _write_json(workdir / "test_metrics.json", {"validation": summary["best_val"], "test": summary["test"],
                                                 "test_subjects": split["test"]})
+    organ_rows = []
     if cfg.predict_test and test_ids:
         from jaxkin.predict import Predictor, write_parameter_maps
 
         predictor = Predictor(graphdef, best_params, cfg, n_frames)
         for scan in test_ids:
             out = workdir / "predictions" / scan.subject
-            write_parameter_maps(predictor, scan.pet, out, input_function=scan.input_function)
-    _write_report(workdir, cfg, summary, split)
+            result = write_parameter_maps(predictor, scan.pet, out, input_function=scan.input_function)
+            organ_rows += _organ_comparison(data_dir, scan, result["maps"])
+    _write_report(workdir, cfg, summary, split, organ_rows)
     return summary
 
 
-def _write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict) -> None:
+def _organ_comparison(data_dir: Path, scan: SubjectScan, maps: dict) -> list[str]:
+    """Markdown rows: organ-mean predicted parameters against the ground truth (simulated datasets only)."""
+    from jaxkin.data.dataset import load_organ_truth
+
+    if scan.labels is None:
+        return []
+    try:
+        truth = load_organ_truth(data_dir, scan.subject)
+    except InputError:
+        return []  # not a simulated dataset
+    rows = []
+    for organ, true in truth.items():
+        if organ not in scan.labels.names.values():
+            continue
+        inside = scan.labels.mask(organ)
+        if not inside.any():
+            continue
+        cells = [f"{float(np.mean(maps[p][inside])):.3f} / {true[p]:.3f}" for p in ("K1", "k2", "k3", "vB", "Ki")]
+        rows.append(f"| {scan.subject} | {organ} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict, organ_rows=()) -> None:
     lines = [
         "# jaxkin training report", "",
         f"Network: conv {cfg.conv}, pooling {cfg.pooling}, final activation {cfg.final_activation}; "
@@ -673,6 +713,9 @@ def _write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict) -
         if m:
             lines.append(f"| {name} | {m['cs']:.3f} ± {m['cs_sd']:.3f} | {m['mae']:.3f} ± {m['mae_sd']:.3f} | "
                          f"{m['loss']:.4g} | {m['voxels']} |")
+    if organ_rows:
+        lines += ["", "Organ means of the predicted maps against the simulated ground truth (predicted / true):", "",
+                  "| subject | organ | K1 | k2 | k3 | vB | Ki |", "|---|---|---|---|---|---|---|", *organ_rows]
     lines += ["", "Metrics per epoch: metrics.csv. Checkpoints: checkpoints/best, checkpoints/latest."]
     if cfg.predict_test and split["test"]:
         lines.append("Parametric maps (K1, k2, k3, vB, Ki) of the test subjects: predictions/<subject>/.")
@@ -716,4 +759,7 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, so that jaxkin.train is one module (one set of classes and compile caches).
+    from jaxkin.train import main as _main
+
+    sys.exit(_main())

@@ -1,6 +1,5 @@
 """Whole-volume fitting: chunked streaming equals fit_tacs, masks, NaN voxels, and 1 vs 4 sharded CPU devices."""
 
-import json
 import os
 import subprocess
 import sys
@@ -63,7 +62,7 @@ def test_volume_fit_equals_fit_tacs_and_masks():
 def test_patlak_volume(tmp_path):
     pet, kin = _volume(seed=1)
     plot = graphical.PlotInput.from_input(INPUT, FRAMES)
-    res = fit_volume(pet, kin, model="patlak", plot_input=plot, chunk_size=64, progress=False)
+    res = fit_volume(pet, kin, model="patlak", plot_input=plot, chunk_size=32, progress=False)
     ref = graphical.patlak(pet[res.mask], plot, 20.0)
     np.testing.assert_allclose(res.maps["Ki"][res.mask], ref.slope, rtol=1e-5, atol=1e-8)
 
@@ -75,7 +74,7 @@ import test_fit_volume as t
 from jaxkin.fit_volume import fit_volume
 assert jax.local_device_count() == 4, jax.local_devices()
 pet, kin = t._volume(seed=2, shape=(9, 8, 6))
-res = fit_volume(pet, kin, chunk_size=64, progress=False)
+res = fit_volume(pet, kin, chunk_size=32, progress=False)
 np.savez({out!r}, Ki=res.maps["Ki"], SSE=res.maps["SSE"], mask=res.mask)
 """
 
@@ -89,7 +88,7 @@ def test_four_cpu_devices_agree_with_one(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     four = np.load(out)
     pet, kin = _volume(seed=2, shape=(9, 8, 6))
-    one = fit_volume(pet, kin, chunk_size=64, progress=False)
+    one = fit_volume(pet, kin, chunk_size=32, progress=False)
     np.testing.assert_array_equal(four["mask"], one.mask)
     m = one.mask
     # same algorithm; only XLA's partitioned compilation differs (float32 rounding), so maps agree closely

@@ -1,6 +1,5 @@
 """Patlak and Logan plots against exact linear cases, the ODE reference and the 2TC fit."""
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -192,26 +192,30 @@ def max_pool(x, pooling: str):
 
 class ConvWeights(nnx.Module):
     """Kernel ``[kt, kh, kw, Ci, Co]`` and bias ``[Co]``, initialised U(-1/sqrt(fan_in), 1/sqrt(fan_in))
-    (PyTorch's default for conv layers, as in the original)."""
+    (PyTorch's default for conv layers, as in the original).
 
-    def __init__(self, shape: tuple[int, int, int, int, int], *, rngs: nnx.Rngs):
+    ``rng`` is a NumPy generator (seeded from the model's ``nnx.Rngs``): drawing on the host avoids compiling one
+    small XLA program per kernel shape, which made building the model take tens of seconds on a CPU.
+    """
+
+    def __init__(self, shape: tuple[int, int, int, int, int], *, rng: np.random.Generator):
         bound = 1.0 / math.sqrt(shape[0] * shape[1] * shape[2] * shape[3])
-        self.kernel = nnx.Param(jax.random.uniform(rngs.params(), shape, minval=-bound, maxval=bound))
-        self.bias = nnx.Param(jax.random.uniform(rngs.params(), (shape[-1],), minval=-bound, maxval=bound))
+        self.kernel = nnx.Param(jnp.asarray(rng.uniform(-bound, bound, shape), jnp.float32))
+        self.bias = nnx.Param(jnp.asarray(rng.uniform(-bound, bound, (shape[-1],)), jnp.float32))
 
 
 class ConvBlock(nnx.Module):
     """Two convolutions with ELU: (2+1)D (spatial, shared temporal) or 3D (3x3x3)."""
 
-    def __init__(self, c_in: int, c_out: int, conv: str, *, rngs: nnx.Rngs):
+    def __init__(self, c_in: int, c_out: int, conv: str, *, rng: np.random.Generator):
         self.conv = conv
         if conv == "space_time":
-            self.space_in = ConvWeights((1, 3, 3, c_in, c_out), rngs=rngs)
-            self.space = ConvWeights((1, 3, 3, c_out, c_out), rngs=rngs)
-            self.time = ConvWeights((3, 1, 1, c_out, c_out), rngs=rngs)  # used twice (shared weights)
+            self.space_in = ConvWeights((1, 3, 3, c_in, c_out), rng=rng)
+            self.space = ConvWeights((1, 3, 3, c_out, c_out), rng=rng)
+            self.time = ConvWeights((3, 1, 1, c_out, c_out), rng=rng)  # used twice (shared weights)
         else:
-            self.conv_in = ConvWeights((3, 3, 3, c_in, c_out), rngs=rngs)
-            self.conv_out = ConvWeights((3, 3, 3, c_out, c_out), rngs=rngs)
+            self.conv_in = ConvWeights((3, 3, 3, c_in, c_out), rng=rng)
+            self.conv_out = ConvWeights((3, 3, 3, c_out, c_out), rng=rng)
 
     def __call__(self, x):
         if self.conv == "space_time":
@@ -225,13 +229,13 @@ class ConvBlock(nnx.Module):
 class Upsample(nnx.Module):
     """Transposed conv doubling H and W (and T when ``up_time``): (1,3,3)+(3,1,1) or one 3x3x3."""
 
-    def __init__(self, channels: int, conv: str, up_time: bool, *, rngs: nnx.Rngs):
+    def __init__(self, channels: int, conv: str, up_time: bool, *, rng: np.random.Generator):
         self.conv, self.up_time = conv, up_time
         if conv == "space_time":
-            self.space = ConvWeights((1, 3, 3, channels, channels), rngs=rngs)
-            self.time = ConvWeights((3, 1, 1, channels, channels), rngs=rngs)
+            self.space = ConvWeights((1, 3, 3, channels, channels), rng=rng)
+            self.time = ConvWeights((3, 1, 1, channels, channels), rng=rng)
         else:
-            self.full = ConvWeights((3, 3, 3, channels, channels), rngs=rngs)
+            self.full = ConvWeights((3, 3, 3, channels, channels), rng=rng)
 
     def __call__(self, x):
         if self.conv == "space_time":
@@ -241,9 +245,9 @@ class Upsample(nnx.Module):
 
 
 class DecoderBlock(nnx.Module):
-    def __init__(self, c_in: int, c_out: int, c_skip: int, cfg: UNetConfig, *, rngs: nnx.Rngs):
-        self.up = Upsample(c_in, cfg.conv, cfg.pooling == "3d", rngs=rngs)
-        self.block = ConvBlock(c_in + c_skip, c_out, cfg.conv, rngs=rngs)
+    def __init__(self, c_in: int, c_out: int, c_skip: int, cfg: UNetConfig, *, rng: np.random.Generator):
+        self.up = Upsample(c_in, cfg.conv, cfg.pooling == "3d", rng=rng)
+        self.block = ConvBlock(c_in + c_skip, c_out, cfg.conv, rng=rng)
 
     def __call__(self, x, skip):
         return self.block(jnp.concatenate([self.up(x), skip], axis=-1))
@@ -257,19 +261,25 @@ class UNet(nnx.Module):
 
     def __init__(self, cfg: UNetConfig = UNetConfig(), *, rngs: nnx.Rngs):
         self.cfg = cfg
+        key = rngs.params()
+        try:
+            seed = np.asarray(jax.random.key_data(key)).ravel()
+        except jax.errors.TracerArrayConversionError:  # under nnx.eval_shape / jit: values don't matter
+            seed = 0
+        rng = np.random.default_rng(seed)
         features = [cfg.root_features * 2**d for d in range(cfg.depth + 1)]
         c, skips, encoders = cfg.in_channels, [], []
         for f in features[:-1]:
-            encoders.append(ConvBlock(c, f, cfg.conv, rngs=rngs))
+            encoders.append(ConvBlock(c, f, cfg.conv, rng=rng))
             skips.append(c + f)
             c = f
         self.encoders = nnx.List(encoders)
-        self.bottleneck = ConvBlock(c, features[-1], cfg.conv, rngs=rngs)
+        self.bottleneck = ConvBlock(c, features[-1], cfg.conv, rng=rng)
         self.decoders = nnx.List(
-            [DecoderBlock(features[d + 1], features[d], skips[d], cfg, rngs=rngs) for d in reversed(range(cfg.depth))]
+            [DecoderBlock(features[d + 1], features[d], skips[d], cfg, rng=rng) for d in reversed(range(cfg.depth))]
         )
-        self.head = ConvWeights((3, 3, 3, cfg.root_features, cfg.out_channels), rngs=rngs)
-        self.collapse = ConvWeights((cfg.time_steps, 1, 1, cfg.out_channels, cfg.out_channels), rngs=rngs)
+        self.head = ConvWeights((3, 3, 3, cfg.root_features, cfg.out_channels), rng=rng)
+        self.collapse = ConvWeights((cfg.time_steps, 1, 1, cfg.out_channels, cfg.out_channels), rng=rng)
 
     def logits(self, x):
         cfg = self.cfg
