@@ -1,7 +1,10 @@
 """The quickstart's training options: head-bias initialisation (``init_params``), per-slice input normalisation
-(``input_normalization``), their validation, and that a short run learns the organ contrast of a tiny phantom.
+(``input_normalization``), their validation, and the organ-mean rank correlation of the training report.
 
-Small shapes (16 x 16 slices, 12 frames padded to 16 time steps, depth 2) so the file compiles a few programs.
+Whether a short run learns the organ contrast is not tested here: on a tiny phantom that a test can afford, the
+paper's default (multi-clamp, random init) reached a similar rank correlation within 40 steps, so such a test would
+not tell the options apart; the quickstart's report.md states the measured organ means instead.
+Small shapes (16 x 16 slices, 16 time steps, depth 2) so the file compiles a few programs.
 """
 
 from __future__ import annotations
@@ -11,19 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from scipy.stats import spearmanr
 
-import jaxkin
 from jaxkin import train as T
 from jaxkin.errors import InputError
 from jaxkin.nn import UNet, UNetConfig
-from jaxkin.nn import loss as L
 from jaxkin.nn.activations import final_activation, inverse_activation
 from jaxkin.nn.unet import network_input
-from jaxkin.data.phantom import ORGAN_PARAMETERS
 
-FRAMES = jaxkin.FrameSchedule.from_durations([10, 10, 20, 20, 30, 60, 60, 120, 180, 300, 300, 600])
-TINY = {"depth": 2, "time_steps": 16, "crop": 16, "batch_size": 4, "slices_per_subject": 4, "mask_threshold": 0.2}
 INIT = (0.1, 0.5, 0.05, 0.05)
 
 
@@ -77,3 +74,15 @@ def test_table1_configs_keep_the_papers_behaviour():
     for path in sorted((Path(__file__).resolve().parents[1] / "experiments").glob("exp*_*.py")):
         cfg = T.load_config(path)
         assert cfg.init_params == () and cfg.input_normalization == "none" and cfg.input_scale == 1.0, path
+
+
+def test_organ_rank_correlation_leaves_blood_out():
+    def row(organ, ki_pred, ki_true, vb=0.05):
+        return {"organ": organ, "predicted": {"Ki": ki_pred}, "true": {"Ki": ki_true, "vB": vb}}
+
+    rows = [row("body", 0.01, 0.003), row("liver", 0.02, 0.004), row("myocardium", 0.03, 0.04),
+            row("aorta", 0.5, 0.0, vb=1.0)]
+    assert T.organ_rank_correlation(rows, "Ki") == pytest.approx(1.0)  # with the aorta: -0.2
+    rows[0]["predicted"]["Ki"] = 0.05
+    assert T.organ_rank_correlation(rows, "Ki") == pytest.approx(-0.5)
+    assert np.isnan(T.organ_rank_correlation(rows[:2], "Ki"))
