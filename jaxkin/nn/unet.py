@@ -1,7 +1,8 @@
 """The spatio-temporal UNet of the paper (De Benetti et al., MICCAI 2023) in Flax NNX.
 
-Input: one axial slice's dynamic frames, time padded to ``T`` (64), as ``x [B, T, H, W, C=1]`` (kBq/ml times
-``input_scale``); output: kinetic parameters ``[B, H, W, P]`` (``K1, k2, k3, vB``) after the final activation.
+Input: one axial slice's dynamic frames, time padded to ``T`` (64), as ``x [B, T, H, W, C=1]`` (kBq/ml, or
+divided by each slice's 99th percentile, times ``input_scale``: :func:`network_input`); output: kinetic
+parameters ``[B, H, W, P]`` (``K1, k2, k3, vB``) after the final activation.
 ``H`` and ``W`` must be multiples of ``2**depth``; ``T`` too when pooling in time.
 
 Architecture (matching the original code; 860,904 parameters for the (2+1)D net, 2,133,928 for the 3D one):
