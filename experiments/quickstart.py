@@ -18,7 +18,7 @@ What differs from exp4_1.py, so that a few minutes of CPU show learning rather t
 * batch 1 (more, cheaper updates in the same time), Adam lr 2e-3 halved every 6 epochs, 14 epochs
   (the paper: batch 5, lr 1e-4 halved every 25 epochs, 500 epochs).
 
-Measured (2-core CPU shared with other jobs, 2026-11-25): 2 min 46 s in all; the test subject's organ means of Ki
+Measured (2-core CPU shared with other jobs, 2026-11-25): 2 min 46 s and 3 min 14 s in all; the test subject's organ means of Ki
 follow the truth's order (Spearman 0.95 over 9 tissue organs; bladder 0.074 vs 0.071, myocardium 0.027 vs 0.042,
 body 0.007 vs 0.003), K1 less so (0.70; 0.12-0.20 where the truth spans 0.05-1.33): 308 steps are a start, not a
 trained network. With the exp4_1 settings (multi-clamp, random init, batch 5, 30 steps) Ki was 0.005-0.007 and K1
