@@ -13,6 +13,8 @@ def base_config() -> dict:
         "root_features": 8,
         "time_steps": 64,
         "input_scale": 1.0,
+        "input_normalization": "none",  # the paper feeds kBq/ml (the quickstart: "slice")
+        "init_params": (),  # the paper: every layer initialised at random (the quickstart: plausible parameters)
         "lower": (0.01, 0.01, 0.01, 0.0),
         "upper": (2.0, 3.0, 1.0, 1.0),
         "learning_rate": 1e-4,

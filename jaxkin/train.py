@@ -64,7 +64,9 @@ class TrainConfig:
     depth: int = 4
     root_features: int = 8
     time_steps: int = 64  # frames are edge-padded to this many time steps
-    input_scale: float = 1.0  # network input = TAC (kBq/ml) * input_scale
+    input_scale: float = 1.0  # network input = TAC (kBq/ml) * input_scale (after input_normalization)
+    input_normalization: str = "none"  # "none" (the paper) or "slice": each slice / its 99th percentile
+    init_params: tuple = ()  # () (the paper: random init) or K1, k2, k3, vB that the untrained net predicts
     lower: tuple = (0.01, 0.01, 0.01, 0.0)  # K1, k2, k3, vB bounds (multi_clamp, sigmoid)
     upper: tuple = (2.0, 3.0, 1.0, 1.0)
     # optimisation
@@ -98,6 +100,7 @@ class TrainConfig:
             time_steps=self.time_steps,
             lower=tuple(float(v) for v in self.lower),
             upper=tuple(float(v) for v in self.upper),
+            init_params=tuple(float(v) for v in self.init_params),
         )
 
 
@@ -107,6 +110,7 @@ _CHOICES = {
     "pooling": ("3d", "space"),
     "final_activation": ("abs", "clamp", "multi_clamp", "sigmoid"),
     "phantom_preset": ("small", "paper"),
+    "input_normalization": ("none", "slice"),
 }
 _POSITIVE = ("depth", "root_features", "time_steps", "epochs", "batch_size", "eval_every", "crop",
              "lr_halving_epochs", "predict_batch_size", "learning_rate", "input_scale")
@@ -152,6 +156,10 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
         raise InputError(f"{where}: time_steps ({cfg.time_steps}) must be a multiple of 2**depth = {n} with 3d pooling")
     if len(cfg.lower) != 4 or len(cfg.upper) != 4 or any(lo >= hi for lo, hi in zip(cfg.lower, cfg.upper)):
         raise InputError(f"{where}: lower and upper need 4 values each (K1, k2, k3, vB) with lower < upper")
+    if cfg.init_params and (len(cfg.init_params) != 4 or not all(
+            lo < v < hi for v, lo, hi in zip(cfg.init_params, cfg.lower, cfg.upper))):
+        raise InputError(f"{where}: init_params must be empty or 4 values (K1, k2, k3, vB) strictly between lower "
+                         f"and upper, got {cfg.init_params!r}")
     return cfg
 
 
@@ -353,7 +361,7 @@ def _forward(graphdef, params, tac, cfg: TrainConfig):
     from jaxkin.nn.unet import network_input
 
     model = nnx.merge(graphdef, params)
-    return model(network_input(tac, cfg.time_steps, cfg.input_scale))
+    return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization))
 
 
 def make_train_step(graphdef, optimizer, cfg: TrainConfig):
@@ -674,12 +682,14 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
             out = workdir / "predictions" / scan.subject
             result = write_parameter_maps(predictor, scan.pet, out, input_function=scan.input_function)
             organ_rows += _organ_comparison(data_dir, scan, result["maps"])
+    summary["organ_means"] = organ_rows
     _write_report(workdir, cfg, summary, split, organ_rows)
     return summary
 
 
-def _organ_comparison(data_dir: Path, scan: SubjectScan, maps: dict) -> list[str]:
-    """Markdown rows: organ-mean predicted parameters against the ground truth (simulated datasets only)."""
+def _organ_comparison(data_dir: Path, scan: SubjectScan, maps: dict) -> list[dict]:
+    """Organ means of the predicted maps and the ground truth (simulated datasets only):
+    ``[{"subject", "organ", "predicted": {K1, k2, k3, vB, Ki}, "true": {...}}]``."""
     from jaxkin.data.dataset import load_organ_truth
 
     if scan.labels is None:
@@ -695,9 +705,24 @@ def _organ_comparison(data_dir: Path, scan: SubjectScan, maps: dict) -> list[str
         inside = scan.labels.mask(organ)
         if not inside.any():
             continue
-        cells = [f"{float(np.mean(maps[p][inside])):.3f} / {true[p]:.3f}" for p in ("K1", "k2", "k3", "vB", "Ki")]
-        rows.append(f"| {scan.subject} | {organ} | " + " | ".join(cells) + " |")
+        predicted = {p: float(np.mean(maps[p][inside])) for p in ORGAN_PARAMETERS}
+        rows.append({"subject": scan.subject, "organ": organ, "predicted": predicted,
+                     "true": {p: float(true[p]) for p in ORGAN_PARAMETERS}})
     return rows
+
+
+ORGAN_PARAMETERS = ("K1", "k2", "k3", "vB", "Ki")
+
+
+def organ_rank_correlation(rows: list[dict], parameter: str) -> float:
+    """Spearman rank correlation, over the tissue organs of ``rows`` (pure blood, true vB = 1, left out), between
+    the organ means of the predicted ``parameter`` and the ground truth; NaN with fewer than 3 organs."""
+    from scipy.stats import spearmanr
+
+    tissue = [r for r in rows if r["true"]["vB"] < 1.0]
+    if len(tissue) < 3:
+        return math.nan
+    return float(spearmanr([r["predicted"][parameter] for r in tissue], [r["true"][parameter] for r in tissue])[0])
 
 
 def _write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict, organ_rows=()) -> None:
@@ -714,8 +739,14 @@ def _write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict, o
             lines.append(f"| {name} | {m['cs']:.3f} ± {m['cs_sd']:.3f} | {m['mae']:.3f} ± {m['mae_sd']:.3f} | "
                          f"{m['loss']:.4g} | {m['voxels']} |")
     if organ_rows:
+        cells = [f"| {r['subject']} | {r['organ']} | " + " | ".join(
+            f"{r['predicted'][p]:.3f} / {r['true'][p]:.3f}" for p in ORGAN_PARAMETERS) + " |" for r in organ_rows]
+        rho = {p: organ_rank_correlation(organ_rows, p) for p in ORGAN_PARAMETERS}
         lines += ["", "Organ means of the predicted maps against the simulated ground truth (predicted / true):", "",
-                  "| subject | organ | K1 | k2 | k3 | vB | Ki |", "|---|---|---|---|---|---|---|", *organ_rows]
+                  "| subject | organ | " + " | ".join(ORGAN_PARAMETERS) + " |", "|---|---|---|---|---|---|---|",
+                  *cells, "",
+                  "Spearman rank correlation of the organ means with the truth over the tissue organs (blood left "
+                  "out): " + ", ".join(f"{p} {rho[p]:.2f}" for p in ORGAN_PARAMETERS) + "."]
     lines += ["", "Metrics per epoch: metrics.csv. Checkpoints: checkpoints/best, checkpoints/latest."]
     if cfg.predict_test and split["test"]:
         lines.append("Parametric maps (K1, k2, k3, vB, Ki) of the test subjects: predictions/<subject>/.")

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-__all__ = ["FINAL_ACTIVATIONS", "final_activation", "CLAMP_RANGE"]
+__all__ = ["FINAL_ACTIVATIONS", "final_activation", "inverse_activation", "CLAMP_RANGE"]
 
 #: The single range of the ``clamp`` activation (the original code's ``clamp(0.01, 3)``).
 CLAMP_RANGE = (0.01, 3.0)
@@ -59,3 +59,18 @@ def final_activation(name: str) -> Callable:
         return FINAL_ACTIVATIONS[name]
     except KeyError:
         raise ValueError(f"unknown final activation {name!r}; choose one of {', '.join(FINAL_ACTIVATIONS)}") from None
+
+
+def inverse_activation(name: str, params: Sequence[float], lower: Sequence[float], upper: Sequence[float]):
+    """Logits ``[P]`` that the activation ``name`` maps to ``params`` (each strictly inside its bounds): used to
+    initialise the head's bias so that an untrained network starts from plausible parameters.
+
+    ``sigmoid``: ``logit((p - lower) / (upper - lower))``; ``abs``, ``clamp``, ``multi_clamp``: ``p`` itself.
+    """
+    final_activation(name)
+    p = jnp.asarray(params, jnp.float32)
+    if name != "sigmoid":
+        return p
+    lo, hi = _bounds(lower, upper, jnp.float32)
+    u = (p - lo) / (hi - lo)
+    return jnp.log(u) - jnp.log1p(-u)

@@ -1,7 +1,8 @@
 """The spatio-temporal UNet of the paper (De Benetti et al., MICCAI 2023) in Flax NNX.
 
-Input: one axial slice's dynamic frames, time padded to ``T`` (64), as ``x [B, T, H, W, C=1]`` (kBq/ml times
-``input_scale``); output: kinetic parameters ``[B, H, W, P]`` (``K1, k2, k3, vB``) after the final activation.
+Input: one axial slice's dynamic frames, time padded to ``T`` (64), as ``x [B, T, H, W, C=1]`` (kBq/ml, or
+divided by each slice's 99th percentile, times ``input_scale``: :func:`network_input`); output: kinetic
+parameters ``[B, H, W, P]`` (``K1, k2, k3, vB``) after the final activation.
 ``H`` and ``W`` must be multiples of ``2**depth``; ``T`` too when pooling in time.
 
 Architecture (matching the original code; 860,904 parameters for the (2+1)D net, 2,133,928 for the 3D one):
@@ -32,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxkin.nn.activations import final_activation
+from jaxkin.nn.activations import final_activation, inverse_activation
 
 __all__ = ["UNetConfig", "UNet", "count_parameters", "conv3d_reference", "pad_time", "network_input"]
 
@@ -46,7 +47,12 @@ class UNetConfig:
     """Shape and switches of the network (the rows of the paper's Table 1 differ in the last three).
 
     ``time_steps``: frames after padding (the head's temporal kernel); ``bounds``: per-parameter (lower, upper)
-    used by the ``multi_clamp`` and ``sigmoid`` activations (default: the paper's FDG bounds).
+    used by the ``multi_clamp`` and ``sigmoid`` activations (default: the paper's FDG bounds);
+    ``init_params``: empty (the paper: every layer initialised at random) or one value per output channel: the
+    last layer (the time-collapsing conv) starts with a zero kernel and the bias that the final activation maps to
+    these parameters, so the untrained network predicts exactly them in every voxel;
+    ``input_normalization``: ``"none"`` (the paper) or ``"slice"``: each slice's TACs are divided by their 99th
+    percentile over voxels and frames (see :func:`network_input`).
     """
 
     conv: str = "space_time"
@@ -59,6 +65,7 @@ class UNetConfig:
     time_steps: int = 64
     lower: tuple[float, ...] = (0.01, 0.01, 0.01, 0.0)
     upper: tuple[float, ...] = (2.0, 3.0, 1.0, 1.0)
+    init_params: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.conv not in CONV_TYPES:
@@ -68,6 +75,9 @@ class UNetConfig:
         final_activation(self.final_activation)  # validates the name
         if len(self.lower) != self.out_channels or len(self.upper) != self.out_channels:
             raise ValueError("lower and upper bounds need one value per output channel")
+        if self.init_params and (len(self.init_params) != self.out_channels or not all(
+                lo < v < hi for v, lo, hi in zip(self.init_params, self.lower, self.upper))):
+            raise ValueError("init_params needs one value per output channel, strictly inside the bounds")
         if self.pooling == "3d" and self.time_steps % 2**self.depth:
             raise ValueError(f"time_steps ({self.time_steps}) must be a multiple of 2**depth with 3d pooling")
 
@@ -280,6 +290,9 @@ class UNet(nnx.Module):
         )
         self.head = ConvWeights((3, 3, 3, cfg.root_features, cfg.out_channels), rng=rng)
         self.collapse = ConvWeights((cfg.time_steps, 1, 1, cfg.out_channels, cfg.out_channels), rng=rng)
+        if cfg.init_params:
+            self.collapse.kernel = nnx.Param(jnp.zeros_like(self.collapse.kernel[...]))
+            self.collapse.bias = nnx.Param(inverse_activation(cfg.final_activation, cfg.init_params, cfg.lower, cfg.upper))
 
     def logits(self, x):
         cfg = self.cfg
@@ -323,7 +336,25 @@ def pad_time(frames, time_steps: int, axis: int = 1):
     return jnp.pad(frames, pad, mode="edge")
 
 
-def network_input(tacs, time_steps: int, input_scale: float = 1.0):
-    """TACs ``[B, H, W, F]`` (kBq/ml) -> network input ``[B, T, H, W, 1]``: time first, edge-padded, scaled."""
+#: The percentile of a slice's values (over voxels and frames) that ``input_normalization="slice"`` divides by.
+SLICE_PERCENTILE = 99.0
+
+
+def slice_scale(tacs, eps: float = 1e-6):
+    """Each slice's 99th percentile over voxels and frames: ``[B, H, W, F] -> [B]`` (kBq/ml, at least ``eps``)."""
+    flat = tacs.reshape(tacs.shape[0], -1)
+    return jnp.maximum(jnp.percentile(flat, SLICE_PERCENTILE, axis=1), eps)
+
+
+def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization: str = "none"):
+    """TACs ``[B, H, W, F]`` (kBq/ml) -> network input ``[B, T, H, W, 1]``: time first, edge-padded, scaled.
+
+    ``normalization="slice"`` first divides each slice by :func:`slice_scale` (the input is then invariant to a
+    constant factor on the data); ``"none"`` keeps kBq/ml. ``input_scale`` multiplies the result in both cases.
+    """
+    if normalization == "slice":
+        tacs = tacs / slice_scale(tacs)[:, None, None, None]
+    elif normalization != "none":
+        raise ValueError(f"unknown input normalization {normalization!r}; choose none or slice")
     x = jnp.moveaxis(tacs, -1, 1) * input_scale
     return pad_time(x, time_steps, axis=1)[..., None]
