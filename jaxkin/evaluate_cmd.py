@@ -388,9 +388,7 @@ def _view_indices(r: dict) -> tuple[int, int]:
 def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True,
              command: str = "jaxkin evaluate") -> Path:
     """Run the whole evaluation and write the report folder ``out`` atomically; returns ``out``."""
-    import os
-    import shutil
-    import tempfile
+    from jaxkin.data.bids import atomic_directory
 
     dataset = Path(dataset)
     out = Path(out)
@@ -400,22 +398,8 @@ def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figur
     chosen = _select_subjects(dataset, split, subjects, methods)
     results = [evaluate_subject(files, methods) for files in chosen]
     summary = summarise(results, methods)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as err:
-        raise InputError(f"--out {out}: cannot create ({' '.join(str(err).split())})") from None
-    try:
+    with atomic_directory(out, label=f"--out {out}", what="the report") as tmp:
         write_report(tmp, dataset, methods, results, summary, figures, command)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"--out {out}: cannot write the report ({' '.join(str(err).split())})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -204,6 +204,35 @@ def _atomic_write(path: Path):
         raise
 
 
+@contextlib.contextmanager
+def atomic_directory(out: Path, *, label: str, what: str):
+    """Yield an empty temporary folder beside ``out``; on success rename it to ``out``, on failure remove it.
+
+    ``out`` must not exist or be an empty folder (callers check that before any heavy work). An OSError becomes an
+    InputError ``"{label}: cannot create {what} folder (...)"`` or ``"{label}: cannot write {what} (...)"``, so a
+    command never leaves a half-written folder behind.
+    """
+    import shutil
+
+    out = Path(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as err:
+        raise InputError(f"{label}: cannot create {what} folder ({_one_line(err)})") from None
+    try:
+        yield tmp
+        if out.exists():
+            out.rmdir()  # empty, checked by the caller
+        os.rename(tmp, out)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise InputError(f"{label}: cannot write {what} ({_one_line(err)})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def _write_json_atomic(path: Path, data: dict) -> None:
     with _atomic_write(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")

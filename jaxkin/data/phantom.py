@@ -572,8 +572,6 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     """
     import json
     import os
-    import shutil
-    import tempfile
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
@@ -594,12 +592,7 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: already exists and is not an empty folder; choose a new --out")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as err:
-        raise InputError(f"{out}: cannot create the dataset folder ({' '.join(str(err).split())})") from None
-    try:
+    with bids.atomic_directory(out, label=str(out), what="the dataset") as tmp:
         n_train, n_val, n_test = split_counts(n)
         splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
 
@@ -648,13 +641,4 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
         (tmp / "README").write_text(
             "Simulated dynamic FDG PET (jaxkin phantom). Ground-truth parameter maps are under "
             "derivatives/groundtruth; the split is in participants.tsv. " + p.note + "\n")
-        if out.exists():
-            out.rmdir()  # empty, checked above
-        os.rename(tmp, out)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"{out}: cannot write the dataset ({' '.join(str(err).split())})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
