@@ -28,6 +28,9 @@ def register(subparsers) -> None:
                         help="automatic mask: time integral >= this x the 99th percentile (default 0.05)")
     parser.add_argument("--chunk-size", type=int, default=16384, help="voxels per compiled chunk")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from jaxkin.distributed import add_arguments
+
+    add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -68,6 +71,7 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
+    from jaxkin import distributed
     from jaxkin.data import bids
     from jaxkin.errors import InputError
 
@@ -86,6 +90,7 @@ def run(args) -> int:
         raise InputError(f"--out: cannot create {out} ({err.strerror})") from None
     if not os.access(out, os.W_OK):
         raise InputError(f"--out: {out} is not writable")
+    distributed.initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
 
     import jaxkin
     from jaxkin.fit_volume import MAP_UNITS, fit_volume
@@ -118,6 +123,8 @@ def run(args) -> int:
              "InputFunction": Path(args.input_function).name}
     if args.model in ("patlak", "logan"):
         extra["TStarMinutes"] = args.t_star
+    if not distributed.is_main_process():
+        return 0
     written = [bids.write_map(out, pet.prefix, args.model, name, result.maps[name], reference=pet,
                               units="min" if (args.model, name) == ("logan", "intercept") else MAP_UNITS[name], command_line=command_line, extra=extra) for name in names]
     print(f"fitted {result.n_fitted} voxels with {args.model} ({args.method if plot is None else 'graphical'}) "

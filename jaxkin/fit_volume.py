@@ -7,7 +7,9 @@ the compartment model (:func:`jaxkin.fitting.fit_chunk`), a graphical method (:m
 curve_fit baseline. Each chunk is split along the voxel axis over ``jax.local_devices()`` with
 ``jax.sharding.NamedSharding`` (every voxel is independent; the input function tables are replicated), and the next
 chunk is gathered on the host while the devices work on the current one. Memory is bounded by the slab, two chunks
-and the output maps. After ``jax.distributed.initialize()`` each host can run this on its own slabs.
+and the output maps. With several processes (:func:`jaxkin.distributed.initialize`) each process reads and fits its
+own slab of axial slices (:func:`jaxkin.distributed.share`) on its own devices; the mask statistics and the maps are
+assembled on every process (:func:`jaxkin.distributed.gather_slabs`).
 
 The mask: the one given, or else every voxel whose time integral ``sum_f C_f Δt_f`` is at least ``min_signal``
 times the 99th percentile of the body's integrals (a first pass over the image). Voxels with NaN/Inf are left out
@@ -42,30 +44,40 @@ class VolumeFit:
     n_not_converged: int
 
 
-def _slabs(pet, slab: int):
-    if hasattr(pet, "slabs"):
-        yield from pet.slabs(slab)
-        return
-    for z0 in range(0, pet.shape[2], slab):
-        zs = slice(z0, min(z0 + slab, pet.shape[2]))
-        yield zs, np.asarray(pet[:, :, zs], np.float32)
+def _slabs(pet, slab: int, z: slice | None = None):
+    """``(z_slice relative to z.start, data [X, Y, z, F] kBq/ml)`` over the axial slices ``z`` (default all)."""
+    z = slice(0, pet.shape[2]) if z is None else z
+    for z0 in range(z.start, z.stop, slab):
+        zs = slice(z0, min(z0 + slab, z.stop))
+        data = pet.read(zs) if hasattr(pet, "read") else np.asarray(pet[:, :, zs], np.float32)
+        yield slice(zs.start - z.start, zs.stop - z.start), data
+
+
+def _integrals(pet, frame_duration, z: slice, slab: int):
+    """``(auc float32, finite bool) [X, Y, len(z)]``: time integrals ``sum_f C_f Δt_f`` (0 where not finite)."""
+    shape = (*pet.shape[:2], z.stop - z.start)
+    auc = np.zeros(shape, np.float32)
+    finite = np.zeros(shape, bool)
+    dur = np.asarray(frame_duration, np.float32)
+    for zs, data in _slabs(pet, slab, z):
+        ok = np.all(np.isfinite(data), axis=-1)
+        finite[:, :, zs] = ok
+        auc[:, :, zs] = np.where(ok, np.nan_to_num(data) @ dur, 0.0)
+    return auc, finite
+
+
+def _threshold_mask(auc, finite, min_signal: float):
+    positive = auc[finite & (auc > 0)]
+    if positive.size == 0:
+        return np.zeros(auc.shape, bool)
+    threshold = min_signal * np.quantile(positive, 0.99)
+    return finite & (auc >= threshold) & (auc > 0)
 
 
 def signal_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8):
     """``(mask, finite) bool [X, Y, Z]``: voxels with enough signal (see the module docstring), and finite voxels."""
-    shape = tuple(pet.shape[:3])
-    auc = np.zeros(shape, np.float32)
-    finite = np.zeros(shape, bool)
-    dur = np.asarray(frame_duration, np.float32)
-    for zs, data in _slabs(pet, slab):
-        ok = np.all(np.isfinite(data), axis=-1)
-        finite[:, :, zs] = ok
-        auc[:, :, zs] = np.where(ok, np.nan_to_num(data) @ dur, 0.0)
-    positive = auc[finite & (auc > 0)]
-    if positive.size == 0:
-        return np.zeros(shape, bool), finite
-    threshold = min_signal * np.quantile(positive, 0.99)
-    return finite & (auc >= threshold) & (auc > 0), finite
+    auc, finite = _integrals(pet, frame_duration, slice(0, pet.shape[2]), slab)
+    return _threshold_mask(auc, finite, min_signal), finite
 
 
 def _map_names(model: str):
@@ -87,20 +99,27 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.graphical.PlotInput`). ``curve_fit`` needs
     ``numpy_model`` (:class:`jaxkin.baseline.NumpyModel`). Returns :class:`VolumeFit`.
     """
+    from jaxkin import distributed as dist
     from jaxkin import fitting, graphical
 
     shape = tuple(pet.shape[:3])
+    n_z = shape[2]
+    mine = dist.share(n_z)  # this process's axial slices (all of them for one process)
+    auc, finite = _integrals(pet, kin.frame_duration, mine, slab)
+    finite = dist.gather_slabs(finite, n_z)
     if mask is None:
-        mask, finite = signal_mask(pet, kin.frame_duration, min_signal=min_signal, slab=slab)
+        mask = _threshold_mask(dist.gather_slabs(auc, n_z), finite, min_signal)
     else:
         mask = np.asarray(mask, bool)
         if mask.shape != shape:
             raise ValueError(f"mask shape {mask.shape} differs from the image's {shape}")
-        _, finite = signal_mask(pet, kin.frame_duration, min_signal=0.0, slab=slab)
+    del auc
     n_nonfinite = int(np.count_nonzero(~finite))  # reported, never fitted
     mask = mask & finite
+    full_mask = mask
+    mask = mask[:, :, mine]
     names = _map_names(model)
-    maps = {n: np.zeros(shape, np.int32 if n == "flags" else np.float32) for n in names}
+    maps = {n: np.zeros(mask.shape, np.int32 if n == "flags" else np.float32) for n in names}
     total = int(np.count_nonzero(mask))
 
     n_dev, rows, replicated = fitting.voxel_shardings()
@@ -156,9 +175,8 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=total, desc=f"fit {model}", unit="voxel")
-    flat_mask = mask.reshape(-1)
-    flat_index = np.arange(flat_mask.size).reshape(shape)
+        bar = tqdm(total=total, desc=f"fit {model}", unit="voxel", disable=not dist.is_main_process())
+    flat_index = np.arange(mask.size).reshape(mask.shape)
     buf_tacs, buf_index = [], []
     pending = None
     n_frames = int(kin.frame_duration.shape[0])
@@ -177,7 +195,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
                 bar.update(pending[3])
         pending = (result, padded, index, n)
 
-    for zs, data in _slabs(pet, slab):
+    for zs, data in _slabs(pet, slab, mine):
         sel = mask[:, :, zs]
         if not sel.any():
             continue
@@ -196,7 +214,9 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
             bar.update(pending[3])
     if bar is not None:
         bar.close()
+    maps = {name: dist.gather_slabs(values, n_z) for name, values in maps.items()}
     n_not_converged = 0
     if "flags" in maps:
-        n_not_converged = int(np.count_nonzero((maps["flags"][mask] & fitting.FLAG_NOT_CONVERGED) != 0))
-    return VolumeFit(maps=maps, mask=mask, n_fitted=total, n_nonfinite=n_nonfinite, n_not_converged=n_not_converged)
+        n_not_converged = int(np.count_nonzero((maps["flags"][full_mask] & fitting.FLAG_NOT_CONVERGED) != 0))
+    return VolumeFit(maps=maps, mask=full_mask, n_fitted=int(np.count_nonzero(full_mask)), n_nonfinite=n_nonfinite,
+                     n_not_converged=n_not_converged)

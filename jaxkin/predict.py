@@ -8,6 +8,9 @@ Python API::
 
 Slices are padded (zeros, centred) to multiples of ``2**depth`` in-plane and cropped back; the last batch is padded
 so one compiled program serves the whole volume. Time is edge-padded to the network's time steps as in training.
+Each batch of slices is split over this process's devices (the batch size rounded up to a multiple of their
+number). With several processes (:mod:`jaxkin.distributed`), :func:`write_parameter_maps` gives each process a slab
+of slices and process 0 assembles and writes the maps.
 """
 
 from __future__ import annotations
@@ -26,19 +29,22 @@ PARAM_NAMES = ("K1", "k2", "k3", "vB")
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_forward(graphdef, cfg):
-    """Jitted ``forward(params, tac)`` and ``forward_metrics(params, tac, mask, kin)``, built once per config."""
+def _compiled_forward(graphdef, cfg, parallel):
+    """Jitted ``forward(params, tac)`` and ``forward_metrics(params, tac, mask, kin)``, built once per config, the
+    slices split over ``parallel``'s mesh (:class:`jaxkin.distributed.DataParallel`)."""
     import jax
 
     from jaxkin.kinetics import two_tissue_irreversible
     from jaxkin.nn.loss import metric_sums
     from jaxkin.train import _forward
 
-    @jax.jit
+    rep, rows = parallel.replicated, parallel.batch_sharding
+
+    @functools.partial(jax.jit, in_shardings=(rep, rows), out_shardings=rows)
     def forward(params, tac):
         return _forward(graphdef, params, tac, cfg)
 
-    @jax.jit
+    @functools.partial(jax.jit, in_shardings=(rep, rows, rows, rep), out_shardings=(rows, rep))
     def forward_metrics(params, tac, mask, kin):
         predicted = _forward(graphdef, params, tac, cfg)
         return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
@@ -47,12 +53,18 @@ def _compiled_forward(graphdef, cfg):
 
 
 class Predictor:
-    """A trained network ready to predict: ``predict_slices`` / ``predict_volume`` (optionally with TAC metrics)."""
+    """A trained network ready to predict: ``predict_volume`` (optionally with TAC metrics), on this process's
+    devices. ``params``: the model's parameter state (arrays on one device, or replicated)."""
 
     def __init__(self, graphdef, params, cfg, n_frames: int):
-        self.graphdef, self.params, self.cfg, self.n_frames = graphdef, params, cfg, int(n_frames)
-        self.batch_size = cfg.predict_batch_size
-        self._forward, self._forward_metrics = _compiled_forward(graphdef, cfg)
+        from jaxkin import distributed as dist
+
+        self.graphdef, self.cfg, self.n_frames = graphdef, cfg, int(n_frames)
+        self.parallel = dist.DataParallel(dist.local_mesh())
+        self.params = self.parallel.replicate(params)
+        n_dev = self.parallel.size
+        self.batch_size = -(-cfg.predict_batch_size // n_dev) * n_dev
+        self._forward, self._forward_metrics = _compiled_forward(graphdef, cfg, self.parallel)
 
     def _check(self, n_frames: int, where: str) -> None:
         if n_frames != self.n_frames:
@@ -60,7 +72,13 @@ class Predictor:
 
     def predict_volume(self, volume, *, kin=None, progress: bool = False):
         """``volume [X, Y, Z, F]`` (kBq/ml) -> parameters ``[X, Y, Z, 4]`` (float32); with ``kin`` (the scan's
-        :class:`jaxkin.KineticInput`) also the metric sums over voxels above the config's mask threshold."""
+        :class:`jaxkin.KineticInput`) also TAC metrics over voxels above the config's mask threshold
+        (``{"voxels", "mae", "cs", "mse"}``)."""
+        out, totals = self._predict(volume, kin, progress)
+        return out if kin is None else (out, _metrics(totals, volume.shape[-1]))
+
+    def _predict(self, volume, kin=None, progress: bool = False):
+        """``(parameters [X, Y, Z, 4], metric sums)`` of ``volume``; the sums are empty without ``kin``."""
         import jax
         from tqdm import tqdm
 
@@ -75,27 +93,31 @@ class Predictor:
         out = np.zeros((x_size, y_size, n_z, len(PARAM_NAMES)), np.float32)
         totals: dict[str, float] = {}
         duration = None if kin is None else np.asarray(kin.frame_duration, np.float64)
+        kin = None if kin is None else self.parallel.replicate(kin)
+        rows = self.parallel.batch_sharding  # slices split over this process's devices
         b = self.batch_size
         for z0 in tqdm(range(0, n_z, b), disable=not progress, desc="slices", unit_scale=b, leave=False):
             z1 = min(z0 + b, n_z)
             tac = np.moveaxis(np.nan_to_num(volume[:, :, z0:z1, :].astype(np.float32)), 2, 0)  # [n, X, Y, F]
             tac = np.pad(tac, ((0, b - (z1 - z0)), *pad[1:]))
             if kin is None:
-                pred = self._forward(self.params, tac)
+                pred = self._forward(self.params, jax.device_put(tac, rows))
             else:
                 mask = voxel_mask(tac, duration, self.cfg.mask_threshold)
                 mask[z1 - z0 :] = 0.0
-                pred, sums = self._forward_metrics(self.params, tac, mask, kin)
+                pred, sums = self._forward_metrics(self.params, jax.device_put(tac, rows), jax.device_put(mask, rows),
+                                                   kin)
                 for k, v in jax.device_get(sums).items():
                     totals[k] = totals.get(k, 0.0) + float(v)
             pred = np.asarray(pred)[: z1 - z0, pad[1][0] : pad[1][0] + x_size, pad[2][0] : pad[2][0] + y_size]
             out[:, :, z0:z1] = np.moveaxis(pred, 0, 2)
-        if kin is None:
-            return out
-        n = max(totals.get("n", 0.0), 1.0)
-        metrics = {"voxels": int(totals.get("n", 0.0)), "mae": totals.get("mae", 0.0) / n,
-                   "cs": totals.get("cs", 0.0) / n, "mse": totals.get("se", 0.0) / (n * n_frames)}
-        return out, metrics
+        return out, totals
+
+
+def _metrics(totals: dict, n_frames: int) -> dict:
+    n = max(totals.get("n", 0.0), 1.0)
+    return {"voxels": int(totals.get("n", 0.0)), "mae": totals.get("mae", 0.0) / n,
+            "cs": totals.get("cs", 0.0) / n, "mse": totals.get("se", 0.0) / (n * n_frames)}
 
 
 def _find_run_dir(checkpoint: Path) -> Path:
@@ -134,17 +156,23 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     With ``input_function`` the sidecars also carry the mean TAC cosine similarity and MAE over the mask.
     Returns ``{"paths": {param: path}, "metrics": {...} or None, "maps": {param: [X, Y, Z] array}}``.
     """
-    from jaxkin.data.bids import write_map
+    from jaxkin.data.bids import map_path, write_map
     from jaxkin.kinetics import get_model, prepare
 
+    from jaxkin import distributed as dist
+
     predictor._check(pet.frames.n_frames, str(pet.path))
-    volume = pet.read()
-    metrics = None
-    if input_function is not None:
-        params, metrics = predictor.predict_volume(volume, kin=prepare(input_function, pet.frames), progress=progress)
-    else:
-        params = predictor.predict_volume(volume, progress=progress)
+    n_z = pet.shape[2]
+    volume = pet.read(dist.share(n_z))  # this process's slab (the whole volume for one process)
+    kin = None if input_function is None else prepare(input_function, pet.frames)
+    params, totals = predictor._predict(volume, kin, progress=progress and dist.is_main_process())
     del volume
+    params = dist.gather_slabs(params, n_z, axis=2)
+    metrics = None
+    if kin is not None:
+        keys = sorted(totals)
+        summed = dist.gather_arrays(np.array([totals[k] for k in keys], np.float64)).sum(axis=0)
+        metrics = _metrics(dict(zip(keys, summed.tolist())), pet.frames.n_frames)
     model = get_model("2tcmirr")
     maps = {name: params[..., i] for i, name in enumerate(PARAM_NAMES)}
     maps["Ki"] = np.asarray(model.macro_parameters(params)["Ki"], np.float32)
@@ -154,8 +182,10 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     if metrics is not None:
         extra["TACMetrics"] = metrics
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {name: write_map(out_dir, pet.prefix, "2tcmirr", name, values, reference=pet, units=units[name],
-                             command_line=command_line, extra=extra)
-             for name, values in maps.items()}
+    paths = {name: map_path(out_dir, pet.prefix, "2tcmirr", name) for name in maps}
+    if dist.is_main_process():
+        out_dir.mkdir(parents=True, exist_ok=True)
+        paths = {name: write_map(out_dir, pet.prefix, "2tcmirr", name, values, reference=pet, units=units[name],
+                                 command_line=command_line, extra=extra)
+                 for name, values in maps.items()}
     return {"paths": paths, "metrics": metrics, "maps": maps}

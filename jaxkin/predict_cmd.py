@@ -11,6 +11,9 @@ def register(subparsers) -> None:
                         help="input function TSV (time in s); optional, adds TAC cosine similarity and MAE to the sidecars")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from the config)")
+    from jaxkin.distributed import add_arguments
+
+    add_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -18,21 +21,25 @@ def run(args) -> int:
     import dataclasses
     import time
 
+    from jaxkin import distributed
     from jaxkin.data.bids import load_input_function, load_pet
     from jaxkin.errors import InputError
     from jaxkin.predict import load_predictor, write_parameter_maps
 
     pet = load_pet(args.pet)
     inp = load_input_function(args.input_function, pet=pet) if args.input_function else None
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError(f"--batch-size: must be positive, got {args.batch_size}")
+    distributed.initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
     predictor = load_predictor(args.checkpoint)
     if args.batch_size is not None:
-        if args.batch_size < 1:
-            raise InputError(f"--batch-size: must be positive, got {args.batch_size}")
         predictor = type(predictor)(predictor.graphdef, predictor.params,
                                     dataclasses.replace(predictor.cfg, predict_batch_size=args.batch_size),
                                     predictor.n_frames)
     t0 = time.perf_counter()
     result = write_parameter_maps(predictor, pet, args.out, input_function=inp, progress=True)
+    if not distributed.is_main_process():
+        return 0
     for name, path in result["paths"].items():
         print(path)
     m = result["metrics"]

@@ -3,6 +3,7 @@
 Command line::
 
     python -m jaxkin.train --config experiments/exp4_1.py [--set key=value ...] [--workdir DIR] [--data DIR] [--resume]
+        [--coordinator HOST:PORT --num-processes N --process-id I | --distributed]
 
 A config file defines ``get_config() -> dict`` with keys of :class:`TrainConfig`; ``--set`` overrides them.
 Without ``--data`` the phantom dataset is simulated into ``WORKDIR/data`` (once; later runs reuse it).
@@ -14,7 +15,8 @@ network config, input scaling, the training frame schedule), ``checkpoints/lates
 
 The functional core: :func:`make_train_step` returns a jit-compiled pure function
 ``(params, opt_state, batch, kin) -> (params, opt_state, metrics)``; the loop around it is the imperative shell.
-Data order is a function of ``(seed, epoch)``, so ``--resume`` from the latest checkpoint (saved every epoch)
+Training is data-parallel over every device (and, after ``--coordinator`` or ``--distributed``, every process):
+see :mod:`jaxkin.distributed`. Data order is a function of ``(seed, epoch, data_shards)``, so ``--resume`` from the latest checkpoint (saved every epoch)
 reproduces the losses of an uninterrupted run.
 """
 
@@ -42,6 +44,8 @@ __all__ = [
     "config_from_dict",
     "SliceData",
     "load_slices",
+    "ShardedSlices",
+    "load_sharded",
     "stack_kinetic_inputs",
     "make_model",
     "make_optimizer",
@@ -73,8 +77,10 @@ class TrainConfig:
     learning_rate: float = 1e-4
     lr_halving_epochs: int = 25
     epochs: int = 500
-    batch_size: int = 5
+    batch_size: int = 5  # global: split over all devices of all processes (must be divisible by their number)
     seed: int = 0
+    data_shards: int = 0  # training subjects are dealt into this many shards, each giving batch_size/data_shards
+    # slices to every batch; a process holds only its shards' subjects. 0: one shard per process
     eval_every: int = 1  # validate every N epochs (and after the last)
     # data
     slices_per_subject: int = 75  # train/val slices per subject, evenly spaced from the lungs to the bladder
@@ -154,6 +160,10 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
         raise InputError(f"{where}: crop ({cfg.crop}) must be a multiple of 2**depth = {n}")
     if cfg.pooling == "3d" and cfg.time_steps % n:
         raise InputError(f"{where}: time_steps ({cfg.time_steps}) must be a multiple of 2**depth = {n} with 3d pooling")
+    if cfg.data_shards < 0:
+        raise InputError(f"{where}: data_shards must be 0 (one per process) or positive, got {cfg.data_shards}")
+    if cfg.data_shards and cfg.batch_size % cfg.data_shards:
+        raise InputError(f"{where}: batch_size ({cfg.batch_size}) must be a multiple of data_shards ({cfg.data_shards})")
     if len(cfg.lower) != 4 or len(cfg.upper) != 4 or any(lo >= hi for lo, hi in zip(cfg.lower, cfg.upper)):
         raise InputError(f"{where}: lower and upper need 4 values each (K1, k2, k3, vB) with lower < upper")
     if cfg.init_params and (len(cfg.init_params) != 4 or not all(
@@ -229,6 +239,10 @@ class SliceData:
         """Samples ``index`` (``-1`` = padding: a copy of sample 0 with an empty mask) as a batch dict."""
         real = index >= 0
         i = np.where(real, index, 0)
+        if not len(self):  # nothing here (a process whose shards hold no slices of this split): all padding
+            return {"tac": np.zeros((len(index), *self.tac.shape[1:]), np.float32),
+                    "mask": np.zeros((len(index), *self.mask.shape[1:]), np.float32),
+                    "subject": np.zeros(len(index), np.int32)}
         return {
             "tac": self.tac[i],
             "mask": self.mask[i] * real[:, None, None].astype(np.float32),
@@ -298,8 +312,10 @@ def open_subject(dataset_dir, subject: str) -> SubjectScan:
     return SubjectScan(subject, pet, inp, labels)
 
 
-def load_slices(scans: list[SubjectScan], indices: list[int], cfg: TrainConfig, *, all_slices: bool = False) -> SliceData:
-    """The selected axial slices of ``scans`` (``indices`` = their positions in the kinetic stack)."""
+def load_slices(scans: list[SubjectScan], indices: list[int], cfg: TrainConfig, *, all_slices: bool = False,
+                n_frames: int = 1) -> SliceData:
+    """The selected axial slices of ``scans`` (``indices`` = their positions in the kinetic stack); ``n_frames``
+    sizes the empty result when ``scans`` is empty."""
     tacs, masks, subj, zs = [], [], [], []
     for scan, index in zip(scans, indices):
         z = select_slices(scan.labels, scan.pet.shape[2], 0 if all_slices else cfg.slices_per_subject)
@@ -311,9 +327,62 @@ def load_slices(scans: list[SubjectScan], indices: list[int], cfg: TrainConfig, 
         subj.append(np.full(len(z), index, np.int32))
         zs.append(z)
     if not tacs:
-        return SliceData(np.zeros((0, cfg.crop, cfg.crop, 1), np.float32), np.zeros((0, cfg.crop, cfg.crop), np.float32),
+        return SliceData(np.zeros((0, cfg.crop, cfg.crop, n_frames), np.float32),
+                         np.zeros((0, cfg.crop, cfg.crop), np.float32),
                          np.zeros(0, np.int32), np.zeros(0, int))
     return SliceData(np.concatenate(tacs), np.concatenate(masks), np.concatenate(subj), np.concatenate(zs))
+
+
+@dataclasses.dataclass
+class ShardedSlices:
+    """This process's slices of one split (train, val or test), grouped in data shards.
+
+    The split's subjects are dealt into ``len(sizes)`` shards (subject ``j`` into shard ``j % shards``); every batch
+    takes ``rows`` slices from each shard, so its content does not depend on how many processes share the work.
+    ``data`` holds the slices of the shards this process owns (``owned``, contiguous), one shard after the other;
+    ``sizes [shards]`` counts the slices of every shard (of all processes).
+    """
+
+    data: SliceData
+    sizes: np.ndarray
+    owned: range
+
+    def steps(self, rows: int) -> int:
+        """Batches needed to see every slice of the largest shard."""
+        return max((math.ceil(int(n) / rows) for n in self.sizes), default=0)
+
+    def index_batches(self, rows: int, key: tuple | None = None) -> np.ndarray:
+        """``[steps, rows * len(owned)]`` indices into ``data`` (``-1`` = padding): each owned shard in order, or
+        shuffled by ``np.random.default_rng((*key, shard))``; shards that run out are padded."""
+        steps = self.steps(rows)
+        columns, offset = [], 0
+        for shard in self.owned:
+            n = int(self.sizes[shard])
+            order = np.arange(n) if key is None else np.random.default_rng((*key, shard)).permutation(n)
+            column = np.full(steps * rows, -1, np.int64)
+            column[:n] = order + offset
+            columns.append(column.reshape(steps, rows))
+            offset += n
+        return np.concatenate(columns, axis=1) if columns else np.zeros((steps, 0), np.int64)
+
+
+def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: TrainConfig, shards: int, *,
+                 all_slices: bool = False, n_frames: int = 1) -> ShardedSlices:
+    """The slices of this process's shards of ``scans`` (see :class:`ShardedSlices`); a collective when several
+    processes run (they exchange their shard sizes)."""
+    from jaxkin import distributed as dist
+
+    per_process = shards // dist.process_count()
+    owned = range(dist.process_index() * per_process, (dist.process_index() + 1) * per_process)
+    parts, sizes = [], np.zeros(shards, np.int64)
+    for shard in owned:
+        mine = [j for j in range(len(scans)) if j % shards == shard]
+        parts.append(load_slices([scans[j] for j in mine], [indices[j] for j in mine], cfg, all_slices=all_slices,
+                                 n_frames=n_frames))
+        sizes[shard] = len(parts[-1])
+    parts = [p for p in parts if len(p)] or [load_slices([], [], cfg, n_frames=n_frames)]
+    data = SliceData(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SliceData)))
+    return ShardedSlices(data, dist.gather_arrays(sizes).sum(axis=0), owned)
 
 
 def stack_kinetic_inputs(scans: list[SubjectScan]):
@@ -364,12 +433,28 @@ def _forward(graphdef, params, tac, cfg: TrainConfig):
     return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization))
 
 
-def make_train_step(graphdef, optimizer, cfg: TrainConfig):
+def _jit(fn, parallel, n_replicated_before: int, n_replicated_after: int, n_out: int):
+    """``jax.jit(fn)``, with ``parallel`` (a :class:`jaxkin.distributed.DataParallel`): the batch argument split
+    over its mesh, the other arguments and every output replicated."""
+    import jax
+
+    if parallel is None:
+        return jax.jit(fn)
+    rep, batch = parallel.replicated, parallel.batch_sharding
+    return jax.jit(fn, in_shardings=(rep,) * n_replicated_before + (batch,) + (rep,) * n_replicated_after,
+                   out_shardings=(rep,) * n_out if n_out > 1 else rep)
+
+
+def make_train_step(graphdef, optimizer, cfg: TrainConfig, parallel=None):
     """A jit-compiled pure step ``(params, opt_state, batch, kin) -> (params, opt_state, {"loss": ...})``.
 
     ``params``: the model's ``nnx.State`` of parameters; ``batch``: ``tac [B, H, W, F]`` (kBq/ml), ``mask [B, H, W]``,
     ``subject [B]``; ``kin``: the stacked :class:`jaxkin.KineticInput` of all subjects. The loss is the masked MSE
-    between the measured TACs and the model TACs of the predicted parameters.
+    between the measured TACs and the model TACs of the predicted parameters, over the whole batch.
+
+    With ``parallel`` (:class:`jaxkin.distributed.DataParallel`) the batch is split over the devices of its mesh and
+    parameters, optimiser state and metrics are replicated: the same computation, data-parallel (XLA inserts the
+    gradient all-reduce).
     """
     import jax
     import optax
@@ -380,61 +465,51 @@ def make_train_step(graphdef, optimizer, cfg: TrainConfig):
         predicted = _forward(graphdef, params, batch["tac"], cfg)
         return masked_mse(batch["tac"], model_tacs(predicted, kin, batch["subject"]), batch["mask"])
 
-    @jax.jit
     def step(params, opt_state, batch, kin):
         loss, grads = jax.value_and_grad(loss_fn)(params, batch, kin)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, {"loss": loss}
 
-    return step
+    return _jit(step, parallel, 2, 1, 3)
 
 
-def make_eval_step(graphdef, cfg: TrainConfig):
-    """A jit-compiled ``(params, batch, kin) -> metric sums`` (see :func:`jaxkin.nn.loss.metric_sums`)."""
-    import jax
-
+def make_eval_step(graphdef, cfg: TrainConfig, parallel=None):
+    """A jit-compiled ``(params, batch, kin) -> metric sums`` (see :func:`jaxkin.nn.loss.metric_sums`); ``parallel``
+    as in :func:`make_train_step`."""
     from jaxkin.nn.loss import metric_sums, model_tacs
 
-    @jax.jit
     def step(params, batch, kin):
         predicted = _forward(graphdef, params, batch["tac"], cfg)
         return metric_sums(batch["tac"], model_tacs(predicted, kin, batch["subject"]), batch["mask"])
 
-    return step
+    return _jit(step, parallel, 1, 1, 1)
 
 
 @functools.lru_cache(maxsize=8)
-def compiled_steps(cfg: TrainConfig, steps_per_epoch: int):
+def compiled_steps(cfg: TrainConfig, steps_per_epoch: int, parallel=None):
     """``(graphdef, optimizer, schedule, train_step, eval_step)`` for ``cfg``, built once per process, so repeated
     runs (resume, tests, notebooks) reuse the compiled programs. Pair them with ``nnx.split(make_model(cfg))[1]``."""
     from flax import nnx
 
     graphdef = nnx.split(nnx.eval_shape(lambda: make_model(cfg)))[0]
     optimizer, schedule = make_optimizer(cfg, steps_per_epoch)
-    return graphdef, optimizer, schedule, make_train_step(graphdef, optimizer, cfg), make_eval_step(graphdef, cfg)
+    return (graphdef, optimizer, schedule, make_train_step(graphdef, optimizer, cfg, parallel),
+            make_eval_step(graphdef, cfg, parallel))
 
 
-def _batches(n: int, batch_size: int, order: np.ndarray | None = None):
-    """Index arrays of fixed size ``batch_size``; the last one padded with ``-1``."""
-    order = np.arange(n) if order is None else order
-    n_batches = math.ceil(n / batch_size)
-    padded = np.full(n_batches * batch_size, -1, np.int64)
-    padded[:n] = order
-    return padded.reshape(n_batches, batch_size)
-
-
-def evaluate(eval_step, params, data: SliceData, kin, batch_size: int) -> dict:
-    """Dataset-level metrics over masked voxels: ``loss`` (MSE), ``mae``/``mae_sd`` and ``cs``/``cs_sd`` (mean and SD
-    over voxels of the per-voxel MAE (kBq/ml) and cosine similarity), ``voxels``."""
+def evaluate(eval_step, params, sliced: ShardedSlices, kin, batch_size: int, parallel) -> dict:
+    """Dataset-level metrics over masked voxels of every shard: ``loss`` (MSE), ``mae``/``mae_sd`` and
+    ``cs``/``cs_sd`` (mean and SD over voxels of the per-voxel MAE (kBq/ml) and cosine similarity), ``voxels``.
+    ``batch_size`` is global; ``parallel`` places the batches (:class:`jaxkin.distributed.DataParallel`)."""
     import jax
 
     total: dict[str, float] = {}
-    for index in _batches(len(data), batch_size):
-        sums = jax.device_get(eval_step(params, data.batch(index), kin))
+    for index in sliced.index_batches(batch_size // len(sliced.sizes)):
+        sums = jax.device_get(eval_step(params, parallel.batch(sliced.data.batch(index)), kin))
         for k, v in sums.items():
             total[k] = total.get(k, 0.0) + float(v)
     n = max(total.get("n", 0.0), 1.0)
-    n_frames = data.tac.shape[-1]
+    n_frames = sliced.data.tac.shape[-1]
 
     def sd(s, s2):
         return math.sqrt(max(s2 / n - (s / n) ** 2, 0.0))
@@ -568,6 +643,9 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
           progress: bool = True) -> dict:
     """Train (or resume) a run in ``workdir``; returns a summary dict (see module docstring for what is written).
 
+    Runs data-parallel over every device of every process (:func:`jaxkin.distributed.data_mesh`); after
+    :func:`jaxkin.distributed.initialize`, every process calls this with the same arguments: each loads only the
+    subjects of its data shards, all save the checkpoints together, process 0 writes the other files and prints.
     ``stop_after_epochs`` stops after that many epochs of this call (the run can be resumed later); used to test
     kill-and-resume.
     """
@@ -575,8 +653,11 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
     from flax import nnx
     from tqdm import tqdm
 
+    from jaxkin import distributed as dist
+
+    main = dist.is_main_process()
+    progress = progress and main
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = workdir / "checkpoints"
     saved_cfg = workdir / "config.json"
     if resume:
@@ -584,79 +665,103 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
             raise InputError(f"--resume: {workdir} has no config.json; nothing to resume")
         old = json.loads(saved_cfg.read_text())
         new = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        diff = sorted(k for k in set(old) | set(new) if k != "epochs" and old.get(k) != new.get(k))
+        diff = sorted(k for k in set(old) | set(new) if k != "epochs" and old.get(k, 0) != new.get(k))
         if diff:
             raise InputError(f"--resume: the config differs from the run in {workdir} in {', '.join(diff)}")
     elif (ckpt_dir / "latest").is_dir() and any((ckpt_dir / "latest").iterdir()):
         raise InputError(f"--workdir {workdir}: already holds a run; pass --resume or choose another --workdir")
 
+    parallel = dist.DataParallel(dist.data_mesh())
+    n_processes, shards = dist.process_count(), cfg.data_shards or dist.process_count()
+    if shards % n_processes:
+        raise InputError(f"data_shards ({shards}) must be a multiple of the number of processes ({n_processes})")
+    if cfg.batch_size % parallel.size:
+        fit = math.lcm(parallel.size, shards)
+        raise InputError(f"batch_size ({cfg.batch_size}) must be divisible by the number of devices "
+                         f"({parallel.size} = {n_processes} process(es) x {jax.local_device_count()}); "
+                         f"e.g. --set batch_size={-(-cfg.batch_size // fit) * fit}")
+    if cfg.batch_size % shards:
+        raise InputError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of data shards ({shards})")
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    if main:
+        data_dir = _prepare_dataset(cfg, workdir, data_dir)
+    dist.sync("jaxkin-train-dataset")
     data_dir = _prepare_dataset(cfg, workdir, data_dir)
     from jaxkin.data.dataset import dataset_split
 
     split = dataset_split(data_dir)
-    if not split["train"]:
-        raise InputError(f"--data {data_dir}: no training subjects in participants.tsv")
+    if len(split["train"]) < shards:
+        raise InputError(f"--data {data_dir}: {len(split['train'])} training subject(s) cannot fill {shards} data "
+                         "shards; lower data_shards or use fewer processes")
     order = split["train"] + split["val"] + split["test"]
-    scans = [open_subject(data_dir, s) for s in order]
+    scans = [open_subject(data_dir, s) for s in order]  # headers and input functions: every subject is cheap
     n_frames = scans[0].pet.frames.n_frames
     if n_frames > cfg.time_steps:
         raise InputError(f"--data {data_dir}: {n_frames} frames do not fit time_steps = {cfg.time_steps}")
-    kin = stack_kinetic_inputs(scans)
+    kin = parallel.replicate(stack_kinetic_inputs(scans))
     ranges = {}
     start = 0
     for name in ("train", "val", "test"):
         ranges[name] = list(range(start, start + len(split[name])))
         start += len(split[name])
-    train_data = load_slices([scans[i] for i in ranges["train"]], ranges["train"], cfg)
-    val_data = load_slices([scans[i] for i in ranges["val"]], ranges["val"], cfg)
 
-    steps_per_epoch = math.ceil(len(train_data) / cfg.batch_size)
-    params = nnx.split(make_model(cfg))[1]
-    graphdef, optimizer, schedule, train_step, eval_step = compiled_steps(cfg, steps_per_epoch)
-    opt_state = optimizer.init(params)
+    def sliced(name, all_slices=False):  # this process's shards of a split: the only image data it reads
+        return load_sharded([scans[i] for i in ranges[name]], ranges[name], cfg, shards, all_slices=all_slices,
+                            n_frames=n_frames)
+
+    train_data, val_data = sliced("train"), sliced("val")
+    rows = cfg.batch_size // shards  # slices per shard in every batch
+    steps_per_epoch = train_data.steps(rows)
+    graphdef, optimizer, schedule, train_step, eval_step = compiled_steps(cfg, steps_per_epoch, parallel)
+    params = parallel.replicate(nnx.split(make_model(cfg))[1])
+    opt_state = parallel.replicate(optimizer.init(params))
 
     latest, best = checkpoint_manager(ckpt_dir / "latest"), checkpoint_manager(ckpt_dir / "best")
     first_epoch, best_val = 0, math.inf
     if resume:
         params, opt_state, meta = restore_checkpoint(latest, params, opt_state)
         first_epoch, best_val = int(meta["epoch"]), float(meta["best_val"])
-        print(f"resumed from {ckpt_dir / 'latest'} after epoch {first_epoch}", file=sys.stderr)
-    if resume:
-        _truncate_csv(workdir / "metrics.csv", first_epoch)
-    else:
-        (workdir / "metrics.csv").unlink(missing_ok=True)
-    _write_json(saved_cfg, dataclasses.asdict(cfg))
+        if main:
+            print(f"resumed from {ckpt_dir / 'latest'} after epoch {first_epoch}", file=sys.stderr)
     frames = scans[0].pet.frames
-    _write_json(workdir / "model.json", {
-        "config": dataclasses.asdict(cfg), "model": "2tcmirr", "n_frames": n_frames,
-        "frame_start_min": frames.start.tolist(), "frame_duration_min": frames.duration.tolist(),
-    })
+    if main:
+        if resume:
+            _truncate_csv(workdir / "metrics.csv", first_epoch)
+        else:
+            (workdir / "metrics.csv").unlink(missing_ok=True)
+        _write_json(saved_cfg, dataclasses.asdict(cfg))
+        _write_json(workdir / "model.json", {
+            "config": dataclasses.asdict(cfg), "model": "2tcmirr", "n_frames": n_frames,
+            "frame_start_min": frames.start.tolist(), "frame_duration_min": frames.duration.tolist(),
+        })
 
     last_epoch = cfg.epochs if stop_after_epochs is None else min(cfg.epochs, first_epoch + stop_after_epochs)
+    has_val = bool(val_data.sizes.sum())
     val_metrics = None
     for epoch in range(first_epoch, last_epoch):
         t0 = time.perf_counter()
-        perm = np.random.default_rng((cfg.seed, epoch)).permutation(len(train_data))
         losses = []
-        bar = tqdm(_batches(len(train_data), cfg.batch_size, perm), desc=f"epoch {epoch + 1}/{cfg.epochs}",
+        bar = tqdm(train_data.index_batches(rows, (cfg.seed, epoch)), desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not progress, leave=False, file=sys.stderr)
         for index in bar:
-            params, opt_state, metrics = train_step(params, opt_state, train_data.batch(index), kin)
+            params, opt_state, metrics = train_step(params, opt_state, parallel.batch(train_data.data.batch(index)), kin)
             losses.append(float(metrics["loss"]))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
         row = {"epoch": epoch, "step": (epoch + 1) * steps_per_epoch,
                "learning_rate": float(schedule(epoch * steps_per_epoch)), "train_loss": float(np.mean(losses))}
-        if len(val_data) and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            val_metrics = evaluate(eval_step, params, val_data, kin, cfg.batch_size)
+        if has_val and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            val_metrics = evaluate(eval_step, params, val_data, kin, cfg.batch_size, parallel)
             row.update({f"val_{k}": v for k, v in val_metrics.items() if k != "voxels"})
             if val_metrics["loss"] < best_val:
                 best_val = val_metrics["loss"]
                 save_checkpoint(best, epoch + 1, params, None, {"epoch": epoch + 1, "best_val": best_val})
-        elif not len(val_data):  # no validation subjects: the latest is the best
+        elif not has_val:  # no validation subjects: the latest is the best
             save_checkpoint(best, epoch + 1, params, None, {"epoch": epoch + 1, "best_val": row["train_loss"]})
         save_checkpoint(latest, epoch + 1, params, opt_state, {"epoch": epoch + 1, "best_val": best_val})
         row["seconds"] = time.perf_counter() - t0
-        _append_csv(workdir / "metrics.csv", row)
+        if main:
+            _append_csv(workdir / "metrics.csv", row)
         if progress:
             shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if k not in ("epoch", "step") and v != "")
             print(f"epoch {epoch + 1}/{cfg.epochs}: {shown}", file=sys.stderr)
@@ -667,23 +772,28 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
         return summary
     # final evaluation with the best parameters
     best_params, _, _ = restore_checkpoint(best, params)
-    test_ids = [scans[i] for i in ranges["test"]]
-    test_data = load_slices(test_ids, ranges["test"], cfg, all_slices=True)
-    summary["best_val"] = evaluate(eval_step, best_params, val_data, kin, cfg.batch_size) if len(val_data) else None
-    summary["test"] = evaluate(eval_step, best_params, test_data, kin, cfg.batch_size) if len(test_data) else None
-    _write_json(workdir / "test_metrics.json", {"validation": summary["best_val"], "test": summary["test"],
-                                                "test_subjects": split["test"]})
+    test_data = sliced("test", all_slices=True)
+    summary["best_val"] = evaluate(eval_step, best_params, val_data, kin, cfg.batch_size, parallel) if has_val else None
+    summary["test"] = (evaluate(eval_step, best_params, test_data, kin, cfg.batch_size, parallel)
+                       if test_data.sizes.sum() else None)
+    if main:
+        _write_json(workdir / "test_metrics.json", {"validation": summary["best_val"], "test": summary["test"],
+                                                    "test_subjects": split["test"]})
     organ_rows = []
-    if cfg.predict_test and test_ids:
+    test_scans = [scans[i] for i in ranges["test"]]
+    if cfg.predict_test and test_scans:
         from jaxkin.predict import Predictor, write_parameter_maps
 
-        predictor = Predictor(graphdef, best_params, cfg, n_frames)
-        for scan in test_ids:
+        # every process predicts its slab of each test volume; process 0 writes the maps
+        predictor = Predictor(graphdef, dist.local_copy(best_params), cfg, n_frames)
+        for scan in test_scans:
             out = workdir / "predictions" / scan.subject
             result = write_parameter_maps(predictor, scan.pet, out, input_function=scan.input_function)
             organ_rows += _organ_comparison(data_dir, scan, result["maps"])
     summary["organ_means"] = organ_rows
-    _write_report(workdir, cfg, summary, split, organ_rows)
+    if main:
+        _write_report(workdir, cfg, summary, split, organ_rows)
+    dist.sync("jaxkin-train-end")
     return summary
 
 
@@ -765,12 +875,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", default=None, help="BIDS dataset with a train/val/test split (default: simulate the phantom)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --workdir from its latest checkpoint")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    from jaxkin.distributed import add_arguments as add_distributed_arguments
+
+    add_distributed_arguments(parser)
 
 
 def run(args) -> int:
+    from jaxkin import distributed
+
     cfg = load_config(args.config, args.set)
+    distributed.initialize_from_args(args, "jaxkin train")
     workdir = Path(args.workdir) if args.workdir else Path("runs") / Path(args.config).stem
     summary = train(cfg, workdir, args.data, resume=args.resume, progress=not args.no_progress)
+    if not distributed.is_main_process():
+        return 0
     if summary.get("test"):
         t = summary["test"]
         print(f"test: CS {t['cs']:.3f} ± {t['cs_sd']:.3f}, MAE {t['mae']:.3f} ± {t['mae_sd']:.3f} kBq/mL")

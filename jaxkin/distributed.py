@@ -1,0 +1,258 @@
+"""Running on several devices and hosts with JAX's own machinery (``jax.distributed``, ``jax.sharding``).
+
+One process per host (or per GPU) runs the same command; :func:`initialize` connects them through
+``jax.distributed.initialize`` (explicit ``--coordinator/--num-processes/--process-id``, or ``--distributed`` to
+let JAX detect Slurm, Open MPI, Kubernetes or a TPU VM). After that:
+
+- :func:`data_mesh` is a 1-D mesh over every device of every process (axis ``"data"``); :class:`DataParallel`
+  shards a batch along it and replicates parameters, so one jit-compiled step trains on all devices;
+- :func:`share` is a process's contiguous part of ``n`` items (axial slices of a volume);
+- :func:`gather_slabs` assembles per-process slabs of a volume into the whole volume, :func:`gather_arrays` stacks
+  small arrays over processes (both collectives of JAX, gloo on CPU, NCCL on GPU);
+- :func:`is_main_process` decides who writes files and prints.
+
+Without initialisation every function works for the one local process, so the same code runs everywhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import sys
+import threading
+
+import numpy as np
+
+from jaxkin.errors import InputError
+
+__all__ = ["add_arguments", "initialize", "initialize_from_args", "is_main_process", "process_index",
+           "process_count", "share", "gather_arrays", "gather_slabs", "sync", "data_mesh", "local_mesh",
+           "DataParallel", "local_copy"]
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+def add_arguments(parser) -> None:
+    """The multi-host options of ``jaxkin train``, ``fit`` and ``predict``."""
+    group = parser.add_argument_group("several hosts (see README, 'Scaling out')")
+    group.add_argument("--coordinator", metavar="HOST:PORT", default=None,
+                       help="address of process 0, which every process connects to (with --num-processes, --process-id)")
+    group.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes")
+    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 .. N-1")
+    group.add_argument("--distributed", action="store_true",
+                       help="let JAX detect the cluster (Slurm, Open MPI, Kubernetes, TPU VM) instead")
+    group.add_argument("--init-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
+                       help=f"give up when not every process has connected within this time (default {DEFAULT_TIMEOUT_S:g})")
+
+
+def initialize_from_args(args, prog: str = "jaxkin") -> None:
+    """:func:`initialize` from the options of :func:`add_arguments` (nothing to do without them)."""
+    initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
+               timeout=args.init_timeout, prog=prog)
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise InputError(f"--coordinator {address!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
+    return host.strip("[]"), int(port)
+
+
+def _reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=2.0):
+            return True
+    except OSError:
+        return False
+
+
+def initialize(coordinator: str | None = None, num_processes: int | None = None, process_id: int | None = None,
+               *, auto: bool = False, timeout: float = DEFAULT_TIMEOUT_S, prog: str = "jaxkin") -> None:
+    """Connect this process to the others (``jax.distributed.initialize``); a no-op without settings.
+
+    Must run before anything touches a JAX device. Bad settings raise :class:`InputError`. If not every process
+    has connected within ``timeout`` seconds, this process prints one line naming the coordinator and exits with
+    status 2 (XLA would otherwise abort with a stack trace); ``prog`` starts that line.
+    """
+    import jax
+
+    explicit = [coordinator is not None, num_processes is not None, process_id is not None]
+    if not any(explicit) and not auto:
+        return
+    if auto and any(explicit):
+        raise InputError("--distributed detects the cluster; do not combine it with --coordinator, "
+                         "--num-processes or --process-id")
+    if not auto and not all(explicit):
+        raise InputError("--coordinator, --num-processes and --process-id go together (or use --distributed)")
+    if not timeout > 0:
+        raise InputError(f"--init-timeout must be positive, got {timeout:g}")
+    if not auto:
+        host, port = _parse_address(coordinator)
+        if num_processes < 1:
+            raise InputError(f"--num-processes must be at least 1, got {num_processes}")
+        if not 0 <= process_id < num_processes:
+            raise InputError(f"--process-id must be in 0 .. {num_processes - 1}, got {process_id}")
+        if process_id == 0:
+            try:  # the coordinator service will listen here: fail clearly if the port is taken
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    s.bind(("", port))
+            except OSError as err:
+                raise InputError(f"--coordinator {coordinator}: cannot listen on port {port} ({err.strerror})") from None
+    if jax.distributed.is_initialized():
+        return
+
+    done = threading.Event()
+    who = "" if auto else f"process {process_id} of {num_processes}, "
+
+    def watchdog():
+        if done.wait(timeout):
+            return
+        if auto:
+            problem = "the processes of the detected cluster did not all connect"
+        elif process_id != 0 and not _reachable(host, port):
+            problem = f"no coordinator answers at {coordinator}; start process 0 there, check the address and port"
+        else:
+            problem = (f"not all {num_processes} processes connected to {coordinator}; start every process with "
+                       "the same --coordinator and --num-processes and a distinct --process-id")
+        sys.stderr.write(f"{prog}: error: {problem} ({who}waited {timeout:g} s; see --init-timeout)\n")
+        sys.stderr.flush()
+        os._exit(2)
+
+    threading.Thread(target=watchdog, name="jaxkin-init-watchdog", daemon=True).start()
+    try:
+        if auto:
+            jax.distributed.initialize(initialization_timeout=int(timeout) + 60)
+        else:
+            jax.distributed.initialize(coordinator, num_processes, process_id,
+                                       initialization_timeout=int(timeout) + 60)
+    except (ValueError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if auto:
+            raise InputError(f"--distributed: no cluster detected ({first}); pass --coordinator, --num-processes "
+                             "and --process-id instead") from None
+        raise InputError(f"--coordinator {coordinator}: {first}") from None
+    finally:
+        done.set()
+
+
+def process_index() -> int:
+    import jax
+
+    return jax.process_index()
+
+
+def process_count() -> int:
+    import jax
+
+    return jax.process_count()
+
+
+def is_main_process() -> bool:
+    """True on process 0, the one that writes shared files and prints."""
+    return process_index() == 0
+
+
+def share(n: int, index: int | None = None, count: int | None = None) -> slice:
+    """The contiguous part of ``range(n)`` of process ``index`` of ``count`` (default: this one), as balanced as
+    possible (the first ``n % count`` processes get one more)."""
+    index = process_index() if index is None else index
+    count = process_count() if count is None else count
+    base, extra = divmod(n, count)
+    start = index * base + min(index, extra)
+    return slice(start, start + base + (1 if index < extra else 0))
+
+
+def gather_arrays(x) -> np.ndarray:
+    """``x`` (same shape and dtype on every process) stacked over processes: ``[P, *x.shape]`` on every process."""
+    x = np.asarray(x)
+    if process_count() == 1:
+        return x[None]
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=False))
+
+
+def gather_slabs(local, n: int, axis: int = 2) -> np.ndarray:
+    """The whole array, on every process, from each process's :func:`share` of ``n`` items along ``axis``."""
+    local = np.asarray(local)
+    count = process_count()
+    if count == 1:
+        return local
+    parts = [share(n, p, count) for p in range(count)]
+    longest = max(p.stop - p.start for p in parts)
+    pad = [(0, 0)] * local.ndim
+    pad[axis] = (0, longest - local.shape[axis])
+    stacked = gather_arrays(np.pad(local, pad))  # [P, ...]
+    return np.concatenate([np.take(stacked[p], np.arange(s.stop - s.start), axis=axis)
+                           for p, s in enumerate(parts)], axis=axis)
+
+
+def sync(name: str) -> None:
+    """Wait until every process has reached this point (nothing to do for one process)."""
+    if process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def data_mesh():
+    """A 1-D mesh over every device of every process, axis ``"data"`` (process 0's devices first)."""
+    import jax
+
+    devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    return jax.sharding.Mesh(np.array(devices), ("data",))
+
+
+def local_mesh():
+    """A 1-D mesh over this process's devices, axis ``"data"``: per-process work (prediction of a slab)."""
+    import jax
+
+    return jax.sharding.Mesh(np.array(jax.local_devices()), ("data",))
+
+
+@dataclasses.dataclass(frozen=True)
+class DataParallel:
+    """Data parallelism over ``mesh``: batches split along the mesh's ``data`` axis, everything else replicated.
+
+    ``batch(local)`` turns this process's rows (a dict of arrays with the batch first) into global arrays whose
+    rows are process 0's, then process 1's, ...; ``replicate(tree)`` puts a pytree that is identical on every
+    process on every device.
+    """
+
+    mesh: object
+
+    @property
+    def batch_sharding(self):
+        import jax
+
+        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec("data"))
+
+    @property
+    def replicated(self):
+        import jax
+
+        return jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+
+    @property
+    def size(self) -> int:
+        return int(self.mesh.devices.size)
+
+    def batch(self, local: dict) -> dict:
+        import jax
+
+        sharding = self.batch_sharding
+        return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local.items()}
+
+    def replicate(self, tree):
+        import jax
+
+        return jax.device_put(jax.tree.map(np.asarray, tree), self.replicated)
+
+
+def local_copy(tree):
+    """A pytree of (replicated) global arrays as arrays on this process's first device."""
+    import jax
+
+    return jax.tree.map(lambda a: a.addressable_data(0) if isinstance(a, jax.Array) else a, tree)
