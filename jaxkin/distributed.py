@@ -80,6 +80,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     explicit = [coordinator is not None, num_processes is not None, process_id is not None]
     if not any(explicit) and not auto:
         return
+    if jax.distributed.is_initialized():  # a second command in the same processes (e.g. train, then fit)
+        return
     if auto and any(explicit):
         raise InputError("--distributed detects the cluster; do not combine it with --coordinator, "
                          "--num-processes or --process-id")
@@ -100,9 +102,6 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                     s.bind(("", port))
             except OSError as err:
                 raise InputError(f"--coordinator {coordinator}: cannot listen on port {port} ({err.strerror})") from None
-    if jax.distributed.is_initialized():
-        return
-
     done = threading.Event()
     who = "" if auto else f"process {process_id} of {num_processes}, "
 

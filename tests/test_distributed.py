@@ -1,0 +1,217 @@
+"""Scaling out: data-parallel training on 4 devices and on 2 processes x 2 devices, slab-split fitting and
+prediction, against the same run on one device; bad multi-host settings.
+
+Several CPU devices are forced with ``XLA_FLAGS=--xla_force_host_platform_device_count``; processes connect over
+127.0.0.1 and use gloo collectives. Every subprocess is killed if it outlives its deadline.
+
+Tolerance: a data-parallel step computes the same sums in a different order (per-device partial sums, then an
+all-reduce), so float32 losses agree to about 1e-7 relative; the tests allow 1e-5 (losses) and 1e-4 (maps).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from jaxkin import distributed as dist
+from jaxkin import train as T
+from jaxkin.errors import InputError
+
+from test_network import _write_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = {"depth": 2, "time_steps": 16, "crop": 16, "batch_size": 4, "predict_batch_size": 3, "slices_per_subject": 2,
+          "mask_threshold": 0.5, "learning_rate": 1e-3, "epochs": 3, "lr_halving_epochs": 2, "input_scale": 0.05,
+          "data_shards": 2}
+SUBJECT = "sub-04"  # the test subject: predicted after training, and fitted
+
+
+def _env(devices: int) -> dict:
+    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+                PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run_all(scripts: list[str], env: dict, timeout: float = 240) -> list[subprocess.CompletedProcess]:
+    """Run ``python -c script`` for every script at once; kill them all at the deadline (or on failure)."""
+    procs = [subprocess.Popen([sys.executable, "-c", s], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for s in scripts]
+    deadline = time.monotonic() + timeout
+    results = []
+    try:
+        for p in procs:
+            out, err = p.communicate(timeout=max(deadline - time.monotonic(), 1))
+            results.append(subprocess.CompletedProcess(p.args, p.returncode, out, err))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    return results
+
+
+def _cli(args: list) -> str:
+    """A script that runs ``jaxkin <args>`` for each argument list in turn and stops at the first failure."""
+    return ("import sys\nfrom jaxkin.cli import main\n"
+            f"for argv in {[list(map(str, a)) for a in args]!r}:\n"
+            "    rc = main(argv)\n"
+            "    if rc:\n"
+            "        sys.exit(rc)\n")
+
+
+def _losses(workdir: Path) -> np.ndarray:
+    with (workdir / "metrics.csv").open() as f:
+        return np.array([[float(r["train_loss"]), float(r["val_loss"])] for r in csv.DictReader(f)])
+
+
+def _map(folder: Path, param: str, model: str = "2tcmirr") -> np.ndarray:
+    return np.asarray(nib.load(folder / f"{SUBJECT}_model-{model}_meas-{param}_mimap.nii.gz").dataobj)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The dataset (2 train, 1 val, 1 test subjects), the config file, and the reference: training and a fit on one
+    device in this process."""
+    root = tmp_path_factory.mktemp("distributed")
+    data = _write_dataset(root / "data", ("train", "train", "val", "test"))
+    config = root / "tiny.py"
+    config.write_text(f"def get_config():\n    return {CONFIG!r}\n")
+    T.train(T.load_config(config), root / "one", data, progress=False)
+    pet_dir = data / SUBJECT / "pet"
+    files = ["--pet", pet_dir / f"{SUBJECT}_pet.nii.gz", "--input-function",
+             pet_dir / f"{SUBJECT}_recording-AIF_blood.tsv", "--chunk-size", "256", "--no-progress"]
+    from jaxkin.cli import main
+
+    assert main(["fit", *map(str, files), "--out", str(root / "fit-one")]) == 0
+    return {"root": root, "data": data, "config": config, "fit_args": files}
+
+
+def test_four_devices_train_like_one(setup, tmp_path):
+    root, data, config = setup["root"], setup["data"], setup["config"]
+    train = ["train", "--config", config, "--data", data, "--no-progress"]
+    bad, good = _run_all([_cli([train + ["--workdir", tmp_path / "bad", "--set", "batch_size=6"]]),
+                          _cli([train + ["--workdir", tmp_path / "four"]])], _env(4))
+    assert bad.returncode == 2
+    assert "batch_size (6) must be divisible by the number of devices (4 = 1 process(es) x 4)" in bad.stderr
+    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
+    assert good.returncode == 0, good.stderr[-3000:]
+    one, four = _losses(root / "one"), _losses(tmp_path / "four")
+    assert one.shape == four.shape == (3, 2)
+    np.testing.assert_allclose(four, one, rtol=1e-5)
+    np.testing.assert_allclose(_map(tmp_path / "four" / "predictions" / SUBJECT, "Ki"),
+                               _map(root / "one" / "predictions" / SUBJECT, "Ki"), rtol=1e-4, atol=1e-6)
+
+
+def test_two_processes_train_and_fit_like_one_process(setup, tmp_path):
+    root, data, config = setup["root"], setup["data"], setup["config"]
+    port = _free_port()
+    scripts = []
+    for pid in (0, 1):
+        flags = ["--coordinator", f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", pid,
+                 "--init-timeout", "120"]
+        scripts.append(_cli([
+            # data_shards=0: one shard per process, here 2 as in the reference
+            ["train", "--config", config, "--data", data, "--workdir", tmp_path / "run", "--no-progress",
+             "--set", "data_shards=0", *flags],
+            ["fit", *setup["fit_args"], "--out", tmp_path / "fit", *flags],
+        ]))
+    results = _run_all(scripts, _env(2))
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+    main, other = results
+    assert "wrote" in main.stdout and "fitted" in main.stdout  # process 0 reports ...
+    assert "wrote" not in other.stdout and "fitted" not in other.stdout  # ... the other one does not
+    np.testing.assert_allclose(_losses(tmp_path / "run"), _losses(root / "one"), rtol=1e-5)
+    # maps of the test subject, predicted in two slabs and assembled by process 0
+    ki = _map(tmp_path / "run" / "predictions" / SUBJECT, "Ki")
+    np.testing.assert_allclose(ki, _map(root / "one" / "predictions" / SUBJECT, "Ki"), rtol=1e-4, atol=1e-6)
+    # the checkpoint both processes wrote restores here and reproduces those maps
+    from jaxkin.data.bids import load_pet
+    from jaxkin.predict import load_predictor
+
+    predictor = load_predictor(tmp_path / "run")
+    params = predictor.predict_volume(load_pet(data / SUBJECT / "pet" / f"{SUBJECT}_pet.nii.gz").read())
+    np.testing.assert_allclose(params[..., 0], _map(tmp_path / "run" / "predictions" / SUBJECT, "K1"), rtol=1e-5)
+    # the fit: each process fitted its slab of slices; the assembled maps equal the one-process fit
+    for name in ("Ki", "SSE", "K1"):
+        np.testing.assert_allclose(_map(tmp_path / "fit", name), _map(root / "fit-one", name), rtol=1e-4, atol=1e-7)
+    assert np.count_nonzero(_map(tmp_path / "fit", "Ki")) > 100
+
+
+@pytest.mark.parametrize("process_id,message", [
+    (1, "no coordinator answers at 127.0.0.1:{port}"),
+    (0, "not all 2 processes connected to 127.0.0.1:{port}"),
+])
+def test_missing_coordinator_or_processes_end_with_one_line(setup, tmp_path, process_id, message):
+    port = _free_port()
+    argv = ["fit", *setup["fit_args"], "--out", tmp_path / "out", "--coordinator", f"127.0.0.1:{port}",
+            "--num-processes", "2", "--process-id", process_id, "--init-timeout", "3"]
+    start = time.monotonic()
+    (r,) = _run_all([_cli([argv])], _env(1), timeout=120)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith("jaxkin fit: error: " + message.format(port=port)), r.stderr[-2000:]
+    assert "waited 3 s" in lines[-1] and "Traceback" not in r.stderr
+    assert time.monotonic() - start < 60
+    assert not any((tmp_path / "out").glob("*"))
+
+
+def test_bad_multi_host_flags():
+    with pytest.raises(InputError, match="go together"):
+        dist.initialize("127.0.0.1:1234")
+    with pytest.raises(InputError, match="expected HOST:PORT"):
+        dist.initialize("127.0.0.1", 2, 0)
+    with pytest.raises(InputError, match=r"--process-id must be in 0 \.\. 1, got 2"):
+        dist.initialize("127.0.0.1:1234", 2, 2)
+    with pytest.raises(InputError, match="do not combine"):
+        dist.initialize("127.0.0.1:1234", 2, 0, auto=True)
+    with socket.socket() as busy:
+        busy.bind(("", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(InputError, match=f"cannot listen on port {port}"):
+            dist.initialize(f"127.0.0.1:{port}", 2, 0)
+    dist.initialize()  # no settings: one process, nothing to do
+
+
+def test_shares_cover_every_item_once():
+    for n in (0, 1, 5, 80, 81):
+        for count in (1, 2, 3, 7):
+            parts = [dist.share(n, p, count) for p in range(count)]
+            assert [i for s in parts for i in range(s.start, s.stop)] == list(range(n))
+            assert max(s.stop - s.start for s in parts) - min(s.stop - s.start for s in parts) <= 1
+    x = np.arange(24.0).reshape(2, 3, 4)
+    np.testing.assert_array_equal(dist.gather_slabs(x, 4), x)  # one process: already whole
+    np.testing.assert_array_equal(dist.gather_arrays(x), x[None])
+
+
+def test_batches_do_not_depend_on_how_many_processes_hold_the_shards():
+    """The global batches of 3 shards (sizes 5, 3, 4; 2 rows each) are the same whether one process holds all shards
+    or each shard sits on its own process, with the rows of each shard at the same place."""
+    sizes = np.array([5, 3, 4])
+    empty = T.SliceData(np.zeros((12, 1, 1, 1)), np.zeros((12, 1, 1)), np.zeros(12, np.int32), np.zeros(12))
+    together = T.ShardedSlices(empty, sizes, range(0, 3)).index_batches(2, (0, 7))
+    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    apart = []
+    for shard in range(3):
+        own = T.ShardedSlices(empty, sizes, range(shard, shard + 1)).index_batches(2, (0, 7))
+        apart.append(np.where(own >= 0, own + offsets[shard], -1))  # local index -> index in the joint data
+    np.testing.assert_array_equal(together, np.concatenate(apart, axis=1))
+    assert together.shape == (3, 6)  # the largest shard (5 slices) needs 3 batches of 2
+    for shard in range(3):  # every slice of every shard exactly once, the rest padding
+        column = together[:, 2 * shard: 2 * shard + 2].ravel()
+        assert sorted(column[column >= 0]) == list(range(offsets[shard], offsets[shard] + sizes[shard]))
