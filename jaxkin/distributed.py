@@ -127,7 +127,7 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             jax.distributed.initialize(coordinator, num_processes, process_id,
                                        initialization_timeout=int(timeout) + 60)
     except (ValueError, RuntimeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
         if auto:
             raise InputError(f"--distributed: no cluster detected ({first}); pass --coordinator, --num-processes "
                              "and --process-id instead") from None
