@@ -684,10 +684,12 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
         raise InputError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of data shards ({shards})")
     workdir.mkdir(parents=True, exist_ok=True)
 
-    if main:
+    simulate = data_dir is None
+    if main or not simulate:  # every process checks a given --data; process 0 alone simulates the phantom
         data_dir = _prepare_dataset(cfg, workdir, data_dir)
-    dist.sync("jaxkin-train-dataset")
-    data_dir = _prepare_dataset(cfg, workdir, data_dir)
+    if simulate:
+        dist.sync("jaxkin-train-dataset")
+        data_dir = workdir / "data"
     from jaxkin.data.dataset import dataset_split
 
     split = dataset_split(data_dir)
