@@ -124,6 +124,7 @@ def run(args) -> int:
     if args.model in ("patlak", "logan"):
         extra["TStarMinutes"] = args.t_star
     if not distributed.is_main_process():
+        distributed.sync("jaxkin-fit-written")  # exit only when process 0 has written the maps
         return 0
     written = [bids.write_map(out, pet.prefix, args.model, name, result.maps[name], reference=pet,
                               units="min" if (args.model, name) == ("logan", "intercept") else MAP_UNITS[name], command_line=command_line, extra=extra) for name in names]
@@ -131,4 +132,5 @@ def run(args) -> int:
           f"in {seconds:.1f} s; {result.n_nonfinite} voxel(s) with NaN/Inf left out; "
           f"{result.n_not_converged} flagged not converged")
     print(f"wrote {len(written)} maps to {out}: {', '.join(names)}")
+    distributed.sync("jaxkin-fit-written")
     return 0

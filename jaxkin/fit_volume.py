@@ -98,6 +98,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     ``model``: ``2tcmirr``, ``1tcm``, ``2tcm`` (compartment fit by ``method`` ``lm`` or ``curve_fit``) or
     ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.graphical.PlotInput`). ``curve_fit`` needs
     ``numpy_model`` (:class:`jaxkin.baseline.NumpyModel`). Returns :class:`VolumeFit`.
+    After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each fits a slab).
     """
     from jaxkin import distributed as dist
     from jaxkin import fitting, graphical

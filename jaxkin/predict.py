@@ -155,6 +155,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
 
     With ``input_function`` the sidecars also carry the mean TAC cosine similarity and MAE over the mask.
     Returns ``{"paths": {param: path}, "metrics": {...} or None, "maps": {param: [X, Y, Z] array}}``.
+    After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each predicts a slab).
     """
     from jaxkin.data.bids import map_path, write_map
     from jaxkin.kinetics import get_model, prepare
@@ -170,8 +171,8 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     params = dist.gather_slabs(params, n_z, axis=2)
     metrics = None
     if kin is not None:
-        keys = sorted(totals)
-        summed = dist.gather_arrays(np.array([totals[k] for k in keys], np.float64)).sum(axis=0)
+        keys = ("n", "se", "mae", "mae2", "cs", "cs2")  # fixed: a process with no slices has no sums
+        summed = dist.gather_arrays(np.array([totals.get(k, 0.0) for k in keys], np.float64)).sum(axis=0)
         metrics = _metrics(dict(zip(keys, summed.tolist())), pet.frames.n_frames)
     model = get_model("2tcmirr")
     maps = {name: params[..., i] for i, name in enumerate(PARAM_NAMES)}

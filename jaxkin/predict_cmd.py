@@ -38,6 +38,7 @@ def run(args) -> int:
                                     predictor.n_frames)
     t0 = time.perf_counter()
     result = write_parameter_maps(predictor, pet, args.out, input_function=inp, progress=True)
+    distributed.sync("jaxkin-predict-written")  # every process ends when process 0 has written the maps
     if not distributed.is_main_process():
         return 0
     for name, path in result["paths"].items():

@@ -374,12 +374,16 @@ def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: TrainConfig,
 
     per_process = shards // dist.process_count()
     owned = range(dist.process_index() * per_process, (dist.process_index() + 1) * per_process)
-    parts, sizes = [], np.zeros(shards, np.int64)
-    for shard in owned:
-        mine = [j for j in range(len(scans)) if j % shards == shard]
-        parts.append(load_slices([scans[j] for j in mine], [indices[j] for j in mine], cfg, all_slices=all_slices,
-                                 n_frames=n_frames))
-        sizes[shard] = len(parts[-1])
+
+    def read_own_shards():
+        return [load_slices([scans[j] for j in range(len(scans)) if j % shards == shard],
+                            [indices[j] for j in range(len(scans)) if j % shards == shard], cfg,
+                            all_slices=all_slices, n_frames=n_frames) for shard in owned]
+
+    parts = dist.check_everywhere(read_own_shards)  # a damaged file on one process stops every process
+    sizes = np.zeros(shards, np.int64)
+    for shard, part in zip(owned, parts):
+        sizes[shard] = len(part)
     parts = [p for p in parts if len(p)] or [load_slices([], [], cfg, n_frames=n_frames)]
     data = SliceData(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SliceData)))
     return ShardedSlices(data, dist.gather_arrays(sizes).sum(axis=0), owned)
@@ -684,23 +688,35 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
         raise InputError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of data shards ({shards})")
     workdir.mkdir(parents=True, exist_ok=True)
 
-    simulate = data_dir is None
-    if main or not simulate:  # every process checks a given --data; process 0 alone simulates the phantom
-        data_dir = _prepare_dataset(cfg, workdir, data_dir)
-    if simulate:
-        dist.sync("jaxkin-train-dataset")
-        data_dir = workdir / "data"
-    from jaxkin.data.dataset import dataset_split
+    if resume:
+        info = workdir / "model.json"
+        used = json.loads(info.read_text()).get("data_shards", 1) if info.is_file() else shards
+        if used != shards:
+            raise InputError(f"--resume: the run used {used} data shard(s), now {shards} (data_shards="
+                             f"{cfg.data_shards} on {n_processes} process(es)); the batches would change: run with "
+                             f"--set data_shards={used} on a number of processes that divides it")
 
-    split = dataset_split(data_dir)
-    if len(split["train"]) < shards:
-        raise InputError(f"--data {data_dir}: {len(split['train'])} training subject(s) cannot fill {shards} data "
-                         "shards; lower data_shards or use fewer processes")
-    order = split["train"] + split["val"] + split["test"]
-    scans = [open_subject(data_dir, s) for s in order]  # headers and input functions: every subject is cheap
+    if data_dir is None:  # process 0 simulates the phantom into the workdir, the others wait for it
+        dist.check_everywhere(lambda: _prepare_dataset(cfg, workdir, None) if main else None)
+        data_dir = workdir / "data"
+
+    def open_dataset():
+        """Every process checks the dataset and reads the headers and input functions of every subject (cheap)."""
+        from jaxkin.data.dataset import dataset_split
+
+        _prepare_dataset(cfg, workdir, data_dir)
+        split = dataset_split(data_dir)
+        if len(split["train"]) < shards:
+            raise InputError(f"--data {data_dir}: {len(split['train'])} training subject(s) cannot fill {shards} "
+                             "data shards; lower data_shards or use fewer processes")
+        scans = [open_subject(data_dir, s) for s in split["train"] + split["val"] + split["test"]]
+        n_frames = scans[0].pet.frames.n_frames
+        if n_frames > cfg.time_steps:
+            raise InputError(f"--data {data_dir}: {n_frames} frames do not fit time_steps = {cfg.time_steps}")
+        return split, scans
+
+    split, scans = dist.check_everywhere(open_dataset)
     n_frames = scans[0].pet.frames.n_frames
-    if n_frames > cfg.time_steps:
-        raise InputError(f"--data {data_dir}: {n_frames} frames do not fit time_steps = {cfg.time_steps}")
     kin = parallel.replicate(stack_kinetic_inputs(scans))
     ranges = {}
     start = 0
@@ -734,7 +750,7 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
             (workdir / "metrics.csv").unlink(missing_ok=True)
         _write_json(saved_cfg, dataclasses.asdict(cfg))
         _write_json(workdir / "model.json", {
-            "config": dataclasses.asdict(cfg), "model": "2tcmirr", "n_frames": n_frames,
+            "config": dataclasses.asdict(cfg), "model": "2tcmirr", "n_frames": n_frames, "data_shards": shards,
             "frame_start_min": frames.start.tolist(), "frame_duration_min": frames.duration.tolist(),
         })
 
@@ -755,7 +771,8 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
         if has_val and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
             val_metrics = evaluate(eval_step, params, val_data, kin, cfg.batch_size, parallel)
             row.update({f"val_{k}": v for k, v in val_metrics.items() if k != "voxels"})
-            if val_metrics["loss"] < best_val:
+            # process 0 decides (every copy of the replicated loss should agree; saving is a collective)
+            if dist.gather_arrays(np.array(val_metrics["loss"] < best_val))[0]:
                 best_val = val_metrics["loss"]
                 save_checkpoint(best, epoch + 1, params, None, {"epoch": epoch + 1, "best_val": best_val})
         elif not has_val:  # no validation subjects: the latest is the best

@@ -76,8 +76,10 @@ def _cli(args: list) -> str:
 
 
 def _ours(stdout: str) -> list[str]:
-    """The lines of ``stdout`` that are not gloo's (its C++ library prints how its ranks connect)."""
-    return [line for line in stdout.splitlines() if line.strip() and not line.startswith("[Gloo]")]
+    """The lines of ``stdout`` that are not gloo's (its C++ library prints how its ranks connect, from several
+    threads, so its lines can be split or run together)."""
+    return [line for line in stdout.splitlines()
+            if line.strip() and "[Gloo]" not in line and "peer ranks" not in line and line.strip() != "Rank"]
 
 
 def _losses(workdir: Path) -> np.ndarray:
@@ -222,6 +224,54 @@ def test_missing_coordinator_or_processes_end_with_one_line(setup, tmp_path, pro
     assert "waited 3 s" in lines[-1] and "Traceback" not in r.stderr
     assert time.monotonic() - start < 60
     assert not any((tmp_path / "out").glob("*"))
+
+
+_CHECK = """
+import sys
+import numpy as np
+from jaxkin import distributed as dist
+from jaxkin.errors import InputError
+
+dist.initialize("127.0.0.1:{port}", 2, {pid}, timeout=120)
+pid = dist.process_index()
+# bytes travel: float64 and int64 arrive exact (JAX alone would narrow them to 32 bits)
+values = dist.gather_arrays(np.array([1 + 1e-12 * pid], np.float64))
+counts = dist.gather_arrays(np.array([2**40 + pid], np.int64))
+assert values.dtype == np.float64 and values[1, 0] == 1 + 1e-12, values
+assert counts.dtype == np.int64 and counts.ravel().tolist() == [2**40, 2**40 + 1], counts
+
+
+def read():
+    if pid == 1:
+        raise InputError("sub-09_pet.nii.gz: truncated file")
+    return "fine"
+
+
+try:
+    dist.check_everywhere(read)
+except InputError as err:
+    print(err)
+    sys.exit(2)
+"""
+
+
+def test_an_input_error_on_one_process_stops_every_process():
+    port = _free_port()
+    results = _run_all([_CHECK.format(port=port, pid=pid) for pid in (0, 1)], _env(1), timeout=120)
+    assert [r.returncode for r in results] == [2, 2], [r.stderr[-2000:] for r in results]
+    assert _ours(results[0].stdout) == ["process 1: sub-09_pet.nii.gz: truncated file"]
+    assert _ours(results[1].stdout) == ["sub-09_pet.nii.gz: truncated file"]
+
+
+def test_resume_on_a_different_number_of_shards_is_refused(setup, tmp_path):
+    import dataclasses
+    import json
+
+    cfg = T.config_from_dict({**CONFIG, "data_shards": 0})  # one shard per process: 1 here
+    (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+    (tmp_path / "model.json").write_text(json.dumps({"data_shards": 2}))  # as a run on 2 processes wrote it
+    with pytest.raises(InputError, match=r"the run used 2 data shard\(s\), now 1 .*--set data_shards=2"):
+        T.train(cfg, tmp_path, setup["data"], resume=True, progress=False)
 
 
 def test_bad_multi_host_flags():
