@@ -224,11 +224,15 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
-def data_mesh():
-    """A 1-D mesh over every device of every process, axis ``"data"`` (process 0's devices first)."""
+def data_mesh(count: int = 0):
+    """A 1-D mesh, axis ``"data"``, over every device of every process (process 0's devices first), or over
+    ``count`` devices: the first ``count / P`` of each of the ``P`` processes."""
     import jax
 
     devices = sorted(jax.devices(), key=lambda d: (d.process_index, d.id))
+    if count:
+        per_process = count // jax.process_count()
+        devices = [d for p in range(jax.process_count()) for d in [d for d in devices if d.process_index == p][:per_process]]
     return jax.sharding.Mesh(np.array(devices), ("data",))
 
 

@@ -81,6 +81,7 @@ class TrainConfig:
     seed: int = 0
     data_shards: int = 0  # training subjects are dealt into this many shards, each giving batch_size/data_shards
     # slices to every batch; a process holds only its shards' subjects. 0: one shard per process
+    devices: int = 0  # devices to train on: 0 = all of them; N = the first N / P devices of each of the P processes
     eval_every: int = 1  # validate every N epochs (and after the last)
     # data
     slices_per_subject: int = 75  # train/val slices per subject, evenly spaced from the lungs to the bladder
@@ -160,6 +161,8 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
         raise InputError(f"{where}: crop ({cfg.crop}) must be a multiple of 2**depth = {n}")
     if cfg.pooling == "3d" and cfg.time_steps % n:
         raise InputError(f"{where}: time_steps ({cfg.time_steps}) must be a multiple of 2**depth = {n} with 3d pooling")
+    if cfg.devices < 0:
+        raise InputError(f"{where}: devices must be 0 (all) or positive, got {cfg.devices}")
     if cfg.data_shards < 0:
         raise InputError(f"{where}: data_shards must be 0 (one per process) or positive, got {cfg.data_shards}")
     if cfg.data_shards and cfg.batch_size % cfg.data_shards:
@@ -669,21 +672,28 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
             raise InputError(f"--resume: {workdir} has no config.json; nothing to resume")
         old = json.loads(saved_cfg.read_text())
         new = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        diff = sorted(k for k in set(old) | set(new) if k != "epochs" and old.get(k, 0) != new.get(k))
+        diff = sorted(k for k in set(old) | set(new)
+                      if k not in ("epochs", "devices") and old.get(k, 0) != new.get(k))
         if diff:
             raise InputError(f"--resume: the config differs from the run in {workdir} in {', '.join(diff)}")
     elif (ckpt_dir / "latest").is_dir() and any((ckpt_dir / "latest").iterdir()):
         raise InputError(f"--workdir {workdir}: already holds a run; pass --resume or choose another --workdir")
 
-    parallel = dist.DataParallel(dist.data_mesh())
     n_processes, shards = dist.process_count(), cfg.data_shards or dist.process_count()
     if shards % n_processes:
         raise InputError(f"data_shards ({shards}) must be a multiple of the number of processes ({n_processes})")
+    if cfg.devices and (cfg.devices % n_processes or cfg.devices // n_processes > jax.local_device_count()):
+        raise InputError(f"devices ({cfg.devices}) must be a multiple of the number of processes ({n_processes}) and "
+                         f"at most the {jax.device_count()} devices there are")
+    parallel = dist.DataParallel(dist.data_mesh(cfg.devices))
     if cfg.batch_size % parallel.size:
         fit = math.lcm(parallel.size, shards)
+        usable = max(d for d in range(n_processes, jax.device_count() + 1, n_processes) if cfg.batch_size % d == 0) \
+            if cfg.batch_size % n_processes == 0 else None
+        fewer = f" or train on fewer: --set devices={usable}" if usable else ""
         raise InputError(f"batch_size ({cfg.batch_size}) must be divisible by the number of devices "
-                         f"({parallel.size} = {n_processes} process(es) x {jax.local_device_count()}); "
-                         f"e.g. --set batch_size={-(-cfg.batch_size // fit) * fit}")
+                         f"({parallel.size} = {n_processes} process(es) x {parallel.size // n_processes}); "
+                         f"e.g. --set batch_size={-(-cfg.batch_size // fit) * fit}{fewer}")
     if cfg.batch_size % shards:
         raise InputError(f"batch_size ({cfg.batch_size}) must be a multiple of the number of data shards ({shards})")
     workdir.mkdir(parents=True, exist_ok=True)

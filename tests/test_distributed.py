@@ -112,15 +112,19 @@ def setup(tmp_path_factory):
 def test_four_devices_train_like_one(setup, tmp_path):
     root, data, config = setup["root"], setup["data"], setup["config"]
     train = ["train", "--config", config, "--data", data, "--no-progress"]
-    bad, good = _run_all([_cli([train + ["--workdir", tmp_path / "bad", "--set", "batch_size=6"]]),
-                          _cli([train + ["--workdir", tmp_path / "four"]])], _env(4))
-    assert bad.returncode == 2
-    assert "batch_size (6) must be divisible by the number of devices (4 = 1 process(es) x 4)" in bad.stderr
-    assert "Traceback" not in bad.stderr and not (tmp_path / "bad").exists()
-    assert good.returncode == 0, good.stderr[-3000:]
+    # a batch of 6 does not split over 4 devices: one line, nothing written; then the same on 2 of the 4 devices
+    bad_then_two = ("import sys\nfrom jaxkin.cli import main\n"
+                    f"assert main({list(map(str, train + ['--workdir', tmp_path / 'bad', '--set', 'batch_size=6']))!r}) == 2\n"
+                    f"sys.exit(main({list(map(str, train + ['--workdir', tmp_path / 'two', '--set', 'devices=2']))!r}))\n")
+    two, good = _run_all([bad_then_two, _cli([train + ["--workdir", tmp_path / "four"]])], _env(4))
+    assert ("batch_size (6) must be divisible by the number of devices (4 = 1 process(es) x 4); e.g. --set "
+            "batch_size=8 or train on fewer: --set devices=3") in two.stderr
+    assert "Traceback" not in two.stderr and not (tmp_path / "bad").exists()
+    assert two.returncode == 0 and good.returncode == 0, (two.stderr[-3000:], good.stderr[-3000:])
     one, four = _losses(root / "one"), _losses(tmp_path / "four")
     assert one.shape == four.shape == (3, 2)
     np.testing.assert_allclose(four, one, rtol=1e-5)
+    np.testing.assert_allclose(_losses(tmp_path / "two"), one, rtol=1e-5)
     np.testing.assert_allclose(_map(tmp_path / "four" / "predictions" / SUBJECT, "Ki"),
                                _map(root / "one" / "predictions" / SUBJECT, "Ki"), rtol=1e-4, atol=1e-6)
 
@@ -272,6 +276,8 @@ def test_resume_on_a_different_number_of_shards_is_refused(setup, tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({"data_shards": 2}))  # as a run on 2 processes wrote it
     with pytest.raises(InputError, match=r"the run used 2 data shard\(s\), now 1 .*--set data_shards=2"):
         T.train(cfg, tmp_path, setup["data"], resume=True, progress=False)
+    with pytest.raises(InputError, match=r"devices \(2\) must be .* at most the 1 devices there are"):
+        T.train(T.config_from_dict({**CONFIG, "devices": 2}), tmp_path / "new", setup["data"], progress=False)
 
 
 def test_bad_multi_host_flags():
