@@ -929,6 +929,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jaxkin.train", description="Train the self-supervised kinetic UNet.")
     add_arguments(parser)
     args = parser.parse_args(argv)
+    from jaxkin.cli import enable_compilation_cache
+
+    enable_compilation_cache()
     try:
         return run(args)
     except InputError as err:

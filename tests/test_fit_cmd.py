@@ -101,3 +101,31 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, caps
         lines = err.strip().splitlines()
         assert len(lines) == 1 and name in lines[0] and "Traceback" not in err
         assert not out.exists() or not any(out.iterdir())
+
+
+def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path):
+    """``JAXKIN_CACHE_DIR``: the first ``jaxkin fit`` stores its compiled fit, a second one gives the same maps
+    (from the stored programs); ``off`` stores nothing."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root, pet, aif, _ = dataset
+    repo = Path(__file__).resolve().parents[1]
+
+    def fit(out, cache):
+        env = dict(os.environ, JAXKIN_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu", PYTHONPATH=str(repo))
+        env.pop("JAX_COMPILATION_CACHE_DIR", None)
+        proc = subprocess.run([sys.executable, "-m", "jaxkin", "fit", "--pet", str(pet), "--input-function", str(aif),
+                               "--out", str(out), "--no-progress", "--chunk-size", "64"], env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
+
+    cache = tmp_path / "cache"
+    first = fit(tmp_path / "a", cache)
+    assert any(p.name.startswith("jit_fit_chunk") for p in cache.iterdir())  # the LM fit of a chunk was stored
+    np.testing.assert_array_equal(fit(tmp_path / "b", cache), first)
+    fit(tmp_path / "c", "off")
+    assert not (tmp_path / "off").exists() and not any(Path.cwd().glob("off"))

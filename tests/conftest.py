@@ -1,0 +1,6 @@
+"""Test-wide settings: the command line's on-disk compilation cache is off (tests/test_cli_cache.py checks it), so
+that tests compile what they test and leave nothing in the user's cache folder."""
+
+import os
+
+os.environ.setdefault("JAXKIN_CACHE_DIR", "off")
