@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _env(devices: int, gpu: bool) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAXKIN_CACHE_DIR="off")  # every run compiles: comparable times
     if gpu:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(devices))
     else:
