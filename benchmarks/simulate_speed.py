@@ -30,7 +30,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the written datasets")
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
-    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               JAXKIN_CACHE_DIR="off")  # time a first run: compilation included, as recorded in RESULTS.md
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
     for preset in args.presets:
         out = Path(tempfile.mkdtemp(prefix=f"jaxkin-sim-{preset}-", dir=args.out_dir)) / "ds"
