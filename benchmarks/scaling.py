@@ -38,12 +38,11 @@ def _env(devices: int, gpu: bool) -> dict:
 
 
 def _train_worker(args) -> None:
-    import jax
     import numpy as np
     from flax import nnx
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from train_speed import synthetic_batch
+    from train_speed import synthetic_batch, timed_steps
 
     from jaxkin import distributed as dist
     from jaxkin import train as T
@@ -57,16 +56,8 @@ def _train_worker(args) -> None:
     opt_state, kin = parallel.replicate(optimizer.init(params)), parallel.replicate(kin)
     step = T.make_train_step(graphdef, optimizer, cfg, parallel)
     batch = parallel.batch(batch)
-    t0 = time.perf_counter()
-    params, opt_state, m = step(params, opt_state, batch, kin)
-    jax.block_until_ready(m)
-    first = time.perf_counter() - t0
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        params, opt_state, m = step(params, opt_state, batch, kin)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
+    params, opt_state, m, (first,) = timed_steps(step, params, opt_state, batch, kin, 1)  # compile + first step
+    params, opt_state, m, times = timed_steps(step, params, opt_state, batch, kin, args.steps)
     print(f"RESULT devices={parallel.size} compile+first={first:.1f} step={np.mean(times):.2f} "
           f"min={min(times):.2f} loss={float(m['loss']):.6g}")
 

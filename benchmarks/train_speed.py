@@ -45,6 +45,17 @@ def synthetic_batch(batch: int, size: int, seed: int = 0):
     return {"tac": tac, "mask": np.ones((batch, size, size), np.float32), "subject": subject}, kin
 
 
+def timed_steps(step, params, opt_state, batch, kin, n: int):
+    """Run ``step`` ``n`` times, waiting for each result: ``(params, opt_state, metrics, seconds per step)``."""
+    times = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        params, opt_state, m = step(params, opt_state, batch, kin)
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t0)
+    return params, opt_state, m, times
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default=str(Path(__file__).resolve().parents[1] / "experiments" / "exp4_1.py"))
@@ -61,14 +72,8 @@ def main() -> None:
     t0 = time.perf_counter()
     compiled = step.lower(params, opt_state, batch, kin).compile()
     t_compile = time.perf_counter() - t0
-    params, opt_state, m = compiled(params, opt_state, batch, kin)  # warm-up
-    jax.block_until_ready(m)
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        params, opt_state, m = compiled(params, opt_state, batch, kin)
-        jax.block_until_ready(m)
-        times.append(time.perf_counter() - t0)
+    params, opt_state, m, _ = timed_steps(compiled, params, opt_state, batch, kin, 1)  # warm-up
+    params, opt_state, m, times = timed_steps(compiled, params, opt_state, batch, kin, args.steps)
     per_step = float(np.mean(times))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
           f"device {jax.devices()[0].platform}")

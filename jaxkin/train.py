@@ -379,9 +379,9 @@ def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: TrainConfig,
     owned = range(dist.process_index() * per_process, (dist.process_index() + 1) * per_process)
 
     def read_own_shards():
-        return [load_slices([scans[j] for j in range(len(scans)) if j % shards == shard],
-                            [indices[j] for j in range(len(scans)) if j % shards == shard], cfg,
-                            all_slices=all_slices, n_frames=n_frames) for shard in owned]
+        dealt = [range(shard, len(scans), shards) for shard in owned]  # subject j goes to shard j % shards
+        return [load_slices([scans[j] for j in mine], [indices[j] for j in mine], cfg, all_slices=all_slices,
+                            n_frames=n_frames) for mine in dealt]
 
     parts = dist.check_everywhere(read_own_shards)  # a damaged file on one process stops every process
     sizes = np.zeros(shards, np.int64)
@@ -716,6 +716,8 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
 
         _prepare_dataset(cfg, workdir, data_dir)
         split = dataset_split(data_dir)
+        if not split["train"]:
+            raise InputError(f"--data {data_dir}: no training subjects in participants.tsv")
         if len(split["train"]) < shards:
             raise InputError(f"--data {data_dir}: {len(split['train'])} training subject(s) cannot fill {shards} "
                              "data shards; lower data_shards or use fewer processes")
