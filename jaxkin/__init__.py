@@ -25,11 +25,8 @@ from jaxkin.kinetics import (
 )
 from jaxkin.data.bids import load_input_function, load_labels, load_pet, write_map
 from jaxkin.data.phantom import simulate_dataset, simulate_subject
-from jaxkin import graphical
-from jaxkin.fitting import FitResult, fit_tacs, frame_weights
-from jaxkin.fit_volume import fit_volume
-from jaxkin.graphical import PlotInput, logan, patlak
-from jaxkin.evaluate import error_statistics, tac_metrics
+from jaxkin.fitting import FitResult, PlotInput, fit_tacs, fit_volume, frame_weights, logan, patlak
+from jaxkin.evaluation.metrics import error_statistics, tac_metrics
 
 __all__ = [
     "InputError",
@@ -61,7 +58,6 @@ __all__ = [
     "fit_tacs",
     "frame_weights",
     "fit_volume",
-    "graphical",
     "PlotInput",
     "patlak",
     "logan",

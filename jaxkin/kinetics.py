@@ -45,6 +45,9 @@ __all__ = [
     "prepare_convolve",
     "KineticModel",
     "MODELS",
+    "UNITS",
+    "FDG_MODEL",
+    "tacs_in_chunks",
     "get_model",
     "one_tissue",
     "two_tissue_irreversible",
@@ -56,7 +59,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------------
 
 
-def _merged_knots(input_function: InputFunction, frames: FrameSchedule):
+def merged_knots(input_function: InputFunction, frames: FrameSchedule):
     """Knots of the input with every frame boundary added, and the frame of each knot interval."""
     if frames.start[0] < input_function.start - 1e-9:
         raise ValueError(
@@ -136,7 +139,7 @@ def prepare_exact(
     ``pad_to`` rounds the knot count up to a multiple (zero-length intervals, which contribute nothing),
     so that scans with slightly different sampling share one compiled program.
     """
-    times, values, interval_frame = _merged_knots(input_function, frames)
+    times, values, interval_frame = merged_knots(input_function, frames)
     n_pad = -len(times) % pad_to
     times = np.concatenate([times, np.full(n_pad, times[-1])])
     values = np.concatenate([values, np.full(n_pad, values[-1])])
@@ -209,18 +212,30 @@ class KineticInput:
 
     def frame_conv(self, rate):
         """Frame means of ``(C_p * e^{-rate t})``; ``rate`` any shape ``[...]`` (1/min) -> ``[..., F]``."""
+        return self._hermite(rate, derivative=False)
+
+    def frame_conv_and_derivative(self, rate):
+        """``frame_conv(rate)`` and its derivative in ``rate``, two ``[..., F]`` arrays, from one table lookup.
+
+        The derivative is 0 outside the grid's range of rates, where :meth:`frame_conv` is clamped."""
+        return self._hermite(rate, derivative=True)
+
+    def _hermite(self, rate, derivative: bool):
+        """Cubic Hermite interpolation of the table in ``u = log(rate + offset)`` (and optionally d/drate)."""
         g = self.grid
-        rate = jnp.clip(jnp.asarray(rate, self.table.dtype), 0.0, g.max_rate)
-        pos = jnp.log1p(rate / g.offset) / g.step
+        rate = jnp.asarray(rate, self.table.dtype)
+        clipped = jnp.clip(rate, 0.0, g.max_rate)
+        pos = jnp.log1p(clipped / g.offset) / g.step
         i = jnp.clip(jnp.floor(pos), 0, g.size - 2).astype(jnp.int32)
         s = (pos - i)[..., None]
         s2, s3 = s * s, s * s * s
-        h00, h10, h01, h11 = 2 * s3 - 3 * s2 + 1, s3 - 2 * s2 + s, 3 * s2 - 2 * s3, s3 - s2
-        return (
-            h00 * self.table[i]
-            + h01 * self.table[i + 1]
-            + g.step * (h10 * self.slope[i] + h11 * self.slope[i + 1])
-        )
+        t0, t1, d0, d1 = self.table[i], self.table[i + 1], self.slope[i], self.slope[i + 1]
+        value = (2 * s3 - 3 * s2 + 1) * t0 + (3 * s2 - 2 * s3) * t1 + g.step * ((s3 - 2 * s2 + s) * d0 + (s3 - s2) * d1)
+        if not derivative:
+            return value
+        d_pos = (6 * s2 - 6 * s) * (t0 - t1) + g.step * ((3 * s2 - 4 * s + 1) * d0 + (3 * s2 - 2 * s) * d1)
+        inside = (rate >= 0.0) & (rate <= g.max_rate)
+        return value, d_pos * jnp.where(inside, 1.0 / ((clipped + g.offset) * g.step), 0.0)[..., None]
 
 
 def prepare(
@@ -403,57 +418,61 @@ class KineticModel:
     name: str
     description: str
     param_names: tuple[str, ...]
-    param_units: tuple[str, ...]
     lower: tuple[float, ...]
     upper: tuple[float, ...]
     tac: Callable
     macros: dict = dataclasses.field(default_factory=dict)
-    macro_units: dict = dataclasses.field(default_factory=dict)
 
     @property
     def n_params(self) -> int:
         return len(self.param_names)
+
+    @property
+    def map_names(self) -> tuple[str, ...]:
+        """The parameters, then the macro-parameters: the maps a fit or a network writes (``K1 k2 k3 vB Ki``)."""
+        return self.param_names + tuple(self.macros)
+
+    @property
+    def units(self) -> dict:
+        """``{name: unit}`` of every parameter and macro-parameter (from :data:`UNITS`)."""
+        return {name: UNITS[name] for name in self.map_names}
 
     def macro_parameters(self, params) -> dict:
         """All macro-parameters of ``params [..., P]`` as a dict of arrays ``[...]``."""
         return {name: fn(jnp.asarray(params)) for name, fn in self.macros.items()}
 
 
-_UNITS = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vB": "1"}
+#: Units of every kinetic parameter and macro-parameter jaxkin writes (BIDS-style strings; "1" = dimensionless).
+UNITS: dict[str, str] = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vB": "1",
+                         "Ki": "mL/cm3/min", "VT": "mL/cm3"}
 
 MODELS: dict[str, KineticModel] = {
     "1tcm": KineticModel(
         name="1tcm",
         description="one-tissue compartment model",
         param_names=("K1", "k2", "vB"),
-        param_units=tuple(_UNITS[n] for n in ("K1", "k2", "vB")),
         lower=(0.01, 0.01, 0.0),
         upper=(2.0, 3.0, 1.0),
         tac=one_tissue,
         macros={"VT": _vt_1tcm},
-        macro_units={"VT": "mL/cm3"},
     ),
     "2tcmirr": KineticModel(
         name="2tcmirr",
         description="irreversible two-tissue compartment model (FDG; the paper's model)",
         param_names=("K1", "k2", "k3", "vB"),
-        param_units=tuple(_UNITS[n] for n in ("K1", "k2", "k3", "vB")),
         lower=(0.01, 0.01, 0.01, 0.0),
         upper=(2.0, 3.0, 1.0, 1.0),
         tac=two_tissue_irreversible,
         macros={"Ki": _ki},
-        macro_units={"Ki": "mL/cm3/min"},
     ),
     "2tcm": KineticModel(
         name="2tcm",
         description="reversible two-tissue compartment model",
         param_names=("K1", "k2", "k3", "k4", "vB"),
-        param_units=tuple(_UNITS[n] for n in ("K1", "k2", "k3", "k4", "vB")),
         lower=(0.01, 0.01, 0.01, 0.001, 0.0),
         upper=(2.0, 3.0, 1.0, 1.0, 1.0),
         tac=two_tissue,
         macros={"VT": _vt_2tcm},
-        macro_units={"VT": "mL/cm3"},
     ),
 }
 
@@ -464,3 +483,28 @@ def get_model(name: str) -> KineticModel:
         return MODELS[name]
     except KeyError:
         raise ValueError(f"unknown kinetic model {name!r}; choose one of {', '.join(MODELS)}") from None
+
+
+#: The name of the paper's model (irreversible two-tissue, FDG): the network's and the phantom's.
+FDG_MODEL = "2tcmirr"
+
+_JITTED: dict = {}
+
+
+def tacs_in_chunks(params, kin, model: str = FDG_MODEL, *, chunk: int = 32768) -> np.ndarray:
+    """Model TACs ``[N, F]`` (kBq/ml, float32 NumPy) of ``params [N, P]`` for the scan ``kin``, evaluated on the
+    host's default device in fixed-size padded chunks (one compilation per chunk size), for any number of voxels."""
+    m = get_model(model)
+    if model not in _JITTED:
+        _JITTED[model] = jax.jit(m.tac)
+    fn = _JITTED[model]
+    params = np.asarray(params, np.float32).reshape(-1, m.n_params)
+    n = params.shape[0]
+    out = np.empty((n, int(np.asarray(kin.frame_duration).shape[0])), np.float32)
+    size = min(chunk, max(1, 1 << (max(n, 1) - 1).bit_length()))
+    for i in range(0, n, size):
+        part = params[i : i + size]
+        padded = np.zeros((size, m.n_params), np.float32)
+        padded[: part.shape[0]] = part
+        out[i : i + part.shape[0]] = np.asarray(jax.device_get(fn(padded, kin)))[: part.shape[0]]
+    return out

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import jaxkin
-from jaxkin import fitting, graphical
-from jaxkin.fit_volume import fit_volume
+from jaxkin import fitting
+from jaxkin.fitting import fit_volume, graphical
 
 from _reference import FRAMES, INPUT
 
@@ -71,7 +71,7 @@ _SCRIPT = """
 import sys, json, numpy as np, jax
 sys.path.insert(0, {tests!r})
 import test_fit_volume as t
-from jaxkin.fit_volume import fit_volume
+from jaxkin.fitting import fit_volume
 assert jax.local_device_count() == 4, jax.local_devices()
 pet, kin = t._volume(seed=2, shape=(9, 8, 6))
 res = fit_volume(pet, kin, chunk_size=32, progress=False)

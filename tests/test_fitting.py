@@ -8,7 +8,8 @@ import pytest
 from scipy.optimize import nnls
 
 import jaxkin
-from jaxkin import baseline, fitting
+from jaxkin import fitting
+from jaxkin.fitting import baseline, basis
 
 from _reference import FRAMES, INPUT, ode_frame_means, param_sets
 
@@ -94,11 +95,11 @@ def test_basis_nnls_matches_scipy_nnls(kin64):
     """At one grid point the basis start solves the non-negative least-squares problem exactly."""
     rng = np.random.default_rng(0)
     subsets = [[0], [1], [2], [0, 1], [0, 2], [1, 2], [0, 1, 2]]
-    shared_fn = jax.jit(lambda y, w, x: fitting._nnls_shared_weights(y, w, x, subsets)[0][:, 0])
-    per_voxel_fn = jax.jit(lambda y, w, x: fitting._nnls_per_voxel(y, w, x, subsets)[0][:, 0])
+    shared_fn = jax.jit(lambda y, w, x: basis._nnls_shared_weights(y, w, x, subsets)[0][:, 0])
+    per_voxel_fn = jax.jit(lambda y, w, x: basis._nnls_per_voxel(y, w, x, subsets)[0][:, 0])
     with jax.enable_x64(True):
         rates = jnp.asarray([[0.3]])
-        x = fitting._basis_columns(kin64, rates, True)  # [1, 3, F]
+        x = basis._basis_columns(kin64, rates, True)  # [1, 3, F]
         x = x / jnp.sqrt(jnp.mean(x * x, axis=-1, keepdims=True))
         # random coefficient signs: many solutions have active constraints
         coef_true = rng.normal(size=(40, 3))

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 import jaxkin
-from jaxkin import fitting, graphical
+from jaxkin import fitting
+from jaxkin.fitting import graphical
 
 from _reference import FRAMES, INPUT, ode_frame_means, param_sets
 

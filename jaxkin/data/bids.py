@@ -15,20 +15,23 @@ Every problem with a file raises :class:`jaxkin.errors.InputError`, one line nam
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
-import json
-import os
 import shlex
-import struct
 import sys
-import tempfile
-import zlib
 from pathlib import Path
 
 import numpy as np
 
+from jaxkin.data.files import (
+    atomic_write,
+    nifti_stem,
+    one_line,
+    open_nifti,
+    read_json,
+    read_tsv,
+    write_json,
+)
+from jaxkin.decay import HALF_LIVES_MIN, decay_factors, half_life
 from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
@@ -43,6 +46,9 @@ __all__ = [
     "write_labels",
     "write_pet",
     "map_path",
+    "read_volume",
+    "slabs",
+    "tracer_half_life",
     "write_map",
     "image_derived_input",
     "finite_voxel_mask",
@@ -77,168 +83,6 @@ def units_to_kbq(units, *, where: str = "Units") -> float:
 
 
 # --------------------------------------------------------------------------------------------------
-# NIfTI opening (lazy), with a cheap integrity check
-# --------------------------------------------------------------------------------------------------
-
-
-def _nifti_stem(path: Path) -> str:
-    name = path.name
-    for ext in (".nii.gz", ".nii"):
-        if name.endswith(ext):
-            return name[: -len(ext)]
-    raise InputError(f"{path}: not a NIfTI file (expected a name ending in .nii.gz or .nii)")
-
-
-def _open_nifti(path: Path):
-    """``nibabel.load`` with errors turned into InputError, and a check that the file is not truncated."""
-    import nibabel as nib
-
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        image = nib.load(str(path), mmap=False)
-    except Exception as err:  # nibabel raises many types for a broken header
-        raise InputError(f"{path}: cannot read NIfTI header ({_one_line(err)})") from None
-    header = image.header
-    expected = int(header.get_data_offset()) + int(np.prod(image.shape)) * header.get_data_dtype().itemsize
-    _check_complete(path, expected)
-    return image
-
-
-def _check_complete(path: Path, expected: int) -> None:
-    """Raise InputError if the file holds fewer than ``expected`` (uncompressed) bytes.
-
-    Plain ``.nii``: the file size. ``.nii.gz``: the gzip trailer stores the uncompressed size (mod 2^32); only if
-    it disagrees (a truncated file, or a multi-member gzip) is the stream decompressed to count the bytes. A damaged
-    file that slips through (chance ~1e-5) still fails with an InputError when its data are read.
-    """
-    size = path.stat().st_size
-    if not path.name.endswith(".gz"):
-        if size < expected:
-            raise InputError(f"{path}: truncated NIfTI: {size} bytes, the header needs {expected}")
-        return
-    with open(path, "rb") as f:
-        if size >= 18:
-            f.seek(-4, os.SEEK_END)
-            (isize,) = struct.unpack("<I", f.read(4))
-            # nibabel may write a few bytes past the image data: accept up to 64 KiB of them.
-            if (isize - expected) % 2**32 < 65536:
-                return
-        f.seek(0)
-        total = 0
-        complete = False
-        try:
-            decomp = zlib.decompressobj(wbits=31)
-            while True:
-                chunk = f.read(1 << 22)
-                if not chunk:
-                    break
-                total += len(decomp.decompress(chunk))
-                while decomp.eof and decomp.unused_data:  # next gzip member
-                    rest = decomp.unused_data
-                    decomp = zlib.decompressobj(wbits=31)
-                    total += len(decomp.decompress(rest))
-            complete = decomp.eof
-        except zlib.error as err:
-            raise InputError(f"{path}: corrupt gzip data ({_one_line(err)})") from None
-    if not complete or total < expected:
-        raise InputError(
-            f"{path}: truncated or unreadable NIfTI: {total} bytes of image data, the header needs {expected}"
-        )
-
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def _read_json(path: Path, what: str) -> dict:
-    if not path.is_file():
-        raise InputError(f"{path}: missing {what}")
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise InputError(f"{path}: cannot read JSON ({_one_line(err)})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object")
-    return data
-
-
-def _file_mode() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
-_FILE_MODE = _file_mode()
-
-
-def _atomic_target(path: Path) -> Path:
-    """A temporary name in the same directory that keeps the file's extension (nibabel picks gzip by it)."""
-    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + ext, dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, _FILE_MODE)
-    return Path(tmp)
-
-
-@contextlib.contextmanager
-def _atomic_write(path: Path):
-    """Yield a temporary path; on success rename it to ``path``, on failure remove it.
-
-    An OSError (no permission, disk full, ...) becomes an InputError naming ``path``.
-    """
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = _atomic_target(path)
-    except OSError as err:
-        raise InputError(f"{path}: cannot write ({_one_line(err)})") from None
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise InputError(f"{path}: cannot write ({_one_line(err)})") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-@contextlib.contextmanager
-def atomic_directory(out: Path, *, label: str, what: str):
-    """Yield an empty temporary folder beside ``out``; on success rename it to ``out``, on failure remove it.
-
-    ``out`` must not exist or be an empty folder (callers check that before any heavy work). An OSError becomes an
-    InputError ``"{label}: cannot create {what} folder (...)"`` or ``"{label}: cannot write {what} (...)"``, so a
-    command never leaves a half-written folder behind.
-    """
-    import shutil
-
-    out = Path(out)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    except OSError as err:
-        raise InputError(f"{label}: cannot create {what} folder ({_one_line(err)})") from None
-    try:
-        yield tmp
-        if out.exists():
-            out.rmdir()  # empty, checked by the caller
-        os.rename(tmp, out)
-    except OSError as err:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise InputError(f"{label}: cannot write {what} ({_one_line(err)})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    with _atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-
-
-# --------------------------------------------------------------------------------------------------
 # PET image
 # --------------------------------------------------------------------------------------------------
 
@@ -267,7 +111,7 @@ class PetImage:
     @property
     def prefix(self) -> str:
         """The file name without ``_pet.nii.gz`` (or ``_pet.nii``): the stem of derived files."""
-        return _nifti_stem(self.path).removesuffix("_pet")
+        return nifti_stem(self.path).removesuffix("_pet")
 
     @property
     def voxel_size(self) -> tuple[float, float, float]:
@@ -276,7 +120,7 @@ class PetImage:
 
     @property
     def sidecar_path(self) -> Path:
-        return self.path.with_name(_nifti_stem(self.path) + ".json")
+        return self.path.with_name(nifti_stem(self.path) + ".json")
 
     def read(self, z: slice = slice(None), dtype=np.float32) -> np.ndarray:
         """Activity in kBq/ml of the axial slices ``z`` -> ``[X, Y, Zsel, F]`` (only those slices are read).
@@ -288,7 +132,7 @@ class PetImage:
         try:
             data = np.asarray(self.image.dataobj[:, :, z, :])
         except Exception as err:  # EOFError, zlib.error, OSError ... from a damaged file
-            raise InputError(f"{self.path}: cannot read image data ({_one_line(err)})") from None
+            raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None
         data = data.astype(dtype, copy=False)
         if self.decay_factors is not None:
             return data * (self.scale_to_kbq * self.decay_factors).astype(data.dtype)
@@ -296,41 +140,36 @@ class PetImage:
             data = data * np.asarray(self.scale_to_kbq, dtype=data.dtype)
         return data
 
-    def slabs(self, slab: int = 16):
+    def slabs(self, slab: int = 16, z: slice | None = None):
         """Iterate ``(z_slice, data [X, Y, z, F] kBq/ml)`` over the volume, ``slab`` axial slices at a time."""
-        n_z = self.shape[2]
-        for z0 in range(0, n_z, slab):
-            zs = slice(z0, min(z0 + slab, n_z))
-            yield zs, self.read(zs)
+        return slabs(self, slab, z)
 
 
-#: Half-lives in minutes of common PET radionuclides, by normalised name ("F18", "18F" and "F-18" are all F18).
-HALF_LIVES_MIN = {"F18": 109.77, "C11": 20.364, "O15": 2.037, "N13": 9.965, "GA68": 67.71, "CU64": 762.0,
-                  "ZR89": 4704.6, "RB82": 1.2625}
+def slabs(volume, slab: int = 16, z: slice | None = None):
+    """Iterate ``(z_slice, data [X, Y, z, F])`` over the axial slices ``z`` (default all) of ``volume``, ``slab``
+    slices at a time; ``z_slice`` counts from ``z.start``. ``volume`` is a :class:`PetImage` (read lazily, kBq/ml)
+    or an array ``[X, Y, Z, F]`` (returned as float32)."""
+    z = slice(0, volume.shape[2]) if z is None else z
+    for z0 in range(z.start, z.stop, slab):
+        zs = slice(z0, min(z0 + slab, z.stop))
+        data = volume.read(zs) if hasattr(volume, "read") else np.asarray(volume[:, :, zs], np.float32)
+        yield slice(zs.start - z.start, zs.stop - z.start), data
 
 
-def _half_life(sidecar: dict, where: Path) -> float:
+def tracer_half_life(sidecar: dict, where: Path, *, default: float | None = None) -> float:
+    """The half-life (min) of the sidecar's ``TracerRadionuclide``; ``default`` when the field is absent (if given).
+
+    InputError naming the field when it is absent without a default, or names an unknown radionuclide."""
     name = sidecar.get("TracerRadionuclide")
-    key = "".join(ch for ch in str(name).upper() if ch.isalnum())
-    if key and key[0].isdigit():  # "18F" -> "F18"
-        digits = "".join(ch for ch in key if ch.isdigit())
-        key = key[len(digits):] + digits
-    if name is None or key not in HALF_LIVES_MIN:
+    if name is None and default is not None:
+        return default
+    try:
+        return half_life(name)
+    except ValueError:
         raise InputError(
             f"{where}: field 'TracerRadionuclide' is {name!r}; decay correcting an image with "
             f"ImageDecayCorrected false needs one of {', '.join(HALF_LIVES_MIN)}"
-        )
-    return HALF_LIVES_MIN[key]
-
-
-def decay_factors(frames: FrameSchedule, half_life_min: float) -> np.ndarray:
-    """Per-frame factors ``[F]`` that decay-correct frame means to t = 0 (minutes in, dimensionless out).
-
-    For a frame ``[a, a + d]``: ``lam d / (exp(-lam a) (1 - exp(-lam d)))`` with ``lam = ln 2 / half_life``.
-    """
-    lam = np.log(2.0) / half_life_min
-    x = lam * frames.duration
-    return x / (np.exp(-lam * frames.start) * -np.expm1(-x))
+        ) from None
 
 
 def _sidecar_field(sidecar: dict, key: str, where: Path):
@@ -391,21 +230,21 @@ def load_pet(path) -> PetImage:
     the 4th dimension; the file is complete. Voxel data are not read (see :meth:`PetImage.read`).
     """
     path = Path(path)
-    stem = _nifti_stem(path)
+    stem = nifti_stem(path)
     sidecar_path = path.with_name(stem + ".json")
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     if not sidecar_path.is_file():
         raise InputError(f"{path}: missing BIDS sidecar {sidecar_path.name}")
-    sidecar = _read_json(sidecar_path, "BIDS sidecar")
+    sidecar = read_json(sidecar_path, "BIDS sidecar")
     frames = frames_from_sidecar(sidecar, sidecar_path)
     units = _sidecar_field(sidecar, "Units", sidecar_path)
     scale = units_to_kbq(units, where=f"{sidecar_path}: field 'Units'")
     decay_corrected = _sidecar_field(sidecar, "ImageDecayCorrected", sidecar_path)
     if not isinstance(decay_corrected, bool):
         raise InputError(f"{sidecar_path}: field 'ImageDecayCorrected' must be true or false, not {decay_corrected!r}")
-    factors = None if decay_corrected else decay_factors(frames, _half_life(sidecar, sidecar_path))
-    image = _open_nifti(path)
+    factors = None if decay_corrected else decay_factors(frames, tracer_half_life(sidecar, sidecar_path))
+    image = open_nifti(path)
     shape = tuple(int(s) for s in image.shape)
     if len(shape) != 4:
         raise InputError(f"{path}: expected a 4D image [X, Y, Z, frames], got shape {shape}")
@@ -438,7 +277,7 @@ def write_pet(path, data, frames: FrameSchedule, affine, *, units: str = "kBq/mL
     import nibabel as nib
 
     path = Path(path)
-    stem = _nifti_stem(path)
+    stem = nifti_stem(path)
     data = np.asarray(data, dtype=np.float32)
     if data.ndim != 4 or data.shape[3] != frames.n_frames:
         raise ValueError(f"write_pet: data {data.shape} must be [X, Y, Z, {frames.n_frames}]")
@@ -458,9 +297,9 @@ def write_pet(path, data, frames: FrameSchedule, affine, *, units: str = "kBq/mL
         "FrameDuration": [round(float(d), 6) for d in frames.duration_seconds],
     }
     meta.update(sidecar or {})
-    with _atomic_write(path) as tmp:
+    with atomic_write(path) as tmp:
         nib.save(image, str(tmp))
-    _write_json_atomic(path.with_name(stem + ".json"), meta)
+    write_json(path.with_name(stem + ".json"), meta)
     return path
 
 
@@ -486,23 +325,6 @@ def nonfinite_message(pet: PetImage, mask: np.ndarray) -> str | None:
 # --------------------------------------------------------------------------------------------------
 # Input function TSV
 # --------------------------------------------------------------------------------------------------
-
-
-def _read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [row for row in csv.reader(f, delimiter="\t") if row and any(c.strip() for c in row)]
-    except (OSError, UnicodeDecodeError, csv.Error) as err:
-        raise InputError(f"{path}: cannot read TSV ({_one_line(err)})") from None
-    if not rows:
-        raise InputError(f"{path}: empty TSV (a header row is needed)")
-    header = [h.strip() for h in rows[0]]
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise InputError(f"{path}: line {i} has {len(row)} columns, the header has {len(header)}")
-    return header, rows[1:]
 
 
 def _numeric_column(path: Path, header: list[str], rows: list[list[str]], name: str) -> np.ndarray:
@@ -540,7 +362,7 @@ def load_input_function(path, *, pet: PetImage | None = None, column: str | None
     With ``pet``, the curve must cover the scan (start at or before the first frame, end at or after the last).
     """
     path = Path(path)
-    header, rows = _read_tsv(path)
+    header, rows = read_tsv(path)
     if "time" not in header:
         raise InputError(f"{path}: missing column 'time' (seconds)")
     if column is None:
@@ -553,7 +375,7 @@ def load_input_function(path, *, pet: PetImage | None = None, column: str | None
     if len(rows) < 2:
         raise InputError(f"{path}: at least two samples are needed, found {len(rows)}")
     sidecar_path = path.with_suffix(".json")
-    sidecar = _read_json(sidecar_path, "sidecar") if sidecar_path.is_file() else None
+    sidecar = read_json(sidecar_path, "sidecar") if sidecar_path.is_file() else None
     units = _column_units(sidecar, column)
     if units is not None:
         scale = units_to_kbq(units, where=f"{sidecar_path}: field '{column}.Units'")
@@ -606,9 +428,9 @@ def write_input_function(path, input_function: InputFunction, *, units: str = "k
     times_s = input_function.times * 60.0
     values = input_function.values / scale
     lines = [f"time\t{column}"] + [f"{t!r}\t{v!r}" for t, v in zip(times_s.tolist(), values.tolist())]
-    with _atomic_write(path) as tmp:
+    with atomic_write(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    _write_json_atomic(
+    write_json(
         path.with_suffix(".json"),
         {
             "time": {"Description": "time after injection", "Units": "s"},
@@ -648,7 +470,7 @@ class Labels:
 def label_table_path(path) -> Path:
     """The label table beside a label map: ``x_dseg.nii.gz`` -> ``x_dseg.tsv``."""
     path = Path(path)
-    return path.with_name(_nifti_stem(path) + ".tsv")
+    return path.with_name(nifti_stem(path) + ".tsv")
 
 
 def load_labels(path, *, pet: PetImage | None = None, table=None) -> Labels:
@@ -658,7 +480,7 @@ def load_labels(path, *, pet: PetImage | None = None, table=None) -> Labels:
     """
     path = Path(path)
     table = Path(table) if table is not None else label_table_path(path)
-    image = _open_nifti(path)
+    image = open_nifti(path)
     shape = tuple(int(s) for s in image.shape)
     if len(shape) == 4 and shape[3] == 1:
         shape = shape[:3]
@@ -676,11 +498,11 @@ def load_labels(path, *, pet: PetImage | None = None, table=None) -> Labels:
     try:
         raw = np.asarray(image.dataobj).reshape(shape)
     except Exception as err:
-        raise InputError(f"{path}: cannot read image data ({_one_line(err)})") from None
+        raise InputError(f"{path}: cannot read image data ({one_line(err)})") from None
     if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or np.any(raw < 0):
         raise InputError(f"{path}: label values must be non-negative integers")
     data = raw.astype(np.int32)
-    header, rows = _read_tsv(table)
+    header, rows = read_tsv(table)
     for key in ("index", "name"):
         if key not in header:
             raise InputError(f"{table}: missing column {key!r}")
@@ -711,10 +533,10 @@ def write_labels(path, data, names: dict, affine) -> Path:
     image.header.set_xyzt_units("mm")
     image.header.set_qform(image.affine, code=1)
     image.header.set_sform(image.affine, code=1)
-    with _atomic_write(path) as tmp:
+    with atomic_write(path) as tmp:
         nib.save(image, str(tmp))
     table = label_table_path(path)
-    with _atomic_write(table) as tmp:
+    with atomic_write(table) as tmp:
         tmp.write_text("index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in sorted(names.items())), encoding="utf-8")
     return path
 
@@ -722,6 +544,26 @@ def write_labels(path, data, names: dict, affine) -> Path:
 # --------------------------------------------------------------------------------------------------
 # Parametric maps
 # --------------------------------------------------------------------------------------------------
+
+
+def read_volume(path, pet: PetImage, *, check_affine: bool = True, dtype=np.float32) -> np.ndarray:
+    """A 3D image on the grid of ``pet`` (a mask, a parametric map) as an array ``[X, Y, Z]`` of ``dtype``.
+
+    A trailing axis of length 1 is dropped. InputError if the shape (or, with ``check_affine``, the affine)
+    differs from the PET image's, or if the data cannot be read."""
+    path = Path(path)
+    image = open_nifti(path)
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if shape != tuple(pet.shape[:3]):
+        raise InputError(f"{path}: shape {shape} differs from the PET image {pet.path.name} {tuple(pet.shape[:3])}")
+    if check_affine and not np.allclose(image.affine, pet.affine, atol=_AFFINE_ATOL, rtol=0):
+        raise InputError(f"{path}: affine differs from the PET image {pet.path.name}; resample it to the PET grid")
+    try:
+        return np.asarray(image.dataobj, dtype).reshape(shape)
+    except Exception as err:
+        raise InputError(f"{path}: cannot read image data ({one_line(err)})") from None
 
 
 def map_path(out_dir, prefix: str, model: str, param: str) -> Path:
@@ -770,9 +612,9 @@ def write_map(out_dir, prefix: str, model: str, param: str, values, *, reference
         "Sources": [reference.path.name],
     }
     sidecar.update(extra or {})
-    with _atomic_write(path) as tmp:
+    with atomic_write(path) as tmp:
         nib.save(image, str(tmp))
-    _write_json_atomic(path.with_name(path.name[: -len(".nii.gz")] + ".json"), sidecar)
+    write_json(path.with_name(path.name[: -len(".nii.gz")] + ".json"), sidecar)
     return path
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from jaxkin.data.files import read_tsv
 from jaxkin.errors import InputError
 
 __all__ = ["SubjectFiles", "SPLITS", "list_subjects", "dataset_split", "subject_files", "load_organ_truth"]
@@ -47,13 +48,11 @@ def list_subjects(dataset_dir) -> list[str]:
 
 def dataset_split(dataset_dir) -> dict[str, list[str]]:
     """``{"train": [...], "val": [...], "test": [...]}`` subject ids from the ``split`` column of participants.tsv."""
-    from jaxkin.data.bids import _read_tsv
-
     root = Path(dataset_dir)
     path = root / "participants.tsv"
     if not path.is_file():
         raise InputError(f"{path}: file not found (it holds the train/val/test split)")
-    header, rows = _read_tsv(path)
+    header, rows = read_tsv(path)
     for key in ("participant_id", "split"):
         if key not in header:
             raise InputError(f"{path}: missing column {key!r}")
@@ -110,10 +109,8 @@ def subject_files(dataset_dir, subject: str) -> SubjectFiles:
 
 def load_organ_truth(dataset_dir, subject: str) -> dict[str, dict[str, float]]:
     """A simulated subject's organ-mean ground truth: ``{organ: {"K1":…, "k2":…, "k3":…, "vB":…, "Ki":…}}``."""
-    from jaxkin.data.bids import _read_tsv
-
     sid = _subject_id(subject)
     path = Path(dataset_dir).joinpath(*_TRUTH_DIR, sid, "pet", f"{sid}_desc-organs_parameters.tsv")
-    header, rows = _read_tsv(path)
+    header, rows = read_tsv(path)
     keys = [k for k in ("K1", "k2", "k3", "vB", "Ki") if k in header]
     return {row[header.index("name")]: {k: float(row[header.index(k)]) for k in keys} for row in rows}

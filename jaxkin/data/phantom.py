@@ -577,6 +577,7 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
 
     from jaxkin import __version__
     from jaxkin.data import bids
+    from jaxkin.data.files import atomic_directory
     from jaxkin.errors import InputError
 
     p = get_preset(preset)
@@ -592,7 +593,7 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: already exists and is not an empty folder; choose a new --out")
-    with bids.atomic_directory(out, label=str(out), what="the dataset") as tmp:
+    with atomic_directory(out, label=str(out), what="the dataset") as tmp:
         n_train, n_val, n_test = split_counts(n)
         splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
 

@@ -3,7 +3,7 @@
 :func:`fit_volume` takes a 4D image (a NumPy array ``[X, Y, Z, F]`` in kBq/ml or a lazily read
 :class:`jaxkin.data.bids.PetImage`), reads it a few axial slices at a time, gathers the voxels inside the mask
 into chunks of ``chunk_size`` TACs (the last one padded, so there is one compilation), and fits each chunk with
-the compartment model (:func:`jaxkin.fitting.fit_chunk`), a graphical method (:mod:`jaxkin.graphical`) or the
+the compartment model (:func:`jaxkin.fitting.fit_chunk`), a graphical method (:mod:`jaxkin.fitting.graphical`) or the
 curve_fit baseline. Each chunk is split along the voxel axis over ``jax.local_devices()`` with
 ``jax.sharding.NamedSharding`` (every voxel is independent; the input function tables are replicated), and the next
 chunk is gathered on the host while the devices work on the current one. Memory is bounded by the slab, two chunks
@@ -23,13 +23,29 @@ import dataclasses
 import jax
 import numpy as np
 
+from jaxkin.data.bids import slabs
+from jaxkin.fitting.graphical import GRAPHICAL_METHODS
+from jaxkin.fitting.lm import chunk_length, fit_chunk, weighted_r2
+from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings
+from jaxkin.fitting.weights import frame_weights
 from jaxkin.kinetics import KineticInput, get_model
 
-__all__ = ["VolumeFit", "fit_volume", "signal_mask", "MAP_UNITS"]
+__all__ = ["VolumeFit", "fit_volume", "signal_mask", "output_maps"]
 
-MAP_UNITS = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vB": "1", "Ki": "mL/cm3/min",
-             "VT": "mL/cm3", "SSE": "(kBq/mL)^2", "R2": "1", "intercept": "1", "flags": "1"}
-GRAPHICAL = ("patlak", "logan")
+#: Units of the per-voxel fit diagnostics.
+DIAGNOSTIC_UNITS = {"SSE": "(kBq/mL)^2", "R2": "1", "flags": "1"}
+
+
+def output_maps(model: str, *, diagnostics: bool = False) -> dict[str, str]:
+    """``{map name: unit}`` of what a fit of ``model`` estimates, in order: a compartment model's parameters,
+    macro-parameters and SSE, or a graphical method's slope and intercept. ``diagnostics`` adds R2 (and, for
+    compartment models, the warning ``flags``): every map :func:`fit_volume` returns."""
+    if model in GRAPHICAL_METHODS:
+        g = GRAPHICAL_METHODS[model]
+        maps = {g.slope: g.slope_unit, "intercept": g.intercept_unit}
+        return maps | ({"R2": DIAGNOSTIC_UNITS["R2"]} if diagnostics else {})
+    maps = get_model(model).units | {"SSE": DIAGNOSTIC_UNITS["SSE"]}
+    return maps | ({"R2": DIAGNOSTIC_UNITS["R2"], "flags": DIAGNOSTIC_UNITS["flags"]} if diagnostics else {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,22 +60,13 @@ class VolumeFit:
     n_not_converged: int
 
 
-def _slabs(pet, slab: int, z: slice | None = None):
-    """``(z_slice relative to z.start, data [X, Y, z, F] kBq/ml)`` over the axial slices ``z`` (default all)."""
-    z = slice(0, pet.shape[2]) if z is None else z
-    for z0 in range(z.start, z.stop, slab):
-        zs = slice(z0, min(z0 + slab, z.stop))
-        data = pet.read(zs) if hasattr(pet, "read") else np.asarray(pet[:, :, zs], np.float32)
-        yield slice(zs.start - z.start, zs.stop - z.start), data
-
-
 def _integrals(pet, frame_duration, z: slice, slab: int):
     """``(auc float32, finite bool) [X, Y, len(z)]``: time integrals ``sum_f C_f Δt_f`` (0 where not finite)."""
     shape = (*pet.shape[:2], z.stop - z.start)
     auc = np.zeros(shape, np.float32)
     finite = np.zeros(shape, bool)
     dur = np.asarray(frame_duration, np.float32)
-    for zs, data in _slabs(pet, slab, z):
+    for zs, data in slabs(pet, slab, z):
         ok = np.all(np.isfinite(data), axis=-1)
         finite[:, :, zs] = ok
         auc[:, :, zs] = np.where(ok, np.nan_to_num(data) @ dur, 0.0)
@@ -80,15 +87,6 @@ def signal_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8)
     return _threshold_mask(auc, finite, min_signal), finite
 
 
-def _map_names(model: str):
-    if model == "patlak":
-        return ["Ki", "intercept", "R2"]
-    if model == "logan":
-        return ["VT", "intercept", "R2"]
-    m = get_model(model)
-    return list(m.param_names) + list(m.macros) + ["SSE", "R2", "flags"]
-
-
 def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = "lm", mask=None,
                weights: str = "none", chunk_size: int = 16384, slab: int = 8, min_signal: float = 0.05,
                t_star: float = 20.0, plot_input=None, numpy_model=None, progress: bool = True,
@@ -96,12 +94,11 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     """Fit every voxel of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml) inside the mask; see the module.
 
     ``model``: ``2tcmirr``, ``1tcm``, ``2tcm`` (compartment fit by ``method`` ``lm`` or ``curve_fit``) or
-    ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.graphical.PlotInput`). ``curve_fit`` needs
-    ``numpy_model`` (:class:`jaxkin.baseline.NumpyModel`). Returns :class:`VolumeFit`.
+    ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.fitting.PlotInput`). ``curve_fit`` needs
+    ``numpy_model`` (:class:`jaxkin.fitting.NumpyModel`). Returns :class:`VolumeFit`.
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each fits a slab).
     """
     from jaxkin import distributed as dist
-    from jaxkin import fitting, graphical
 
     shape = tuple(pet.shape[:3])
     n_z = shape[2]
@@ -119,38 +116,38 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     mask = mask & finite
     full_mask = mask
     mask = mask[:, :, mine]
-    names = _map_names(model)
+    names = list(output_maps(model, diagnostics=True))
     maps = {n: np.zeros(mask.shape, np.int32 if n == "flags" else np.float32) for n in names}
     total = int(np.count_nonzero(mask))
 
-    n_dev, rows, replicated = fitting.voxel_shardings()
-    chunk = fitting.chunk_length(total, chunk_size, n_dev, model)
-    settings = fitting.FitSettings(model=model, n_iter=n_iter) if model not in GRAPHICAL else None
+    parallel = dist.DataParallel(dist.local_mesh())  # voxels split over this process's devices
+    rows, replicated = parallel.batch_sharding, parallel.replicated
+    chunk = chunk_length(total, chunk_size, parallel.size, model)
+    settings = FitSettings(model=model, n_iter=n_iter) if model not in GRAPHICAL_METHODS else None
     kin_dev = jax.device_put(kin, replicated)
     plot_dev = jax.device_put(plot_input, replicated) if plot_input is not None else None
     w_kw = {} if half_life is None else {"half_life": half_life}
 
     def launch(tacs):
         """Start the fit of one padded chunk ``[chunk, F]`` (asynchronous)."""
-        if model in GRAPHICAL:
-            fn = graphical.patlak if model == "patlak" else graphical.logan
-            return fn(jax.device_put(tacs, rows), plot_dev, t_star)
+        if model in GRAPHICAL_METHODS:
+            return GRAPHICAL_METHODS[model].fn(jax.device_put(tacs, rows), plot_dev, t_star)
         if method == "curve_fit":
             return None
-        w = fitting.frame_weights(weights, kin, tacs, decay_corrected=decay_corrected, **w_kw)
+        w = frame_weights(weights, kin, tacs, decay_corrected=decay_corrected, **w_kw)
         w = jax.device_put(np.asarray(w), rows if np.ndim(w) == 2 else replicated)
-        return fitting.fit_chunk(jax.device_put(tacs, rows), w, kin_dev, settings)
+        return fit_chunk(jax.device_put(tacs, rows), w, kin_dev, settings)
 
     def collect(result, tacs, index, n):
         """Write the first ``n`` results of a chunk into the maps at ``index`` (flat voxel indices)."""
-        if model in GRAPHICAL:
+        if model in GRAPHICAL_METHODS:
             values = {names[0]: result.slope, "intercept": result.intercept, "R2": result.r2}
         elif method == "curve_fit":
-            from jaxkin import baseline
+            from jaxkin.fitting import baseline
 
             w = None
             if weights != "none":
-                w = np.asarray(fitting.frame_weights(weights, kin, tacs[:n], decay_corrected=decay_corrected, **w_kw))
+                w = np.asarray(frame_weights(weights, kin, tacs[:n], decay_corrected=decay_corrected, **w_kw))
             params, sse, ok = baseline.curve_fit_tacs(tacs[:n], numpy_model, weights=w)
             m = get_model(model)
             values = {name: params[:, i] for i, name in enumerate(m.param_names)}
@@ -158,11 +155,9 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
                 values[macro] = np.asarray(fn(params))
             values["SSE"] = sse
             y = tacs[:n].astype(np.float64)
-            wf = np.ones_like(y) if w is None else np.broadcast_to(w, y.shape)
-            mean = np.sum(wf * y, 1) / np.sum(wf, 1)
-            sst = np.sum(wf * (y - mean[:, None]) ** 2, 1)
-            values["R2"] = np.where(sst > 0, 1 - sse / np.where(sst > 0, sst, 1), 0.0)
-            values["flags"] = np.where(ok, 0, fitting.FLAG_NOT_CONVERGED)
+            with jax.enable_x64(True):
+                values["R2"] = np.asarray(weighted_r2(y, sse, np.ones(y.shape[-1]) if w is None else w))
+            values["flags"] = np.where(ok, 0, FLAG_NOT_CONVERGED)
         else:
             r = result.to_numpy()
             m = get_model(model)
@@ -196,7 +191,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
                 bar.update(pending[3])
         pending = (result, padded, index, n)
 
-    for zs, data in _slabs(pet, slab, mine):
+    for zs, data in slabs(pet, slab, mine):
         sel = mask[:, :, zs]
         if not sel.any():
             continue
@@ -218,6 +213,6 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     maps = {name: dist.gather_slabs(values, n_z) for name, values in maps.items()}
     n_not_converged = 0
     if "flags" in maps:
-        n_not_converged = int(np.count_nonzero((maps["flags"][full_mask] & fitting.FLAG_NOT_CONVERGED) != 0))
+        n_not_converged = int(np.count_nonzero((maps["flags"][full_mask] & FLAG_NOT_CONVERGED) != 0))
     return VolumeFit(maps=maps, mask=full_mask, n_fitted=int(np.count_nonzero(full_mask)), n_nonfinite=n_nonfinite,
                      n_not_converged=n_not_converged)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+#: The --model choices: kinetics.MODELS and fitting.GRAPHICAL_METHODS, named here so that building the parser stays
+#: light (no JAX import); tests/cli check that the two agree.
 MODELS = ("2tcmirr", "1tcm", "2tcm", "patlak", "logan")
 
 
@@ -34,36 +36,6 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
-def _load_mask(path, pet):
-    import numpy as np
-
-    from jaxkin.data import bids
-    from jaxkin.errors import InputError
-
-    image = bids._open_nifti(__import__("pathlib").Path(path))
-    shape = tuple(int(s) for s in image.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if shape != tuple(pet.shape[:3]):
-        raise InputError(f"{path}: mask shape {shape} differs from the PET image {pet.path.name} {pet.shape[:3]}")
-    if not np.allclose(image.affine, pet.affine, atol=1e-3, rtol=0):
-        raise InputError(f"{path}: affine differs from the PET image {pet.path.name}; resample the mask")
-    try:
-        data = np.asarray(image.dataobj).reshape(shape)
-    except Exception as err:
-        raise InputError(f"{path}: cannot read image data ({err})") from None
-    return np.nan_to_num(data) != 0
-
-
-def _half_life(pet) -> float:
-    from jaxkin.data import bids
-    from jaxkin.fitting import F18_HALF_LIFE_MIN
-
-    if pet.sidecar.get("TracerRadionuclide") is None:
-        return F18_HALF_LIFE_MIN
-    return bids._half_life(pet.sidecar, pet.sidecar_path)
-
-
 def run(args) -> int:
     import os
     import shlex
@@ -71,8 +43,11 @@ def run(args) -> int:
     import time
     from pathlib import Path
 
+    import numpy as np
+
     from jaxkin import distributed
     from jaxkin.data import bids
+    from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.errors import InputError
 
     if args.chunk_size < 1:
@@ -81,8 +56,9 @@ def run(args) -> int:
         raise InputError(f"--method curve_fit applies to compartment models, not {args.model}")
     pet = bids.load_pet(args.pet)
     input_function = bids.load_input_function(args.input_function, pet=pet)
-    mask = _load_mask(args.mask, pet) if args.mask else None
-    half_life = _half_life(pet) if args.weights == "poisson" else None
+    mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
+    half_life = (bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
+                 if args.weights == "poisson" else None)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -92,19 +68,13 @@ def run(args) -> int:
         raise InputError(f"--out: {out} is not writable")
     distributed.initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
 
-    import jaxkin
-    from jaxkin.fit_volume import MAP_UNITS, fit_volume
+    from jaxkin.fitting import GRAPHICAL_METHODS, NumpyModel, PlotInput, fit_volume, output_maps
+    from jaxkin.kinetics import prepare
 
-    kin = jaxkin.prepare(input_function, pet.frames)
-    plot = numpy_model = None
-    if args.model in ("patlak", "logan"):
-        from jaxkin.graphical import PlotInput
-
-        plot = PlotInput.from_input(input_function, pet.frames)
-    elif args.method == "curve_fit":
-        from jaxkin.baseline import NumpyModel
-
-        numpy_model = NumpyModel(input_function, pet.frames, args.model)
+    graphical = args.model in GRAPHICAL_METHODS
+    kin = prepare(input_function, pet.frames)
+    plot = PlotInput.from_input(input_function, pet.frames) if graphical else None
+    numpy_model = NumpyModel(input_function, pet.frames, args.model) if args.method == "curve_fit" else None
 
     start = time.perf_counter()
     result = fit_volume(pet, kin, model=args.model, method=args.method, mask=mask, weights=args.weights,
@@ -112,25 +82,21 @@ def run(args) -> int:
                         plot_input=plot, numpy_model=numpy_model, progress=not args.no_progress,
                         half_life=half_life)
     seconds = time.perf_counter() - start
-    if args.model in ("patlak", "logan"):
-        names = ["Ki" if args.model == "patlak" else "VT", "intercept"]
-    else:
-        m = jaxkin.get_model(args.model)
-        names = list(m.param_names) + list(m.macros) + ["SSE"]
+    units = output_maps(args.model)
     command_line = shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None
-    extra = {"FitMethod": args.method if args.model not in ("patlak", "logan") else "linear regression",
+    extra = {"FitMethod": "linear regression" if graphical else args.method,
              "Weights": args.weights, "VoxelsFitted": result.n_fitted,
              "InputFunction": Path(args.input_function).name}
-    if args.model in ("patlak", "logan"):
+    if graphical:
         extra["TStarMinutes"] = args.t_star
     if not distributed.is_main_process():
         distributed.sync("jaxkin-fit-written")  # exit only when process 0 has written the maps
         return 0
-    written = [bids.write_map(out, pet.prefix, args.model, name, result.maps[name], reference=pet,
-                              units="min" if (args.model, name) == ("logan", "intercept") else MAP_UNITS[name], command_line=command_line, extra=extra) for name in names]
-    print(f"fitted {result.n_fitted} voxels with {args.model} ({args.method if plot is None else 'graphical'}) "
+    written = [bids.write_map(out, pet.prefix, args.model, name, result.maps[name], reference=pet, units=unit,
+                              command_line=command_line, extra=extra) for name, unit in units.items()]
+    print(f"fitted {result.n_fitted} voxels with {args.model} ({'graphical' if graphical else args.method}) "
           f"in {seconds:.1f} s; {result.n_nonfinite} voxel(s) with NaN/Inf left out; "
           f"{result.n_not_converged} flagged not converged")
-    print(f"wrote {len(written)} maps to {out}: {', '.join(names)}")
+    print(f"wrote {len(written)} maps to {out}: {', '.join(units)}")
     distributed.sync("jaxkin-fit-written")
     return 0

@@ -17,7 +17,7 @@ import numpy as np
 
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
-from jaxkin.kinetics import _merged_knots, get_model
+from jaxkin.kinetics import merged_knots, get_model
 
 __all__ = ["NumpyModel", "PAPER_P0", "curve_fit_tac", "curve_fit_tacs"]
 
@@ -63,7 +63,7 @@ class NumpyModel:
     def __init__(self, input_function: InputFunction, frames: FrameSchedule, model: str = "2tcmirr",
                  blood: InputFunction | None = None):
         self.model = get_model(model)
-        times, values, frame = _merged_knots(input_function, frames)
+        times, values, frame = merged_knots(input_function, frames)
         self._t = times - times[0]
         self._h = np.diff(times)
         self._c0, self._c1 = values[:-1], values[1:]

@@ -13,8 +13,9 @@ def run(args) -> int:
 
     for model in MODELS.values():
         print(f"{model.name}: {model.description}")
-        for name, unit, lo, hi in zip(model.param_names, model.param_units, model.lower, model.upper):
-            print(f"    {name:<3} [{lo:g}, {hi:g}] {unit}")
-        for name, unit in model.macro_units.items():
-            print(f"    {name:<3} (macro-parameter) {unit}")
+        units = model.units
+        for name, lo, hi in zip(model.param_names, model.lower, model.upper):
+            print(f"    {name:<3} [{lo:g}, {hi:g}] {units[name]}")
+        for name in model.macros:
+            print(f"    {name:<3} (macro-parameter) {units[name]}")
     return 0

@@ -24,9 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkin.frames import FrameSchedule
+from jaxkin.kinetics import UNITS
 from jaxkin.input_function import InputFunction
 
-__all__ = ["PlotInput", "LinearPlot", "patlak", "logan"]
+__all__ = ["PlotInput", "LinearPlot", "patlak", "logan", "GraphicalMethod", "GRAPHICAL_METHODS"]
 
 
 @jax.tree_util.register_dataclass
@@ -114,3 +115,23 @@ def logan(tacs, plot: PlotInput, t_star: float = 20.0) -> LinearPlot:
     y = tissue_integral / c
     use = ok & (plot.mid >= t_star)
     return _line_fit(x, y, use)
+
+
+@dataclasses.dataclass(frozen=True)
+class GraphicalMethod:
+    """A graphical method: its function ``(tacs [N, F], plot, t_star) -> LinearPlot``, the name and unit of its
+    slope, and the unit of its intercept."""
+
+    name: str
+    fn: object
+    slope: str
+    slope_unit: str
+    intercept_unit: str
+
+
+#: Patlak: y = C/Cp (unitless) against x = ∫Cp/Cp (min), so the intercept is unitless; Logan: y = ∫C/C (min)
+#: against x = ∫Cp/C (min), so the intercept is in minutes.
+GRAPHICAL_METHODS: dict[str, GraphicalMethod] = {
+    "patlak": GraphicalMethod("patlak", patlak, "Ki", UNITS["Ki"], "1"),
+    "logan": GraphicalMethod("logan", logan, "VT", UNITS["VT"], "min"),
+}

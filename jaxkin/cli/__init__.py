@@ -1,8 +1,10 @@
 """The ``jaxkin`` command line: ``jaxkin <command> [options]``.
 
-Each command lives in its own module that defines ``register(subparsers)``; the parser it adds sets
-``run(args) -> int``. Bad input raises :class:`jaxkin.errors.InputError`, printed here as one line on
-stderr with exit status 2 (no traceback).
+Each command lives in its own module here (``jaxkin/cli/<command>.py``) that defines ``register(subparsers)``; the
+parser it adds sets ``run(args) -> int``. A command parses its options, calls the library once and prints; the
+library never imports from here. Bad input raises :class:`jaxkin.errors.InputError`, printed here as one line on
+stderr with exit status 2 (no traceback). To add a command: a new module with ``register`` and ``run``, and its
+name in :data:`COMMAND_MODULES`.
 """
 
 from __future__ import annotations
@@ -15,14 +17,8 @@ from jaxkin import __version__
 from jaxkin.errors import InputError
 
 # Modules that provide a subcommand, in the order ``jaxkin --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "jaxkin.models_cmd",
-    "jaxkin.simulate_cmd",
-    "jaxkin.idif_cmd",
-    "jaxkin.fit_cmd",
-    "jaxkin.train_cmd",
-    "jaxkin.predict_cmd",
-    "jaxkin.evaluate_cmd",
+COMMAND_MODULES: tuple[str, ...] = tuple(
+    f"jaxkin.cli.{name}" for name in ("models", "simulate", "idif", "fit", "train", "predict", "evaluate")
 )
 
 

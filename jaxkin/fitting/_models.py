@@ -1,0 +1,136 @@
+"""What the fits need to know of each compartment model: the rate grid of the basis-function start, the map from
+linear coefficients back to micro-parameters, the projection onto the bounds, and the model value with its Jacobian
+(analytic for the FDG model, forward-mode autodiff otherwise).
+
+Private to :mod:`jaxkin.fitting`; shapes: ``params [N, P]``, ``rates [..., R]``, TACs ``[N, F]``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxkin.kinetics import KineticInput, KineticModel
+
+
+def _value_and_jac_2tcmirr(params, kin: KineticInput):
+    """Analytic value ``[N, F]`` and Jacobian (4 arrays ``[N, F]``, one per parameter) of the 2TCM-irr model."""
+    k1, k2, k3, vb = params[:, 0], params[:, 1], params[:, 2], params[:, 3]
+    lam = jnp.maximum(k2 + k3, 1e-12)
+    e, de = kin.frame_conv_and_derivative(lam)
+    integral = kin.integral_mean
+    blood = kin.blood_mean
+    inv = 1.0 / lam
+    a = (k1 * k3 * inv)[:, None]
+    b = (k1 * k2 * inv)[:, None]
+    tissue = a * integral + b * e
+    c = (k1 * inv * inv)[:, None]
+    diff = e - integral
+    d_k1 = (k3 * inv)[:, None] * integral + (k2 * inv)[:, None] * e
+    d_k2 = c * k3[:, None] * diff + b * de
+    d_k3 = -c * k2[:, None] * diff + b * de
+    tb = (1.0 - vb)[:, None]
+    value = tb * tissue + vb[:, None] * blood
+    return value, (tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue)
+
+
+def _jacfwd_value_and_jac(tac: Callable):
+    def value_and_jac(params, kin):
+        def single(p):
+            v = tac(p, kin)
+            return v, v
+
+        jac, value = jax.vmap(jax.jacfwd(single, has_aux=True))(params)
+        return value, tuple(jac[..., i] for i in range(jac.shape[-1]))
+
+    return value_and_jac
+
+
+def _log_grid(lo, hi, size):
+    lo = max(lo, 1e-4)
+    return np.exp(np.linspace(np.log(lo), np.log(max(hi, lo * 1.0001)), size))
+
+
+def _basis_rates_2tcmirr(lo, hi, size):
+    return _log_grid(lo[1] + lo[2], hi[1] + hi[2], size)[:, None]
+
+
+def _basis_rates_1tcm(lo, hi, size):
+    return _log_grid(lo[1], hi[1], size)[:, None]
+
+
+def _basis_rates_2tcm(lo, hi, size):
+    # α1 α2 = k2 k4 and α1 + α2 = k2 + k3 + k4; α1 can be very slow (small k4): include rate 0 in the grid.
+    rates = np.concatenate([[0.0], _log_grid(1e-3, hi[1] + hi[2] + hi[3], size - 1)])
+    pairs = [(rates[i], rates[j]) for i in range(size) for j in range(i + 1, size)]
+    return np.array(pairs)
+
+
+def _coef_to_params_2tcmirr(coef, rates):
+    a, b, v = coef[..., 0], coef[..., 1], coef[..., 2]
+    lam = rates[..., 0]
+    ab = a + b
+    safe = jnp.where(ab > 0, ab, 1.0)
+    k1 = ab / jnp.maximum(1.0 - v, 1e-6)
+    k3 = jnp.where(ab > 0, lam * a / safe, 0.5 * lam)
+    k2 = lam - k3
+    return jnp.stack([k1, k2, k3, v], axis=-1)
+
+
+def _coef_to_params_1tcm(coef, rates):
+    a, v = coef[..., 0], coef[..., 1]
+    return jnp.stack([a / jnp.maximum(1.0 - v, 1e-6), jnp.broadcast_to(rates[..., 0], a.shape), v], axis=-1)
+
+
+def _coef_to_params_2tcm(coef, rates):
+    a1, a2, v = coef[..., 0], coef[..., 1], coef[..., 2]
+    r1, r2 = rates[..., 0], rates[..., 1]
+    k1 = (a1 + a2) / jnp.maximum(1.0 - v, 1e-6)
+    frac = jnp.where(a1 + a2 > 0, a1 / jnp.where(a1 + a2 > 0, a1 + a2, 1.0), 0.5)
+    k34 = r1 + frac * (r2 - r1)  # k3 + k4
+    k2 = r1 + r2 - k34
+    k4 = r1 * r2 / jnp.maximum(k2, 1e-9)
+    k3 = k34 - k4
+    return jnp.stack([k1, k2, k3, k4, v], axis=-1)
+
+
+def _project_2tcmirr(params, rates, lo, hi):
+    """Project onto the bounds keeping λ = k2 + k3 at the grid value; returns (params, coefficients)."""
+    lam = rates[..., 0]
+    k1 = jnp.clip(params[..., 0], lo[0], hi[0])
+    v = jnp.clip(params[..., 3], lo[3], hi[3])
+    k3 = jnp.clip(params[..., 2], jnp.maximum(lo[2], lam - hi[1]), jnp.minimum(hi[2], lam - lo[1]))
+    k2 = lam - k3
+    scale = (1.0 - v) * k1 / lam
+    return jnp.stack([k1, k2, k3, v], -1), jnp.stack([scale * k3, scale * k2, v], -1)
+
+
+def _project_1tcm(params, rates, lo, hi):
+    k1 = jnp.clip(params[..., 0], lo[0], hi[0])
+    v = jnp.clip(params[..., 2], lo[2], hi[2])
+    return jnp.stack([k1, params[..., 1], v], -1), jnp.stack([(1.0 - v) * k1, v], -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Spec:
+    basis_rates: Callable  # (lower, upper, size) -> [G, R] NumPy
+    integral_column: bool  # a rate-0 (running integral) column first
+    coef_to_params: Callable  # (coef [N, K], rates [N, R]) -> params [N, P]
+    value_and_jac: Callable  # (params [N, P], kin) -> ([N, F], P arrays [N, F])
+    project: Callable | None  # (params [..., P], rates [..., R], lo, hi) -> (params, coef) inside the bounds
+    grid_scale: float = 1.0  # grid points per rate axis, relative to FitSettings.grid_size
+
+
+def spec(model: KineticModel) -> _Spec:
+    """How to fit ``model``: its basis grid, coefficient map, projection onto the bounds and Jacobian."""
+    if model.name == "2tcmirr":
+        return _Spec(_basis_rates_2tcmirr, True, _coef_to_params_2tcmirr, _value_and_jac_2tcmirr, _project_2tcmirr)
+    if model.name == "1tcm":
+        return _Spec(_basis_rates_1tcm, False, _coef_to_params_1tcm, _jacfwd_value_and_jac(model.tac), _project_1tcm)
+    if model.name == "2tcm":
+        return _Spec(_basis_rates_2tcm, False, _coef_to_params_2tcm, _jacfwd_value_and_jac(model.tac), None, 0.5)
+    raise ValueError(f"no fitting specification for model {model.name!r}")
