@@ -40,7 +40,7 @@ KI_ORGANS = ("liver", "myocardium", "kidneys", "spleen", "lungs", "bone", "lesio
 def ki_rmse(dataset: Path, predictions: Path, subjects: list[str]) -> dict:
     """Per-organ Ki RMSE (mL/cm^3/min) of the maps in ``predictions/<subject>/`` against the truth, pooled."""
     from jaxkin.data.dataset import subject_files
-    from jaxkin.evaluate_cmd import Method, evaluate_subject, summarise
+    from jaxkin.evaluation import Method, evaluate_subject, summarise
 
     method = Method("network", predictions)
     results = [evaluate_subject(subject_files(dataset, s), [method]) for s in subjects]
@@ -60,7 +60,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(HERE.parent))
     from jaxkin.data.dataset import dataset_split
     from jaxkin.data.phantom import simulate_dataset
-    from jaxkin.train import load_config, train
+    from jaxkin.evaluation.plots import unit_label
+    from jaxkin.network import load_config, train
 
     workdir = Path(args.workdir)
     overrides = list(CPU_SCALE) if args.scale == "cpu" else []
@@ -94,9 +95,10 @@ def main(argv=None) -> int:
              "full scale (the configs as written)" + (": " + ", ".join(overrides) if overrides else ""))
     lines = ["# Table 1 (ablation), reproduced with jaxkin", "",
              f"Command: `python experiments/ablation.py {' '.join(argv if argv is not None else sys.argv[1:])}`", "",
-             f"Scale: {scale}. Data: simulated phantom `{data}`, test subjects {', '.join(test_subjects)}. CS and MAE "
-             "(kBq/mL): mean ± SD over the test voxels (the paper's definitions); paper values (real patients, "
-             "500 epochs) for reference. Ki RMSE (mL/cm³/min): predicted vs ground-truth Ki over each organ's voxels.",
+             (f"Scale: {scale}. Data: simulated phantom `{data}`, test subjects {', '.join(test_subjects)}. CS and "
+              "MAE (kBq/mL): mean ± SD over the test voxels (the paper's definitions); paper values (real patients, "
+              f"500 epochs) for reference. Ki RMSE ({unit_label('Ki')}): predicted vs ground-truth Ki over each "
+              "organ's voxels."),
              "", "| Exp | Convolution | Pooling | Final activation | CS ↑ | MAE ↓ | paper CS | paper MAE | "
              + " | ".join(f"Ki RMSE {o}" for o in organs) + " | train s |",
              "|---|---|---|---|---|---|---|---|" + "---|" * len(organs) + "---|"]

@@ -6,8 +6,8 @@
 For each test subject of the run's dataset (``RUN/data``, or ``--dataset``): ``jaxkin fit`` with jaxkin LM and with
 Patlak (t* = 20 min) inside the subject's label map (``RUN/fits/lm``, ``RUN/fits/patlak``), with ``--curve-fit`` also
 scipy curve_fit (``RUN/fits/curve_fit``; slow on a CPU: ~10 TACs/s per core), then ``jaxkin evaluate`` of the network's
-predictions (``RUN/predictions``) against these methods and the ground truth into ``--out`` (default
-``RUN/evaluation``): report.md, TSV tables and figures. Existing fits are reused.
+predictions (``RUN/predictions``) against these methods and the ground truth (:func:`jaxkin.evaluation.evaluate`)
+into ``--out`` (default ``RUN/evaluation``): report.md, TSV tables and figures. Existing fits are reused.
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from jaxkin.cli import main as jaxkin_main
     from jaxkin.data.dataset import dataset_split, subject_files
+    from jaxkin.errors import InputError
+    from jaxkin.evaluation import evaluate
 
     run = Path(args.run)
     dataset = Path(args.dataset) if args.dataset else run / "data"
@@ -52,10 +54,12 @@ def main(argv=None) -> int:
     if args.curve_fit:
         preds.append("curve_fit=" + str(run / "fits" / "curve_fit"))
     preds.append("Patlak=" + str(run / "fits" / "patlak"))
-    command = ["evaluate", "--dataset", str(dataset), "--split", "test", "--out", str(out)]
-    for p in preds:
-        command += ["--pred", p]
-    return jaxkin_main(command)
+    try:
+        print(f"wrote {evaluate(dataset, preds, out, split='test') / 'report.md'}")
+    except InputError as err:
+        print(f"compare_methods: error: {err}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":

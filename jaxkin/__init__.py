@@ -3,7 +3,7 @@
 Time in minutes, rates in 1/min, activity in kBq/ml inside the library (files are converted at the boundary).
 """
 
-__version__ = "0.1.0"
+from jaxkin._version import __version__
 
 from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule

@@ -1,5 +1,6 @@
-"""Evaluation: metric functions against hand/NumPy/scipy references, and `jaxkin evaluate` on a noiseless phantom
-(ground truth as a perfect method, a copy with a known bias, jaxkin LM maps, Patlak maps), report and bad input."""
+"""Evaluation: metric functions against hand/NumPy/scipy references, units of the figures from the kinetics, and
+`jaxkin evaluate` on a noiseless phantom (ground truth as a perfect method, a copy with a known bias, jaxkin LM maps,
+Patlak maps), report and bad input."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ import pytest
 import scipy.spatial.distance
 import scipy.stats
 
-from jaxkin import evaluate as ev
+from jaxkin import evaluation as ev
+from jaxkin import kinetics
 from jaxkin.cli import main
-
 
 # --------------------------------------------------------------------------------------------------
 # Pure metrics
@@ -85,14 +86,36 @@ def test_organ_values_and_statistics():
 
 
 def test_model_tacs_equal_the_kinetic_core():
+    """The report's model TACs (kinetics.tacs_in_chunks) are the kinetic core's, also across padded chunks."""
     import jaxkin
 
     frames = jaxkin.FrameSchedule.quadra()
     t = np.array([0.0, 0.3, 0.6, 1.0, 2.0, 5.0, 10.0, 30.0, 70.0])
     kin = jaxkin.prepare(jaxkin.InputFunction(t, np.array([0.0, 200.0, 60.0, 30.0, 20.0, 12.0, 9.0, 6.0, 4.0])), frames)
     params = np.array([[0.6, 1.2, 0.1, 0.05], [0.667, 0.695, 0.003, 0.01], [0.1, 0.5, 0.02, 0.03]], np.float32)
-    out = ev.model_tacs(params, kin, chunk=2)  # two chunks, the second padded
+    out = kinetics.tacs_in_chunks(params, kin, kinetics.FDG_MODEL, chunk=2)  # two chunks, the second padded
     np.testing.assert_allclose(out, np.asarray(jaxkin.two_tissue_irreversible(params, kin)), rtol=1e-6)
+
+
+def test_evaluated_parameters_and_units_come_from_kinetics(tmp_path, monkeypatch):
+    from jaxkin.evaluation import plots
+
+    assert ev.PARAMS == kinetics.get_model(kinetics.FDG_MODEL).map_names
+    for p in ev.PARAMS:
+        unit = kinetics.UNITS[p]
+        assert (plots.unit_label(p) == "unitless") if unit == "1" else (plots.unit_label(p).replace("³", "3") == unit)
+    figures = []
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig))
+    monkeypatch.setitem(kinetics.UNITS, "K1", "mL/cm3/s")  # a changed unit reaches the figures
+    stats = {"truth": {"liver": {p: (1.0, 0.1, 3) for p in ev.PARAMS}}}
+    plots.organ_bars(stats, ["liver"], list(ev.PARAMS), tmp_path / "bars.png")
+    labels = [ax.get_ylabel() for ax in figures[0].axes]
+    assert labels == [f"{p} ({plots.unit_label(p)})" for p in ev.PARAMS] and labels[0] == "K1 (mL/cm³/s)"
+    volume = np.ones((4, 4, 3))
+    plots.parametric_images({"truth": {p: volume for p in ev.PARAMS}}, list(ev.PARAMS), volume.astype(int),
+                            {1: "liver"}, (1.0, 1.0, 1.0), "coronal", 1, tmp_path / "maps.png")
+    bars = {ax.get_xlabel() for ax in figures[1].axes} - {""}
+    assert bars == {plots.unit_label(p) for p in ev.PARAMS} and "mL/cm³/s" in bars
 
 
 # --------------------------------------------------------------------------------------------------
@@ -109,8 +132,7 @@ def phantom(tmp_path_factory):
     from jaxkin.data import bids
     from jaxkin.data.dataset import subject_files
     from jaxkin.data.phantom import simulate_dataset
-    from jaxkin.fitting import fit_tacs
-    from jaxkin.graphical import PlotInput, patlak
+    from jaxkin.fitting import PlotInput, fit_tacs, patlak
 
     root = tmp_path_factory.mktemp("evaluate")
     ds = simulate_dataset(root / "ds", subjects=1, noise_scale=0.0, fwhm_mm=0.0)
@@ -234,3 +256,23 @@ def test_bad_input_is_one_error_and_no_output(phantom, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "K1_mimap.nii.gz" in err and err.count("\n") == 1
     assert not out.exists() and not list(tmp_path.glob(".rep.*"))
+
+
+def test_report_states_the_frame_count(phantom, tmp_path):
+    """A dataset whose scan has 40 frames, not the phantom's 62: the report says so."""
+    import json
+
+    import nibabel as nib
+
+    ds = tmp_path / "ds"
+    shutil.copytree(phantom["ds"], ds)
+    pet = ds / "sub-01" / "pet" / "sub-01_pet.nii.gz"
+    image = nib.load(str(pet))
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj)[..., :40], image.affine, image.header), str(pet))
+    sidecar = json.loads(pet.with_name("sub-01_pet.json").read_text())
+    for key in ("FrameTimesStart", "FrameDuration", "DecayCorrectionFactor"):
+        sidecar[key] = sidecar[key][:40]
+    pet.with_name("sub-01_pet.json").write_text(json.dumps(sidecar))
+    out = ev.evaluate(ds, [str(phantom["root"] / "perfect")], tmp_path / "rep", figures=False)
+    text = (out / "report.md").read_text()
+    assert "(40 frames)" in text and "(62 frames)" not in text

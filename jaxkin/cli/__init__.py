@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 
-from jaxkin import __version__
+from jaxkin._version import __version__
 from jaxkin.errors import InputError
 
 # Modules that provide a subcommand, in the order ``jaxkin --help`` lists them.

@@ -582,7 +582,7 @@ def write_map(out_dir, prefix: str, model: str, param: str, values, *, reference
     """
     import nibabel as nib
 
-    from jaxkin import __version__
+    from jaxkin._version import __version__
 
     values = np.asarray(values, dtype=np.float32)
     if values.shape != tuple(reference.shape[:3]):

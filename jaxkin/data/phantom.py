@@ -23,15 +23,16 @@ import dataclasses
 
 import numpy as np
 
+from jaxkin.decay import F18_HALF_LIFE_MIN
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import FengParameters, InputFunction, feng_input
+from jaxkin.kinetics import FDG_MODEL, get_model, tacs_in_chunks
 
 __all__ = [
     "LABELS",
     "ORGAN_PARAMETERS",
     "PRESETS",
     "NOISE_S",
-    "F18_HALF_LIFE_MIN",
     "Preset",
     "Subject",
     "get_preset",
@@ -56,7 +57,7 @@ LABELS: dict[int, str] = {
 }
 
 #: Mean irreversible 2TC parameters ``(K1, k2, k3, vB)`` per label (K1 in ml/cm^3/min, k2, k3 in 1/min).
-#: Organs from DESIGN.md (Sari et al. 2022 style values); "lesion" is the liver-tumour row. "body" (muscle and
+#: Organs from the literature the paper follows (Sari et al. 2022 style values); "lesion" is the liver-tumour row. "body" (muscle and
 #: fat) and "bladder" are our choices: low uptake for soft tissue; the bladder fills with excreted FDG, which
 #: an irreversible uptake with large Ki imitates (its real kinetics is renal excretion, not a compartment model).
 #: Blood pool and aorta are pure blood: vB = 1 and no tissue, so their TAC is the input function.
@@ -84,12 +85,12 @@ HETEROGENEITY_MM = 20.0
 INPUT_SCALE_SD = 0.15
 INPUT_DELAY_MIN = (0.1, 0.3)
 
-F18_HALF_LIFE_MIN = 109.77
 #: Noise constant s at noise_scale = 1 (kBq/ml*min): about 3.6% SD in a late (300 s) liver frame voxel.
 NOISE_S = 0.06
 
-PARAM_NAMES = ("K1", "k2", "k3", "vB")
-PARAM_UNITS = ("mL/cm3/min", "1/min", "1/min", "1")
+#: The ground truth's parameters (K1, k2, k3, vB) and maps (those and Ki), from the kinetic model.
+PARAM_NAMES = get_model(FDG_MODEL).param_names
+MAP_NAMES = get_model(FDG_MODEL).map_names
 
 
 @dataclasses.dataclass(frozen=True)
@@ -319,38 +320,6 @@ def _parameter_maps(rng: np.random.Generator, preset: Preset, labels: np.ndarray
 # Kinetics and physics
 # --------------------------------------------------------------------------------------------------
 
-_CHUNK = 32768
-
-
-def _tacs(params: np.ndarray, kin) -> np.ndarray:
-    """Model TACs ``[N, F]`` (kBq/ml) of ``params [N, 4]``, in fixed-size chunks (one compilation, padded)."""
-    import jax
-
-    from jaxkin.kinetics import two_tissue_irreversible
-
-    fn = _jitted_model(two_tissue_irreversible)
-    n = params.shape[0]
-    n_frames = kin.frame_duration.shape[0]
-    out = np.empty((n, n_frames), np.float32)
-    for i in range(0, n, _CHUNK):
-        chunk = params[i : i + _CHUNK]
-        padded = np.zeros((_CHUNK, 4), np.float32)
-        padded[: chunk.shape[0]] = chunk
-        out[i : i + chunk.shape[0]] = np.asarray(jax.device_get(fn(padded, kin)))[: chunk.shape[0]]
-    return out
-
-
-_JIT_CACHE: dict = {}
-
-
-def _jitted_model(model):
-    import jax
-
-    if model not in _JIT_CACHE:
-        _JIT_CACHE[model] = jax.jit(model)
-    return _JIT_CACHE[model]
-
-
 def noise_sd(clean: np.ndarray, frames: FrameSchedule, noise_scale: float) -> np.ndarray:
     """Noise SD (kBq/ml) for a noiseless image ``clean [..., F]`` (kBq/ml): the module's formula with
     ``s = noise_scale * NOISE_S``; decay-aware (F-18, half-life 109.77 min) and inversely proportional to the
@@ -423,7 +392,7 @@ def simulate_subject(index: int, *, seed: int = 0, preset: str = "small", noise_
     sub_labels = labels[box]
     inside = sub_labels > 0
     clean = np.zeros(sub_labels.shape + (frames.n_frames,), np.float32)
-    clean[inside] = _tacs(truth[box][inside], kin)
+    clean[inside] = tacs_in_chunks(truth[box][inside], kin, FDG_MODEL)
     pet = _blur(clean, fwhm, p.voxel_mm)
     del clean
     if noise_scale > 0:
@@ -462,7 +431,7 @@ def simulate_subject(index: int, *, seed: int = 0, preset: str = "small", noise_
 # Writing a BIDS dataset
 # --------------------------------------------------------------------------------------------------
 
-MODEL_NAME = "2tcmirr"
+MODEL_NAME = FDG_MODEL
 TRUTH_DIR = ("derivatives", "groundtruth")
 
 
@@ -520,7 +489,9 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
 
 def write_subject(root, subject: Subject, *, units: str = "kBq/mL") -> dict:
     """Write one simulated subject into the dataset ``root``; returns its paths (see :func:`subject_paths`)."""
-    from jaxkin import __version__
+    import jax
+
+    from jaxkin._version import __version__
     from jaxkin.data import bids
 
     preset = get_preset(subject.preset)
@@ -532,19 +503,20 @@ def write_subject(root, subject: Subject, *, units: str = "kBq/mL") -> dict:
     bids.write_input_function(paths["input_function"], subject.input_function, units=units, column="AIF")
     bids.write_labels(paths["labels"], subject.labels, subject.label_names, subject.affine)
     reference = bids.load_pet(paths["pet"])
-    ki = subject.truth[..., 0] * subject.truth[..., 2] / np.maximum(subject.truth[..., 1] + subject.truth[..., 2], 1e-12)
+    model = get_model(MODEL_NAME)
+    maps = {name: subject.truth[..., i] for i, name in enumerate(model.param_names)}
+    maps |= {name: np.asarray(v) for name, v in model.macro_parameters(subject.truth).items()}
     extra = {"Description": "ground truth of the simulated phantom (unblurred, at voxel centres)",
              "Sources": [paths["pet"].name, paths["labels"].name]}
     cmd = f"jaxkin simulate (jaxkin {__version__}, preset {preset.name}, seed {subject.seed})"
-    for i, (name, unit) in enumerate(zip(PARAM_NAMES, PARAM_UNITS)):
-        bids.write_map(paths["truth_dir"], subject.subject_id, MODEL_NAME, name, subject.truth[..., i],
-                       reference=reference, units=unit, command_line=cmd, extra=extra)
-    bids.write_map(paths["truth_dir"], subject.subject_id, MODEL_NAME, "Ki", ki, reference=reference,
-                   units="mL/cm3/min", command_line=cmd, extra=extra)
+    for name, values in maps.items():
+        bids.write_map(paths["truth_dir"], subject.subject_id, MODEL_NAME, name, values, reference=reference,
+                       units=model.units[name], command_line=cmd, extra=extra)
     rows = ["name\tindex\tK1\tk2\tk3\tvB\tKi\tvoxels"]
     for index, name in LABELS.items():
         k1, k2, k3, vb = subject.organ_params[name]
-        organ_ki = k1 * k3 / (k2 + k3) if k2 + k3 > 0 else 0.0
+        with jax.enable_x64(True):
+            organ_ki = float(model.macro_parameters(np.array([k1, k2, k3, vb]))["Ki"])
         n = int(np.count_nonzero(subject.labels == index))
         rows.append(f"{name}\t{index}\t{k1:.6g}\t{k2:.6g}\t{k3:.6g}\t{vb:.6g}\t{organ_ki:.6g}\t{n}")
     paths["organs"].write_text("\n".join(rows) + "\n", encoding="utf-8")
@@ -575,7 +547,7 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
-    from jaxkin import __version__
+    from jaxkin._version import __version__
     from jaxkin.data import bids
     from jaxkin.data.files import atomic_directory
     from jaxkin.errors import InputError

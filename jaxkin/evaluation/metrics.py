@@ -2,7 +2,7 @@
 statistics of parametric maps, and errors against ground truth.
 
 Shapes and units: TACs ``[..., F]`` in kBq/ml; masks and label maps ``[X, Y, Z]`` (bool / int); parameter maps
-``[X, Y, Z]`` in their own units (K1 ml/cm^3/min, k2 and k3 1/min, vB unitless, Ki ml/cm^3/min).
+``[X, Y, Z]`` in their own units (:data:`jaxkin.kinetics.UNITS`).
 
 Definitions (the paper, Section 2.2, and DESIGN.md):
 
@@ -13,12 +13,14 @@ Definitions (the paper, Section 2.2, and DESIGN.md):
   (population SD), ``RMSE = sqrt(mean((e - t)^2))`` (so ``RMSE^2 = bias^2 + SD^2``) and Pearson's r of ``e`` and ``t``
   (NaN when either is constant).
 
-The one impure helper, :func:`model_tacs`, runs jaxkin's kinetic core on chunks of voxels.
+Model TACs for these metrics come from :func:`jaxkin.kinetics.tacs_in_chunks`.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from jaxkin.kinetics import FDG_MODEL, get_model
 
 __all__ = [
     "PARAMS",
@@ -29,11 +31,10 @@ __all__ = [
     "organ_values",
     "organ_statistics",
     "error_statistics",
-    "model_tacs",
 ]
 
-#: Parameters evaluated, in report order (the model's four and the macro-parameter Ki).
-PARAMS: tuple[str, ...] = ("K1", "k2", "k3", "vB", "Ki")
+#: Parameters evaluated, in report order: the FDG model's maps (``K1 k2 k3 vB`` and the macro-parameter ``Ki``).
+PARAMS: tuple[str, ...] = get_model(FDG_MODEL).map_names
 
 
 def voxel_mae(tac, model_tac) -> np.ndarray:
@@ -128,30 +129,3 @@ def error_statistics(estimate, truth) -> dict:
             r = float(np.clip(np.sum(de * dt) / denom, -1.0, 1.0))
     return {"bias": float(d.mean()), "sd": float(d.std()), "rmse": float(np.sqrt(np.mean(d * d))), "r": r,
             "n": int(e.size)}
-
-
-_JITTED: dict = {}
-
-
-def model_tacs(params, kin, *, chunk: int = 16384) -> np.ndarray:
-    """Frame-averaged irreversible 2TC model TACs ``[N, F]`` (kBq/ml) of ``params [N, 4]`` (K1, k2, k3, vB) for the
-    scan described by ``kin`` (:func:`jaxkin.prepare`). Voxels are processed in fixed-size padded chunks, so the
-    model compiles once per chunk size."""
-    import jax
-
-    from jaxkin.kinetics import two_tissue_irreversible
-
-    if "2tcmirr" not in _JITTED:
-        _JITTED["2tcmirr"] = jax.jit(two_tissue_irreversible)
-    fn = _JITTED["2tcmirr"]
-    params = np.asarray(params, np.float32).reshape(-1, 4)
-    n = params.shape[0]
-    n_frames = int(np.asarray(kin.frame_duration).shape[0])
-    out = np.empty((n, n_frames), np.float32)
-    size = min(chunk, max(1, 1 << (max(n, 1) - 1).bit_length()))
-    for i in range(0, n, size):
-        part = params[i : i + size]
-        padded = np.zeros((size, 4), np.float32)
-        padded[: part.shape[0]] = part
-        out[i : i + part.shape[0]] = np.asarray(fn(padded, kin))[: part.shape[0]]
-    return out

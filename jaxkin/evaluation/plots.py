@@ -9,9 +9,17 @@ from __future__ import annotations
 
 import numpy as np
 
-UNITS = {"K1": "mL/cm³/min", "k2": "1/min", "k3": "1/min", "vB": "unitless", "Ki": "mL/cm³/min"}
+from jaxkin.kinetics import UNITS
+
 #: Organs outlined on the parametric images (as in the paper's Fig. 4: liver, spleen, kidney).
 CONTOUR_ORGANS = {"liver": "white", "spleen": "cyan", "kidneys": "magenta", "lesion": "yellow"}
+
+
+def unit_label(param: str) -> str:
+    """The display unit of a parameter, from :data:`jaxkin.kinetics.UNITS`: ``cm3`` as ``cm³``, ``1`` as
+    ``unitless``; ``""`` for a name without a unit there."""
+    unit = UNITS.get(param, "")
+    return "unitless" if unit == "1" else unit.replace("cm3", "cm³")
 
 
 def _plt():
@@ -48,7 +56,7 @@ def organ_bars(stats: dict, organs: list[str], params: list[str], path) -> None:
             color = "0.35" if method == "truth" else colors[(j - ("truth" in methods)) % len(colors)]
             ax.bar(x + (j - (len(methods) - 1) / 2) * width, means, width, yerr=sds, capsize=2, label=method,
                    color=color, edgecolor="none")
-        ax.set_ylabel(f"{param} ({UNITS.get(param, '')})")
+        ax.set_ylabel(f"{param} ({unit_label(param)})")
         ax.set_xticks(x)
         ax.set_xticklabels(organs if row == len(params) - 1 else [""] * len(organs), rotation=30, ha="right")
         ax.grid(axis="y", alpha=0.3)
@@ -152,7 +160,7 @@ def parametric_images(maps: dict, params: list[str], labels, names: dict, voxel_
             if row == 0:
                 ax.set_title(param, fontsize=11)
         if image is not None:
-            _colorbar(fig, image, axes[:, col], UNITS.get(param, ""))
+            _colorbar(fig, image, axes[:, col], unit_label(param))
     legend = ", ".join(f"{o} ({c})" for o, c in CONTOUR_ORGANS.items() if o in names.values())
     fig.suptitle(f"{title}\n{view} slice {index}; R on the left; contours: {legend}".strip(), fontsize=10)
     _save(fig, path)
@@ -189,7 +197,7 @@ def error_maps(errors: dict, params: list[str], voxel_mm, view: str, index: int,
             if row == 0:
                 ax.set_title(f"{param} error", fontsize=11)
         if image is not None:
-            _colorbar(fig, image, axes[:, col], f"estimate − truth\n({UNITS.get(param, '')})")
+            _colorbar(fig, image, axes[:, col], f"estimate − truth\n({unit_label(param)})")
     fig.suptitle(f"{title}\n{view} slice {index}; R on the left; red = overestimate, grey = not evaluated".strip(),
                  fontsize=10)
     _save(fig, path)

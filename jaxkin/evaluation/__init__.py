@@ -1,0 +1,30 @@
+"""Evaluation against the measured TACs and the ground truth: pure metric functions (:mod:`.metrics`), the report
+of ``jaxkin evaluate`` with its tables (:mod:`.report`) and its figures (:mod:`.plots`)."""
+
+from jaxkin.evaluation.metrics import (
+    PARAMS,
+    error_statistics,
+    mean_sd,
+    organ_statistics,
+    organ_values,
+    tac_metrics,
+    voxel_cosine,
+    voxel_mae,
+)
+from jaxkin.evaluation.report import (
+    Method,
+    command_line,
+    evaluate,
+    evaluate_subject,
+    method_files,
+    parse_methods,
+    summarise,
+    write_report,
+)
+
+__all__ = [
+    "PARAMS", "voxel_mae", "voxel_cosine", "tac_metrics", "mean_sd", "organ_values", "organ_statistics",
+    "error_statistics",
+    "Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report", "command_line",
+    "evaluate",
+]

@@ -1,0 +1,426 @@
+"""The evaluation report: compare methods' parametric maps with the measured TACs and, on simulated data, the truth.
+
+A *method* is a folder of maps ``<prefix>_model-2tcmirr_meas-<K1|k2|k3|vB|Ki>_mimap.nii.gz`` (written by
+``jaxkin fit`` or ``jaxkin predict``; directly in the folder or in a subfolder per subject, ``sub-01/``) or
+``<prefix>_model-patlak_meas-Ki_mimap.nii.gz`` (Patlak: Ki only, no TAC metrics), for the dataset's subjects
+(``<prefix>`` is the PET file's, e.g. ``sub-01``). A method without a Ki map gets the model's Ki
+(:meth:`jaxkin.kinetics.KineticModel.macro_parameters`).
+
+Voxels evaluated: those of the subject's label map (label > 0) whose TAC and maps are finite; without a label map,
+every voxel with finite values and a nonzero K1 (or Ki) in every method. Model TACs come from jaxkin's kinetic core
+(:func:`jaxkin.kinetics.tacs_in_chunks`) with the subject's input function.
+
+:func:`evaluate` runs it all and writes, through a temporary folder renamed at the end, report.md, the TSV tables
+(tac_metrics, slice_metrics, organ_parameters, organ_errors) and figures/*.png.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from pathlib import Path
+
+import numpy as np
+
+from jaxkin.data import bids
+from jaxkin.data.dataset import dataset_split, list_subjects, subject_files
+from jaxkin.data.files import atomic_directory, nifti_stem
+from jaxkin.errors import InputError
+from jaxkin.evaluation import metrics
+from jaxkin.evaluation.metrics import PARAMS
+from jaxkin.kinetics import FDG_MODEL, get_model, prepare, tacs_in_chunks
+
+__all__ = ["Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report", "command_line",
+           "evaluate"]
+
+MODEL = FDG_MODEL
+#: Organs whose sample TACs are drawn (those present in the label map).
+TAC_ORGANS = ("liver", "myocardium", "kidneys", "lesion", "lungs", "bone")
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """A method's name in the report and its folder of maps."""
+
+    name: str
+    folder: Path
+
+
+def parse_methods(specs: list[str]) -> list[Method]:
+    """``["DIR", "NAME=DIR", ...]`` -> methods; InputError for a missing folder or a repeated name."""
+    methods = []
+    for spec in specs:
+        name, sep, folder = spec.partition("=")
+        if not sep:
+            folder, name = spec, Path(spec.rstrip("/")).name
+        path = Path(folder)
+        if not path.is_dir():
+            raise InputError(f"--pred {spec}: folder {path} not found")
+        if not name or name == "truth":
+            raise InputError(f"--pred {spec}: give the method a name other than {name!r} (NAME=DIR)")
+        if any(m.name == name for m in methods):
+            raise InputError(f"--pred {spec}: two methods named {name!r}; use NAME=DIR")
+        methods.append(Method(name, path))
+    return methods
+
+
+def method_files(method: Method, prefix: str) -> tuple[str | None, dict]:
+    """``(kind, {param: path})``: kind ``"2tcmirr"`` (K1, k2, k3, vB and optionally Ki), ``"patlak"`` (Ki) or None.
+
+    Maps are looked for in the method's folder, then in its subfolder named after the subject (``sub-01/``, as
+    ``jaxkin train`` writes ``predictions/<subject>/``).
+    """
+    subject = prefix.split("_", 1)[0]
+    for folder in (method.folder, method.folder / subject):
+        full = {p: bids.map_path(folder, prefix, MODEL, p) for p in PARAMS}
+        present = {p: f for p, f in full.items() if f.is_file()}
+        if all(p in present for p in get_model(MODEL).param_names):
+            return MODEL, present
+        patlak = bids.map_path(folder, prefix, "patlak", "Ki")
+        if patlak.is_file():
+            return "patlak", {"Ki": patlak}
+    return None, {}
+
+
+def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | None, methods: list[Method]) -> list:
+    """The :class:`~jaxkin.data.dataset.SubjectFiles` of the subjects to evaluate: those of ``split`` /
+    ``subjects`` (default: all) with maps in every method's folder; InputError if a named subject lacks some."""
+    candidates = list_subjects(dataset)
+    if not candidates:
+        raise InputError(f"{dataset}: no sub-* folders")
+    if split is not None:
+        candidates = dataset_split(dataset)[split]
+    if subjects:
+        wanted = [s if s.startswith("sub-") else f"sub-{s}" for s in subjects]
+        missing = [s for s in wanted if s not in candidates]
+        if missing:
+            raise InputError(f"--subjects: {', '.join(missing)} not in {dataset}" + (f" ({split} split)" if split else ""))
+        candidates = wanted
+    chosen = []
+    for sid in candidates:
+        files = subject_files(dataset, sid)
+        prefix = nifti_stem(files.pet).removesuffix("_pet")
+        kinds = [method_files(m, prefix)[0] for m in methods]
+        if all(kinds):
+            chosen.append(files)
+        elif subjects:
+            lacking = [m.name for m, k in zip(methods, kinds) if not k]
+            raise InputError(f"{sid}: no maps {prefix}_model-{MODEL}_meas-<param>_mimap.nii.gz in --pred "
+                             f"{', '.join(lacking)}")
+    if not chosen:
+        raise InputError(
+            f"no subject of {dataset} has maps in every --pred folder (expected "
+            f"<prefix>_model-{MODEL}_meas-K1_mimap.nii.gz ... or _model-patlak_meas-Ki_mimap.nii.gz, e.g. "
+            f"{', '.join(str(m.folder) for m in methods)})")
+    return chosen
+
+
+def _with_macros(maps: dict) -> dict:
+    """A 2TC method's maps ``{param: [X, Y, Z]}`` plus the model's macro-parameters (Ki) it lacks."""
+    model = get_model(MODEL)
+    if all(name in maps for name in model.macros):
+        return maps
+    params = np.stack([maps[p] for p in model.param_names], axis=-1)  # [X, Y, Z, P]
+    macros = model.macro_parameters(params)
+    return maps | {name: np.asarray(v, np.float32) for name, v in macros.items() if name not in maps}
+
+
+def _sample_tacs(data, labels, names: dict, mask, model_volumes: dict) -> dict:
+    """``{organ: {"measured": [F], method: [F], ...}}`` (kBq/ml) at the masked voxel nearest each organ's centroid
+    (organs of :data:`TAC_ORGANS` present in the label map)."""
+    samples = {}
+    for organ in TAC_ORGANS:
+        idx = [i for i, n in names.items() if n == organ]
+        sel = np.argwhere((labels == idx[0]) & mask) if idx else np.zeros((0, 3))
+        if len(sel) == 0 or not model_volumes:
+            continue
+        v = tuple(sel[np.argmin(((sel - sel.mean(axis=0)) ** 2).sum(axis=1))])
+        samples[organ] = {"measured": data[v]} | {n: model_volumes[n][v] for n in model_volumes}
+    return samples
+
+
+def evaluate_subject(files, methods: list[Method]) -> dict:
+    """All metrics of one subject (see the module docstring) and the arrays the figures need.
+
+    ``files``: the subject's :class:`~jaxkin.data.dataset.SubjectFiles`. Returns a dict with ``subject``,
+    ``prefix``, ``n_frames``; ``tac`` ``{method: metrics.tac_metrics(...)}`` (2TC methods only); ``organ_values``
+    ``{method: {organ: {param: 1D}}}`` and ``truth_values`` (empty without a label map / truth); ``maps``
+    ``{method: {param: [X, Y, Z]}}``, ``truth`` ``{param: [X, Y, Z]}``, ``labels int [X, Y, Z]`` and ``names``
+    (None without a label map), ``mask bool [X, Y, Z]``; ``samples`` (sample TACs), ``times`` (frame mid times
+    ``[F]``, min), ``voxel_mm`` and ``z_mm [Z]`` (each axial slice's scanner z, mm).
+    """
+    pet = bids.load_pet(files.pet)
+    if files.input_function is None:
+        raise InputError(f"{files.pet.parent}: no input function *_blood.tsv")
+    input_function = bids.load_input_function(files.input_function, pet=pet)
+    shape = tuple(pet.shape[:3])
+    labels = names = None
+    if files.labels is not None:
+        lab = bids.load_labels(files.labels, pet=pet)
+        labels, names = lab.data, lab.names
+    data = pet.read()
+    maps, kinds = {}, {}
+    for m in methods:
+        kind, paths = method_files(m, pet.prefix)
+        kinds[m.name] = kind
+        maps[m.name] = {p: bids.read_volume(f, pet) for p, f in paths.items()}
+        if kind == MODEL:
+            maps[m.name] = _with_macros(maps[m.name])
+    truth = {p: bids.read_volume(f, pet) for p, f in files.truth.items() if p in PARAMS}
+    mask = np.all(np.isfinite(data), axis=-1)
+    for per in maps.values():
+        for v in per.values():
+            mask &= np.isfinite(v)
+    if labels is not None:
+        mask &= labels > 0
+    else:
+        for per in maps.values():
+            mask &= (per["K1"] if "K1" in per else per["Ki"]) != 0
+    if not mask.any():
+        raise InputError(f"{files.pet}: no voxel to evaluate (empty label map or every map NaN/0)")
+
+    kin = prepare(input_function, pet.frames)
+    tac_results, model_volumes = {}, {}
+    for name, per in maps.items():
+        if kinds[name] != MODEL:
+            continue
+        params = np.stack([per[p][mask] for p in get_model(MODEL).param_names], axis=-1)
+        model = np.zeros(data.shape, np.float32)
+        model[mask] = tacs_in_chunks(params, kin, MODEL)
+        tac_results[name] = metrics.tac_metrics(data, model, mask)
+        model_volumes[name] = model
+    organ_vals = {name: metrics.organ_values(per, labels, names, mask) for name, per in maps.items()} if names else {}
+    truth_vals = metrics.organ_values(truth, labels, names, mask) if names and truth else {}
+    samples = _sample_tacs(data, labels, names, mask, model_volumes) if names else {}
+    return {"subject": files.subject, "prefix": pet.prefix, "n_frames": pet.frames.n_frames, "tac": tac_results,
+            "organ_values": organ_vals, "truth_values": truth_vals, "maps": maps, "truth": truth, "labels": labels,
+            "names": names, "mask": mask, "samples": samples, "times": pet.frames.mid, "voxel_mm": pet.voxel_size,
+            "z_mm": (pet.affine @ np.c_[np.zeros((shape[2], 2)), np.arange(shape[2]), np.ones(shape[2])].T)[2]}
+
+
+def _pool(per_subject: list[dict]) -> dict:
+    """Concatenate ``{organ: {param: values}}`` over subjects."""
+    out: dict = {}
+    for d in per_subject:
+        for organ, per in d.items():
+            for p, v in per.items():
+                out.setdefault(organ, {}).setdefault(p, []).append(v)
+    return {o: {p: np.concatenate(v) for p, v in per.items()} for o, per in out.items()}
+
+
+def summarise(results: list[dict], methods: list[Method]) -> dict:
+    """Tables over the evaluated subjects (:func:`evaluate_subject` results): ``tac`` (rows per method and subject),
+    ``organ_stats`` ``{method or "truth": {organ: {param: (mean, SD, n)}}}`` and ``errors`` (rows per method,
+    organ and parameter: :func:`~jaxkin.evaluation.metrics.error_statistics` against the truth)."""
+    tac_rows = []
+    for r in results:
+        for name, t in r["tac"].items():
+            tac_rows.append({"method": name, "subject": r["subject"], "voxels": t["voxels"], "cs": t["cs"],
+                             "cs_sd": t["cs_sd"], "mae": t["mae"], "mae_sd": t["mae_sd"]})
+    organ_stats, error_rows = {}, []
+    truth_pooled = _pool([r["truth_values"] for r in results]) if all(r["truth_values"] for r in results) else {}
+    if truth_pooled:
+        organ_stats["truth"] = metrics.organ_statistics(truth_pooled)
+    for m in methods:
+        pooled = _pool([r["organ_values"][m.name] for r in results if r["organ_values"]])
+        if not pooled:
+            continue
+        organ_stats[m.name] = metrics.organ_statistics(pooled)
+        for organ, per in pooled.items():
+            for p, values in per.items():
+                if truth_pooled and p in truth_pooled.get(organ, {}):
+                    s = metrics.error_statistics(values, truth_pooled[organ][p])
+                    error_rows.append({"method": m.name, "organ": organ, "param": p} | s)
+    return {"tac": tac_rows, "organ_stats": organ_stats, "errors": error_rows}
+
+
+def _fmt(x, digits=4) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.{digits}g}"
+
+
+def _tsv(path: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    keys = list(rows[0])
+    lines = ["\t".join(keys)] + ["\t".join(_fmt(r[k], 6) if isinstance(r[k], float) else str(r[k]) for k in keys)
+                                 for r in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _shown_params(stats: dict) -> list[str]:
+    """The parameters (in :data:`PARAMS` order) that some method of ``stats`` estimates."""
+    return [p for p in PARAMS if any(p in per for st in stats.values() for per in st.values())]
+
+
+def _tac_lines(results: list[dict], rows: list[dict]) -> list[str]:
+    lines = ["## TAC fit (per subject and pooled over all voxels of all subjects)", "",
+             "| method | subject | voxels | CS | MAE (kBq/mL) |", "|---|---|---:|---|---|"]
+    for row in rows:
+        lines.append(f"| {row['method']} | {row['subject']} | {row['voxels']} | {row['cs']:.4f} ± {row['cs_sd']:.4f}"
+                     f" | {row['mae']:.4g} ± {row['mae_sd']:.4g} |")
+    for name in dict.fromkeys(row["method"] for row in rows):
+        cs_all = np.concatenate([r["tac"][name]["voxel_cs"] for r in results if name in r["tac"]])
+        mae_all = np.concatenate([r["tac"][name]["voxel_mae"] for r in results if name in r["tac"]])
+        cs_m, cs_s = metrics.mean_sd(cs_all)
+        mae_m, mae_s = metrics.mean_sd(mae_all)
+        lines.append(f"| {name} | **all** | {cs_all.size} | {cs_m:.4f} ± {cs_s:.4f} | {mae_m:.4g} ± {mae_s:.4g} |")
+    return lines + [""]
+
+
+def _organ_lines(stats: dict) -> list[str]:
+    organs, params = list(next(iter(stats.values()))), _shown_params(stats)
+    lines = ["## Organ parameters (mean ± SD over the organ's voxels, all subjects pooled)", "",
+             "| organ | parameter | " + " | ".join(stats) + " |", "|---|---|" + "---|" * len(stats)]
+    for o in organs:
+        for p in params:
+            cells = []
+            for st in stats.values():
+                v = st.get(o, {}).get(p)
+                cells.append("—" if v is None else f"{_fmt(v[0])} ± {_fmt(v[1], 3)}")
+            lines.append(f"| {o} | {p} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _error_lines(errors: list[dict]) -> list[str]:
+    lines = ["## Against ground truth (estimate − truth over each organ's voxels)", "",
+             ("Bias = mean error, SD = SD of the error, RMSE = sqrt(bias² + SD²), r = Pearson correlation of "
+              "estimate and truth over the organ's voxels (n/a where the truth is constant)."), "",
+             "| method | organ | parameter | bias | SD | RMSE | r | voxels |", "|---|---|---|---|---|---|---|---:|"]
+    for e in errors:
+        lines.append(f"| {e['method']} | {e['organ']} | {e['param']} | {_fmt(e['bias'])} | {_fmt(e['sd'])} | "
+                     f"{_fmt(e['rmse'])} | {_fmt(e['r'], 3)} | {e['n']} |")
+    return lines + [""]
+
+
+def write_report(out: Path, dataset: Path, methods: list[Method], results: list[dict], summary: dict,
+                 figures: bool, command: str) -> None:
+    """Write report.md, tac_metrics.tsv, slice_metrics.tsv, organ_parameters.tsv, organ_errors.tsv and (with
+    ``figures``) figures/*.png into the existing folder ``out``; ``command`` is quoted in the report."""
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    _tsv(out / "tac_metrics.tsv", summary["tac"])
+    _tsv(out / "slice_metrics.tsv", [
+        {"method": n, "subject": r["subject"], "slice": int(z), "z_mm": float(r["z_mm"][z]),
+         "voxels": int(t["slice_voxels"][z]), "cs": float(t["slice_cs"][z]), "mae": float(t["slice_mae"][z])}
+        for r in results for n, t in r["tac"].items() for z in range(len(t["slice_cs"]))])
+    organ_rows = [{"method": meth, "organ": o, "param": p, "mean": v[0], "sd": v[1], "voxels": v[2]}
+                  for meth, st in summary["organ_stats"].items() for o, per in st.items() for p, v in per.items()]
+    _tsv(out / "organ_parameters.tsv", organ_rows)
+    _tsv(out / "organ_errors.tsv", summary["errors"])
+
+    frames = " or ".join(str(n) for n in sorted({r["n_frames"] for r in results}))
+    lines = ["# jaxkin evaluation report", "",
+             f"Command: `{command}`", "",
+             f"Dataset: `{dataset}`; subjects: {', '.join(r['subject'] for r in results)}.", "",
+             "Methods: " + "; ".join(f"**{m.name}** (`{m.folder}`)" for m in methods) + ".", "",
+             ("Voxels evaluated: inside the label map (label > 0), finite TAC and maps. MAE = mean over frames of "
+              f"|measured − model TAC| (kBq/mL); CS = cosine similarity of the measured and model TACs ({frames} "
+              "frames); mean ± SD over voxels (the paper's definitions). Model TACs: jaxkin's exact irreversible 2TC "
+              "model with the subject's input function."), ""]
+    if summary["tac"]:
+        lines += _tac_lines(results, summary["tac"])
+    if summary["organ_stats"]:
+        lines += _organ_lines(summary["organ_stats"])
+    if summary["errors"]:
+        lines += _error_lines(summary["errors"])
+    if figures:
+        lines += ["## Figures", ""] + [f"![{cap}](figures/{name})\n\n*{cap}*\n" for name, cap in
+                                       _draw_figures(out / "figures", results, summary)]
+    lines += ["Tables: `tac_metrics.tsv`, `slice_metrics.tsv`, `organ_parameters.tsv`, `organ_errors.tsv`.", ""]
+    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _slice_regions(r: dict) -> dict:
+    """``{name: bool [Z]}``: the axial slices with lungs only, lungs and heart, and liver (for Fig. 3a)."""
+    if not r["names"]:
+        return {}
+    present = {n: np.any(r["labels"] == i, axis=(0, 1)) for i, n in r["names"].items()}
+    lungs = present.get("lungs", np.zeros(0, bool))
+    heart = present.get("myocardium", np.zeros_like(lungs))
+    liver = present.get("liver", np.zeros_like(lungs))
+    if not lungs.size:
+        return {}
+    return {"lungs": lungs & ~heart & ~liver, "lungs + heart": lungs & heart & ~liver, "liver": liver}
+
+
+def _view_indices(r: dict) -> tuple[int, int]:
+    """Coronal (y) and axial (z) slice indices through the liver's centroid (else the mask's)."""
+    sel = r["mask"]
+    if r["names"]:
+        idx = [i for i, n in r["names"].items() if n == "liver"]
+        if idx and np.any(r["labels"] == idx[0]):
+            sel = r["labels"] == idx[0]
+    c = np.argwhere(sel).mean(axis=0)
+    return int(round(c[1])), int(round(c[2]))
+
+
+def _draw_figures(folder: Path, results: list[dict], summary: dict) -> list[tuple[str, str]]:
+    """Draw the report's figures into ``folder``; returns ``[(file name, caption)]``."""
+    from jaxkin.evaluation import plots
+
+    made = []
+    stats = summary["organ_stats"]
+    if stats:
+        plots.organ_bars(stats, list(next(iter(stats.values()))), _shown_params(stats), folder / "organ_bars.png")
+        made.append(("organ_bars.png", "Organ mean ± SD of each parameter per method (cf. the paper's Fig. 2)"))
+    r = results[-1]  # the last subject evaluated (the paper shows one test patient)
+    sid = r["subject"]
+    if r["tac"]:
+        plots.slice_cosine({n: t["slice_cs"] for n, t in r["tac"].items()}, r["z_mm"], _slice_regions(r),
+                           folder / f"{sid}_slice_cs.png", subject=f"({sid})")
+        made.append((f"{sid}_slice_cs.png", f"Mean TAC cosine similarity per axial slice, {sid} (cf. Fig. 3a)"))
+    shown = ({"truth": r["truth"]} if r["truth"] else {}) | r["maps"]
+    params = [p for p in PARAMS if any(p in m for m in shown.values())]
+    y_index, z_index = _view_indices(r)
+    limits = {}
+    for p in params:
+        ref = r["truth"].get(p) if r["truth"] else None
+        vals = (ref if ref is not None else next(m[p] for m in shown.values() if p in m))[r["mask"]]
+        limits[p] = (0.0, float(np.percentile(vals, 99)) or 1e-6)
+    for view, index in (("coronal", y_index), ("axial", z_index)):
+        name = f"{sid}_{view}_maps.png"
+        plots.parametric_images(shown, params, r["labels"] if r["labels"] is not None else r["mask"].astype(int),
+                                r["names"] or {}, r["voxel_mm"], view, index, folder / name,
+                                title=f"Parametric images, {sid}", limits=limits)
+        made.append((name, f"Parametric images, {view} slice of {sid}, organ contours (cf. Fig. 3b-e and Fig. 4)"))
+    if r["samples"]:
+        plots.tac_fits(r["times"], r["samples"], folder / f"{sid}_tac_fits.png", subject=f"({sid})")
+        made.append((f"{sid}_tac_fits.png", f"Measured TAC and model fits at one voxel per organ, {sid}"))
+    if r["truth"]:
+        errors = {n: {p: np.where(r["mask"], m[p] - r["truth"][p], np.nan) for p in params if p in m and p in r["truth"]}
+                  for n, m in r["maps"].items()}
+        name = f"{sid}_coronal_errors.png"
+        plots.error_maps(errors, params, r["voxel_mm"], "coronal", y_index, folder / name,
+                         title=f"Error against ground truth, {sid}")
+        made.append((name, f"Estimate − truth, coronal slice of {sid}"))
+    return made
+
+
+def command_line(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True) -> str:
+    """The ``jaxkin evaluate`` command that :func:`evaluate` with these arguments runs (quoted in the report)."""
+    words = ["jaxkin", "evaluate", "--dataset", str(dataset)]
+    for spec in preds:
+        words += ["--pred", spec]
+    words += ["--out", str(out)]
+    words += ["--split", split] if split else []
+    words += ["--subjects", *subjects] if subjects else []
+    words += [] if figures else ["--no-figures"]
+    return shlex.join(words)
+
+
+def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True,
+             command: str | None = None) -> Path:
+    """Evaluate the methods ``preds`` (``["DIR" or "NAME=DIR", ...]``) on the subjects of ``dataset`` (those of
+    ``split`` / ``subjects``, by default all with maps in every folder) and write the report folder ``out``
+    atomically (it must not exist, or be empty); returns ``out``. ``command`` (default: the equivalent
+    ``jaxkin evaluate`` line, :func:`command_line`) is quoted in report.md."""
+    command = command or command_line(dataset, preds, out, split=split, subjects=subjects, figures=figures)
+    dataset, out = Path(dataset), Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"--out {out}: already exists and is not an empty folder")
+    methods = parse_methods(preds)
+    chosen = _select_subjects(dataset, split, subjects, methods)
+    results = [evaluate_subject(files, methods) for files in chosen]
+    summary = summarise(results, methods)
+    with atomic_directory(out, label=f"--out {out}", what="the report") as tmp:
+        write_report(tmp, dataset, methods, results, summary, figures, command)
+    return out

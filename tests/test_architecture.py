@@ -1,0 +1,109 @@
+"""The layout's rules, checked on the source: data flows one way between the packages, no module imports one that
+imports it back, the library never imports the command line, and each shared fact has one definition."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import jaxkin
+from jaxkin import kinetics
+from jaxkin.cli import fit as fit_cli
+from jaxkin.fitting import GRAPHICAL_METHODS, output_maps
+
+PACKAGE = Path(jaxkin.__file__).parent
+
+#: Layers, lowest first: a module may import modules of its own layer or below, never above.
+LAYERS = [
+    {"jaxkin._version", "jaxkin.errors", "jaxkin.frames", "jaxkin.input_function", "jaxkin._expint", "jaxkin.decay"},
+    {"jaxkin.kinetics", "jaxkin.distributed"},
+    {"jaxkin.data"},
+    {"jaxkin.fitting", "jaxkin.nn"},
+    {"jaxkin.evaluation"},
+    {"jaxkin.network"},
+    {"jaxkin.cli", "jaxkin.train", "jaxkin.__main__", "jaxkin"},
+]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int:
+    for i, layer in enumerate(LAYERS):
+        if module in layer or any(module.startswith(unit + ".") for unit in layer if unit != "jaxkin"):
+            return i
+    raise AssertionError(f"{module} is in no layer of tests/test_architecture.py; add it")
+
+
+def _imports(path: Path) -> set[str]:
+    """Every jaxkin module ``path`` imports, at module level or inside functions."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("jaxkin")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jaxkin") and not node.level:
+            for alias in node.names:  # `from jaxkin.x import y`: y is a submodule, or a name defined by jaxkin.x
+                sub = f"{node.module}.{alias.name}"
+                found.add(sub if sub in _ALL_MODULES else node.module)
+    return found
+
+
+SOURCES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+_ALL_MODULES = set(SOURCES)
+GRAPH = {name: {m for m in _imports(path) if m in SOURCES and m != name} for name, path in SOURCES.items()}
+
+
+@pytest.mark.parametrize("module", sorted(SOURCES))
+def test_imports_go_down_the_layers(module):
+    upward = [m for m in GRAPH[module] if _layer(m) > _layer(module)]
+    assert not upward, f"{module} (layer {_layer(module)}) imports {upward} from a higher layer"
+
+
+def test_no_import_cycles():
+    """No module reaches itself through the modules it imports (package __init__ files re-export, so edges into
+    a package's own __init__ from inside the package are not followed)."""
+
+    def follow(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in GRAPH[todo.pop()]:
+                if nxt not in seen and not start.startswith(nxt + "."):
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    cycles = [m for m in GRAPH if m in follow(m) and not SOURCES[m].name == "__init__.py"]
+    assert not cycles, f"import cycles through {cycles}"
+
+
+def test_library_never_imports_the_command_line():
+    library = [m for m in GRAPH if _layer(m) < _layer("jaxkin.cli")]
+    assert not [m for m in library if any(d.startswith("jaxkin.cli") for d in GRAPH[m])]
+
+
+def test_fit_command_offers_every_model_and_graphical_method():
+    assert set(fit_cli.MODELS) == set(kinetics.MODELS) | set(GRAPHICAL_METHODS)
+
+
+def test_units_have_one_definition():
+    for model in kinetics.MODELS.values():
+        assert model.units == {n: kinetics.UNITS[n] for n in model.map_names}
+        written = output_maps(model.name)
+        assert all(written[n] == kinetics.UNITS[n] for n in model.map_names)
+    assert output_maps("logan")["intercept"] == "min" and output_maps("logan")["VT"] == kinetics.UNITS["VT"]
+    assert output_maps("patlak")["Ki"] == kinetics.UNITS["Ki"]
+
+
+def test_bounds_and_half_life_have_one_definition():
+    """The literal values live in kinetics and decay only; every other module refers to them."""
+    bounds = ("(0.01, 0.01, 0.01, 0.0)", "(2.0, 3.0, 1.0, 1.0)")
+    for name, path in SOURCES.items():
+        text = path.read_text()
+        if name != "jaxkin.kinetics":
+            assert not any(b in text for b in bounds), f"{name} repeats the FDG bounds"
+        if name != "jaxkin.decay":
+            assert "109.77 " not in text.replace("109.77 min", ""), f"{name} repeats the F-18 half-life"
