@@ -5,7 +5,7 @@
 Noisy TACs of the phantom (jaxkin.data.phantom, subject 0 of the "small" preset: body voxels, 4 mm PSF, the
 design's noise model) with the phantom's input function (10 s samples, 1 s over the bolus). Both methods fit the
 irreversible two-tissue model with the paper's bounds and no weights. curve_fit: method trf, p0 = [0.1, 0.1,
-0.01, 0.01], diff_step = 1e-3, on the exact float64 NumPy model (jaxkin.baseline). jaxkin: float32, default
+0.01, 0.01], diff_step = 1e-3, on the exact float64 NumPy model (jaxkin.fitting.baseline). jaxkin: float32, default
 settings. Prints TACs per second for each (jaxkin after compilation, best of 3), the ratio, and the fraction of
 TACs where jaxkin's SSE <= 1.001 x curve_fit's (both SSEs evaluated with the same float64 NumPy model).
 """
@@ -30,7 +30,8 @@ def main() -> None:
     import jax
 
     import jaxkin
-    from jaxkin import baseline, fitting
+    from jaxkin import fitting
+    from jaxkin.fitting import baseline
     from jaxkin.data.phantom import simulate_subject
 
     subject = simulate_subject(0, seed=args.seed, preset="small")

@@ -107,3 +107,13 @@ def test_bounds_and_half_life_have_one_definition():
             assert not any(b in text for b in bounds), f"{name} repeats the FDG bounds"
         if name != "jaxkin.decay":
             assert "109.77 " not in text.replace("109.77 min", ""), f"{name} repeats the F-18 half-life"
+
+
+def test_every_public_name_resolves():
+    """``jaxkin.__all__`` (the network half imported on first use) and each subpackage's ``__all__``."""
+    import importlib
+
+    for module in ("jaxkin", "jaxkin.fitting", "jaxkin.data", "jaxkin.nn", "jaxkin.network", "jaxkin.evaluation"):
+        mod = importlib.import_module(module)
+        missing = [name for name in mod.__all__ if not hasattr(mod, name)]
+        assert not missing, f"{module}.__all__ names {missing}, which do not exist"

@@ -4,7 +4,7 @@ statistics of parametric maps, and errors against ground truth.
 Shapes and units: TACs ``[..., F]`` in kBq/ml; masks and label maps ``[X, Y, Z]`` (bool / int); parameter maps
 ``[X, Y, Z]`` in their own units (:data:`jaxkin.kinetics.UNITS`).
 
-Definitions (the paper, Section 2.2, and DESIGN.md):
+Definitions (the paper, Section 2.2):
 
 * per voxel ``MAE = mean_f |TAC_f - model_f|`` (kBq/ml) and ``CS = <TAC, model> / (|TAC| |model|)`` over the F frames;
   a slice's / subject's value is the mean (and SD) of the per-voxel values over its masked voxels;

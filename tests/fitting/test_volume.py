@@ -15,7 +15,7 @@ from jaxkin.fitting import fit_volume, graphical
 
 from _reference import FRAMES, INPUT
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _volume(seed=0, shape=(7, 6, 5)):
@@ -69,8 +69,8 @@ def test_patlak_volume(tmp_path):
 
 _SCRIPT = """
 import sys, json, numpy as np, jax
-sys.path.insert(0, {tests!r})
-import test_fit_volume as t
+sys.path[:0] = [{here!r}, {tests!r}]
+import test_volume as t
 from jaxkin.fitting import fit_volume
 assert jax.local_device_count() == 4, jax.local_devices()
 pet, kin = t._volume(seed=2, shape=(9, 8, 6))
@@ -79,11 +79,12 @@ np.savez({out!r}, Ki=res.maps["Ki"], SSE=res.maps["SSE"], mask=res.mask)
 """
 
 
+@pytest.mark.slow
 def test_four_cpu_devices_agree_with_one(tmp_path):
     out = tmp_path / "four.npz"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
                PYTHONPATH=str(ROOT))
-    script = _SCRIPT.format(tests=str(ROOT / "tests"), out=str(out))
+    script = _SCRIPT.format(here=str(Path(__file__).parent), tests=str(ROOT / "tests"), out=str(out))
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     four = np.load(out)

@@ -103,6 +103,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, caps
         assert not out.exists() or not any(out.iterdir())
 
 
+@pytest.mark.slow
 def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path):
     """``JAXKIN_CACHE_DIR``: the first ``jaxkin fit`` stores its compiled fit, a second one gives the same maps
     (from the stored programs); ``off`` stores nothing."""
@@ -112,7 +113,7 @@ def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path):
     from pathlib import Path
 
     root, pet, aif, _ = dataset
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
 
     def fit(out, cache):
         env = dict(os.environ, JAXKIN_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu", PYTHONPATH=str(repo))

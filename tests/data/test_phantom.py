@@ -307,10 +307,11 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
     assert calls == ["sub-01", "sub-02"] and list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_cli_exit_status_without_traceback(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "jaxkin", "simulate", "--out", str(tmp_path / "x"), "--subjects",
-                           "-3"], capture_output=True, text=True, cwd=Path(__file__).parents[1],
-                          env={"PYTHONPATH": str(Path(__file__).parents[1]), "PATH": "/usr/bin:/bin"})
+                           "-3"], capture_output=True, text=True, cwd=Path(__file__).parents[2],
+                          env={"PYTHONPATH": str(Path(__file__).parents[2]), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 2
     assert proc.stderr.strip() == "jaxkin simulate: error: --subjects: must be at least 1, got -3"
     assert "Traceback" not in proc.stderr and not (tmp_path / "x").exists()
