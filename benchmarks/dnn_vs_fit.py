@@ -11,7 +11,7 @@ Timed on the same volume:
   weights' values); the first call (compilation included) and the best of ``--repeats`` later calls;
 * jaxkin LM: ``fit_volume`` of every body voxel (label > 0), default settings, paper bounds; one call, compilation
   included, then a second call (warm);
-* scipy curve_fit: ``jaxkin.baseline.curve_fit_tacs`` (trf, the paper's p0 and diff_step 1e-3, exact float64 NumPy
+* scipy curve_fit: ``jaxkin.fitting.baseline.curve_fit_tacs`` (trf, the paper's p0 and diff_step 1e-3, exact float64 NumPy
   model) on a random sample of ``--curve-fit-sample`` body voxels; the time per voxel is **scaled** to all body voxels
   (and to one 112 x 112 slice's body voxels, the paper's "8.7 min per slice").
 
@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -33,12 +31,10 @@ import numpy as np
 def _network(args, n_frames: int):
     from flax import nnx
 
-    from jaxkin.predict import Predictor, load_predictor
+    from jaxkin.network import Predictor, load_config, load_predictor, make_model
 
     if args.checkpoint:
         return load_predictor(args.checkpoint), f"trained network from {args.checkpoint}"
-    sys.path.insert(0, str(Path(args.config).resolve().parent))
-    from jaxkin.train import load_config, make_model
 
     cfg = load_config(args.config)
     graphdef, params = nnx.split(make_model(cfg))
@@ -58,9 +54,8 @@ def main() -> None:
     import jax
 
     import jaxkin
-    from jaxkin import baseline
+    from jaxkin.fitting import baseline, fit_volume
     from jaxkin.data.phantom import simulate_subject
-    from jaxkin.fit_volume import fit_volume
 
     print(f"jax {jax.__version__}, devices {jax.devices()}, cpu count {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.2f}")

@@ -4,7 +4,7 @@
 
 A random-weight exp4_1 network (the time does not depend on the weights) predicts K1, k2, k3, vB for
 ``--timed-slices`` slices of a ``--slices``-slice volume held in memory (float32, kBq/ml), through
-:meth:`jaxkin.predict.Predictor.predict_volume` (fixed batches, last one padded). If ``--timed-slices`` is smaller
+:meth:`jaxkin.network.Predictor.predict_volume` (fixed batches, last one padded). If ``--timed-slices`` is smaller
 than ``--slices``, the whole volume is still allocated (so peak memory counts it) and the time is extrapolated
 linearly to the whole volume; the output says so. Peak memory = the process's maximum resident set size.
 """
@@ -24,8 +24,7 @@ import numpy as np
 from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from jaxkin import train as T  # noqa: E402
-from jaxkin.predict import Predictor  # noqa: E402
+from jaxkin import network as N  # noqa: E402
 
 
 def main() -> None:
@@ -37,9 +36,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=112)
     args = ap.parse_args()
     timed = args.timed_slices or args.slices
-    cfg = T.load_config(args.config, [f"predict_batch_size={args.batch}"])
-    graphdef, params = nnx.split(T.make_model(cfg))
-    predictor = Predictor(graphdef, params, cfg, 62)
+    cfg = N.load_config(args.config, [f"predict_batch_size={args.batch}"])
+    graphdef, params = nnx.split(N.make_model(cfg))
+    predictor = N.Predictor(graphdef, params, cfg, 62)
     rng = np.random.default_rng(0)
     volume = np.empty((args.size, args.size, args.slices, 62), np.float32)  # filled slab by slab (no float64 copy)
     for z in range(0, args.slices, 50):

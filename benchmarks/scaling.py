@@ -45,19 +45,19 @@ def _train_worker(args) -> None:
     from train_speed import synthetic_batch, timed_steps
 
     from jaxkin import distributed as dist
-    from jaxkin import train as T
+    from jaxkin import network as N
 
-    cfg = T.load_config(ROOT / "experiments" / "exp4_1.py", [f"batch_size={args.batch}", f"crop={args.size}"])
+    cfg = N.load_config(ROOT / "experiments" / "exp4_1.py", [f"batch_size={args.batch}", f"crop={args.size}"])
     parallel = dist.DataParallel(dist.data_mesh())
     batch, kin = synthetic_batch(args.batch, args.size)
-    graphdef, params = nnx.split(T.make_model(cfg))
-    optimizer, _ = T.make_optimizer(cfg, 150)
+    graphdef, params = nnx.split(N.make_model(cfg))
+    optimizer, _ = N.make_optimizer(cfg.optim, 150)
     params = parallel.replicate(params)
-    opt_state, kin = parallel.replicate(optimizer.init(params)), parallel.replicate(kin)
-    step = T.make_train_step(graphdef, optimizer, cfg, parallel)
+    state, kin = N.TrainState(params, parallel.replicate(optimizer.init(params))), parallel.replicate(kin)
+    step = N.make_train_step(graphdef, optimizer, parallel)
     batch = parallel.batch(batch)
-    params, opt_state, m, (first,) = timed_steps(step, params, opt_state, batch, kin, 1)  # compile + first step
-    params, opt_state, m, times = timed_steps(step, params, opt_state, batch, kin, args.steps)
+    state, m, (first,) = timed_steps(step, state, batch, kin, 1)  # compile + first step
+    state, m, times = timed_steps(step, state, batch, kin, args.steps)
     print(f"RESULT devices={parallel.size} compile+first={first:.1f} step={np.mean(times):.2f} "
           f"min={min(times):.2f} loss={float(m['loss']):.6g}")
 

@@ -2,7 +2,7 @@
 
     python benchmarks/train_speed.py [--config experiments/exp4_1.py] [--steps 3] [--batch 5] [--size 112]
 
-One compiled pure train step (forward, kinetic-model loss, backward, Adam) on noiseless TACs of smooth random
+One compiled pure train step (:func:`jaxkin.network.make_train_step`: forward, kinetic-model loss, backward, Adam) on noiseless TACs of smooth random
 parameter maps with the 62 Quadra frames (padded to 64) and two subjects' Feng inputs. Prints the compile time and
 the mean time per step after compilation.
 """
@@ -23,7 +23,7 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxkin  # noqa: E402
-from jaxkin import train as T  # noqa: E402
+from jaxkin import network as N  # noqa: E402
 from jaxkin.nn.loss import model_tacs  # noqa: E402
 
 
@@ -45,15 +45,15 @@ def synthetic_batch(batch: int, size: int, seed: int = 0):
     return {"tac": tac, "mask": np.ones((batch, size, size), np.float32), "subject": subject}, kin
 
 
-def timed_steps(step, params, opt_state, batch, kin, n: int):
-    """Run ``step`` ``n`` times, waiting for each result: ``(params, opt_state, metrics, seconds per step)``."""
+def timed_steps(step, state, batch, kin, n: int):
+    """Run ``step`` ``n`` times, waiting for each result: ``(state, metrics, seconds per step)``."""
     times = []
     for _ in range(n):
         t0 = time.perf_counter()
-        params, opt_state, m = step(params, opt_state, batch, kin)
+        state, m = step(state, batch, kin)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
-    return params, opt_state, m, times
+    return state, m, times
 
 
 def main() -> None:
@@ -63,22 +63,22 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--size", type=int, default=112)
     args = ap.parse_args()
-    cfg = T.load_config(args.config, [f"batch_size={args.batch}", f"crop={args.size}"])
+    cfg = N.load_config(args.config, [f"batch_size={args.batch}", f"crop={args.size}"])
     batch, kin = synthetic_batch(args.batch, args.size)
-    graphdef, params = nnx.split(T.make_model(cfg))
-    optimizer, _ = T.make_optimizer(cfg, 150)
-    opt_state = optimizer.init(params)
-    step = T.make_train_step(graphdef, optimizer, cfg)
+    graphdef, params = nnx.split(N.make_model(cfg))
+    optimizer, _ = N.make_optimizer(cfg.optim, 150)
+    state = N.TrainState(params, optimizer.init(params))
+    step = N.make_train_step(graphdef, optimizer)
     t0 = time.perf_counter()
-    compiled = step.lower(params, opt_state, batch, kin).compile()
+    compiled = step.lower(state, batch, kin).compile()
     t_compile = time.perf_counter() - t0
-    params, opt_state, m, _ = timed_steps(compiled, params, opt_state, batch, kin, 1)  # warm-up
-    params, opt_state, m, times = timed_steps(compiled, params, opt_state, batch, kin, args.steps)
+    state, m, _ = timed_steps(compiled, state, batch, kin, 1)  # warm-up
+    state, m, times = timed_steps(compiled, state, batch, kin, args.steps)
     per_step = float(np.mean(times))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
           f"device {jax.devices()[0].platform}")
-    print(f"config {Path(args.config).name}: conv {cfg.conv}, pooling {cfg.pooling}, {cfg.final_activation}; "
-          f"batch {args.batch} x {args.size} x {args.size} x {cfg.time_steps} time steps")
+    print(f"config {Path(args.config).name}: conv {cfg.model.conv}, pooling {cfg.model.pooling}, "
+          f"{cfg.model.final_activation}; batch {args.batch} x {args.size} x {args.size} x {cfg.model.time_steps} time steps")
     print(f"compile: {t_compile:.1f} s")
     print(f"train step: {per_step:.2f} s (min {min(times):.2f}, max {max(times):.2f}, {args.steps} steps) "
           f"= {1 / per_step:.3f} steps/s; loss {float(m['loss']):.4g}")

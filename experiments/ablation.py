@@ -72,8 +72,8 @@ def main(argv=None) -> int:
     first = load_config(HERE / f"{args.only[0]}.py", overrides)
     data = workdir / "data"
     if not (data / "participants.tsv").is_file():
-        simulate_dataset(data, subjects=first.phantom_subjects or None, seed=first.phantom_seed,
-                         preset=first.phantom_preset, noise_scale=first.phantom_noise_scale)
+        simulate_dataset(data, subjects=first.data.phantom_subjects or None, seed=first.data.phantom_seed,
+                         preset=first.data.phantom_preset, noise_scale=first.data.phantom_noise_scale)
     test_subjects = dataset_split(data)["test"]
     rows = []
     for name in args.only:
@@ -83,9 +83,9 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - t0
         test = summary["test"]
         rmse = ki_rmse(data, workdir / name / "predictions", test_subjects)
-        rows.append({"exp": name, "conv": cfg.conv, "pooling": cfg.pooling, "act": cfg.final_activation,
+        rows.append({"exp": name, "conv": cfg.model.conv, "pooling": cfg.model.pooling, "act": cfg.model.final_activation,
                      "cs": test["cs"], "cs_sd": test["cs_sd"], "mae": test["mae"], "mae_sd": test["mae_sd"],
-                     "voxels": test["voxels"], "ki_rmse": rmse, "seconds": seconds, "epochs": cfg.epochs})
+                     "voxels": test["voxels"], "ki_rmse": rmse, "seconds": seconds, "epochs": cfg.optim.epochs})
         print(f"{name}: CS {test['cs']:.3f} ± {test['cs_sd']:.3f}, MAE {test['mae']:.3f} ± {test['mae_sd']:.3f} "
               f"({seconds:.0f} s)", flush=True)
         (workdir / "ablation.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -3,7 +3,9 @@
 Adam, learning rate 1e-4 halved every 25 epochs, up to 500 epochs, batch 5; 75 axial slices per subject from the
 lungs to the bladder, cropped to 112 x 112; frames edge-padded to 64 time steps; depth 4, 8 root features, ELU,
 no batch norm. Each ``expN_M.py`` changes the three switches of the paper's Table 1 (convolution, pooling,
-final activation). Keys and their meaning: :class:`jaxkin.train.TrainConfig`.
+final activation). Keys and their meaning: :class:`jaxkin.network.TrainConfig` (flat keys here; nested
+``{"optim": {...}}`` or dotted ``"optim.epochs"`` keys work too). The parameter bounds of the multi-clamp and sigmoid
+activations are the FDG model's (``jaxkin models``), so they are not set here.
 """
 
 
@@ -15,8 +17,6 @@ def base_config() -> dict:
         "input_scale": 1.0,
         "input_normalization": "none",  # the paper feeds kBq/ml (the quickstart: "slice")
         "init_params": (),  # the paper: every layer initialised at random (the quickstart: plausible parameters)
-        "lower": (0.01, 0.01, 0.01, 0.0),
-        "upper": (2.0, 3.0, 1.0, 1.0),
         "learning_rate": 1e-4,
         "lr_halving_epochs": 25,
         "epochs": 500,

@@ -8,7 +8,8 @@ def register(subparsers) -> None:
     parser.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/best folder)")
     parser.add_argument("--pet", required=True, help="4D PET *_pet.nii.gz with its JSON sidecar")
     parser.add_argument("--input-function", default=None,
-                        help="input function TSV (time in s); optional, adds TAC cosine similarity and MAE to the sidecars")
+                        help="input function TSV (time in s); optional, adds TAC cosine similarity and MAE to the "
+                        "sidecars")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from the config)")
     from jaxkin.distributed import add_arguments
@@ -24,7 +25,7 @@ def run(args) -> int:
     from jaxkin import distributed
     from jaxkin.data.bids import load_input_function, load_pet
     from jaxkin.errors import InputError
-    from jaxkin.predict import load_predictor, write_parameter_maps
+    from jaxkin.network import Predictor, load_predictor, write_parameter_maps
 
     pet = load_pet(args.pet)
     inp = load_input_function(args.input_function, pet=pet) if args.input_function else None
@@ -33,9 +34,8 @@ def run(args) -> int:
     distributed.initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
     predictor = load_predictor(args.checkpoint)
     if args.batch_size is not None:
-        predictor = type(predictor)(predictor.graphdef, predictor.params,
-                                    dataclasses.replace(predictor.cfg, predict_batch_size=args.batch_size),
-                                    predictor.n_frames)
+        cfg = dataclasses.replace(predictor.cfg, predict_batch_size=args.batch_size)
+        predictor = Predictor(predictor.graphdef, predictor.params, cfg, predictor.n_frames)
     t0 = time.perf_counter()
     result = write_parameter_maps(predictor, pet, args.out, input_function=inp, progress=True)
     distributed.sync("jaxkin-predict-written")  # every process ends when process 0 has written the maps

@@ -1,11 +1,45 @@
-"""``jaxkin train``: the same as ``python -m jaxkin.train`` (see :mod:`jaxkin.train`)."""
+"""``jaxkin train`` (also ``python -m jaxkin.train``): train the self-supervised kinetic UNet from a config file.
+
+    jaxkin train --config experiments/exp4_1.py [--set key=value ...] [--workdir DIR] [--data DIR] [--resume]
+        [--coordinator HOST:PORT --num-processes N --process-id I | --distributed]
+
+A config file defines ``get_config() -> dict`` with the keys of :class:`jaxkin.network.TrainConfig` (bare, e.g.
+``epochs``, or dotted, ``optim.epochs``); ``--set`` overrides them. Without ``--data`` the phantom dataset is
+simulated into ``WORKDIR/data`` (once; later runs reuse it). The library: :func:`jaxkin.network.train`.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("train", help="train the self-supervised kinetic UNet from a config file")
-    from jaxkin import train  # light at import: heavy modules are imported inside its functions
+    from jaxkin.distributed import add_arguments
 
-    train.add_arguments(parser)
-    parser.set_defaults(run=train.run)
+    parser = subparsers.add_parser("train", help="train the self-supervised kinetic UNet from a config file")
+    parser.add_argument("--config", required=True, help="config file defining get_config(), e.g. experiments/exp4_1.py")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key (epochs=50 or optim.epochs=50)")
+    parser.add_argument("--workdir", default=None, help="output folder (default: runs/<config name>)")
+    parser.add_argument("--data", default=None, help="BIDS dataset with a train/val/test split (default: simulate the phantom)")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --workdir from its latest checkpoint")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar or per-epoch lines")
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from jaxkin import distributed
+    from jaxkin.network import load_config, train
+
+    cfg = load_config(args.config, args.set)
+    distributed.initialize_from_args(args, "jaxkin train")
+    workdir = Path(args.workdir) if args.workdir else Path("runs") / Path(args.config).stem
+    summary = train(cfg, workdir, args.data, resume=args.resume, progress=not args.no_progress)
+    if not distributed.is_main_process():
+        return 0
+    if summary.get("test"):
+        t = summary["test"]
+        print(f"test: CS {t['cs']:.3f} ± {t['cs_sd']:.3f}, MAE {t['mae']:.3f} ± {t['mae_sd']:.3f} kBq/mL")
+    print(f"wrote {workdir}")
+    return 0

@@ -1,5 +1,6 @@
 """Data at the edges of jaxkin: BIDS-PET files (:mod:`jaxkin.data.bids`), the simulated whole-body FDG phantom
-(:mod:`jaxkin.data.phantom`) and datasets of subjects with their train/val/test split (:mod:`jaxkin.data.dataset`).
+(:mod:`jaxkin.data.phantom`), datasets of subjects with their train/val/test split (:mod:`jaxkin.data.dataset`) and
+the file primitives they share (:mod:`jaxkin.data.files`: atomic writes, NIfTI/JSON/TSV reading).
 """
 
 from jaxkin.data.bids import (
@@ -13,6 +14,9 @@ from jaxkin.data.bids import (
     load_pet,
     map_path,
     nonfinite_message,
+    read_volume,
+    slabs,
+    tracer_half_life,
     write_input_function,
     write_labels,
     write_map,
@@ -30,6 +34,9 @@ __all__ = [
     "load_pet",
     "map_path",
     "nonfinite_message",
+    "read_volume",
+    "slabs",
+    "tracer_half_life",
     "write_input_function",
     "write_labels",
     "write_map",

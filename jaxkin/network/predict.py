@@ -16,55 +16,58 @@ of slices and process 0 assembles and writes the maps.
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
+import jax
 import numpy as np
+from flax import nnx
 
+from jaxkin import distributed as dist
+from jaxkin.data.files import read_json
 from jaxkin.errors import InputError
+from jaxkin.kinetics import FDG_MODEL, get_model, two_tissue_irreversible
+from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint
+from jaxkin.network.config import TrainConfig, config_from_dict
+from jaxkin.network.data import voxel_mask
+from jaxkin.network.steps import forward, make_model, model_graph
+from jaxkin.nn.loss import metric_sums
 
-__all__ = ["Predictor", "load_predictor", "write_parameter_maps", "PARAM_NAMES"]
+__all__ = ["Predictor", "load_predictor", "write_parameter_maps"]
 
-PARAM_NAMES = ("K1", "k2", "k3", "vB")
+_METRIC_KEYS = ("n", "se", "mae", "mae2", "cs", "cs2")  # the sums of jaxkin.nn.loss.metric_sums
 
 
 @functools.lru_cache(maxsize=8)
-def _compiled_forward(graphdef, cfg, parallel):
-    """Jitted ``forward(params, tac)`` and ``forward_metrics(params, tac, mask, kin)``, built once per config, the
+def _compiled_forward(graphdef, parallel):
+    """Jitted ``forward(params, tac)`` and ``forward_metrics(params, tac, mask, kin)``, built once per network, the
     slices split over ``parallel``'s mesh (:class:`jaxkin.distributed.DataParallel`)."""
-    import jax
-
-    from jaxkin.kinetics import two_tissue_irreversible
-    from jaxkin.nn.loss import metric_sums
-    from jaxkin.train import _forward
-
     rep, rows = parallel.replicated, parallel.batch_sharding
 
     @functools.partial(jax.jit, in_shardings=(rep, rows), out_shardings=rows)
-    def forward(params, tac):
-        return _forward(graphdef, params, tac, cfg)
+    def predict(params, tac):
+        return forward(graphdef, params, tac)
 
     @functools.partial(jax.jit, in_shardings=(rep, rows, rows, rep), out_shardings=(rows, rep))
-    def forward_metrics(params, tac, mask, kin):
-        predicted = _forward(graphdef, params, tac, cfg)
+    def predict_with_metrics(params, tac, mask, kin):
+        predicted = forward(graphdef, params, tac)
         return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
 
-    return forward, forward_metrics
+    return predict, predict_with_metrics
 
 
 class Predictor:
     """A trained network ready to predict: ``predict_volume`` (optionally with TAC metrics), on this process's
-    devices. ``params``: the model's parameter state (arrays on one device, or replicated)."""
+    devices. ``params``: the model's parameter state (arrays on one device, or replicated); ``cfg`` the run's
+    config (its ``model``, ``predict_batch_size`` and ``data.mask_threshold`` are used); ``n_frames`` the frame
+    count the network was trained on."""
 
-    def __init__(self, graphdef, params, cfg, n_frames: int):
-        from jaxkin import distributed as dist
-
+    def __init__(self, graphdef, params, cfg: TrainConfig, n_frames: int):
         self.graphdef, self.cfg, self.n_frames = graphdef, cfg, int(n_frames)
         self.parallel = dist.DataParallel(dist.local_mesh())
         self.params = self.parallel.replicate(params)
         n_dev = self.parallel.size
         self.batch_size = -(-cfg.predict_batch_size // n_dev) * n_dev
-        self._forward, self._forward_metrics = _compiled_forward(graphdef, cfg, self.parallel)
+        self._forward, self._forward_metrics = _compiled_forward(graphdef, self.parallel)
 
     def _check(self, n_frames: int, where: str) -> None:
         if n_frames != self.n_frames:
@@ -79,18 +82,15 @@ class Predictor:
 
     def _predict(self, volume, kin=None, progress: bool = False):
         """``(parameters [X, Y, Z, 4], metric sums)`` of ``volume``; the sums are empty without ``kin``."""
-        import jax
         from tqdm import tqdm
-
-        from jaxkin.train import voxel_mask
 
         volume = np.asarray(volume)
         x_size, y_size, n_z, n_frames = volume.shape
         self._check(n_frames, "volume")
-        m = 2**self.cfg.depth
+        m = self.cfg.model.size_multiple
         px, py = -x_size % m, -y_size % m
         pad = ((0, 0), (px // 2, px - px // 2), (py // 2, py - py // 2), (0, 0))
-        out = np.zeros((x_size, y_size, n_z, len(PARAM_NAMES)), np.float32)
+        out = np.zeros((x_size, y_size, n_z, self.cfg.model.out_channels), np.float32)
         totals: dict[str, float] = {}
         duration = None if kin is None else np.asarray(kin.frame_duration, np.float64)
         kin = None if kin is None else self.parallel.replicate(kin)
@@ -103,7 +103,7 @@ class Predictor:
             if kin is None:
                 pred = self._forward(self.params, jax.device_put(tac, rows))
             else:
-                mask = voxel_mask(tac, duration, self.cfg.mask_threshold)
+                mask = voxel_mask(tac, duration, self.cfg.data.mask_threshold)
                 mask[z1 - z0 :] = 0.0
                 pred, sums = self._forward_metrics(self.params, jax.device_put(tac, rows), jax.device_put(mask, rows),
                                                    kin)
@@ -124,43 +124,36 @@ def _find_run_dir(checkpoint: Path) -> Path:
     for d in (checkpoint, *checkpoint.parents):
         if (d / "model.json").is_file():
             return d
-    raise InputError(f"--checkpoint {checkpoint}: no model.json found in it or its parent folders (is it a training workdir?)")
+    raise InputError(f"--checkpoint {checkpoint}: no model.json found in it or its parent folders (is it a training "
+                     "workdir?)")
 
 
 def load_predictor(checkpoint) -> Predictor:
-    """The best checkpoint of a training workdir (``checkpoint`` = the workdir, or a checkpoint folder inside it)."""
-    from flax import nnx
-
-    from jaxkin.train import checkpoint_manager, compiled_steps, config_from_dict, make_model, restore_checkpoint
-
+    """The best checkpoint of a training workdir (``checkpoint`` = the workdir, or a checkpoint folder inside it);
+    runs of jaxkin 0.1.0 (flat ``model.json``) load too."""
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
         raise InputError(f"--checkpoint {checkpoint}: not found")
     run_dir = _find_run_dir(checkpoint)
-    info = json.loads((run_dir / "model.json").read_text())
-    config = info["config"]
-    config["lower"], config["upper"] = tuple(config["lower"]), tuple(config["upper"])
-    cfg = config_from_dict(config, str(run_dir / "model.json"))
+    info = read_json(run_dir / "model.json", "model.json")
+    cfg = config_from_dict(info["config"], str(run_dir / "model.json"))
     ckpt = checkpoint if checkpoint.name in ("best", "latest") else run_dir / "checkpoints" / "best"
-    graphdef, params = nnx.split(make_model(cfg))
-    graphdef = compiled_steps(cfg, 1)[0]  # the cached graphdef: reuses compiled programs
-    params, _, _ = restore_checkpoint(checkpoint_manager(ckpt), params)
-    return Predictor(graphdef, params, cfg, info["n_frames"])
+    params, _, _ = restore_checkpoint(checkpoint_manager(ckpt), nnx.split(make_model(cfg))[1])
+    return Predictor(model_graph(cfg.model), params, cfg, info["n_frames"])
 
 
 def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=None, command_line: str | None = None,
                          progress: bool = False) -> dict:
-    """Predict every slice of ``pet`` (a :class:`jaxkin.data.PetImage`) and write K1, k2, k3, vB and Ki maps
-    (``<prefix>_model-2tcmirr_meas-<param>_mimap.nii.gz`` + JSON) into ``out_dir``, the PET's geometry kept.
+    """Predict every slice of ``pet`` (a :class:`jaxkin.data.PetImage`) and write the maps of the FDG model's
+    parameters and macro-parameters (K1, k2, k3, vB, Ki: ``<prefix>_model-2tcmirr_meas-<name>_mimap.nii.gz`` + JSON)
+    into ``out_dir``, the PET's geometry kept.
 
     With ``input_function`` the sidecars also carry the mean TAC cosine similarity and MAE over the mask.
-    Returns ``{"paths": {param: path}, "metrics": {...} or None, "maps": {param: [X, Y, Z] array}}``.
+    Returns ``{"paths": {name: path}, "metrics": {...} or None, "maps": {name: [X, Y, Z] array}}``.
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each predicts a slab).
     """
     from jaxkin.data.bids import map_path, write_map
-    from jaxkin.kinetics import get_model, prepare
-
-    from jaxkin import distributed as dist
+    from jaxkin.kinetics import prepare
 
     predictor._check(pet.frames.n_frames, str(pet.path))
     n_z = pet.shape[2]
@@ -170,23 +163,22 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     del volume
     params = dist.gather_slabs(params, n_z, axis=2)
     metrics = None
-    if kin is not None:
-        keys = ("n", "se", "mae", "mae2", "cs", "cs2")  # fixed: a process with no slices has no sums
-        summed = dist.gather_arrays(np.array([totals.get(k, 0.0) for k in keys], np.float64)).sum(axis=0)
-        metrics = _metrics(dict(zip(keys, summed.tolist())), pet.frames.n_frames)
-    model = get_model("2tcmirr")
-    maps = {name: params[..., i] for i, name in enumerate(PARAM_NAMES)}
-    maps["Ki"] = np.asarray(model.macro_parameters(params)["Ki"], np.float32)
-    units = dict(zip(model.param_names, model.param_units)) | model.macro_units
-    extra = {"Method": "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if predictor.cfg.conv == "space_time"
-             else "self-supervised 3D UNet", "FinalActivation": predictor.cfg.final_activation}
+    if kin is not None:  # fixed keys: a process with no slices has no sums
+        summed = dist.gather_arrays(np.array([totals.get(k, 0.0) for k in _METRIC_KEYS], np.float64)).sum(axis=0)
+        metrics = _metrics(dict(zip(_METRIC_KEYS, summed.tolist())), pet.frames.n_frames)
+    model = get_model(FDG_MODEL)
+    maps = {name: params[..., i] for i, name in enumerate(model.param_names)}
+    maps |= {name: np.asarray(v, np.float32) for name, v in model.macro_parameters(params).items()}
+    cfg = predictor.cfg.model
+    extra = {"Method": "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if cfg.conv == "space_time"
+             else "self-supervised 3D UNet", "FinalActivation": cfg.final_activation}
     if metrics is not None:
         extra["TACMetrics"] = metrics
     out_dir = Path(out_dir)
-    paths = {name: map_path(out_dir, pet.prefix, "2tcmirr", name) for name in maps}
+    paths = {name: map_path(out_dir, pet.prefix, FDG_MODEL, name) for name in maps}
     if dist.is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {name: write_map(out_dir, pet.prefix, "2tcmirr", name, values, reference=pet, units=units[name],
-                                 command_line=command_line, extra=extra)
+        paths = {name: write_map(out_dir, pet.prefix, FDG_MODEL, name, values, reference=pet,
+                                 units=model.units[name], command_line=command_line, extra=extra)
                  for name, values in maps.items()}
     return {"paths": paths, "metrics": metrics, "maps": maps}

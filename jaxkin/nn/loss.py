@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from jaxkin.kinetics import two_tissue_irreversible
 
-__all__ = ["model_tacs", "masked_mse", "voxel_mae", "voxel_cosine", "metric_sums", "auc_mask"]
+__all__ = ["model_tacs", "masked_mse", "voxel_mae", "voxel_cosine", "metric_sums"]
 
 
 def model_tacs(params, kin, subject, model=two_tissue_irreversible):
@@ -63,13 +63,3 @@ def metric_sums(tac, model_tac, mask):
         "cs": jnp.sum(m * cs),
         "cs2": jnp.sum(m * cs**2),
     }
-
-
-def auc_mask(tac, frame_duration, threshold: float):
-    """Voxels whose time-averaged activity ``sum(tac * duration) / sum(duration)`` exceeds ``threshold`` (kBq/ml).
-
-    ``tac [..., F]``, ``frame_duration [F]`` (min) -> bool ``[...]``. (The AUC divided by the scan length, so the
-    threshold reads as a mean activity.)
-    """
-    d = jnp.asarray(frame_duration, tac.dtype)
-    return jnp.sum(tac * d, axis=-1) / jnp.sum(d) > threshold

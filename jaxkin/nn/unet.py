@@ -33,26 +33,40 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jaxkin.nn.activations import final_activation, inverse_activation
+from jaxkin.kinetics import FDG_MODEL, get_model
+from jaxkin.nn.activations import FINAL_ACTIVATIONS, final_activation, inverse_activation
 
 __all__ = ["UNetConfig", "UNet", "count_parameters", "conv3d_reference", "pad_time", "network_input"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
 CONV_TYPES = ("space_time", "3d")
 POOLINGS = ("3d", "space")
+INPUT_NORMALIZATIONS = ("none", "slice")
+
+
+_FDG = get_model(FDG_MODEL)
+
+
+def _one_of(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class UNetConfig:
-    """Shape and switches of the network (the rows of the paper's Table 1 differ in the last three).
+    """Shape, switches and input scaling of the network (the rows of the paper's Table 1 differ in ``conv``,
+    ``pooling`` and ``final_activation``).
 
-    ``time_steps``: frames after padding (the head's temporal kernel); ``bounds``: per-parameter (lower, upper)
-    used by the ``multi_clamp`` and ``sigmoid`` activations (default: the paper's FDG bounds);
-    ``init_params``: empty (the paper: every layer initialised at random) or one value per output channel: the
-    last layer (the time-collapsing conv) starts with a zero kernel and the bias that the final activation maps to
-    these parameters, so the untrained network predicts exactly them in every voxel;
-    ``input_normalization``: ``"none"`` (the paper) or ``"slice"``: each slice's TACs are divided by their 99th
-    percentile over voxels and frames (see :func:`network_input`).
+    ``conv``: ``"space_time"`` ((2+1)D) or ``"3d"``; ``pooling``: ``"3d"`` (2,2,2) or ``"space"`` (1,2,2);
+    ``final_activation``: ``"abs"``, ``"clamp"``, ``"multi_clamp"`` or ``"sigmoid"``; ``depth`` poolings with
+    ``root_features * 2**d`` features; ``time_steps``: frames after edge padding (the head's temporal kernel);
+    ``lower``/``upper``: per-parameter bounds (K1, k2, k3, vB) of the ``multi_clamp`` and ``sigmoid`` activations,
+    by default the FDG model's (:func:`jaxkin.kinetics.get_model`); ``init_params``: empty (the paper: every layer
+    initialised at random) or one value per output channel: the last layer (the time-collapsing conv) starts with a
+    zero kernel and the bias that the final activation maps to these parameters, so the untrained network predicts
+    exactly them in every voxel; ``input_normalization``: ``"none"`` (the paper: kBq/ml) or ``"slice"`` (each
+    slice's TACs divided by their 99th percentile over voxels and frames); ``input_scale`` multiplies the input
+    after the normalisation (see :func:`network_input`). Invalid values raise ValueError (one line).
     """
 
     conv: str = "space_time"
@@ -61,25 +75,29 @@ class UNetConfig:
     depth: int = 4
     root_features: int = 8
     in_channels: int = 1
-    out_channels: int = 4
+    out_channels: int = _FDG.n_params
     time_steps: int = 64
-    lower: tuple[float, ...] = (0.01, 0.01, 0.01, 0.0)
-    upper: tuple[float, ...] = (2.0, 3.0, 1.0, 1.0)
+    lower: tuple[float, ...] = _FDG.lower
+    upper: tuple[float, ...] = _FDG.upper
     init_params: tuple[float, ...] = ()
+    input_scale: float = 1.0
+    input_normalization: str = "none"
 
     def __post_init__(self):
-        if self.conv not in CONV_TYPES:
-            raise ValueError(f"unknown convolution {self.conv!r}; choose one of {', '.join(CONV_TYPES)}")
-        if self.pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {self.pooling!r}; choose one of {', '.join(POOLINGS)}")
-        final_activation(self.final_activation)  # validates the name
-        if len(self.lower) != self.out_channels or len(self.upper) != self.out_channels:
-            raise ValueError("lower and upper bounds need one value per output channel")
-        if self.init_params and (len(self.init_params) != self.out_channels or not all(
+        _one_of("conv", self.conv, CONV_TYPES)
+        _one_of("pooling", self.pooling, POOLINGS)
+        _one_of("final_activation", self.final_activation, tuple(FINAL_ACTIVATIONS))
+        _one_of("input_normalization", self.input_normalization, INPUT_NORMALIZATIONS)
+        n = self.out_channels
+        if len(self.lower) != n or len(self.upper) != n or any(lo >= hi for lo, hi in zip(self.lower, self.upper)):
+            raise ValueError(f"lower and upper need {n} values each (one per output channel) with lower < upper")
+        if self.init_params and (len(self.init_params) != n or not all(
                 lo < v < hi for v, lo, hi in zip(self.init_params, self.lower, self.upper))):
-            raise ValueError("init_params needs one value per output channel, strictly inside the bounds")
-        if self.pooling == "3d" and self.time_steps % 2**self.depth:
-            raise ValueError(f"time_steps ({self.time_steps}) must be a multiple of 2**depth with 3d pooling")
+            raise ValueError(f"init_params must be empty or {n} values strictly between lower and upper, "
+                             f"got {self.init_params!r}")
+        if self.pooling == "3d" and self.time_steps % self.size_multiple:
+            raise ValueError(f"time_steps ({self.time_steps}) must be a multiple of 2**depth = {self.size_multiple} "
+                             "with 3d pooling")
 
     @property
     def size_multiple(self) -> int:
@@ -352,9 +370,8 @@ def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization
     ``normalization="slice"`` first divides each slice by :func:`slice_scale` (the input is then invariant to a
     constant factor on the data); ``"none"`` keeps kBq/ml. ``input_scale`` multiplies the result in both cases.
     """
+    _one_of("input_normalization", normalization, INPUT_NORMALIZATIONS)
     if normalization == "slice":
         tacs = tacs / slice_scale(tacs)[:, None, None, None]
-    elif normalization != "none":
-        raise ValueError(f"unknown input normalization {normalization!r}; choose none or slice")
     x = jnp.moveaxis(tacs, -1, 1) * input_scale
     return pad_time(x, time_steps, axis=1)[..., None]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from jaxkin import train as T
+from jaxkin import network as N
 from jaxkin.errors import InputError
 from jaxkin.nn import UNet, UNetConfig
 from jaxkin.nn.activations import final_activation, inverse_activation
@@ -65,14 +65,14 @@ def test_slice_normalisation_is_invariant_to_a_constant_factor():
 ])
 def test_new_options_are_validated(values, message):
     with pytest.raises(InputError, match=message):
-        T.config_from_dict(values)
+        N.config_from_dict(values)
 
 
 def test_table1_configs_keep_the_papers_behaviour():
     from pathlib import Path
 
-    for path in sorted((Path(__file__).resolve().parents[1] / "experiments").glob("exp*_*.py")):
-        cfg = T.load_config(path)
+    for path in sorted((Path(__file__).resolve().parents[2] / "experiments").glob("exp*_*.py")):
+        cfg = N.load_config(path).model
         assert cfg.init_params == () and cfg.input_normalization == "none" and cfg.input_scale == 1.0, path
 
 
@@ -82,7 +82,7 @@ def test_organ_rank_correlation_leaves_blood_out():
 
     rows = [row("body", 0.01, 0.003), row("liver", 0.02, 0.004), row("myocardium", 0.03, 0.04),
             row("aorta", 0.5, 0.0, vb=1.0)]
-    assert T.organ_rank_correlation(rows, "Ki") == pytest.approx(1.0)  # with the aorta: -0.2
+    assert N.organ_rank_correlation(rows, "Ki") == pytest.approx(1.0)  # with the aorta: -0.2
     rows[0]["predicted"]["Ki"] = 0.05
-    assert T.organ_rank_correlation(rows, "Ki") == pytest.approx(-0.5)
-    assert np.isnan(T.organ_rank_correlation(rows[:2], "Ki"))
+    assert N.organ_rank_correlation(rows, "Ki") == pytest.approx(-0.5)
+    assert np.isnan(N.organ_rank_correlation(rows[:2], "Ki"))

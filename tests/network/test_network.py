@@ -20,9 +20,9 @@ from jaxkin.errors import InputError
 from jaxkin.nn import UNet, UNetConfig, count_parameters
 from jaxkin.nn import loss as L
 from jaxkin.nn import unet as U
-from jaxkin import train as T
+from jaxkin import network as N
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = sorted((ROOT / "experiments").glob("exp*_*.py"))
 # 12 frames over 30 min, padded to 16 time steps
 FRAMES = jaxkin.FrameSchedule.from_durations([10, 10, 20, 20, 30, 60, 60, 120, 180, 300, 300, 600])
@@ -57,7 +57,6 @@ def test_parameter_counts_match_the_original_networks(conv, expected):
     model = nnx.eval_shape(lambda: UNet(UNetConfig(conv=conv), rngs=nnx.Rngs(0)))
     n = count_parameters(model)
     assert n == expected  # the original PyTorch nets: 860,904 and 2,133,928
-    assert abs(n - (0.86e6 if conv == "space_time" else 2.1e6)) / n < 0.05
 
 
 def test_temporal_conv_is_shared_within_a_block():
@@ -104,15 +103,15 @@ def test_transposed_reference_equals_scattering_definition():
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_table1_configs_give_paper_shapes(path):
-    cfg = T.load_config(path)
-    out = jax.eval_shape(lambda x: T.make_model(cfg)(x), jax.ShapeDtypeStruct((5, 64, 112, 112, 1), jnp.float32))
+    cfg = N.load_config(path)
+    out = jax.eval_shape(lambda x: N.make_model(cfg)(x), jax.ShapeDtypeStruct((5, 64, 112, 112, 1), jnp.float32))
     assert out.shape == (5, 112, 112, 4)
 
 
 def test_quickstart_shapes():
-    cfg = T.load_config(ROOT / "experiments" / "quickstart.py")
-    x = jax.ShapeDtypeStruct((5, 64, cfg.crop, cfg.crop, 1), jnp.float32)
-    assert cfg.crop == 32 and jax.eval_shape(lambda x: T.make_model(cfg)(x), x).shape == (5, 32, 32, 4)
+    cfg = N.load_config(ROOT / "experiments" / "quickstart.py")
+    x = jax.ShapeDtypeStruct((5, 64, cfg.data.crop, cfg.data.crop, 1), jnp.float32)
+    assert cfg.data.crop == 32 and jax.eval_shape(lambda x: N.make_model(cfg)(x), x).shape == (5, 32, 32, 4)
 
 
 def test_final_activations():
@@ -186,34 +185,36 @@ def synthetic_batch():
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_table1_configs_run_one_train_step(path, synthetic_batch):
     batch, kin = synthetic_batch
-    cfg = T.load_config(path, [f"{k}={v}" for k, v in (TINY | {"depth": 1}).items()])  # depth 1: compiles fast
-    graphdef, params = nnx.split(T.make_model(cfg))
-    opt, _ = T.make_optimizer(cfg, 1)
-    new, _, m = T.make_train_step(graphdef, opt, cfg)(params, opt.init(params), batch, kin)
+    cfg = N.load_config(path, [f"{k}={v}" for k, v in (TINY | {"depth": 1}).items()])  # depth 1: compiles fast
+    graphdef, params = nnx.split(N.make_model(cfg))
+    before = jax.tree.map(np.array, params)  # a host copy: the step donates (deletes) the state it is given
+    opt, _ = N.make_optimizer(cfg.optim, 1)
+    new, m = N.make_train_step(graphdef, opt)(N.TrainState(params, opt.init(params)), batch, kin)
     assert np.isfinite(float(m["loss"])) and float(m["loss"]) > 0
-    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.max(jnp.abs(a - b))), new, params))
+    moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a) - b))), new.params, before))
     assert max(moved) > 0
 
 
 def test_training_reduces_loss_and_gradient_reaches_every_channel(synthetic_batch):
     batch, kin = synthetic_batch
-    cfg = T.TrainConfig(**(TINY | {"final_activation": "sigmoid", "input_scale": 0.05, "learning_rate": 3e-3}))
-    graphdef, params = nnx.split(T.make_model(cfg))
+    cfg = N.config_from_dict(TINY | {"final_activation": "sigmoid", "input_scale": 0.05, "learning_rate": 3e-3})
+    graphdef, params = nnx.split(N.make_model(cfg))
 
     def loss(p):
-        pred = T._forward(graphdef, p, batch["tac"], cfg)
+        pred = N.forward(graphdef, p, batch["tac"])
         return L.masked_mse(batch["tac"], L.model_tacs(pred, kin, batch["subject"]), batch["mask"])
 
     grads = jax.jit(jax.grad(loss))(params)
     for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
         per_channel = np.abs(np.asarray(g)).reshape(-1, g.shape[-1]).sum(axis=0)
         assert np.all(per_channel > 0), f"no gradient for some output channels of {jax.tree_util.keystr(path)}"
-    opt, _ = T.make_optimizer(cfg, 1)
-    step = T.make_train_step(graphdef, opt, cfg)
-    state, losses = opt.init(params), []
+    opt, _ = N.make_optimizer(cfg.optim, 1)
+    step = N.make_train_step(graphdef, opt)
+    state, losses = N.TrainState(params, opt.init(params)), []
     for _ in range(20):
-        params, state, m = step(params, state, batch, kin)
-        losses.append(float(m["loss"]))
+        state, m = step(state, batch, kin)
+        losses.append(m["loss"])
+    losses = [float(x) for x in losses]
     assert losses[-1] < 0.5 * losses[0], losses
 
 
@@ -255,19 +256,20 @@ def dataset(tmp_path_factory):
 
 
 def _run_cfg(**kw):
-    return T.TrainConfig(**(TINY | {"epochs": 3, "lr_halving_epochs": 2, "input_scale": 0.05} | kw))
+    return N.config_from_dict(TINY | {"epochs": 3, "lr_halving_epochs": 2, "input_scale": 0.05} | kw)
 
 
 @pytest.fixture(scope="module")
 def full_run(dataset, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("full")
-    summary = T.train(_run_cfg(), workdir, dataset, progress=False)
+    summary = N.train(_run_cfg(), workdir, dataset, progress=False)
     return workdir, summary
 
 
+@pytest.mark.slow
 def test_uninterrupted_run_writes_everything(full_run):
     workdir, summary = full_run
-    rows = T.read_metrics(workdir)
+    rows = N.read_metrics(workdir)
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     assert all(np.isfinite(r["train_loss"]) and r["val_loss"] > 0 for r in rows)
     assert rows[0]["learning_rate"] == pytest.approx(1e-3) and rows[2]["learning_rate"] == pytest.approx(5e-4)
@@ -277,14 +279,17 @@ def test_uninterrupted_run_writes_everything(full_run):
     assert len(list((workdir / "predictions" / "sub-03").glob("*_mimap.nii.gz"))) == 5
 
 
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_losses(full_run, dataset, tmp_path):
     workdir, _ = full_run
-    part = T.train(_run_cfg(), tmp_path, dataset, progress=False, stop_after_epochs=1)
+    part = N.train(_run_cfg(), tmp_path, dataset, progress=False, stop_after_epochs=1)
     assert not part["finished"]
     with pytest.raises(InputError, match="--resume"):
-        T.train(_run_cfg(), tmp_path, dataset, progress=False)
-    T.train(_run_cfg(), tmp_path, dataset, progress=False, resume=True)
-    a, b = T.read_metrics(workdir), T.read_metrics(tmp_path)
+        N.train(_run_cfg(), tmp_path, dataset, progress=False)
+    with pytest.raises(InputError, match="differs from the run .* in learning_rate"):
+        N.train(_run_cfg(learning_rate=2e-3), tmp_path, dataset, progress=False, resume=True)
+    N.train(_run_cfg(), tmp_path, dataset, progress=False, resume=True)
+    a, b = N.read_metrics(workdir), N.read_metrics(tmp_path)
     assert len(a) == len(b) == 3
     for ra, rb in zip(a, b):
         for key in ("train_loss", "val_loss", "val_cs", "learning_rate"):
@@ -293,25 +298,25 @@ def test_kill_and_resume_gives_the_same_losses(full_run, dataset, tmp_path):
 
 def test_checkpoint_round_trip(tmp_path):
     cfg = _run_cfg()
-    graphdef, params = nnx.split(T.make_model(cfg))
-    opt, _ = T.make_optimizer(cfg, 3)
+    graphdef, params = nnx.split(N.make_model(cfg))
+    opt, _ = N.make_optimizer(cfg.optim, 3)
     state = opt.init(params)
     state = jax.tree.map(lambda x: x + 1 if jnp.issubdtype(x.dtype, jnp.floating) else x + 2, state)
-    mgr = T.checkpoint_manager(tmp_path / "ck")
-    T.save_checkpoint(mgr, 4, params, state, {"epoch": 4, "best_val": 1.5})
-    fresh = nnx.split(T.make_model(dataclasses.replace(cfg, seed=1)))[1]
-    p2, s2, meta = T.restore_checkpoint(T.checkpoint_manager(tmp_path / "ck"), fresh, opt.init(fresh))
+    mgr = N.checkpoint_manager(tmp_path / "ck")
+    N.save_checkpoint(mgr, 4, params, state, {"epoch": 4, "best_val": 1.5})
+    fresh = nnx.split(N.make_model(dataclasses.replace(cfg, seed=1)))[1]
+    p2, s2, meta = N.restore_checkpoint(N.checkpoint_manager(tmp_path / "ck"), fresh, opt.init(fresh))
     assert meta == {"epoch": 4, "best_val": 1.5}
     for x, y in zip(jax.tree.leaves((params, state)), jax.tree.leaves((p2, s2))):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_predict_cli_writes_maps_with_the_input_geometry(full_run, dataset, tmp_path):
     import nibabel as nib
 
     from jaxkin.cli import main
     from jaxkin.data.bids import load_pet
-    from jaxkin.predict import load_predictor
 
     workdir, _ = full_run
     pet_path = dataset / "sub-03" / "pet" / "sub-03_pet.nii.gz"
@@ -323,15 +328,15 @@ def test_predict_cli_writes_maps_with_the_input_geometry(full_run, dataset, tmp_
     assert k1.shape == pet.shape[:3]
     np.testing.assert_allclose(k1.affine, pet.affine)
     # the batched, padded volume path equals the network on each (zero-padded) slice
-    predictor = load_predictor(workdir)
+    predictor = N.load_predictor(workdir)
     volume = pet.read()
     maps = predictor.predict_volume(volume)
     np.testing.assert_allclose(np.asarray(k1.dataobj), maps[..., 0], rtol=1e-6)
     z = 4
-    py = -volume.shape[1] % 2**predictor.cfg.depth  # 18 -> 20 (depth 2): one zero column each side
+    py = -volume.shape[1] % 2**predictor.cfg.model.depth  # 18 -> 20 (depth 2): one zero column each side
     assert py == 2
     tac = np.pad(volume[:, :, z][None], ((0, 0), (0, 0), (1, 1), (0, 0)))
-    direct = np.asarray(T._forward(predictor.graphdef, predictor.params, tac, predictor.cfg))[0, :, 1:19]
+    direct = np.asarray(N.forward(predictor.graphdef, predictor.params, tac))[0, :, 1:19]
     np.testing.assert_allclose(maps[:, :, z], direct, rtol=1e-4, atol=1e-5)
     ki = nib.load(tmp_path / "sub-03_model-2tcmirr_meas-Ki_mimap.nii.gz").get_fdata()
     np.testing.assert_allclose(ki, maps[..., 0] * maps[..., 2] / (maps[..., 1] + maps[..., 2]), rtol=1e-4)
@@ -346,21 +351,48 @@ def test_predict_cli_writes_maps_with_the_input_geometry(full_run, dataset, tmp_
     ("colour=red", "unknown key 'colour'"),
     ("epochs=ten", "epochs must be int"),
     ("conv=4d", "conv must be one of space_time, 3d"),
+    ("model.conv=4d", "conv must be one of space_time, 3d"),
+    ("optim.depth=3", "unknown key 'optim.depth'"),
     ("crop=100", "crop (100) must be a multiple of 2**depth = 16"),
+    ("batch_size=0", "batch_size must be positive"),
 ])
 def test_bad_config_values_fail_with_one_line(override, message):
     with pytest.raises(InputError) as err:
-        T.load_config(ROOT / "experiments" / "exp4_1.py", [override])
+        N.load_config(ROOT / "experiments" / "exp4_1.py", [override])
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_bad_config_file_and_missing_data_on_the_command_line(tmp_path, capsys):
+    from jaxkin.cli import main
+
     bad = tmp_path / "bad.py"
     bad.write_text("def get_config():\n    return {'learning_rate': 'fast'}\n")
-    assert T.main(["--config", str(bad), "--workdir", str(tmp_path / "w")]) == 2
+    assert main(["train", "--config", str(bad), "--workdir", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "learning_rate must be float" in err
-    assert T.main(["--config", str(ROOT / "experiments" / "exp4_1.py"), "--workdir", str(tmp_path / "w"),
+    assert main(["train", "--config", str(ROOT / "experiments" / "exp4_1.py"), "--workdir", str(tmp_path / "w"),
                    "--data", str(tmp_path / "nowhere")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "nowhere" in err and "participants.tsv" in err
+
+
+def test_bare_dotted_and_nested_keys_give_the_same_config(tmp_path):
+    flat = N.config_from_dict({"epochs": 7, "crop": 32, "conv": "3d", "seed": 2})
+    assert flat == N.config_from_dict({"optim.epochs": 7, "data.crop": 32, "model.conv": "3d", "seed": 2})
+    assert flat == N.config_from_dict({"optim": {"epochs": 7}, "data": {"crop": 32}, "model": {"conv": "3d"},
+                                       "seed": 2})
+    assert (flat.optim.epochs, flat.data.crop, flat.model.conv) == (7, 32, "3d")
+    # the resolved config round-trips through its nested JSON form (config.json, model.json)
+    import json
+
+    assert N.config_from_dict(json.loads(json.dumps(dataclasses.asdict(flat)))) == flat
+    nested = tmp_path / "nested.py"
+    nested.write_text("def get_config():\n    return {'optim': {'epochs': 7}, 'data': {'crop': 32}}\n")
+    cfg = N.load_config(nested, ["optim.epochs=9", "model.conv=3d", "seed=2"])
+    assert cfg == dataclasses.replace(flat, optim=dataclasses.replace(flat.optim, epochs=9))
+
+
+def test_network_bounds_are_the_kinetic_models():
+    fdg = jaxkin.get_model("2tcmirr")
+    cfg = N.load_config(EXPERIMENTS[0])
+    assert cfg.model.lower == fdg.lower and cfg.model.upper == fdg.upper

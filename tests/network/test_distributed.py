@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 
 from jaxkin import distributed as dist
-from jaxkin import train as T
+from jaxkin import network as N
 from jaxkin.errors import InputError
 
 from test_network import _write_dataset
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = {"depth": 2, "time_steps": 16, "crop": 16, "batch_size": 4, "predict_batch_size": 3, "slices_per_subject": 2,
           "mask_threshold": 0.5, "learning_rate": 1e-3, "epochs": 3, "lr_halving_epochs": 2, "input_scale": 0.05,
           "data_shards": 2}
@@ -99,7 +99,7 @@ def setup(tmp_path_factory):
     data = _write_dataset(root / "data", ("train", "train", "val", "test"))
     config = root / "tiny.py"
     config.write_text(f"def get_config():\n    return {CONFIG!r}\n")
-    T.train(T.load_config(config), root / "one", data, progress=False)
+    N.train(N.load_config(config), root / "one", data, progress=False)
     pet_dir = data / SUBJECT / "pet"
     files = ["--pet", pet_dir / f"{SUBJECT}_pet.nii.gz", "--input-function",
              pet_dir / f"{SUBJECT}_recording-AIF_blood.tsv", "--chunk-size", "256", "--no-progress"]
@@ -109,6 +109,7 @@ def setup(tmp_path_factory):
     return {"root": root, "data": data, "config": config, "fit_args": files}
 
 
+@pytest.mark.slow
 def test_four_devices_train_like_one(setup, tmp_path):
     root, data, config = setup["root"], setup["data"], setup["config"]
     train = ["train", "--config", config, "--data", data, "--no-progress"]
@@ -129,6 +130,7 @@ def test_four_devices_train_like_one(setup, tmp_path):
                                _map(root / "one" / "predictions" / SUBJECT, "Ki"), rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_two_processes_train_and_fit_like_one_process(setup, tmp_path):
     root, data, config = setup["root"], setup["data"], setup["config"]
     port = _free_port()
@@ -154,9 +156,8 @@ def test_two_processes_train_and_fit_like_one_process(setup, tmp_path):
     np.testing.assert_allclose(ki, _map(root / "one" / "predictions" / SUBJECT, "Ki"), rtol=1e-4, atol=1e-6)
     # the checkpoint both processes wrote restores here and reproduces those maps
     from jaxkin.data.bids import load_pet
-    from jaxkin.predict import load_predictor
 
-    predictor = load_predictor(tmp_path / "run")
+    predictor = N.load_predictor(tmp_path / "run")
     params = predictor.predict_volume(load_pet(data / SUBJECT / "pet" / f"{SUBJECT}_pet.nii.gz").read())
     np.testing.assert_allclose(params[..., 0], _map(tmp_path / "run" / "predictions" / SUBJECT, "K1"), rtol=1e-5)
     # the fit: each process fitted its slab of slices; the assembled maps equal the one-process fit
@@ -178,6 +179,7 @@ def _slurm_port() -> tuple[int, int]:
     pytest.skip("no free port in JAX's Slurm port range")
 
 
+@pytest.mark.slow
 def test_slurm_is_detected_and_predict_and_fit_split_the_volume(setup, tmp_path):
     """``--distributed`` under (a simulated) ``srun -n 2``: JAX reads the SLURM_* variables; each process predicts
     and fits its slab of slices on its one device and process 0 writes the maps once."""
@@ -212,6 +214,7 @@ def test_slurm_is_detected_and_predict_and_fit_split_the_volume(setup, tmp_path)
     assert json.loads(meta)["TACMetrics"]["voxels"] == json.loads(reference)["TACMetrics"]["voxels"] > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("process_id,message", [
     (1, "no coordinator answers at 127.0.0.1:{port}"),
     (0, "not all 2 processes connected to 127.0.0.1:{port}"),
@@ -259,6 +262,7 @@ except InputError as err:
 """
 
 
+@pytest.mark.slow
 def test_an_input_error_on_one_process_stops_every_process():
     port = _free_port()
     results = _run_all([_CHECK.format(port=port, pid=pid) for pid in (0, 1)], _env(1), timeout=120)
@@ -267,17 +271,18 @@ def test_an_input_error_on_one_process_stops_every_process():
     assert _ours(results[1].stdout) == ["sub-09_pet.nii.gz: truncated file"]
 
 
+@pytest.mark.slow
 def test_resume_on_a_different_number_of_shards_is_refused(setup, tmp_path):
     import dataclasses
     import json
 
-    cfg = T.config_from_dict({**CONFIG, "data_shards": 0})  # one shard per process: 1 here
+    cfg = N.config_from_dict({**CONFIG, "data_shards": 0})  # one shard per process: 1 here
     (tmp_path / "config.json").write_text(json.dumps(dataclasses.asdict(cfg)))
     (tmp_path / "model.json").write_text(json.dumps({"data_shards": 2}))  # as a run on 2 processes wrote it
     with pytest.raises(InputError, match=r"the run used 2 data shard\(s\), now 1 .*--set data_shards=2"):
-        T.train(cfg, tmp_path, setup["data"], resume=True, progress=False)
+        N.train(cfg, tmp_path, setup["data"], resume=True, progress=False)
     with pytest.raises(InputError, match=r"devices \(2\) must be .* at most the 1 devices there are"):
-        T.train(T.config_from_dict({**CONFIG, "devices": 2}), tmp_path / "new", setup["data"], progress=False)
+        N.train(N.config_from_dict({**CONFIG, "devices": 2}), tmp_path / "new", setup["data"], progress=False)
 
 
 def test_bad_multi_host_flags():
@@ -313,12 +318,12 @@ def test_batches_do_not_depend_on_how_many_processes_hold_the_shards():
     """The global batches of 3 shards (sizes 5, 3, 4; 2 rows each) are the same whether one process holds all shards
     or each shard sits on its own process, with the rows of each shard at the same place."""
     sizes = np.array([5, 3, 4])
-    empty = T.SliceData(np.zeros((12, 1, 1, 1)), np.zeros((12, 1, 1)), np.zeros(12, np.int32), np.zeros(12))
-    together = T.ShardedSlices(empty, sizes, range(0, 3)).index_batches(2, (0, 7))
+    empty = N.SliceData(np.zeros((12, 1, 1, 1)), np.zeros((12, 1, 1)), np.zeros(12, np.int32), np.zeros(12))
+    together = N.ShardedSlices(empty, sizes, range(0, 3)).index_batches(2, (0, 7))
     offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     apart = []
     for shard in range(3):
-        own = T.ShardedSlices(empty, sizes, range(shard, shard + 1)).index_batches(2, (0, 7))
+        own = N.ShardedSlices(empty, sizes, range(shard, shard + 1)).index_batches(2, (0, 7))
         apart.append(np.where(own >= 0, own + offsets[shard], -1))  # local index -> index in the joint data
     np.testing.assert_array_equal(together, np.concatenate(apart, axis=1))
     assert together.shape == (3, 6)  # the largest shard (5 slices) needs 3 batches of 2

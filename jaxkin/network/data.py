@@ -1,0 +1,201 @@
+"""Training data: axial slices of a BIDS dataset, their masks, data shards, and the stacked kinetic inputs.
+
+Arrays are NumPy on the host: slices ``tac [N, H, W, F]`` (kBq/ml), ``mask [N, H, W]`` (float32, 1 inside), with
+each slice's subject (its index in the kinetic stack) and its ``z`` in the volume.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from jaxkin.errors import InputError
+from jaxkin.network.config import DataConfig
+
+__all__ = ["SliceData", "ShardedSlices", "SubjectScan", "open_subject", "select_slices", "crop_slices", "voxel_mask",
+           "load_slices", "load_sharded", "stack_kinetic_inputs"]
+
+
+@dataclasses.dataclass
+class SliceData:
+    """Axial slices of several subjects, cropped: ``tac [N, H, W, F]`` (kBq/ml), ``mask [N, H, W]`` (float32),
+    ``subject [N]`` (index into the stacked kinetic inputs), ``z [N]`` (slice index in its volume)."""
+
+    tac: np.ndarray
+    mask: np.ndarray
+    subject: np.ndarray
+    z: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.tac.shape[0])
+
+    def batch(self, index: np.ndarray) -> dict:
+        """Samples ``index`` (``-1`` = padding: a copy of sample 0 with an empty mask) as a batch dict."""
+        real = index >= 0
+        i = np.where(real, index, 0)
+        if not len(self):  # nothing here (a process whose shards hold no slices of this split): all padding
+            return {"tac": np.zeros((len(index), *self.tac.shape[1:]), np.float32),
+                    "mask": np.zeros((len(index), *self.mask.shape[1:]), np.float32),
+                    "subject": np.zeros(len(index), np.int32)}
+        return {
+            "tac": self.tac[i],
+            "mask": self.mask[i] * real[:, None, None].astype(np.float32),
+            "subject": self.subject[i].astype(np.int32),
+        }
+
+
+def select_slices(labels, n_z: int, count: int) -> np.ndarray:
+    """``count`` axial slice indices evenly spaced from the lungs to the bladder (included).
+
+    The range comes from the label map (labels named ``lungs`` and ``bladder``; otherwise all labelled slices;
+    without labels, the whole volume). ``count <= 0`` or a range with fewer slices selects every slice of it.
+    """
+    lo, hi = 0, n_z - 1
+    if labels is not None:
+        names = set(labels.names.values())
+        wanted = [n for n in ("lungs", "bladder") if n in names]
+        inside = labels.mask(*wanted) if len(wanted) == 2 else labels.data > 0
+        zs = np.nonzero(inside.any(axis=(0, 1)))[0]
+        if zs.size:
+            lo, hi = int(zs.min()), int(zs.max())
+    if count <= 0 or count >= hi - lo + 1:
+        return np.arange(lo, hi + 1)
+    return np.unique(np.round(np.linspace(lo, hi, count)).astype(int))
+
+
+def crop_slices(x: np.ndarray, size: int) -> np.ndarray:
+    """Centre crop (or zero pad) axes 0 and 1 of ``x [X, Y, ...]`` to ``size``."""
+    for axis in (0, 1):
+        n = x.shape[axis]
+        if n >= size:
+            start = (n - size) // 2
+            x = np.take(x, np.arange(start, start + size), axis=axis)
+        else:
+            pad = [(0, 0)] * x.ndim
+            pad[axis] = ((size - n) // 2, size - n - (size - n) // 2)
+            x = np.pad(x, pad)
+    return x
+
+
+def voxel_mask(tac: np.ndarray, duration: np.ndarray, threshold: float) -> np.ndarray:
+    """Voxels whose time-averaged activity (AUC / scan length, kBq/ml) exceeds ``threshold``: float32 ``[...]``."""
+    mean = np.tensordot(np.nan_to_num(tac), duration / duration.sum(), axes=([-1], [0]))
+    return (mean > threshold).astype(np.float32)
+
+
+@dataclasses.dataclass
+class SubjectScan:
+    """One subject's opened files: the PET image, its input function, its label map (or None)."""
+
+    subject: str
+    pet: object
+    input_function: object
+    labels: object
+
+
+def open_subject(dataset_dir, subject: str) -> SubjectScan:
+    """Open ``subject``'s files in a BIDS dataset (headers, input function, labels; the image is read later)."""
+    from jaxkin.data.bids import load_input_function, load_labels, load_pet
+    from jaxkin.data.dataset import subject_files
+
+    files = subject_files(dataset_dir, subject)
+    pet = load_pet(files.pet)
+    if files.input_function is None:
+        raise InputError(f"{files.pet.parent}: no input function (*_blood.tsv) for {subject}")
+    inp = load_input_function(files.input_function, pet=pet)
+    labels = load_labels(files.labels, pet=pet) if files.labels is not None else None
+    return SubjectScan(subject, pet, inp, labels)
+
+
+def load_slices(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, *, all_slices: bool = False,
+                n_frames: int = 1) -> SliceData:
+    """The axial slices of ``scans`` that ``cfg`` selects (every labelled one with ``all_slices``), cropped, with
+    their masks; ``indices`` = the scans' positions in the kinetic stack; ``n_frames`` sizes the empty result when
+    ``scans`` is empty."""
+    tacs, masks, subj, zs = [], [], [], []
+    for scan, index in zip(scans, indices):
+        z = select_slices(scan.labels, scan.pet.shape[2], 0 if all_slices else cfg.slices_per_subject)
+        volume = scan.pet.read()[:, :, z, :]  # [X, Y, Zsel, F]
+        volume = crop_slices(np.nan_to_num(volume), cfg.crop)
+        tac = np.ascontiguousarray(np.moveaxis(volume, 2, 0))  # [Zsel, H, W, F]
+        tacs.append(tac)
+        masks.append(voxel_mask(tac, scan.pet.frames.duration, cfg.mask_threshold))
+        subj.append(np.full(len(z), index, np.int32))
+        zs.append(z)
+    if not tacs:
+        return SliceData(np.zeros((0, cfg.crop, cfg.crop, n_frames), np.float32),
+                         np.zeros((0, cfg.crop, cfg.crop), np.float32),
+                         np.zeros(0, np.int32), np.zeros(0, int))
+    return SliceData(np.concatenate(tacs), np.concatenate(masks), np.concatenate(subj), np.concatenate(zs))
+
+
+@dataclasses.dataclass
+class ShardedSlices:
+    """This process's slices of one split (train, val or test), grouped in data shards.
+
+    The split's subjects are dealt into ``len(sizes)`` shards (subject ``j`` into shard ``j % shards``); every batch
+    takes ``rows`` slices from each shard, so its content does not depend on how many processes share the work.
+    ``data`` holds the slices of the shards this process owns (``owned``, contiguous), one shard after the other;
+    ``sizes [shards]`` counts the slices of every shard (of all processes).
+    """
+
+    data: SliceData
+    sizes: np.ndarray
+    owned: range
+
+    def steps(self, rows: int) -> int:
+        """Batches needed to see every slice of the largest shard."""
+        return max((math.ceil(int(n) / rows) for n in self.sizes), default=0)
+
+    def index_batches(self, rows: int, key: tuple | None = None) -> np.ndarray:
+        """``[steps, rows * len(owned)]`` indices into ``data`` (``-1`` = padding): each owned shard in order, or
+        shuffled by ``np.random.default_rng((*key, shard))``; shards that run out are padded."""
+        steps = self.steps(rows)
+        columns, offset = [], 0
+        for shard in self.owned:
+            n = int(self.sizes[shard])
+            order = np.arange(n) if key is None else np.random.default_rng((*key, shard)).permutation(n)
+            column = np.full(steps * rows, -1, np.int64)
+            column[:n] = order + offset
+            columns.append(column.reshape(steps, rows))
+            offset += n
+        return np.concatenate(columns, axis=1) if columns else np.zeros((steps, 0), np.int64)
+
+
+def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, shards: int, *,
+                 all_slices: bool = False, n_frames: int = 1) -> ShardedSlices:
+    """The slices of this process's shards of ``scans`` (see :class:`ShardedSlices`); a collective when several
+    processes run (they exchange their shard sizes)."""
+    from jaxkin import distributed as dist
+
+    per_process = shards // dist.process_count()
+    owned = range(dist.process_index() * per_process, (dist.process_index() + 1) * per_process)
+
+    def read_own_shards():
+        dealt = [range(shard, len(scans), shards) for shard in owned]  # subject j goes to shard j % shards
+        return [load_slices([scans[j] for j in mine], [indices[j] for j in mine], cfg, all_slices=all_slices,
+                            n_frames=n_frames) for mine in dealt]
+
+    parts = dist.check_everywhere(read_own_shards)  # a damaged file on one process stops every process
+    sizes = np.zeros(shards, np.int64)
+    for shard, part in zip(owned, parts):
+        sizes[shard] = len(part)
+    parts = [p for p in parts if len(p)] or [load_slices([], [], cfg, n_frames=n_frames)]
+    data = SliceData(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SliceData)))
+    return ShardedSlices(data, dist.gather_arrays(sizes).sum(axis=0), owned)
+
+
+def stack_kinetic_inputs(scans: list[SubjectScan]):
+    """One :class:`jaxkin.KineticInput` with leaves stacked over subjects (``table [S, G, F]``, ...)."""
+    import jax
+    import jax.numpy as jnp
+
+    from jaxkin.kinetics import prepare
+
+    n_frames = {s.pet.frames.n_frames for s in scans}
+    if len(n_frames) > 1:
+        raise InputError(f"the subjects have different frame counts ({sorted(n_frames)}); one network needs one")
+    kins = [prepare(s.input_function, s.pet.frames) for s in scans]
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *kins)

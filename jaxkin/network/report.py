@@ -1,0 +1,150 @@
+"""What a training run writes besides checkpoints: ``metrics.csv``, ``test_metrics.json``, ``report.md``, the
+organ means of predicted maps against a simulated ground truth, and the simulated phantom dataset itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from jaxkin.data.files import write_json
+from jaxkin.errors import InputError
+from jaxkin.kinetics import FDG_MODEL, get_model
+from jaxkin.network.config import DataConfig, TrainConfig
+
+__all__ = ["METRICS_COLUMNS", "prepare_dataset", "truncate_metrics", "append_metrics", "read_metrics",
+           "write_test_metrics", "organ_comparison", "organ_rank_correlation", "write_report"]
+
+#: The columns of ``metrics.csv``, one row per epoch (losses in (kBq/ml)^2, MAE in kBq/ml, seconds of wall time).
+METRICS_COLUMNS = ("epoch", "step", "learning_rate", "train_loss", "val_loss", "val_mae", "val_mae_sd", "val_cs",
+                   "val_cs_sd", "seconds")
+#: The maps compared organ by organ: the FDG model's parameters and Ki.
+ORGAN_MAPS = get_model(FDG_MODEL).map_names
+
+
+def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
+    """The dataset folder: ``data_dir`` (checked), or ``WORKDIR/data``, where the phantom of ``data`` is simulated
+    the first time."""
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not (data_dir / "participants.tsv").is_file():
+            raise InputError(f"--data {data_dir}: not a dataset (no participants.tsv with the train/val/test split)")
+        return data_dir
+    data_dir = Path(workdir) / "data"
+    if not (data_dir / "participants.tsv").is_file():
+        from jaxkin.data.phantom import simulate_dataset
+
+        print(f"simulating the {data.phantom_preset!r} phantom dataset into {data_dir} ...", file=sys.stderr)
+        simulate_dataset(data_dir, subjects=data.phantom_subjects or None, seed=data.phantom_seed,
+                         preset=data.phantom_preset, noise_scale=data.phantom_noise_scale)
+    return data_dir
+
+
+def truncate_metrics(workdir: Path, before_epoch: int) -> None:
+    """Keep the rows of ``metrics.csv`` of epochs < ``before_epoch`` (rows written after the last checkpoint go)."""
+    path = Path(workdir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open() as f:
+        rows = [r for r in csv.DictReader(f) if int(r["epoch"]) < before_epoch]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def append_metrics(workdir: Path, row: dict) -> None:
+    """Append one epoch's ``row`` to ``metrics.csv`` (missing columns empty)."""
+    path = Path(workdir) / "metrics.csv"
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in METRICS_COLUMNS})
+
+
+def read_metrics(workdir) -> list[dict]:
+    """The rows of ``WORKDIR/metrics.csv`` as dicts of floats (empty strings -> None)."""
+    with (Path(workdir) / "metrics.csv").open() as f:
+        return [{k: (float(v) if v != "" else None) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+def write_test_metrics(workdir: Path, summary: dict, test_subjects: list[str]) -> None:
+    """``test_metrics.json``: the best checkpoint's validation and test metrics (see :func:`network.evaluate`)."""
+    write_json(Path(workdir) / "test_metrics.json",
+               {"validation": summary["best_val"], "test": summary["test"], "test_subjects": test_subjects})
+
+
+def organ_comparison(data_dir: Path, scan, maps: dict) -> list[dict]:
+    """Organ means of the predicted ``maps`` (``{name: [X, Y, Z]}``) of ``scan`` (a
+    :class:`jaxkin.network.data.SubjectScan`) and the ground truth, for simulated datasets only (otherwise ``[]``):
+    ``[{"subject", "organ", "predicted": {K1, k2, k3, vB, Ki}, "true": {...}}]``."""
+    from jaxkin.data.dataset import load_organ_truth
+
+    if scan.labels is None:
+        return []
+    try:
+        truth = load_organ_truth(data_dir, scan.subject)
+    except InputError:
+        return []  # not a simulated dataset
+    rows = []
+    for organ, true in truth.items():
+        if organ not in scan.labels.names.values():
+            continue
+        inside = scan.labels.mask(organ)
+        if inside.any():
+            rows.append({"subject": scan.subject, "organ": organ,
+                         "predicted": {p: float(np.mean(maps[p][inside])) for p in ORGAN_MAPS},
+                         "true": {p: float(true[p]) for p in ORGAN_MAPS}})
+    return rows
+
+
+def organ_rank_correlation(rows: list[dict], parameter: str) -> float:
+    """Spearman rank correlation, over the tissue organs of ``rows`` (pure blood, true vB = 1, left out), between
+    the organ means of the predicted ``parameter`` and the ground truth; NaN with fewer than 3 organs."""
+    from scipy.stats import spearmanr
+
+    tissue = [r for r in rows if r["true"]["vB"] < 1.0]
+    if len(tissue) < 3:
+        return math.nan
+    return float(spearmanr([r["predicted"][parameter] for r in tissue], [r["true"][parameter] for r in tissue])[0])
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict, organ_rows=()) -> None:
+    """``report.md``: the run's settings, the best checkpoint's validation and test metrics and, for simulated
+    data, the organ means against the ground truth with their rank correlation."""
+    m, o = cfg.model, cfg.optim
+    metrics = [[name, f"{r['cs']:.3f} ± {r['cs_sd']:.3f}", f"{r['mae']:.3f} ± {r['mae_sd']:.3f}", f"{r['loss']:.4g}",
+                str(r["voxels"])]
+               for name, r in (("validation (best checkpoint)", summary.get("best_val")), ("test", summary.get("test")))
+               if r]
+    lines = [
+        "# jaxkin training report", "",
+        f"Network: conv {m.conv}, pooling {m.pooling}, final activation {m.final_activation}; "
+        f"{o.epochs} epochs, batch {o.batch_size}, lr {o.learning_rate:g} halved every {o.lr_halving_epochs} epochs.",
+        f"Subjects: train {', '.join(split['train'])}; val {', '.join(split['val']) or '-'}; "
+        f"test {', '.join(split['test']) or '-'}.", "",
+        *_table(["set", "CS (mean ± SD over voxels)", "MAE kBq/mL (mean ± SD)", "MSE", "voxels"], metrics),
+    ]
+    if organ_rows:
+        cells = [[r["subject"], r["organ"], *(f"{r['predicted'][p]:.3f} / {r['true'][p]:.3f}" for p in ORGAN_MAPS)]
+                 for r in organ_rows]
+        rho = {p: organ_rank_correlation(organ_rows, p) for p in ORGAN_MAPS}
+        lines += ["", "Organ means of the predicted maps against the simulated ground truth (predicted / true):", "",
+                  *_table(["subject", "organ", *ORGAN_MAPS], cells), "",
+                  "Spearman rank correlation of the organ means with the truth over the tissue organs (blood left "
+                  "out): " + ", ".join(f"{p} {rho[p]:.2f}" for p in ORGAN_MAPS) + "."]
+    lines += ["", "Metrics per epoch: metrics.csv. Checkpoints: checkpoints/best, checkpoints/latest."]
+    if cfg.predict_test and split["test"]:
+        lines.append(f"Parametric maps ({', '.join(ORGAN_MAPS)}) of the test subjects: predictions/<subject>/.")
+    (Path(workdir) / "report.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,149 @@
+"""The model, the optimiser and the pure, jit-compiled steps of training and evaluation.
+
+The network is split once (``nnx.split``) into its static graph and its parameters; every step merges them again
+inside the compiled function, so the steps are pure functions of arrays:
+
+* :func:`make_train_step`: ``(state, batch, kin) -> (state, {"loss"})``, the :class:`TrainState` donated;
+* :func:`make_eval_step`: ``(params, batch, kin) -> metric sums``.
+
+``batch``: ``tac [B, H, W, F]`` (kBq/ml), ``mask [B, H, W]`` (float32), ``subject [B]`` (int32, the sample's index in
+``kin``); ``kin``: one :class:`jaxkin.KineticInput` with leaves stacked over subjects.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import typing
+
+import jax
+import optax
+from flax import nnx
+
+from jaxkin.network.config import OptimConfig, TrainConfig
+from jaxkin.network.data import ShardedSlices
+from jaxkin.nn.loss import masked_mse, metric_sums, model_tacs
+from jaxkin.nn.unet import UNet, UNetConfig, network_input
+
+__all__ = ["TrainState", "CompiledSteps", "make_model", "model_graph", "make_optimizer", "forward",
+           "make_train_step", "make_eval_step", "compiled_steps", "evaluate"]
+
+
+class TrainState(typing.NamedTuple):
+    """What a train step updates: the network's parameters (``nnx.State``) and the optimiser's state."""
+
+    params: typing.Any
+    opt_state: typing.Any
+
+
+def make_model(cfg: TrainConfig) -> UNet:
+    """The UNet of ``cfg.model``, initialised from ``cfg.seed``."""
+    return UNet(cfg.model, rngs=nnx.Rngs(cfg.seed))
+
+
+@functools.lru_cache(maxsize=8)
+def model_graph(model: UNetConfig):
+    """The static graph (``nnx.GraphDef``) of the UNet of ``model``, built once without computing any weights;
+    pair it with ``nnx.split(make_model(cfg))[1]``. One object per config, so compiled programs keyed on it are
+    reused."""
+    return nnx.split(nnx.eval_shape(lambda: UNet(model, rngs=nnx.Rngs(0))))[0]
+
+
+def make_optimizer(optim: OptimConfig, steps_per_epoch: int):
+    """``(optimizer, schedule)``: Adam with the learning rate halved every ``lr_halving_epochs`` epochs (a
+    staircase); ``schedule(step)`` is the learning rate of a step."""
+    schedule = optax.exponential_decay(optim.learning_rate,
+                                       transition_steps=optim.lr_halving_epochs * max(steps_per_epoch, 1),
+                                       decay_rate=0.5, staircase=True)
+    return optax.adam(schedule), schedule
+
+
+def forward(graphdef, params, tac):
+    """Parameters ``[B, H, W, 4]`` (K1, k2, k3, vB) that the network predicts from TACs ``tac [B, H, W, F]``
+    (kBq/ml; normalised, scaled and time-padded as its config says)."""
+    model = nnx.merge(graphdef, params)
+    cfg = model.cfg
+    return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization))
+
+
+def _batch_loss(graphdef, params, batch, kin):
+    """Masked MSE ((kBq/ml)^2) between the measured TACs and the model TACs of the predicted parameters."""
+    predicted = forward(graphdef, params, batch["tac"])
+    return masked_mse(batch["tac"], model_tacs(predicted, kin, batch["subject"]), batch["mask"])
+
+
+def make_train_step(graphdef, optimizer, parallel=None):
+    """A jit-compiled pure step ``(state, batch, kin) -> (state, {"loss": scalar})`` (one Adam update on the
+    gradient of the batch's masked MSE). ``state`` (a :class:`TrainState`) is donated: its buffers are reused for
+    the new state, so do not use it after the call.
+
+    With ``parallel`` (:class:`jaxkin.distributed.DataParallel`) the batch is split over the devices of its mesh and
+    the state and metrics are replicated: the same computation, data-parallel (XLA inserts the gradient all-reduce).
+    """
+
+    def step(state: TrainState, batch, kin):
+        loss, grads = jax.value_and_grad(functools.partial(_batch_loss, graphdef))(state.params, batch, kin)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        return TrainState(optax.apply_updates(state.params, updates), opt_state), {"loss": loss}
+
+    if parallel is None:
+        return jax.jit(step, donate_argnums=0)
+    rep, rows = parallel.replicated, parallel.batch_sharding
+    return jax.jit(step, donate_argnums=0, in_shardings=(rep, rows, rep), out_shardings=(rep, rep))
+
+
+def make_eval_step(graphdef, parallel=None):
+    """A jit-compiled ``(params, batch, kin) -> metric sums`` (see :func:`jaxkin.nn.loss.metric_sums`); ``parallel``
+    as in :func:`make_train_step`."""
+
+    def step(params, batch, kin):
+        predicted = forward(graphdef, params, batch["tac"])
+        return metric_sums(batch["tac"], model_tacs(predicted, kin, batch["subject"]), batch["mask"])
+
+    if parallel is None:
+        return jax.jit(step)
+    rep, rows = parallel.replicated, parallel.batch_sharding
+    return jax.jit(step, in_shardings=(rep, rows, rep), out_shardings=rep)
+
+
+class CompiledSteps(typing.NamedTuple):
+    graphdef: typing.Any
+    optimizer: typing.Any
+    schedule: typing.Callable
+    train_step: typing.Callable
+    eval_step: typing.Callable
+
+
+@functools.lru_cache(maxsize=8)
+def compiled_steps(model: UNetConfig, optim: OptimConfig, steps_per_epoch: int, parallel=None) -> CompiledSteps:
+    """The graph, optimiser, schedule and jitted steps of a run, built once per process, so repeated runs (resume,
+    tests, notebooks) reuse the compiled programs."""
+    graphdef = model_graph(model)
+    optimizer, schedule = make_optimizer(optim, steps_per_epoch)
+    return CompiledSteps(graphdef, optimizer, schedule, make_train_step(graphdef, optimizer, parallel),
+                         make_eval_step(graphdef, parallel))
+
+
+def evaluate(eval_step, params, sliced: ShardedSlices, kin, batch_size: int, parallel) -> dict:
+    """Dataset-level metrics over masked voxels of every shard: ``loss`` (MSE, (kBq/ml)^2), ``mae``/``mae_sd`` and
+    ``cs``/``cs_sd`` (mean and SD over voxels of the per-voxel MAE (kBq/ml) and cosine similarity), ``voxels``.
+    ``batch_size`` is global; ``parallel`` places the batches (:class:`jaxkin.distributed.DataParallel`)."""
+    total: dict[str, float] = {}
+    for index in sliced.index_batches(batch_size // len(sliced.sizes)):
+        sums = jax.device_get(eval_step(params, parallel.batch(sliced.data.batch(index)), kin))
+        for k, v in sums.items():
+            total[k] = total.get(k, 0.0) + float(v)
+    n = max(total.get("n", 0.0), 1.0)
+    n_frames = sliced.data.tac.shape[-1]
+
+    def sd(s, s2):
+        return math.sqrt(max(s2 / n - (s / n) ** 2, 0.0))
+
+    return {
+        "loss": total.get("se", 0.0) / (n * n_frames),
+        "mae": total.get("mae", 0.0) / n,
+        "mae_sd": sd(total.get("mae", 0.0), total.get("mae2", 0.0)),
+        "cs": total.get("cs", 0.0) / n,
+        "cs_sd": sd(total.get("cs", 0.0), total.get("cs2", 0.0)),
+        "voxels": int(total.get("n", 0.0)),
+    }
