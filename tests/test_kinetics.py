@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import jaxkin
-from jaxkin import InputFunction, kinetics
+from jaxkin import InputFunction
 
 from _reference import FRAMES, INPUT
 from _reference import ode_frame_means as _ode_frame_means

@@ -475,8 +475,9 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
             "Seed": subject.seed,
             "SubjectIndex": subject.index,
             "NoiseScale": subject.noise_scale,
-            "NoiseModel": "Gaussian, Var = NoiseScale * NoiseS * max(C,0) * exp(ln2 * t_mid / 109.77 min) / "
-                          "duration, C in kBq/mL, times in min (white noise, applied after the PSF)",
+            "NoiseModel": "Gaussian, Var = NoiseScale * NoiseS * max(C,0) * exp(ln2 * t_mid / "
+                          f"{F18_HALF_LIFE_MIN:g} min) / duration, C in kBq/mL, times in min (white noise, applied "
+                          "after the PSF)",
             "NoiseS": NOISE_S,
             "PsfFwhmMm": subject.fwhm_mm,
             "InputFunction": "Feng FDG model (whole blood = plasma), scaled and delayed per subject",

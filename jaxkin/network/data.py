@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from jaxkin.errors import InputError
 from jaxkin.network.config import DataConfig
 
-__all__ = ["SliceData", "ShardedSlices", "SubjectScan", "open_subject", "select_slices", "crop_slices", "voxel_mask",
+__all__ = ["SliceData", "ShardedSlices", "SubjectScan", "prepare_dataset", "open_subject", "select_slices", "crop_slices", "voxel_mask",
            "load_slices", "load_sharded", "stack_kinetic_inputs"]
 
 
@@ -93,6 +95,24 @@ class SubjectScan:
     pet: object
     input_function: object
     labels: object
+
+
+def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
+    """The dataset folder: ``data_dir`` (checked), or ``WORKDIR/data``, where the phantom of ``data`` is simulated
+    the first time."""
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not (data_dir / "participants.tsv").is_file():
+            raise InputError(f"--data {data_dir}: not a dataset (no participants.tsv with the train/val/test split)")
+        return data_dir
+    data_dir = Path(workdir) / "data"
+    if not (data_dir / "participants.tsv").is_file():
+        from jaxkin.data.phantom import simulate_dataset
+
+        print(f"simulating the {data.phantom_preset!r} phantom dataset into {data_dir} ...", file=sys.stderr)
+        simulate_dataset(data_dir, subjects=data.phantom_subjects or None, seed=data.phantom_seed,
+                         preset=data.phantom_preset, noise_scale=data.phantom_noise_scale)
+    return data_dir
 
 
 def open_subject(dataset_dir, subject: str) -> SubjectScan:

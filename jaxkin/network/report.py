@@ -1,12 +1,11 @@
-"""What a training run writes besides checkpoints: ``metrics.csv``, ``test_metrics.json``, ``report.md``, the
-organ means of predicted maps against a simulated ground truth, and the simulated phantom dataset itself.
+"""What a training run writes besides checkpoints: ``metrics.csv``, ``test_metrics.json``, ``report.md`` and the
+organ means of predicted maps against a simulated ground truth.
 """
 
 from __future__ import annotations
 
 import csv
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,9 @@ import numpy as np
 from jaxkin.data.files import write_json
 from jaxkin.errors import InputError
 from jaxkin.kinetics import FDG_MODEL, get_model
-from jaxkin.network.config import DataConfig, TrainConfig
+from jaxkin.network.config import TrainConfig
 
-__all__ = ["METRICS_COLUMNS", "prepare_dataset", "truncate_metrics", "append_metrics", "read_metrics",
+__all__ = ["METRICS_COLUMNS", "truncate_metrics", "append_metrics", "read_metrics",
            "write_test_metrics", "organ_comparison", "organ_rank_correlation", "write_report"]
 
 #: The columns of ``metrics.csv``, one row per epoch (losses in (kBq/ml)^2, MAE in kBq/ml, seconds of wall time).
@@ -24,24 +23,6 @@ METRICS_COLUMNS = ("epoch", "step", "learning_rate", "train_loss", "val_loss", "
                    "val_cs_sd", "seconds")
 #: The maps compared organ by organ: the FDG model's parameters and Ki.
 ORGAN_MAPS = get_model(FDG_MODEL).map_names
-
-
-def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
-    """The dataset folder: ``data_dir`` (checked), or ``WORKDIR/data``, where the phantom of ``data`` is simulated
-    the first time."""
-    if data_dir is not None:
-        data_dir = Path(data_dir)
-        if not (data_dir / "participants.tsv").is_file():
-            raise InputError(f"--data {data_dir}: not a dataset (no participants.tsv with the train/val/test split)")
-        return data_dir
-    data_dir = Path(workdir) / "data"
-    if not (data_dir / "participants.tsv").is_file():
-        from jaxkin.data.phantom import simulate_dataset
-
-        print(f"simulating the {data.phantom_preset!r} phantom dataset into {data_dir} ...", file=sys.stderr)
-        simulate_dataset(data_dir, subjects=data.phantom_subjects or None, seed=data.phantom_seed,
-                         preset=data.phantom_preset, noise_scale=data.phantom_noise_scale)
-    return data_dir
 
 
 def truncate_metrics(workdir: Path, before_epoch: int) -> None:

@@ -31,7 +31,7 @@ from jaxkin.kinetics import FDG_MODEL
 from jaxkin.network import report
 from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
 from jaxkin.network.config import TrainConfig, config_from_dict, config_leaves
-from jaxkin.network.data import ShardedSlices, load_sharded, open_subject, stack_kinetic_inputs
+from jaxkin.network.data import ShardedSlices, load_sharded, open_subject, prepare_dataset, stack_kinetic_inputs
 from jaxkin.network.steps import CompiledSteps, TrainState, compiled_steps, evaluate, make_model
 
 __all__ = ["train"]
@@ -116,8 +116,8 @@ def _open_dataset(cfg: TrainConfig, workdir: Path, data_dir, shards: int, parall
     headers and input function (cheap) and its own shards' train and val slices."""
     if data_dir is None:  # process 0 simulates the phantom into the workdir, the others wait for it
         main = dist.is_main_process()
-        dist.check_everywhere(lambda: report.prepare_dataset(cfg.data, workdir, None) if main else None)
-    folder = report.prepare_dataset(cfg.data, workdir, data_dir)
+        dist.check_everywhere(lambda: prepare_dataset(cfg.data, workdir, None) if main else None)
+    folder = prepare_dataset(cfg.data, workdir, data_dir)
 
     def open_all():
         split = dataset_split(folder)
