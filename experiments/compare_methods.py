@@ -3,9 +3,9 @@
     python -m jaxkin.train --config experiments/quickstart.py --workdir runs/quickstart    # once
     python experiments/compare_methods.py --run runs/quickstart [--curve-fit] [--out runs/quickstart/evaluation]
 
-For each test subject of the run's dataset (``RUN/data``, or ``--dataset``): ``jaxkin fit`` with jaxkin LM and with
-Patlak (t* = 20 min) inside the subject's label map (``RUN/fits/lm``, ``RUN/fits/patlak``), with ``--curve-fit`` also
-scipy curve_fit (``RUN/fits/curve_fit``; slow on a CPU: ~10 TACs/s per core), then ``jaxkin evaluate`` of the network's
+For each test subject of the run's dataset (``RUN/data``, or ``--dataset``): fits (:func:`jaxkin.fitting.write_fit_maps`,
+what ``jaxkin fit`` runs) with jaxkin LM and with Patlak (t* = 20 min) inside the subject's label map
+(``RUN/fits/lm``, ``RUN/fits/patlak``), with ``--curve-fit`` also scipy curve_fit (``RUN/fits/curve_fit``; slow on a CPU: ~10 TACs/s per core), then ``jaxkin evaluate`` of the network's
 predictions (``RUN/predictions``) against these methods and the ground truth (:func:`jaxkin.evaluation.evaluate`)
 into ``--out`` (default ``RUN/evaluation``): report.md, TSV tables and figures. Existing fits are reused.
 """
@@ -26,10 +26,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from jaxkin.cli import main as jaxkin_main
+    from jaxkin.data import bids
     from jaxkin.data.dataset import dataset_split, subject_files
     from jaxkin.errors import InputError
     from jaxkin.evaluation import evaluate
+    from jaxkin.fitting import write_fit_maps
 
     run = Path(args.run)
     dataset = Path(args.dataset) if args.dataset else run / "data"
@@ -37,19 +38,25 @@ def main(argv=None) -> int:
     if not (run / "predictions").is_dir():
         print(f"{run}: no predictions/ folder (train with predict_test = True)", file=sys.stderr)
         return 2
-    methods = [("lm", ["--model", "2tcmirr", "--method", "lm"]), ("patlak", ["--model", "patlak"])]
+    methods = [("lm", {"model": "2tcmirr", "method": "lm"}), ("patlak", {"model": "patlak"})]
     if args.curve_fit:
-        methods.append(("curve_fit", ["--model", "2tcmirr", "--method", "curve_fit"]))
-    for sid in dataset_split(dataset)["test"]:
-        files = subject_files(dataset, sid)
-        for name, options in methods:
-            folder = run / "fits" / name / sid
-            if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
-                continue
-            code = jaxkin_main(["fit", "--pet", str(files.pet), "--input-function", str(files.input_function),
-                                "--mask", str(files.labels), "--out", str(folder), "--no-progress", *options])
-            if code:
-                return code
+        methods.append(("curve_fit", {"model": "2tcmirr", "method": "curve_fit"}))
+    try:
+        for sid in dataset_split(dataset)["test"]:
+            files = subject_files(dataset, sid)
+            pet = bids.load_pet(files.pet)
+            input_function = bids.load_input_function(files.input_function, pet=pet)
+            mask = bids.load_labels(files.labels, pet=pet).data > 0  # the subject's label map
+            for name, options in methods:
+                folder = run / "fits" / name / sid
+                if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
+                    continue
+                done = write_fit_maps(pet, input_function, folder, mask=mask, **options,
+                                      extra={"InputFunction": files.input_function.name})
+                print(f"{sid} {name}: {done['result'].n_fitted} voxels in {done['seconds']:.1f} s -> {folder}")
+    except InputError as err:
+        print(f"compare_methods: error: {err}", file=sys.stderr)
+        return 2
     preds = ["network=" + str(run / "predictions"), "LM=" + str(run / "fits" / "lm")]
     if args.curve_fit:
         preds.append("curve_fit=" + str(run / "fits" / "curve_fit"))

@@ -40,14 +40,12 @@ def run(args) -> int:
     import os
     import shlex
     import sys
-    import time
     from pathlib import Path
 
     import numpy as np
 
     from jaxkin import distributed
     from jaxkin.data import bids
-    from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.errors import InputError
 
     if args.chunk_size < 1:
@@ -57,8 +55,8 @@ def run(args) -> int:
     pet = bids.load_pet(args.pet)
     input_function = bids.load_input_function(args.input_function, pet=pet)
     mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
-    half_life = (bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
-                 if args.weights == "poisson" else None)
+    if args.weights == "poisson":  # a bad TracerRadionuclide is an input error, found before any work
+        bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=0.0)
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -68,35 +66,18 @@ def run(args) -> int:
         raise InputError(f"--out: {out} is not writable")
     distributed.initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
 
-    from jaxkin.fitting import GRAPHICAL_METHODS, NumpyModel, PlotInput, fit_volume, output_maps
-    from jaxkin.kinetics import prepare
+    from jaxkin.fitting import write_fit_maps
 
-    graphical = args.model in GRAPHICAL_METHODS
-    kin = prepare(input_function, pet.frames)
-    plot = PlotInput.from_input(input_function, pet.frames) if graphical else None
-    numpy_model = NumpyModel(input_function, pet.frames, args.model) if args.method == "curve_fit" else None
-
-    start = time.perf_counter()
-    result = fit_volume(pet, kin, model=args.model, method=args.method, mask=mask, weights=args.weights,
-                        chunk_size=args.chunk_size, min_signal=args.min_signal, t_star=args.t_star,
-                        plot_input=plot, numpy_model=numpy_model, progress=not args.no_progress,
-                        half_life=half_life)
-    seconds = time.perf_counter() - start
-    units = output_maps(args.model)
-    command_line = shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None
-    extra = {"FitMethod": "linear regression" if graphical else args.method,
-             "Weights": args.weights, "VoxelsFitted": result.n_fitted,
-             "InputFunction": Path(args.input_function).name}
-    if graphical:
-        extra["TStarMinutes"] = args.t_star
+    written = write_fit_maps(pet, input_function, out, model=args.model, method=args.method, mask=mask,
+                             weights=args.weights, chunk_size=args.chunk_size, min_signal=args.min_signal,
+                             t_star=args.t_star, progress=not args.no_progress,
+                             command_line=shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
+                             extra={"InputFunction": Path(args.input_function).name})
     if not distributed.is_main_process():
-        distributed.sync("jaxkin-fit-written")  # exit only when process 0 has written the maps
         return 0
-    written = [bids.write_map(out, pet.prefix, args.model, name, result.maps[name], reference=pet, units=unit,
-                              command_line=command_line, extra=extra) for name, unit in units.items()]
-    print(f"fitted {result.n_fitted} voxels with {args.model} ({'graphical' if graphical else args.method}) "
-          f"in {seconds:.1f} s; {result.n_nonfinite} voxel(s) with NaN/Inf left out; "
-          f"{result.n_not_converged} flagged not converged")
-    print(f"wrote {len(written)} maps to {out}: {', '.join(units)}")
-    distributed.sync("jaxkin-fit-written")
+    result = written["result"]
+    how = "graphical" if args.model in ("patlak", "logan") else args.method
+    print(f"fitted {result.n_fitted} voxels with {args.model} ({how}) in {written['seconds']:.1f} s; "
+          f"{result.n_nonfinite} voxel(s) with NaN/Inf left out; {result.n_not_converged} flagged not converged")
+    print(f"wrote {len(written['paths'])} maps to {out}: {', '.join(written['paths'])}")
     return 0

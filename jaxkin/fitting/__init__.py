@@ -2,7 +2,8 @@
 
 * :mod:`.lm`: basis-function start (:mod:`.basis`) + bounded, vmapped Levenberg–Marquardt of TACs ``[N, F]``;
 * :mod:`.weights`: frame weights (none, duration, poisson);
-* :mod:`.volume`: whole 4D images, masked voxels streamed in fixed-size chunks over the devices;
+* :mod:`.volume`: whole 4D images, masked voxels streamed in fixed-size chunks over the devices, and
+  :func:`write_fit_maps`, a PET file's maps written as BIDS derivatives;
 * :mod:`.graphical`: the Patlak and Logan plots;
 * :mod:`.baseline`: the paper's scipy ``curve_fit`` on an independent NumPy model.
 
@@ -22,14 +23,14 @@ from jaxkin.fitting.result import (
     FitResult,
     FitSettings,
 )
-from jaxkin.fitting.volume import VolumeFit, fit_volume, output_maps, signal_mask
+from jaxkin.fitting.volume import VolumeFit, fit_volume, output_maps, signal_mask, write_fit_maps
 from jaxkin.fitting.weights import frame_weights
 
 __all__ = [
     "FitResult", "FitSettings", "fit_tacs", "fit_chunk", "frame_weights",
     "FLAG_NAMES", "FLAG_NOT_CONVERGED", "FLAG_NONFINITE_INPUT", "FLAG_NO_SIGNAL", "FLAG_NEGATIVE_VALUES",
     "FLAG_AT_BOUND",
-    "VolumeFit", "fit_volume", "output_maps", "signal_mask",
+    "VolumeFit", "fit_volume", "write_fit_maps", "output_maps", "signal_mask",
     "GRAPHICAL_METHODS", "PlotInput", "LinearPlot", "patlak", "logan",
     "NumpyModel", "curve_fit_tac", "curve_fit_tacs",
 ]

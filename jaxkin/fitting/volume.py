@@ -30,7 +30,7 @@ from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings
 from jaxkin.fitting.weights import frame_weights
 from jaxkin.kinetics import KineticInput, get_model
 
-__all__ = ["VolumeFit", "fit_volume", "signal_mask", "output_maps"]
+__all__ = ["VolumeFit", "fit_volume", "write_fit_maps", "signal_mask", "output_maps"]
 
 #: Units of the per-voxel fit diagnostics.
 DIAGNOSTIC_UNITS = {"SSE": "(kBq/mL)^2", "R2": "1", "flags": "1"}
@@ -216,3 +216,52 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
         n_not_converged = int(np.count_nonzero((maps["flags"][full_mask] & FLAG_NOT_CONVERGED) != 0))
     return VolumeFit(maps=maps, mask=full_mask, n_fitted=int(np.count_nonzero(full_mask)), n_nonfinite=n_nonfinite,
                      n_not_converged=n_not_converged)
+
+
+def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", method: str = "lm", mask=None,
+                   weights: str = "none", chunk_size: int = 16384, min_signal: float = 0.05, t_star: float = 20.0,
+                   progress: bool = False, command_line: str | None = None, extra: dict | None = None) -> dict:
+    """Fit every voxel of a BIDS PET image and write :func:`output_maps` of ``model`` into ``out_dir``.
+
+    ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min,
+    kBq/ml); ``mask``: bool ``[X, Y, Z]`` or None (the automatic signal mask). The maps are
+    ``<prefix>_model-<model>_meas-<name>_mimap.nii.gz`` on the PET's grid with JSON sidecars (the fit method, the
+    weights, the voxels fitted, ``extra``); Poisson weights take the half-life of the sidecar's
+    ``TracerRadionuclide`` (F-18 when absent). After :func:`jaxkin.distributed.initialize` this is a collective:
+    every process fits a slab, process 0 writes. Returns ``{"paths": {name: path}, "result": VolumeFit,
+    "seconds": fit time}``.
+    """
+    import time
+
+    from jaxkin import distributed as dist
+    from jaxkin.data import bids
+    from jaxkin.decay import F18_HALF_LIFE_MIN
+    from jaxkin.fitting.baseline import NumpyModel
+    from jaxkin.fitting.graphical import PlotInput
+    from jaxkin.kinetics import prepare
+
+    graphical = model in GRAPHICAL_METHODS
+    if method == "curve_fit" and graphical:
+        raise ValueError(f"method curve_fit applies to compartment models, not {model}")
+    half_life = (bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
+                 if weights == "poisson" else None)
+    kin = prepare(input_function, pet.frames)
+    start = time.perf_counter()
+    result = fit_volume(pet, kin, model=model, method=method, mask=mask, weights=weights, chunk_size=chunk_size,
+                        min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life,
+                        plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
+                        numpy_model=NumpyModel(input_function, pet.frames, model) if method == "curve_fit" else None)
+    seconds = time.perf_counter() - start
+    sidecar = {"FitMethod": "linear regression" if graphical else method, "Weights": weights,
+               "VoxelsFitted": result.n_fitted, **(extra or {})}
+    if graphical:
+        sidecar["TStarMinutes"] = t_star
+    units = output_maps(model)
+    paths = {name: bids.map_path(out_dir, pet.prefix, model, name) for name in units}
+    if dist.is_main_process():
+        for name, unit in units.items():
+            bids.write_map(out_dir, pet.prefix, model, name, result.maps[name], reference=pet, units=unit,
+                           command_line=command_line, extra=sidecar)
+    dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
+    return {"paths": paths, "result": result, "seconds": seconds}
+
