@@ -441,6 +441,12 @@ class KineticModel:
         """All macro-parameters of ``params [..., P]`` as a dict of arrays ``[...]``."""
         return {name: fn(jnp.asarray(params)) for name, fn in self.macros.items()}
 
+    def named_maps(self, params) -> dict:
+        """``{name: [...]}`` for every name of :attr:`map_names`: the parameters of ``params [..., P]`` (slices of
+        it) and the macro-parameters computed from them (NumPy arrays of the parameters' dtype)."""
+        maps = {name: params[..., i] for i, name in enumerate(self.param_names)}
+        return maps | {name: np.asarray(v, params.dtype) for name, v in self.macro_parameters(params).items()}
+
 
 #: Units of every kinetic parameter and macro-parameter jaxkin writes (BIDS-style strings; "1" = dimensionless).
 UNITS: dict[str, str] = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vB": "1",

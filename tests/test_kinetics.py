@@ -185,3 +185,17 @@ def test_delay_shifts_the_response_later():
     first = int(np.argmax(np.asarray(a) > 0.01 * float(a.max())))
     assert float(b[first]) < float(a[first])  # activity arrives later
     np.testing.assert_allclose(float(b[-1]), float(a[-1]), rtol=0.05)  # late frames barely change
+
+
+def test_named_maps_are_the_parameters_and_the_closed_form_macros():
+    rng = np.random.default_rng(7)
+    params = rng.uniform([0.05, 0.1, 0.01, 0.0], [1.5, 2.5, 0.5, 0.3], size=(5, 4)).astype(np.float32)
+    maps = jaxkin.get_model("2tcmirr").named_maps(params)
+    assert list(maps) == ["K1", "k2", "k3", "vB", "Ki"]
+    for i, name in enumerate(("K1", "k2", "k3", "vB")):
+        np.testing.assert_array_equal(maps[name], params[:, i])
+    k1, k2, k3 = params[:, 0].astype(np.float64), params[:, 1].astype(np.float64), params[:, 2].astype(np.float64)
+    np.testing.assert_allclose(maps["Ki"], k1 * k3 / (k2 + k3), rtol=1e-6)
+    assert maps["Ki"].dtype == np.float32
+    vt = jaxkin.get_model("1tcm").named_maps(params[:, [0, 1, 3]].astype(np.float64))["VT"]
+    np.testing.assert_allclose(vt, k1 / k2, rtol=1e-6)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 #: The --model choices: kinetics.MODELS and fitting.GRAPHICAL_METHODS, named here so that building the parser stays
-#: light (no JAX import); tests/cli check that the two agree.
-MODELS = ("2tcmirr", "1tcm", "2tcm", "patlak", "logan")
+#: light (no JAX import); tests/test_architecture.py checks that they agree.
+GRAPHICAL = ("patlak", "logan")
+MODELS = ("2tcmirr", "1tcm", "2tcm", *GRAPHICAL)
 
 
 def register(subparsers) -> None:
@@ -46,17 +47,18 @@ def run(args) -> int:
 
     from jaxkin import distributed
     from jaxkin.data import bids
+    from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.errors import InputError
 
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be positive")
-    if args.method == "curve_fit" and args.model in ("patlak", "logan"):
+    if args.method == "curve_fit" and args.model in GRAPHICAL:
         raise InputError(f"--method curve_fit applies to compartment models, not {args.model}")
     pet = bids.load_pet(args.pet)
     input_function = bids.load_input_function(args.input_function, pet=pet)
     mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
-    if args.weights == "poisson":  # a bad TracerRadionuclide is an input error, found before any work
-        bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=0.0)
+    half_life = (bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
+                 if args.weights == "poisson" else None)  # a bad TracerRadionuclide stops here, before any work
     out = Path(args.out)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -69,14 +71,14 @@ def run(args) -> int:
     from jaxkin.fitting import write_fit_maps
 
     written = write_fit_maps(pet, input_function, out, model=args.model, method=args.method, mask=mask,
-                             weights=args.weights, chunk_size=args.chunk_size, min_signal=args.min_signal,
+                             weights=args.weights, half_life=half_life, chunk_size=args.chunk_size, min_signal=args.min_signal,
                              t_star=args.t_star, progress=not args.no_progress,
                              command_line=shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
                              extra={"InputFunction": Path(args.input_function).name})
     if not distributed.is_main_process():
         return 0
     result = written["result"]
-    how = "graphical" if args.model in ("patlak", "logan") else args.method
+    how = "graphical" if args.model in GRAPHICAL else args.method
     print(f"fitted {result.n_fitted} voxels with {args.model} ({how}) in {written['seconds']:.1f} s; "
           f"{result.n_nonfinite} voxel(s) with NaN/Inf left out; {result.n_not_converged} flagged not converged")
     print(f"wrote {len(written['paths'])} maps to {out}: {', '.join(written['paths'])}")

@@ -505,8 +505,7 @@ def write_subject(root, subject: Subject, *, units: str = "kBq/mL") -> dict:
     bids.write_labels(paths["labels"], subject.labels, subject.label_names, subject.affine)
     reference = bids.load_pet(paths["pet"])
     model = get_model(MODEL_NAME)
-    maps = {name: subject.truth[..., i] for i, name in enumerate(model.param_names)}
-    maps |= {name: np.asarray(v) for name, v in model.macro_parameters(subject.truth).items()}
+    maps = model.named_maps(subject.truth)
     extra = {"Description": "ground truth of the simulated phantom (unblurred, at voxel centres)",
              "Sources": [paths["pet"].name, paths["labels"].name]}
     cmd = f"jaxkin simulate (jaxkin {__version__}, preset {preset.name}, seed {subject.seed})"

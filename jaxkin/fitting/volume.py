@@ -149,10 +149,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
             if weights != "none":
                 w = np.asarray(frame_weights(weights, kin, tacs[:n], decay_corrected=decay_corrected, **w_kw))
             params, sse, ok = baseline.curve_fit_tacs(tacs[:n], numpy_model, weights=w)
-            m = get_model(model)
-            values = {name: params[:, i] for i, name in enumerate(m.param_names)}
-            for macro, fn in m.macros.items():
-                values[macro] = np.asarray(fn(params))
+            values = get_model(model).named_maps(params)
             values["SSE"] = sse
             y = tacs[:n].astype(np.float64)
             with jax.enable_x64(True):
@@ -219,14 +216,14 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
 
 
 def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", method: str = "lm", mask=None,
-                   weights: str = "none", chunk_size: int = 16384, min_signal: float = 0.05, t_star: float = 20.0,
-                   progress: bool = False, command_line: str | None = None, extra: dict | None = None) -> dict:
+                   weights: str = "none", half_life: float | None = None, chunk_size: int = 16384,
+                   min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False, command_line: str | None = None, extra: dict | None = None) -> dict:
     """Fit every voxel of a BIDS PET image and write :func:`output_maps` of ``model`` into ``out_dir``.
 
     ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min,
     kBq/ml); ``mask``: bool ``[X, Y, Z]`` or None (the automatic signal mask). The maps are
     ``<prefix>_model-<model>_meas-<name>_mimap.nii.gz`` on the PET's grid with JSON sidecars (the fit method, the
-    weights, the voxels fitted, ``extra``); Poisson weights take the half-life of the sidecar's
+    weights, the voxels fitted, ``extra``); Poisson weights use ``half_life`` (min), by default that of the sidecar's
     ``TracerRadionuclide`` (F-18 when absent). After :func:`jaxkin.distributed.initialize` this is a collective:
     every process fits a slab, process 0 writes. Returns ``{"paths": {name: path}, "result": VolumeFit,
     "seconds": fit time}``.
@@ -243,8 +240,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     graphical = model in GRAPHICAL_METHODS
     if method == "curve_fit" and graphical:
         raise ValueError(f"method curve_fit applies to compartment models, not {model}")
-    half_life = (bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
-                 if weights == "poisson" else None)
+    if weights == "poisson" and half_life is None:
+        half_life = bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
     kin = prepare(input_function, pet.frames)
     start = time.perf_counter()
     result = fit_volume(pet, kin, model=model, method=method, mask=mask, weights=weights, chunk_size=chunk_size,

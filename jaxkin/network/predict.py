@@ -167,8 +167,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
         summed = dist.gather_arrays(np.array([totals.get(k, 0.0) for k in _METRIC_KEYS], np.float64)).sum(axis=0)
         metrics = _metrics(dict(zip(_METRIC_KEYS, summed.tolist())), pet.frames.n_frames)
     model = get_model(FDG_MODEL)
-    maps = {name: params[..., i] for i, name in enumerate(model.param_names)}
-    maps |= {name: np.asarray(v, np.float32) for name, v in model.macro_parameters(params).items()}
+    maps = model.named_maps(params)
     cfg = predictor.cfg.model
     extra = {"Method": "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if cfg.conv == "space_time"
              else "self-supervised 3D UNet", "FinalActivation": cfg.final_activation}
