@@ -60,12 +60,18 @@ __all__ = [
 
 
 def merged_knots(input_function: InputFunction, frames: FrameSchedule):
-    """Knots of the input with every frame boundary added, and the frame of each knot interval."""
+    """Knots of the input with every frame boundary added, and the frame of each knot interval.
+
+    Frames may start before an input that starts at zero (a scan started before the injection): the input and the
+    tissue are zero there."""
     if frames.start[0] < input_function.start - 1e-9:
-        raise ValueError(
-            f"the scan starts at {frames.start[0]:g} min, before the input function "
-            f"(first sample at {input_function.start:g} min)"
-        )
+        if input_function.values[0] != 0.0:
+            raise ValueError(
+                f"the scan starts at {frames.start[0]:g} min, before the input function "
+                f"(first sample at {input_function.start:g} min, not zero)"
+            )
+        input_function = InputFunction(np.concatenate([[frames.start[0]], input_function.times]),
+                                       np.concatenate([[0.0], input_function.values]))
     if frames.end[-1] > input_function.end + 1e-9:
         raise ValueError(
             f"the input function does not cover the scan: it ends at {input_function.end:g} min "

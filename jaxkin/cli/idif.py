@@ -31,7 +31,9 @@ def run(args) -> int:
     mask = labels.mask(args.label)
     tac, used = bids.label_mean_tac(pet, mask)
     idif = bids.input_from_frame_means(pet.frames, tac)
-    bids.write_input_function(out, idif, units=pet.units, column="AIF")
+    bids.write_input_function(out, idif, units="kBq/mL", column="whole_blood_radioactivity",
+                              injection_start=pet.injection_start,
+                              description=f"image-derived input: mean of label '{args.label}' of {Path(args.labels).name}")
     print(f"wrote {out}: mean of {used} voxel(s) of '{args.label}' ({int(mask.sum()) - used} with NaN/Inf left out), "
           f"{pet.frames.n_frames} frames, {pet.units}")
     return 0

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxkin.data.units import units_to_kbq
 from jaxkin.data.files import (
     atomic_write,
     nifti_stem,
@@ -53,33 +54,11 @@ __all__ = [
     "image_derived_input",
     "finite_voxel_mask",
     "units_to_kbq",
-    "INPUT_COLUMNS",
 ]
 
-#: Activity columns of an input-function TSV, in the order they are preferred when several are present.
-INPUT_COLUMNS: tuple[str, ...] = ("AIF", "plasma_radioactivity", "whole_blood_radioactivity")
 
-_ACTIVITY_UNITS = {"bq": 1e-3, "kbq": 1.0, "mbq": 1e3}
-_VOLUME_UNITS = ("ml", "cc", "cm3")
-_TIME_UNITS_TO_MIN = {"s": 1.0 / 60.0, "sec": 1.0 / 60.0, "second": 1.0 / 60.0, "seconds": 1.0 / 60.0,
-                      "min": 1.0, "minute": 1.0, "minutes": 1.0}
 # Geometry tolerance for "same grid": affines may differ by float32 rounding of the header.
 _AFFINE_ATOL = 1e-3
-
-
-def units_to_kbq(units, *, where: str = "Units") -> float:
-    """The factor that turns values in ``units`` into kBq/ml: ``Bq/mL`` -> 1e-3, ``kBq/mL`` -> 1, ``MBq/mL`` -> 1e3.
-
-    Case-insensitive; ``mL``, ``ml``, ``cc`` and ``cm3`` are all accepted. Anything else raises
-    :class:`InputError` with ``where`` (the file and field) in the message.
-    """
-    if isinstance(units, str):
-        text = units.strip().lower().replace(" ", "")
-        if "/" in text:
-            activity, volume = text.split("/", 1)
-            if activity in _ACTIVITY_UNITS and volume in _VOLUME_UNITS:
-                return _ACTIVITY_UNITS[activity]
-    raise InputError(f"{where}: unknown units {units!r}; use Bq/mL, kBq/mL or MBq/mL")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,12 +68,15 @@ def units_to_kbq(units, *, where: str = "Units") -> float:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class PetImage:
-    """A 4D BIDS PET image ``[X, Y, Z, F]`` opened lazily, with its frame timing and units.
+    """A 4D BIDS PET image ``[X, Y, Z, F]`` opened lazily, with its frame timing, units and decay correction.
 
-    ``frames`` are in minutes; ``scale_to_kbq`` turns file values into kBq/ml. ``image`` is the nibabel image
-    whose ``dataobj`` is a lazy proxy: use :meth:`read` to get kBq/ml for some axial slices.
-    ``decay_factors [F]`` (None when the file is decay corrected) decay-correct each frame mean to t = 0 of the frame
-    times; :meth:`read` applies them, so what it returns is always decay corrected, as the kinetic models assume.
+    ``frames`` are in minutes **since injection** (``FrameTimesStart - InjectionStart``); ``injection_start`` is the
+    injection in minutes relative to ``TimeZero`` (the origin of every time in the files). ``scale_to_kbq`` turns file
+    values into kBq/ml. ``decay_factors [F]`` (None when the file is already decay corrected to the injection)
+    bring each frame to decay correction at the injection, the reference shared with the blood data; :meth:`read`
+    applies them. ``notes`` are the assumptions made while reading the sidecar, one sentence each (the commands
+    print them and write them in the output sidecars). ``image`` is the nibabel image whose ``dataobj`` is a lazy
+    proxy: use :meth:`read` to get kBq/ml for some axial slices.
     """
 
     path: Path
@@ -107,6 +89,10 @@ class PetImage:
     sidecar: dict
     image: object
     decay_factors: np.ndarray | None = None
+    injection_start: float = 0.0
+    half_life: float | None = None
+    notes: tuple = ()
+    decay_description: str = "decay corrected to the injection"
 
     @property
     def prefix(self) -> str:
@@ -122,8 +108,16 @@ class PetImage:
     def sidecar_path(self) -> Path:
         return self.path.with_name(nifti_stem(self.path) + ".json")
 
+    def provenance(self) -> dict:
+        """Fields for an output sidecar: the time origin, the decay reference and the assumptions made."""
+        return {"TimeOrigin": "injection (FrameTimesStart - InjectionStart)",
+                "InjectionStart": round(self.injection_start * 60.0, 6),
+                "DecayCorrection": self.decay_description,
+                "Assumptions": list(self.notes)}
+
     def read(self, z: slice = slice(None), dtype=np.float32) -> np.ndarray:
-        """Activity in kBq/ml of the axial slices ``z`` -> ``[X, Y, Zsel, F]`` (only those slices are read).
+        """Activity in kBq/ml, decay corrected to the injection, of the axial slices ``z`` -> ``[X, Y, Zsel, F]``
+        (only those slices are read).
 
         NaN/Inf voxels are returned as they are; see :func:`finite_voxel_mask`.
         """
@@ -221,13 +215,85 @@ def frames_from_sidecar(sidecar: dict, where: Path) -> FrameSchedule:
         raise InputError(f"{where}: {err}") from None
 
 
+def _seconds(sidecar: dict, key: str, where: Path) -> float | None:
+    """A time field (s) of the sidecar, or None when absent; InputError when it is not a finite number."""
+    if key not in sidecar:
+        return None
+    value = sidecar[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value):
+        raise InputError(f"{where}: field {key!r} must be a number of seconds relative to TimeZero, not {value!r}")
+    return float(value)
+
+
+#: Relative difference above which a ``DecayCorrectionFactor`` is said to disagree with the timing fields.
+DECAY_FACTOR_TOLERANCE = 1e-3
+
+
+def _decay_to_injection(sidecar: dict, where: Path, frames: FrameSchedule, injection_start: float,
+                        notes: list) -> tuple[np.ndarray | None, float | None, str]:
+    """``(factors [F] or None, half-life min or None, description)``: what brings the frames (since injection) to
+    decay correction at the injection. See :func:`load_pet`."""
+    corrected = _sidecar_field(sidecar, "ImageDecayCorrected", where)
+    if not isinstance(corrected, bool):
+        raise InputError(f"{where}: field 'ImageDecayCorrected' must be true or false, not {corrected!r}")
+    reference = _seconds(sidecar, "ImageDecayCorrectionTime", where)
+    dcf_key = next((k for k in ("DecayCorrectionFactor", "DecayFactor") if k in sidecar), None)
+    if not corrected:
+        half = tracer_half_life(sidecar, where)
+        return decay_factors(frames, half), half, "not decay corrected in the file; corrected by jaxkin to the injection"
+    if dcf_key is None and (reference is None or abs(reference / 60.0 - injection_start) < 1e-9):
+        if reference is None:
+            notes.append(f"{where.name}: ImageDecayCorrectionTime missing; the image is assumed decay corrected to "
+                         "the injection")
+        half = _optional_half_life(sidecar, where)
+        return None, half, "decay corrected to the injection in the file"
+    half = tracer_half_life(sidecar, where)
+    lam = np.log(2.0) / half
+    if dcf_key is None:  # corrected to another time: a constant factor moves the reference to the injection
+        r = reference / 60.0 - injection_start  # min since injection
+        factors = np.full(frames.n_frames, np.exp(lam * r))
+        return factors, half, (f"decay corrected in the file to {reference:g} s after TimeZero "
+                               f"({r * 60:g} s after the injection); moved to the injection by jaxkin")
+    dcf = _number_list(sidecar[dcf_key], dcf_key, where)
+    if dcf.shape[0] != frames.n_frames:
+        raise InputError(f"{where}: {dcf_key!r} has {dcf.shape[0]} entries but there are {frames.n_frames} frames")
+    if np.any(dcf <= 0):
+        raise InputError(f"{where}: {dcf_key!r} must be positive")
+    to_injection = decay_factors(frames, half)  # uncorrected frame means -> corrected to the injection
+    factors = to_injection / dcf  # undo what the file applied, then correct to the injection
+    if reference is not None:
+        r = reference / 60.0 - injection_start
+        expected = to_injection * np.exp(-lam * r)
+        mismatch = float(np.max(np.abs(dcf / expected - 1.0)))
+        if mismatch > DECAY_FACTOR_TOLERANCE:
+            implied = np.log(to_injection / dcf) / lam  # min since injection, per frame
+            notes.append(
+                f"{where.name}: {dcf_key} differs by up to {100 * mismatch:.2g}% from decay correction to "
+                f"ImageDecayCorrectionTime {reference:g} s (it implies {np.median(implied) * 60:.4g} s after the "
+                f"injection); jaxkin undoes the {dcf_key} (what was applied to the image) and corrects to the injection"
+            )
+    return factors, half, f"{dcf_key} of the file undone and corrected by jaxkin to the injection"
+
+
+def _optional_half_life(sidecar: dict, where: Path) -> float | None:
+    try:
+        return tracer_half_life(sidecar, where) if "TracerRadionuclide" in sidecar else None
+    except InputError:
+        return None
+
+
 def load_pet(path) -> PetImage:
     """Open a 4D BIDS PET image (``*_pet.nii.gz`` or ``*_pet.nii``) and validate it against its ``*_pet.json``.
 
-    Checks: the sidecar exists; ``FrameTimesStart``, ``FrameDuration`` (s), ``Units`` and ``ImageDecayCorrected``
-    are present and valid (with ``ImageDecayCorrected`` false, ``TracerRadionuclide`` too: :meth:`PetImage.read`
-    then decay-corrects to t = 0 of the frame times); frames increase, do not overlap and have positive durations; the frame count equals
-    the 4th dimension; the file is complete. Voxel data are not read (see :meth:`PetImage.read`).
+    Timing: ``FrameTimesStart`` and ``FrameDuration`` (s, relative to ``TimeZero``) give the frames, shifted by
+    ``InjectionStart`` (s relative to TimeZero, may be negative; missing means 0, said in :attr:`PetImage.notes`)
+    to minutes since injection. ``ScanStart`` is checked against the first frame (a difference above 1 s is noted).
+    Decay: ``ImageDecayCorrected``, ``ImageDecayCorrectionTime`` (s relative to TimeZero) and, when present,
+    ``DecayCorrectionFactor`` (or dcm2niix's ``DecayFactor``: the factor the file applied per frame, undone before
+    correcting) bring the image to decay correction at the injection with the half-life of ``TracerRadionuclide``.
+    Checks: the sidecar exists; the fields are numbers; frames increase, do not overlap and have positive durations;
+    the frame count equals the 4th dimension; the file is complete. Voxel data are not read (see
+    :meth:`PetImage.read`).
     """
     path = Path(path)
     stem = nifti_stem(path)
@@ -237,13 +303,24 @@ def load_pet(path) -> PetImage:
     if not sidecar_path.is_file():
         raise InputError(f"{path}: missing BIDS sidecar {sidecar_path.name}")
     sidecar = read_json(sidecar_path, "BIDS sidecar")
-    frames = frames_from_sidecar(sidecar, sidecar_path)
+    frames_tz = frames_from_sidecar(sidecar, sidecar_path)
     units = _sidecar_field(sidecar, "Units", sidecar_path)
     scale = units_to_kbq(units, where=f"{sidecar_path}: field 'Units'")
-    decay_corrected = _sidecar_field(sidecar, "ImageDecayCorrected", sidecar_path)
-    if not isinstance(decay_corrected, bool):
-        raise InputError(f"{sidecar_path}: field 'ImageDecayCorrected' must be true or false, not {decay_corrected!r}")
-    factors = None if decay_corrected else decay_factors(frames, tracer_half_life(sidecar, sidecar_path))
+    notes: list[str] = []
+    injection_s = _seconds(sidecar, "InjectionStart", sidecar_path)
+    if injection_s is None:
+        injection_s = 0.0
+        notes.append(f"{sidecar_path.name}: InjectionStart missing; the injection is assumed at TimeZero (0 s)")
+    scan_start = _seconds(sidecar, "ScanStart", sidecar_path)
+    first = float(frames_tz.start_seconds[0])
+    if scan_start is not None and abs(scan_start - first) > 1.0:
+        notes.append(f"{sidecar_path.name}: ScanStart {scan_start:g} s differs from the first frame's start {first:g} s; "
+                     "jaxkin uses FrameTimesStart")
+    injection_start = injection_s / 60.0
+    frames = FrameSchedule.from_seconds(frames_tz.start_seconds - injection_s, frames_tz.duration_seconds)
+    if frames.end[-1] <= 0:
+        raise InputError(f"{sidecar_path}: every frame ends before the injection (InjectionStart {injection_s:g} s)")
+    factors, half, decay_description = _decay_to_injection(sidecar, sidecar_path, frames, injection_start, notes)
     image = open_nifti(path)
     shape = tuple(int(s) for s in image.shape)
     if len(shape) != 4:
@@ -258,12 +335,16 @@ def load_pet(path) -> PetImage:
         frames=frames,
         units=str(units),
         scale_to_kbq=float(scale),
-        decay_corrected=decay_corrected,
+        decay_corrected=bool(sidecar["ImageDecayCorrected"]),
         affine=np.array(image.affine, dtype=np.float64),
         shape=shape,
         sidecar=sidecar,
         image=image,
         decay_factors=factors,
+        injection_start=injection_start,
+        half_life=half,
+        notes=tuple(notes),
+        decay_description=decay_description,
     )
 
 
@@ -327,117 +408,34 @@ def nonfinite_message(pet: PetImage, mask: np.ndarray) -> str | None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _numeric_column(path: Path, header: list[str], rows: list[list[str]], name: str) -> np.ndarray:
-    j = header.index(name)
-    out = np.empty(len(rows))
-    for i, row in enumerate(rows):
-        text = row[j].strip()
-        try:
-            out[i] = float(text)
-        except ValueError:
-            raise InputError(f"{path}: column {name!r}, line {i + 2}: {text!r} is not a number") from None
-        if not np.isfinite(out[i]):
-            raise InputError(f"{path}: column {name!r}, line {i + 2}: {text!r} is not a finite number")
-    return out
-
-
-def _column_units(sidecar: dict | None, column: str) -> str | None:
-    """Units of a TSV column from a BIDS sidecar: ``{"col": {"Units": ...}}`` (or a top-level ``Units``)."""
-    if not sidecar:
-        return None
-    entry = sidecar.get(column)
-    if isinstance(entry, dict) and "Units" in entry:
-        return entry["Units"]
-    if column != "time" and "Units" in sidecar:
-        return sidecar["Units"]
-    return None
-
-
 def load_input_function(path, *, pet: PetImage | None = None, column: str | None = None) -> InputFunction:
-    """An input function from a TSV: ``time`` (s) and one activity column -> :class:`InputFunction` (min, kBq/ml).
+    """The tissue input of one blood TSV as an :class:`InputFunction` (min since injection, kBq/ml).
 
-    The activity column is ``column`` or the first of ``AIF``, ``plasma_radioactivity``,
-    ``whole_blood_radioactivity`` present. Its units come from a JSON sidecar beside the TSV (same stem,
-    ``{"<column>": {"Units": "kBq/mL"}}``), else from ``pet``'s units; the time units likewise (default s).
-    With ``pet``, the curve must cover the scan (start at or before the first frame, end at or after the last).
+    The short form of :func:`jaxkin.data.blood.load_blood` (which also returns the whole-blood curve of the vB term
+    and the assumptions made): the parent plasma, or ``column`` alone when given. With ``pet``, times are shifted
+    by its ``InjectionStart`` and the curve must cover the scan (it is extended a little if it ends early).
     """
-    path = Path(path)
-    header, rows = read_tsv(path)
-    if "time" not in header:
-        raise InputError(f"{path}: missing column 'time' (seconds)")
-    if column is None:
-        present = [c for c in INPUT_COLUMNS if c in header]
-        if not present:
-            raise InputError(f"{path}: no activity column; expected one of {', '.join(INPUT_COLUMNS)}")
-        column = present[0]
-    elif column not in header:
-        raise InputError(f"{path}: missing column {column!r}")
-    if len(rows) < 2:
-        raise InputError(f"{path}: at least two samples are needed, found {len(rows)}")
-    sidecar_path = path.with_suffix(".json")
-    sidecar = read_json(sidecar_path, "sidecar") if sidecar_path.is_file() else None
-    units = _column_units(sidecar, column)
-    if units is not None:
-        scale = units_to_kbq(units, where=f"{sidecar_path}: field '{column}.Units'")
-    elif pet is not None:
-        scale = pet.scale_to_kbq
-    else:
-        raise InputError(
-            f"{path}: units of column {column!r} unknown: add a JSON sidecar {sidecar_path.name} with "
-            f'{{"{column}": {{"Units": "kBq/mL"}}}} or give the PET image'
-        )
-    time_units = _column_units(sidecar, "time") or "s"
-    time_key = str(time_units).strip().lower()
-    if time_key not in _TIME_UNITS_TO_MIN:
-        raise InputError(f"{sidecar_path}: field 'time.Units': unknown time unit {time_units!r}; use s or min")
-    times = _numeric_column(path, header, rows, "time") * _TIME_UNITS_TO_MIN[time_key]
-    values = _numeric_column(path, header, rows, column) * scale
-    if np.any(np.diff(times) <= 0):
-        i = int(np.argmax(np.diff(times) <= 0)) + 1
-        raise InputError(
-            f"{path}: column 'time' must be strictly increasing; line {i + 2} is not after line {i + 1}"
-        )
-    input_function = InputFunction(times, values)
-    if pet is not None:
-        check_covers(input_function, pet.frames, where=path)
-    return input_function
+    from jaxkin.data.blood import load_blood
+
+    return load_blood(path, pet=pet, column=column).input
 
 
-def check_covers(input_function: InputFunction, frames: FrameSchedule, *, where) -> None:
-    """InputError unless ``input_function`` spans the scan ``frames`` (a 1 ms tolerance)."""
-    tol = 1e-3 / 60.0
-    if input_function.end < frames.end[-1] - tol:
-        raise InputError(
-            f"{where}: column 'time': the input function ends at {input_function.end * 60:g} s but the scan "
-            f"ends at {frames.end[-1] * 60:g} s; it must cover the whole scan"
-        )
-    if input_function.start > frames.start[0] + tol:
-        raise InputError(
-            f"{where}: column 'time': the input function starts at {input_function.start * 60:g} s, after the "
-            f"first frame starts ({frames.start[0] * 60:g} s)"
-        )
+def write_input_function(path, input_function: InputFunction, *, units: str = "kBq/mL",
+                         column: str = "whole_blood_radioactivity", injection_start: float = 0.0,
+                         description: str | None = None) -> Path:
+    """Write one curve as a BIDS blood TSV (``time`` in s relative to TimeZero, ``column`` in ``units``) with its
+    JSON sidecar (units, descriptions and the ``PlasmaAvail``/``WholeBloodAvail``/``MetaboliteAvail`` flags).
 
+    ``input_function`` is in minutes since injection and kBq/ml; ``injection_start`` (min relative to TimeZero)
+    shifts it back to the file's time origin. See :func:`jaxkin.data.blood.write_blood` for plasma and whole blood
+    together."""
+    from jaxkin.data.blood import write_blood
 
-def write_input_function(path, input_function: InputFunction, *, units: str = "kBq/mL", column: str = "AIF") -> Path:
-    """Write ``input_function`` as a TSV (``time`` in s, ``column`` in ``units``) with a JSON sidecar of units.
-
-    Values are converted from kBq/ml to ``units``; times from minutes to seconds. Both files written atomically.
-    """
-    path = Path(path)
-    scale = units_to_kbq(units, where="write_input_function: units")
-    times_s = input_function.times * 60.0
-    values = input_function.values / scale
-    lines = [f"time\t{column}"] + [f"{t!r}\t{v!r}" for t, v in zip(times_s.tolist(), values.tolist())]
-    with atomic_write(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_json(
-        path.with_suffix(".json"),
-        {
-            "time": {"Description": "time after injection", "Units": "s"},
-            column: {"Description": "input function (arterial plasma = whole blood)", "Units": units},
-        },
-    )
-    return path
+    if column not in ("plasma_radioactivity", "whole_blood_radioactivity"):
+        raise ValueError(f"write_input_function: column {column!r} must be plasma_radioactivity or "
+                         "whole_blood_radioactivity")
+    curves = {"plasma": input_function} if column == "plasma_radioactivity" else {"whole_blood": input_function}
+    return write_blood(path, **curves, units=units, injection_start=injection_start, description=description)
 
 
 # --------------------------------------------------------------------------------------------------

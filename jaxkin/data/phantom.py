@@ -23,7 +23,8 @@ import dataclasses
 
 import numpy as np
 
-from jaxkin.decay import F18_HALF_LIFE_MIN
+from jaxkin.data.blood import write_blood
+from jaxkin.decay import F18_HALF_LIFE_MIN, decay_factors
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import FengParameters, InputFunction, feng_input
 from jaxkin.kinetics import FDG_MODEL, get_model, tacs_in_chunks
@@ -460,7 +461,8 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
         "ScanStart": 0,
         "InjectionStart": 0,
         "ImageDecayCorrectionTime": 0,
-        "DecayCorrectionFactor": [1.0] * subject.frames.n_frames,
+        # the factor applied to each frame mean: decay correction to the injection (= TimeZero here)
+        "DecayCorrectionFactor": [round(float(f), 9) for f in decay_factors(subject.frames, F18_HALF_LIFE_MIN)],
         "ReconMethodName": "analytic simulation (jaxkin phantom)",
         "ReconFilterType": "Gaussian" if subject.fwhm_mm > 0 else "none",
         "ReconFilterSize": subject.fwhm_mm,
@@ -501,7 +503,8 @@ def write_subject(root, subject: Subject, *, units: str = "kBq/mL") -> dict:
     data = subject.pet if scale == 1.0 else subject.pet / np.float32(scale)
     bids.write_pet(paths["pet"], data, subject.frames, subject.affine, units=units,
                    sidecar=_pet_sidecar(subject, preset, units), voxel_size=subject.voxel_mm)
-    bids.write_input_function(paths["input_function"], subject.input_function, units=units, column="AIF")
+    write_blood(paths["input_function"], plasma=subject.input_function, whole_blood=subject.input_function,
+                units=units, description="arterial input of the simulation (Feng FDG model; whole blood = plasma)")
     bids.write_labels(paths["labels"], subject.labels, subject.label_names, subject.affine)
     reference = bids.load_pet(paths["pet"])
     model = get_model(MODEL_NAME)
@@ -532,7 +535,7 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
 
         dataset_description.json  participants.tsv (participant_id, split, ...)  participants.json
         sub-01/pet/sub-01_pet.nii.gz + .json           4D PET in ``units`` (default kBq/mL), 62 frames
-        sub-01/pet/sub-01_recording-AIF_blood.tsv + .json   input function (time in s, AIF in ``units``)
+        sub-01/pet/sub-01_recording-AIF_blood.tsv + .json   arterial plasma = whole blood (time in s, ``units``)
         sub-01/pet/sub-01_dseg.nii.gz + sub-01_dseg.tsv     label map and table (index, name)
         derivatives/groundtruth/sub-01/pet/sub-01_model-2tcmirr_meas-<K1|k2|k3|vB|Ki>_mimap.nii.gz + .json
         derivatives/groundtruth/sub-01/pet/sub-01_desc-organs_parameters.tsv   organ-mean parameters
