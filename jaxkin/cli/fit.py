@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         "mask, and voxels with NaN/Inf, are 0.",
     )
     parser.add_argument("--pet", required=True, help="4D *_pet.nii.gz with its *_pet.json sidecar")
-    parser.add_argument("--input-function", required=True, help="input-function TSV (time in s, AIF)")
+    from jaxkin.cli._scan import add_blood_arguments
+
+    add_blood_arguments(parser, required=True)
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
     parser.add_argument("--model", choices=MODELS, default="2tcmirr",
                         help="kinetic model (default 2tcmirr, the paper's irreversible two-tissue model)")
@@ -54,8 +56,10 @@ def run(args) -> int:
         raise InputError("--chunk-size must be positive")
     if args.method == "curve_fit" and args.model in GRAPHICAL:
         raise InputError(f"--method curve_fit applies to compartment models, not {args.model}")
+    from jaxkin.cli._scan import load_blood_for, say
+
     pet = bids.load_pet(args.pet)
-    input_function = bids.load_input_function(args.input_function, pet=pet)
+    blood = load_blood_for(args, pet)
     mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
     half_life = (bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
                  if args.weights == "poisson" else None)  # a bad TracerRadionuclide stops here, before any work
@@ -68,13 +72,15 @@ def run(args) -> int:
         raise InputError(f"--out: {out} is not writable")
     distributed.initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
 
+    from jaxkin.data.blood import scan_notes
     from jaxkin.fitting import write_fit_maps
 
-    written = write_fit_maps(pet, input_function, out, model=args.model, method=args.method, mask=mask,
+    if distributed.is_main_process():
+        say("fit", scan_notes(pet, blood))
+    written = write_fit_maps(pet, blood, out, model=args.model, method=args.method, mask=mask,
                              weights=args.weights, half_life=half_life, chunk_size=args.chunk_size, min_signal=args.min_signal,
                              t_star=args.t_star, progress=not args.no_progress,
-                             command_line=shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
-                             extra={"InputFunction": Path(args.input_function).name})
+                             command_line=shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None)
     if not distributed.is_main_process():
         return 0
     result = written["result"]

@@ -7,9 +7,9 @@ def register(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="predict K1, k2, k3, vB, Ki maps with a trained network")
     parser.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/best folder)")
     parser.add_argument("--pet", required=True, help="4D PET *_pet.nii.gz with its JSON sidecar")
-    parser.add_argument("--input-function", default=None,
-                        help="input function TSV (time in s); optional, adds TAC cosine similarity and MAE to the "
-                        "sidecars")
+    from jaxkin.cli._scan import add_blood_arguments
+
+    add_blood_arguments(parser, required=False)  # optional: adds TAC cosine similarity and MAE to the sidecars
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from the config)")
     from jaxkin.distributed import add_arguments
@@ -23,12 +23,14 @@ def run(args) -> int:
     import time
 
     from jaxkin import distributed
-    from jaxkin.data.bids import load_input_function, load_pet
+    from jaxkin.cli._scan import load_blood_for, say
+    from jaxkin.data.bids import load_pet
+    from jaxkin.data.blood import scan_notes
     from jaxkin.errors import InputError
     from jaxkin.network import Predictor, load_predictor, write_parameter_maps
 
     pet = load_pet(args.pet)
-    inp = load_input_function(args.input_function, pet=pet) if args.input_function else None
+    inp = load_blood_for(args, pet) if args.input_function else None
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size: must be positive, got {args.batch_size}")
     distributed.initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
@@ -36,6 +38,8 @@ def run(args) -> int:
     if args.batch_size is not None:
         cfg = dataclasses.replace(predictor.cfg, predict_batch_size=args.batch_size)
         predictor = Predictor(predictor.graphdef, predictor.params, cfg, predictor.n_frames)
+    if distributed.is_main_process():
+        say("predict", scan_notes(pet, inp))
     t0 = time.perf_counter()
     result = write_parameter_maps(predictor, pet, args.out, input_function=inp, progress=True)
     distributed.sync("jaxkin-predict-written")  # every process ends when process 0 has written the maps

@@ -42,7 +42,7 @@ from jaxkin.errors import InputError
 from jaxkin.input_function import InputFunction
 
 __all__ = ["Blood", "load_blood", "BLOOD_DECAY_REFERENCES", "BLOOD_COLUMNS", "RECORDING_TOLERANCE",
-           "MAX_EXTRAPOLATION", "blood_sidecar_flags", "write_blood"]
+           "MAX_EXTRAPOLATION", "blood_sidecar_flags", "write_blood", "scan_provenance", "scan_notes"]
 
 #: The activity and fraction columns jaxkin reads (``AIF`` is jaxkin's own: an input already metabolite corrected).
 BLOOD_COLUMNS = ("AIF", "plasma_radioactivity", "whole_blood_radioactivity", "metabolite_parent_fraction")
@@ -549,3 +549,21 @@ def write_blood(path, *, plasma: InputFunction | None = None, whole_blood: Input
     meta.update(extra or {})
     write_json(path.with_suffix(".json"), meta)
     return path
+
+
+def scan_provenance(pet, blood: Blood | None = None) -> dict:
+    """Sidecar fields of a result computed from ``pet`` (a :class:`jaxkin.data.bids.PetImage`) and ``blood``: the
+    time origin, the decay references, the blood files and how the input was built, and every assumption made
+    (``Assumptions``: the PET's notes, then the blood's)."""
+    out = pet.provenance()
+    if blood is not None:
+        extra = blood.sidecar()
+        out["Assumptions"] = list(out.get("Assumptions", [])) + list(extra.pop("Assumptions", []))
+        out.update(extra)
+    return out
+
+
+def scan_notes(pet, blood: Blood | None = None) -> list[str]:
+    """The assumptions made while reading ``pet`` and ``blood``, in order, each once."""
+    notes = list(pet.notes) + (list(blood.notes) if blood is not None else [])
+    return list(dict.fromkeys(notes))

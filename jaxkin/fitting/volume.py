@@ -217,11 +217,15 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
 
 def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", method: str = "lm", mask=None,
                    weights: str = "none", half_life: float | None = None, chunk_size: int = 16384,
-                   min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False, command_line: str | None = None, extra: dict | None = None) -> dict:
+                   min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False,
+                   command_line: str | None = None, extra: dict | None = None,
+                   whole_blood=None) -> dict:
     """Fit every voxel of a BIDS PET image and write :func:`output_maps` of ``model`` into ``out_dir``.
 
-    ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min,
-    kBq/ml); ``mask``: bool ``[X, Y, Z]`` or None (the automatic signal mask). The maps are
+    ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min since
+    injection, kBq/ml), or a :class:`jaxkin.data.blood.Blood` (its input, its whole blood for the vB term, and its
+    provenance in the sidecars); ``whole_blood``: the vB curve when ``input_function`` is a curve (default: the
+    input); ``mask``: bool ``[X, Y, Z]`` or None (the automatic signal mask). The maps are
     ``<prefix>_model-<model>_meas-<name>_mimap.nii.gz`` on the PET's grid with JSON sidecars (the fit method, the
     weights, the voxels fitted, ``extra``); Poisson weights use ``half_life`` (min), by default that of the sidecar's
     ``TracerRadionuclide`` (F-18 when absent). After :func:`jaxkin.distributed.initialize` this is a collective:
@@ -242,15 +246,21 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
         raise ValueError(f"method curve_fit applies to compartment models, not {model}")
     if weights == "poisson" and half_life is None:
         half_life = bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
-    kin = prepare(input_function, pet.frames)
+    from jaxkin.data.blood import Blood, scan_provenance
+
+    blood = input_function if isinstance(input_function, Blood) else None
+    if blood is not None:
+        input_function, whole_blood = blood.input, blood.whole_blood
+    kin = prepare(input_function, pet.frames, whole_blood)
     start = time.perf_counter()
     result = fit_volume(pet, kin, model=model, method=method, mask=mask, weights=weights, chunk_size=chunk_size,
                         min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life,
                         plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
-                        numpy_model=NumpyModel(input_function, pet.frames, model) if method == "curve_fit" else None)
+                        numpy_model=(NumpyModel(input_function, pet.frames, model, blood=whole_blood)
+                                     if method == "curve_fit" else None))
     seconds = time.perf_counter() - start
     sidecar = {"FitMethod": "linear regression" if graphical else method, "Weights": weights,
-               "VoxelsFitted": result.n_fitted, **(extra or {})}
+               "VoxelsFitted": result.n_fitted, **scan_provenance(pet, blood), **(extra or {})}
     if graphical:
         sidecar["TStarMinutes"] = t_star
     units = output_maps(model)

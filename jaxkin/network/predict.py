@@ -148,7 +148,9 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     parameters and macro-parameters (K1, k2, k3, vB, Ki: ``<prefix>_model-2tcmirr_meas-<name>_mimap.nii.gz`` + JSON)
     into ``out_dir``, the PET's geometry kept.
 
-    With ``input_function`` the sidecars also carry the mean TAC cosine similarity and MAE over the mask.
+    With ``input_function`` (an :class:`jaxkin.InputFunction`, or a :class:`jaxkin.data.blood.Blood` whose whole blood
+    then drives the vB term) the sidecars also carry the mean TAC cosine similarity and MAE over the mask. The
+    sidecars state the time origin, decay reference and assumptions of the scan (and of the blood data).
     Returns ``{"paths": {name: path}, "metrics": {...} or None, "maps": {name: [X, Y, Z] array}}``.
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each predicts a slab).
     """
@@ -158,7 +160,13 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     predictor._check(pet.frames.n_frames, str(pet.path))
     n_z = pet.shape[2]
     volume = pet.read(dist.share(n_z))  # this process's slab (the whole volume for one process)
-    kin = None if input_function is None else prepare(input_function, pet.frames)
+    from jaxkin.data.blood import Blood, scan_provenance
+
+    blood = input_function if isinstance(input_function, Blood) else None
+    if blood is not None:
+        kin = prepare(blood.input, pet.frames, blood.whole_blood)
+    else:
+        kin = None if input_function is None else prepare(input_function, pet.frames)
     params, totals = predictor._predict(volume, kin, progress=progress and dist.is_main_process())
     del volume
     params = dist.gather_slabs(params, n_z, axis=2)
@@ -170,7 +178,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     maps = model.named_maps(params)
     cfg = predictor.cfg.model
     extra = {"Method": "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if cfg.conv == "space_time"
-             else "self-supervised 3D UNet", "FinalActivation": cfg.final_activation}
+             else "self-supervised 3D UNet", "FinalActivation": cfg.final_activation, **scan_provenance(pet, blood)}
     if metrics is not None:
         extra["TACMetrics"] = metrics
     out_dir = Path(out_dir)
