@@ -12,6 +12,7 @@ import importlib
 
 from jaxkin._version import __version__
 from jaxkin.data.bids import load_input_function, load_labels, load_pet, write_map
+from jaxkin.data.blood import Blood, load_blood
 from jaxkin.data.phantom import simulate_dataset, simulate_subject
 from jaxkin.errors import InputError
 from jaxkin.evaluation.metrics import error_statistics, tac_metrics
@@ -76,6 +77,8 @@ __all__ = [
     "two_tissue",
     "two_tissue_irreversible",
     "load_input_function",
+    "load_blood",
+    "Blood",
     "load_labels",
     "load_pet",
     "write_map",

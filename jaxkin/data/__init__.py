@@ -1,8 +1,9 @@
-"""Data at the edges of jaxkin: BIDS-PET files (:mod:`jaxkin.data.bids`), the simulated whole-body FDG phantom
+"""Data at the edges of jaxkin: BIDS-PET files (:mod:`jaxkin.data.bids`), blood recordings (:mod:`jaxkin.data.blood`), the simulated whole-body FDG phantom
 (:mod:`jaxkin.data.phantom`), datasets of subjects with their train/val/test split (:mod:`jaxkin.data.dataset`) and
 the file primitives they share (:mod:`jaxkin.data.files`: atomic writes, NIfTI/JSON/TSV reading).
 """
 
+from jaxkin.data.blood import Blood, load_blood, write_blood
 from jaxkin.data.bids import (
     Labels,
     PetImage,
@@ -24,6 +25,9 @@ from jaxkin.data.bids import (
 )
 
 __all__ = [
+    "Blood",
+    "load_blood",
+    "write_blood",
     "Labels",
     "PetImage",
     "finite_voxel_mask",
