@@ -130,3 +130,53 @@ def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path):
     np.testing.assert_array_equal(fit(tmp_path / "b", cache), first)
     fit(tmp_path / "c", "off")
     assert not (tmp_path / "off").exists() and not any(Path.cwd().glob("off"))
+
+
+def test_fit_reads_a_real_form_and_says_its_assumptions(tmp_path, capsys):
+    """Injection 30 s before TimeZero, image decay corrected to the scan start, BQML, an autosampler and a manual
+    recording: the maps equal those of the canonical form (time since injection, kBq/mL, corrected to injection),
+    and every assumption is said on stderr and in the sidecars."""
+    import math
+
+    from jaxkin.decay import F18_HALF_LIFE_MIN
+    from jaxkin.kinetics import tacs_in_chunks
+
+    inj = -0.5  # min
+    frames_inj = jaxkin.FrameSchedule.from_seconds(FRAMES.start_seconds[2:], FRAMES.duration_seconds[2:])
+    frames_tz = jaxkin.FrameSchedule.from_seconds(frames_inj.start_seconds + inj * 60, frames_inj.duration_seconds)
+    rng = np.random.default_rng(4)
+    params = np.stack([rng.uniform(0.2, 1.0, 8), rng.uniform(0.2, 1.0, 8), rng.uniform(0.02, 0.3, 8),
+                       rng.uniform(0.01, 0.1, 8)], -1)
+    whole_blood = INPUT.scaled(0.9)
+    tacs = tacs_in_chunks(params, jaxkin.prepare(INPUT, frames_inj, whole_blood)).reshape(2, 2, 2, -1)
+    corrected_to_scan_start = tacs * math.exp(-math.log(2) / F18_HALF_LIFE_MIN * -inj) * 1000.0  # Bq/mL
+    pet = bids.write_pet(tmp_path / "sub-01_pet.nii.gz", corrected_to_scan_start, frames_tz, AFFINE, units="BQML",
+                         sidecar={"TracerRadionuclide": "F18", "InjectionStart": inj * 60, "ScanStart": 0,
+                                  "ImageDecayCorrectionTime": 0})
+    early = INPUT.times <= 3.0
+    auto = tmp_path / "sub-01_recording-autosampler_blood.tsv"
+    manual = tmp_path / "sub-01_recording-manual_blood.tsv"
+    for path, t, columns in ((auto, INPUT.times[early], ("whole_blood_radioactivity",)),
+                             (manual, INPUT.times[~early], ("plasma_radioactivity", "whole_blood_radioactivity"))):
+        values = {"plasma_radioactivity": INPUT(t), "whole_blood_radioactivity": whole_blood(t)}
+        rows = ["\t".join(("time", *columns))] + [
+            "\t".join([repr(float((ti + inj) * 60))] + [repr(float(values[c][i] * 1000)) for c in columns])
+            for i, ti in enumerate(t)]
+        path.write_text("\n".join(rows) + "\n")
+        path.with_suffix(".json").write_text(json.dumps({"time": {"Units": "s"},
+                                                         **{c: {"Units": "Bq/mL"} for c in columns}}))
+    out = tmp_path / "maps"
+    code, _, err = _run(["fit", "--pet", str(pet), "--input-function", str(auto), str(manual), "--out", str(out),
+                         "--no-progress", "--chunk-size", "64", "--min-signal", "0.001"], capsys)
+    assert code == 0, err
+    assert "jaxkin fit: note: blood activities are assumed decay corrected to the injection" in err
+    assert "plasma over 0-180 s is the whole blood of recording-autosampler" in err
+    sidecar = json.loads((out / "sub-01_model-2tcmirr_meas-Ki_mimap.json").read_text())
+    assert sidecar["InjectionStart"] == -30.0 and sidecar["BloodSources"] == [auto.name, manual.name]
+    assert any("assumed decay corrected to the injection" in a for a in sidecar["Assumptions"])
+    assert sidecar["InputFunctionSource"] == "plasma_radioactivity" and "WholeBloodSource" in sidecar
+    ki = np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj).reshape(-1)
+    vb = np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "vB")).dataobj).reshape(-1)
+    true_ki = params[:, 0] * params[:, 2] / (params[:, 1] + params[:, 2])
+    np.testing.assert_allclose(ki, true_ki, rtol=2e-3)
+    np.testing.assert_allclose(vb, params[:, 3], rtol=1e-2, atol=1e-4)
