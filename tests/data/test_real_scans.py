@@ -18,7 +18,7 @@ from jaxkin.data import bids
 from jaxkin.data.blood import load_blood
 from jaxkin.decay import F18_HALF_LIFE_MIN, decay_factors
 from jaxkin.fitting import fit_volume
-from jaxkin.kinetics import get_model, prepare, tacs_in_chunks
+from jaxkin.kinetics import prepare, tacs_in_chunks
 
 LAM = math.log(2.0) / F18_HALF_LIFE_MIN
 INJ = -0.5  # min: the injection 30 s before TimeZero (the scan start)
