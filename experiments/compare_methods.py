@@ -45,14 +45,15 @@ def main(argv=None) -> int:
         for sid in dataset_split(dataset)["test"]:
             files = subject_files(dataset, sid)
             pet = bids.load_pet(files.pet)
-            input_function = bids.load_input_function(files.input_function, pet=pet)
+            # TODO(load_blood): combine every recording of the scan (jaxkin.data.blood.load_blood(files.blood, ...))
+            input_function = bids.load_input_function(files.blood[0], pet=pet)
             mask = bids.load_labels(files.labels, pet=pet).data > 0  # the subject's label map
             for name, options in methods:
                 folder = run / "fits" / name / sid
                 if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
                     continue
                 done = write_fit_maps(pet, input_function, folder, mask=mask, **options,
-                                      extra={"InputFunction": files.input_function.name})
+                                      extra={"InputFunction": files.blood[0].name})
                 print(f"{sid} {name}: {done['result'].n_fitted} voxels in {done['seconds']:.1f} s -> {folder}")
     except InputError as err:
         print(f"compare_methods: error: {err}", file=sys.stderr)
