@@ -27,6 +27,7 @@ def main(argv=None) -> int:
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from jaxkin.data import bids
+    from jaxkin.data.blood import load_blood
     from jaxkin.data.dataset import dataset_split, subject_files
     from jaxkin.errors import InputError
     from jaxkin.evaluation import evaluate
@@ -45,14 +46,13 @@ def main(argv=None) -> int:
         for sid in dataset_split(dataset)["test"]:
             files = subject_files(dataset, sid)
             pet = bids.load_pet(files.pet)
-            input_function = bids.load_input_function(files.input_function, pet=pet)
+            blood = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
             mask = bids.load_labels(files.labels, pet=pet).data > 0  # the subject's label map
             for name, options in methods:
                 folder = run / "fits" / name / sid
                 if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
                     continue
-                done = write_fit_maps(pet, input_function, folder, mask=mask, **options,
-                                      extra={"InputFunction": files.input_function.name})
+                done = write_fit_maps(pet, blood, folder, mask=mask, **options)
                 print(f"{sid} {name}: {done['result'].n_fitted} voxels in {done['seconds']:.1f} s -> {folder}")
     except InputError as err:
         print(f"compare_methods: error: {err}", file=sys.stderr)

@@ -1,6 +1,8 @@
-"""Data at the edges of jaxkin: BIDS-PET files (:mod:`jaxkin.data.bids`), blood recordings (:mod:`jaxkin.data.blood`), the simulated whole-body FDG phantom
-(:mod:`jaxkin.data.phantom`), datasets of subjects with their train/val/test split (:mod:`jaxkin.data.dataset`) and
-the file primitives they share (:mod:`jaxkin.data.files`: atomic writes, NIfTI/JSON/TSV reading).
+"""Data at the edges of jaxkin: BIDS-PET files (:mod:`jaxkin.data.bids`), blood recordings (:mod:`jaxkin.data.blood`),
+where files are in a BIDS dataset and where derivatives go (:mod:`jaxkin.data.layout`), the simulated whole-body FDG
+phantom (:mod:`jaxkin.data.phantom`), datasets of subjects with their train/val/test split
+(:mod:`jaxkin.data.dataset`) and the file primitives they share (:mod:`jaxkin.data.files`: atomic writes,
+NIfTI/JSON/TSV reading).
 """
 
 from jaxkin.data.blood import Blood, load_blood, write_blood
@@ -23,11 +25,32 @@ from jaxkin.data.bids import (
     write_map,
     write_pet,
 )
+from jaxkin.data.dataset import SubjectFiles, scan_files
+from jaxkin.data.layout import (
+    BidsName,
+    PetScan,
+    bids_uri,
+    check_output_folder,
+    derivative_dir,
+    find_pet_scans,
+    parse_name,
+    write_dataset_description,
+)
 
 __all__ = [
     "Blood",
     "load_blood",
     "write_blood",
+    "BidsName",
+    "PetScan",
+    "SubjectFiles",
+    "bids_uri",
+    "check_output_folder",
+    "derivative_dir",
+    "find_pet_scans",
+    "parse_name",
+    "scan_files",
+    "write_dataset_description",
     "Labels",
     "PetImage",
     "finite_voxel_mask",

@@ -1,36 +1,65 @@
-"""Datasets of subjects in BIDS-PET layout: the train/val/test split and each subject's files.
+"""Datasets of subjects in BIDS-PET layout: the train/val/test split and the files of each subject's PET scans.
 
 Works for the simulated phantom (:func:`jaxkin.data.phantom.simulate_dataset`) and for your own data laid out as
-``sub-<id>/pet/sub-<id>[_...]_pet.nii.gz`` (+ ``.json``), an input function ``*_blood.tsv`` beside it, an optional
-label map ``*_dseg.nii.gz`` (+ ``*_dseg.tsv``) in ``pet/`` or ``anat/``, and an optional ``split`` column
-(train/val/test) in ``participants.tsv``.
+``sub-<id>/[ses-<id>/]pet/sub-<id>[_ses-<id>][_...]_pet.nii.gz`` (+ ``.json``), blood recordings
+``*_recording-<label>_blood.tsv`` beside it, an optional label map ``*_dseg.nii.gz`` (+ ``*_dseg.tsv``) in ``pet/``
+or ``anat/`` or under ``derivatives/<pipeline>/``, and an optional ``split`` column (train/val/test) in
+``participants.tsv``. A subject may have several scans (sessions, runs, tracers): :func:`scan_files` lists them;
+the split is by subject, so one subject's scans never straddle splits. Which file belongs to which scan is
+:mod:`jaxkin.data.layout`'s business.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
-from jaxkin.data.files import read_tsv
+from jaxkin.data import layout
+from jaxkin.data.files import nifti_stem, read_tsv
 from jaxkin.errors import InputError
 
-__all__ = ["SubjectFiles", "SPLITS", "list_subjects", "dataset_split", "subject_files", "load_organ_truth"]
+__all__ = ["SubjectFiles", "SPLITS", "list_subjects", "dataset_split", "scan_files", "subject_files",
+           "load_organ_truth", "read_organ_truth"]
 
 SPLITS = ("train", "val", "test")
-_TRUTH_DIR = ("derivatives", "groundtruth")
+#: The simulated phantom's ground truth: ``derivatives/groundtruth/sub-<id>/[ses-<id>/]pet/``.
+_TRUTH = "groundtruth"
+#: Entities of a truth file's name that describe the file, not the scan.
+_TRUTH_OWN_ENTITIES = ("model", "meas", "desc", "space")
 
 
 @dataclasses.dataclass(frozen=True)
 class SubjectFiles:
-    """Paths of one subject. ``input_function``, ``labels`` and ``label_table`` are None when absent;
-    ``truth`` maps a parameter name (K1, k2, k3, vB, Ki) to its ground-truth map (simulated data only)."""
+    """Paths of one PET scan of a subject.
+
+    ``scan_id``: the PET file name without ``_pet.nii[.gz]`` (``sub-01``, ``sub-01_ses-a_trc-FDG``; taken from
+    ``pet`` when not given): unique in the dataset, the prefix of the scan's maps and its key in reports. ``session``: ``"ses-a"`` or None. ``blood``: the
+    scan's blood recordings (sorted; may be empty). ``labels`` and ``label_table`` are None when absent; ``truth``
+    maps a parameter name (K1, k2, k3, vB, Ki) to its ground-truth map and ``organ_truth`` is the organ-mean table
+    ``*_desc-organs_parameters.tsv`` (simulated data only; ``{}`` / None otherwise).
+    """
 
     subject: str
     pet: Path
-    input_function: Path | None
+    blood: tuple
     labels: Path | None
     label_table: Path | None
     truth: dict
+    session: str | None = None
+    scan_id: str = ""
+    organ_truth: Path | None = None
+
+    def __post_init__(self):
+        if not self.scan_id:  # built by hand: the PET's prefix
+            object.__setattr__(self, "scan_id", nifti_stem(Path(self.pet)).removesuffix("_pet"))
+
+    @property
+    def input_function(self) -> Path | None:
+        """Deprecated: the first of :attr:`blood` (None without any). Use ``blood`` (all recordings of the scan)."""
+        warnings.warn("SubjectFiles.input_function is deprecated; use SubjectFiles.blood (every blood recording)",
+                      DeprecationWarning, stacklevel=2)
+        return self.blood[0] if self.blood else None
 
 
 def _subject_id(subject: str) -> str:
@@ -69,48 +98,63 @@ def dataset_split(dataset_dir) -> dict[str, list[str]]:
     return out
 
 
-def _one(paths: list[Path], what: str, where: Path, required: bool) -> Path | None:
-    if len(paths) == 1:
-        return paths[0]
-    if not paths:
-        if required:
-            raise InputError(f"{where}: no {what} found")
-        return None
-    raise InputError(f"{where}: several {what} files ({', '.join(p.name for p in paths)}); keep one")
+def _truth_files(root: Path, scan: layout.PetScan) -> tuple[dict, Path | None]:
+    """A simulated scan's truth maps ``{param: path}`` and organ table (``derivatives/groundtruth``)."""
+    levels = layout.scan_folders(root, scan.subject, scan.session, derivatives=_TRUTH, raw=False)
+    truth = {}
+    for path in layout.matching_files(scan.entities, levels, suffix="mimap", extensions=(".nii.gz",),
+                                      ignore=_TRUTH_OWN_ENTITIES):
+        param = layout.parse_name(path).entities.get("meas")
+        if param:
+            truth[param] = path
+    organs = [p for p in layout.matching_files(scan.entities, levels, suffix="parameters", extensions=(".tsv",),
+                                               ignore=_TRUTH_OWN_ENTITIES)
+              if layout.parse_name(p).entities.get("desc") == "organs"]
+    return truth, (organs[0] if len(organs) == 1 else None)
+
+
+def _files(root: Path, scan: layout.PetScan) -> SubjectFiles:
+    label_table = None
+    if scan.labels is not None:
+        from jaxkin.data.bids import label_table_path
+
+        label_table = label_table_path(scan.labels)
+    truth, organs = _truth_files(root, scan)
+    return SubjectFiles(scan.subject, scan.pet, scan.blood, scan.labels, label_table, truth, session=scan.session,
+                        scan_id=scan.prefix, organ_truth=organs)
+
+
+def scan_files(dataset_dir, subject: str) -> list[SubjectFiles]:
+    """The files of every PET scan of ``subject`` (``"sub-01"`` or ``"01"``) in ``dataset_dir``, sorted by session
+    and name (see :func:`jaxkin.data.layout.find_pet_scans`; ``dataset_description.json`` is not required here).
+    InputError if the subject has no folder or no PET scan."""
+    root = Path(dataset_dir)
+    scans = layout.find_pet_scans(root, participants=[_subject_id(subject)], require_description=False)
+    return [_files(root, scan) for scan in scans]
 
 
 def subject_files(dataset_dir, subject: str) -> SubjectFiles:
-    """The files of ``subject`` (``"sub-01"`` or ``"01"``) in the dataset ``dataset_dir``."""
-    root = Path(dataset_dir)
-    sid = _subject_id(subject)
-    pet_dir = root / sid / "pet"
-    if not pet_dir.is_dir():
-        raise InputError(f"{pet_dir}: subject folder not found")
-    pet = _one(sorted(pet_dir.glob("*_pet.nii.gz")) + sorted(pet_dir.glob("*_pet.nii")), "*_pet.nii[.gz]", pet_dir,
-               True)
-    input_function = _one(sorted(pet_dir.glob("*_blood.tsv")) or sorted(pet_dir.glob("*_inputfunction.tsv")),
-                          "*_blood.tsv input function", pet_dir, False)
-    dsegs = sorted(pet_dir.glob("*_dseg.nii*")) or sorted((root / sid / "anat").glob("*_dseg.nii*"))
-    labels = _one(dsegs, "*_dseg.nii[.gz] label map", pet_dir, False)
-    label_table = None
-    if labels is not None:
-        from jaxkin.data.bids import label_table_path
+    """The files of ``subject``'s one PET scan (``subject``: ``"sub-01"`` or ``"01"``); InputError if it has
+    several (sessions, runs): use :func:`scan_files`."""
+    scans = scan_files(dataset_dir, subject)
+    if len(scans) > 1:
+        raise InputError(f"{Path(dataset_dir) / _subject_id(subject)}: {len(scans)} PET scans "
+                         f"({', '.join(s.scan_id for s in scans)}); use jaxkin.data.dataset.scan_files for all of them")
+    return scans[0]
 
-        label_table = label_table_path(labels)
-    truth = {}
-    truth_dir = root.joinpath(*_TRUTH_DIR, sid, "pet")
-    if truth_dir.is_dir():
-        for path in sorted(truth_dir.glob("*_mimap.nii.gz")):
-            param = path.name.split("_meas-", 1)[1].split("_", 1)[0] if "_meas-" in path.name else None
-            if param:
-                truth[param] = path
-    return SubjectFiles(sid, pet, input_function, labels, label_table, truth)
+
+def read_organ_truth(path) -> dict[str, dict[str, float]]:
+    """An organ-mean ground-truth table (``*_desc-organs_parameters.tsv``: ``name``, K1, k2, k3, vB, Ki) as
+    ``{organ: {"K1":…, "k2":…, "k3":…, "vB":…, "Ki":…}}``."""
+    header, rows = read_tsv(Path(path))
+    keys = [k for k in ("K1", "k2", "k3", "vB", "Ki") if k in header]
+    return {row[header.index("name")]: {k: float(row[header.index(k)]) for k in keys} for row in rows}
 
 
 def load_organ_truth(dataset_dir, subject: str) -> dict[str, dict[str, float]]:
-    """A simulated subject's organ-mean ground truth: ``{organ: {"K1":…, "k2":…, "k3":…, "vB":…, "Ki":…}}``."""
+    """A simulated subject's organ-mean ground truth: ``{organ: {"K1":…, "k2":…, "k3":…, "vB":…, "Ki":…}}``
+    (the subject's ``derivatives/groundtruth/sub-<id>/pet/sub-<id>_desc-organs_parameters.tsv``; for a scan of a
+    subject with sessions, :func:`read_organ_truth` of its ``SubjectFiles.organ_truth``)."""
     sid = _subject_id(subject)
-    path = Path(dataset_dir).joinpath(*_TRUTH_DIR, sid, "pet", f"{sid}_desc-organs_parameters.tsv")
-    header, rows = read_tsv(path)
-    keys = [k for k in ("K1", "k2", "k3", "vB", "Ki") if k in header]
-    return {row[header.index("name")]: {k: float(row[header.index(k)]) for k in keys} for row in rows}
+    return read_organ_truth(Path(dataset_dir) / "derivatives" / _TRUTH / sid / "pet"
+                            / f"{sid}_desc-organs_parameters.tsv")

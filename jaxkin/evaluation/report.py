@@ -1,10 +1,11 @@
 """The evaluation report: compare methods' parametric maps with the measured TACs and, on simulated data, the truth.
 
 A *method* is a folder of maps ``<prefix>_model-2tcmirr_meas-<K1|k2|k3|vB|Ki>_mimap.nii.gz`` (written by
-``jaxkin fit`` or ``jaxkin predict``; directly in the folder or in a subfolder per subject, ``sub-01/``) or
-``<prefix>_model-patlak_meas-Ki_mimap.nii.gz`` (Patlak: Ki only, no TAC metrics), for the dataset's subjects
-(``<prefix>`` is the PET file's, e.g. ``sub-01``). A method without a Ki map gets the model's Ki
-(:meth:`jaxkin.kinetics.KineticModel.macro_parameters`).
+``jaxkin fit`` or ``jaxkin predict``; directly in the folder, in a subfolder per subject, ``sub-01/``, or in a
+derivative dataset's ``sub-01/[ses-a/]pet/``) or ``<prefix>_model-patlak_meas-Ki_mimap.nii.gz`` (Patlak: Ki only,
+no TAC metrics), for the PET scans of the dataset's subjects (``<prefix>`` is the PET file's, e.g. ``sub-01`` or
+``sub-01_ses-a``: every session and run of a subject is evaluated, and named by it in the tables, under
+``subject``). A method without a Ki map gets the model's Ki (:meth:`jaxkin.kinetics.KineticModel.macro_parameters`).
 
 Voxels evaluated: those of the subject's label map (label > 0) whose TAC and maps are finite; without a label map,
 every voxel with finite values and a nonzero K1 (or Ki) in every method. Model TACs come from jaxkin's kinetic core
@@ -23,8 +24,9 @@ from pathlib import Path
 import numpy as np
 
 from jaxkin.data import bids
-from jaxkin.data.dataset import dataset_split, list_subjects, subject_files
-from jaxkin.data.files import atomic_directory, nifti_stem
+from jaxkin.data.blood import load_blood
+from jaxkin.data.dataset import dataset_split, list_subjects, scan_files
+from jaxkin.data.files import atomic_directory
 from jaxkin.errors import InputError
 from jaxkin.evaluation import metrics
 from jaxkin.evaluation.figures import draw_figures, shown_params
@@ -69,10 +71,13 @@ def method_files(method: Method, prefix: str) -> tuple[str | None, dict]:
     """``(kind, {param: path})``: kind ``"2tcmirr"`` (K1, k2, k3, vB and optionally Ki), ``"patlak"`` (Ki) or None.
 
     Maps are looked for in the method's folder, then in its subfolder named after the subject (``sub-01/``, as
-    ``jaxkin train`` writes ``predictions/<subject>/``).
+    ``jaxkin train`` writes ``predictions/<subject>/``), then in a derivative dataset's ``sub-01/[ses-a/]pet/``.
     """
-    subject = prefix.split("_", 1)[0]
-    for folder in (method.folder, method.folder / subject):
+    subject, *rest = prefix.split("_")
+    session = next((part for part in rest if part.startswith("ses-")), None)
+    folders = [method.folder, method.folder / subject]
+    folders += [method.folder / subject / session / "pet"] if session else [method.folder / subject / "pet"]
+    for folder in folders:
         full = {p: bids.map_path(folder, prefix, MODEL, p) for p in PARAMS}
         present = {p: f for p, f in full.items() if f.is_file()}
         if all(p in present for p in get_model(MODEL).param_names):
@@ -84,8 +89,9 @@ def method_files(method: Method, prefix: str) -> tuple[str | None, dict]:
 
 
 def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | None, methods: list[Method]) -> list:
-    """The :class:`~jaxkin.data.dataset.SubjectFiles` of the subjects to evaluate: those of ``split`` /
-    ``subjects`` (default: all) with maps in every method's folder; InputError if a named subject lacks some."""
+    """The :class:`~jaxkin.data.dataset.SubjectFiles` of the scans to evaluate: every PET scan of the subjects of
+    ``split`` / ``subjects`` (default: all) with maps in every method's folder; InputError if a named subject's
+    scan lacks some."""
     candidates = list_subjects(dataset)
     if not candidates:
         raise InputError(f"{dataset}: no sub-* folders")
@@ -95,19 +101,19 @@ def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | Non
         wanted = [s if s.startswith("sub-") else f"sub-{s}" for s in subjects]
         missing = [s for s in wanted if s not in candidates]
         if missing:
-            raise InputError(f"--subjects: {', '.join(missing)} not in {dataset}" + (f" ({split} split)" if split else ""))
+            raise InputError(f"--subjects: {', '.join(missing)} not in {dataset}"
+                             + (f" ({split} split)" if split else ""))
         candidates = wanted
     chosen = []
     for sid in candidates:
-        files = subject_files(dataset, sid)
-        prefix = nifti_stem(files.pet).removesuffix("_pet")
-        kinds = [method_files(m, prefix)[0] for m in methods]
-        if all(kinds):
-            chosen.append(files)
-        elif subjects:
-            lacking = [m.name for m, k in zip(methods, kinds) if not k]
-            raise InputError(f"{sid}: no maps {prefix}_model-{MODEL}_meas-<param>_mimap.nii.gz in --pred "
-                             f"{', '.join(lacking)}")
+        for files in scan_files(dataset, sid):
+            kinds = [method_files(m, files.scan_id)[0] for m in methods]
+            if all(kinds):
+                chosen.append(files)
+            elif subjects:
+                lacking = [m.name for m, k in zip(methods, kinds) if not k]
+                raise InputError(f"{files.scan_id}: no maps {files.scan_id}_model-{MODEL}_meas-<param>_mimap.nii.gz "
+                                 f"in --pred {', '.join(lacking)}")
     if not chosen:
         raise InputError(
             f"no subject of {dataset} has maps in every --pred folder (expected "
@@ -141,19 +147,20 @@ def _sample_tacs(data, labels, names: dict, mask, model_volumes: dict) -> dict:
 
 
 def evaluate_subject(files, methods: list[Method]) -> dict:
-    """All metrics of one subject (see the module docstring) and the arrays the figures need.
+    """All metrics of one PET scan (see the module docstring) and the arrays the figures need.
 
-    ``files``: the subject's :class:`~jaxkin.data.dataset.SubjectFiles`. Returns a dict with ``subject``,
-    ``prefix``, ``n_frames``; ``tac`` ``{method: metrics.tac_metrics(...)}`` (2TC methods only); ``organ_values``
-    ``{method: {organ: {param: 1D}}}`` and ``truth_values`` (empty without a label map / truth); ``maps``
+    ``files``: the scan's :class:`~jaxkin.data.dataset.SubjectFiles`. Returns a dict with ``subject`` (the scan's
+    id: the subject id when it has one scan), ``prefix``, ``n_frames``; ``tac``
+    ``{method: metrics.tac_metrics(...)}`` (2TC methods only); ``organ_values`` ``{method: {organ: {param: 1D}}}``
+    and ``truth_values`` (empty without a label map / truth); ``maps``
     ``{method: {param: [X, Y, Z]}}``, ``truth`` ``{param: [X, Y, Z]}``, ``labels int [X, Y, Z]`` and ``names``
     (None without a label map), ``mask bool [X, Y, Z]``; ``samples`` (sample TACs), ``times`` (frame mid times
     ``[F]``, min), ``voxel_mm`` and ``z_mm [Z]`` (each axial slice's scanner z, mm).
     """
     pet = bids.load_pet(files.pet)
-    if files.input_function is None:
-        raise InputError(f"{files.pet.parent}: no input function *_blood.tsv")
-    input_function = bids.load_input_function(files.input_function, pet=pet)
+    if not files.blood:
+        raise InputError(f"{files.pet.parent}: no input function *_blood.tsv for {files.scan_id}")
+    blood = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
     shape = tuple(pet.shape[:3])
     labels = names = None
     if files.labels is not None:
@@ -180,7 +187,7 @@ def evaluate_subject(files, methods: list[Method]) -> dict:
     if not mask.any():
         raise InputError(f"{files.pet}: no voxel to evaluate (empty label map or every map NaN/0)")
 
-    kin = prepare(input_function, pet.frames)
+    kin = prepare(blood.input, pet.frames, blood.whole_blood)
     tac_results, model_volumes = {}, {}
     for name, per in maps.items():
         if kinds[name] != MODEL:
@@ -193,7 +200,7 @@ def evaluate_subject(files, methods: list[Method]) -> dict:
     organ_vals = {name: metrics.organ_values(per, labels, names, mask) for name, per in maps.items()} if names else {}
     truth_vals = metrics.organ_values(truth, labels, names, mask) if names and truth else {}
     samples = _sample_tacs(data, labels, names, mask, model_volumes) if names else {}
-    return {"subject": files.subject, "prefix": pet.prefix, "n_frames": pet.frames.n_frames, "tac": tac_results,
+    return {"subject": files.scan_id, "prefix": pet.prefix, "n_frames": pet.frames.n_frames, "tac": tac_results,
             "organ_values": organ_vals, "truth_values": truth_vals, "maps": maps, "truth": truth, "labels": labels,
             "names": names, "mask": mask, "samples": samples, "times": pet.frames.mid, "voxel_mm": pet.voxel_size,
             "z_mm": (pet.affine @ np.c_[np.zeros((shape[2], 2)), np.arange(shape[2]), np.ones(shape[2])].T)[2]}

@@ -1,7 +1,8 @@
 """Training data: axial slices of a BIDS dataset, their masks, data shards, and the stacked kinetic inputs.
 
 Arrays are NumPy on the host: slices ``tac [N, H, W, F]`` (kBq/ml), ``mask [N, H, W]`` (float32, 1 inside), with
-each slice's subject (its index in the kinetic stack) and its ``z`` in the volume.
+each slice's scan (its index in the kinetic stack: one entry per PET scan, so a subject with two sessions has two;
+the key is called ``subject``) and its ``z`` in the volume.
 """
 
 from __future__ import annotations
@@ -16,14 +17,15 @@ import numpy as np
 from jaxkin.errors import InputError
 from jaxkin.network.config import DataConfig
 
-__all__ = ["SliceData", "ShardedSlices", "SubjectScan", "prepare_dataset", "open_subject", "select_slices", "crop_slices", "voxel_mask",
-           "load_slices", "load_sharded", "stack_kinetic_inputs"]
+__all__ = ["SliceData", "ShardedSlices", "SubjectScan", "prepare_dataset", "open_scans", "open_subject",
+           "select_slices", "crop_slices", "voxel_mask", "load_slices", "load_sharded", "stack_kinetic_inputs"]
 
 
 @dataclasses.dataclass
 class SliceData:
-    """Axial slices of several subjects, cropped: ``tac [N, H, W, F]`` (kBq/ml), ``mask [N, H, W]`` (float32),
-    ``subject [N]`` (index into the stacked kinetic inputs), ``z [N]`` (slice index in its volume)."""
+    """Axial slices of several scans, cropped: ``tac [N, H, W, F]`` (kBq/ml), ``mask [N, H, W]`` (float32),
+    ``subject [N]`` (the slice's scan: index into the stacked kinetic inputs), ``z [N]`` (slice index in its
+    volume)."""
 
     tac: np.ndarray
     mask: np.ndarray
@@ -89,12 +91,20 @@ def voxel_mask(tac: np.ndarray, duration: np.ndarray, threshold: float) -> np.nd
 
 @dataclasses.dataclass
 class SubjectScan:
-    """One subject's opened files: the PET image, its input function, its label map (or None)."""
+    """One opened PET scan of a subject: the PET image, its blood data (a :class:`jaxkin.data.blood.Blood`: the input
+    and the whole blood of the vB term), its label map (or None), and its files
+    (a :class:`jaxkin.data.dataset.SubjectFiles`; ``files.scan_id`` names the scan, e.g. ``sub-01_ses-a``)."""
 
     subject: str
     pet: object
-    input_function: object
+    blood: object
     labels: object
+    files: object = None
+
+    @property
+    def scan_id(self) -> str:
+        """The PET file's prefix (``sub-01`` for a subject with one scan): the scan's name in reports."""
+        return self.files.scan_id if self.files is not None else self.subject
 
 
 def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
@@ -115,18 +125,31 @@ def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
     return data_dir
 
 
+def _open(files) -> SubjectScan:
+    from jaxkin.data.bids import load_labels, load_pet
+    from jaxkin.data.blood import load_blood
+
+    pet = load_pet(files.pet)
+    if not files.blood:
+        raise InputError(f"{files.pet.parent}: no input function (*_blood.tsv) for {files.scan_id}")
+    inp = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
+    labels = load_labels(files.labels, pet=pet) if files.labels is not None else None
+    return SubjectScan(files.subject, pet, inp, labels, files)
+
+
+def open_scans(dataset_dir, subject: str) -> list[SubjectScan]:
+    """Open every PET scan of ``subject`` in a BIDS dataset (sessions, runs: see
+    :func:`jaxkin.data.dataset.scan_files`): headers, input function, labels; the images are read later."""
+    from jaxkin.data.dataset import scan_files
+
+    return [_open(files) for files in scan_files(dataset_dir, subject)]
+
+
 def open_subject(dataset_dir, subject: str) -> SubjectScan:
-    """Open ``subject``'s files in a BIDS dataset (headers, input function, labels; the image is read later)."""
-    from jaxkin.data.bids import load_input_function, load_labels, load_pet
+    """Open the one PET scan of ``subject`` (InputError if it has several: use :func:`open_scans`)."""
     from jaxkin.data.dataset import subject_files
 
-    files = subject_files(dataset_dir, subject)
-    pet = load_pet(files.pet)
-    if files.input_function is None:
-        raise InputError(f"{files.pet.parent}: no input function (*_blood.tsv) for {subject}")
-    inp = load_input_function(files.input_function, pet=pet)
-    labels = load_labels(files.labels, pet=pet) if files.labels is not None else None
-    return SubjectScan(subject, pet, inp, labels)
+    return _open(subject_files(dataset_dir, subject))
 
 
 def load_slices(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, *, all_slices: bool = False,
@@ -155,7 +178,7 @@ def load_slices(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, *
 class ShardedSlices:
     """This process's slices of one split (train, val or test), grouped in data shards.
 
-    The split's subjects are dealt into ``len(sizes)`` shards (subject ``j`` into shard ``j % shards``); every batch
+    The split's scans are dealt into ``len(sizes)`` shards (scan ``j`` into shard ``j % shards``); every batch
     takes ``rows`` slices from each shard, so its content does not depend on how many processes share the work.
     ``data`` holds the slices of the shards this process owns (``owned``, contiguous), one shard after the other;
     ``sizes [shards]`` counts the slices of every shard (of all processes).
@@ -194,7 +217,7 @@ def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, 
     owned = range(dist.process_index() * per_process, (dist.process_index() + 1) * per_process)
 
     def read_own_shards():
-        dealt = [range(shard, len(scans), shards) for shard in owned]  # subject j goes to shard j % shards
+        dealt = [range(shard, len(scans), shards) for shard in owned]  # scan j goes to shard j % shards
         return [load_slices([scans[j] for j in mine], [indices[j] for j in mine], cfg, all_slices=all_slices,
                             n_frames=n_frames) for mine in dealt]
 
@@ -208,7 +231,7 @@ def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, 
 
 
 def stack_kinetic_inputs(scans: list[SubjectScan]):
-    """One :class:`jaxkin.KineticInput` with leaves stacked over subjects (``table [S, G, F]``, ...)."""
+    """One :class:`jaxkin.KineticInput` with leaves stacked over scans (``table [S, G, F]``, ...)."""
     import jax
     import jax.numpy as jnp
 
@@ -216,6 +239,6 @@ def stack_kinetic_inputs(scans: list[SubjectScan]):
 
     n_frames = {s.pet.frames.n_frames for s in scans}
     if len(n_frames) > 1:
-        raise InputError(f"the subjects have different frame counts ({sorted(n_frames)}); one network needs one")
-    kins = [prepare(s.input_function, s.pet.frames) for s in scans]
+        raise InputError(f"the scans have different frame counts ({sorted(n_frames)}); one network needs one")
+    kins = [prepare(s.blood.input, s.pet.frames, s.blood.whole_blood) for s in scans]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *kins)

@@ -64,13 +64,17 @@ def write_test_metrics(workdir: Path, summary: dict, test_subjects: list[str]) -
 def organ_comparison(data_dir: Path, scan, maps: dict) -> list[dict]:
     """Organ means of the predicted ``maps`` (``{name: [X, Y, Z]}``) of ``scan`` (a
     :class:`jaxkin.network.data.SubjectScan`) and the ground truth, for simulated datasets only (otherwise ``[]``):
-    ``[{"subject", "organ", "predicted": {K1, k2, k3, vB, Ki}, "true": {...}}]``."""
-    from jaxkin.data.dataset import load_organ_truth
+    ``[{"subject", "organ", "predicted": {K1, k2, k3, vB, Ki}, "true": {...}}]`` (``subject``: the scan's id, the
+    subject id when it has one scan)."""
+    from jaxkin.data.dataset import load_organ_truth, read_organ_truth
 
-    if scan.labels is None:
+    if scan.labels is None or (scan.files is not None and scan.files.organ_truth is None):
         return []
     try:
-        truth = load_organ_truth(data_dir, scan.subject)
+        if scan.files is None:
+            truth = load_organ_truth(data_dir, scan.subject)
+        else:
+            truth = read_organ_truth(scan.files.organ_truth)
     except InputError:
         return []  # not a simulated dataset
     rows = []
@@ -79,7 +83,7 @@ def organ_comparison(data_dir: Path, scan, maps: dict) -> list[dict]:
             continue
         inside = scan.labels.mask(organ)
         if inside.any():
-            rows.append({"subject": scan.subject, "organ": organ,
+            rows.append({"subject": scan.scan_id, "organ": organ,
                          "predicted": {p: float(np.mean(maps[p][inside])) for p in ORGAN_MAPS},
                          "true": {p: float(true[p]) for p in ORGAN_MAPS}})
     return rows

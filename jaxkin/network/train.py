@@ -31,7 +31,7 @@ from jaxkin.kinetics import FDG_MODEL
 from jaxkin.network import report
 from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
 from jaxkin.network.config import TrainConfig, config_from_dict, config_leaves
-from jaxkin.network.data import ShardedSlices, load_sharded, open_subject, prepare_dataset, stack_kinetic_inputs
+from jaxkin.network.data import ShardedSlices, load_sharded, open_scans, prepare_dataset, stack_kinetic_inputs
 from jaxkin.network.steps import CompiledSteps, TrainState, compiled_steps, evaluate, make_model
 
 __all__ = ["train"]
@@ -89,8 +89,9 @@ def _check_resumed_shards(cfg: TrainConfig, workdir: Path, shards: int) -> None:
 
 
 class Dataset(typing.NamedTuple):
-    """A run's dataset as every process sees it: the split, every subject's opened scan (in split order: train,
-    val, test), the stacked kinetic inputs (replicated), and this process's shards of train and val slices."""
+    """A run's dataset as every process sees it: the split (subject ids), every opened PET scan of those subjects
+    (in split order: train, val, test; a subject with several sessions or runs has several, all in its split), the
+    kinetic inputs stacked over scans (replicated), and this process's shards of train and val slices."""
 
     folder: Path
     split: dict
@@ -100,9 +101,10 @@ class Dataset(typing.NamedTuple):
     val: ShardedSlices
 
     def subjects(self, name: str) -> range:
-        """Positions in ``scans`` (and ``kin``) of the subjects of split ``name``."""
-        start = sum(len(self.split[s]) for s in SPLITS[: SPLITS.index(name)])
-        return range(start, start + len(self.split[name]))
+        """Positions in ``scans`` (and ``kin``) of the scans of split ``name``'s subjects."""
+        members = set(self.split[name])
+        index = [i for i, scan in enumerate(self.scans) if scan.subject in members]
+        return range(index[0], index[-1] + 1) if index else range(0)
 
     def sliced(self, name: str, cfg: TrainConfig, shards: int, all_slices: bool = False) -> ShardedSlices:
         """This process's shards of split ``name``: the only image data it reads."""
@@ -123,10 +125,11 @@ def _open_dataset(cfg: TrainConfig, workdir: Path, data_dir, shards: int, parall
         split = dataset_split(folder)
         if not split["train"]:
             raise InputError(f"--data {folder}: no training subjects in participants.tsv")
-        if len(split["train"]) < shards:
-            raise InputError(f"--data {folder}: {len(split['train'])} training subject(s) cannot fill {shards} "
+        scans = [scan for name in SPLITS for s in split[name] for scan in open_scans(folder, s)]
+        n_train = sum(scan.subject in split["train"] for scan in scans)
+        if n_train < shards:
+            raise InputError(f"--data {folder}: {n_train} training scan(s) cannot fill {shards} "
                              "data shards; lower data_shards or use fewer processes")
-        scans = [open_subject(folder, s) for name in SPLITS for s in split[name]]
         if scans[0].pet.frames.n_frames > cfg.model.time_steps:
             raise InputError(f"--data {folder}: {scans[0].pet.frames.n_frames} frames do not fit time_steps = "
                              f"{cfg.model.time_steps}")
@@ -270,7 +273,7 @@ def _finish(cfg: TrainConfig, workdir: Path, data: Dataset, shards: int, steps: 
         predictor = Predictor(steps.graphdef, dist.local_copy(best_params), cfg, data.scans[0].pet.frames.n_frames)
         for scan in (data.scans[i] for i in data.subjects("test")):
             result = write_parameter_maps(predictor, scan.pet, workdir / "predictions" / scan.subject,
-                                          input_function=scan.input_function)
+                                          input_function=scan.blood)
             organ_rows += report.organ_comparison(data.folder, scan, result["maps"])
     summary["organ_means"] = organ_rows
     if dist.is_main_process():

@@ -190,7 +190,7 @@ def test_dataset_round_trip(small_dataset, clean):
     np.testing.assert_array_equal(pet.read(), clean.pet)  # identical values
     np.testing.assert_allclose(pet.affine, clean.affine, atol=1e-6)
     np.testing.assert_allclose(pet.voxel_size, clean.voxel_mm)
-    inp = bids.load_input_function(files.input_function, pet=pet)
+    inp = bids.load_input_function(files.blood[0], pet=pet)
     np.testing.assert_allclose(inp.times, clean.input_function.times, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(inp.values, clean.input_function.values, rtol=1e-13, atol=1e-15)
     labels = bids.load_labels(files.labels, pet=pet)

@@ -138,7 +138,7 @@ def phantom(tmp_path_factory):
     ds = simulate_dataset(root / "ds", subjects=1, noise_scale=0.0, fwhm_mm=0.0)
     files = subject_files(ds, "sub-01")
     pet = bids.load_pet(files.pet)
-    inp = bids.load_input_function(files.input_function, pet=pet)
+    inp = bids.load_input_function(files.blood[0], pet=pet)
     labels = bids.load_labels(files.labels, pet=pet)
     perfect, biased = root / "perfect", root / "biased"
     perfect.mkdir()
