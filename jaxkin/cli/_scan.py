@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
+from pathlib import Path
 
 
 def add_blood_arguments(parser, *, required: bool) -> None:
@@ -31,3 +33,87 @@ def load_blood_for(args, pet):
 
     return load_blood(args.input_function, pet=pet, blood_to_plasma=args.blood_to_plasma,
                       blood_decay=args.blood_decay)
+
+
+def add_bids_arguments(parser, *, blood: bool = True) -> None:
+    """The BIDS-App options: ``--bids ROOT``, ``--participant-label``, ``--session`` (and ``--blood-dataset``)."""
+    group = parser.add_argument_group(
+        "BIDS-App mode", "process every PET scan of a BIDS dataset and write a BIDS derivatives dataset into --out")
+    group.add_argument("--bids", metavar="ROOT", help="the raw BIDS dataset (holds dataset_description.json)")
+    group.add_argument("--participant-label", nargs="+", metavar="LABEL",
+                       help="only these participants (01 or sub-01; default all)")
+    group.add_argument("--session", nargs="+", metavar="LABEL", help="only these sessions (default all)")
+    if blood:
+        group.add_argument("--blood-dataset", metavar="DIR",
+                           help="take each scan's blood recordings from this derivatives dataset (e.g. the output of "
+                           "jaxkin idif --bids) instead of the raw dataset")
+
+
+def check_modes(args, single: tuple[str, ...]) -> None:
+    """InputError unless exactly one of the two modes is asked for: ``--bids`` or the single-scan options."""
+    from jaxkin.errors import InputError
+
+    given = [f"--{name.replace('_', '-')}" for name in single if getattr(args, name, None)]
+    if args.bids:
+        if given:
+            raise InputError(f"{', '.join(given)}: not with --bids (each scan's files come from the dataset)")
+        return
+    for name in ("participant_label", "session", "blood_dataset"):
+        if getattr(args, name, None):
+            raise InputError(f"--{name.replace('_', '-')}: only with --bids")
+    missing = [f"--{name.replace('_', '-')}" for name in single[:1] if not getattr(args, name, None)]
+    if missing:
+        raise InputError(f"{missing[0]} (or --bids ROOT) is required")
+
+
+@dataclasses.dataclass
+class BidsJob:
+    """One scan of a BIDS-App run, opened and checked: its PET image, its blood (or None), where its outputs go and
+    the ``Sources`` (BIDS URIs) of its outputs."""
+
+    scan: object
+    pet: object
+    blood: object
+    out_dir: Path
+    sources: list
+
+
+def bids_jobs(args, *, command: str, need_blood: bool) -> list[BidsJob]:
+    """Every selected scan of ``args.bids``, each PET and blood read and checked before any work (bad input stops
+    the run with nothing written); writes the derivative dataset's ``dataset_description.json``."""
+    from jaxkin.data.bids import load_pet
+    from jaxkin.data.blood import load_blood
+    from jaxkin.data.layout import (bids_uri, check_output_folder, derivative_blood, derivative_dir, find_pet_scans,
+                                    write_dataset_description)
+    from jaxkin.errors import InputError
+
+    root, out = Path(args.bids), Path(args.out)
+    blood_root = Path(args.blood_dataset) if getattr(args, "blood_dataset", None) else None
+    check_output_folder(out, root)
+    if blood_root is not None and not blood_root.is_dir():
+        raise InputError(f"--blood-dataset {blood_root}: folder not found")
+    scans = find_pet_scans(root, participants=args.participant_label, sessions=args.session,
+                           with_labels=command == "idif")
+    jobs = []
+    for scan in scans:
+        pet = load_pet(scan.pet)
+        paths = derivative_blood(blood_root, scan) if blood_root is not None else scan.blood
+        blood = None
+        if paths and command != "idif":
+            blood = load_blood(paths, pet=pet, blood_to_plasma=args.blood_to_plasma, blood_decay=args.blood_decay)
+        elif need_blood:
+            where = f"--blood-dataset {blood_root}" if blood_root else str(root)
+            raise InputError(f"{scan.pet}: no blood recording (*_recording-<label>_blood.tsv) for this scan in "
+                             f"{where}")
+        sources = [bids_uri(scan.pet, root)]
+        if blood is not None:
+            sources += [bids_uri(p, blood_root, "blood") if blood_root else bids_uri(p, root) for p in paths]
+        jobs.append(BidsJob(scan, pet, blood, derivative_dir(out, scan), sources))
+    write_dataset_description(out, source_root=root, name=f"jaxkin {command}",
+                              links={"blood": blood_root} if blood_root is not None else None)
+    return jobs
+
+
+def replaced(out_dir: Path, pattern: str) -> int:
+    """How many files matching ``pattern`` are in ``out_dir`` already (a rerun overwrites them, atomically)."""
+    return sum(1 for _ in out_dir.glob(pattern)) if out_dir.is_dir() else 0

@@ -14,13 +14,16 @@ def register(subparsers) -> None:
         help="fit a kinetic model voxel by voxel and write parametric maps",
         description="Fit every voxel of a 4D BIDS PET image (inside --mask, or every voxel with enough signal) "
         "and write DIR/<prefix>_model-<model>_meas-<param>_mimap.nii.gz with JSON sidecars. Voxels outside the "
-        "mask, and voxels with NaN/Inf, are 0.",
+        "mask, and voxels with NaN/Inf, are 0. With --bids ROOT: every PET scan of the dataset (or of "
+        "--participant-label/--session) with the blood recordings of its session, written as a BIDS derivatives "
+        "dataset DIR/sub-<label>/[ses-<label>/]pet/...; a rerun replaces the maps, each file atomically.",
     )
-    parser.add_argument("--pet", required=True, help="4D *_pet.nii.gz with its *_pet.json sidecar")
-    from jaxkin.cli._scan import add_blood_arguments
+    parser.add_argument("--pet", help="4D *_pet.nii.gz with its *_pet.json sidecar")
+    from jaxkin.cli._scan import add_bids_arguments, add_blood_arguments
 
-    add_blood_arguments(parser, required=True)
-    parser.add_argument("--out", required=True, help="output directory (created if needed)")
+    add_blood_arguments(parser, required=False)
+    parser.add_argument("--out", required=True,
+                        help="output directory (created if needed); with --bids, the derivatives dataset")
     parser.add_argument("--model", choices=MODELS, default="2tcmirr",
                         help="kinetic model (default 2tcmirr, the paper's irreversible two-tissue model)")
     parser.add_argument("--method", choices=("lm", "curve_fit"), default="lm",
@@ -36,6 +39,7 @@ def register(subparsers) -> None:
     from jaxkin.distributed import add_arguments
 
     add_arguments(parser)
+    add_bids_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -48,44 +52,58 @@ def run(args) -> int:
     import numpy as np
 
     from jaxkin import distributed
+    from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say
     from jaxkin.data import bids
+    from jaxkin.data.blood import scan_notes
     from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.errors import InputError
 
+    check_modes(args, ("pet", "input_function", "mask"))
+    if not args.bids and not args.input_function:
+        raise InputError("--input-function is required with --pet")
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be positive")
     if args.method == "curve_fit" and args.model in GRAPHICAL:
         raise InputError(f"--method curve_fit applies to compartment models, not {args.model}")
-    from jaxkin.cli._scan import load_blood_for, say
-
-    pet = bids.load_pet(args.pet)
-    blood = load_blood_for(args, pet)
-    mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
-    half_life = (bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
-                 if args.weights == "poisson" else None)  # a bad TracerRadionuclide stops here, before any work
     out = Path(args.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"--out: cannot create {out} ({err.strerror})") from None
-    if not os.access(out, os.W_OK):
-        raise InputError(f"--out: {out} is not writable")
+    if args.bids:
+        jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
+                for job in bids_jobs(args, command="fit", need_blood=True)]
+        mask = None
+    else:
+        pet = bids.load_pet(args.pet)
+        jobs = [(pet, load_blood_for(args, pet), out, {}, None)]
+        mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
+    half_lives = [(bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
+                   if args.weights == "poisson" else None) for pet, *_ in jobs]  # a bad radionuclide stops here
+    for _, _, folder, _, _ in jobs:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise InputError(f"--out: cannot create {folder} ({err.strerror})") from None
+        if not os.access(folder, os.W_OK):
+            raise InputError(f"--out: {folder} is not writable")
     distributed.initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
 
-    from jaxkin.data.blood import scan_notes
     from jaxkin.fitting import write_fit_maps
 
-    if distributed.is_main_process():
-        say("fit", scan_notes(pet, blood))
-    written = write_fit_maps(pet, blood, out, model=args.model, method=args.method, mask=mask,
-                             weights=args.weights, half_life=half_life, chunk_size=args.chunk_size, min_signal=args.min_signal,
-                             t_star=args.t_star, progress=not args.no_progress,
-                             command_line=shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None)
-    if not distributed.is_main_process():
-        return 0
-    result = written["result"]
-    how = "graphical" if args.model in GRAPHICAL else args.method
-    print(f"fitted {result.n_fitted} voxels with {args.model} ({how}) in {written['seconds']:.1f} s; "
-          f"{result.n_nonfinite} voxel(s) with NaN/Inf left out; {result.n_not_converged} flagged not converged")
-    print(f"wrote {len(written['paths'])} maps to {out}: {', '.join(written['paths'])}")
+    command_line = shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None
+    for (pet, blood, folder, extra, name), half_life in zip(jobs, half_lives):
+        main = distributed.is_main_process()
+        if main:
+            say("fit", [f"{name}: {n}" if name else n for n in scan_notes(pet, blood)])
+        before = replaced(folder, f"{pet.prefix}_model-{args.model}_meas-*_mimap.nii.gz")
+        written = write_fit_maps(pet, blood, folder, model=args.model, method=args.method, mask=mask,
+                                 weights=args.weights, half_life=half_life, chunk_size=args.chunk_size,
+                                 min_signal=args.min_signal, t_star=args.t_star, progress=not args.no_progress,
+                                 command_line=command_line, extra=extra)
+        if not main:
+            continue
+        result = written["result"]
+        how = "graphical" if args.model in GRAPHICAL else args.method
+        print(f"{name + ': ' if name else ''}fitted {result.n_fitted} voxels with {args.model} ({how}) in "
+              f"{written['seconds']:.1f} s; {result.n_nonfinite} voxel(s) with NaN/Inf left out; "
+              f"{result.n_not_converged} flagged not converged")
+        print(f"wrote {len(written['paths'])} maps to {folder}: {', '.join(written['paths'])}"
+              + (f" (replacing {before} maps of an earlier run)" if before else ""))
     return 0

@@ -27,7 +27,7 @@ from jaxkin.errors import InputError
 
 __all__ = ["BidsName", "PetScan", "BIDS_VERSION", "parse_name", "entities_match", "find_pet_scans",
            "check_dataset_description", "scan_folders", "matching_files", "derivative_dir",
-           "write_dataset_description", "bids_uri", "check_output_folder"]
+           "write_dataset_description", "bids_uri", "check_output_folder", "derivative_blood"]
 
 #: The BIDS version written in derivative dataset descriptions (the phantom's raw dataset declares the same; the
 #: features used here, GeneratedBy, DatasetLinks and BIDS URIs, exist since 1.7.0).
@@ -314,6 +314,14 @@ def derivative_dir(out, scan: PetScan) -> Path:
     return Path(out).joinpath(scan.subject, *([scan.session] if scan.session else []), "pet")
 
 
+def derivative_blood(deriv_root, scan: PetScan) -> tuple[Path, ...]:
+    """The blood recordings of ``scan`` in the derivative dataset ``deriv_root`` (e.g. what ``jaxkin idif --bids``
+    wrote): ``deriv_root/sub-X/[ses-Y/]pet/*_blood.tsv`` whose entities but ``recording`` match the scan's."""
+    levels = [[derivative_dir(deriv_root, scan)]]
+    return tuple(matching_files(scan.entities, levels, suffix="blood", extensions=(".tsv",),
+                                ignore=BLOOD_OWN_ENTITIES))
+
+
 def bids_uri(path, root, dataset: str = "raw") -> str:
     """The BIDS URI of ``path`` in the dataset at ``root``: ``bids:raw:sub-001/ses-quadra/pet/..._pet.nii.gz``
     (``bids:<dataset-name>:<relative-path>``; ``dataset=""`` names the dataset the URI is written in; another name
@@ -331,13 +339,15 @@ def _uri(root: Path) -> str:
     return root.resolve().as_uri()
 
 
-def write_dataset_description(out, *, source_root, name: str, pipeline_description: str | None = None) -> Path:
+def write_dataset_description(out, *, source_root, name: str, pipeline_description: str | None = None,
+                              links: dict | None = None) -> Path:
     """Write (or update) the derivative dataset's ``out/dataset_description.json`` atomically; returns its path.
 
     Written: ``Name``, ``BIDSVersion`` (:data:`BIDS_VERSION`), ``DatasetType: "derivative"``, ``GeneratedBy``
     (``{"Name": "jaxkin", "Version": <jaxkin version>[, "CodeURL"][, "Description": pipeline_description]}``),
     ``SourceDatasets: [{"URL": <file URI of source_root>}]`` and ``DatasetLinks: {"raw": <same URI>}``, so that
-    sidecars can point at their inputs with ``bids:raw:...`` (:func:`bids_uri`).
+    sidecars can point at their inputs with ``bids:raw:...`` (:func:`bids_uri`); ``links`` (``{name: folder}``) adds
+    other datasets read (e.g. ``{"blood": <an image-derived input dataset>}``) to both.
 
     An existing description written by jaxkin (every ``GeneratedBy`` entry named jaxkin) is updated: the keys above
     are set (``Name`` is kept), other keys (``License``, ``Authors``, ...) kept, and a ``GeneratedBy`` entry for this
@@ -356,8 +366,10 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     if pipeline_description:
         entry["Description"] = pipeline_description
     uri = _uri(source)
+    extra = {key: _uri(Path(folder)) for key, folder in (links or {}).items()}
     description = {"Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative", "GeneratedBy": [entry],
-                   "SourceDatasets": [{"URL": uri}], "DatasetLinks": {"raw": uri}}
+                   "SourceDatasets": [{"URL": uri}] + [{"URL": u} for u in extra.values()],
+                   "DatasetLinks": {"raw": uri, **extra}}
     if path.exists():
         old = read_json(path, "dataset_description.json")
         generated = old.get("GeneratedBy")

@@ -1,0 +1,147 @@
+"""``jaxkin fit --bids``: a two-subject, two-session dataset laid out like the public Quadra datasets -> a BIDS
+derivatives dataset; reruns, selection and bad input."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+import jaxkin
+from jaxkin import cli
+from jaxkin.data import bids
+from jaxkin.data.blood import write_blood
+from jaxkin.kinetics import tacs_in_chunks
+
+from _reference import INPUT
+
+SHAPE = (3, 2, 2)
+INJ_S = -20.0  # injection 20 s before TimeZero
+FRAMES_INJ = jaxkin.FrameSchedule.from_durations([10.0] * 4 + [60.0] * 4 + [300.0] * 10, start_s=20.0)
+FRAMES_TZ = jaxkin.FrameSchedule.from_seconds(FRAMES_INJ.start_seconds + INJ_S, FRAMES_INJ.duration_seconds)
+ENTITIES = "trc-FDG_rec-acdynPSF"
+
+
+def _scan(root, sub, ses, seed):
+    """One scan (Bq/mL, decay corrected to the injection, 20 s before TimeZero) and an autosampler and a manual
+    recording whose times are relative to TimeZero; returns the true parameters [12, 4]."""
+    pet_dir = root / f"sub-{sub}" / f"ses-{ses}" / "pet"
+    pet_dir.mkdir(parents=True)
+    rng = np.random.default_rng(seed)
+    params = np.stack([rng.uniform(0.2, 1.0, 12), rng.uniform(0.2, 1.0, 12), rng.uniform(0.02, 0.3, 12),
+                       rng.uniform(0.01, 0.1, 12)], -1)
+    scale = 1.0 + 0.1 * seed  # each scan its own input amplitude
+    inp = INPUT.scaled(scale)
+    tacs = tacs_in_chunks(params, jaxkin.prepare(inp, FRAMES_INJ)).reshape(*SHAPE, -1)
+    stem = f"sub-{sub}_ses-{ses}"
+    bids.write_pet(pet_dir / f"{stem}_{ENTITIES}_pet.nii.gz", tacs * 1000.0, FRAMES_TZ, np.diag([2.0, 2, 2, 1]),
+                   units="Bq/mL", sidecar={"TracerRadionuclide": "F18", "InjectionStart": INJ_S, "ScanStart": 0,
+                                           "ImageDecayCorrectionTime": INJ_S})
+    early = inp.times <= 2.0
+    write_blood(pet_dir / f"{stem}_recording-autosampler_blood.tsv", whole_blood=jaxkin.InputFunction(
+        inp.times[early], inp.values[early]), injection_start=INJ_S / 60)
+    write_blood(pet_dir / f"{stem}_recording-manual_blood.tsv", plasma=jaxkin.InputFunction(
+        inp.times[~early], inp.values[~early]), whole_blood=jaxkin.InputFunction(inp.times[~early],
+                                                                                inp.values[~early]),
+        injection_start=INJ_S / 60)
+    return params
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("quadra")
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "test", "BIDSVersion": "1.9.0"}))
+    truth = {}
+    for i, (sub, ses) in enumerate([("001", "a"), ("001", "b"), ("002", "a"), ("002", "b")]):
+        truth[(sub, ses)] = _scan(root, sub, ses, i)
+    return root, truth
+
+
+def _run(argv, capsys):
+    code = cli.main(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _ki(path):
+    return np.asarray(nib.load(path).dataobj).reshape(-1)
+
+
+def test_fit_bids_writes_a_derivatives_dataset(dataset, capsys):
+    root, truth = dataset
+    out = root / "derivatives" / "jaxkin"
+    argv = ["fit", "--bids", str(root), "--out", str(out), "--no-progress", "--chunk-size", "64",
+            "--min-signal", "0.001"]
+    code, stdout, err = _run(argv, capsys)
+    assert code == 0, err
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "jaxkin"
+    assert description["GeneratedBy"][0]["Version"] == jaxkin.__version__
+    assert description["DatasetLinks"]["raw"] == root.resolve().as_uri()
+    for (sub, ses), params in truth.items():
+        folder = out / f"sub-{sub}" / f"ses-{ses}" / "pet"
+        stem = f"sub-{sub}_ses-{ses}_{ENTITIES}_model-2tcmirr_meas-"
+        ki = _ki(folder / f"{stem}Ki_mimap.nii.gz")
+        true_ki = params[:, 0] * params[:, 2] / (params[:, 1] + params[:, 2])
+        np.testing.assert_allclose(ki, true_ki, rtol=2e-3)  # each scan with its own blood, in time since injection
+        sidecar = json.loads((folder / f"{stem}Ki_mimap.json").read_text())
+        base = f"bids:raw:sub-{sub}/ses-{ses}/pet/sub-{sub}_ses-{ses}"
+        assert sidecar["Sources"] == [f"{base}_{ENTITIES}_pet.nii.gz", f"{base}_recording-autosampler_blood.tsv",
+                                      f"{base}_recording-manual_blood.tsv"]
+        assert sidecar["SoftwareVersion"] == jaxkin.__version__ and sidecar["InjectionStart"] == INJ_S
+    assert stdout.count("fitted 12 voxels") == 4
+    assert "jaxkin fit: note: sub-001_ses-a_trc-FDG_rec-acdynPSF: blood activities are assumed decay corrected" in err
+
+    # A second run with the same arguments replaces every map, says so, and gives the same maps.
+    first = _ki(out / "sub-002" / "ses-b" / "pet" / f"sub-002_ses-b_{ENTITIES}_model-2tcmirr_meas-Ki_mimap.nii.gz")
+    code, stdout, err = _run(argv, capsys)
+    assert code == 0, err
+    assert stdout.count("(replacing 6 maps of an earlier run)") == 4
+    again = _ki(out / "sub-002" / "ses-b" / "pet" / f"sub-002_ses-b_{ENTITIES}_model-2tcmirr_meas-Ki_mimap.nii.gz")
+    np.testing.assert_array_equal(first, again)
+
+
+def test_fit_bids_selects_participants_and_sessions(dataset, tmp_path, capsys):
+    root, _ = dataset
+    out = tmp_path / "deriv"
+    code, stdout, err = _run(["fit", "--bids", str(root), "--out", str(out), "--participant-label", "002",
+                              "--session", "b", "--no-progress", "--chunk-size", "64", "--min-signal", "0.001"],
+                             capsys)
+    assert code == 0, err
+    written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*_mimap.nii.gz"))
+    assert len(written) == 6 and all(p.startswith("sub-002/ses-b/pet/") for p in written)
+
+
+@pytest.mark.parametrize("extra,message", [
+    (["--participant-label", "009"], "participant label '009' matches no subject folder sub-009"),
+    (["--session", "c"], "session label 'c' matches no session folder ses-c"),
+    (["--pet", "x_pet.nii.gz"], "--pet: not with --bids"),
+])
+def test_fit_bids_bad_selection_writes_nothing(dataset, tmp_path, capsys, extra, message):
+    root, _ = dataset
+    out = tmp_path / "deriv"
+    code, _, err = _run(["fit", "--bids", str(root), "--out", str(out), *extra], capsys)
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_fit_bids_refuses_to_write_into_the_raw_dataset(dataset, capsys):
+    root, _ = dataset
+    for out, message in ((root, "is the input dataset"), (root / "sub-001", "inside the raw dataset")):
+        code, _, err = _run(["fit", "--bids", str(root), "--out", str(out)], capsys)
+        assert code == 2 and message in err
+
+
+def test_fit_bids_scan_without_blood_stops_before_any_work(dataset, tmp_path, capsys):
+    root, _ = dataset
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("derivatives"))
+    for path in (copy / "sub-002" / "ses-a" / "pet").glob("*_blood.*"):
+        path.unlink()
+    out = tmp_path / "deriv"
+    code, _, err = _run(["fit", "--bids", str(copy), "--out", str(out)], capsys)
+    assert code == 2 and "sub-002_ses-a_trc-FDG_rec-acdynPSF_pet.nii.gz: no blood recording" in err
+    assert not out.exists()
