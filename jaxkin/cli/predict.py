@@ -6,49 +6,62 @@ from __future__ import annotations
 def register(subparsers) -> None:
     parser = subparsers.add_parser("predict", help="predict K1, k2, k3, vB, Ki maps with a trained network")
     parser.add_argument("--checkpoint", required=True, help="training workdir (or its checkpoints/best folder)")
-    parser.add_argument("--pet", required=True, help="4D PET *_pet.nii.gz with its JSON sidecar")
-    from jaxkin.cli._scan import add_blood_arguments
+    parser.add_argument("--pet", help="4D PET *_pet.nii.gz with its JSON sidecar")
+    from jaxkin.cli._scan import add_bids_arguments, add_blood_arguments
 
     add_blood_arguments(parser, required=False)  # optional: adds TAC cosine similarity and MAE to the sidecars
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", required=True, help="output folder; with --bids, the derivatives dataset")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from the config)")
     from jaxkin.distributed import add_arguments
 
     add_arguments(parser)
+    add_bids_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     import dataclasses
     import time
+    from pathlib import Path
 
     from jaxkin import distributed
-    from jaxkin.cli._scan import load_blood_for, say
+    from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say
     from jaxkin.data.bids import load_pet
     from jaxkin.data.blood import scan_notes
     from jaxkin.errors import InputError
     from jaxkin.network import Predictor, load_predictor, write_parameter_maps
 
-    pet = load_pet(args.pet)
-    inp = load_blood_for(args, pet) if args.input_function else None
+    check_modes(args, ("pet", "input_function"))
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size: must be positive, got {args.batch_size}")
+    if args.bids:  # the blood of a scan, when the dataset has it, adds the TAC metrics
+        jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
+                for job in bids_jobs(args, command="predict", need_blood=False)]
+    else:
+        pet = load_pet(args.pet)
+        jobs = [(pet, load_blood_for(args, pet) if args.input_function else None, Path(args.out), None, None)]
     distributed.initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
     predictor = load_predictor(args.checkpoint)
+    for pet, *_ in jobs:  # every scan checked against the network before any is predicted
+        predictor.check_frames(pet.frames.n_frames, str(pet.path))
     if args.batch_size is not None:
         cfg = dataclasses.replace(predictor.cfg, predict_batch_size=args.batch_size)
         predictor = Predictor(predictor.graphdef, predictor.params, cfg, predictor.n_frames)
-    if distributed.is_main_process():
-        say("predict", scan_notes(pet, inp))
-    t0 = time.perf_counter()
-    result = write_parameter_maps(predictor, pet, args.out, input_function=inp, progress=True)
-    distributed.sync("jaxkin-predict-written")  # every process ends when process 0 has written the maps
-    if not distributed.is_main_process():
-        return 0
-    for name, path in result["paths"].items():
-        print(path)
-    m = result["metrics"]
-    if m:
-        print(f"TAC fit over {m['voxels']} voxels: cosine similarity {m['cs']:.3f}, MAE {m['mae']:.3f} kBq/mL")
-    print(f"{pet.shape[2]} slices in {time.perf_counter() - t0:.1f} s")
+    for pet, blood, out, extra, name in jobs:
+        main = distributed.is_main_process()
+        if main:
+            say("predict", [f"{name}: {n}" if name else n for n in scan_notes(pet, blood)])
+        before = replaced(out, f"{pet.prefix}_model-*_meas-*_mimap.nii.gz")
+        t0 = time.perf_counter()
+        result = write_parameter_maps(predictor, pet, out, input_function=blood, progress=name is None, extra=extra)
+        distributed.sync("jaxkin-predict-written")  # every process goes on when process 0 has written the maps
+        if not main:
+            continue
+        for path in result["paths"].values():
+            print(path)
+        m = result["metrics"]
+        if m:
+            print(f"TAC fit over {m['voxels']} voxels: cosine similarity {m['cs']:.3f}, MAE {m['mae']:.3f} kBq/mL")
+        print(f"{name + ': ' if name else ''}{pet.shape[2]} slices in {time.perf_counter() - t0:.1f} s"
+              + (f" (replacing {before} maps of an earlier run)" if before else ""))
     return 0

@@ -69,7 +69,8 @@ class Predictor:
         self.batch_size = -(-cfg.predict_batch_size // n_dev) * n_dev
         self._forward, self._forward_metrics = _compiled_forward(graphdef, self.parallel)
 
-    def _check(self, n_frames: int, where: str) -> None:
+    def check_frames(self, n_frames: int, where: str) -> None:
+        """InputError naming ``where`` unless a scan of ``n_frames`` frames fits the network."""
         if n_frames != self.n_frames:
             raise InputError(f"{where}: {n_frames} frames, but the network was trained on {self.n_frames}")
 
@@ -86,7 +87,7 @@ class Predictor:
 
         volume = np.asarray(volume)
         x_size, y_size, n_z, n_frames = volume.shape
-        self._check(n_frames, "volume")
+        self.check_frames(n_frames, "volume")
         m = self.cfg.model.size_multiple
         px, py = -x_size % m, -y_size % m
         pad = ((0, 0), (px // 2, px - px // 2), (py // 2, py - py // 2), (0, 0))
@@ -143,12 +144,12 @@ def load_predictor(checkpoint) -> Predictor:
 
 
 def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=None, command_line: str | None = None,
-                         progress: bool = False) -> dict:
+                         progress: bool = False, extra: dict | None = None) -> dict:
     """Predict every slice of ``pet`` (a :class:`jaxkin.data.PetImage`) and write the maps of the FDG model's
     parameters and macro-parameters (K1, k2, k3, vB, Ki: ``<prefix>_model-2tcmirr_meas-<name>_mimap.nii.gz`` + JSON)
     into ``out_dir``, the PET's geometry kept.
 
-    With ``input_function`` (an :class:`jaxkin.InputFunction`, or a :class:`jaxkin.data.blood.Blood` whose whole blood
+    ``extra`` is added to the sidecars (e.g. ``Sources``). With ``input_function`` (an :class:`jaxkin.InputFunction`, or a :class:`jaxkin.data.blood.Blood` whose whole blood
     then drives the vB term) the sidecars also carry the mean TAC cosine similarity and MAE over the mask. The
     sidecars state the time origin, decay reference and assumptions of the scan (and of the blood data).
     Returns ``{"paths": {name: path}, "metrics": {...} or None, "maps": {name: [X, Y, Z] array}}``.
@@ -157,7 +158,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     from jaxkin.data.bids import map_path, write_map
     from jaxkin.kinetics import prepare
 
-    predictor._check(pet.frames.n_frames, str(pet.path))
+    predictor.check_frames(pet.frames.n_frames, str(pet.path))
     n_z = pet.shape[2]
     volume = pet.read(dist.share(n_z))  # this process's slab (the whole volume for one process)
     from jaxkin.data.blood import Blood, scan_provenance
@@ -177,15 +178,16 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     model = get_model(FDG_MODEL)
     maps = model.named_maps(params)
     cfg = predictor.cfg.model
-    extra = {"Method": "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if cfg.conv == "space_time"
+    sidecar = {"Method": "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if cfg.conv == "space_time"
              else "self-supervised 3D UNet", "FinalActivation": cfg.final_activation, **scan_provenance(pet, blood)}
     if metrics is not None:
-        extra["TACMetrics"] = metrics
+        sidecar["TACMetrics"] = metrics
+    sidecar.update(extra or {})
     out_dir = Path(out_dir)
     paths = {name: map_path(out_dir, pet.prefix, FDG_MODEL, name) for name in maps}
     if dist.is_main_process():
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {name: write_map(out_dir, pet.prefix, FDG_MODEL, name, values, reference=pet,
-                                 units=model.units[name], command_line=command_line, extra=extra)
+                                 units=model.units[name], command_line=command_line, extra=sidecar)
                  for name, values in maps.items()}
     return {"paths": paths, "metrics": metrics, "maps": maps}

@@ -1,5 +1,5 @@
-"""``jaxkin fit --bids``: a two-subject, two-session dataset laid out like the public Quadra datasets -> a BIDS
-derivatives dataset; reruns, selection and bad input."""
+"""BIDS-App mode: ``jaxkin fit|idif|predict --bids`` on a two-subject, two-session dataset laid out like the public
+Quadra datasets -> BIDS derivatives datasets; reruns, selection and bad input."""
 
 import json
 
@@ -54,6 +54,11 @@ def dataset(tmp_path_factory):
     truth = {}
     for i, (sub, ses) in enumerate([("001", "a"), ("001", "b"), ("002", "a"), ("002", "b")]):
         truth[(sub, ses)] = _scan(root, sub, ses, i)
+        # a segmentation in a derivatives dataset, as TotalSegmentator outputs are kept: voxel (0, 0, 0) is "aorta"
+        seg = root / "derivatives" / "seg" / f"sub-{sub}" / f"ses-{ses}" / "anat"
+        labels = np.zeros(SHAPE, np.uint8)
+        labels[0, 0, 0] = labels[1, 0, 0] = 1
+        bids.write_labels(seg / f"sub-{sub}_ses-{ses}_dseg.nii.gz", labels, {1: "aorta"}, np.diag([2.0, 2, 2, 1]))
     return root, truth
 
 
@@ -145,3 +150,64 @@ def test_fit_bids_scan_without_blood_stops_before_any_work(dataset, tmp_path, ca
     code, _, err = _run(["fit", "--bids", str(copy), "--out", str(out)], capsys)
     assert code == 2 and "sub-002_ses-a_trc-FDG_rec-acdynPSF_pet.nii.gz: no blood recording" in err
     assert not out.exists()
+
+
+def test_idif_bids_then_fit_with_the_image_derived_input(dataset, tmp_path, capsys):
+    root, _ = dataset
+    idif_out = tmp_path / "idif"
+    code, stdout, err = _run(["idif", "--bids", str(root), "--out", str(idif_out), "--label", "aorta",
+                              "--participant-label", "001"], capsys)
+    assert code == 0, err
+    tsv = idif_out / "sub-001" / "ses-b" / "pet" / f"sub-001_ses-b_{ENTITIES}_recording-IDIF_blood.tsv"
+    meta = json.loads(tsv.with_suffix(".json").read_text())
+    assert meta["WholeBloodAvail"] is True and meta["PlasmaAvail"] is False and meta["MetaboliteAvail"] is False
+    assert meta["Sources"][-1] == "bids:raw:derivatives/seg/sub-001/ses-b/anat/sub-001_ses-b_dseg.nii.gz"
+    pet = bids.load_pet(root / "sub-001" / "ses-b" / "pet" / f"sub-001_ses-b_{ENTITIES}_pet.nii.gz")
+    from jaxkin.data.blood import load_blood
+
+    curve = load_blood(tsv, pet=pet).input
+    mean_tac = pet.read()[:2, 0, 0].mean(axis=0)  # the two aorta voxels
+    np.testing.assert_allclose(curve(pet.frames.mid), mean_tac, rtol=1e-5)
+    assert stdout.count("wrote ") == 2  # sub-001, both sessions
+
+    out = tmp_path / "maps"
+    code, stdout, err = _run(["fit", "--bids", str(root), "--out", str(out), "--participant-label", "001",
+                              "--blood-dataset", str(idif_out), "--no-progress", "--chunk-size", "64",
+                              "--min-signal", "0.001"], capsys)
+    assert code == 0, err
+    sidecar = json.loads((out / "sub-001" / "ses-a" / "pet" /
+                          f"sub-001_ses-a_{ENTITIES}_model-2tcmirr_meas-Ki_mimap.json").read_text())
+    assert sidecar["Sources"][1] == f"bids:blood:sub-001/ses-a/pet/sub-001_ses-a_{ENTITIES}_recording-IDIF_blood.tsv"
+    assert "no plasma data: the input is the whole blood" in err
+    description = json.loads((out / "dataset_description.json").read_text())
+    assert description["DatasetLinks"]["blood"] == idif_out.resolve().as_uri()
+
+
+def test_predict_bids_with_a_trained_network(tmp_path, capsys):
+    """The tiny run of tests/fixtures predicts every scan of a two-session dataset into a derivatives dataset."""
+    from pathlib import Path
+
+    fixture = Path(__file__).resolve().parents[1] / "fixtures" / "run-v0.1.0"
+    root = tmp_path / "raw"
+    frames = jaxkin.FrameSchedule.quadra()
+    rng = np.random.default_rng(0)
+    for ses in ("a", "b"):
+        pet_dir = root / "sub-01" / f"ses-{ses}" / "pet"
+        bids.write_pet(pet_dir / f"sub-01_ses-{ses}_pet.nii.gz", rng.uniform(0, 5, (8, 6, 2, frames.n_frames)),
+                       frames, np.diag([2.0, 2, 2, 1]), sidecar={"InjectionStart": 0, "ImageDecayCorrectionTime": 0})
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "raw", "BIDSVersion": "1.9.0"}))
+    out = tmp_path / "pred"
+    code, stdout, err = _run(["predict", "--checkpoint", str(fixture), "--bids", str(root), "--out", str(out)],
+                             capsys)
+    assert code == 0, err
+    for ses in ("a", "b"):
+        ki = out / "sub-01" / f"ses-{ses}" / "pet" / f"sub-01_ses-{ses}_model-2tcmirr_meas-Ki_mimap.nii.gz"
+        assert nib.load(ki).shape == (8, 6, 2)
+        sidecar = json.loads(ki.with_name(ki.name.replace(".nii.gz", ".json")).read_text())
+        assert sidecar["Sources"] == [f"bids:raw:sub-01/ses-{ses}/pet/sub-01_ses-{ses}_pet.nii.gz"]
+    short = root / "sub-01" / "ses-b" / "pet" / "sub-01_ses-b_pet.json"
+    meta = json.loads(short.read_text())
+    meta["FrameTimesStart"], meta["FrameDuration"] = meta["FrameTimesStart"][:-1], meta["FrameDuration"][:-1]
+    short.write_text(json.dumps(meta))
+    code, _, err = _run(["predict", "--checkpoint", str(fixture), "--bids", str(root), "--out", str(out)], capsys)
+    assert code == 2 and "FrameTimesStart' lists 61 frames" in err
