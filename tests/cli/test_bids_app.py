@@ -98,6 +98,19 @@ def test_fit_bids_writes_a_derivatives_dataset(dataset, capsys):
     assert stdout.count("fitted 12 voxels") == 4
     assert "jaxkin fit: note: sub-001_ses-a_trc-FDG_rec-acdynPSF: blood activities are assumed decay corrected" in err
 
+    # The ses-/trc-/rec- layout gives the maps of the single-scan form of the same files, to the bit.
+    pet_dir = root / "sub-001" / "ses-b" / "pet"
+    single = root.parent / (root.name + "-single")
+    code, _, err = _run(["fit", "--pet", str(pet_dir / f"sub-001_ses-b_{ENTITIES}_pet.nii.gz"), "--input-function",
+                         str(pet_dir / "sub-001_ses-b_recording-autosampler_blood.tsv"),
+                         str(pet_dir / "sub-001_ses-b_recording-manual_blood.tsv"), "--out", str(single),
+                         "--no-progress", "--chunk-size", "64", "--min-signal", "0.001"], capsys)
+    assert code == 0, err
+    for name in ("K1", "k2", "k3", "vB", "Ki"):
+        a = _ki(single / f"sub-001_ses-b_{ENTITIES}_model-2tcmirr_meas-{name}_mimap.nii.gz")
+        b = _ki(out / "sub-001" / "ses-b" / "pet" / f"sub-001_ses-b_{ENTITIES}_model-2tcmirr_meas-{name}_mimap.nii.gz")
+        np.testing.assert_array_equal(a, b)
+
     # A second run with the same arguments replaces every map, says so, and gives the same maps.
     first = _ki(out / "sub-002" / "ses-b" / "pet" / f"sub-002_ses-b_{ENTITIES}_model-2tcmirr_meas-Ki_mimap.nii.gz")
     code, stdout, err = _run(argv, capsys)
