@@ -60,6 +60,11 @@ LABELS: dict[int, str] = {
 #: Organs from the literature the paper follows (Sari et al. 2022 style values); "lesion" is the liver-tumour row. "body" (muscle and
 #: fat) and "bladder" are our choices: low uptake for soft tissue; the bladder fills with excreted FDG, which
 #: an irreversible uptake with large Ki imitates (its real kinetics is renal excretion, not a compartment model).
+#: The bladder is as bright as in real whole-body FDG scans, where urine reads 20-50x muscle, fat and lung late in
+#: the scan: Ki 0.15/min gives about 36x "body" and 38x "lungs" in the mean of the last three frames (50-65 min)
+#: at the table's values (20-50x over subjects). The hot organ at the top of the torso is the myocardium (Ki
+#: 0.046/min, about 12x "body" late, the brightness of the brain, which lies above this torso's field of view).
+#: These contrasts are what an automatic mask must survive (:func:`jaxkin.fitting.body_mask`).
 #: Blood pool and aorta are pure blood: vB = 1 and no tissue, so their TAC is the input function.
 ORGAN_PARAMETERS: dict[str, tuple[float, float, float, float]] = {
     "body": (0.05, 0.35, 0.02, 0.02),
@@ -71,7 +76,7 @@ ORGAN_PARAMETERS: dict[str, tuple[float, float, float, float]] = {
     "kidneys": (0.793, 0.672, 0.008, 0.08),
     "spleen": (1.535, 2.697, 0.007, 0.042),
     "bone": (0.108, 0.642, 0.025, 0.03),
-    "bladder": (0.25, 0.5, 0.25, 0.0),
+    "bladder": (0.35, 0.4, 0.3, 0.0),
     "lesion": (0.243, 0.78, 0.1, 0.02),
 }
 BLOOD_LABELS = ("blood_pool", "aorta")
@@ -226,10 +231,11 @@ def _anatomy(rng: np.random.Generator, preset: Preset) -> np.ndarray:
     iliac_c, iliac_r = jitter((85.0, -25.0, 390.0), (13.0, 48.0, 45.0))
     pelvis = _ellipsoid(x, y, s, iliac_c, iliac_r) | _ellipsoid(x, y, s, iliac_c * [-1, 1, 1], iliac_r)
     lab[np.broadcast_to(ribs | spine | pelvis, lab.shape) & (lab == 1)] = 9
-    # Lungs (two ellipsoids), then the liver, spleen and kidneys below and beside them.
+    # Lungs (two ellipsoids) inside the rib cage (rho < 0.84, the ribs' inner surface), so that a chest wall lies
+    # between lung and air in every axial slice as in a patient; then the liver, spleen and kidneys.
     for side in (1, -1):
         c, r = jitter((side * 62.0, -8.0, 118.0), (50.0, 68.0, 118.0))
-        lab[_ellipsoid(x, y, s, c, r) & (lab == 1)] = 2
+        lab[_ellipsoid(x, y, s, c, r) & (lab == 1) & (rho < 0.84)] = 2
     c, r = jitter((50.0, 5.0, 250.0), (80.0, 70.0, 70.0))
     lab[_ellipsoid(x, y, s, c, r) & ((lab == 1) | (lab == 9))] = 6
     c, r = jitter((-78.0, -28.0, 245.0), (28.0, 42.0, 48.0))
