@@ -456,23 +456,57 @@ def subject_paths(root, subject_id: str) -> dict:
     }
 
 
+#: The nominal patient behind ``InjectedRadioactivity``: a body weight (kg) and the whole blood's SUV at 60 min.
+#: With them the phantom's unscaled Feng input (11.7 kBq/mL at 60 min) means about 440 MBq (5.9 MBq/kg), and the
+#: organs read realistic SUVs late in the scan: blood 2.0, liver ~2, body ~0.75, bladder ~30, myocardium ~10.
+NOMINAL_WEIGHT_KG = 75.0
+NOMINAL_BLOOD_SUV_60_MIN = 2.0
+
+
+def injected_radioactivity(subject: Subject) -> float:
+    """The nominal injected radioactivity (MBq) of a subject: the dose that makes its whole blood (the input
+    function, kBq/mL) read SUV ``NOMINAL_BLOOD_SUV_60_MIN`` at 60 min in a ``NOMINAL_WEIGHT_KG`` patient, so it
+    scales with the subject's input scale. SUV = C / (dose / weight) with 1 g = 1 mL."""
+    from jaxkin.input_function import feng
+
+    blood_60 = float(feng(np.array([60.0]), FengParameters(), delay=subject.input_delay, scale=subject.input_scale)[0])
+    return blood_60 * NOMINAL_WEIGHT_KG * 1000.0 / NOMINAL_BLOOD_SUV_60_MIN / 1000.0  # kBq/mL * mL -> kBq -> MBq
+
+
 def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
+    """The ``*_pet.json`` fields: every field BIDS-PET REQUIRES (the ones not known for a simulation, such as FDG's
+    injected mass, are ``"n/a"`` where BIDS allows it) and the simulation's parameters. ``write_pet`` adds
+    ``FrameTimesStart``, ``FrameDuration`` and ``Modality``."""
+    from jaxkin.decay import decay_factors
+
+    filtered = subject.fwhm_mm > 0
     return {
         "Manufacturer": "jaxkin (simulated)",
         "ManufacturersModelName": "Biograph Vision Quadra (simulated frame schedule)",
+        "Units": units,
         "TracerName": "FDG",
         "TracerRadionuclide": "F18",
+        "InjectedRadioactivity": round(injected_radioactivity(subject), 1),
+        "InjectedRadioactivityUnits": "MBq",
+        "InjectedMass": "n/a",
+        "InjectedMassUnits": "n/a",
+        "SpecificRadioactivity": "n/a",
+        "SpecificRadioactivityUnits": "n/a",
+        "ModeOfAdministration": "bolus",
         "TimeZero": "00:00:00",
         "ScanStart": 0,
         "InjectionStart": 0,
-        "ImageDecayCorrectionTime": 0,
-        "DecayCorrectionFactor": [1.0] * subject.frames.n_frames,
-        "ReconMethodName": "analytic simulation (jaxkin phantom)",
-        "ReconFilterType": "Gaussian" if subject.fwhm_mm > 0 else "none",
-        "ReconFilterSize": subject.fwhm_mm,
-        "AttenuationCorrection": "n/a (simulated)",
-        "Units": units,
+        "AcquisitionMode": "list mode (simulated: frame means of the kinetic model)",
         "ImageDecayCorrected": True,
+        "ImageDecayCorrectionTime": 0,
+        "DecayCorrectionFactor": [round(float(f), 6) for f in decay_factors(subject.frames, F18_HALF_LIFE_MIN)],
+        "ReconMethodName": "none: analytic simulation (jaxkin phantom), no reconstruction",
+        "ReconMethodParameterLabels": ["none"],
+        "ReconMethodParameterUnits": ["none"],
+        "ReconMethodParameterValues": [0],
+        "ReconFilterType": "Gaussian" if filtered else "none",
+        "ReconFilterSize": subject.fwhm_mm,
+        "AttenuationCorrection": "none (analytic simulation: no attenuation to correct)",
         "SimulationParameters": {
             "Software": "jaxkin.data.phantom",
             "Preset": preset.name,
@@ -490,6 +524,10 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
             "InputScale": subject.input_scale,
             "InputDelayMin": subject.input_delay,
             "KineticModel": MODEL_NAME,
+            "InjectedRadioactivityBasis": f"nominal: whole blood at SUV {NOMINAL_BLOOD_SUV_60_MIN:g} at 60 min in a "
+                                          f"{NOMINAL_WEIGHT_KG:g} kg patient",
+            "DecayCorrectionFactorNote": "the factors a scanner applies to correct each frame to TimeZero (F18); "
+                                         "the simulated frames are decay-corrected by construction",
         },
     }
 
@@ -536,10 +574,12 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
 
     Layout::
 
-        dataset_description.json  participants.tsv (participant_id, split, ...)  participants.json
-        sub-01/pet/sub-01_pet.nii.gz + .json           4D PET in ``units`` (default kBq/mL), 62 frames
+        dataset_description.json  participants.tsv (participant_id, split, ...)  participants.json  README
+        sub-01/pet/sub-01_pet.nii.gz + .json           4D PET in ``units`` (default kBq/mL), 62 frames; the JSON
+                                                       has every field BIDS-PET requires
         sub-01/pet/sub-01_recording-AIF_blood.tsv + .json   input function (time in s, AIF in ``units``)
         sub-01/pet/sub-01_dseg.nii.gz + sub-01_dseg.tsv     label map and table (index, name)
+        derivatives/groundtruth/dataset_description.json    (DatasetType derivative)
         derivatives/groundtruth/sub-01/pet/sub-01_model-2tcmirr_meas-<K1|k2|k3|vB|Ki>_mimap.nii.gz + .json
         derivatives/groundtruth/sub-01/pet/sub-01_desc-organs_parameters.tsv   organ-mean parameters
 
