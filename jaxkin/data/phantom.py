@@ -442,7 +442,10 @@ TRUTH_DIR = ("derivatives", "groundtruth")
 
 
 def subject_paths(root, subject_id: str) -> dict:
-    """Where a phantom subject's files live inside a dataset ``root`` (see :func:`simulate_dataset`)."""
+    """Where a phantom subject's files live inside a dataset ``root`` (see :func:`simulate_dataset`).
+
+    The label map is ground truth, not raw data (raw BIDS has no ``dseg`` in ``pet/``): it lives in the
+    ground-truth derivative, ``derivatives/groundtruth/sub-<id>/anat/sub-<id>_dseg.nii.gz`` (+ ``_dseg.tsv``)."""
     from pathlib import Path
 
     pet_dir = Path(root) / subject_id / "pet"
@@ -450,7 +453,7 @@ def subject_paths(root, subject_id: str) -> dict:
     return {
         "pet": pet_dir / f"{subject_id}_pet.nii.gz",
         "input_function": pet_dir / f"{subject_id}_recording-AIF_blood.tsv",
-        "labels": pet_dir / f"{subject_id}_dseg.nii.gz",
+        "labels": Path(root).joinpath(*TRUTH_DIR, subject_id, "anat", f"{subject_id}_dseg.nii.gz"),
         "truth_dir": truth_dir,
         "organs": truth_dir / f"{subject_id}_desc-organs_parameters.tsv",
     }
@@ -578,8 +581,8 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
         sub-01/pet/sub-01_pet.nii.gz + .json           4D PET in ``units`` (default kBq/mL), 62 frames; the JSON
                                                        has every field BIDS-PET requires
         sub-01/pet/sub-01_recording-AIF_blood.tsv + .json   input function (time in s, AIF in ``units``)
-        sub-01/pet/sub-01_dseg.nii.gz + sub-01_dseg.tsv     label map and table (index, name)
         derivatives/groundtruth/dataset_description.json    (DatasetType derivative)
+        derivatives/groundtruth/sub-01/anat/sub-01_dseg.nii.gz + sub-01_dseg.tsv   label map and table (index, name)
         derivatives/groundtruth/sub-01/pet/sub-01_model-2tcmirr_meas-<K1|k2|k3|vB|Ki>_mimap.nii.gz + .json
         derivatives/groundtruth/sub-01/pet/sub-01_desc-organs_parameters.tsv   organ-mean parameters
 

@@ -248,7 +248,7 @@ def _is(value, kind):
 
 
 def test_simulated_dataset_is_valid_bids(small_dataset):
-    """Every REQUIRED pet.json field, typed; the dataset descriptions."""
+    """Every REQUIRED pet.json field, typed; the dataset descriptions; the label map in the ground-truth derivative."""
     f = jaxkin.FrameSchedule.quadra()
     for sid in ("sub-01", "sub-02"):
         meta = json.loads((small_dataset / sid / "pet" / f"{sid}_pet.json").read_text())
@@ -270,6 +270,10 @@ def test_simulated_dataset_is_valid_bids(small_dataset):
         t = np.linspace(f.start, f.end, 2001)  # [2001, F] min
         integral = np.trapezoid(np.exp(-lam * t), t, axis=0)
         np.testing.assert_allclose(meta["DecayCorrectionFactor"], f.duration / integral, rtol=1e-6)
+        assert not list((small_dataset / sid / "pet").glob("*_dseg*"))  # raw BIDS has no dseg in pet/
+        anat = small_dataset / "derivatives" / "groundtruth" / sid / "anat"
+        assert (anat / f"{sid}_dseg.nii.gz").is_file() and (anat / f"{sid}_dseg.tsv").is_file()
+        assert phantom.subject_paths(small_dataset, sid)["labels"] == anat / f"{sid}_dseg.nii.gz"
     raw = json.loads((small_dataset / "dataset_description.json").read_text())
     truth = json.loads((small_dataset / "derivatives" / "groundtruth" / "dataset_description.json").read_text())
     for description, kind in ((raw, "raw"), (truth, "derivative")):
