@@ -33,7 +33,9 @@ def register(subparsers) -> None:
                         help="frame weights (default none)")
     parser.add_argument("--t-star", type=float, default=20.0, help="start of the linear part, min (patlak, logan)")
     parser.add_argument("--min-signal", type=float, default=0.05,
-                        help="automatic mask: time integral >= this x the 99th percentile (default 0.05)")
+                        help="automatic body mask: keep voxels whose time integral is >= this x the body's median "
+                        "integral (the body found by Otsu's threshold on the log integrals), then fill holes per "
+                        "axial slice and drop specks in the air (default 0.05)")
     parser.add_argument("--chunk-size", type=int, default=16384, help="voxels per compiled chunk")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     from jaxkin.distributed import add_arguments

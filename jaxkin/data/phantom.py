@@ -61,6 +61,11 @@ LABELS: dict[int, str] = {
 #: Organs from the literature the paper follows (Sari et al. 2022 style values); "lesion" is the liver-tumour row. "body" (muscle and
 #: fat) and "bladder" are our choices: low uptake for soft tissue; the bladder fills with excreted FDG, which
 #: an irreversible uptake with large Ki imitates (its real kinetics is renal excretion, not a compartment model).
+#: The bladder is as bright as in real whole-body FDG scans, where urine reads 20-50x muscle, fat and lung late in
+#: the scan: Ki 0.15/min gives about 36x "body" and 38x "lungs" in the mean of the last three frames (50-65 min)
+#: at the table's values (20-50x over subjects). The hot organ at the top of the torso is the myocardium (Ki
+#: 0.046/min, about 12x "body" late, the brightness of the brain, which lies above this torso's field of view).
+#: These contrasts are what an automatic mask must survive (:func:`jaxkin.fitting.body_mask`).
 #: Blood pool and aorta are pure blood: vB = 1 and no tissue, so their TAC is the input function.
 ORGAN_PARAMETERS: dict[str, tuple[float, float, float, float]] = {
     "body": (0.05, 0.35, 0.02, 0.02),
@@ -72,7 +77,7 @@ ORGAN_PARAMETERS: dict[str, tuple[float, float, float, float]] = {
     "kidneys": (0.793, 0.672, 0.008, 0.08),
     "spleen": (1.535, 2.697, 0.007, 0.042),
     "bone": (0.108, 0.642, 0.025, 0.03),
-    "bladder": (0.25, 0.5, 0.25, 0.0),
+    "bladder": (0.35, 0.4, 0.3, 0.0),
     "lesion": (0.243, 0.78, 0.1, 0.02),
 }
 BLOOD_LABELS = ("blood_pool", "aorta")
@@ -227,10 +232,11 @@ def _anatomy(rng: np.random.Generator, preset: Preset) -> np.ndarray:
     iliac_c, iliac_r = jitter((85.0, -25.0, 390.0), (13.0, 48.0, 45.0))
     pelvis = _ellipsoid(x, y, s, iliac_c, iliac_r) | _ellipsoid(x, y, s, iliac_c * [-1, 1, 1], iliac_r)
     lab[np.broadcast_to(ribs | spine | pelvis, lab.shape) & (lab == 1)] = 9
-    # Lungs (two ellipsoids), then the liver, spleen and kidneys below and beside them.
+    # Lungs (two ellipsoids) inside the rib cage (rho < 0.84, the ribs' inner surface), so that a chest wall lies
+    # between lung and air in every axial slice as in a patient; then the liver, spleen and kidneys.
     for side in (1, -1):
         c, r = jitter((side * 62.0, -8.0, 118.0), (50.0, 68.0, 118.0))
-        lab[_ellipsoid(x, y, s, c, r) & (lab == 1)] = 2
+        lab[_ellipsoid(x, y, s, c, r) & (lab == 1) & (rho < 0.84)] = 2
     c, r = jitter((50.0, 5.0, 250.0), (80.0, 70.0, 70.0))
     lab[_ellipsoid(x, y, s, c, r) & ((lab == 1) | (lab == 9))] = 6
     c, r = jitter((-78.0, -28.0, 245.0), (28.0, 42.0, 48.0))
@@ -437,7 +443,10 @@ TRUTH_DIR = ("derivatives", "groundtruth")
 
 
 def subject_paths(root, subject_id: str) -> dict:
-    """Where a phantom subject's files live inside a dataset ``root`` (see :func:`simulate_dataset`)."""
+    """Where a phantom subject's files live inside a dataset ``root`` (see :func:`simulate_dataset`).
+
+    The label map is ground truth, not raw data (raw BIDS has no ``dseg`` in ``pet/``): it lives in the
+    ground-truth derivative, ``derivatives/groundtruth/sub-<id>/anat/sub-<id>_dseg.nii.gz`` (+ ``_dseg.tsv``)."""
     from pathlib import Path
 
     pet_dir = Path(root) / subject_id / "pet"
@@ -445,30 +454,61 @@ def subject_paths(root, subject_id: str) -> dict:
     return {
         "pet": pet_dir / f"{subject_id}_pet.nii.gz",
         "input_function": pet_dir / f"{subject_id}_recording-AIF_blood.tsv",
-        "labels": pet_dir / f"{subject_id}_dseg.nii.gz",
+        "labels": Path(root).joinpath(*TRUTH_DIR, subject_id, "anat", f"{subject_id}_dseg.nii.gz"),
         "truth_dir": truth_dir,
         "organs": truth_dir / f"{subject_id}_desc-organs_parameters.tsv",
     }
 
 
+#: The nominal patient behind ``InjectedRadioactivity``: a body weight (kg) and the whole blood's SUV at 60 min.
+#: With them the phantom's unscaled Feng input (11.7 kBq/mL at 60 min) means about 440 MBq (5.9 MBq/kg), and the
+#: organs read realistic SUVs late in the scan: blood 2.0, liver ~2, body ~0.75, bladder ~30, myocardium ~10.
+NOMINAL_WEIGHT_KG = 75.0
+NOMINAL_BLOOD_SUV_60_MIN = 2.0
+
+
+def injected_radioactivity(subject: Subject) -> float:
+    """The nominal injected radioactivity (MBq) of a subject: the dose that makes its whole blood (the input
+    function, kBq/mL) read SUV ``NOMINAL_BLOOD_SUV_60_MIN`` at 60 min in a ``NOMINAL_WEIGHT_KG`` patient, so it
+    scales with the subject's input scale. SUV = C / (dose / weight) with 1 g = 1 mL."""
+    from jaxkin.input_function import feng
+
+    blood_60 = float(feng(np.array([60.0]), FengParameters(), delay=subject.input_delay, scale=subject.input_scale)[0])
+    return blood_60 * NOMINAL_WEIGHT_KG * 1000.0 / NOMINAL_BLOOD_SUV_60_MIN / 1000.0  # kBq/mL * mL -> kBq -> MBq
+
+
 def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
+    """The ``*_pet.json`` fields: every field BIDS-PET REQUIRES (the ones not known for a simulation, such as FDG's
+    injected mass, are ``"n/a"`` where BIDS allows it) and the simulation's parameters. ``write_pet`` adds
+    ``FrameTimesStart``, ``FrameDuration`` and ``Modality``."""
+    filtered = subject.fwhm_mm > 0
     return {
         "Manufacturer": "jaxkin (simulated)",
         "ManufacturersModelName": "Biograph Vision Quadra (simulated frame schedule)",
+        "Units": units,
         "TracerName": "FDG",
         "TracerRadionuclide": "F18",
+        "InjectedRadioactivity": round(injected_radioactivity(subject), 1),
+        "InjectedRadioactivityUnits": "MBq",
+        "InjectedMass": "n/a",
+        "InjectedMassUnits": "n/a",
+        "SpecificRadioactivity": "n/a",
+        "SpecificRadioactivityUnits": "n/a",
+        "ModeOfAdministration": "bolus",
         "TimeZero": "00:00:00",
         "ScanStart": 0,
         "InjectionStart": 0,
-        "ImageDecayCorrectionTime": 0,
-        # the factor applied to each frame mean: decay correction to the injection (= TimeZero here)
-        "DecayCorrectionFactor": [round(float(f), 9) for f in decay_factors(subject.frames, F18_HALF_LIFE_MIN)],
-        "ReconMethodName": "analytic simulation (jaxkin phantom)",
-        "ReconFilterType": "Gaussian" if subject.fwhm_mm > 0 else "none",
-        "ReconFilterSize": subject.fwhm_mm,
-        "AttenuationCorrection": "n/a (simulated)",
-        "Units": units,
+        "AcquisitionMode": "list mode (simulated: frame means of the kinetic model)",
         "ImageDecayCorrected": True,
+        "ImageDecayCorrectionTime": 0,
+        "DecayCorrectionFactor": [round(float(f), 9) for f in decay_factors(subject.frames, F18_HALF_LIFE_MIN)],
+        "ReconMethodName": "none: analytic simulation (jaxkin phantom), no reconstruction",
+        "ReconMethodParameterLabels": ["none"],
+        "ReconMethodParameterUnits": ["none"],
+        "ReconMethodParameterValues": [0],
+        "ReconFilterType": "Gaussian" if filtered else "none",
+        "ReconFilterSize": subject.fwhm_mm,
+        "AttenuationCorrection": "none (analytic simulation: no attenuation to correct)",
         "SimulationParameters": {
             "Software": "jaxkin.data.phantom",
             "Preset": preset.name,
@@ -486,6 +526,10 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
             "InputScale": subject.input_scale,
             "InputDelayMin": subject.input_delay,
             "KineticModel": MODEL_NAME,
+            "InjectedRadioactivityBasis": f"nominal: whole blood at SUV {NOMINAL_BLOOD_SUV_60_MIN:g} at 60 min in a "
+                                          f"{NOMINAL_WEIGHT_KG:g} kg patient",
+            "DecayCorrectionFactorNote": "the factors a scanner applies to correct each frame to TimeZero (F18); "
+                                         "the simulated frames are decay-corrected by construction",
         },
     }
 
@@ -533,10 +577,12 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
 
     Layout::
 
-        dataset_description.json  participants.tsv (participant_id, split, ...)  participants.json
-        sub-01/pet/sub-01_pet.nii.gz + .json           4D PET in ``units`` (default kBq/mL), 62 frames
+        dataset_description.json  participants.tsv (participant_id, split, ...)  participants.json  README
+        sub-01/pet/sub-01_pet.nii.gz + .json           4D PET in ``units`` (default kBq/mL), 62 frames; the JSON
+                                                       has every field BIDS-PET requires
         sub-01/pet/sub-01_recording-AIF_blood.tsv + .json   arterial plasma = whole blood (time in s, ``units``)
-        sub-01/pet/sub-01_dseg.nii.gz + sub-01_dseg.tsv     label map and table (index, name)
+        derivatives/groundtruth/dataset_description.json    (DatasetType derivative)
+        derivatives/groundtruth/sub-01/anat/sub-01_dseg.nii.gz + sub-01_dseg.tsv   label map and table (index, name)
         derivatives/groundtruth/sub-01/pet/sub-01_model-2tcmirr_meas-<K1|k2|k3|vB|Ki>_mimap.nii.gz + .json
         derivatives/groundtruth/sub-01/pet/sub-01_desc-organs_parameters.tsv   organ-mean parameters
 

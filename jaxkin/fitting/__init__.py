@@ -23,14 +23,14 @@ from jaxkin.fitting.result import (
     FitResult,
     FitSettings,
 )
-from jaxkin.fitting.volume import VolumeFit, fit_volume, output_maps, signal_mask, write_fit_maps
+from jaxkin.fitting.volume import VolumeFit, body_mask, fit_volume, output_maps, write_fit_maps
 from jaxkin.fitting.weights import frame_weights
 
 __all__ = [
     "FitResult", "FitSettings", "fit_tacs", "fit_chunk", "frame_weights",
     "FLAG_NAMES", "FLAG_NOT_CONVERGED", "FLAG_NONFINITE_INPUT", "FLAG_NO_SIGNAL", "FLAG_NEGATIVE_VALUES",
     "FLAG_AT_BOUND",
-    "VolumeFit", "fit_volume", "write_fit_maps", "output_maps", "signal_mask",
+    "VolumeFit", "fit_volume", "write_fit_maps", "output_maps", "body_mask",
     "GRAPHICAL_METHODS", "PlotInput", "LinearPlot", "patlak", "logan",
     "NumpyModel", "curve_fit_tac", "curve_fit_tacs",
 ]

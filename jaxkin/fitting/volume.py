@@ -11,9 +11,9 @@ and the output maps. With several processes (:func:`jaxkin.distributed.initializ
 own slab of axial slices (:func:`jaxkin.distributed.share`) on its own devices; the mask statistics and the maps are
 assembled on every process (:func:`jaxkin.distributed.gather_slabs`).
 
-The mask: the one given, or else every voxel whose time integral ``sum_f C_f Δt_f`` is at least ``min_signal``
-times the 99th percentile of the body's integrals (a first pass over the image). Voxels with NaN/Inf are left out
-and counted. Maps are 0 outside the mask.
+The mask: the one given, or else the body (:func:`body_mask`, from the voxels' time integrals ``sum_f C_f Δt_f``
+in a first pass over the image): every voxel inside the patient, only the air around it left out. Voxels with
+NaN/Inf are left out and counted. Maps are 0 outside the mask.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings
 from jaxkin.fitting.weights import frame_weights
 from jaxkin.kinetics import KineticInput, get_model
 
-__all__ = ["VolumeFit", "fit_volume", "write_fit_maps", "signal_mask", "output_maps"]
+__all__ = ["VolumeFit", "fit_volume", "write_fit_maps", "body_mask", "body_mask_from_integrals", "output_maps"]
+
+#: The automatic mask: components smaller than this fraction of the largest one are noise in the air, not body.
+MIN_COMPONENT_FRACTION = 1e-3
 
 #: Units of the per-voxel fit diagnostics.
 DIAGNOSTIC_UNITS = {"SSE": "(kBq/mL)^2", "R2": "1", "flags": "1"}
@@ -73,18 +76,73 @@ def _integrals(pet, frame_duration, z: slice, slab: int):
     return auc, finite
 
 
-def _threshold_mask(auc, finite, min_signal: float):
+def _otsu_log(values: np.ndarray, bins: int = 256) -> float:
+    """Otsu's threshold of ``log(values)`` (``values`` > 0, any shape), returned on the linear scale: the split of
+    the histogram of the logs into two classes with the largest between-class variance. ``values.min()`` when all
+    values are (nearly) equal, so everything is one class."""
+    logs = np.log(values.astype(np.float64).ravel())
+    lo, hi = float(logs.min()), float(logs.max())
+    if hi - lo < 1e-9:
+        return float(values.min())
+    counts, edges = np.histogram(logs, bins=bins, range=(lo, hi))
+    centres = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(counts)[:-1].astype(np.float64)  # class 0 = bins 0..k, class 1 = bins k+1..
+    w1 = counts.sum() - w0
+    s0 = np.cumsum(counts * centres)[:-1]
+    mean0 = s0 / np.maximum(w0, 1)
+    mean1 = (np.sum(counts * centres) - s0) / np.maximum(w1, 1)
+    between = np.where((w0 > 0) & (w1 > 0), w0 * w1 * (mean0 - mean1) ** 2, -1.0)
+    return float(np.exp(edges[int(np.argmax(between)) + 1]))
+
+
+def body_mask_from_integrals(auc, finite, min_signal: float = 0.05) -> np.ndarray:
+    """The body: ``bool [X, Y, Z]`` from the time integrals ``auc float [X, Y, Z]`` (kBq/ml*min; any consistent unit)
+    of the voxels and ``finite bool [X, Y, Z]`` (False where a frame is NaN/Inf; those voxels are never in the mask).
+
+    1. *Where is the body?* Otsu's threshold on the log of the positive integrals separates the air around the
+       patient (noise, blur tails, many decades below tissue) from the body (the log scale puts lungs, fat and
+       muscle in one mode and the background in the other). Its only use is the body's *level*: the median integral
+       of the voxels above it. A median over the body is set by the soft tissue that fills most of it, not by the
+       hottest organs (bladder, brain, heart: 20-50x muscle but a few per cent of the volume), so unlike a
+       percentile of the whole image it does not move when the bladder fills. If the image holds no air (cropped to
+       the body), Otsu splits the body instead and the level is still of the order of the soft tissue.
+    2. Keep every voxel whose integral is at least ``min_signal`` (default 0.05) times that level: far below lung,
+       fat and muscle (in FDG, 30-50% of the body's median or more), above the air.
+    3. Fill holes in every axial slice (``scipy.ndimage.binary_fill_holes`` in-plane): the body contour encloses
+       lungs, bowel gas and cold lesions in axial slices, whatever their activity.
+    4. Drop connected components (26-connected, in 3D) smaller than ``MIN_COMPONENT_FRACTION`` of the largest:
+       isolated noise in the air. Larger ones stay, so a body split into several pieces (arms beside the torso,
+       legs) is kept whole.
+
+    Then the voxels that are not finite are left out. Returns an all-False mask when no integral is positive.
+    """
+    from scipy import ndimage
+
+    auc = np.asarray(auc)
+    finite = np.asarray(finite, bool)
     positive = auc[finite & (auc > 0)]
     if positive.size == 0:
         return np.zeros(auc.shape, bool)
-    threshold = min_signal * np.quantile(positive, 0.99)
-    return finite & (auc >= threshold) & (auc > 0)
+    split = _otsu_log(positive)
+    level = float(np.median(positive[positive >= split]))
+    mask = finite & (auc >= min_signal * level) & (auc > 0)
+    in_plane = ndimage.generate_binary_structure(2, 1)[:, :, None]  # no connection across slices: per-slice fill
+    mask = ndimage.binary_fill_holes(mask, structure=in_plane)
+    parts, n = ndimage.label(mask, structure=np.ones((3, 3, 3), bool))
+    if n > 1:
+        sizes = np.bincount(parts.ravel())
+        sizes[0] = 0
+        keep = sizes >= MIN_COMPONENT_FRACTION * sizes.max()
+        keep[0] = False
+        mask = keep[parts]
+    return mask & finite
 
 
-def signal_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8):
-    """``(mask, finite) bool [X, Y, Z]``: voxels with enough signal (see the module docstring), and finite voxels."""
+def body_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8):
+    """``(mask, finite) bool [X, Y, Z]`` of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml; ``frame_duration``
+    ``[F]`` in min): the body (:func:`body_mask_from_integrals`) and the finite voxels."""
     auc, finite = _integrals(pet, frame_duration, slice(0, pet.shape[2]), slab)
-    return _threshold_mask(auc, finite, min_signal), finite
+    return body_mask_from_integrals(auc, finite, min_signal), finite
 
 
 def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = "lm", mask=None,
@@ -95,7 +153,9 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
 
     ``model``: ``2tcmirr``, ``1tcm``, ``2tcm`` (compartment fit by ``method`` ``lm`` or ``curve_fit``) or
     ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.fitting.PlotInput`). ``curve_fit`` needs
-    ``numpy_model`` (:class:`jaxkin.fitting.NumpyModel`). Returns :class:`VolumeFit`.
+    ``numpy_model`` (:class:`jaxkin.fitting.NumpyModel`). Without ``mask``, the body is fitted
+    (:func:`body_mask_from_integrals`; ``min_signal``: its threshold, a fraction of the body's median time integral,
+    default 0.05). Returns :class:`VolumeFit`.
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each fits a slab).
     """
     from jaxkin import distributed as dist
@@ -106,7 +166,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     auc, finite = _integrals(pet, kin.frame_duration, mine, slab)
     finite = dist.gather_slabs(finite, n_z)
     if mask is None:
-        mask = _threshold_mask(dist.gather_slabs(auc, n_z), finite, min_signal)
+        mask = body_mask_from_integrals(dist.gather_slabs(auc, n_z), finite, min_signal)
     else:
         mask = np.asarray(mask, bool)
         if mask.shape != shape:
@@ -225,7 +285,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min since
     injection, kBq/ml), or a :class:`jaxkin.data.blood.Blood` (its input, its whole blood for the vB term, and its
     provenance in the sidecars); ``whole_blood``: the vB curve when ``input_function`` is a curve (default: the
-    input); ``mask``: bool ``[X, Y, Z]`` or None (the automatic signal mask). The maps are
+    input); ``mask``: bool ``[X, Y, Z]`` or None (the automatic body mask, :func:`body_mask`, whose threshold is
+    ``min_signal`` times the body's median time integral). The maps are
     ``<prefix>_model-<model>_meas-<name>_mimap.nii.gz`` on the PET's grid with JSON sidecars (the fit method, the
     weights, the voxels fitted, ``extra``); Poisson weights use ``half_life`` (min), by default that of the sidecar's
     ``TracerRadionuclide`` (F-18 when absent). After :func:`jaxkin.distributed.initialize` this is a collective:

@@ -211,6 +211,77 @@ def test_dataset_round_trip(small_dataset, clean):
     np.testing.assert_array_equal(bids.load_pet(dataset.subject_files(small_dataset, "sub-02").pet).read(), second.pet)
 
 
+#: BIDS-PET's REQUIRED ``*_pet.json`` fields and their types (bids-specification src/schema/rules/sidecars/pet.yaml,
+#: src/schema/objects/metadata.yaml): "num" a JSON number, "num|n/a" a number or "n/a", lists of str or numbers.
+REQUIRED_PET_FIELDS = {
+    "Manufacturer": "str", "ManufacturersModelName": "str", "Units": "str",
+    "TracerName": "str", "TracerRadionuclide": "str", "InjectedRadioactivity": "num",
+    "InjectedRadioactivityUnits": "str", "InjectedMass": "num|n/a", "InjectedMassUnits": "str",
+    "SpecificRadioactivity": "num|n/a", "SpecificRadioactivityUnits": "str", "ModeOfAdministration": "str",
+    "TimeZero": "time", "ScanStart": "num", "InjectionStart": "num", "FrameTimesStart": "[num]",
+    "FrameDuration": "[num]", "AcquisitionMode": "str", "ImageDecayCorrected": "bool",
+    "ImageDecayCorrectionTime": "num", "ReconMethodName": "str", "ReconMethodParameterLabels": "[str]",
+    "ReconMethodParameterUnits": "[str]", "ReconMethodParameterValues": "[num]", "ReconFilterType": "str|[str]",
+    "ReconFilterSize": "num|[num]", "AttenuationCorrection": "str",
+}
+
+
+def _number(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is(value, kind):
+    import re
+
+    num = _number
+    return {
+        "str": lambda v: isinstance(v, str) and v != "",
+        "num": num,
+        "num|n/a": lambda v: num(v) or v == "n/a",
+        "bool": lambda v: isinstance(v, bool),
+        "time": lambda v: isinstance(v, str) and re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d:[0-5]\d(\.\d+)?", v),
+        "[num]": lambda v: isinstance(v, list) and len(v) > 0 and all(num(x) for x in v),
+        "[str]": lambda v: isinstance(v, list) and len(v) > 0 and all(isinstance(x, str) for x in v),
+        "str|[str]": lambda v: isinstance(v, str) or (isinstance(v, list) and all(isinstance(x, str) for x in v)),
+        "num|[num]": lambda v: num(v) or (isinstance(v, list) and all(num(x) for x in v)),
+    }[kind](value)
+
+
+def test_simulated_dataset_is_valid_bids(small_dataset):
+    """Every REQUIRED pet.json field, typed; the dataset descriptions; the label map in the ground-truth derivative."""
+    f = jaxkin.FrameSchedule.quadra()
+    for sid in ("sub-01", "sub-02"):
+        meta = json.loads((small_dataset / sid / "pet" / f"{sid}_pet.json").read_text())
+        for field, kind in REQUIRED_PET_FIELDS.items():
+            assert field in meta and _is(meta[field], kind), (sid, field, meta.get(field))
+        assert meta["ModeOfAdministration"] in ("bolus", "infusion", "bolus-infusion")
+        assert meta["InjectedMassUnits"] == meta["SpecificRadioactivityUnits"] == "n/a"  # FDG: not available
+        assert len(meta["FrameTimesStart"]) == len(meta["FrameDuration"]) == 62
+        n = len(meta["ReconMethodParameterLabels"])
+        assert len(meta["ReconMethodParameterUnits"]) == len(meta["ReconMethodParameterValues"]) == n
+        assert meta["ReconFilterType"] == "none"  # the fixture has no PSF
+        # Injected radioactivity: the nominal patient's dose for this subject's input (the TSV at 60 min).
+        table = np.loadtxt(small_dataset / sid / "pet" / f"{sid}_recording-AIF_blood.tsv", skiprows=1)
+        blood_60 = float(table[np.argmin(np.abs(table[:, 0] - 3600.0)), 1])  # kBq/mL, a knot at 3600 s
+        dose = blood_60 * phantom.NOMINAL_WEIGHT_KG / phantom.NOMINAL_BLOOD_SUV_60_MIN  # kBq/mL * 1000 mL / 1000
+        assert meta["InjectedRadioactivity"] == pytest.approx(dose, rel=1e-3) and 200 < dose < 900
+        # Decay correction to TimeZero: frame duration over the frame's integral of exp(-lam t) (quadrature).
+        lam = np.log(2.0) / 109.77
+        t = np.linspace(f.start, f.end, 2001)  # [2001, F] min
+        integral = np.trapezoid(np.exp(-lam * t), t, axis=0)
+        np.testing.assert_allclose(meta["DecayCorrectionFactor"], f.duration / integral, rtol=1e-6)
+        assert not list((small_dataset / sid / "pet").glob("*_dseg*"))  # raw BIDS has no dseg in pet/
+        anat = small_dataset / "derivatives" / "groundtruth" / sid / "anat"
+        assert (anat / f"{sid}_dseg.nii.gz").is_file() and (anat / f"{sid}_dseg.tsv").is_file()
+        assert phantom.subject_paths(small_dataset, sid)["labels"] == anat / f"{sid}_dseg.nii.gz"
+    raw = json.loads((small_dataset / "dataset_description.json").read_text())
+    truth = json.loads((small_dataset / "derivatives" / "groundtruth" / "dataset_description.json").read_text())
+    for description, kind in ((raw, "raw"), (truth, "derivative")):
+        assert _is(description["Name"], "str") and _is(description["BIDSVersion"], "str")
+        assert description["DatasetType"] == kind
+        assert description["GeneratedBy"] and all(_is(g["Name"], "str") for g in description["GeneratedBy"])
+
+
 def test_image_derived_input_from_the_aorta(small_dataset, clean):
     files = dataset.subject_files(small_dataset, "sub-01")
     pet = bids.load_pet(files.pet)
