@@ -137,12 +137,14 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
 
 
 def process_index() -> int:
+    """This process's index among the processes of a run (0 when there is one; ``jax.process_index()``)."""
     import jax
 
     return jax.process_index()
 
 
 def process_count() -> int:
+    """The number of processes of the run (1 unless :func:`initialize` joined several; ``jax.process_count()``)."""
     import jax
 
     return jax.process_count()

@@ -458,6 +458,7 @@ class KineticModel:
 UNITS: dict[str, str] = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vB": "1",
                          "Ki": "mL/cm3/min", "VT": "mL/cm3"}
 
+#: The compartment models by name (``1tcm``, ``2tcmirr``, ``2tcm``): parameters, units, default bounds, TAC function.
 MODELS: dict[str, KineticModel] = {
     "1tcm": KineticModel(
         name="1tcm",

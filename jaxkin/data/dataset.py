@@ -22,6 +22,7 @@ from jaxkin.errors import InputError
 __all__ = ["SubjectFiles", "SPLITS", "list_subjects", "dataset_split", "scan_files", "subject_files",
            "load_organ_truth", "read_organ_truth"]
 
+#: The values of the ``split`` column of ``participants.tsv``.
 SPLITS = ("train", "val", "test")
 #: The simulated phantom's ground truth: ``derivatives/groundtruth/sub-<id>/[ses-<id>/]pet/``.
 _TRUTH = "groundtruth"

@@ -38,6 +38,9 @@ __all__ = [
     "Subject",
     "get_preset",
     "simulate_subject",
+    "simulate_dataset",
+    "write_subject",
+    "subject_paths",
     "noise_sd",
     "split_counts",
 ]
@@ -115,6 +118,7 @@ class Preset:
         return tuple(n * d for n, d in zip(self.shape, self.voxel_mm))
 
 
+#: The phantom's sizes by name: ``small`` (tests, quickstart) and ``paper`` (the paper's in-plane grid, 23 subjects).
 PRESETS: dict[str, Preset] = {
     "small": Preset(
         "small", (32, 32, 24), (8.75, 8.75, 20.0), 3, 4.0,
@@ -130,6 +134,7 @@ PRESETS: dict[str, Preset] = {
 
 
 def get_preset(name: str) -> Preset:
+    """The :class:`Preset` called ``name`` (a key of :data:`PRESETS`); InputError naming the choices otherwise."""
     try:
         return PRESETS[name]
     except KeyError:

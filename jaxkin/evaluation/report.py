@@ -12,7 +12,7 @@ every voxel with finite values and a nonzero K1 (or Ki) in every method. Model T
 (:func:`jaxkin.kinetics.tacs_in_chunks`) with the subject's input function.
 
 :func:`evaluate` runs it all and writes, through a temporary folder renamed at the end, report.md, the TSV tables
-(tac_metrics, slice_metrics, organ_parameters, organ_errors) and figures/*.png.
+(tac_metrics, slice_metrics, organ_parameters, organ_errors) and ``figures/*.png``.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def _error_lines(errors: list[dict]) -> list[str]:
 def write_report(out: Path, dataset: Path, methods: list[Method], results: list[dict], summary: dict,
                  figures: bool, command: str) -> None:
     """Write report.md, tac_metrics.tsv, slice_metrics.tsv, organ_parameters.tsv, organ_errors.tsv and (with
-    ``figures``) figures/*.png into the existing folder ``out``; ``command`` is quoted in the report."""
+    ``figures``) ``figures/*.png`` into the existing folder ``out``; ``command`` is quoted in the report."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
     _tsv(out / "tac_metrics.tsv", summary["tac"])
     _tsv(out / "slice_metrics.tsv", [

@@ -13,11 +13,17 @@ from jaxkin.kinetics import get_model
 __all__ = ["FitResult", "FitSettings", "FLAG_NAMES", "FLAG_NOT_CONVERGED", "FLAG_NONFINITE_INPUT", "FLAG_NO_SIGNAL",
            "FLAG_NEGATIVE_VALUES", "FLAG_AT_BOUND"]
 
+#: Warning bit: the cost was still falling over the last iterations.
 FLAG_NOT_CONVERGED = 1
+#: Warning bit: the TAC had NaN or Inf values (replaced by 0 for the fit).
 FLAG_NONFINITE_INPUT = 2
+#: Warning bit: every value of the TAC is equal (e.g. all zero).
 FLAG_NO_SIGNAL = 4
+#: Warning bit: the TAC has negative values.
 FLAG_NEGATIVE_VALUES = 8
+#: Warning bit: a parameter ended at one of its bounds.
 FLAG_AT_BOUND = 16
+#: Each warning bit of :attr:`FitResult.flags` and what it means.
 FLAG_NAMES = {
     FLAG_NOT_CONVERGED: "not converged (cost still falling at the last iterations)",
     FLAG_NONFINITE_INPUT: "NaN or Inf in the TAC (replaced by 0)",

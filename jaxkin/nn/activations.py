@@ -45,6 +45,7 @@ def scaled_sigmoid(logits, lower, upper):
     return lo + (hi - lo) * jax.nn.sigmoid(logits)
 
 
+#: The network's final activations by config name: each maps the last layer's outputs ``[..., 4]`` to K1, k2, k3, vB.
 FINAL_ACTIVATIONS: dict[str, Callable] = {
     "abs": absolute,
     "clamp": clamp,
