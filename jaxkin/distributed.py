@@ -35,7 +35,7 @@ DEFAULT_TIMEOUT_S = 300.0
 
 def add_arguments(parser) -> None:
     """The multi-host options of ``jaxkin train``, ``fit`` and ``predict``."""
-    group = parser.add_argument_group("several hosts (see README, 'Scaling out')")
+    group = parser.add_argument_group("several hosts (see docs/guide/scaling.md)")
     group.add_argument("--coordinator", metavar="HOST:PORT", default=None,
                        help="address of process 0, which every process connects to (with --num-processes, --process-id)")
     group.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes")
