@@ -536,8 +536,12 @@ def write_blood(path, *, plasma: InputFunction | None = None, whole_blood: Input
     with atomic_write(path) as tmp:
         tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
     what = description or "activity concentration"
+    from jaxkin._version import __version__
+
     meta = {
         "Description": what,
+        "SoftwareName": "jaxkin",
+        "SoftwareVersion": __version__,
         "time": {"Description": "time relative to TimeZero", "Units": "s"},
         **{k: {"Description": f"{k.split('_radioactivity')[0].replace('_', ' ')} radioactivity ({what}), decay "
                "corrected to the injection", "Units": units} for k in columns},

@@ -486,9 +486,12 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
     """The ``*_pet.json`` fields: every field BIDS-PET REQUIRES (the ones not known for a simulation, such as FDG's
     injected mass, are ``"n/a"`` where BIDS allows it) and the simulation's parameters. ``write_pet`` adds
     ``FrameTimesStart``, ``FrameDuration`` and ``Modality``."""
+    from jaxkin._version import __version__
+
     filtered = subject.fwhm_mm > 0
     return {
         "Manufacturer": "jaxkin (simulated)",
+        "SoftwareVersions": f"jaxkin {__version__}",
         "ManufacturersModelName": "Biograph Vision Quadra (simulated frame schedule)",
         "Units": units,
         "TracerName": "FDG",
