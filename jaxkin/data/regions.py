@@ -209,7 +209,8 @@ def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int]
                 continue
             flat = frame[:, :, k].ravel()
             best = np.argsort(flat)[::-1][: min(core, n)]
-            out[:, :, k].reshape(-1)[best] = True
+            bx, by = np.unravel_index(best, sub.shape[:2])
+            out[bx, by, k] = True
         mask = np.zeros_like(mask)
         mask[:, :, sl] = out
         notes.append(f"the {core} hottest voxel(s) per axial slice at frame {peak} (the peak of the label's mean)")
