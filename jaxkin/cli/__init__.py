@@ -18,7 +18,7 @@ from jaxkin.errors import InputError
 
 # Modules that provide a subcommand, in the order ``jaxkin --help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = tuple(
-    f"jaxkin.cli.{name}" for name in ("models", "simulate", "idif", "fit", "train", "predict", "evaluate")
+    f"jaxkin.cli.{name}" for name in ("models", "simulate", "idif", "regions", "fit", "train", "predict", "evaluate")
 )
 
 

@@ -117,3 +117,29 @@ def bids_jobs(args, *, command: str, need_blood: bool) -> list[BidsJob]:
 def replaced(out_dir: Path, pattern: str) -> int:
     """How many files matching ``pattern`` are in ``out_dir`` already (a rerun overwrites them, atomically)."""
     return sum(1 for _ in out_dir.glob(pattern)) if out_dir.is_dir() else 0
+
+
+def add_label_arguments(parser, *, labels_help: str | None = None, region: bool = False) -> None:
+    """``--labels`` in any form, ``--label-table``, ``--group``, ``--no-default-groups`` (and ``--region``)."""
+    if labels_help is not None:
+        parser.add_argument("--labels", help=labels_help)
+    parser.add_argument("--label-table", metavar="TSV|totalsegmentator",
+                        help="label names for --labels: a TSV (index, name), or 'totalsegmentator' for the class table "
+                        "of TotalSegmentator's v2 'total' task (>= 2.2.1). Default: the *_dseg.tsv beside the file, "
+                        "else the names in its NIfTI header extension (TotalSegmentator --ml)")
+    parser.add_argument("--group", action="append", default=[], metavar="NAME=A,B",
+                        help="a region merging labels, e.g. kidneys=kidney_left,kidney_right (repeatable)")
+    parser.add_argument("--no-default-groups", action="store_true",
+                        help="do not add the default groups (kidneys, lungs, bone from TotalSegmentator's structures)")
+    if region:
+        parser.add_argument("--region", nargs="+", metavar="NAME",
+                            help="only these regions (names, numbers or groups; default: every label on the PET's "
+                            "grid, then the groups)")
+
+
+def open_labels(args, path, pet):
+    """:func:`jaxkin.data.labels.read_labels` of ``path`` on the grid of ``pet`` with the label options of ``args``."""
+    from jaxkin.data.labels import read_labels
+
+    return read_labels(path, pet=pet, table=getattr(args, "label_table", None), groups=getattr(args, "group", None),
+                       default_groups=not getattr(args, "no_default_groups", False))

@@ -20,6 +20,11 @@ def register(subparsers) -> None:
                         help="evaluate only this split of participants.tsv (default: every subject with maps)")
     parser.add_argument("--subjects", nargs="+", default=None, help="evaluate only these subjects (e.g. sub-03)")
     parser.add_argument("--no-figures", action="store_true", help="tables and report only")
+    parser.add_argument("--group", action="append", default=[], metavar="NAME=A,B",
+                        help="an organ merging labels of the label maps, e.g. kidneys=kidney_left,kidney_right "
+                        "(repeatable); any label names work")
+    parser.add_argument("--no-default-groups", action="store_true",
+                        help="do not add the default groups (kidneys, lungs, bone from TotalSegmentator's structures)")
     parser.set_defaults(run=run)
 
 
@@ -27,6 +32,6 @@ def run(args) -> int:
     from jaxkin.evaluation import evaluate
 
     out = evaluate(args.dataset, args.pred, args.out, split=args.split, subjects=args.subjects,
-                   figures=not args.no_figures)
+                   figures=not args.no_figures, groups=args.group, default_groups=not args.no_default_groups)
     print(f"wrote {out / 'report.md'}")
     return 0

@@ -19,6 +19,10 @@ def register(subparsers) -> None:
         "dataset DIR/sub-<label>/[ses-<label>/]pet/...; a rerun replaces the maps, each file atomically.",
     )
     parser.add_argument("--pet", help="4D *_pet.nii.gz with its *_pet.json sidecar")
+    parser.add_argument("--tacs", metavar="TSV",
+                        help="regional mode: fit the regional TACs of this table (jaxkin regions' tacs.tsv, or a "
+                        "PMOD/kinfitr wide table: frame start/end or mid+duration, one column per region) and write "
+                        "--out as a TSV of parameters, Ki/VT, their standard errors, SSE, R2, AIC, AICc, flags")
     from jaxkin.cli._scan import add_bids_arguments, add_blood_arguments
 
     add_blood_arguments(parser, required=False)
@@ -29,8 +33,20 @@ def register(subparsers) -> None:
     parser.add_argument("--method", choices=("lm", "curve_fit"), default="lm",
                         help="lm: jaxkin's basis + Levenberg-Marquardt (default); curve_fit: the scipy baseline")
     parser.add_argument("--mask", help="3D mask on the PET grid (nonzero = fit); default: voxels with signal")
-    parser.add_argument("--weights", choices=("none", "duration", "poisson"), default="none",
-                        help="frame weights (default none)")
+    parser.add_argument("--weights", choices=("none", "duration", "poisson", "sd"), default="none",
+                        help="frame weights (default none); sd (--tacs only): 1/SD^2 from the regional SD per frame "
+                        "in the table's JSON sidecar")
+    parser.add_argument("--uncertainty", action="store_true",
+                        help="also write standard-error maps of every parameter and of Ki/VT (meas-<param>SE), R2 and "
+                        "the warning flags (meas-R2, meas-flags)")
+    group = parser.add_argument_group("regional TACs (--tacs)")
+    group.add_argument("--tac-time-unit", choices=("s", "min"),
+                       help="unit of the table's frame times when its header or sidecar does not say")
+    group.add_argument("--tac-units", metavar="UNITS",
+                       help="activity unit of the table when its header or sidecar does not say, e.g. kBq/mL")
+    group.add_argument("--injection-start", type=float, metavar="S",
+                       help="the injection in s on the table's (and blood's) time axis when the sidecar has no "
+                       "InjectionStart (default 0: times since injection)")
     parser.add_argument("--t-star", type=float, default=20.0, help="start of the linear part, min (patlak, logan)")
     parser.add_argument("--min-signal", type=float, default=0.05,
                         help="automatic body mask: keep voxels whose time integral is >= this x the body's median "
@@ -60,6 +76,17 @@ def run(args) -> int:
     from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.errors import InputError
 
+    if args.tacs:
+        return _run_regional(args)
+    for name in ("tac_time_unit", "tac_units", "injection_start"):
+        if getattr(args, name) is not None:
+            raise InputError(f"--{name.replace('_', '-')}: only with --tacs")
+    if args.weights == "sd":
+        raise InputError("--weights sd: only with --tacs (the regional SD per frame)")
+    if not args.bids and not args.pet:
+        raise InputError("--pet, --tacs or --bids ROOT is required")
+    if args.uncertainty and args.method == "curve_fit":
+        raise InputError("--uncertainty: standard-error maps come from jaxkin's fit (--method lm), not curve_fit")
     check_modes(args, ("pet", "input_function", "mask"))
     if not args.bids and not args.input_function:
         raise InputError("--input-function is required with --pet")
@@ -98,7 +125,7 @@ def run(args) -> int:
         written = write_fit_maps(pet, blood, folder, model=args.model, method=args.method, mask=mask,
                                  weights=args.weights, half_life=half_life, chunk_size=args.chunk_size,
                                  min_signal=args.min_signal, t_star=args.t_star, progress=not args.no_progress,
-                                 command_line=command_line, extra=extra)
+                                 command_line=command_line, extra=extra, uncertainty=args.uncertainty)
         if not main:
             continue
         result = written["result"]
@@ -108,4 +135,88 @@ def run(args) -> int:
               f"{result.n_not_converged} flagged not converged")
         print(f"wrote {len(written['paths'])} maps to {folder}: {', '.join(written['paths'])}"
               + (f" (replacing {before} maps of an earlier run)" if before else ""))
+    return 0
+
+
+def _run_regional(args) -> int:
+    """``jaxkin fit --tacs TSV --input-function BLOOD --out fits.tsv``: one fit per region (pure library call)."""
+    import shlex
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+
+    from jaxkin._version import __version__
+    from jaxkin.cli._scan import say
+    from jaxkin.data.blood import load_blood
+    from jaxkin.data.files import atomic_write, write_json
+    from jaxkin.data.regions import read_tacs
+    from jaxkin.errors import InputError
+
+    for name in ("pet", "bids", "mask", "participant_label", "session", "blood_dataset"):
+        if getattr(args, name, None):
+            raise InputError(f"--{name.replace('_', '-')}: not with --tacs (the table holds the regional TACs)")
+    if not args.input_function:
+        raise InputError("--input-function is required with --tacs")
+    if args.method == "curve_fit":
+        raise InputError("--method curve_fit: not with --tacs (regional fits use jaxkin's fit in float64)")
+    out = Path(args.out)
+    if out.suffix != ".tsv":
+        raise InputError(f"--out: {out} must end in .tsv with --tacs")
+    if not out.parent.is_dir():
+        raise InputError(f"--out: folder {out.parent} not found")
+    tacs = read_tacs(args.tacs, time_unit=args.tac_time_unit, units=args.tac_units,
+                     injection_start=args.injection_start)
+    if args.weights == "sd" and tacs.sd is None:
+        raise InputError(f"--weights sd: {args.tacs} has no regional SD per frame (a JSON sidecar with Regions/SD, "
+                         "as jaxkin regions writes)")
+    blood = load_blood(args.input_function, pet=tacs, blood_to_plasma=args.blood_to_plasma,
+                       blood_decay=args.blood_decay)
+    notes = list(tacs.notes) + list(blood.notes)
+    if args.weights == "poisson":
+        notes.append("poisson weights use the half-life of F-18 (a TACs table does not name the radionuclide)")
+    say("fit", notes)
+
+    from jaxkin.fitting.regional import fit_regions
+
+    fit = fit_regions(tacs.names, tacs.values, blood.input, tacs.frames, whole_blood=blood.whole_blood,
+                      model=args.model, weights=args.weights, sd=tacs.sd, t_star=args.t_star)
+
+    def cell(v):
+        if isinstance(v, (bool, np.bool_)):
+            return "true" if v else "false"
+        if isinstance(v, (int, np.integer)):
+            return str(int(v))
+        if isinstance(v, (float, np.floating)):
+            return "n/a" if not np.isfinite(v) else f"{float(v):.7g}"
+        return str(v)
+
+    names = list(fit.columns)
+    lines = ["\t".join(names)] + ["\t".join(cell(row[n]) for n in names) for row in fit.rows()]
+    from jaxkin.fitting import FLAG_NAMES
+
+    sidecar = {n: {"Units": u} for n, u in fit.units.items() if u is not None}
+    sidecar |= {
+        "ModelName": args.model, "Weights": fit.weights, "SoftwareName": "jaxkin", "SoftwareVersion": __version__,
+        "CommandLine": shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
+        "Sources": [Path(args.tacs).name] + [Path(p).name for p in args.input_function],
+        "StandardErrors": "sqrt(diag((J^T W J)^-1) SSE/(F-P)) at the solution; Ki/VT by the delta method"
+        if args.model not in GRAPHICAL else "of the slope, from the straight-line regression",
+        "Assumptions": list(dict.fromkeys(list(tacs.extra.get("Assumptions", [])) + notes)),
+        **blood.sidecar(),
+    }
+    if args.model not in GRAPHICAL:
+        sidecar["AIC"] = "F ln(SSE/F) + 2P; AICc = AIC + 2P(P+1)/(F-P-1) (F frames, P parameters, weighted SSE)"
+        sidecar["flags"] = {"Description": "bit field", "Levels": {str(b): t for b, t in FLAG_NAMES.items()}}
+    else:
+        sidecar["TStarMinutes"] = args.t_star
+    with atomic_write(out) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_json(out.with_suffix(".json"), sidecar)
+    if args.model in GRAPHICAL:
+        print(f"fitted {len(tacs.names)} region(s) with {args.model} (t* = {args.t_star:g} min); wrote {out}")
+    else:
+        bad = int(np.count_nonzero(~fit.columns["converged"]))
+        print(f"fitted {len(tacs.names)} region(s) with {args.model} (weights {fit.weights}); {bad} flagged not "
+              f"converged; wrote {out}")
     return 0

@@ -18,8 +18,18 @@ def register(subparsers) -> None:
         "blood.tsv, which jaxkin fit --bids ROOT --blood-dataset DIR then uses.",
     )
     parser.add_argument("--pet", help="4D *_pet.nii.gz with its *_pet.json sidecar")
-    parser.add_argument("--labels", help="label map *_dseg.nii.gz on the PET grid (+ *_dseg.tsv)")
-    parser.add_argument("--label", default="aorta", help="label name in the table (default aorta)")
+    from jaxkin.cli._scan import add_label_arguments
+
+    add_label_arguments(parser, labels_help="label map (*_dseg.nii.gz + *_dseg.tsv, a TotalSegmentator multilabel "
+                        "file) or a folder of masks (TotalSegmentator's segmentations/); on another grid (the CT's) "
+                        "it is resampled to the PET's by nearest neighbour")
+    parser.add_argument("--label", default="aorta", help="label name, number or group (default aorta)")
+    parser.add_argument("--segment", metavar="A:B",
+                        help="only the PET's axial slices A to B-1 (e.g. the descending aorta)")
+    parser.add_argument("--erode", type=int, default=0, metavar="N",
+                        help="erode the label N times (6-connected) to keep away from the wall and spill-out")
+    parser.add_argument("--core", type=int, default=None, metavar="N",
+                        help="keep the N hottest voxels of each axial slice at the bolus peak (the vessel's core)")
     parser.add_argument("--out", required=True,
                         help=f"output TSV, e.g. sub-01_recording-{RECORDING}_blood.tsv; with --bids, the derivatives "
                         "dataset")
@@ -32,8 +42,9 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from jaxkin.cli._scan import bids_jobs, check_modes, replaced, say
+    from jaxkin.cli._scan import bids_jobs, check_modes, open_labels, replaced, say
     from jaxkin.data import bids
+    from jaxkin.data.regions import idif_mask
     from jaxkin.data.blood import scan_provenance, write_blood
     from jaxkin.data.layout import bids_uri
     from jaxkin.errors import InputError
@@ -55,17 +66,37 @@ def run(args) -> int:
             raise InputError(f"--out: {out} must end in .tsv")
         pet = bids.load_pet(args.pet)
         todo = [(pet, Path(args.labels), out, [pet.path.name, Path(args.labels).name], None)]
-    opened = [(pet, bids.load_labels(labels, pet=pet), labels, out, sources, name)
-              for pet, labels, out, sources, name in todo]  # every label map checked before anything is written
-    for pet, labels, labels_path, out, sources, name in opened:
-        say("idif", [f"{name}: {n}" if name else n for n in pet.notes])
-        mask = labels.mask(args.label)
+    segment = None
+    if args.segment:
+        a, sep, b = args.segment.partition(":")
+        try:
+            segment = (int(a), int(b))
+        except ValueError:
+            raise InputError(f"--segment {args.segment!r}: expected A:B, axial slice numbers") from None
+        if not sep:
+            raise InputError(f"--segment {args.segment!r}: expected A:B, axial slice numbers")
+    opened = []
+    for pet, labels_path, out, sources, name in todo:  # every label map and mask checked before anything is written
+        labels = open_labels(args, labels_path, pet)
+        label = labels.name_of(args.label)
+        chosen = labels.mask(args.label)
+        if not chosen.any():
+            raise InputError(f"{labels_path}: label {label!r} has no voxel inside the field of view of {pet.path.name}")
+        mask, how = idif_mask(pet, chosen, erode=args.erode, segment=segment, core=args.core)
+        opened.append((pet, labels, labels_path, out, sources, name, label, mask, how))
+    for pet, labels, labels_path, out, sources, name, label, mask, how in opened:
+        say("idif", [f"{name}: {n}" if name else n for n in list(pet.notes) + list(labels.notes)])
         tac, used = bids.label_mean_tac(pet, mask)
         idif = bids.input_from_frame_means(pet.frames, tac)
         before = replaced(out.parent, out.name)
+        provenance = scan_provenance(pet)
+        provenance["Assumptions"] = list(dict.fromkeys(provenance.get("Assumptions", []) + list(labels.notes)))
+        selection = "; ".join(how) if how else "every voxel of the label"
         write_blood(out, whole_blood=idif, units="kBq/mL", injection_start=pet.injection_start,
-                    description=f"image-derived input: mean of label '{args.label}' of {labels_path.name}",
-                    extra={"Sources": sources, "Label": args.label, "VoxelsUsed": used, **scan_provenance(pet)})
-        print(f"wrote {out}: mean of {used} voxel(s) of '{args.label}' ({int(mask.sum()) - used} with NaN/Inf left "
-              f"out), {pet.frames.n_frames} frames, kBq/mL" + (" (replacing an earlier run's)" if before else ""))
+                    description=f"image-derived input: mean of label '{label}' of {labels_path.name} ({selection})",
+                    extra={"Sources": sources, "Label": label, "VoxelsUsed": used, "VoxelSelection": selection,
+                           **labels.describe(), **provenance})
+        print(f"wrote {out}: mean of {used} voxel(s) of '{label}' ({int(mask.sum()) - used} with NaN/Inf left "
+              f"out; {selection}), {pet.frames.n_frames} frames, kBq/mL"
+              + (" (replacing an earlier run's)" if before else ""))
     return 0

@@ -1,6 +1,7 @@
 """Data at the edges of jaxkin: BIDS-PET files (:mod:`jaxkin.data.bids`), blood recordings (:mod:`jaxkin.data.blood`),
-where files are in a BIDS dataset and where derivatives go (:mod:`jaxkin.data.layout`), the simulated whole-body FDG
-phantom (:mod:`jaxkin.data.phantom`), datasets of subjects with their train/val/test split
+label maps in every form on the PET's grid (:mod:`jaxkin.data.labels`), regional TACs and their tables
+(:mod:`jaxkin.data.regions`), where files are in a BIDS dataset and where derivatives go (:mod:`jaxkin.data.layout`),
+the simulated whole-body FDG phantom (:mod:`jaxkin.data.phantom`), datasets of subjects with their train/val/test split
 (:mod:`jaxkin.data.dataset`) and the file primitives they share (:mod:`jaxkin.data.files`: atomic writes,
 NIfTI/JSON/TSV reading).
 """
@@ -26,6 +27,8 @@ from jaxkin.data.bids import (
     write_pet,
 )
 from jaxkin.data.dataset import SubjectFiles, scan_files
+from jaxkin.data.labels import DEFAULT_GROUPS, TOTALSEGMENTATOR_TOTAL, parse_groups, read_labels
+from jaxkin.data.regions import RegionalTacs, idif_mask, map_statistics, read_tacs, regional_tacs, write_tacs
 from jaxkin.data.layout import (
     BidsName,
     PetScan,
@@ -38,6 +41,16 @@ from jaxkin.data.layout import (
 )
 
 __all__ = [
+    "read_labels",
+    "parse_groups",
+    "DEFAULT_GROUPS",
+    "TOTALSEGMENTATOR_TOTAL",
+    "RegionalTacs",
+    "regional_tacs",
+    "read_tacs",
+    "write_tacs",
+    "idif_mask",
+    "map_statistics",
     "Blood",
     "load_blood",
     "write_blood",

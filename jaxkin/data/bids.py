@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxkin.data.labels import Labels, read_labels, write_labels
 from jaxkin.data.units import units_to_kbq
 from jaxkin.data.files import (
     atomic_write,
@@ -29,7 +30,6 @@ from jaxkin.data.files import (
     one_line,
     open_nifti,
     read_json,
-    read_tsv,
     write_json,
 )
 from jaxkin.decay import HALF_LIVES_MIN, decay_factors, half_life
@@ -443,100 +443,13 @@ def write_input_function(path, input_function: InputFunction, *, units: str = "k
 # --------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
-class Labels:
-    """A label map ``data int [X, Y, Z]`` and its table ``names`` (index -> name; 0 is background)."""
-
-    data: np.ndarray
-    names: dict
-    affine: np.ndarray | None = None
-    path: Path | None = None
-
-    def index(self, name: str) -> int:
-        for i, n in self.names.items():
-            if n == name:
-                return int(i)
-        raise InputError(
-            f"{self.path or 'labels'}: no label named {name!r}; the table has {', '.join(self.names.values())}"
-        )
-
-    def mask(self, *names: str) -> np.ndarray:
-        """``bool [X, Y, Z]``: voxels carrying any of the labels ``names``."""
-        return np.isin(self.data, [self.index(n) for n in names])
-
-
-def label_table_path(path) -> Path:
-    """The label table beside a label map: ``x_dseg.nii.gz`` -> ``x_dseg.tsv``."""
-    path = Path(path)
-    return path.with_name(nifti_stem(path) + ".tsv")
-
-
 def load_labels(path, *, pet: PetImage | None = None, table=None) -> Labels:
-    """A label map ``*_dseg.nii.gz`` and its table (``table`` or ``*_dseg.tsv`` beside it: ``index``, ``name``).
+    """A BIDS label map ``*_dseg.nii.gz`` and its table (``table`` or ``*_dseg.tsv`` beside it: ``index``, ``name``).
 
-    With ``pet``, the map must have the PET's spatial shape and affine.
+    With ``pet``, the map must have the PET's spatial shape and affine. Other forms (TotalSegmentator multilabel files,
+    mask folders, labels on the CT's grid): :func:`jaxkin.data.labels.read_labels`.
     """
-    path = Path(path)
-    table = Path(table) if table is not None else label_table_path(path)
-    image = open_nifti(path)
-    shape = tuple(int(s) for s in image.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        raise InputError(f"{path}: expected a 3D label map, got shape {shape}")
-    affine = np.array(image.affine, dtype=np.float64)
-    if pet is not None:
-        if shape != tuple(pet.shape[:3]):
-            raise InputError(f"{path}: shape {shape} differs from the PET image {pet.path.name} {tuple(pet.shape[:3])}")
-        if not np.allclose(affine, pet.affine, atol=_AFFINE_ATOL, rtol=0):
-            raise InputError(
-                f"{path}: affine differs from the PET image {pet.path.name} (max difference "
-                f"{np.abs(affine - pet.affine).max():.4g} mm); resample the labels to the PET grid"
-            )
-    try:
-        raw = np.asarray(image.dataobj).reshape(shape)
-    except Exception as err:
-        raise InputError(f"{path}: cannot read image data ({one_line(err)})") from None
-    if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or np.any(raw < 0):
-        raise InputError(f"{path}: label values must be non-negative integers")
-    data = raw.astype(np.int32)
-    header, rows = read_tsv(table)
-    for key in ("index", "name"):
-        if key not in header:
-            raise InputError(f"{table}: missing column {key!r}")
-    names = {}
-    ji, jn = header.index("index"), header.index("name")
-    for i, row in enumerate(rows, start=2):
-        try:
-            idx = int(row[ji])
-        except ValueError:
-            raise InputError(f"{table}: column 'index', line {i}: {row[ji]!r} is not an integer") from None
-        if idx in names:
-            raise InputError(f"{table}: column 'index', line {i}: index {idx} listed twice")
-        names[idx] = row[jn].strip()
-    unknown = sorted(set(np.unique(data).tolist()) - set(names) - {0})
-    if unknown:
-        raise InputError(f"{table}: label values {unknown[:10]} of {path.name} are not in the table")
-    return Labels(data=data, names=names, affine=affine, path=path)
-
-
-def write_labels(path, data, names: dict, affine) -> Path:
-    """Write a label map ``data int [X, Y, Z]`` (uint8/int16) and its table ``*_dseg.tsv``, atomically."""
-    import nibabel as nib
-
-    path = Path(path)
-    data = np.asarray(data)
-    dtype = np.uint8 if data.max(initial=0) < 256 else np.int16
-    image = nib.Nifti1Image(data.astype(dtype), np.asarray(affine, dtype=np.float64))
-    image.header.set_xyzt_units("mm")
-    image.header.set_qform(image.affine, code=1)
-    image.header.set_sform(image.affine, code=1)
-    with atomic_write(path) as tmp:
-        nib.save(image, str(tmp))
-    table = label_table_path(path)
-    with atomic_write(table) as tmp:
-        tmp.write_text("index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in sorted(names.items())), encoding="utf-8")
-    return path
+    return read_labels(path, pet=pet, table=table, default_groups=False, resample=False)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def _truth_files(root: Path, scan: layout.PetScan) -> tuple[dict, Path | None]:
 def _files(root: Path, scan: layout.PetScan) -> SubjectFiles:
     label_table = None
     if scan.labels is not None:
-        from jaxkin.data.bids import label_table_path
+        from jaxkin.data.labels import label_table_path
 
         label_table = label_table_path(scan.labels)
     truth, organs = _truth_files(root, scan)

@@ -83,18 +83,19 @@ def tac_metrics(tac, model_tac, mask) -> dict:
             "slice_voxels": counts.astype(int), "slice_mae": slice_mae, "slice_cs": slice_cs}
 
 
-def organ_values(maps: dict, labels, names: dict, mask=None) -> dict:
+def organ_values(maps: dict, labels, names: dict, mask=None, groups: dict | None = None) -> dict:
     """Voxel values of each map inside each organ: ``{organ: {param: 1D array}}``.
 
     ``maps``: ``{param: [X, Y, Z]}``; ``labels int [X, Y, Z]``; ``names``: ``{index: organ name}`` (0, background, is
-    skipped); ``mask`` (optional bool ``[X, Y, Z]``) further restricts the voxels.
+    skipped); ``mask`` (optional bool ``[X, Y, Z]``) further restricts the voxels; ``groups``: ``{name: indices}``,
+    regions made of several labels (e.g. ``kidneys`` of ``kidney_left`` and ``kidney_right``), after the labels.
     """
     labels = np.asarray(labels)
     out = {}
-    for index, organ in names.items():
-        if int(index) == 0:
-            continue
-        sel = labels == int(index)
+    regions = [(organ, (int(index),)) for index, organ in names.items() if int(index) != 0]
+    regions += [(name, tuple(int(i) for i in ids)) for name, ids in (groups or {}).items()]
+    for organ, ids in regions:
+        sel = np.isin(labels, ids)
         if mask is not None:
             sel &= np.asarray(mask, bool)
         out[organ] = {p: np.asarray(m)[sel].astype(np.float64) for p, m in maps.items()}

@@ -27,6 +27,7 @@ from jaxkin.data import bids
 from jaxkin.data.blood import load_blood
 from jaxkin.data.dataset import dataset_split, list_subjects, scan_files
 from jaxkin.data.files import atomic_directory
+from jaxkin.data.labels import read_labels
 from jaxkin.errors import InputError
 from jaxkin.evaluation import metrics
 from jaxkin.evaluation.figures import draw_figures, shown_params
@@ -37,8 +38,10 @@ __all__ = ["Method", "parse_methods", "method_files", "evaluate_subject", "summa
            "evaluate"]
 
 MODEL = FDG_MODEL
-#: Organs whose sample TACs are drawn (those present in the label map).
+#: Organs whose sample TACs are drawn first (those present in the label map or its groups); other regions, in label
+#: order, fill up to :data:`N_TAC_SAMPLES`.
 TAC_ORGANS = ("liver", "myocardium", "kidneys", "lesion", "lungs", "bone")
+N_TAC_SAMPLES = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,13 +135,15 @@ def _with_macros(maps: dict) -> dict:
     return maps | {name: np.asarray(v, np.float32) for name, v in macros.items() if name not in maps}
 
 
-def _sample_tacs(data, labels, names: dict, mask, model_volumes: dict) -> dict:
+def _sample_tacs(data, lab, mask, model_volumes: dict) -> dict:
     """``{organ: {"measured": [F], method: [F], ...}}`` (kBq/ml) at the masked voxel nearest each organ's centroid
-    (organs of :data:`TAC_ORGANS` present in the label map)."""
+    (organs of :data:`TAC_ORGANS` present in the labels ``lab``, then other regions, up to :data:`N_TAC_SAMPLES`)."""
     samples = {}
-    for organ in TAC_ORGANS:
-        idx = [i for i, n in names.items() if n == organ]
-        sel = np.argwhere((labels == idx[0]) & mask) if idx else np.zeros((0, 3))
+    present = [r for r in lab.region_names() if r not in ("body", "background")]
+    organs = [o for o in TAC_ORGANS if o in present]
+    organs += [r for r in present if r not in organs][: max(N_TAC_SAMPLES - len(organs), 0)]
+    for organ in organs:
+        sel = np.argwhere(lab.mask(organ) & mask)
         if len(sel) == 0 or not model_volumes:
             continue
         v = tuple(sel[np.argmin(((sel - sel.mean(axis=0)) ** 2).sum(axis=1))])
@@ -146,10 +151,12 @@ def _sample_tacs(data, labels, names: dict, mask, model_volumes: dict) -> dict:
     return samples
 
 
-def evaluate_subject(files, methods: list[Method]) -> dict:
+def evaluate_subject(files, methods: list[Method], *, groups=None, default_groups: bool = True) -> dict:
     """All metrics of one PET scan (see the module docstring) and the arrays the figures need.
 
-    ``files``: the scan's :class:`~jaxkin.data.dataset.SubjectFiles`. Returns a dict with ``subject`` (the scan's
+    ``files``: the scan's :class:`~jaxkin.data.dataset.SubjectFiles`; ``groups`` (``{name: members}`` or
+    ``["name=a,b"]``) and ``default_groups`` add regions merging labels (:func:`jaxkin.data.labels.read_labels`; any
+    label names work, e.g. TotalSegmentator's, resampled to the PET's grid if needed). Returns a dict with ``subject`` (the scan's
     id: the subject id when it has one scan), ``prefix``, ``n_frames``; ``tac``
     ``{method: metrics.tac_metrics(...)}`` (2TC methods only); ``organ_values`` ``{method: {organ: {param: 1D}}}``
     and ``truth_values`` (empty without a label map / truth); ``maps``
@@ -162,9 +169,9 @@ def evaluate_subject(files, methods: list[Method]) -> dict:
         raise InputError(f"{files.pet.parent}: no input function *_blood.tsv for {files.scan_id}")
     blood = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
     shape = tuple(pet.shape[:3])
-    labels = names = None
+    labels = names = lab = None
     if files.labels is not None:
-        lab = bids.load_labels(files.labels, pet=pet)
+        lab = read_labels(files.labels, pet=pet, groups=groups, default_groups=default_groups)
         labels, names = lab.data, lab.names
     data = pet.read()
     maps, kinds = {}, {}
@@ -197,9 +204,14 @@ def evaluate_subject(files, methods: list[Method]) -> dict:
         model[mask] = tacs_in_chunks(params, kin, MODEL)
         tac_results[name] = metrics.tac_metrics(data, model, mask)
         model_volumes[name] = model
-    organ_vals = {name: metrics.organ_values(per, labels, names, mask) for name, per in maps.items()} if names else {}
-    truth_vals = metrics.organ_values(truth, labels, names, mask) if names and truth else {}
-    samples = _sample_tacs(data, labels, names, mask, model_volumes) if names else {}
+    present = set(np.unique(labels).tolist()) if names else set()
+    names = {i: n for i, n in names.items() if i in present} if names else names  # labels with voxels only
+    group_ids = {g: lab.ids(g) for g in lab.groups} if lab is not None else {}
+    group_ids = {g: ids for g, ids in group_ids.items() if present & set(ids)}
+    organ_vals = ({name: metrics.organ_values(per, labels, names, mask, group_ids) for name, per in maps.items()}
+                  if names else {})
+    truth_vals = metrics.organ_values(truth, labels, names, mask, group_ids) if names and truth else {}
+    samples = _sample_tacs(data, lab, mask, model_volumes) if names else {}
     return {"subject": files.scan_id, "prefix": pet.prefix, "n_frames": pet.frames.n_frames, "tac": tac_results,
             "organ_values": organ_vals, "truth_values": truth_vals, "maps": maps, "truth": truth, "labels": labels,
             "names": names, "mask": mask, "samples": samples, "times": pet.frames.mid, "voxel_mm": pet.voxel_size,
@@ -332,7 +344,8 @@ def write_report(out: Path, dataset: Path, methods: list[Method], results: list[
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def command_line(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True) -> str:
+def command_line(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True,
+                 groups=None, default_groups: bool = True) -> str:
     """The ``jaxkin evaluate`` command that :func:`evaluate` with these arguments runs (quoted in the report)."""
     words = ["jaxkin", "evaluate", "--dataset", str(dataset)]
     for spec in preds:
@@ -341,22 +354,27 @@ def command_line(dataset, preds: list[str], out, *, split=None, subjects=None, f
     words += ["--split", split] if split else []
     words += ["--subjects", *subjects] if subjects else []
     words += [] if figures else ["--no-figures"]
+    for g in groups if isinstance(groups, (list, tuple)) else [f"{k}={','.join(v)}" for k, v in (groups or {}).items()]:
+        words += ["--group", g]
+    words += [] if default_groups else ["--no-default-groups"]
     return shlex.join(words)
 
 
 def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True,
-             command: str | None = None) -> Path:
+             command: str | None = None, groups=None, default_groups: bool = True) -> Path:
     """Evaluate the methods ``preds`` (``["DIR" or "NAME=DIR", ...]``) on the subjects of ``dataset`` (those of
     ``split`` / ``subjects``, by default all with maps in every folder) and write the report folder ``out``
     atomically (it must not exist, or be empty); returns ``out``. ``command`` (default: the equivalent
-    ``jaxkin evaluate`` line, :func:`command_line`) is quoted in report.md."""
-    command = command or command_line(dataset, preds, out, split=split, subjects=subjects, figures=figures)
+    ``jaxkin evaluate`` line, :func:`command_line`) is quoted in report.md. ``groups`` / ``default_groups``: regions
+    merging labels (see :func:`evaluate_subject`)."""
+    command = command or command_line(dataset, preds, out, split=split, subjects=subjects, figures=figures,
+                                      groups=groups, default_groups=default_groups)
     dataset, out = Path(dataset), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"--out {out}: already exists and is not an empty folder")
     methods = parse_methods(preds)
     chosen = _select_subjects(dataset, split, subjects, methods)
-    results = [evaluate_subject(files, methods) for files in chosen]
+    results = [evaluate_subject(files, methods, groups=groups, default_groups=default_groups) for files in chosen]
     summary = summarise(results, methods)
     with atomic_directory(out, label=f"--out {out}", what="the report") as tmp:
         write_report(tmp, dataset, methods, results, summary, figures, command)

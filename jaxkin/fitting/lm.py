@@ -13,7 +13,8 @@ Pure functions of arrays. For ``N`` TACs ``[N, F]`` (kBq/ml, frame means) and a 
 
 The result (:class:`FitResult`) carries the parameters, Ki (or VT), the weighted SSE, R², a convergence flag, a
 bit field of warnings (:data:`FLAG_NAMES`) and standard errors from the Jacobian at the solution,
-``se = sqrt(diag((JᵀWJ)⁻¹) · SSE / (F - P))``.
+``se = sqrt(diag(C))`` with the covariance ``C = (JᵀWJ)⁻¹ · SSE / (F - P)``, and the standard error of Ki (or VT) by
+the delta method, ``sqrt(gᵀ C g)`` with ``g`` the gradient of Ki with respect to the parameters.
 
 Weights: :func:`jaxkin.fitting.weights.frame_weights`.
 
@@ -137,11 +138,14 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
     d = jnp.sqrt(jnp.maximum(diag, 1e-12 * jnp.max(diag, axis=-1, keepdims=True) + TINY))
     lower = cholesky(h / (d[:, :, None] * d[:, None, :]), ridge)
     eye = jnp.eye(n_params, dtype=dtype)
-    inv_diag = jnp.stack([cho_solve(lower, jnp.broadcast_to(eye[i], d.shape))[:, i] for i in range(n_params)], -1)
+    inv = jnp.stack([cho_solve(lower, jnp.broadcast_to(eye[i], d.shape)) for i in range(n_params)], -1)  # [N, P, P]
     sigma2 = sse / max(n_frames - n_params, 1)
-    stderr = jnp.sqrt(jnp.maximum(inv_diag, 0.0) * sigma2[:, None]) / d
+    cov = inv / (d[:, :, None] * d[:, None, :]) * sigma2[:, None, None]
+    stderr = jnp.sqrt(jnp.maximum(jnp.diagonal(cov, axis1=-2, axis2=-1), 0.0))
 
     (macro_name, macro_fn), = model.macros.items()
+    grad = jax.vmap(jax.grad(lambda p: macro_fn(p[None])[0]))(params)  # delta method for Ki / VT
+    macro_stderr = jnp.sqrt(jnp.maximum(jnp.einsum("np,npq,nq->n", grad, cov, grad), 0.0))
     finite_or = lambda a, v: jnp.where(jnp.isfinite(a), a, v)  # noqa: E731
     big = jnp.asarray(jnp.finfo(dtype).max, dtype)
     return FitResult(
@@ -152,6 +156,7 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
         converged=converged,
         flags=flags.astype(jnp.int32),
         stderr=jnp.minimum(finite_or(stderr, big), big),
+        macro_stderr=jnp.minimum(finite_or(macro_stderr, big), big),
         model=model.name,
         macro_name=macro_name,
     )

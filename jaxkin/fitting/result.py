@@ -41,7 +41,8 @@ class FitResult:
     ``params [N, P]`` (model order, e.g. K1, k2, k3, vB), ``macro [N]`` (Ki in ml/cm^3/min for 2tcmirr, VT in
     ml/cm^3 otherwise; name in ``macro_name``), ``sse [N]`` (weighted sum of squared residuals, (kBq/ml)^2),
     ``r2 [N]`` (weighted coefficient of determination; 0 for a flat TAC), ``converged [N]`` bool,
-    ``flags [N]`` int32 bit field (:data:`FLAG_NAMES`), ``stderr [N, P]`` standard errors of the parameters.
+    ``flags [N]`` int32 bit field (:data:`FLAG_NAMES`), ``stderr [N, P]`` standard errors of the parameters,
+    ``macro_stderr [N]`` the standard error of the macro-parameter (delta method).
     """
 
     params: jax.Array
@@ -51,6 +52,7 @@ class FitResult:
     converged: jax.Array
     flags: jax.Array
     stderr: jax.Array
+    macro_stderr: jax.Array
     model: str = dataclasses.field(metadata=dict(static=True), default="2tcmirr")
     macro_name: str = dataclasses.field(metadata=dict(static=True), default="Ki")
 

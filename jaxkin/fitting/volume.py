@@ -37,18 +37,26 @@ MIN_COMPONENT_FRACTION = 1e-3
 
 #: Units of the per-voxel fit diagnostics.
 DIAGNOSTIC_UNITS = {"SSE": "(kBq/mL)^2", "R2": "1", "flags": "1"}
+#: The suffix of a standard-error map's name: ``meas-KiSE`` is the standard error of ``meas-Ki``.
+SE_SUFFIX = "SE"
 
 
-def output_maps(model: str, *, diagnostics: bool = False) -> dict[str, str]:
+def output_maps(model: str, *, diagnostics: bool = False, uncertainty: bool = False) -> dict[str, str]:
     """``{map name: unit}`` of what a fit of ``model`` estimates, in order: a compartment model's parameters,
     macro-parameters and SSE, or a graphical method's slope and intercept. ``diagnostics`` adds R2 (and, for
-    compartment models, the warning ``flags``): every map :func:`fit_volume` returns."""
+    compartment models, the warning ``flags``): every map :func:`fit_volume` returns. ``uncertainty`` adds the
+    standard error of every parameter and macro-parameter of a compartment model (``<name>SE``, e.g. ``KiSE``, in
+    the parameter's unit), R2 and the flags: what ``jaxkin fit --uncertainty`` writes."""
     if model in GRAPHICAL_METHODS:
         g = GRAPHICAL_METHODS[model]
         maps = {g.slope: g.slope_unit, "intercept": g.intercept_unit}
-        return maps | ({"R2": DIAGNOSTIC_UNITS["R2"]} if diagnostics else {})
-    maps = get_model(model).units | {"SSE": DIAGNOSTIC_UNITS["SSE"]}
-    return maps | ({"R2": DIAGNOSTIC_UNITS["R2"], "flags": DIAGNOSTIC_UNITS["flags"]} if diagnostics else {})
+        return maps | ({"R2": DIAGNOSTIC_UNITS["R2"]} if diagnostics or uncertainty else {})
+    units = get_model(model).units
+    maps = units | {"SSE": DIAGNOSTIC_UNITS["SSE"]}
+    if uncertainty:
+        maps |= {f"{name}{SE_SUFFIX}": unit for name, unit in units.items()}
+    return maps | ({"R2": DIAGNOSTIC_UNITS["R2"], "flags": DIAGNOSTIC_UNITS["flags"]}
+                   if diagnostics or uncertainty else {})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,14 +156,16 @@ def body_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8):
 def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = "lm", mask=None,
                weights: str = "none", chunk_size: int = 16384, slab: int = 8, min_signal: float = 0.05,
                t_star: float = 20.0, plot_input=None, numpy_model=None, progress: bool = True,
-               decay_corrected: bool = True, half_life: float | None = None, n_iter: int = 16) -> VolumeFit:
+               decay_corrected: bool = True, half_life: float | None = None, n_iter: int = 16,
+               uncertainty: bool = False) -> VolumeFit:
     """Fit every voxel of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml) inside the mask; see the module.
 
     ``model``: ``2tcmirr``, ``1tcm``, ``2tcm`` (compartment fit by ``method`` ``lm`` or ``curve_fit``) or
     ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.fitting.PlotInput`). ``curve_fit`` needs
     ``numpy_model`` (:class:`jaxkin.fitting.NumpyModel`). Without ``mask``, the body is fitted
     (:func:`body_mask_from_integrals`; ``min_signal``: its threshold, a fraction of the body's median time integral,
-    default 0.05). Returns :class:`VolumeFit`.
+    default 0.05). ``uncertainty`` (``lm`` only) adds the standard-error maps of :func:`output_maps`. Returns
+    :class:`VolumeFit`.
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each fits a slab).
     """
     from jaxkin import distributed as dist
@@ -176,7 +186,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     mask = mask & finite
     full_mask = mask
     mask = mask[:, :, mine]
-    names = list(output_maps(model, diagnostics=True))
+    names = list(output_maps(model, diagnostics=True, uncertainty=uncertainty and method == "lm"))
     maps = {n: np.zeros(mask.shape, np.int32 if n == "flags" else np.float32) for n in names}
     total = int(np.count_nonzero(mask))
 
@@ -221,6 +231,9 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
             values = {name: r.params[:, i] for i, name in enumerate(m.param_names)}
             values[r.macro_name] = r.macro
             values.update(SSE=r.sse, R2=r.r2, flags=r.flags)
+            if f"{r.macro_name}{SE_SUFFIX}" in maps:
+                values |= {f"{name}{SE_SUFFIX}": r.stderr[:, i] for i, name in enumerate(m.param_names)}
+                values[f"{r.macro_name}{SE_SUFFIX}"] = r.macro_stderr
         for name, v in values.items():
             maps[name].reshape(-1)[index] = np.asarray(v)[:n]
 
@@ -279,7 +292,7 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
                    weights: str = "none", half_life: float | None = None, chunk_size: int = 16384,
                    min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False,
                    command_line: str | None = None, extra: dict | None = None,
-                   whole_blood=None) -> dict:
+                   whole_blood=None, uncertainty: bool = False) -> dict:
     """Fit every voxel of a BIDS PET image and write :func:`output_maps` of ``model`` into ``out_dir``.
 
     ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min since
@@ -316,6 +329,7 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     start = time.perf_counter()
     result = fit_volume(pet, kin, model=model, method=method, mask=mask, weights=weights, chunk_size=chunk_size,
                         min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life,
+                        uncertainty=uncertainty,
                         plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
                         numpy_model=(NumpyModel(input_function, pet.frames, model, blood=whole_blood)
                                      if method == "curve_fit" else None))
@@ -324,12 +338,21 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
                "VoxelsFitted": result.n_fitted, **scan_provenance(pet, blood), **(extra or {})}
     if graphical:
         sidecar["TStarMinutes"] = t_star
-    units = output_maps(model)
+    units = output_maps(model, uncertainty=uncertainty and method == "lm")
     paths = {name: bids.map_path(out_dir, pet.prefix, model, name) for name in units}
     if dist.is_main_process():
         for name, unit in units.items():
+            described = sidecar
+            if name.endswith(SE_SUFFIX) and name[: -len(SE_SUFFIX)] in units:
+                described = sidecar | {"Description": f"standard error of {name[: -len(SE_SUFFIX)]}"
+                                       + (" (delta method)" if name[: -len(SE_SUFFIX)] in ("Ki", "VT") else "")}
+            elif name == "flags":
+                from jaxkin.fitting.result import FLAG_NAMES
+
+                described = sidecar | {"Description": "warning flags of the fit (bit field)",
+                                       "Levels": {str(b): t for b, t in FLAG_NAMES.items()}}
             bids.write_map(out_dir, pet.prefix, model, name, result.maps[name], reference=pet, units=unit,
-                           command_line=command_line, extra=sidecar)
+                           command_line=command_line, extra=described)
     dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
     return {"paths": paths, "result": result, "seconds": seconds}
 

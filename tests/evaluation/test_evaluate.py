@@ -83,6 +83,8 @@ def test_organ_values_and_statistics():
     np.testing.assert_array_equal(np.sort(vals["liver"]["K1"]), [1.0, 2.0, 7.0])
     stats = ev.organ_statistics(vals)
     assert stats["spleen"]["K1"] == pytest.approx((np.mean([3, 4, 5]), np.std([3, 4, 5]), 3))
+    grouped = ev.organ_values({"K1": k1}, labels, {1: "liver", 2: "spleen"}, groups={"both": (1, 2)})
+    np.testing.assert_array_equal(np.sort(grouped["both"]["K1"]), [1.0, 2.0, 3.0, 4.0, 5.0, 7.0])
 
 
 def test_model_tacs_equal_the_kinetic_core():
@@ -276,3 +278,27 @@ def test_report_states_the_frame_count(phantom, tmp_path):
     out = ev.evaluate(ds, [str(phantom["root"] / "perfect")], tmp_path / "rep", figures=False)
     text = (out / "report.md").read_text()
     assert "(40 frames)" in text and "(62 frames)" not in text
+
+
+def test_any_label_names_and_groups(phantom, tmp_path):
+    """Organ names come from the label table (none hard-coded): renamed labels and --group regions are reported,
+    a group with the voxels of its members."""
+    from jaxkin.data.dataset import subject_files
+
+    ds = tmp_path / "ds"
+    shutil.copytree(phantom["ds"], ds)
+    table = subject_files(ds, "sub-01").labels.with_name("sub-01_dseg.tsv")
+    table.write_text(table.read_text().replace("\tliver\n", "\thepar\n").replace("\tspleen\n", "\tlien\n"))
+    out = tmp_path / "report"
+    root = phantom["root"]
+    assert main(["evaluate", "--dataset", str(ds), "--pred", f"truth-copy={root / 'perfect'}", "--out", str(out),
+                 "--no-figures", "--group", "hepar_lien=hepar,lien"]) == 0
+    rows = [r for r in _table(out / "organ_parameters.tsv") if r["method"] == "truth-copy" and r["param"] == "K1"]
+    by_organ = {r["organ"]: r for r in rows}
+    assert "hepar" in by_organ and "lien" in by_organ and "liver" not in by_organ
+    n = int(by_organ["hepar"]["voxels"]) + int(by_organ["lien"]["voxels"])
+    assert int(by_organ["hepar_lien"]["voxels"]) == n
+    mean = (float(by_organ["hepar"]["mean"]) * int(by_organ["hepar"]["voxels"])
+            + float(by_organ["lien"]["mean"]) * int(by_organ["lien"]["voxels"])) / n
+    assert float(by_organ["hepar_lien"]["mean"]) == pytest.approx(mean, rel=1e-4)
+    assert "--group hepar_lien=hepar,lien" in (out / "report.md").read_text()

@@ -1,0 +1,80 @@
+"""``jaxkin regions``: regional TACs (and regional statistics of parametric maps) from a PET image and its labels."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "regions",
+        help="regional TACs of a PET image from its labels (dseg, TotalSegmentator multilabel or mask folder)",
+        description="Average the PET's TACs inside each region of a label map (BIDS dseg + dseg.tsv, a TotalSegmentator "
+        "multilabel file, or a folder of per-structure masks; on the CT's grid they are resampled to the PET's by "
+        "nearest neighbour) and write OUT (TSV: frame_start, frame_end in s relative to TimeZero, one column per "
+        "region in kBq/mL, decay corrected to the injection) with a JSON sidecar (units, voxel counts, volumes, SD per "
+        "frame). With --maps DIR, also OUT_STEM_maps.tsv: mean, SD and median of each parametric map per region.",
+    )
+    parser.add_argument("--pet", required=True, help="4D *_pet.nii.gz with its *_pet.json sidecar")
+    from jaxkin.cli._scan import add_label_arguments
+
+    add_label_arguments(parser, labels_help="label map (*_dseg.nii.gz, TotalSegmentator multilabel .nii.gz) or a "
+                        "folder of masks (TotalSegmentator's segmentations/)", region=True)
+    parser.add_argument("--pv", action="store_true",
+                        help="weight each voxel by its partial-volume fraction (from labels on a finer grid) instead "
+                        "of nearest-neighbour labels")
+    parser.add_argument("--out", required=True, help="output TSV, e.g. sub-01_tacs.tsv")
+    parser.add_argument("--maps", metavar="DIR",
+                        help="a folder of parametric maps *_mimap.nii.gz on the PET's grid (e.g. jaxkin fit's --out)")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from jaxkin.cli._scan import open_labels, say
+    from jaxkin.data import bids
+    from jaxkin.data.blood import scan_provenance
+    from jaxkin.data.files import atomic_write, nifti_stem
+    from jaxkin.data.regions import map_statistics, regional_tacs, write_tacs
+    from jaxkin.errors import InputError
+
+    if not args.labels:
+        raise InputError("--labels is required")
+    out = Path(args.out)
+    if out.suffix != ".tsv":
+        raise InputError(f"--out: {out} must end in .tsv")
+    if not out.parent.is_dir():
+        raise InputError(f"--out: folder {out.parent} not found")
+    pet = bids.load_pet(args.pet)
+    labels = open_labels(args, args.labels, pet)
+    maps = {}
+    if args.maps:
+        folder = Path(args.maps)
+        if not folder.is_dir():
+            raise InputError(f"--maps {folder}: folder not found")
+        files = sorted(folder.glob(f"{pet.prefix}_*_mimap.nii.gz")) or sorted(folder.glob("*_mimap.nii.gz"))
+        if not files:
+            raise InputError(f"--maps {folder}: no *_mimap.nii.gz maps")
+        for f in files:
+            name = nifti_stem(f).removesuffix("_mimap")
+            maps[name.removeprefix(pet.prefix + "_")] = bids.read_volume(f, pet)
+    tacs = regional_tacs(pet, labels, args.region, fractions=args.pv)
+    rows = map_statistics(maps, labels, args.region, fractions=args.pv) if maps else []
+    notes = list(pet.notes) + list(tacs.notes)
+    say("regions", notes)
+    provenance = scan_provenance(pet)
+    provenance["Assumptions"] = list(dict.fromkeys(provenance.get("Assumptions", []) + list(tacs.notes)))
+    extra = {"Sources": [pet.path.name, Path(args.labels).name], **labels.describe(),
+             "PartialVolumeFractions": bool(args.pv), "SD": "over the region's voxels, per frame"
+             + (" (weighted by the partial-volume fractions)" if args.pv else " (sample SD)"), **provenance}
+    write_tacs(out, tacs, extra=extra)
+    print(f"wrote {out}: {len(tacs.names)} region(s), {pet.frames.n_frames} frames, kBq/mL"
+          + (" (partial-volume weighted)" if args.pv else ""))
+    if rows:
+        table = out.with_name(out.stem + "_maps.tsv")
+        lines = ["region\tmap\tmean\tsd\tmedian\tvoxels"]
+        lines += [f"{r['region']}\t{r['map']}\t{r['mean']:.7g}\t{r['sd']:.7g}\t{r['median']:.7g}\t{r['voxels']:.6g}"
+                  for r in rows]
+        with atomic_write(table) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        print(f"wrote {table}: {len(maps)} map(s) x {len(tacs.names)} region(s)")
+    return 0

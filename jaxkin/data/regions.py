@@ -1,0 +1,495 @@
+"""Regional time-activity curves: from a PET image and its labels, to and from TSV tables, and regional statistics of
+parametric maps. Times in minutes since injection inside, seconds in the files; activity in kBq/ml.
+
+* :func:`regional_tacs` averages the PET inside each region (a label or a group of :class:`~jaxkin.data.labels.Labels`)
+  frame by frame: the mean, the SD over the voxels, the number of voxels and the volume; with ``fractions=True``
+  each voxel counts with its partial-volume fraction (:meth:`~jaxkin.data.labels.Labels.fractions`).
+* :func:`write_tacs` / :func:`read_tacs`: the table, PETPrep style (one row per frame, ``frame_start`` and
+  ``frame_end`` in seconds relative to ``TimeZero``, one column per region) with a JSON sidecar (units, voxel
+  counts, volumes, the SD per frame). :func:`read_tacs` also reads the wide tables of PMOD and kinfitr (start/end or
+  mid times with durations, one column per region), in seconds or minutes as the file states.
+* :func:`idif_mask`: the voxels of an image-derived input (erosion, an axial segment, the hottest core per slice).
+* :func:`map_statistics`: mean, SD and median of parametric maps per region.
+
+Every problem raises :class:`jaxkin.errors.InputError`, one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import re
+from pathlib import Path
+
+import numpy as np
+
+from jaxkin.data.files import atomic_write, read_json, write_json
+from jaxkin.data.units import units_to_kbq
+from jaxkin.errors import InputError
+from jaxkin.frames import FrameSchedule
+
+__all__ = ["RegionalTacs", "regional_tacs", "write_tacs", "read_tacs", "idif_mask", "map_statistics"]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class RegionalTacs:
+    """Regional TACs ``values [R, F]`` (kBq/ml, frame means) of the regions ``names`` over ``frames`` (minutes since
+    injection). ``sd [R, F]`` is the SD over each region's voxels (None if unknown), ``voxels [R]`` the number of
+    voxels (the sum of the fractions with partial-volume fractions), ``volume_ml [R]``; ``labels`` the label indices
+    of each region. ``injection_start``: the injection in minutes relative to TimeZero (the files' time origin);
+    ``half_life`` of the radionuclide (min) when known; ``notes``: assumptions made, one sentence each; ``units`` and
+    ``scale_to_kbq``: the unit the values were read in (they are converted to kBq/ml) and its factor.
+
+    It also serves as the scan of :func:`jaxkin.data.blood.load_blood` (``frames``, ``injection_start``,
+    ``half_life``, ``units`` and ``scale_to_kbq``)."""
+
+    names: tuple
+    frames: FrameSchedule
+    values: np.ndarray
+    sd: np.ndarray | None = None
+    voxels: np.ndarray | None = None
+    volume_ml: np.ndarray | None = None
+    labels: tuple | None = None
+    injection_start: float = 0.0
+    half_life: float | None = None
+    notes: tuple = ()
+    path: Path | None = None
+    extra: dict = dataclasses.field(default_factory=dict)
+    units: str = "kBq/mL"
+    scale_to_kbq: float = 1.0
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[list(self.names).index(name)]
+
+
+def _region_ids(labels, regions) -> list[tuple[str, tuple[int, ...]]]:
+    regions = labels.region_names() if regions is None else [labels.name_of(r) for r in regions]
+    if not regions:
+        raise InputError(f"{labels.path or 'labels'}: no labelled voxel on the PET's grid")
+    if len(set(regions)) != len(regions):
+        raise InputError(f"regions {regions}: a region is named twice")
+    return [(r, labels.ids(r)) for r in regions]
+
+
+def _voxel_ml(affine) -> float:
+    return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3]))) / 1000.0
+
+
+def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: int = 16) -> RegionalTacs:
+    """Mean TAC, SD over the voxels, voxel count and volume of each region of ``labels`` in ``pet``.
+
+    ``pet``: a :class:`~jaxkin.data.bids.PetImage` (read a slab of axial slices at a time) ; ``labels``:
+    :class:`~jaxkin.data.labels.Labels` on its grid; ``regions``: names, numbers or groups (default: every label
+    with a voxel on the PET's grid, then the groups). Voxels with NaN/Inf in any frame are left out (said in the
+    notes). With ``fractions``, each voxel is weighted by its partial-volume fraction (the SD is the weighted SD).
+    A region without a voxel on the PET's grid is an InputError.
+    """
+    todo = _region_ids(labels, regions)
+    n_frames = pet.frames.n_frames
+    n_reg = len(todo)
+    s1 = np.zeros((n_reg, n_frames))
+    s2 = np.zeros((n_reg, n_frames))
+    count = np.zeros(n_reg)
+    nonfinite = 0
+    if not fractions:
+        max_id = int(max(labels.names, default=0))
+        per_id1 = np.zeros((max_id + 1, n_frames))
+        per_id2 = np.zeros((max_id + 1, n_frames))
+        per_idn = np.zeros(max_id + 1)
+        data_labels = labels.data
+        zs_any = np.flatnonzero(data_labels.any(axis=(0, 1)))
+        z = slice(int(zs_any[0]), int(zs_any[-1]) + 1) if zs_any.size else slice(0, 0)
+        for z0 in range(z.start, z.stop, slab):
+            zs = slice(z0, min(z0 + slab, z.stop))
+            lab = data_labels[:, :, zs]
+            sel = lab > 0
+            if not sel.any():
+                continue
+            values = pet.read(zs, dtype=np.float64)[sel]  # [V, F]
+            ids = lab[sel].astype(np.int64)
+            ok = np.all(np.isfinite(values), axis=1)
+            nonfinite += int(np.count_nonzero(~ok))
+            values, ids = values[ok], ids[ok]
+            order = np.argsort(ids, kind="stable")
+            ids, values = ids[order], values[order]
+            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if ids.size else np.zeros(0, int)
+            if starts.size == 0:
+                continue
+            uid = ids[starts]
+            per_id1[uid] += np.add.reduceat(values, starts, axis=0)
+            per_id2[uid] += np.add.reduceat(values * values, starts, axis=0)
+            per_idn[uid] += np.diff(np.r_[starts, ids.size])
+        for r, (_, ids) in enumerate(todo):
+            s1[r] = per_id1[list(ids)].sum(axis=0)
+            s2[r] = per_id2[list(ids)].sum(axis=0)
+            count[r] = per_idn[list(ids)].sum()
+    else:
+        for r, (name, _) in enumerate(todo):
+            f = labels.fractions(name)
+            zs_any = np.flatnonzero(f.any(axis=(0, 1)))
+            if zs_any.size == 0:
+                continue
+            zs = slice(int(zs_any[0]), int(zs_any[-1]) + 1)
+            w = f[:, :, zs]
+            sel = w > 0
+            values = pet.read(zs, dtype=np.float64)[sel]
+            w = w[sel].astype(np.float64)
+            ok = np.all(np.isfinite(values), axis=1)
+            nonfinite += int(np.count_nonzero(~ok))
+            values, w = values[ok], w[ok]
+            s1[r] = w @ values
+            s2[r] = w @ (values * values)
+            count[r] = w.sum()
+    empty = [name for (name, _), n in zip(todo, count) if n <= 0]
+    if empty:
+        raise InputError(f"{labels.path or 'labels'}: region(s) {', '.join(empty)} have no voxel with finite values "
+                         f"inside the field of view of {pet.path.name}")
+    mean = s1 / count[:, None]
+    var = np.maximum(s2 / count[:, None] - mean * mean, 0.0)
+    if not fractions:  # the sample SD over the voxels
+        var = var * np.where(count > 1, count / np.maximum(count - 1, 1), 0.0)[:, None]
+    notes = list(labels.notes)
+    if nonfinite:
+        notes.append(f"{pet.path.name}: {nonfinite} labelled voxel(s) with NaN or Inf values left out of the regions")
+    return RegionalTacs(names=tuple(n for n, _ in todo), frames=pet.frames, values=mean, sd=np.sqrt(var),
+                        voxels=count, volume_ml=count * _voxel_ml(pet.affine), labels=tuple(i for _, i in todo),
+                        injection_start=pet.injection_start, half_life=pet.half_life, notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------------------------------
+# Image-derived input: which voxels
+# --------------------------------------------------------------------------------------------------
+
+
+def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int] | None = None,
+              core: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """The voxels of an image-derived input inside ``mask bool [X, Y, Z]`` (e.g. the aorta), and what was done.
+
+    ``segment``: only the axial slices ``[a, b)`` of the PET (e.g. the descending aorta). ``erode``: that many
+    binary erosions (6-connected, in 3D) to keep away from the vessel wall and its spill-out. ``core``: in each
+    axial slice, only the ``core`` hottest voxels at the frame where the mask's mean peaks (the bolus), as IDIF
+    tools do to keep the vessel's core. InputError when nothing is left.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    notes = []
+    n0 = int(mask.sum())
+    if segment is not None:
+        a, b = segment
+        if not (0 <= a < b <= mask.shape[2]):
+            raise InputError(f"--segment {a}:{b}: the PET has axial slices 0 to {mask.shape[2]}")
+        keep = np.zeros_like(mask)
+        keep[:, :, a:b] = True
+        mask = mask & keep
+        notes.append(f"axial slices {a} to {b - 1} only")
+        if not mask.any():
+            raise InputError(f"--segment {a}:{b}: the label has no voxel in these slices")
+    if erode:
+        if erode < 0:
+            raise InputError("--erode must be 0 or more")
+        mask = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), iterations=erode)
+        notes.append(f"eroded {erode} time(s) (6-connected)")
+        if not mask.any():
+            raise InputError(f"--erode {erode}: nothing is left of the label ({n0} voxels); erode less")
+    if core:
+        if core < 1:
+            raise InputError("--core must be a positive number of voxels per slice")
+        zs = np.flatnonzero(mask.any(axis=(0, 1)))
+        sl = slice(int(zs[0]), int(zs[-1]) + 1)
+        data = pet.read(sl, dtype=np.float64)
+        sub = mask[:, :, sl]
+        tacs = np.where(np.isfinite(data[sub]), data[sub], np.nan)
+        peak = int(np.nanargmax(np.nanmean(tacs, axis=0)))
+        frame = np.where(sub, np.nan_to_num(data[..., peak], nan=-np.inf), -np.inf)
+        out = np.zeros_like(sub)
+        for k in range(sub.shape[2]):
+            n = int(sub[:, :, k].sum())
+            if n == 0:
+                continue
+            flat = frame[:, :, k].ravel()
+            best = np.argsort(flat)[::-1][: min(core, n)]
+            bx, by = np.unravel_index(best, sub.shape[:2])
+            out[bx, by, k] = True
+        mask = np.zeros_like(mask)
+        mask[:, :, sl] = out
+        notes.append(f"the {core} hottest voxel(s) per axial slice at frame {peak} (the peak of the label's mean)")
+    return mask, notes
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.9g}"
+
+
+def write_tacs(path, tacs: RegionalTacs, *, extra: dict | None = None) -> Path:
+    """Write ``tacs`` as ``path`` (TSV: ``frame_start``, ``frame_end`` in s relative to TimeZero, one column per
+    region in kBq/mL) and its JSON sidecar (column units, ``InjectionStart``, per region: label indices, voxel count,
+    volume, SD per frame), atomically."""
+    path = Path(path)
+    start = (tacs.frames.start + tacs.injection_start) * 60.0
+    end = (tacs.frames.end + tacs.injection_start) * 60.0
+    lines = ["\t".join(["frame_start", "frame_end", *tacs.names])]
+    for f in range(tacs.frames.n_frames):
+        lines.append("\t".join([_fmt(start[f]), _fmt(end[f]), *(_fmt(v) for v in tacs.values[:, f])]))
+    with atomic_write(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    regions = {}
+    for r, name in enumerate(tacs.names):
+        info = {}
+        if tacs.labels is not None:
+            info["Labels"] = [int(i) for i in tacs.labels[r]]
+        if tacs.voxels is not None:
+            info["Voxels"] = round(float(tacs.voxels[r]), 6)
+        if tacs.volume_ml is not None:
+            info["VolumeML"] = round(float(tacs.volume_ml[r]), 6)
+        if tacs.sd is not None:
+            info["SD"] = [float(_fmt(v)) for v in tacs.sd[r]]
+        regions[name] = info
+    sidecar = {
+        "frame_start": {"Description": "frame start, relative to TimeZero", "Units": "s"},
+        "frame_end": {"Description": "frame end, relative to TimeZero", "Units": "s"},
+        "Units": "kBq/mL",
+        "Description": "mean activity of each region per frame, decay corrected to the injection",
+        "InjectionStart": round(tacs.injection_start * 60.0, 6),
+        "Regions": regions,
+    }
+    sidecar.update(extra or {})
+    write_json(path.with_suffix(".json"), sidecar)
+    return path
+
+
+_START = {"frame_start", "start", "start_time", "starttime", "tstart", "t_start", "frame_start_time"}
+_END = {"frame_end", "end", "end_time", "endtime", "tend", "t_end", "stop", "frame_end_time"}
+_MID = {"frame_mid", "mid", "mid_time", "midtime", "times", "time", "t", "frame_mid_time", "mid_frame_time"}
+_DURATION = {"frame_duration", "duration", "dur", "frame_length", "durations"}
+_SKIP = {"weights", "weight", "frame", "frame_number", "frame_no", "index"}
+_TIME_UNITS = {"s": 1.0 / 60.0, "sec": 1.0 / 60.0, "secs": 1.0 / 60.0, "second": 1.0 / 60.0, "seconds": 1.0 / 60.0,
+               "min": 1.0, "mins": 1.0, "minute": 1.0, "minutes": 1.0}
+
+
+def _split_unit(column: str) -> tuple[str, str | None]:
+    """``"start[seconds]"`` -> ``("start", "seconds")``; ``"Mid (min)"`` -> ``("mid", "min")``."""
+    m = re.match(r"^\s*(.*?)\s*[\[(]\s*([^\])]*?)\s*[\])]\s*$", column)
+    base, unit = (m.group(1), m.group(2)) if m else (column.strip(), None)
+    return re.sub(r"[\s\-]+", "_", base.strip().lower()), unit
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[list[str]]]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: cannot read the table ({err})") from None
+    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if not lines:
+        raise InputError(f"{path}: empty table (a header row is needed)")
+    delimiter = "\t" if "\t" in lines[0] else ("," if "," in lines[0] else ";" if ";" in lines[0] else None)
+    if delimiter is None:
+        rows = [ln.split() for ln in lines]
+    else:
+        rows = list(csv.reader(lines, delimiter=delimiter))
+    header = [h.strip() for h in rows[0]]
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise InputError(f"{path}: line {i} has {len(row)} columns, the header has {len(header)}")
+    return header, rows[1:]
+
+
+def _numbers(path: Path, column: str, cells: list[str]) -> np.ndarray:
+    out = np.empty(len(cells))
+    for i, c in enumerate(cells):
+        try:
+            out[i] = float(c)
+        except ValueError:
+            raise InputError(f"{path}: column {column!r}, line {i + 2}: {c!r} is not a number") from None
+        if not np.isfinite(out[i]):
+            raise InputError(f"{path}: column {column!r}, line {i + 2}: {c!r} (every value must be finite)")
+    return out
+
+
+def read_tacs(path, *, time_unit: str | None = None, units: str | None = None,
+              injection_start: float | None = None) -> RegionalTacs:
+    """Regional TACs from a table: jaxkin's own (:func:`write_tacs`), PETPrep's, or the wide layout of PMOD and
+    kinfitr exports (one row per frame, one column per region).
+
+    Frame columns (case and unit brackets ignored): start (``frame_start``, ``start``, ``start[seconds]``, ...) with
+    end or duration, or mid times (``mid``, ``times``, ...) with durations; mid times alone do not define the frames
+    and are refused. Time unit: a bracket in the column name (``start[seconds]``, ``Mid (min)``), else the JSON
+    sidecar (``{"frame_start": {"Units": "s"}}``), else ``time_unit``; ``frame_start``/``frame_end`` without any of
+    these are seconds (the PETPrep/BIDS convention, said in the notes); anything else is refused. Activity units:
+    an activity unit in a bracket (PMOD writes ``end[kBq/cc]``), else the sidecar's ``Units``, else ``units``;
+    without one, refused. Columns ``weights``/``frame`` are not regions. Times are relative to TimeZero, with the
+    injection at the sidecar's ``InjectionStart`` (s), else ``injection_start`` (s), else 0 (said).
+    """
+    path = Path(path)
+    header, rows = _read_rows(path)
+    sidecar_path = path.with_suffix(".json")
+    sidecar = read_json(sidecar_path, "TACs sidecar") if sidecar_path.is_file() else {}
+    notes: list[str] = []
+    kinds: dict[str, int] = {}
+    regions: list[int] = []
+    time_units: set[str] = set()
+    activity_units: set[str] = set()
+    for j, col in enumerate(header):
+        base, unit = _split_unit(col)
+        if unit is not None and unit.strip().lower() in _TIME_UNITS:
+            time_units.add(unit.strip().lower())
+        elif unit is not None and unit.strip():
+            try:
+                units_to_kbq(unit.strip(), where="")
+                activity_units.add(unit.strip())
+            except InputError:
+                raise InputError(f"{path}: column {col!r}: unknown unit {unit!r}") from None
+        for kind, names in (("start", _START), ("end", _END), ("mid", _MID), ("duration", _DURATION)):
+            if base in names and kind not in kinds:
+                kinds[kind] = j
+                break
+        else:
+            if base in _SKIP:
+                notes.append(f"{path.name}: column {col!r} is not a region (ignored)")
+            elif not col:
+                raise InputError(f"{path}: column {j + 1} has no name")
+            else:
+                regions.append(j)
+    if not regions:
+        raise InputError(f"{path}: no region column (expected frame times and one column per region)")
+    # time unit
+    if len(time_units) > 1:
+        raise InputError(f"{path}: frame columns in different time units {sorted(time_units)}")
+    unit = next(iter(time_units), None)
+    side_unit = None
+    for kind in ("start", "end", "mid", "duration"):
+        if kind in kinds:
+            entry = sidecar.get(header[kinds[kind]])
+            if isinstance(entry, dict) and entry.get("Units"):
+                side_unit = str(entry["Units"]).strip().lower()
+    unit = unit or side_unit or (time_unit.strip().lower() if time_unit else None)
+    if unit is None and {"start", "end"} <= set(kinds) and _split_unit(header[kinds["start"]])[0] == "frame_start":
+        unit = "s"
+        notes.append(f"{path.name}: frame_start/frame_end taken in seconds (the PETPrep/BIDS convention; no unit "
+                     "stated)")
+    if unit is None:
+        raise InputError(f"{path}: the frame times do not state their unit (s or min); name the column e.g. "
+                         "start[s] or start[min], or give --tac-time-unit")
+    if unit not in _TIME_UNITS:
+        raise InputError(f"{path}: time unit {unit!r} is neither seconds nor minutes")
+    to_min = _TIME_UNITS[unit]
+    cols = {k: _numbers(path, header[j], [row[j] for row in rows]) * to_min for k, j in kinds.items()}
+    if "start" in cols and "end" in cols:
+        start, duration = cols["start"], cols["end"] - cols["start"]
+    elif "start" in cols and "duration" in cols:
+        start, duration = cols["start"], cols["duration"]
+    elif "mid" in cols and "duration" in cols:
+        start, duration = cols["mid"] - 0.5 * cols["duration"], cols["duration"]
+        notes.append(f"{path.name}: frames from mid times and durations")
+    elif "mid" in cols:
+        raise InputError(f"{path}: only frame mid times ({header[kinds['mid']]!r}); frames need their durations "
+                         "(a duration column) or start and end times")
+    else:
+        raise InputError(f"{path}: no frame times (expected frame_start and frame_end, or start/end, or mid times "
+                         "with durations)")
+    if np.any(duration <= 0):
+        i = int(np.argmax(duration <= 0))
+        raise InputError(f"{path}: frame {i} (line {i + 2}) has a duration of {duration[i] * 60:g} s")
+    if np.any(np.diff(start) <= 0):
+        i = int(np.argmax(np.diff(start) <= 0)) + 1
+        raise InputError(f"{path}: frame starts must increase; frame {i} (line {i + 2}) does not")
+    end = start + duration
+    if np.any(start[1:] < end[:-1] - 1e-3 / 60):
+        i = int(np.argmax(start[1:] < end[:-1] - 1e-3 / 60)) + 1
+        raise InputError(f"{path}: frames overlap: frame {i} (line {i + 2}) starts before frame {i - 1} ends")
+    # activity unit
+    act = None
+    if len(activity_units) > 1:
+        raise InputError(f"{path}: columns in different activity units {sorted(activity_units)}")
+    act = next(iter(activity_units), None) or sidecar.get("Units") or units
+    if act is None:
+        raise InputError(f"{path}: the activity unit is not stated (a bracket such as end[kBq/cc], the JSON "
+                         "sidecar's Units, or --tac-units kBq/mL)")
+    scale = units_to_kbq(str(act), where=f"{path}: activity unit")
+    names = [header[j] for j in regions]
+    if len(set(names)) != len(names):
+        raise InputError(f"{path}: a region column name appears twice")
+    values = np.empty((len(regions), len(rows)))
+    for r, j in enumerate(regions):
+        cells = [row[j] for row in rows]
+        for i, c in enumerate(cells):
+            try:
+                v = float(c)
+            except ValueError:
+                v = np.nan if c.strip().lower() in ("nan", "n/a", "na", "") else None
+                if v is None:
+                    raise InputError(f"{path}: column {header[j]!r}, line {i + 2}: {c!r} is not a number") from None
+            if not np.isfinite(v):
+                raise InputError(f"{path}: column {header[j]!r}, line {i + 2}: {c!r}; a region's TAC must have a "
+                                 "finite value in every frame")
+            values[r, i] = v
+    values *= scale
+    # time origin
+    if "InjectionStart" in sidecar:
+        inj = float(sidecar["InjectionStart"]) / 60.0
+    elif injection_start is not None:
+        inj = float(injection_start) / 60.0
+    else:
+        inj = 0.0
+        notes.append(f"{path.name}: no InjectionStart (sidecar or --injection-start); the frame times are taken as "
+                     "time since injection")
+    frames = FrameSchedule(start=start - inj, duration=duration)
+    sd = voxels = volume = labels = None
+    info = sidecar.get("Regions")
+    if isinstance(info, dict) and all(n in info for n in names):
+        try:
+            if all("SD" in info[n] for n in names):
+                sd = np.array([info[n]["SD"] for n in names], np.float64) * scale
+                if sd.shape != values.shape:
+                    raise InputError(f"{sidecar_path}: 'Regions' SD lists must have {len(rows)} values")
+            if all("Voxels" in info[n] for n in names):
+                voxels = np.array([info[n]["Voxels"] for n in names], np.float64)
+            if all("VolumeML" in info[n] for n in names):
+                volume = np.array([info[n]["VolumeML"] for n in names], np.float64)
+        except (TypeError, ValueError):
+            raise InputError(f"{sidecar_path}: field 'Regions' must hold numbers") from None
+    return RegionalTacs(names=tuple(names), frames=frames, values=values, sd=sd, voxels=voxels, volume_ml=volume,
+                        labels=labels, injection_start=inj, half_life=None, notes=tuple(notes), path=path,
+                        extra={k: sidecar[k] for k in ("Assumptions",) if k in sidecar}, units=str(act),
+                        scale_to_kbq=scale)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parametric maps per region
+# --------------------------------------------------------------------------------------------------
+
+
+def map_statistics(maps: dict, labels, regions=None, *, fractions: bool = False) -> list[dict]:
+    """Rows ``{region, map, mean, sd, median, voxels}`` of each map ``{name: [X, Y, Z]}`` over each region's
+    voxels with finite values. With ``fractions``: weighted mean and SD, and the median of the voxels at least half
+    inside the region."""
+    rows = []
+    for name, _ in _region_ids(labels, regions):
+        weight = labels.fractions(name) if fractions else labels.mask(name).astype(np.float32)
+        for map_name, values in maps.items():
+            v = np.asarray(values, np.float64)
+            sel = (weight > 0) & np.isfinite(v)
+            w = weight[sel].astype(np.float64)
+            x = v[sel]
+            if w.sum() <= 0:
+                rows.append({"region": name, "map": map_name, "mean": np.nan, "sd": np.nan, "median": np.nan,
+                             "voxels": 0.0})
+                continue
+            mean = float(w @ x / w.sum())
+            if fractions:
+                sd = float(np.sqrt(max(w @ (x - mean) ** 2 / w.sum(), 0.0)))
+                core = x[w >= 0.5]
+                median = float(np.median(core)) if core.size else np.nan
+            else:
+                sd = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
+                median = float(np.median(x))
+            rows.append({"region": name, "map": map_name, "mean": mean, "sd": sd, "median": median,
+                         "voxels": float(w.sum())})
+    return rows

@@ -1,0 +1,139 @@
+"""Regional kinetic fits: a few TACs (one per region) fitted with any compartment model or graphical method, with the
+standard errors and model-selection statistics that regional analysis reports.
+
+:func:`fit_regions` is a pure function of arrays. Compartment models use the voxel fit (:func:`jaxkin.fitting.fit_tacs`:
+basis-function start + bounded Levenberg–Marquardt) in float64 with more iterations (a region is worth it), and
+report per region:
+
+* the parameters and Ki (``2tcmirr``) or VT (``1tcm``, ``2tcm``) with their standard errors: ``se = sqrt(diag(C))``,
+  ``C = (JᵀWJ)⁻¹ · SSE / (F − P)`` at the solution, and for Ki/VT the delta method ``sqrt(gᵀ C g)``;
+* the weighted ``SSE``, ``R2``, ``AIC = F · ln(SSE / F) + 2P`` and the small-sample ``AICc = AIC + 2P(P + 1) /
+  (F − P − 1)`` (F frames, P fitted parameters; compare models on the same TAC and weights only);
+* ``converged`` and the warning ``flags`` (:data:`jaxkin.fitting.result.FLAG_NAMES`).
+
+Graphical methods (Patlak: Ki, Logan: VT) report the slope, its standard error from the straight-line regression
+(``|b| · sqrt((1 − r²) / (r² (n − 2)))`` over the n frames used), the intercept, R² and n.
+
+Weights: ``none``, ``duration``, ``poisson`` (:func:`jaxkin.fitting.frame_weights`), ``sd`` (``1 / SD_f²`` from the
+regional SD over the voxels per frame, floored at 1% of its largest value) or an array ``[R, F]``.
+Units: minutes, 1/min, kBq/ml.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxkin.decay import F18_HALF_LIFE_MIN
+from jaxkin.fitting.graphical import GRAPHICAL_METHODS, PlotInput
+from jaxkin.fitting.lm import fit_tacs
+from jaxkin.fitting.result import FLAG_NAMES
+from jaxkin.frames import FrameSchedule
+from jaxkin.input_function import InputFunction
+from jaxkin.kinetics import UNITS, get_model, prepare
+
+__all__ = ["RegionalFit", "fit_regions", "sd_weights", "REGIONAL_CHUNK"]
+
+#: Regional fits run in chunks of this many TACs (one compilation for any number of regions).
+REGIONAL_CHUNK = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class RegionalFit:
+    """One row per region: ``columns`` ``{name: [R]}`` in order (``region`` first), with ``units`` per column and
+    the ``model`` / ``weights`` used."""
+
+    model: str
+    weights: str
+    columns: dict
+    units: dict
+
+    def rows(self) -> list[dict]:
+        names = list(self.columns)
+        return [{n: self.columns[n][i] for n in names} for i in range(len(self.columns["region"]))]
+
+
+def sd_weights(sd) -> np.ndarray:
+    """``[R, F]`` weights ``1 / SD²`` from the regional SD over the voxels per frame (floored at 1% of each region's
+    largest SD, so a frame with SD 0 does not take all the weight)."""
+    sd = np.asarray(sd, np.float64)
+    floor = 0.01 * np.max(sd, axis=-1, keepdims=True)
+    return 1.0 / np.maximum(sd, np.maximum(floor, 1e-12)) ** 2
+
+
+def fit_regions(names, tacs, input_function: InputFunction, frames: FrameSchedule, *, whole_blood=None,
+                model: str = "2tcmirr", weights="none", sd=None, t_star: float = 20.0, lower=None, upper=None,
+                half_life: float = F18_HALF_LIFE_MIN, n_iter: int = 64) -> RegionalFit:
+    """Fit the regional TACs ``tacs [R, F]`` (kBq/ml, frame means over ``frames``, minutes since injection) of the
+    regions ``names``, with ``input_function`` (and ``whole_blood`` for the vB term; default the input).
+
+    ``model``: ``2tcmirr``, ``1tcm``, ``2tcm``, ``patlak`` or ``logan``; ``weights``: see the module docstring
+    (``sd`` needs ``sd [R, F]``). Returns :class:`RegionalFit`.
+    """
+    names = [str(n) for n in names]
+    tacs = np.asarray(tacs, np.float64)
+    if tacs.ndim != 2 or tacs.shape != (len(names), frames.n_frames):
+        raise ValueError(f"tacs must be [{len(names)}, {frames.n_frames}], got {tacs.shape}")
+    n_frames = frames.n_frames
+    columns: dict = {"region": np.array(names, dtype=object)}
+    units: dict = {"region": None}
+    if model in GRAPHICAL_METHODS:
+        g = GRAPHICAL_METHODS[model]
+        with jax.enable_x64(True):
+            plot = PlotInput.from_input(input_function, frames, dtype=jnp.float64)
+            line = jax.tree_util.tree_map(np.asarray, g.fn(jnp.asarray(tacs), plot, t_star))
+            mid = np.asarray(plot.mid)
+            if model == "patlak":
+                used = np.broadcast_to((mid >= t_star) & (np.asarray(plot.cp_mean) > 0), tacs.shape)
+            else:
+                used = (tacs > 0) & (mid >= t_star)
+        n = used.sum(axis=1)
+        r2 = np.clip(line.r2, 0.0, 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            se = np.abs(line.slope) * np.sqrt((1.0 - r2) / (r2 * np.maximum(n - 2, 1)))
+        se = np.where(line.valid & (n > 2) & (r2 > 0), se, np.nan)
+        columns |= {g.slope: line.slope, f"{g.slope}_se": se, "intercept": line.intercept, "R2": line.r2,
+                    "n_frames": n.astype(np.int64), "valid": line.valid.astype(bool)}
+        units |= {g.slope: g.slope_unit, f"{g.slope}_se": g.slope_unit, "intercept": g.intercept_unit, "R2": "1",
+                  "n_frames": None, "valid": None}
+        return RegionalFit(model=model, weights="none (straight-line regression)", columns=columns, units=units)
+
+    m = get_model(model)
+    if isinstance(weights, str) and weights == "sd":
+        if sd is None:
+            raise ValueError("weights 'sd' need the regional SD per frame")
+        w, label = sd_weights(sd), "sd"
+    else:
+        w, label = weights, (weights if isinstance(weights, str) else "given")
+    with jax.enable_x64(True):
+        kin = prepare(input_function, frames, whole_blood, dtype=jnp.float64)
+        res = fit_tacs(tacs, kin, model, weights=w if isinstance(w, str) else jnp.asarray(w, jnp.float64),
+                       lower=lower, upper=upper, n_iter=n_iter, chunk_size=REGIONAL_CHUNK, half_life=half_life)
+        res = res.to_numpy()
+    p = m.n_params
+    for i, name in enumerate(m.param_names):
+        columns[name] = res.params[:, i]
+        columns[f"{name}_se"] = res.stderr[:, i]
+        units[name] = units[f"{name}_se"] = UNITS[name]
+    columns[res.macro_name] = res.macro
+    columns[f"{res.macro_name}_se"] = res.macro_stderr
+    units[res.macro_name] = units[f"{res.macro_name}_se"] = UNITS[res.macro_name]
+    sse = np.asarray(res.sse, np.float64)
+    with np.errstate(divide="ignore"):
+        aic = n_frames * np.log(np.maximum(sse, 1e-300) / n_frames) + 2 * p
+    aicc = aic + (2.0 * p * (p + 1) / (n_frames - p - 1) if n_frames - p - 1 > 0 else math.inf)
+    columns |= {"SSE": sse, "R2": res.r2, "AIC": aic, "AICc": aicc, "n_frames": np.full(len(names), n_frames),
+                "n_params": np.full(len(names), p), "converged": res.converged.astype(bool),
+                "flags": res.flags.astype(np.int64)}
+    units |= {"SSE": "(kBq/mL)^2", "R2": "1", "AIC": "1", "AICc": "1", "n_frames": None, "n_params": None,
+              "converged": None, "flags": None}
+    return RegionalFit(model=model, weights=label, columns=columns, units=units)
+
+
+def flag_text(flags: int) -> str:
+    """The warning flags of a fit as words (``"not converged; a parameter is at a bound"``), or ``""``."""
+    return "; ".join(text for bit, text in FLAG_NAMES.items() if int(flags) & bit)
