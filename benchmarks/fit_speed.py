@@ -49,7 +49,7 @@ def main() -> None:
 
     # jaxkin on the same TACs (one chunk; compile first)
     def run_jax(x, chunk):
-        res = fitting.fit_tacs(x, kin, chunk_size=chunk)
+        res = fitting.fit_tacs(x, kin, chunk_size=chunk, bounds="paper")  # curve_fit's bounds
         jax.block_until_ready(res)
         return res
 

@@ -45,6 +45,10 @@ __all__ = [
     "prepare_convolve",
     "KineticModel",
     "MODELS",
+    "BOUNDS_PRESETS",
+    "DEFAULT_BOUNDS",
+    "resolve_bounds",
+    "check_bound_names",
     "UNITS",
     "FDG_MODEL",
     "tacs_in_chunks",
@@ -414,11 +418,15 @@ def _vt_2tcm(p):
 
 @dataclasses.dataclass(frozen=True)
 class KineticModel:
-    """A compartment model: its parameters, their units and default bounds, the TAC and macro-parameters.
+    """A compartment model: its parameters, their units and bounds, the TAC and macro-parameters.
 
     ``tac(params [..., P], kin) -> [..., F]`` works with any evaluator (:class:`KineticInput`,
     :class:`KnotGrid`, :class:`UniformGrid`). ``macros`` maps a macro-parameter name to a function of the
     parameters (``Ki`` in ml/cm^3/min, ``VT`` in ml/cm^3).
+
+    Bounds: ``lower``/``upper`` are the **paper's** bounds (what the paper's network, its curve_fit baseline and
+    the Table 1 experiments use; the ``paper`` preset); ``physiological_lower``/``physiological_upper`` are the
+    ``physiological`` preset, the fits' default (see :data:`BOUNDS_PRESETS`). :meth:`bounds` returns either.
     """
 
     name: str
@@ -428,6 +436,16 @@ class KineticModel:
     upper: tuple[float, ...]
     tac: Callable
     macros: dict = dataclasses.field(default_factory=dict)
+    physiological_lower: tuple[float, ...] = ()
+    physiological_upper: tuple[float, ...] = ()
+
+    def bounds(self, preset: str = "physiological") -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(lower, upper)`` of the bounds preset ``preset`` (``physiological`` or ``paper``)."""
+        if preset == "paper":
+            return self.lower, self.upper
+        if preset == "physiological":
+            return self.physiological_lower, self.physiological_upper
+        raise ValueError(f"unknown bounds preset {preset!r}; choose one of {', '.join(BOUNDS_PRESETS)}")
 
     @property
     def n_params(self) -> int:
@@ -458,6 +476,31 @@ class KineticModel:
 UNITS: dict[str, str] = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vB": "1",
                          "Ki": "mL/cm3/min", "VT": "mL/cm3"}
 
+#: The bounds presets: name -> what they are. Every fit states the preset and the bounds it used (sidecars).
+#:
+#: * ``paper``: the paper's bounds, K1 in [0.01, 2], k2 in [0.01, 3], k3 in [0.01, 1], vB in [0, 1] (k4 in
+#:   [0.001, 1]): what the paper's network, its curve_fit baseline and the Table 1 experiments use. They cut off
+#:   healthy organs: liver k3 is about 0.003-0.01/min and spleen k2 can exceed 3/min (REAL_DATA.md), so every method
+#:   is biased there with them.
+#: * ``physiological`` (the fits' default): K1 in [0.001, 3] mL/cm3/min, k2 in [0.001, 6]/min, k3 in [0, 1]/min,
+#:   k4 in [0.0001, 1]/min, vB in [0, 1]. Where the numbers come from: they contain every organ of the phantom
+#:   (:data:`jaxkin.data.phantom.ORGAN_PARAMETERS`, whose values the phantom takes from the literature the paper
+#:   follows) with its per-subject and intra-organ variation (log-normal, SD 0.10 each: at 4 combined SDs a factor
+#:   1.76 either way, so spleen k2 2.697 -> 4.75, spleen K1 1.535 -> 2.70, bladder k3 0.3 -> 0.53, liver k3 0.003
+#:   -> 0.0017, muscle K1 0.05 -> 0.028), and the facts of REAL_DATA.md (liver k3 0.003-0.01, spleen k2 above 3),
+#:   with margin. k3 = 0 (no trapping) and vB = 0 or 1 are physically possible, so they are allowed. The rates stay
+#:   inside the default rate grid of :func:`prepare` (10.2/min). For the organ values of FDG in healthy subjects
+#:   measured by total-body dynamic PET see Liu G. et al., "Kinetic metrics of 18F-FDG in normal human organs
+#:   identified by systematic dynamic total-body positron emission tomography", Eur J Nucl Med Mol Imaging
+#:   48(8):2363-2372 (2021); the bounds above were not taken from its tables.
+BOUNDS_PRESETS: dict[str, str] = {
+    "physiological": "contains every organ of the jaxkin phantom with its variation and the healthy-organ facts of "
+                     "REAL_DATA.md (liver k3 0.003-0.01/min, spleen k2 above 3/min), with margin",
+    "paper": "the paper's bounds (its network, its curve_fit baseline, Table 1)",
+}
+#: The bounds preset of the fits when none is given.
+DEFAULT_BOUNDS = "physiological"
+
 MODELS: dict[str, KineticModel] = {
     "1tcm": KineticModel(
         name="1tcm",
@@ -467,6 +510,8 @@ MODELS: dict[str, KineticModel] = {
         upper=(2.0, 3.0, 1.0),
         tac=one_tissue,
         macros={"VT": _vt_1tcm},
+        physiological_lower=(0.001, 0.001, 0.0),
+        physiological_upper=(3.0, 6.0, 1.0),
     ),
     "2tcmirr": KineticModel(
         name="2tcmirr",
@@ -476,6 +521,8 @@ MODELS: dict[str, KineticModel] = {
         upper=(2.0, 3.0, 1.0, 1.0),
         tac=two_tissue_irreversible,
         macros={"Ki": _ki},
+        physiological_lower=(0.001, 0.001, 0.0, 0.0),
+        physiological_upper=(3.0, 6.0, 1.0, 1.0),
     ),
     "2tcm": KineticModel(
         name="2tcm",
@@ -485,8 +532,89 @@ MODELS: dict[str, KineticModel] = {
         upper=(2.0, 3.0, 1.0, 1.0, 1.0),
         tac=two_tissue,
         macros={"VT": _vt_2tcm},
+        physiological_lower=(0.001, 0.001, 0.0, 0.0001, 0.0),
+        physiological_upper=(3.0, 6.0, 1.0, 1.0, 1.0),
     ),
 }
+
+
+def resolve_bounds(model: str, bounds=None) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    """``(lower, upper, description)`` of ``model``'s bounds from a bounds specification:
+
+    * ``None``: the default preset (:data:`DEFAULT_BOUNDS`, ``physiological``);
+    * a preset name (``"physiological"``, ``"paper"``);
+    * explicit ranges, as a string ``"K1=0,3 k3=0,1"``, a list of such tokens (the command line's
+      ``--bounds K1=0,3 k3=0,1``) or a dict ``{"K1": (0, 3)}``; a preset name may come first
+      (``"paper k3=0.001,1"``), else the ranges change the default preset. A range naming a parameter the model does
+      not have is ignored when ``model`` is one of several models fitted (the caller checks that every name belongs to
+      some model: :func:`check_bound_names`).
+
+    ``description`` says it in words (for sidecars and notes). Raises :class:`jaxkin.errors.InputError` (a
+    ``ValueError``) naming ``--bounds`` for a bad specification.
+    """
+    from jaxkin.errors import InputError
+
+    m = get_model(model)
+    preset, ranges = _parse_bounds(bounds)
+    lo, hi = (list(b) for b in m.bounds(preset))
+    changed = []
+    for name, (a, b) in ranges.items():
+        if name in m.param_names:
+            i = m.param_names.index(name)
+            lo[i], hi[i] = a, b
+            changed.append(f"{name}={a:g},{b:g}")
+    for name, a, b in zip(m.param_names, lo, hi):
+        if not a <= b:
+            raise InputError(f"--bounds: {name} of {model}: lower {a:g} > upper {b:g}")
+    description = preset + (f" with {' '.join(changed)}" if changed else "")
+    return tuple(float(v) for v in lo), tuple(float(v) for v in hi), description
+
+
+def check_bound_names(bounds, models) -> None:
+    """InputError unless every parameter named in the bounds specification ``bounds`` is one of ``models``'."""
+    from jaxkin.errors import InputError
+
+    _, ranges = _parse_bounds(bounds)
+    known = {n for model in models for n in get_model(model).param_names}
+    unknown = [n for n in ranges if n not in known]
+    if unknown:
+        raise InputError(f"--bounds: {', '.join(unknown)} is not a parameter of {', '.join(models)} "
+                         f"(parameters: {', '.join(sorted(known))})")
+
+
+def _parse_bounds(bounds) -> tuple[str, dict]:
+    """``(preset, {name: (lower, upper)})`` of a bounds specification (see :func:`resolve_bounds`)."""
+    from jaxkin.errors import InputError
+
+    if bounds is None:
+        return DEFAULT_BOUNDS, {}
+    if isinstance(bounds, dict):
+        items, preset = list(bounds.items()), DEFAULT_BOUNDS
+        try:
+            return preset, {str(k): (float(v[0]), float(v[1])) for k, v in items}
+        except (TypeError, ValueError, IndexError):
+            raise InputError(f"--bounds: expected {{name: (lower, upper)}}, got {bounds!r}") from None
+    tokens = bounds.split() if isinstance(bounds, str) else [str(t) for t in bounds]
+    preset = DEFAULT_BOUNDS
+    if tokens and "=" not in tokens[0]:
+        preset = tokens.pop(0)
+        if preset not in BOUNDS_PRESETS:
+            raise InputError(f"--bounds: unknown preset {preset!r}; choose {' or '.join(BOUNDS_PRESETS)}, or give "
+                             "ranges such as K1=0,3 k3=0,1")
+    ranges = {}
+    for token in tokens:
+        name, _, values = token.partition("=")
+        parts = values.split(",")
+        try:
+            a, b = (float(v) for v in parts)
+        except ValueError:
+            raise InputError(f"--bounds: {token!r} is not NAME=LOWER,UPPER (e.g. k3=0,1)") from None
+        if not (np.isfinite(a) and np.isfinite(b)) or a > b:
+            raise InputError(f"--bounds: {token!r}: need finite LOWER <= UPPER")
+        if name in ranges:
+            raise InputError(f"--bounds: {name} is given twice")
+        ranges[name] = (a, b)
+    return preset, ranges
 
 
 def get_model(name: str) -> KineticModel:

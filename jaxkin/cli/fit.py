@@ -31,6 +31,11 @@ def register(subparsers) -> None:
     parser.add_argument("--mask", help="3D mask on the PET grid (nonzero = fit); default: voxels with signal")
     parser.add_argument("--weights", choices=("none", "duration", "poisson"), default="none",
                         help="frame weights (default none)")
+    parser.add_argument("--bounds", nargs="+", metavar="PRESET|NAME=LO,HI", default=None,
+                        help="parameter bounds: physiological (default: contains healthy organs such as liver "
+                        "k3 ~0.003 and spleen k2 > 3), paper (the paper's: K1 0.01-2, k2 0.01-3, k3 0.01-1, vB 0-1), "
+                        "or ranges that change a preset, e.g. --bounds K1=0,3 k3=0,1 or --bounds paper k3=0.001,1 "
+                        "(jaxkin models lists both presets)")
     parser.add_argument("--t-star", type=float, default=20.0, help="start of the linear part, min (patlak, logan)")
     parser.add_argument("--min-signal", type=float, default=0.05,
                         help="automatic body mask: keep voxels whose time integral is >= this x the body's median "
@@ -67,6 +72,13 @@ def run(args) -> int:
         raise InputError("--chunk-size must be positive")
     if args.method == "curve_fit" and args.model in GRAPHICAL:
         raise InputError(f"--method curve_fit applies to compartment models, not {args.model}")
+    if args.model not in GRAPHICAL:
+        from jaxkin.kinetics import check_bound_names, resolve_bounds
+
+        check_bound_names(args.bounds, [args.model])
+        resolve_bounds(args.model, args.bounds)  # a bad --bounds stops here, before any work
+    elif args.bounds:
+        raise InputError(f"--bounds applies to compartment models, not {args.model}")
     out = Path(args.out)
     if args.bids:
         jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
@@ -98,7 +110,7 @@ def run(args) -> int:
         written = write_fit_maps(pet, blood, folder, model=args.model, method=args.method, mask=mask,
                                  weights=args.weights, half_life=half_life, chunk_size=args.chunk_size,
                                  min_signal=args.min_signal, t_star=args.t_star, progress=not args.no_progress,
-                                 command_line=command_line, extra=extra)
+                                 command_line=command_line, extra=extra, bounds=args.bounds)
         if not main:
             continue
         result = written["result"]

@@ -42,7 +42,7 @@ from jaxkin.fitting.result import (
     FitSettings,
 )
 from jaxkin.fitting.weights import frame_weights
-from jaxkin.kinetics import KineticInput, get_model
+from jaxkin.kinetics import KineticInput, get_model, resolve_bounds
 
 __all__ = ["levenberg_marquardt", "fit_chunk", "fit_tacs", "chunk_length", "weighted_r2"]
 
@@ -187,6 +187,7 @@ def fit_tacs(
     model: str = "2tcmirr",
     *,
     weights="none",
+    bounds=None,
     lower=None,
     upper=None,
     n_iter: int = 16,
@@ -198,15 +199,18 @@ def fit_tacs(
     """Fit ``tacs [N, F]`` (kBq/ml) with ``model`` (``2tcmirr``, ``1tcm``, ``2tcm``) -> :class:`FitResult` ``[N]``.
 
     ``weights``: ``"none"``, ``"duration"``, ``"poisson"`` or an array ``[F]``/``[N, F]`` (see :func:`frame_weights`).
-    ``lower``/``upper``: bounds (default the model's). TACs are fitted in fixed-size chunks of
+    ``bounds``: a preset (``"physiological"``, the default, or ``"paper"``) or ranges (``"K1=0,3 k3=0,1"``, a dict),
+    see :func:`jaxkin.kinetics.resolve_bounds`; ``lower``/``upper`` (``[P]`` each) replace that side of the bounds
+    when given. TACs are fitted in fixed-size chunks of
     :func:`chunk_length` (the last one padded), so one compilation serves every chunk; each chunk is split over
     this process's devices (:class:`jaxkin.distributed.DataParallel` over :func:`jaxkin.distributed.local_mesh`).
     The dtype follows ``kin`` (float32 by default).
     """
+    lo, hi, _ = resolve_bounds(model, bounds)
     settings = FitSettings(
         model=model,
-        lower=None if lower is None else tuple(float(v) for v in lower),
-        upper=None if upper is None else tuple(float(v) for v in upper),
+        lower=lo if lower is None else tuple(float(v) for v in lower),
+        upper=hi if upper is None else tuple(float(v) for v in upper),
         grid_size=grid_size,
         n_iter=n_iter,
     )

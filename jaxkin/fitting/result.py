@@ -8,7 +8,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxkin.kinetics import get_model
+from jaxkin.kinetics import DEFAULT_BOUNDS, get_model
 
 __all__ = ["FitResult", "FitSettings", "FLAG_NAMES", "FLAG_NOT_CONVERGED", "FLAG_NONFINITE_INPUT", "FLAG_NO_SIGNAL",
            "FLAG_NEGATIVE_VALUES", "FLAG_AT_BOUND"]
@@ -68,7 +68,8 @@ class FitResult:
 class FitSettings:
     """Static settings of a fit (hashable; one compilation per distinct value).
 
-    ``lower``/``upper``: bounds (default: the model's, the paper's for 2tcmirr); ``grid_size``: rate grid points of
+    ``lower``/``upper``: bounds (default: the model's ``physiological`` preset, :data:`jaxkin.kinetics.BOUNDS_PRESETS`;
+    build them from a preset or ranges with :func:`jaxkin.kinetics.resolve_bounds`); ``grid_size``: rate grid points of
     the basis-function start (per rate axis for 2tcm); ``n_iter``: Levenberg–Marquardt iterations; ``mu0``:
     initial damping (relative to the scaled normal matrix).
     """
@@ -82,8 +83,9 @@ class FitSettings:
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         m = get_model(self.model)
-        lo = np.array(self.lower if self.lower is not None else m.lower, np.float64)
-        hi = np.array(self.upper if self.upper is not None else m.upper, np.float64)
+        default_lo, default_hi = m.bounds(DEFAULT_BOUNDS)
+        lo = np.array(self.lower if self.lower is not None else default_lo, np.float64)
+        hi = np.array(self.upper if self.upper is not None else default_hi, np.float64)
         if lo.shape != (m.n_params,) or hi.shape != (m.n_params,) or np.any(lo > hi):
             raise ValueError(f"bounds for {m.name} must be {m.n_params} values each with lower <= upper")
         return lo, hi

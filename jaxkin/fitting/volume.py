@@ -28,7 +28,7 @@ from jaxkin.fitting.graphical import GRAPHICAL_METHODS
 from jaxkin.fitting.lm import chunk_length, fit_chunk, weighted_r2
 from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings
 from jaxkin.fitting.weights import frame_weights
-from jaxkin.kinetics import KineticInput, get_model
+from jaxkin.kinetics import KineticInput, get_model, resolve_bounds
 
 __all__ = ["VolumeFit", "fit_volume", "write_fit_maps", "body_mask", "body_mask_from_integrals", "output_maps"]
 
@@ -145,17 +145,27 @@ def body_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8):
     return body_mask_from_integrals(auc, finite, min_signal), finite
 
 
+def bounds_sidecar(model: str, bounds) -> dict:
+    """The sidecar entry that states the bounds of a fit: the preset (and changes) and ``[lower, upper]`` per
+    parameter, in the parameters' units."""
+    lower, upper, description = resolve_bounds(model, bounds)
+    names = get_model(model).param_names
+    return {"Preset": description, **{n: [lo, hi] for n, lo, hi in zip(names, lower, upper)}}
+
+
 def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = "lm", mask=None,
                weights: str = "none", chunk_size: int = 16384, slab: int = 8, min_signal: float = 0.05,
                t_star: float = 20.0, plot_input=None, numpy_model=None, progress: bool = True,
-               decay_corrected: bool = True, half_life: float | None = None, n_iter: int = 16) -> VolumeFit:
+               decay_corrected: bool = True, half_life: float | None = None, n_iter: int = 16,
+               bounds=None) -> VolumeFit:
     """Fit every voxel of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml) inside the mask; see the module.
 
     ``model``: ``2tcmirr``, ``1tcm``, ``2tcm`` (compartment fit by ``method`` ``lm`` or ``curve_fit``) or
     ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.fitting.PlotInput`). ``curve_fit`` needs
     ``numpy_model`` (:class:`jaxkin.fitting.NumpyModel`). Without ``mask``, the body is fitted
     (:func:`body_mask_from_integrals`; ``min_signal``: its threshold, a fraction of the body's median time integral,
-    default 0.05). Returns :class:`VolumeFit`.
+    default 0.05). ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`; default
+    ``physiological``), for ``lm`` and ``curve_fit``. Returns :class:`VolumeFit`.
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each fits a slab).
     """
     from jaxkin import distributed as dist
@@ -183,7 +193,10 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     parallel = dist.DataParallel(dist.local_mesh())  # voxels split over this process's devices
     rows, replicated = parallel.batch_sharding, parallel.replicated
     chunk = chunk_length(total, chunk_size, parallel.size, model)
-    settings = FitSettings(model=model, n_iter=n_iter) if model not in GRAPHICAL_METHODS else None
+    settings = None
+    if model not in GRAPHICAL_METHODS:
+        lower, upper, _ = resolve_bounds(model, bounds)
+        settings = FitSettings(model=model, n_iter=n_iter, lower=lower, upper=upper)
     kin_dev = jax.device_put(kin, replicated)
     plot_dev = jax.device_put(plot_input, replicated) if plot_input is not None else None
     w_kw = {} if half_life is None else {"half_life": half_life}
@@ -208,7 +221,8 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
             w = None
             if weights != "none":
                 w = np.asarray(frame_weights(weights, kin, tacs[:n], decay_corrected=decay_corrected, **w_kw))
-            params, sse, ok = baseline.curve_fit_tacs(tacs[:n], numpy_model, weights=w)
+            params, sse, ok = baseline.curve_fit_tacs(tacs[:n], numpy_model, weights=w, lower=settings.lower,
+                                                      upper=settings.upper)
             values = get_model(model).named_maps(params)
             values["SSE"] = sse
             y = tacs[:n].astype(np.float64)
@@ -279,7 +293,7 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
                    weights: str = "none", half_life: float | None = None, chunk_size: int = 16384,
                    min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False,
                    command_line: str | None = None, extra: dict | None = None,
-                   whole_blood=None) -> dict:
+                   whole_blood=None, bounds=None) -> dict:
     """Fit every voxel of a BIDS PET image and write :func:`output_maps` of ``model`` into ``out_dir``.
 
     ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min since
@@ -289,7 +303,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     ``min_signal`` times the body's median time integral). The maps are
     ``<prefix>_model-<model>_meas-<name>_mimap.nii.gz`` on the PET's grid with JSON sidecars (the fit method, the
     weights, the voxels fitted, ``extra``); Poisson weights use ``half_life`` (min), by default that of the sidecar's
-    ``TracerRadionuclide`` (F-18 when absent). After :func:`jaxkin.distributed.initialize` this is a collective:
+    ``TracerRadionuclide`` (F-18 when absent); ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`,
+    default ``physiological``), written into the sidecars. After :func:`jaxkin.distributed.initialize` this is a collective:
     every process fits a slab, process 0 writes. Returns ``{"paths": {name: path}, "result": VolumeFit,
     "seconds": fit time}``.
     """
@@ -315,7 +330,7 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     kin = prepare(input_function, pet.frames, whole_blood)
     start = time.perf_counter()
     result = fit_volume(pet, kin, model=model, method=method, mask=mask, weights=weights, chunk_size=chunk_size,
-                        min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life,
+                        min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life, bounds=bounds,
                         plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
                         numpy_model=(NumpyModel(input_function, pet.frames, model, blood=whole_blood)
                                      if method == "curve_fit" else None))
@@ -324,6 +339,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
                "VoxelsFitted": result.n_fitted, **scan_provenance(pet, blood), **(extra or {})}
     if graphical:
         sidecar["TStarMinutes"] = t_star
+    else:
+        sidecar["Bounds"] = bounds_sidecar(model, bounds)
     units = output_maps(model)
     paths = {name: bids.map_path(out_dir, pet.prefix, model, name) for name in units}
     if dist.is_main_process():

@@ -57,6 +57,8 @@ def test_fit_writes_the_maps(dataset, tmp_path, capsys):
     np.testing.assert_allclose(ki[inside], true_ki[inside], rtol=2e-3)
     sidecar = json.loads((out / "sub-01_model-2tcmirr_meas-Ki_mimap.json").read_text())
     assert sidecar["ModelName"] == "2tcmirr" and sidecar["Units"] == "mL/cm3/min"
+    assert sidecar["Bounds"] == {"Preset": "physiological", "K1": [0.001, 3.0], "k2": [0.001, 6.0], "k3": [0.0, 1.0],
+                                 "vB": [0.0, 1.0]}
     assert "fitted 59 voxels" in stdout
 
 
@@ -94,6 +96,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, caps
         (["--pet", str(pet), "--input-function", str(tmp_path / "nope.tsv")], "nope.tsv"),
         (["--pet", str(pet), "--input-function", str(short)], "short_blood.tsv"),
         (["--pet", str(pet), "--input-function", str(aif), "--mask", str(wrong)], "wrong.nii.gz"),
+        (["--pet", str(pet), "--input-function", str(aif), "--bounds", "k5=0,1"], "--bounds"),
+        (["--pet", str(pet), "--input-function", str(aif), "--bounds", "tight"], "--bounds"),
     ]
     for argv, name in cases:
         code, _, err = _run(["fit"] + argv + ["--out", str(out), "--no-progress"], capsys)
