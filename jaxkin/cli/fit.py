@@ -24,8 +24,10 @@ def register(subparsers) -> None:
     add_blood_arguments(parser, required=False)
     parser.add_argument("--out", required=True,
                         help="output directory (created if needed); with --bids, the derivatives dataset")
-    parser.add_argument("--model", choices=MODELS, default="2tcmirr",
-                        help="kinetic model (default 2tcmirr, the paper's irreversible two-tissue model)")
+    parser.add_argument("--model", default="2tcmirr", metavar="|".join(MODELS),
+                        help="kinetic model (default 2tcmirr, the paper's irreversible two-tissue model); several "
+                        "compartment models separated by commas (--model 2tcmirr,2tcm,1tcm) are each fitted and "
+                        "compared: AICc maps per model and a map of the preferred model")
     parser.add_argument("--method", choices=("lm", "curve_fit"), default="lm",
                         help="lm: jaxkin's basis + Levenberg-Marquardt (default); curve_fit: the scipy baseline")
     parser.add_argument("--mask", help="3D mask on the PET grid (nonzero = fit); default: voxels with signal")
@@ -66,19 +68,28 @@ def run(args) -> int:
     from jaxkin.errors import InputError
 
     check_modes(args, ("pet", "input_function", "mask"))
+    models = [m.strip() for m in args.model.split(",")]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or len(set(models)) != len(models):
+        raise InputError(f"--model {args.model}: " + (f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}"
+                                                       if unknown else "a model is named twice"))
+    if len(models) > 1 and any(m in GRAPHICAL for m in models):
+        raise InputError(f"--model {args.model}: only compartment models can be compared (not patlak, logan)")
+    args.model = models[0] if len(models) == 1 else tuple(models)
     if not args.bids and not args.input_function:
         raise InputError("--input-function is required with --pet")
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be positive")
-    if args.method == "curve_fit" and args.model in GRAPHICAL:
-        raise InputError(f"--method curve_fit applies to compartment models, not {args.model}")
-    if args.model not in GRAPHICAL:
+    if args.method == "curve_fit" and models[0] in GRAPHICAL:
+        raise InputError(f"--method curve_fit applies to compartment models, not {models[0]}")
+    if models[0] not in GRAPHICAL:
         from jaxkin.kinetics import check_bound_names, resolve_bounds
 
-        check_bound_names(args.bounds, [args.model])
-        resolve_bounds(args.model, args.bounds)  # a bad --bounds stops here, before any work
+        check_bound_names(args.bounds, models)
+        for m in models:
+            resolve_bounds(m, args.bounds)  # a bad --bounds stops here, before any work
     elif args.bounds:
-        raise InputError(f"--bounds applies to compartment models, not {args.model}")
+        raise InputError(f"--bounds applies to compartment models, not {models[0]}")
     out = Path(args.out)
     if args.bids:
         jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
@@ -106,7 +117,8 @@ def run(args) -> int:
         main = distributed.is_main_process()
         if main:
             say("fit", [f"{name}: {n}" if name else n for n in scan_notes(pet, blood)])
-        before = replaced(folder, f"{pet.prefix}_model-{args.model}_meas-*_mimap.nii.gz")
+        before = sum(replaced(folder, f"{pet.prefix}_model-{m}_meas-*_mimap.nii.gz")
+                     for m in models + (["comparison"] if len(models) > 1 else []))
         written = write_fit_maps(pet, blood, folder, model=args.model, method=args.method, mask=mask,
                                  weights=args.weights, half_life=half_life, chunk_size=args.chunk_size,
                                  min_signal=args.min_signal, t_star=args.t_star, progress=not args.no_progress,
@@ -114,8 +126,12 @@ def run(args) -> int:
         if not main:
             continue
         result = written["result"]
-        how = "graphical" if args.model in GRAPHICAL else args.method
-        print(f"{name + ': ' if name else ''}fitted {result.n_fitted} voxels with {args.model} ({how}) in "
+        how = "graphical" if models[0] in GRAPHICAL else args.method
+        if len(models) > 1:
+            preferred = np.stack([r.maps["AICc"][r.mask] for r in written["results"].values()]).argmin(axis=0)
+            share = ", ".join(f"{m} {np.mean(preferred == i):.1%}" for i, m in enumerate(models))
+            print(f"{name + ': ' if name else ''}preferred model (smallest AICc) in the voxels: {share}")
+        print(f"{name + ': ' if name else ''}fitted {result.n_fitted} voxels with {','.join(models)} ({how}) in "
               f"{written['seconds']:.1f} s; {result.n_nonfinite} voxel(s) with NaN/Inf left out; "
               f"{result.n_not_converged} flagged not converged")
         print(f"wrote {len(written['paths'])} maps to {folder}: {', '.join(written['paths'])}"

@@ -40,6 +40,7 @@ from jaxkin.fitting.result import (
     FLAG_NOT_CONVERGED,
     FitResult,
     FitSettings,
+    aicc,
 )
 from jaxkin.fitting.weights import frame_weights
 from jaxkin.kinetics import KineticInput, get_model, resolve_bounds
@@ -130,6 +131,7 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
     flags = flags | jnp.where(at_bound, FLAG_AT_BOUND, 0)
 
     r2 = weighted_r2(y, sse, w)
+    information = aicc(sse, scale, n_frames, n_params)
 
     h = jnp.einsum("nfp,nfq->npq", jw, jw)
     ridge = ridge_for(dtype)
@@ -152,6 +154,7 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
         converged=converged,
         flags=flags.astype(jnp.int32),
         stderr=jnp.minimum(finite_or(stderr, big), big),
+        aicc=finite_or(information, big),
         model=model.name,
         macro_name=macro_name,
     )

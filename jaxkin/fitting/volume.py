@@ -26,7 +26,7 @@ import numpy as np
 from jaxkin.data.bids import slabs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS
 from jaxkin.fitting.lm import chunk_length, fit_chunk, weighted_r2
-from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings
+from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings, aicc
 from jaxkin.fitting.weights import frame_weights
 from jaxkin.kinetics import KineticInput, get_model, resolve_bounds
 
@@ -36,19 +36,25 @@ __all__ = ["VolumeFit", "fit_volume", "write_fit_maps", "body_mask", "body_mask_
 MIN_COMPONENT_FRACTION = 1e-3
 
 #: Units of the per-voxel fit diagnostics.
-DIAGNOSTIC_UNITS = {"SSE": "(kBq/mL)^2", "R2": "1", "flags": "1"}
+DIAGNOSTIC_UNITS = {"SSE": "(kBq/mL)^2", "R2": "1", "flags": "1", "AICc": "1"}
+
+#: How the AICc maps are computed (written into their sidecars); see :func:`jaxkin.fitting.result.aicc`.
+AICC_FORMULA = ("AICc = n ln(SSE'/n) + 2k + 2k(k+1)/(n-k-1); n = frames, k = fitted parameters (vB included), "
+                "SSE' = max(SSE, 1e-10 sum_f w_f y_f^2) with SSE the weighted sum of squared residuals of the fit "
+                "and w_f the frame weights (the floor keeps exact fits finite: below it fits count as equal)")
 
 
 def output_maps(model: str, *, diagnostics: bool = False) -> dict[str, str]:
     """``{map name: unit}`` of what a fit of ``model`` estimates, in order: a compartment model's parameters,
     macro-parameters and SSE, or a graphical method's slope and intercept. ``diagnostics`` adds R2 (and, for
-    compartment models, the warning ``flags``): every map :func:`fit_volume` returns."""
+    compartment models, the warning ``flags`` and the ``AICc``): every map :func:`fit_volume` returns."""
     if model in GRAPHICAL_METHODS:
         g = GRAPHICAL_METHODS[model]
         maps = {g.slope: g.slope_unit, "intercept": g.intercept_unit}
         return maps | ({"R2": DIAGNOSTIC_UNITS["R2"]} if diagnostics else {})
     maps = get_model(model).units | {"SSE": DIAGNOSTIC_UNITS["SSE"]}
-    return maps | ({"R2": DIAGNOSTIC_UNITS["R2"], "flags": DIAGNOSTIC_UNITS["flags"]} if diagnostics else {})
+    extra = ("R2", "flags", "AICc") if diagnostics else ()
+    return maps | {name: DIAGNOSTIC_UNITS[name] for name in extra}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,15 +232,17 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
             values = get_model(model).named_maps(params)
             values["SSE"] = sse
             y = tacs[:n].astype(np.float64)
+            w_full = np.ones(y.shape[-1]) if w is None else w
             with jax.enable_x64(True):
-                values["R2"] = np.asarray(weighted_r2(y, sse, np.ones(y.shape[-1]) if w is None else w))
+                values["R2"] = np.asarray(weighted_r2(y, sse, w_full))
+                values["AICc"] = np.asarray(aicc(sse, np.sum(w_full * y * y, axis=-1), y.shape[-1], params.shape[-1]))
             values["flags"] = np.where(ok, 0, FLAG_NOT_CONVERGED)
         else:
             r = result.to_numpy()
             m = get_model(model)
             values = {name: r.params[:, i] for i, name in enumerate(m.param_names)}
             values[r.macro_name] = r.macro
-            values.update(SSE=r.sse, R2=r.r2, flags=r.flags)
+            values.update(SSE=r.sse, R2=r.r2, flags=r.flags, AICc=r.aicc)
         for name, v in values.items():
             maps[name].reshape(-1)[index] = np.asarray(v)[:n]
 
@@ -289,7 +297,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
                      n_not_converged=n_not_converged)
 
 
-def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", method: str = "lm", mask=None,
+def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str = "lm", mask=None,
                    weights: str = "none", half_life: float | None = None, chunk_size: int = 16384,
                    min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False,
                    command_line: str | None = None, extra: dict | None = None,
@@ -304,9 +312,18 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     ``<prefix>_model-<model>_meas-<name>_mimap.nii.gz`` on the PET's grid with JSON sidecars (the fit method, the
     weights, the voxels fitted, ``extra``); Poisson weights use ``half_life`` (min), by default that of the sidecar's
     ``TracerRadionuclide`` (F-18 when absent); ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`,
-    default ``physiological``), written into the sidecars. After :func:`jaxkin.distributed.initialize` this is a collective:
-    every process fits a slab, process 0 writes. Returns ``{"paths": {name: path}, "result": VolumeFit,
-    "seconds": fit time}``.
+    default ``physiological``), written into the sidecars.
+
+    **Model comparison**: ``model`` a sequence of compartment models (``("2tcmirr", "2tcm", "1tcm")``) fits each in
+    the same mask and writes each model's maps, each model's ``meas-AICc`` map (:data:`AICC_FORMULA`) and
+    ``<prefix>_model-comparison_meas-preferred_mimap.nii.gz``: the model with the smallest AICc per voxel as an
+    integer, 1 for the first model given, 2 for the second, ... (0 outside the mask; the names in its sidecar's
+    ``Levels``).
+
+    After :func:`jaxkin.distributed.initialize` this is a collective: every process fits a slab, process 0 writes.
+    Returns ``{"paths": {name: path}, "result": VolumeFit, "seconds": fit time}`` (with several models the paths
+    are named ``"<model> <map>"``, ``"result"`` is the first model's and ``"results"`` maps each model to its
+    :class:`VolumeFit`).
     """
     import time
 
@@ -317,9 +334,16 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     from jaxkin.fitting.graphical import PlotInput
     from jaxkin.kinetics import prepare
 
-    graphical = model in GRAPHICAL_METHODS
+    models = (model,) if isinstance(model, str) else tuple(model)
+    compare = len(models) > 1
+    if not models or len(set(models)) != len(models):
+        raise ValueError(f"model: give one model or several different ones, got {models}")
+    if compare and any(m in GRAPHICAL_METHODS for m in models):
+        raise ValueError("a model comparison takes compartment models only, not " +
+                         ", ".join(m for m in models if m in GRAPHICAL_METHODS))
+    graphical = models[0] in GRAPHICAL_METHODS
     if method == "curve_fit" and graphical:
-        raise ValueError(f"method curve_fit applies to compartment models, not {model}")
+        raise ValueError(f"method curve_fit applies to compartment models, not {models[0]}")
     if weights == "poisson" and half_life is None:
         half_life = bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
     from jaxkin.data.blood import Blood, scan_provenance
@@ -329,24 +353,47 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
         input_function, whole_blood = blood.input, blood.whole_blood
     kin = prepare(input_function, pet.frames, whole_blood)
     start = time.perf_counter()
-    result = fit_volume(pet, kin, model=model, method=method, mask=mask, weights=weights, chunk_size=chunk_size,
-                        min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life, bounds=bounds,
-                        plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
-                        numpy_model=(NumpyModel(input_function, pet.frames, model, blood=whole_blood)
-                                     if method == "curve_fit" else None))
+    results = {}
+    for m in models:
+        fit_mask = mask if not results else next(iter(results.values())).mask  # later models: the first's mask
+        results[m] = fit_volume(
+            pet, kin, model=m, method=method, mask=fit_mask, weights=weights, chunk_size=chunk_size,
+            min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life, bounds=bounds,
+            plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
+            numpy_model=NumpyModel(input_function, pet.frames, m, blood=whole_blood) if method == "curve_fit" else None)
     seconds = time.perf_counter() - start
-    sidecar = {"FitMethod": "linear regression" if graphical else method, "Weights": weights,
-               "VoxelsFitted": result.n_fitted, **scan_provenance(pet, blood), **(extra or {})}
-    if graphical:
-        sidecar["TStarMinutes"] = t_star
-    else:
-        sidecar["Bounds"] = bounds_sidecar(model, bounds)
-    units = output_maps(model)
-    paths = {name: bids.map_path(out_dir, pet.prefix, model, name) for name in units}
-    if dist.is_main_process():
+    result = results[models[0]]
+    base = {"FitMethod": "linear regression" if graphical else method, "Weights": weights,
+            "VoxelsFitted": result.n_fitted, **scan_provenance(pet, blood), **(extra or {})}
+    if compare:
+        base["ModelsCompared"] = list(models)
+    writes = []  # (model entity, map name, values, unit, sidecar)
+    for m, res in results.items():
+        sidecar = dict(base)
+        if graphical:
+            sidecar["TStarMinutes"] = t_star
+        else:
+            sidecar["Bounds"] = bounds_sidecar(m, bounds)
+        units = output_maps(m) | ({"AICc": DIAGNOSTIC_UNITS["AICc"]} if compare else {})
         for name, unit in units.items():
-            bids.write_map(out_dir, pet.prefix, model, name, result.maps[name], reference=pet, units=unit,
-                           command_line=command_line, extra=sidecar)
+            side = sidecar | ({"AICcFormula": AICC_FORMULA} if name == "AICc" else {})
+            writes.append((m, name, res.maps[name], unit, side))
+    if compare:
+        criteria = np.stack([results[m].maps["AICc"] for m in models])
+        preferred = np.where(result.mask, np.argmin(criteria, axis=0) + 1, 0).astype(np.float32)
+        side = base | {"Description": "the model with the smallest AICc in each voxel (an integer: see Levels)",
+                       "Levels": {"0": "not fitted (outside the mask)",
+                                  **{str(i + 1): m for i, m in enumerate(models)}},
+                       "AICcFormula": AICC_FORMULA}
+        writes.append(("comparison", "preferred", preferred, "1", side))
+    paths = {(f"{m} {name}" if compare else name): bids.map_path(out_dir, pet.prefix, m, name)
+             for m, name, *_ in writes}
+    if dist.is_main_process():
+        for m, name, values, unit, side in writes:
+            bids.write_map(out_dir, pet.prefix, m, name, values, reference=pet, units=unit,
+                           command_line=command_line, extra=side)
     dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
-    return {"paths": paths, "result": result, "seconds": seconds}
-
+    out = {"paths": paths, "result": result, "seconds": seconds}
+    if compare:
+        out["results"] = results
+    return out

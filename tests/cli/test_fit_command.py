@@ -62,6 +62,29 @@ def test_fit_writes_the_maps(dataset, tmp_path, capsys):
     assert "fitted 59 voxels" in stdout
 
 
+def test_model_comparison_writes_aicc_and_the_preferred_model(dataset, tmp_path, capsys):
+    root, pet, aif, params = dataset
+    out = tmp_path / "cmp"
+    code, stdout, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(out),
+                              "--model", "2tcmirr,1tcm", "--no-progress", "--chunk-size", "64", "--min-signal",
+                              "0.001"], capsys)
+    assert code == 0, err
+    for model in ("2tcmirr", "1tcm"):
+        for name in jaxkin.get_model(model).map_names + ("SSE", "AICc"):
+            assert bids.map_path(out, "sub-01", model, name).is_file(), (model, name)
+    preferred = np.asarray(nib.load(bids.map_path(out, "sub-01", "comparison", "preferred")).dataobj)
+    inside = np.ones(SHAPE, bool)
+    inside[0, 0, 0] = False
+    assert preferred[0, 0, 0] == 0 and np.all(preferred[inside] == 1)  # the data are 2TCM-irr TACs
+    sidecar = json.loads((out / "sub-01_model-comparison_meas-preferred_mimap.json").read_text())
+    assert sidecar["Levels"] == {"0": "not fitted (outside the mask)", "1": "2tcmirr", "2": "1tcm"}
+    assert "AICc = n ln(SSE'/n)" in sidecar["AICcFormula"]
+    assert "2tcmirr 100.0%" in stdout
+    code, _, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(tmp_path / "x"),
+                         "--model", "2tcmirr,patlak"], capsys)
+    assert code == 2 and "--model" in err
+
+
 def test_fit_with_mask_patlak_and_curve_fit(dataset, tmp_path, capsys):
     root, pet, aif, params = dataset
     mask = np.zeros(SHAPE, np.uint8)
