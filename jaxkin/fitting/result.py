@@ -8,7 +8,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxkin.kinetics import DEFAULT_BOUNDS, get_model
+from jaxkin.kinetics import DEFAULT_BOUNDS, DEFAULT_DELAY_RANGE, get_model
 
 __all__ = ["FitResult", "FitSettings", "aicc", "AICC_SSE_FLOOR", "FLAG_NAMES", "FLAG_NOT_CONVERGED", "FLAG_NONFINITE_INPUT", "FLAG_NO_SIGNAL",
            "FLAG_NEGATIVE_VALUES", "FLAG_AT_BOUND"]
@@ -32,7 +32,7 @@ FLAG_NAMES = {
 class FitResult:
     """Per-TAC fit results (leading axis ``N``).
 
-    ``params [N, P]`` (model order, e.g. K1, k2, k3, vB), ``macro [N]`` (Ki in ml/cm^3/min for 2tcmirr, VT in
+    ``params [N, P]`` (model order, e.g. K1, k2, k3, vB; then the delay in min when it is fitted), ``macro [N]`` (Ki in ml/cm^3/min for 2tcmirr, VT in
     ml/cm^3 otherwise; name in ``macro_name``), ``sse [N]`` (weighted sum of squared residuals, (kBq/ml)^2),
     ``r2 [N]`` (weighted coefficient of determination; 0 for a flat TAC), ``converged [N]`` bool,
     ``flags [N]`` int32 bit field (:data:`FLAG_NAMES`), ``stderr [N, P]`` standard errors of the parameters,
@@ -60,6 +60,7 @@ class FitResult:
     def as_dict(self) -> dict:
         """``{param_name: [N], macro_name: [N], "SSE": [N], "R2": [N]}`` as NumPy arrays."""
         names = get_model(self.model).param_names
+        names = names + ("delay",) * (self.params.shape[-1] - len(names))  # a fitted delay is the last parameter
         out = {n: np.asarray(self.params[:, i]) for i, n in enumerate(names)}
         out[self.macro_name] = np.asarray(self.macro)
         out["SSE"] = np.asarray(self.sse)
@@ -98,7 +99,10 @@ class FitSettings:
     ``lower``/``upper``: bounds (default: the model's ``physiological`` preset, :data:`jaxkin.kinetics.BOUNDS_PRESETS`;
     build them from a preset or ranges with :func:`jaxkin.kinetics.resolve_bounds`); ``grid_size``: rate grid points of
     the basis-function start (per rate axis for 2tcm); ``n_iter``: Levenberg–Marquardt iterations; ``mu0``:
-    initial damping (relative to the scaled normal matrix).
+    initial damping (relative to the scaled normal matrix). ``delay``: the input delay is a fitted parameter (the
+    last, min; the kinetic input is then a :class:`jaxkin.kinetics.DelayedInput`), its bounds the last entries of
+    ``lower``/``upper`` (default :data:`jaxkin.kinetics.DEFAULT_DELAY_RANGE`); ``delay_step``: the spacing (min) of
+    the delays of the basis-function start's grid.
     """
 
     model: str = "2tcmirr"
@@ -107,12 +111,23 @@ class FitSettings:
     grid_size: int = 32
     n_iter: int = 16
     mu0: float = 1e-3
+    delay: bool = False
+    delay_step: float = 2.0 / 60.0
+
+    @property
+    def n_params(self) -> int:
+        """Fitted parameters per TAC: the model's, plus the delay when fitted."""
+        return get_model(self.model).n_params + int(self.delay)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         m = get_model(self.model)
         default_lo, default_hi = m.bounds(DEFAULT_BOUNDS)
+        if self.delay:
+            default_lo, default_hi = default_lo + DEFAULT_DELAY_RANGE[:1], default_hi + DEFAULT_DELAY_RANGE[1:]
         lo = np.array(self.lower if self.lower is not None else default_lo, np.float64)
         hi = np.array(self.upper if self.upper is not None else default_hi, np.float64)
-        if lo.shape != (m.n_params,) or hi.shape != (m.n_params,) or np.any(lo > hi):
-            raise ValueError(f"bounds for {m.name} must be {m.n_params} values each with lower <= upper")
+        n = self.n_params
+        if lo.shape != (n,) or hi.shape != (n,) or np.any(lo > hi):
+            raise ValueError(f"bounds for {m.name}{' with a delay' if self.delay else ''} must be {n} values each "
+                             "with lower <= upper")
         return lo, hi
