@@ -38,6 +38,16 @@ def register(subparsers) -> None:
                         "k3 ~0.003 and spleen k2 > 3), paper (the paper's: K1 0.01-2, k2 0.01-3, k3 0.01-1, vB 0-1), "
                         "or ranges that change a preset, e.g. --bounds K1=0,3 k3=0,1 or --bounds paper k3=0.001,1 "
                         "(jaxkin models lists both presets)")
+    parser.add_argument("--delay", choices=("none", "global", "voxel"), default="none",
+                        help="input delay (positive = the input arrives later than where it was measured): none "
+                        "(default); global: one delay for the scan from the mean TAC of the fit mask (or "
+                        "--delay-mask), searched on a 1 s grid over --delay-range and refined; voxel: a delay per "
+                        "voxel, fitted with the other parameters and written as the map meas-delay (min)")
+    parser.add_argument("--delay-range", nargs=2, type=float, default=(-10.0, 30.0), metavar=("LO", "HI"),
+                        help="delays searched (global) or allowed (voxel), in seconds (default -10 30)")
+    parser.add_argument("--delay-mask", metavar="MASK",
+                        help="--delay global: estimate the delay from the mean TAC of this region (3D mask on the "
+                        "PET grid; default: the fit mask)")
     parser.add_argument("--t-star", type=float, default=20.0, help="start of the linear part, min (patlak, logan)")
     parser.add_argument("--min-signal", type=float, default=0.05,
                         help="automatic body mask: keep voxels whose time integral is >= this x the body's median "
@@ -67,7 +77,7 @@ def run(args) -> int:
     from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.errors import InputError
 
-    check_modes(args, ("pet", "input_function", "mask"))
+    check_modes(args, ("pet", "input_function", "mask", "delay_mask"))
     models = [m.strip() for m in args.model.split(",")]
     unknown = [m for m in models if m not in MODELS]
     if unknown or len(set(models)) != len(models):
@@ -90,15 +100,28 @@ def run(args) -> int:
             resolve_bounds(m, args.bounds)  # a bad --bounds stops here, before any work
     elif args.bounds:
         raise InputError(f"--bounds applies to compartment models, not {models[0]}")
+    delay_range = tuple(float(v) / 60.0 for v in args.delay_range)
+    if not (np.all(np.isfinite(delay_range)) and delay_range[0] < delay_range[1]):
+        raise InputError(f"--delay-range {args.delay_range[0]:g} {args.delay_range[1]:g}: expected LO HI in seconds "
+                         "with LO < HI")
+    if args.delay != "none" and models[0] in GRAPHICAL:
+        raise InputError(f"--delay applies to compartment models, not {models[0]}")
+    if args.delay == "voxel" and args.method != "lm":
+        raise InputError("--delay voxel: fitted by --method lm only")
+    if args.delay_mask and args.delay != "global":
+        raise InputError("--delay-mask: only with --delay global")
     out = Path(args.out)
     if args.bids:
         jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
                 for job in bids_jobs(args, command="fit", need_blood=True)]
-        mask = None
+        mask = delay_mask = None
     else:
         pet = bids.load_pet(args.pet)
         jobs = [(pet, load_blood_for(args, pet), out, {}, None)]
         mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
+        delay_mask = np.nan_to_num(bids.read_volume(args.delay_mask, pet)) != 0 if args.delay_mask else None
+        if delay_mask is not None and not delay_mask.any():
+            raise InputError(f"--delay-mask {args.delay_mask}: no voxel in the mask")
     half_lives = [(bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
                    if args.weights == "poisson" else None) for pet, *_ in jobs]  # a bad radionuclide stops here
     for _, _, folder, _, _ in jobs:
@@ -122,10 +145,15 @@ def run(args) -> int:
         written = write_fit_maps(pet, blood, folder, model=args.model, method=args.method, mask=mask,
                                  weights=args.weights, half_life=half_life, chunk_size=args.chunk_size,
                                  min_signal=args.min_signal, t_star=args.t_star, progress=not args.no_progress,
-                                 command_line=command_line, extra=extra, bounds=args.bounds)
+                                 command_line=command_line, extra=extra, bounds=args.bounds, delay=args.delay,
+                                 delay_range=delay_range, delay_mask=delay_mask)
         if not main:
             continue
         result = written["result"]
+        say("fit", written["notes"])
+        if written["delay"] is not None:
+            d, se = written["delay"]
+            print(f"{name + ': ' if name else ''}global input delay {d * 60:.2f} s (standard error {se * 60:.2f} s)")
         how = "graphical" if models[0] in GRAPHICAL else args.method
         if len(models) > 1:
             preferred = np.stack([r.maps["AICc"][r.mask] for r in written["results"].values()]).argmin(axis=0)

@@ -28,7 +28,7 @@ from jaxkin.fitting.graphical import GRAPHICAL_METHODS
 from jaxkin.fitting.lm import chunk_length, fit_chunk, weighted_r2
 from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings, aicc
 from jaxkin.fitting.weights import frame_weights
-from jaxkin.kinetics import KineticInput, get_model, resolve_bounds
+from jaxkin.kinetics import DEFAULT_DELAY_RANGE, UNITS, DelayedInput, KineticInput, get_model, resolve_bounds
 
 __all__ = ["VolumeFit", "fit_volume", "write_fit_maps", "body_mask", "body_mask_from_integrals", "output_maps"]
 
@@ -44,15 +44,16 @@ AICC_FORMULA = ("AICc = n ln(SSE'/n) + 2k + 2k(k+1)/(n-k-1); n = frames, k = fit
                 "and w_f the frame weights (the floor keeps exact fits finite: below it fits count as equal)")
 
 
-def output_maps(model: str, *, diagnostics: bool = False) -> dict[str, str]:
+def output_maps(model: str, *, diagnostics: bool = False, delay: bool = False) -> dict[str, str]:
     """``{map name: unit}`` of what a fit of ``model`` estimates, in order: a compartment model's parameters,
-    macro-parameters and SSE, or a graphical method's slope and intercept. ``diagnostics`` adds R2 (and, for
-    compartment models, the warning ``flags`` and the ``AICc``): every map :func:`fit_volume` returns."""
+    macro-parameters (the input ``delay`` with a per-voxel delay) and SSE, or a graphical method's slope and
+    intercept. ``diagnostics`` adds R2 (and, for compartment models, the warning ``flags`` and the ``AICc``): every map
+    :func:`fit_volume` returns."""
     if model in GRAPHICAL_METHODS:
         g = GRAPHICAL_METHODS[model]
         maps = {g.slope: g.slope_unit, "intercept": g.intercept_unit}
         return maps | ({"R2": DIAGNOSTIC_UNITS["R2"]} if diagnostics else {})
-    maps = get_model(model).units | {"SSE": DIAGNOSTIC_UNITS["SSE"]}
+    maps = get_model(model).units | ({"delay": UNITS["delay"]} if delay else {}) | {"SSE": DIAGNOSTIC_UNITS["SSE"]}
     extra = ("R2", "flags", "AICc") if diagnostics else ()
     return maps | {name: DIAGNOSTIC_UNITS[name] for name in extra}
 
@@ -163,7 +164,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
                weights: str = "none", chunk_size: int = 16384, slab: int = 8, min_signal: float = 0.05,
                t_star: float = 20.0, plot_input=None, numpy_model=None, progress: bool = True,
                decay_corrected: bool = True, half_life: float | None = None, n_iter: int = 16,
-               bounds=None) -> VolumeFit:
+               bounds=None, delay_range=DEFAULT_DELAY_RANGE) -> VolumeFit:
     """Fit every voxel of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml) inside the mask; see the module.
 
     ``model``: ``2tcmirr``, ``1tcm``, ``2tcm`` (compartment fit by ``method`` ``lm`` or ``curve_fit``) or
@@ -171,7 +172,9 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     ``numpy_model`` (:class:`jaxkin.fitting.NumpyModel`). Without ``mask``, the body is fitted
     (:func:`body_mask_from_integrals`; ``min_signal``: its threshold, a fraction of the body's median time integral,
     default 0.05). ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`; default
-    ``physiological``), for ``lm`` and ``curve_fit``. Returns :class:`VolumeFit`.
+    ``physiological``), for ``lm`` and ``curve_fit``. With ``kin`` a :class:`jaxkin.kinetics.DelayedInput` the input
+    delay of every voxel is fitted too (``lm`` only; bounds ``delay_range``, min) and mapped as ``delay`` (min).
+    Returns :class:`VolumeFit`.
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each fits a slab).
     """
     from jaxkin import distributed as dist
@@ -192,17 +195,22 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     mask = mask & finite
     full_mask = mask
     mask = mask[:, :, mine]
-    names = list(output_maps(model, diagnostics=True))
+    delayed = isinstance(kin, DelayedInput)
+    if delayed and (method != "lm" or model in GRAPHICAL_METHODS):
+        raise ValueError("a per-voxel delay is fitted by the LM of a compartment model only")
+    names = list(output_maps(model, diagnostics=True, delay=delayed))
     maps = {n: np.zeros(mask.shape, np.int32 if n == "flags" else np.float32) for n in names}
     total = int(np.count_nonzero(mask))
 
     parallel = dist.DataParallel(dist.local_mesh())  # voxels split over this process's devices
     rows, replicated = parallel.batch_sharding, parallel.replicated
-    chunk = chunk_length(total, chunk_size, parallel.size, model)
+    chunk = chunk_length(total, chunk_size, parallel.size, model, delayed)
     settings = None
     if model not in GRAPHICAL_METHODS:
         lower, upper, _ = resolve_bounds(model, bounds)
-        settings = FitSettings(model=model, n_iter=n_iter, lower=lower, upper=upper)
+        if delayed:
+            lower, upper = lower + (float(delay_range[0]),), upper + (float(delay_range[1]),)
+        settings = FitSettings(model=model, n_iter=n_iter, lower=lower, upper=upper, delay=delayed)
     kin_dev = jax.device_put(kin, replicated)
     plot_dev = jax.device_put(plot_input, replicated) if plot_input is not None else None
     w_kw = {} if half_life is None else {"half_life": half_life}
@@ -240,7 +248,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
         else:
             r = result.to_numpy()
             m = get_model(model)
-            values = {name: r.params[:, i] for i, name in enumerate(m.param_names)}
+            values = {name: r.params[:, i] for i, name in enumerate(m.param_names + ("delay",) * delayed)}
             values[r.macro_name] = r.macro
             values.update(SSE=r.sse, R2=r.r2, flags=r.flags, AICc=r.aicc)
         for name, v in values.items():
@@ -301,7 +309,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
                    weights: str = "none", half_life: float | None = None, chunk_size: int = 16384,
                    min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False,
                    command_line: str | None = None, extra: dict | None = None,
-                   whole_blood=None, bounds=None) -> dict:
+                   whole_blood=None, bounds=None, delay: str = "none", delay_range=DEFAULT_DELAY_RANGE,
+                   delay_mask=None) -> dict:
     """Fit every voxel of a BIDS PET image and write :func:`output_maps` of ``model`` into ``out_dir``.
 
     ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min since
@@ -320,9 +329,17 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
     integer, 1 for the first model given, 2 for the second, ... (0 outside the mask; the names in its sidecar's
     ``Levels``).
 
+    **Input delay** (positive = the input arrives later at the tissue than where it was measured): ``delay="none"``
+    (default), ``"global"``: one delay for the scan, estimated from the mean TAC of ``delay_mask`` (bool
+    ``[X, Y, Z]``; default the fit's mask, i.e. the whole body) by :func:`jaxkin.fitting.delay.estimate_delay`
+    within ``delay_range`` (min; default -10 s ... +30 s) on a 1 s grid and refined, then every voxel fitted with the
+    shifted input; ``"voxel"``: a delay per voxel (``lm`` only), bounded by ``delay_range``, written as the map
+    ``meas-delay`` (min). The sidecars say which (``InputDelay``).
+
     After :func:`jaxkin.distributed.initialize` this is a collective: every process fits a slab, process 0 writes.
-    Returns ``{"paths": {name: path}, "result": VolumeFit, "seconds": fit time}`` (with several models the paths
-    are named ``"<model> <map>"``, ``"result"`` is the first model's and ``"results"`` maps each model to its
+    Returns ``{"paths": {name: path}, "result": VolumeFit, "seconds": fit time, "notes": [assumptions made],
+    "delay": (delay, standard error) in min for a global delay}`` (with several models the paths are named
+    ``"<model> <map>"``, ``"result"`` is the first model's and ``"results"`` maps each model to its
     :class:`VolumeFit`).
     """
     import time
@@ -348,17 +365,55 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
         half_life = bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
     from jaxkin.data.blood import Blood, scan_provenance
 
+    if delay not in ("none", "global", "voxel"):
+        raise ValueError(f"delay must be none, global or voxel, got {delay!r}")
+    if delay != "none" and graphical:
+        raise ValueError(f"an input delay is fitted with compartment models, not {models[0]}")
+    if delay == "voxel" and method != "lm":
+        raise ValueError("a per-voxel delay is fitted by method lm only")
     blood = input_function if isinstance(input_function, Blood) else None
     if blood is not None:
         input_function, whole_blood = blood.input, blood.whole_blood
-    kin = prepare(input_function, pet.frames, whole_blood)
+    whole_blood = whole_blood if whole_blood is not None else input_function
     start = time.perf_counter()
+    notes, delay_info, estimate = [], {"Mode": delay}, None
+    d_lo, d_hi = (float(v) for v in delay_range)
+    if delay == "global":
+        from jaxkin.fitting.delay import estimate_delay, mean_tac, shifted_inputs
+
+        if mask is None:
+            mask, _ = body_mask(pet, pet.frames.duration, min_signal=min_signal)
+        region = mask if delay_mask is None else np.asarray(delay_mask, bool)
+        estimate = estimate_delay(mean_tac(pet, region), input_function, pet.frames, whole_blood, model=models[0],
+                                  delay_range=delay_range, weights=weights, bounds=bounds, half_life=half_life)
+        covered = min(input_function.end, whole_blood.end)
+        input_function, whole_blood = shifted_inputs(estimate[0], pet.frames, input_function, whole_blood)
+        delay_info |= {"DelaySeconds": round(estimate[0] * 60, 3), "StandardErrorSeconds": round(estimate[1] * 60, 3),
+                       "EstimatedFrom": f"mean TAC of {'the delay mask' if delay_mask is not None else 'the fit mask'}"
+                                        f" ({int(np.count_nonzero(region))} voxels), model {models[0]}",
+                       "SearchSeconds": [d_lo * 60, d_hi * 60], "SearchStepSeconds": 1.0}
+        if abs(estimate[0] - d_lo) < 1e-6 or abs(estimate[0] - d_hi) < 1e-6:
+            notes.append(f"the global input delay {estimate[0] * 60:.1f} s is at the end of the search range "
+                         f"{d_lo * 60:g} ... {d_hi * 60:g} s")
+        if covered < pet.frames.end[-1] - estimate[0] - 1e-9:
+            notes.append(f"the input ends at {covered * 60:.1f} s; shifted by the delay it is held at its last value "
+                         f"up to the end of the scan")
+    if delay == "voxel":
+        from jaxkin.kinetics import prepare_delayed
+
+        kin = prepare_delayed(input_function, pet.frames, whole_blood, max_advance=max(-d_lo, 0.0))
+        if kin.note:
+            notes.append(kin.note)
+        delay_info |= {"BoundsSeconds": [d_lo * 60, d_hi * 60], "Map": "meas-delay (min)"}
+    else:
+        kin = prepare(input_function, pet.frames, whole_blood)
     results = {}
     for m in models:
         fit_mask = mask if not results else next(iter(results.values())).mask  # later models: the first's mask
         results[m] = fit_volume(
             pet, kin, model=m, method=method, mask=fit_mask, weights=weights, chunk_size=chunk_size,
             min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life, bounds=bounds,
+            delay_range=delay_range,
             plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
             numpy_model=NumpyModel(input_function, pet.frames, m, blood=whole_blood) if method == "curve_fit" else None)
     seconds = time.perf_counter() - start
@@ -367,6 +422,10 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
             "VoxelsFitted": result.n_fitted, **scan_provenance(pet, blood), **(extra or {})}
     if compare:
         base["ModelsCompared"] = list(models)
+    if not graphical:
+        base["InputDelay"] = delay_info
+    if notes:
+        base["Assumptions"] = list(base.get("Assumptions", [])) + notes
     writes = []  # (model entity, map name, values, unit, sidecar)
     for m, res in results.items():
         sidecar = dict(base)
@@ -374,7 +433,7 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
             sidecar["TStarMinutes"] = t_star
         else:
             sidecar["Bounds"] = bounds_sidecar(m, bounds)
-        units = output_maps(m) | ({"AICc": DIAGNOSTIC_UNITS["AICc"]} if compare else {})
+        units = output_maps(m, delay=delay == "voxel") | ({"AICc": DIAGNOSTIC_UNITS["AICc"]} if compare else {})
         for name, unit in units.items():
             side = sidecar | ({"AICcFormula": AICC_FORMULA} if name == "AICc" else {})
             writes.append((m, name, res.maps[name], unit, side))
@@ -393,7 +452,7 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
             bids.write_map(out_dir, pet.prefix, m, name, values, reference=pet, units=unit,
                            command_line=command_line, extra=side)
     dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
-    out = {"paths": paths, "result": result, "seconds": seconds}
+    out = {"paths": paths, "result": result, "seconds": seconds, "notes": notes, "delay": estimate}
     if compare:
         out["results"] = results
     return out

@@ -95,3 +95,40 @@ def test_voxel_delay_with_a_forward_mode_model():
     res = jaxkin.fit_tacs(tacs, prepare_delayed(INPUT, FRAMES), model="1tcm", chunk_size=256).to_numpy()
     assert np.abs(res.params[:, 3] - delays).max() * 60 < 0.5
     assert np.abs(res.params[:, 0] / params[:, 0] - 1).max() < 0.01
+
+
+def test_phantom_with_organ_delays_is_recovered_with_voxel_delays_and_physiological_bounds():
+    """Noiseless, unblurred phantom (small preset, subjects 0 and 1) whose organs see the input at different times
+    (lungs and heart early, lower body and bladder late): with --bounds physiological --delay voxel the Ki of every
+    organ with >= 50 voxels has a mean bias <= 2%; without the delay some organs are biased by more."""
+    from jaxkin.data.phantom import LABELS, simulate_subject
+
+    tacs, truth, labels, delays, kins = [], [], [], [], []
+    for index in (0, 1):
+        s = simulate_subject(index, preset="small", noise_scale=0.0, fwhm_mm=0.0, organ_delays=True)
+        body = s.labels > 0
+        tacs.append(s.pet[body])
+        truth.append(s.truth[body])
+        labels.append(s.labels[body] + 100 * index)  # organs per subject
+        delays.append(s.delay_map()[body])
+        kins.append((s.input_function, s.frames))
+    assert len({d for subject in delays for d in np.unique(subject)}) >= 6
+    ki_fit, ki_plain = [], []
+    for x, (inp, frames) in zip(tacs, kins):
+        ki_fit.append(jaxkin.fit_tacs(x, prepare_delayed(inp, frames), bounds="physiological",
+                                      chunk_size=8192).to_numpy().macro)
+        ki_plain.append(jaxkin.fit_tacs(x, jaxkin.prepare(inp, frames), chunk_size=8192).to_numpy().macro)
+    truth, labels = np.concatenate(truth), np.concatenate(labels)
+    ki_fit, ki_plain = np.concatenate(ki_fit), np.concatenate(ki_plain)
+    ki = truth[:, 0] * truth[:, 2] / np.maximum(truth[:, 1] + truth[:, 2], 1e-12)
+    checked, plain_bias = [], []
+    for organ in np.unique(labels):
+        sel = labels == organ
+        if sel.sum() < 50 or ki[sel].mean() == 0:  # blood pool and aorta: pure blood, Ki = 0
+            continue
+        checked.append(LABELS[organ % 100])
+        assert abs(ki_fit[sel].mean() / ki[sel].mean() - 1) <= 0.02, (LABELS[organ % 100], ki_fit[sel].mean(),
+                                                                       ki[sel].mean())
+        plain_bias.append(abs(ki_plain[sel].mean() / ki[sel].mean() - 1))
+    assert {"liver", "lungs", "myocardium", "spleen", "kidneys", "bladder", "body"} <= set(checked)
+    assert max(plain_bias) > 0.05  # e.g. the liver's Ki without the delay
