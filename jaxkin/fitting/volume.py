@@ -152,6 +152,37 @@ def body_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8):
     return body_mask_from_integrals(auc, finite, min_signal), finite
 
 
+#: A PET image whose slices (float32) take at most this many bytes is read into memory in one pass (see :func:`preload`).
+PRELOAD_BYTES = 4 << 30
+
+
+class _Loaded:
+    """Axial slices ``z`` of a PET image read once into memory; ``read(z)`` serves slices of them (absolute indices),
+    so :func:`jaxkin.data.bids.slabs` and the mask pass read from memory."""
+
+    def __init__(self, pet, z: slice):
+        self.shape, self.z, self.data = tuple(pet.shape), z, pet.read(z)
+
+    def read(self, z: slice):
+        return self.data[:, :, z.start - self.z.start : z.stop - self.z.start]
+
+
+def preload(pet, z: slice | None = None, max_bytes: int | None = None):
+    """``pet`` with its axial slices ``z`` (default all) read into memory in one pass, when it is a lazily read image
+    (:class:`jaxkin.data.bids.PetImage`) and they fit in ``max_bytes`` (default :data:`PRELOAD_BYTES`) as float32;
+    else ``pet`` itself (streamed slab by slab, memory bounded).
+
+    Why: a ``.nii.gz`` is one gzip stream with the frames one after the other, so reading a slab of slices (a
+    segment of every frame) seeks back to the stream's start and decompresses the whole file again: streamed slab by
+    slab, the mask pass and the fit pass decompressed the image once per slab each. One read of the slices decompresses
+    it once (the ``jaxkin fit`` profile: reading was ~45% of a warm 100,000-voxel fit, see benchmarks/RESULTS.md)."""
+    if not hasattr(pet, "read") or isinstance(pet, _Loaded):
+        return pet
+    z = z if z is not None else slice(0, pet.shape[2])
+    nbytes = 4 * pet.shape[0] * pet.shape[1] * (z.stop - z.start) * int(np.prod(pet.shape[3:]))
+    return _Loaded(pet, z) if nbytes <= (PRELOAD_BYTES if max_bytes is None else max_bytes) else pet
+
+
 def bounds_sidecar(model: str, bounds) -> dict:
     """The sidecar entry that states the bounds of a fit: the preset (and changes) and ``[lower, upper]`` per
     parameter, in the parameters' units."""
@@ -182,6 +213,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     shape = tuple(pet.shape[:3])
     n_z = shape[2]
     mine = dist.share(n_z)  # this process's axial slices (all of them for one process)
+    pet = preload(pet, mine)  # read once for the mask pass and the fit pass (when it fits in memory)
     auc, finite = _integrals(pet, kin.frame_duration, mine, slab)
     finite = dist.gather_slabs(finite, n_z)
     if mask is None:
@@ -376,15 +408,16 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
         input_function, whole_blood = blood.input, blood.whole_blood
     whole_blood = whole_blood if whole_blood is not None else input_function
     start = time.perf_counter()
+    source = preload(pet) if jax.process_count() == 1 else pet  # read once for every pass below (if it fits)
     notes, delay_info, estimate = [], {"Mode": delay}, None
     d_lo, d_hi = (float(v) for v in delay_range)
     if delay == "global":
         from jaxkin.fitting.delay import estimate_delay, mean_tac, shifted_inputs
 
         if mask is None:
-            mask, _ = body_mask(pet, pet.frames.duration, min_signal=min_signal)
+            mask, _ = body_mask(source, pet.frames.duration, min_signal=min_signal)
         region = mask if delay_mask is None else np.asarray(delay_mask, bool)
-        estimate = estimate_delay(mean_tac(pet, region), input_function, pet.frames, whole_blood, model=models[0],
+        estimate = estimate_delay(mean_tac(source, region), input_function, pet.frames, whole_blood, model=models[0],
                                   delay_range=delay_range, weights=weights, bounds=bounds, half_life=half_life)
         covered = min(input_function.end, whole_blood.end)
         input_function, whole_blood = shifted_inputs(estimate[0], pet.frames, input_function, whole_blood)
@@ -411,7 +444,7 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
     for m in models:
         fit_mask = mask if not results else next(iter(results.values())).mask  # later models: the first's mask
         results[m] = fit_volume(
-            pet, kin, model=m, method=method, mask=fit_mask, weights=weights, chunk_size=chunk_size,
+            source, kin, model=m, method=method, mask=fit_mask, weights=weights, chunk_size=chunk_size,
             min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life, bounds=bounds,
             delay_range=delay_range,
             plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
