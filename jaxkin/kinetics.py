@@ -376,13 +376,18 @@ class DelayedInput:
     distinct frame boundaries, min), ``frame_matrix [B, F]`` (frame f's mean of a running integral X is
     ``(X(end_f) - X(start_f)) / duration_f = (X @ frame_matrix)_f``), ``frame_start``,
     ``frame_duration [F]`` (min); static ``grid``, ``max_advance`` (the most negative delay it serves, as a positive
-    number of minutes) and ``note`` (what was assumed: the input's last value held past its end, or "").
+    number of minutes) and ``note`` (what was assumed: the input's last value held past its end, or ""); ``bucket``
+    (int, the knot interval at each time of a uniform grid from ``bucket_origin`` with ``1/bucket_scale`` minutes
+    steps) and static ``bucket_steps`` locate a time's knot interval without a binary search.
     Delays are in minutes (positive = the input arrives later).
     """
 
     knots: jax.Array
     knot_table: jax.Array
     tables: jax.Array
+    bucket: jax.Array
+    bucket_origin: jax.Array
+    bucket_scale: jax.Array
     boundaries: jax.Array
     frame_matrix: jax.Array
     frame_start: jax.Array
@@ -390,13 +395,21 @@ class DelayedInput:
     grid: RateGrid = dataclasses.field(metadata=dict(static=True), default=RateGrid())
     max_advance: float = dataclasses.field(metadata=dict(static=True), default=10.0 / 60.0)
     note: str = dataclasses.field(metadata=dict(static=True), default="")
+    bucket_steps: int = dataclasses.field(metadata=dict(static=True), default=2)
 
     def _locate(self, delay):
         """Knot interval ``j`` and offset ``tau >= 0`` of every boundary moved by ``-delay [...]`` -> ``[..., B]``, and
         the row of :attr:`knot_table` ``[..., B, 8]``."""
         t = self.boundaries - jnp.asarray(delay, self.knots.dtype)[..., None]
-        j = jnp.clip(jnp.searchsorted(self.knots, t, side="right") - 1, 0,
-                     self.knots.shape[0] - 2)
+        # The knot interval by a lookup on a uniform grid of times (``bucket``: the last knot at or before each grid
+        # time, one grid step back for rounding) and at most ``bucket_steps`` steps forward: much faster than a
+        # binary search (jnp.searchsorted) on a CPU.
+        m = jnp.floor((t - self.bucket_origin) * self.bucket_scale).astype(jnp.int32) - 1
+        j = self.bucket[jnp.clip(m, 0, self.bucket.shape[0] - 1)]
+        last = self.knots.shape[0] - 2
+        for _ in range(self.bucket_steps):
+            j = jnp.where((j < last) & (self.knots[jnp.minimum(j + 1, last + 1)] <= t), j + 1, j)
+        j = jnp.clip(j, 0, last)
         row = self.knot_table[j]
         tau = jnp.maximum(t - row[..., 0], 0.0)  # before the first knot: tau = 0 at knot 0, where all is 0
         return j, tau, row
@@ -595,6 +608,12 @@ def prepare_delayed(
     frame_matrix[np.searchsorted(boundaries, frames.end), np.arange(frames.n_frames)] = 1.0 / frames.duration
     frame_matrix[np.searchsorted(boundaries, frames.start), np.arange(frames.n_frames)] = -1.0 / frames.duration
     dtype = dtype or jnp.zeros(()).dtype
+    # the knot lookup grid: steps of the smallest knot spacing (at most 2^20 steps), so that a grid step holds few knots
+    spacing = max(float(np.min(np.diff(times))), (times[-1] - times[0]) / (1 << 20))
+    grid_times = times[0] + spacing * np.arange(int(np.ceil((times[-1] - times[0]) / spacing)) + 2)
+    bucket = np.clip(np.searchsorted(times, grid_times, side="right") - 1, 0, len(times) - 2)
+    per_step = int(np.max(np.searchsorted(times, grid_times + 2 * spacing, side="right")
+                          - np.searchsorted(times, grid_times, side="right")))
     with jax.enable_x64(True):
         state, state_d, running, running_d = (np.asarray(a) for a in _tabulate_states(
             jnp.asarray(times, jnp.float64), jnp.asarray(values, jnp.float64), jnp.asarray(grid.rates, jnp.float64)))
@@ -610,6 +629,8 @@ def prepare_delayed(
     as_dtype = lambda a: jnp.asarray(a, dtype)  # noqa: E731
     return DelayedInput(
         knots=as_dtype(times), knot_table=as_dtype(knot_table), tables=as_dtype(tables), boundaries=as_dtype(boundaries),
+        bucket=jnp.asarray(bucket, jnp.int32), bucket_origin=as_dtype(times[0]), bucket_scale=as_dtype(1.0 / spacing),
+        bucket_steps=per_step + 1,
         frame_matrix=as_dtype(frame_matrix),
         frame_start=as_dtype(frames.start), frame_duration=as_dtype(frames.duration), grid=grid,
         max_advance=float(max_advance), note=note,

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkin.fitting.result import DELAY_STEP
 from jaxkin.kinetics import DelayedInput, KineticInput, KineticModel, tac_with_delay
 
 
@@ -180,7 +181,7 @@ def _with_delay(base: _Spec, model: KineticModel, delay_step: float) -> _Spec:
     return _Spec(basis_rates, base.integral_column, coef_to_params, value_and_jac, project, base.grid_scale, True)
 
 
-def spec(model: KineticModel, delay: bool = False, delay_step: float = 2.0 / 60.0) -> _Spec:
+def spec(model: KineticModel, delay: bool = False, delay_step: float = DELAY_STEP) -> _Spec:
     """How to fit ``model`` (with a fitted input delay when ``delay``; its basis grid ``delay_step`` min apart): its
     basis grid, coefficient map, projection onto the bounds and Jacobian."""
     base = _spec(model)

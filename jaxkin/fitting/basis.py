@@ -83,7 +83,7 @@ def basis_start(tacs, weights, kin: KineticInput, settings: FitSettings):
 
 # Above this many candidate coefficients per voxel (grid points x active sets x columns), the shared-weight path's
 # [N, G*S*K] intermediate is too big and the per-voxel path is used. (A fitted delay multiplies the grid by the
-# delays, and only active sets with a tissue convolution are kept: 32 rates x 21 delays x 4 x 3 = 8,064 for the FDG
+# delays, and only active sets with a tissue convolution are kept: 32 rates x 11 delays (4 s apart) x 4 x 3 = 4,224 for the FDG
 # model, whose chunks are then capped at 8,192 TACs, ~0.26 GB.)
 _MAX_SHARED_COLUMNS = 8192
 

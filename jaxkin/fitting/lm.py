@@ -38,6 +38,7 @@ from jaxkin.fitting.result import (
     FLAG_NO_SIGNAL,
     FLAG_NONFINITE_INPUT,
     FLAG_NOT_CONVERGED,
+    DELAY_STEP,
     FitResult,
     FitSettings,
     aicc,
@@ -212,7 +213,7 @@ def fit_tacs(
     half_life: float = F18_HALF_LIFE_MIN,
     decay_corrected: bool = True,
     delay_range=DEFAULT_DELAY_RANGE,
-    delay_step: float = 2.0 / 60.0,
+    delay_step: float = DELAY_STEP,
 ) -> FitResult:
     """Fit ``tacs [N, F]`` (kBq/ml) with ``model`` (``2tcmirr``, ``1tcm``, ``2tcm``) -> :class:`FitResult` ``[N]``.
 
@@ -227,7 +228,7 @@ def fit_tacs(
     **Input delay per voxel**: with ``kin`` a :class:`jaxkin.kinetics.DelayedInput` (:func:`jaxkin.prepare_delayed`)
     the delay of the input (min, positive = later) is a fitted parameter, the last column of ``params`` and
     ``stderr``, bounded by ``delay_range`` (min; default -10 s ... +30 s); the basis start scans delays
-    ``delay_step`` min apart (default 2 s) times ``grid_size`` rates (default 32).
+    ``delay_step`` min apart (default 4 s) times ``grid_size`` rates (default 32).
     ``lower``/``upper`` then have the delay's bound last.
     """
     delayed = isinstance(kin, DelayedInput)

@@ -13,6 +13,9 @@ from jaxkin.kinetics import DEFAULT_BOUNDS, DEFAULT_DELAY_RANGE, get_model
 __all__ = ["FitResult", "FitSettings", "aicc", "AICC_SSE_FLOOR", "FLAG_NAMES", "FLAG_NOT_CONVERGED", "FLAG_NONFINITE_INPUT", "FLAG_NO_SIGNAL",
            "FLAG_NEGATIVE_VALUES", "FLAG_AT_BOUND"]
 
+#: Spacing of the delays in the basis start of a per-voxel delay fit (min): 4 s (11 delays over -10 ... +30 s).
+DELAY_STEP = 4.0 / 60.0
+
 FLAG_NOT_CONVERGED = 1
 FLAG_NONFINITE_INPUT = 2
 FLAG_NO_SIGNAL = 4
@@ -112,7 +115,7 @@ class FitSettings:
     n_iter: int = 16
     mu0: float = 1e-3
     delay: bool = False
-    delay_step: float = 2.0 / 60.0
+    delay_step: float = DELAY_STEP
 
     @property
     def n_params(self) -> int:
