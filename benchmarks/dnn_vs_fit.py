@@ -85,10 +85,10 @@ def main() -> None:
     # jaxkin LM
     kin = jaxkin.prepare(subject.input_function, subject.frames)
     t0 = time.perf_counter()
-    fit_volume(volume, kin, mask=body, progress=False)
+    fit_volume(volume, kin, mask=body, progress=False, bounds="paper")
     lm_first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fit = fit_volume(volume, kin, mask=body, progress=False)
+    fit = fit_volume(volume, kin, mask=body, progress=False, bounds="paper")
     lm = time.perf_counter() - t0
     print(f"jaxkin LM: {lm_first:.1f} s first call (compilation included), {lm:.1f} s warm for {fit.n_fitted} voxels "
           f"= {fit.n_fitted / lm:.0f} voxels/s; {fit.n_not_converged} flagged not converged")

@@ -39,9 +39,10 @@ def main(argv=None) -> int:
     if not (run / "predictions").is_dir():
         print(f"{run}: no predictions/ folder (train with predict_test = True)", file=sys.stderr)
         return 2
-    methods = [("lm", {"model": "2tcmirr", "method": "lm"}), ("patlak", {"model": "patlak"})]
+    # LM and curve_fit with the paper's bounds, as in the paper's comparison (jaxkin fit's default is physiological)
+    methods = [("lm", {"model": "2tcmirr", "method": "lm", "bounds": "paper"}), ("patlak", {"model": "patlak"})]
     if args.curve_fit:
-        methods.append(("curve_fit", {"model": "2tcmirr", "method": "curve_fit"}))
+        methods.append(("curve_fit", {"model": "2tcmirr", "method": "curve_fit", "bounds": "paper"}))
     try:
         for sid in dataset_split(dataset)["test"]:
             files = subject_files(dataset, sid)

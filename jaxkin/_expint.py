@@ -56,3 +56,31 @@ def interval_coefficients(x):
     alpha = jnp.where(small, _series(x, _ALPHA), (one_minus_e - xs * es) / xs**2)
     psi3 = jnp.where(small, _series(x, _PSI3), (0.5 * xs**2 - one_minus_e + xs * es) / xs**3)
     return e, phi1, alpha, phi2, psi3
+
+
+_PHI_SWITCH = 1.0  # below this x: phi_4 by series, then downwards; above: phi_1 closed form, then upwards
+_PHI_TERMS = 14  # 1 / 18! < 1e-15
+
+
+def phi_functions(x, count: int = 4):
+    """``(phi_1, ..., phi_4)`` at ``x >= 0`` (any shape): ``phi_k(x) = int_0^1 e^{-x(1-s)} s^{k-1}/(k-1)! ds``,
+    so ``phi_1 = (1 - e^{-x})/x``, ``phi_k = 1/k! - x phi_{k+1}``, ``phi_k(0) = 1/k!`` and
+    ``d phi_k / dx = k phi_{k+1} - phi_k``. Below x = 1: ``phi_4`` by its Taylor series ``sum_m (-x)^m / (m+4)!`` and
+    the recurrence downwards (stable there: ``x phi_{k+1}`` is smaller than ``1/k!``); above: ``phi_1`` in closed
+    form and the recurrence upwards, ``phi_{k+1} = (1/k! - phi_k)/x`` (stable there). ``count`` must be 4."""
+    if count != 4:
+        raise ValueError("phi_functions computes phi_1 .. phi_4")
+    x = jnp.asarray(x)
+    small = x < _PHI_SWITCH
+    xs = jnp.where(small, _PHI_SWITCH, x)
+    inv = 1.0 / xs
+    up1 = -jnp.expm1(-xs) * inv
+    up2 = (1.0 - up1) * inv
+    up3 = (0.5 - up2) * inv
+    up4 = (1.0 / 6.0 - up3) * inv
+    d4 = _series(x, tuple(1.0 / math.factorial(m + 4) for m in range(_PHI_TERMS)))
+    d3 = 1.0 / 6.0 - x * d4
+    d2 = 0.5 - x * d3
+    d1 = 1.0 - x * d2
+    return (jnp.where(small, d1, up1), jnp.where(small, d2, up2), jnp.where(small, d3, up3),
+            jnp.where(small, d4, up4))

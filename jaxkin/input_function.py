@@ -99,6 +99,12 @@ class InputFunction:
         """The same curve shifted by ``delay`` minutes; positive = later (arrives after the original)."""
         return InputFunction(self.times + float(delay), self.values)
 
+    def held_to(self, end: float) -> "InputFunction":
+        """The curve with its last value held up to ``end`` minutes (itself if it reaches ``end`` already)."""
+        if self.end >= end:
+            return self
+        return InputFunction(np.append(self.times, float(end)), np.append(self.values, self.values[-1]))
+
     def scaled(self, factor: float) -> "InputFunction":
         """The curve multiplied by ``factor`` (e.g. a unit conversion or a per-subject dose scale)."""
         return InputFunction(self.times, self.values * float(factor))

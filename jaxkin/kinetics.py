@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkin._expint import interval_coefficients
+from jaxkin._expint import interval_coefficients, phi_functions
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
 
@@ -43,8 +43,16 @@ __all__ = [
     "prepare",
     "prepare_exact",
     "prepare_convolve",
+    "DelayedInput",
+    "prepare_delayed",
+    "tac_with_delay",
     "KineticModel",
     "MODELS",
+    "BOUNDS_PRESETS",
+    "DEFAULT_BOUNDS",
+    "DEFAULT_DELAY_RANGE",
+    "resolve_bounds",
+    "check_bound_names",
     "UNITS",
     "FDG_MODEL",
     "tacs_in_chunks",
@@ -326,6 +334,310 @@ def prepare_convolve(
 
 
 # --------------------------------------------------------------------------------------------------
+# A delayed input: the convolution at any time, exactly in time and by Hermite interpolation in the rate
+# --------------------------------------------------------------------------------------------------
+#
+# A positive delay d shifts the input (and the whole blood) later: C_d(t) = C(t - d). Since a convolution commutes
+# with a shift, (C_d * e^{-lam .})(t) = I_lam(t - d) with I_lam = C * e^{-lam .}, and the whole model curve is the
+# undelayed one shifted by d. So the frame mean of the delayed model over [a, b] is
+#
+#     ( J_lam(b - d) - J_lam(a - d) ) / (b - a),      J_lam(t) = int_{-inf}^t I_lam(s) ds,
+#
+# the running integral of the undelayed convolution at the frame boundaries moved by -d: the knots are shifted,
+# nothing is resampled. On a knot interval [t_j, t_{j+1}] of the (piecewise-linear) input, C(t_j + tau) = c_j + s_j tau,
+# and with x = lam tau and phi_k of :func:`jaxkin._expint.phi_functions` (phi_k' = k phi_{k+1} - phi_k), exactly
+#
+#     I_lam(t_j + tau) = (1 - x phi_1) I_j + c_j tau phi_1 + s_j tau^2 phi_2                  (= dJ/dt)
+#     J_lam(t_j + tau) = J_j + I_j tau phi_1 + c_j tau^2 phi_2 + s_j tau^3 phi_3
+#     dJ/dlam          = J_j' + I_j' tau phi_1 + I_j tau^2 (phi_2 - phi_1) + c_j tau^3 (2 phi_3 - phi_2)
+#                        + s_j tau^4 (3 phi_4 - phi_3)
+#
+# with I_j = I_lam(t_j), J_j = J_lam(t_j) the state at the knot and ' = d/dlam (lam = 0: J is the double integral,
+# J_j + I_j tau + c_j tau^2/2 + s_j tau^3/6). The knot states I_j, J_j and their lam derivatives are tabulated once
+# per scan at every knot for the rates of a RateGrid (float64: the knot recurrence of KnotGrid, differentiated by
+# jax.jvp); a voxel's rate gets its knot states by cubic Hermite interpolation in u = log(lam + offset) (as
+# KineticInput interpolates its frame means: ~1e-8 relative) and the time evolution inside the knot interval is then
+# the exact closed form above at the voxel's own rate. The rate-0 term and the blood term are exact. The derivatives
+# in the rate and the delay are analytic (d/d delay = -d/dt), also as the JVP of the evaluators, so forward-mode
+# autodiff through them is cheap. Evaluation is O(frame boundaries) per voxel: two gathers of 4 table entries each.
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class DelayedInput:
+    """Evaluator of frame-averaged convolutions of a **delayed** input, the delay per voxel. Build with
+    :func:`prepare_delayed`.
+
+    Leaves: ``knots [K]`` (min; the input's and the whole blood's knots), ``knot_table [K, 8]``: per knot interval j
+    (the last row repeats the one before) ``t_j`` (min), the input's ``c_j`` and slope ``s_j`` (kBq/ml(/min)), the
+    whole blood's value and slope, ``int C_b`` (kBq/ml*min), and the rate-0 knot states ``I_0 = int C_p``,
+    ``J_0 = int int C_p`` (one gather per boundary fetches them all), ``tables [G, K, 4]``: for the grid rates, at every
+    knot, ``I_lam``, ``dI_lam/du``, ``J_lam``, ``dJ_lam/du`` (``u = log(lam + offset)``), ``boundaries [B]`` (the
+    distinct frame boundaries, min), ``frame_matrix [B, F]`` (frame f's mean of a running integral X is
+    ``(X(end_f) - X(start_f)) / duration_f = (X @ frame_matrix)_f``), ``frame_start``,
+    ``frame_duration [F]`` (min); static ``grid``, ``max_advance`` (the most negative delay it serves, as a positive
+    number of minutes) and ``note`` (what was assumed: the input's last value held past its end, or ""); ``bucket``
+    (int, the knot interval at each time of a uniform grid from ``bucket_origin`` with ``1/bucket_scale`` minutes
+    steps) and static ``bucket_steps`` locate a time's knot interval without a binary search.
+    Delays are in minutes (positive = the input arrives later).
+    """
+
+    knots: jax.Array
+    knot_table: jax.Array
+    tables: jax.Array
+    bucket: jax.Array
+    bucket_origin: jax.Array
+    bucket_scale: jax.Array
+    boundaries: jax.Array
+    frame_matrix: jax.Array
+    frame_start: jax.Array
+    frame_duration: jax.Array
+    grid: RateGrid = dataclasses.field(metadata=dict(static=True), default=RateGrid())
+    max_advance: float = dataclasses.field(metadata=dict(static=True), default=10.0 / 60.0)
+    note: str = dataclasses.field(metadata=dict(static=True), default="")
+    bucket_steps: int = dataclasses.field(metadata=dict(static=True), default=2)
+
+    def _locate(self, delay):
+        """Knot interval ``j`` and offset ``tau >= 0`` of every boundary moved by ``-delay [...]`` -> ``[..., B]``, and
+        the row of :attr:`knot_table` ``[..., B, 8]``."""
+        t = self.boundaries - jnp.asarray(delay, self.knots.dtype)[..., None]
+        # The knot interval by a lookup on a uniform grid of times (``bucket``: the last knot at or before each grid
+        # time, one grid step back for rounding) and at most ``bucket_steps`` steps forward: much faster than a
+        # binary search (jnp.searchsorted) on a CPU.
+        m = jnp.floor((t - self.bucket_origin) * self.bucket_scale).astype(jnp.int32) - 1
+        j = self.bucket[jnp.clip(m, 0, self.bucket.shape[0] - 1)]
+        last = self.knots.shape[0] - 2
+        for _ in range(self.bucket_steps):
+            j = jnp.where((j < last) & (self.knots[jnp.minimum(j + 1, last + 1)] <= t), j + 1, j)
+        j = jnp.clip(j, 0, last)
+        row = self.knot_table[j]
+        tau = jnp.maximum(t - row[..., 0], 0.0)  # before the first knot: tau = 0 at knot 0, where all is 0
+        return j, tau, row
+
+    def _means(self, running):
+        """Frame means ``[..., F]`` from a running integral at the boundaries ``[..., B]`` (a matmul with
+        :attr:`frame_matrix`: much faster on a CPU than two gathers along the last axis)."""
+        return running @ self.frame_matrix
+
+    def _running(self, rate, delay, derivatives: bool, located=None):
+        """``J`` at the moved boundaries ``[..., B]`` (and ``dJ/drate``, ``dJ/ddelay``) for ``rate``, ``delay [...]``
+        (``located``: :meth:`_locate` of ``delay``, if done already)."""
+        g = self.grid
+        rate = jnp.asarray(rate, self.knots.dtype)
+        clipped = jnp.clip(rate, 0.0, g.max_rate)
+        pos = jnp.log1p(clipped / g.offset) / g.step
+        i = jnp.clip(jnp.floor(pos), 0, g.size - 2).astype(jnp.int32)
+        s = (pos - i)[..., None]
+        j, tau, row = located if located is not None else self._locate(delay)
+        c0, slope = row[..., 1], row[..., 2]
+        a = self.tables[i[..., None], j]  # [..., B, 4] at the lower grid rate
+        b = self.tables[i[..., None] + 1, j]
+        s2, s3 = s * s, s * s * s
+        h00, h01 = 2 * s3 - 3 * s2 + 1, 3 * s2 - 2 * s3
+        h10, h11 = g.step * (s3 - 2 * s2 + s), g.step * (s3 - s2)
+        i_j = h00 * a[..., 0] + h01 * b[..., 0] + h10 * a[..., 1] + h11 * b[..., 1]
+        j_j = h00 * a[..., 2] + h01 * b[..., 2] + h10 * a[..., 3] + h11 * b[..., 3]
+        x = clipped[..., None] * tau
+        p1, p2, p3, p4 = phi_functions(x, 4)
+        t2 = tau * tau
+        running = j_j + i_j * tau * p1 + t2 * (c0 * p2 + slope * tau * p3)
+        if not derivatives:
+            return running
+        # d/drate: the Hermite interpolant's derivative (per u, then per rate) and the closed form's
+        e00, e01 = 6 * s2 - 6 * s, 6 * s - 6 * s2
+        e10, e11 = g.step * (3 * s2 - 4 * s + 1), g.step * (3 * s2 - 2 * s)
+        du = jnp.where((rate >= 0.0) & (rate <= g.max_rate), 1.0 / ((clipped + g.offset) * g.step), 0.0)[..., None]
+        i_d = (e00 * a[..., 0] + e01 * b[..., 0] + e10 * a[..., 1] + e11 * b[..., 1]) * du
+        j_d = (e00 * a[..., 2] + e01 * b[..., 2] + e10 * a[..., 3] + e11 * b[..., 3]) * du
+        inside = du > 0
+        d_rate = j_d + i_d * tau * p1 + jnp.where(
+            inside, i_j * t2 * (p2 - p1) + t2 * tau * (c0 * (2 * p3 - p2) + slope * tau * (3 * p4 - p3)), 0.0)
+        d_delay = -((1.0 - x * p1) * i_j + c0 * tau * p1 + slope * t2 * p2)  # -dJ/dt = -I(t - delay)
+        return running, d_rate, d_delay
+
+    def frame_conv(self, rate, delay):
+        """Frame means of ``(C_p(. - delay) * e^{-rate t})``: ``rate``, ``delay`` broadcastable ``[...]`` (1/min, min)
+        -> ``[..., F]`` (kBq/ml*min). Differentiable (analytic JVP)."""
+        return _delayed_conv(self, rate, delay)
+
+    def frame_conv_and_derivatives(self, rate, delay):
+        """``frame_conv(rate, delay)`` and its derivatives in ``rate`` and ``delay``: three ``[..., F]`` arrays."""
+        rate, delay = jnp.broadcast_arrays(jnp.asarray(rate, self.knots.dtype), jnp.asarray(delay, self.knots.dtype))
+        return tuple(self._means(x) for x in self._running(rate, delay, True))
+
+    def fdg_terms(self, rate, delay):
+        """Everything the irreversible two-tissue model and its Jacobian need, for ``rate``, ``delay [N]``, from one
+        :meth:`_locate`: ``(conv, conv_rate, conv_delay, integral, integral_delay, blood, blood_delay)``, each
+        ``[N, F]`` (the convolution, the rate-0 term and the blood term, with their derivatives)."""
+        j, tau, row = located = self._locate(delay)
+        conv = self._running(rate, delay, True, located)
+        c0, slope, state, running = row[..., 1], row[..., 2], row[..., 6], row[..., 7]
+        cb, slope_b = row[..., 3], row[..., 4]
+        integral = running + tau * (state + tau * (c0 / 2 + slope * tau / 6))
+        integral_d = -(state + tau * (c0 + slope * tau / 2))
+        blood = row[..., 5] + tau * (cb + slope_b * tau / 2)
+        blood_d = -(cb + slope_b * tau)
+        stacked = jnp.stack(conv + (integral, integral_d, blood, blood_d), axis=-2)  # [N, 7, B]
+        return tuple(jnp.moveaxis(self._means(stacked), -2, 0))
+
+    def integral_mean(self, delay):
+        """Frame means of ``int_0^t C_p(s - delay) ds`` (the rate-0 term), ``delay [...]`` (min) -> ``[..., F]``."""
+        return _delayed_integral(self, delay)
+
+    def integral_mean_and_derivative(self, delay, located=None):
+        """``integral_mean(delay)`` and its derivative in ``delay``, two ``[..., F]`` arrays."""
+        j, tau, row = located if located is not None else self._locate(delay)
+        c0, slope, state, running = row[..., 1], row[..., 2], row[..., 6], row[..., 7]
+        value = running + tau * (state + tau * (c0 / 2 + slope * tau / 6))
+        return self._means(value), -self._means(state + tau * (c0 + slope * tau / 2))
+
+    def blood_mean(self, delay):
+        """Frame means of the delayed whole blood ``C_b(t - delay)``, ``delay [...]`` (min) -> ``[..., F]``."""
+        return _delayed_blood(self, delay)
+
+    def blood_mean_and_derivative(self, delay, located=None):
+        """``blood_mean(delay)`` and its derivative in ``delay``, two ``[..., F]`` arrays."""
+        j, tau, row = located if located is not None else self._locate(delay)
+        cb, slope = row[..., 3], row[..., 4]
+        value = row[..., 5] + tau * (cb + slope * tau / 2)
+        return self._means(value), -self._means(cb + slope * tau)
+
+
+@jax.custom_jvp
+def _delayed_conv(dkin, rate, delay):
+    rate, delay = jnp.broadcast_arrays(jnp.asarray(rate, dkin.knots.dtype), jnp.asarray(delay, dkin.knots.dtype))
+    return dkin._means(dkin._running(rate, delay, False))
+
+
+@_delayed_conv.defjvp
+def _delayed_conv_jvp(primals, tangents):  # the tables are constants: their tangents are ignored
+    dkin, rate, delay = primals
+    _, d_rate, d_delay = tangents
+    value, v_rate, v_delay = dkin.frame_conv_and_derivatives(rate, delay)
+    return value, v_rate * jnp.asarray(d_rate)[..., None] + v_delay * jnp.asarray(d_delay)[..., None]
+
+
+@jax.custom_jvp
+def _delayed_integral(dkin, delay):
+    return dkin.integral_mean_and_derivative(delay)[0]
+
+
+@_delayed_integral.defjvp
+def _delayed_integral_jvp(primals, tangents):
+    dkin, delay = primals
+    value, d = dkin.integral_mean_and_derivative(delay)
+    return value, d * jnp.asarray(tangents[1])[..., None]
+
+
+@jax.custom_jvp
+def _delayed_blood(dkin, delay):
+    return dkin.blood_mean_and_derivative(delay)[0]
+
+
+@_delayed_blood.defjvp
+def _delayed_blood_jvp(primals, tangents):
+    dkin, delay = primals
+    value, d = dkin.blood_mean_and_derivative(delay)
+    return value, d * jnp.asarray(tangents[1])[..., None]
+
+
+def _knot_states(times, values, rate):
+    """``I_rate`` and ``J_rate`` at every knot of a piecewise-linear input (``times``, ``values [K]``) -> two ``[K]``."""
+    h = jnp.diff(times)
+    c0, c1 = values[:-1], values[1:]
+    e, phi1, alpha, phi2, psi3 = interval_coefficients(rate * h)
+    b = h * (c0 * alpha + c1 * phi2)
+
+    def compose(left, right):
+        return left[0] * right[0], right[0] * left[1] + right[1]
+
+    _, i_end = jax.lax.associative_scan(compose, (e, b))
+    i_start = jnp.concatenate([jnp.zeros((1,), b.dtype), i_end[:-1]])
+    interval_integral = i_start * h * phi1 + h**2 * (c0 * psi3 + c1 * (phi2 - psi3))
+    zero = jnp.zeros((1,), b.dtype)
+    return jnp.concatenate([zero, i_end]), jnp.concatenate([zero, jnp.cumsum(interval_integral)])
+
+
+@jax.jit
+def _tabulate_states(times, values, rates):
+    """``(I, dI/drate, J, dJ/drate)``, each ``[G, K]``, for ``rates [G]``."""
+    def one(r):
+        (i, j), (di, dj) = jax.jvp(lambda q: _knot_states(times, values, q), (r,), (jnp.ones_like(r),))
+        return i, di, j, dj
+
+    return jax.vmap(one)(rates)
+
+
+def prepare_delayed(
+    input_function: InputFunction,
+    frames: FrameSchedule,
+    blood: InputFunction | None = None,
+    *,
+    max_advance: float = 10.0 / 60.0,
+    grid: RateGrid = RateGrid(),
+    dtype=None,
+) -> DelayedInput:
+    """The :class:`DelayedInput` of a scan, for delays from ``-max_advance`` (min; the input arriving earlier) up.
+
+    A negative delay reads the input up to ``max_advance`` after the last frame's end: where the input ends before
+    that, its last value is held (said in the evaluator's ``note``). ``blood``: the whole-blood curve of the vB term
+    (default: the input); it is delayed together with the input. Tables in float64 on the host, stored in ``dtype``.
+    """
+    blood = blood if blood is not None else input_function
+    need = float(frames.end[-1]) + max(float(max_advance), 0.0)
+    times = np.union1d(input_function.times, blood.times)
+    times = times[times <= need]
+    note = ""
+    if times[-1] < need - 1e-9:
+        covered = min(input_function.end, blood.end)
+        if covered < need - 1e-9:
+            note = (f"the input ends at {covered * 60:.1f} s; for delays down to {-max_advance * 60:g} s its last value "
+                    f"is held up to {need * 60:.1f} s")
+        times = np.append(times, need)
+
+    def sample(curve):
+        return curve(np.clip(times, None, curve.end))
+
+    values, blood_values = sample(input_function), sample(blood)
+    if frames.start[0] < times[0] - 1e-9:  # the scan starts before the input: zero there
+        times = np.concatenate([[frames.start[0] - 1.0], times])
+        values, blood_values = np.concatenate([[0.0], values]), np.concatenate([[0.0], blood_values])
+    blood_running = np.concatenate([[0.0], np.cumsum(0.5 * np.diff(times) * (blood_values[1:] + blood_values[:-1]))])
+    boundaries = np.union1d(frames.start, frames.end)
+    frame_matrix = np.zeros((boundaries.shape[0], frames.n_frames))
+    frame_matrix[np.searchsorted(boundaries, frames.end), np.arange(frames.n_frames)] = 1.0 / frames.duration
+    frame_matrix[np.searchsorted(boundaries, frames.start), np.arange(frames.n_frames)] = -1.0 / frames.duration
+    dtype = dtype or jnp.zeros(()).dtype
+    # the knot lookup grid: steps of the smallest knot spacing (at most 2^20 steps), so that a grid step holds few knots
+    spacing = max(float(np.min(np.diff(times))), (times[-1] - times[0]) / (1 << 20))
+    grid_times = times[0] + spacing * np.arange(int(np.ceil((times[-1] - times[0]) / spacing)) + 2)
+    bucket = np.clip(np.searchsorted(times, grid_times, side="right") - 1, 0, len(times) - 2)
+    per_step = int(np.max(np.searchsorted(times, grid_times + 2 * spacing, side="right")
+                          - np.searchsorted(times, grid_times, side="right")))
+    with jax.enable_x64(True):
+        state, state_d, running, running_d = (np.asarray(a) for a in _tabulate_states(
+            jnp.asarray(times, jnp.float64), jnp.asarray(values, jnp.float64), jnp.asarray(grid.rates, jnp.float64)))
+    du = (grid.rates + grid.offset)[:, None]  # d/du = d/drate * (rate + offset)
+    tables = np.stack([state, state_d * du, running, running_d * du], axis=-1)
+
+    def slopes(v):
+        d = np.diff(v) / np.diff(times)
+        return np.append(d, d[-1])
+
+    knot_table = np.stack([times, values, slopes(values), blood_values, slopes(blood_values), blood_running,
+                           state[0], running[0]], axis=-1)
+    as_dtype = lambda a: jnp.asarray(a, dtype)  # noqa: E731
+    return DelayedInput(
+        knots=as_dtype(times), knot_table=as_dtype(knot_table), tables=as_dtype(tables), boundaries=as_dtype(boundaries),
+        bucket=jnp.asarray(bucket, jnp.int32), bucket_origin=as_dtype(times[0]), bucket_scale=as_dtype(1.0 / spacing),
+        bucket_steps=per_step + 1,
+        frame_matrix=as_dtype(frame_matrix),
+        frame_start=as_dtype(frames.start), frame_duration=as_dtype(frames.duration), grid=grid,
+        max_advance=float(max_advance), note=note,
+    )
+
+
+# --------------------------------------------------------------------------------------------------
 # Models
 # --------------------------------------------------------------------------------------------------
 
@@ -400,6 +712,22 @@ def two_tissue(params, kin):
     return _model_tac(_components_2tcm, params, kin)
 
 
+_COMPONENTS = {"1tcm": _components_1tcm, "2tcmirr": _components_2tcmirr, "2tcm": _components_2tcm}
+
+
+def tac_with_delay(model: str, params, dkin: DelayedInput):
+    """Frame-averaged TACs ``[..., F]`` (kBq/ml) of ``model`` with a delayed input: ``params [..., P + 1]`` are the
+    model's parameters and the delay last (min; positive = the input and the whole blood arrive later)."""
+    params = jnp.asarray(params)
+    p, delay = params[..., :-1], params[..., -1]
+    integral_amplitude, amplitudes, rates, vb = _COMPONENTS[model](p)
+    conv = dkin.frame_conv(rates, delay[..., None])  # [..., K, F]
+    tissue = jnp.sum(amplitudes[..., None] * conv, axis=-2)
+    if integral_amplitude is not None:
+        tissue = tissue + integral_amplitude[..., None] * dkin.integral_mean(delay)
+    return (1.0 - vb[..., None]) * tissue + vb[..., None] * dkin.blood_mean(delay)
+
+
 def _ki(p):
     return p[..., 0] * p[..., 2] / jnp.maximum(p[..., 1] + p[..., 2], _TINY)
 
@@ -414,11 +742,15 @@ def _vt_2tcm(p):
 
 @dataclasses.dataclass(frozen=True)
 class KineticModel:
-    """A compartment model: its parameters, their units and default bounds, the TAC and macro-parameters.
+    """A compartment model: its parameters, their units and bounds, the TAC and macro-parameters.
 
     ``tac(params [..., P], kin) -> [..., F]`` works with any evaluator (:class:`KineticInput`,
     :class:`KnotGrid`, :class:`UniformGrid`). ``macros`` maps a macro-parameter name to a function of the
     parameters (``Ki`` in ml/cm^3/min, ``VT`` in ml/cm^3).
+
+    Bounds: ``lower``/``upper`` are the **paper's** bounds (what the paper's network, its curve_fit baseline and
+    the Table 1 experiments use; the ``paper`` preset); ``physiological_lower``/``physiological_upper`` are the
+    ``physiological`` preset, the fits' default (see :data:`BOUNDS_PRESETS`). :meth:`bounds` returns either.
     """
 
     name: str
@@ -428,6 +760,16 @@ class KineticModel:
     upper: tuple[float, ...]
     tac: Callable
     macros: dict = dataclasses.field(default_factory=dict)
+    physiological_lower: tuple[float, ...] = ()
+    physiological_upper: tuple[float, ...] = ()
+
+    def bounds(self, preset: str = "physiological") -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(lower, upper)`` of the bounds preset ``preset`` (``physiological`` or ``paper``)."""
+        if preset == "paper":
+            return self.lower, self.upper
+        if preset == "physiological":
+            return self.physiological_lower, self.physiological_upper
+        raise ValueError(f"unknown bounds preset {preset!r}; choose one of {', '.join(BOUNDS_PRESETS)}")
 
     @property
     def n_params(self) -> int:
@@ -456,7 +798,37 @@ class KineticModel:
 
 #: Units of every kinetic parameter and macro-parameter jaxkin writes (BIDS-style strings; "1" = dimensionless).
 UNITS: dict[str, str] = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4": "1/min", "vB": "1",
-                         "Ki": "mL/cm3/min", "VT": "mL/cm3"}
+                         "Ki": "mL/cm3/min", "VT": "mL/cm3", "delay": "min"}
+
+#: The bounds presets: name -> what they are. Every fit states the preset and the bounds it used (sidecars).
+#:
+#: * ``paper``: the paper's bounds, K1 in [0.01, 2], k2 in [0.01, 3], k3 in [0.01, 1], vB in [0, 1] (k4 in
+#:   [0.001, 1]): what the paper's network, its curve_fit baseline and the Table 1 experiments use. They cut off
+#:   healthy organs: liver k3 is about 0.003-0.01/min and spleen k2 can exceed 3/min (REAL_DATA.md), so every method
+#:   is biased there with them.
+#: * ``physiological`` (the fits' default): K1 in [0.001, 3] mL/cm3/min, k2 in [0.001, 6]/min, k3 in [0, 1]/min,
+#:   k4 in [0.0001, 1]/min, vB in [0, 1]. Where the numbers come from: they contain every organ of the phantom
+#:   (:data:`jaxkin.data.phantom.ORGAN_PARAMETERS`, whose values the phantom takes from the literature the paper
+#:   follows) with its per-subject and intra-organ variation (log-normal, SD 0.10 each: at 4 combined SDs a factor
+#:   1.76 either way, so spleen k2 2.697 -> 4.75, spleen K1 1.535 -> 2.70, bladder k3 0.3 -> 0.53, liver k3 0.003
+#:   -> 0.0017, muscle K1 0.05 -> 0.028), and the facts of REAL_DATA.md (liver k3 0.003-0.01, spleen k2 above 3),
+#:   with margin. k3 = 0 (no trapping) and vB = 0 or 1 are physically possible, so they are allowed. The rates stay
+#:   inside the default rate grid of :func:`prepare` (10.2/min). For the organ values of FDG in healthy subjects
+#:   measured by total-body dynamic PET see Liu G. et al., "Kinetic metrics of 18F-FDG in normal human organs
+#:   identified by systematic dynamic total-body positron emission tomography", Eur J Nucl Med Mol Imaging
+#:   48(8):2363-2372 (2021); the bounds above were not taken from its tables.
+BOUNDS_PRESETS: dict[str, str] = {
+    "physiological": "contains every organ of the jaxkin phantom with its variation and the healthy-organ facts of "
+                     "REAL_DATA.md (liver k3 0.003-0.01/min, spleen k2 above 3/min), with margin",
+    "paper": "the paper's bounds (its network, its curve_fit baseline, Table 1)",
+}
+#: The bounds preset of the fits when none is given.
+DEFAULT_BOUNDS = "physiological"
+
+#: Bounds of a fitted input delay (min): -10 s (the input arrives earlier at the tissue than where it was measured,
+#: e.g. lungs and heart before the descending aorta) to +30 s (later: legs, bladder). TPCCLIB's fitdelay scans
+#: -10 ... +50 s (REAL_DATA.md).
+DEFAULT_DELAY_RANGE = (-10.0 / 60.0, 30.0 / 60.0)
 
 #: The compartment models by name (``1tcm``, ``2tcmirr``, ``2tcm``): parameters, units, default bounds, TAC function.
 MODELS: dict[str, KineticModel] = {
@@ -468,6 +840,8 @@ MODELS: dict[str, KineticModel] = {
         upper=(2.0, 3.0, 1.0),
         tac=one_tissue,
         macros={"VT": _vt_1tcm},
+        physiological_lower=(0.001, 0.001, 0.0),
+        physiological_upper=(3.0, 6.0, 1.0),
     ),
     "2tcmirr": KineticModel(
         name="2tcmirr",
@@ -477,6 +851,8 @@ MODELS: dict[str, KineticModel] = {
         upper=(2.0, 3.0, 1.0, 1.0),
         tac=two_tissue_irreversible,
         macros={"Ki": _ki},
+        physiological_lower=(0.001, 0.001, 0.0, 0.0),
+        physiological_upper=(3.0, 6.0, 1.0, 1.0),
     ),
     "2tcm": KineticModel(
         name="2tcm",
@@ -486,8 +862,89 @@ MODELS: dict[str, KineticModel] = {
         upper=(2.0, 3.0, 1.0, 1.0, 1.0),
         tac=two_tissue,
         macros={"VT": _vt_2tcm},
+        physiological_lower=(0.001, 0.001, 0.0, 0.0001, 0.0),
+        physiological_upper=(3.0, 6.0, 1.0, 1.0, 1.0),
     ),
 }
+
+
+def resolve_bounds(model: str, bounds=None) -> tuple[tuple[float, ...], tuple[float, ...], str]:
+    """``(lower, upper, description)`` of ``model``'s bounds from a bounds specification:
+
+    * ``None``: the default preset (:data:`DEFAULT_BOUNDS`, ``physiological``);
+    * a preset name (``"physiological"``, ``"paper"``);
+    * explicit ranges, as a string ``"K1=0,3 k3=0,1"``, a list of such tokens (the command line's
+      ``--bounds K1=0,3 k3=0,1``) or a dict ``{"K1": (0, 3)}``; a preset name may come first
+      (``"paper k3=0.001,1"``), else the ranges change the default preset. A range naming a parameter the model does
+      not have is ignored when ``model`` is one of several models fitted (the caller checks that every name belongs to
+      some model: :func:`check_bound_names`).
+
+    ``description`` says it in words (for sidecars and notes). Raises :class:`jaxkin.errors.InputError` (a
+    ``ValueError``) naming ``--bounds`` for a bad specification.
+    """
+    from jaxkin.errors import InputError
+
+    m = get_model(model)
+    preset, ranges = _parse_bounds(bounds)
+    lo, hi = (list(b) for b in m.bounds(preset))
+    changed = []
+    for name, (a, b) in ranges.items():
+        if name in m.param_names:
+            i = m.param_names.index(name)
+            lo[i], hi[i] = a, b
+            changed.append(f"{name}={a:g},{b:g}")
+    for name, a, b in zip(m.param_names, lo, hi):
+        if not a <= b:
+            raise InputError(f"--bounds: {name} of {model}: lower {a:g} > upper {b:g}")
+    description = preset + (f" with {' '.join(changed)}" if changed else "")
+    return tuple(float(v) for v in lo), tuple(float(v) for v in hi), description
+
+
+def check_bound_names(bounds, models) -> None:
+    """InputError unless every parameter named in the bounds specification ``bounds`` is one of ``models``'."""
+    from jaxkin.errors import InputError
+
+    _, ranges = _parse_bounds(bounds)
+    known = {n for model in models for n in get_model(model).param_names}
+    unknown = [n for n in ranges if n not in known]
+    if unknown:
+        raise InputError(f"--bounds: {', '.join(unknown)} is not a parameter of {', '.join(models)} "
+                         f"(parameters: {', '.join(sorted(known))})")
+
+
+def _parse_bounds(bounds) -> tuple[str, dict]:
+    """``(preset, {name: (lower, upper)})`` of a bounds specification (see :func:`resolve_bounds`)."""
+    from jaxkin.errors import InputError
+
+    if bounds is None:
+        return DEFAULT_BOUNDS, {}
+    if isinstance(bounds, dict):
+        items, preset = list(bounds.items()), DEFAULT_BOUNDS
+        try:
+            return preset, {str(k): (float(v[0]), float(v[1])) for k, v in items}
+        except (TypeError, ValueError, IndexError):
+            raise InputError(f"--bounds: expected {{name: (lower, upper)}}, got {bounds!r}") from None
+    tokens = bounds.split() if isinstance(bounds, str) else [str(t) for t in bounds]
+    preset = DEFAULT_BOUNDS
+    if tokens and "=" not in tokens[0]:
+        preset = tokens.pop(0)
+        if preset not in BOUNDS_PRESETS:
+            raise InputError(f"--bounds: unknown preset {preset!r}; choose {' or '.join(BOUNDS_PRESETS)}, or give "
+                             "ranges such as K1=0,3 k3=0,1")
+    ranges = {}
+    for token in tokens:
+        name, _, values = token.partition("=")
+        parts = values.split(",")
+        try:
+            a, b = (float(v) for v in parts)
+        except ValueError:
+            raise InputError(f"--bounds: {token!r} is not NAME=LOWER,UPPER (e.g. k3=0,1)") from None
+        if not (np.isfinite(a) and np.isfinite(b)) or a > b:
+            raise InputError(f"--bounds: {token!r}: need finite LOWER <= UPPER")
+        if name in ranges:
+            raise InputError(f"--bounds: {name} is given twice")
+        ranges[name] = (a, b)
+    return preset, ranges
 
 
 def get_model(name: str) -> KineticModel:

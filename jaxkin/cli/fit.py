@@ -28,8 +28,10 @@ def register(subparsers) -> None:
     add_blood_arguments(parser, required=False)
     parser.add_argument("--out", required=True,
                         help="output directory (created if needed); with --bids, the derivatives dataset")
-    parser.add_argument("--model", choices=MODELS, default="2tcmirr",
-                        help="kinetic model (default 2tcmirr, the paper's irreversible two-tissue model)")
+    parser.add_argument("--model", default="2tcmirr", metavar="|".join(MODELS),
+                        help="kinetic model (default 2tcmirr, the paper's irreversible two-tissue model); several "
+                        "compartment models separated by commas (--model 2tcmirr,2tcm,1tcm) are each fitted and "
+                        "compared: AICc maps per model and a map of the preferred model")
     parser.add_argument("--method", choices=("lm", "curve_fit"), default="lm",
                         help="lm: jaxkin's basis + Levenberg-Marquardt (default); curve_fit: the scipy baseline")
     parser.add_argument("--mask", help="3D mask on the PET grid (nonzero = fit); default: voxels with signal")
@@ -47,6 +49,21 @@ def register(subparsers) -> None:
     group.add_argument("--injection-start", type=float, metavar="S",
                        help="the injection in s on the table's (and blood's) time axis when the sidecar has no "
                        "InjectionStart (default 0: times since injection)")
+    parser.add_argument("--bounds", nargs="+", metavar="PRESET|NAME=LO,HI", default=None,
+                        help="parameter bounds: physiological (default: contains healthy organs such as liver "
+                        "k3 ~0.003 and spleen k2 > 3), paper (the paper's: K1 0.01-2, k2 0.01-3, k3 0.01-1, vB 0-1), "
+                        "or ranges that change a preset, e.g. --bounds K1=0,3 k3=0,1 or --bounds paper k3=0.001,1 "
+                        "(jaxkin models lists both presets)")
+    parser.add_argument("--delay", choices=("none", "global", "voxel"), default="none",
+                        help="input delay (positive = the input arrives later than where it was measured): none "
+                        "(default); global: one delay for the scan from the mean TAC of the fit mask (or "
+                        "--delay-mask), searched on a 1 s grid over --delay-range and refined; voxel: a delay per "
+                        "voxel, fitted with the other parameters and written as the map meas-delay (min)")
+    parser.add_argument("--delay-range", nargs=2, type=float, default=(-10.0, 30.0), metavar=("LO", "HI"),
+                        help="delays searched (global) or allowed (voxel), in seconds (default -10 30)")
+    parser.add_argument("--delay-mask", metavar="MASK",
+                        help="--delay global: estimate the delay from the mean TAC of this region (3D mask on the "
+                        "PET grid; default: the fit mask)")
     parser.add_argument("--t-star", type=float, default=20.0, help="start of the linear part, min (patlak, logan)")
     parser.add_argument("--min-signal", type=float, default=0.05,
                         help="automatic body mask: keep voxels whose time integral is >= this x the body's median "
@@ -76,7 +93,19 @@ def run(args) -> int:
     from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.errors import InputError
 
+    models = [m.strip() for m in args.model.split(",")]
+    unknown = [m for m in models if m not in MODELS]
+    if unknown or len(set(models)) != len(models):
+        raise InputError(f"--model {args.model}: " + (f"unknown model {unknown[0]!r}; choose from {', '.join(MODELS)}"
+                                                       if unknown else "a model is named twice"))
+    if len(models) > 1 and any(m in GRAPHICAL for m in models):
+        raise InputError(f"--model {args.model}: only compartment models can be compared (not patlak, logan)")
+    args.model = models[0] if len(models) == 1 else tuple(models)
     if args.tacs:
+        if not isinstance(args.model, str):
+            raise InputError(f"--model {','.join(args.model)}: --tacs fits one model at a time (each writes AICc)")
+        if args.delay != "none":
+            raise InputError("--delay: not with --tacs (regional fits use the input as measured)")
         return _run_regional(args)
     for name in ("tac_time_unit", "tac_units", "injection_start"):
         if getattr(args, name) is not None:
@@ -87,22 +116,43 @@ def run(args) -> int:
         raise InputError("--pet, --tacs or --bids ROOT is required")
     if args.uncertainty and args.method == "curve_fit":
         raise InputError("--uncertainty: standard-error maps come from jaxkin's fit (--method lm), not curve_fit")
-    check_modes(args, ("pet", "input_function", "mask"))
+    check_modes(args, ("pet", "input_function", "mask", "delay_mask"))
     if not args.bids and not args.input_function:
         raise InputError("--input-function is required with --pet")
     if args.chunk_size < 1:
         raise InputError("--chunk-size must be positive")
-    if args.method == "curve_fit" and args.model in GRAPHICAL:
-        raise InputError(f"--method curve_fit applies to compartment models, not {args.model}")
+    if args.method == "curve_fit" and models[0] in GRAPHICAL:
+        raise InputError(f"--method curve_fit applies to compartment models, not {models[0]}")
+    if models[0] not in GRAPHICAL:
+        from jaxkin.kinetics import check_bound_names, resolve_bounds
+
+        check_bound_names(args.bounds, models)
+        for m in models:
+            resolve_bounds(m, args.bounds)  # a bad --bounds stops here, before any work
+    elif args.bounds:
+        raise InputError(f"--bounds applies to compartment models, not {models[0]}")
+    delay_range = tuple(float(v) / 60.0 for v in args.delay_range)
+    if not (np.all(np.isfinite(delay_range)) and delay_range[0] < delay_range[1]):
+        raise InputError(f"--delay-range {args.delay_range[0]:g} {args.delay_range[1]:g}: expected LO HI in seconds "
+                         "with LO < HI")
+    if args.delay != "none" and models[0] in GRAPHICAL:
+        raise InputError(f"--delay applies to compartment models, not {models[0]}")
+    if args.delay == "voxel" and args.method != "lm":
+        raise InputError("--delay voxel: fitted by --method lm only")
+    if args.delay_mask and args.delay != "global":
+        raise InputError("--delay-mask: only with --delay global")
     out = Path(args.out)
     if args.bids:
         jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
                 for job in bids_jobs(args, command="fit", need_blood=True)]
-        mask = None
+        mask = delay_mask = None
     else:
         pet = bids.load_pet(args.pet)
         jobs = [(pet, load_blood_for(args, pet), out, {}, None)]
         mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
+        delay_mask = np.nan_to_num(bids.read_volume(args.delay_mask, pet)) != 0 if args.delay_mask else None
+        if delay_mask is not None and not delay_mask.any():
+            raise InputError(f"--delay-mask {args.delay_mask}: no voxel in the mask")
     half_lives = [(bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
                    if args.weights == "poisson" else None) for pet, *_ in jobs]  # a bad radionuclide stops here
     for _, _, folder, _, _ in jobs:
@@ -121,16 +171,26 @@ def run(args) -> int:
         main = distributed.is_main_process()
         if main:
             say("fit", [f"{name}: {n}" if name else n for n in scan_notes(pet, blood)])
-        before = replaced(folder, f"{pet.prefix}_model-{args.model}_meas-*_mimap.nii.gz")
+        before = sum(replaced(folder, f"{pet.prefix}_model-{m}_meas-*_mimap.nii.gz")
+                     for m in models + (["comparison"] if len(models) > 1 else []))
         written = write_fit_maps(pet, blood, folder, model=args.model, method=args.method, mask=mask,
                                  weights=args.weights, half_life=half_life, chunk_size=args.chunk_size,
                                  min_signal=args.min_signal, t_star=args.t_star, progress=not args.no_progress,
-                                 command_line=command_line, extra=extra, uncertainty=args.uncertainty)
+                                 command_line=command_line, extra=extra, bounds=args.bounds, delay=args.delay,
+                                 delay_range=delay_range, delay_mask=delay_mask, uncertainty=args.uncertainty)
         if not main:
             continue
         result = written["result"]
-        how = "graphical" if args.model in GRAPHICAL else args.method
-        print(f"{name + ': ' if name else ''}fitted {result.n_fitted} voxels with {args.model} ({how}) in "
+        say("fit", written["notes"])
+        if written["delay"] is not None:
+            d, se = written["delay"]
+            print(f"{name + ': ' if name else ''}global input delay {d * 60:.2f} s (standard error {se * 60:.2f} s)")
+        how = "graphical" if models[0] in GRAPHICAL else args.method
+        if len(models) > 1:
+            preferred = np.stack([r.maps["AICc"][r.mask] for r in written["results"].values()]).argmin(axis=0)
+            share = ", ".join(f"{m} {np.mean(preferred == i):.1%}" for i, m in enumerate(models))
+            print(f"{name + ': ' if name else ''}preferred model (smallest AICc) in the voxels: {share}")
+        print(f"{name + ': ' if name else ''}fitted {result.n_fitted} voxels with {','.join(models)} ({how}) in "
               f"{written['seconds']:.1f} s; {result.n_nonfinite} voxel(s) with NaN/Inf left out; "
               f"{result.n_not_converged} flagged not converged")
         print(f"wrote {len(written['paths'])} maps to {folder}: {', '.join(written['paths'])}"

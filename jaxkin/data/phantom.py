@@ -36,6 +36,7 @@ __all__ = [
     "NOISE_S",
     "Preset",
     "Subject",
+    "ORGAN_DELAY_S",
     "get_preset",
     "simulate_subject",
     "simulate_dataset",
@@ -90,6 +91,25 @@ SUBJECT_SD = 0.10
 #: Intra-organ heterogeneity: a smooth log-normal field of this SD (log scale), mean 1, correlation ~HET_MM.
 HETEROGENEITY_SD = 0.10
 HETEROGENEITY_MM = 20.0
+#: Arrival of the input at each organ relative to the measured input (the descending aorta), in seconds (positive =
+#: later), applied with ``organ_delays=True``: the bolus passes the right heart and the lungs, then the left ventricle,
+#: before the descending aorta; it reaches the abdominal organs, the pelvis and the bladder wall later (the torso has no
+#: legs; "body", muscle and fat down to the pelvis, stands for the late periphery). Our choices of a few seconds,
+#: inside the -10 ... +30 s that `jaxkin fit --delay` searches; lesions take the delay of the liver (their usual host).
+ORGAN_DELAY_S: dict[str, float] = {
+    "body": 6.0,
+    "lungs": -4.0,
+    "myocardium": -2.0,
+    "blood_pool": -3.0,
+    "aorta": 0.0,
+    "liver": 3.0,
+    "kidneys": 2.0,
+    "spleen": 2.0,
+    "bone": 4.0,
+    "bladder": 10.0,
+    "lesion": 3.0,
+}
+
 #: Input function: Feng's curve times a log-normal scale (SD 0.15) and delayed by U(0.1, 0.3) min.
 INPUT_SCALE_SD = 0.15
 INPUT_DELAY_MIN = (0.1, 0.3)
@@ -178,6 +198,14 @@ class Subject:
     fwhm_mm: float
     input_scale: float
     input_delay: float
+    organ_delays: dict = dataclasses.field(default_factory=dict)
+
+    def delay_map(self) -> np.ndarray:
+        """The input delay of every voxel ``[X, Y, Z]`` in minutes (0 without organ delays and outside the body)."""
+        table = np.zeros(max(LABELS) + 1)
+        for i, name in LABELS.items():
+            table[i] = self.organ_delays.get(name, 0.0) / 60.0
+        return table[self.labels]
 
 
 def affine_of(preset: Preset) -> np.ndarray:
@@ -371,13 +399,16 @@ def _bounding_box(mask: np.ndarray, fwhm_mm: float, voxel_mm) -> tuple:
 
 
 def simulate_subject(index: int, *, seed: int = 0, preset: str = "small", noise_scale: float = 1.0,
-                     fwhm_mm: float | None = None, frames: FrameSchedule | None = None) -> Subject:
+                     fwhm_mm: float | None = None, frames: FrameSchedule | None = None,
+                     organ_delays: bool = False) -> Subject:
     """Simulate subject ``index`` (0-based; id ``sub-{index+1:02d}``) of the phantom, in memory.
 
     Deterministic in ``(seed, index)``: anatomy, parameters and input come from one random stream and the noise
     from another, so ``noise_scale`` and ``fwhm_mm`` change only the image, not the ground truth.
     ``fwhm_mm`` defaults to the preset's (4 mm); 0 disables the blur; ``noise_scale`` 0 gives noiseless data.
-    ``frames`` defaults to the paper's 62 Quadra frames.
+    ``frames`` defaults to the paper's 62 Quadra frames. ``organ_delays``: each organ sees the input (and its blood
+    the whole blood) delayed by :data:`ORGAN_DELAY_S` (lungs and heart early, the lower body and bladder late); the
+    input function written for the subject stays the measured (aortic) one.
     """
     from jaxkin.kinetics import prepare
 
@@ -404,7 +435,18 @@ def simulate_subject(index: int, *, seed: int = 0, preset: str = "small", noise_
     sub_labels = labels[box]
     inside = sub_labels > 0
     clean = np.zeros(sub_labels.shape + (frames.n_frames,), np.float32)
-    clean[inside] = tacs_in_chunks(truth[box][inside], kin, FDG_MODEL)
+    if not organ_delays:
+        clean[inside] = tacs_in_chunks(truth[box][inside], kin, FDG_MODEL)
+    else:
+        sub_truth = truth[box]
+        for d in sorted(set(ORGAN_DELAY_S.values())):
+            names = [n for n, v in ORGAN_DELAY_S.items() if v == d]
+            sel = np.isin(sub_labels, [_index(n) for n in names])
+            if not sel.any():
+                continue
+            end = float(frames.end[-1]) + max(-d / 60.0, 0.0)
+            shifted = input_function.held_to(end).delayed(d / 60.0)
+            clean[sel] = tacs_in_chunks(sub_truth[sel], prepare(shifted, frames), FDG_MODEL)
     pet = _blur(clean, fwhm, p.voxel_mm)
     del clean
     if noise_scale > 0:
@@ -436,6 +478,7 @@ def simulate_subject(index: int, *, seed: int = 0, preset: str = "small", noise_
         fwhm_mm=fwhm,
         input_scale=input_scale,
         input_delay=input_delay,
+        organ_delays=dict(ORGAN_DELAY_S) if organ_delays else {},
     )
 
 
@@ -533,6 +576,7 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
             "InputFunction": "Feng FDG model (whole blood = plasma), scaled and delayed per subject",
             "InputScale": subject.input_scale,
             "InputDelayMin": subject.input_delay,
+            **({"OrganDelaysSeconds": subject.organ_delays} if subject.organ_delays else {}),
             "KineticModel": MODEL_NAME,
             "InjectedRadioactivityBasis": f"nominal: whole blood at SUV {NOMINAL_BLOOD_SUV_60_MIN:g} at 60 min in a "
                                           f"{NOMINAL_WEIGHT_KG:g} kg patient",
@@ -580,7 +624,7 @@ def write_subject(root, subject: Subject, *, units: str = "kBq/mL") -> dict:
 
 def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, preset: str = "small",
                      noise_scale: float = 1.0, fwhm_mm: float | None = None, units: str = "kBq/mL",
-                     workers: int | None = None, progress=None):
+                     workers: int | None = None, progress=None, organ_delays: bool = False):
     """Simulate ``subjects`` phantom subjects and write them as a BIDS dataset at ``out_dir``; returns its path.
 
     Layout::
@@ -597,7 +641,8 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     The train/val/test split (the paper's 10/4/9 for 23 subjects, scaled otherwise) is the ``split`` column of
     participants.tsv. Everything is written into a temporary folder beside ``out_dir`` and renamed at the end,
     so an error or an interrupt leaves no partial dataset. ``out_dir`` must not exist or be empty.
-    Subjects are simulated and written by ``workers`` threads (default: up to 2).
+    Subjects are simulated and written by ``workers`` threads (default: up to 2). ``organ_delays``: see
+    :func:`simulate_subject`.
     """
     import json
     import os
@@ -627,7 +672,8 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
         splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
 
         def one(i):
-            subject = simulate_subject(i, seed=seed, preset=p.name, noise_scale=noise_scale, fwhm_mm=fwhm)
+            subject = simulate_subject(i, seed=seed, preset=p.name, noise_scale=noise_scale, fwhm_mm=fwhm,
+                                       organ_delays=organ_delays)
             write_subject(tmp, subject, units=units)
             if progress is not None:
                 progress(subject.subject_id)
@@ -649,6 +695,7 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
                              "Description": "jaxkin simulate: analytic torso phantom, irreversible 2TC kinetics, "
                                             "Feng input, Quadra frames, Gaussian PSF and noise"}],
             "SimulationParameters": {"Preset": p.name, "Subjects": n, "Seed": seed, "NoiseScale": noise_scale,
+                                     "OrganDelays": bool(organ_delays),
                                      "PsfFwhmMm": fwhm, "Units": units, "Grid": list(p.shape),
                                      "VoxelSizeMm": list(p.voxel_mm), "GridNote": p.note,
                                      "Split": {"train": n_train, "val": n_val, "test": n_test}},

@@ -14,7 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkin.kinetics import KineticInput, KineticModel
+from jaxkin.fitting.result import DELAY_STEP
+from jaxkin.kinetics import DelayedInput, KineticInput, KineticModel, tac_with_delay
 
 
 def _value_and_jac_2tcmirr(params, kin: KineticInput):
@@ -36,6 +37,27 @@ def _value_and_jac_2tcmirr(params, kin: KineticInput):
     tb = (1.0 - vb)[:, None]
     value = tb * tissue + vb[:, None] * blood
     return value, (tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue)
+
+
+def _value_and_jac_2tcmirr_delayed(params, kin: DelayedInput):
+    """Value ``[N, F]`` and Jacobian (5 arrays ``[N, F]``: K1, k2, k3, vB, delay) of the 2TCM-irr model with a
+    delayed input: the rate and delay derivatives of the evaluator (analytic), the rest as without delay."""
+    k1, k2, k3, vb, delay = (params[:, i] for i in range(5))
+    lam = jnp.maximum(k2 + k3, 1e-12)
+    e, de, e_d, integral, integral_d, blood, blood_d = kin.fdg_terms(lam, delay)
+    inv = 1.0 / lam
+    a = (k1 * k3 * inv)[:, None]
+    b = (k1 * k2 * inv)[:, None]
+    tissue = a * integral + b * e
+    c = (k1 * inv * inv)[:, None]
+    diff = e - integral
+    d_k1 = (k3 * inv)[:, None] * integral + (k2 * inv)[:, None] * e
+    d_k2 = c * k3[:, None] * diff + b * de
+    d_k3 = -c * k2[:, None] * diff + b * de
+    tb = (1.0 - vb)[:, None]
+    value = tb * tissue + vb[:, None] * blood
+    d_delay = tb * (a * integral_d + b * e_d) + vb[:, None] * blood_d
+    return value, (tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue, d_delay)
 
 
 def _jacfwd_value_and_jac(tac: Callable):
@@ -123,10 +145,50 @@ class _Spec:
     value_and_jac: Callable  # (params [N, P], kin) -> ([N, F], P arrays [N, F])
     project: Callable | None  # (params [..., P], rates [..., R], lo, hi) -> (params, coef) inside the bounds
     grid_scale: float = 1.0  # grid points per rate axis, relative to FitSettings.grid_size
+    delay: bool = False  # the last grid column and the last parameter are the input delay (min)
 
 
-def spec(model: KineticModel) -> _Spec:
-    """How to fit ``model``: its basis grid, coefficient map, projection onto the bounds and Jacobian."""
+def _with_delay(base: _Spec, model: KineticModel, delay_step: float) -> _Spec:
+    """The spec of ``model`` with a fitted input delay: the basis grid is the rate grid times a grid of delays
+    (``delay_step`` apart, from the lower to the upper bound), whose last column carries the delay; coefficients map to
+    the model's parameters and the grid delay is appended; the Jacobian has a delay column."""
+
+    def basis_rates(lo, hi, size):
+        rates = base.basis_rates(lo[:-1], hi[:-1], size)
+        n = max(int(np.floor((hi[-1] - lo[-1]) / delay_step + 1e-6)) + 1, 1)
+        delays = lo[-1] + delay_step * np.arange(n)
+        if delays[-1] < hi[-1] - 1e-9:
+            delays = np.append(delays, hi[-1])
+        g, d = rates.shape[0], delays.shape[0]
+        return np.concatenate([np.repeat(rates, d, axis=0), np.tile(delays, g)[:, None]], axis=1)
+
+    def append_delay(p, grid):
+        return jnp.concatenate([p, jnp.broadcast_to(grid[..., -1:], p.shape[:-1] + (1,))], axis=-1)
+
+    def coef_to_params(coef, grid):
+        return append_delay(base.coef_to_params(coef, grid[..., :-1]), grid)
+
+    project = None
+    if base.project is not None:
+        def project(params, grid, lo, hi):
+            p, c = base.project(params[..., :-1], grid[..., :-1], lo[:-1], hi[:-1])
+            return append_delay(p, grid), c
+
+    if model.name == "2tcmirr":
+        value_and_jac = _value_and_jac_2tcmirr_delayed
+    else:
+        value_and_jac = _jacfwd_value_and_jac(lambda p, kin: tac_with_delay(model.name, p, kin))
+    return _Spec(basis_rates, base.integral_column, coef_to_params, value_and_jac, project, base.grid_scale, True)
+
+
+def spec(model: KineticModel, delay: bool = False, delay_step: float = DELAY_STEP) -> _Spec:
+    """How to fit ``model`` (with a fitted input delay when ``delay``; its basis grid ``delay_step`` min apart): its
+    basis grid, coefficient map, projection onto the bounds and Jacobian."""
+    base = _spec(model)
+    return _with_delay(base, model, delay_step) if delay else base
+
+
+def _spec(model: KineticModel) -> _Spec:
     if model.name == "2tcmirr":
         return _Spec(_basis_rates_2tcmirr, True, _coef_to_params_2tcmirr, _value_and_jac_2tcmirr, _project_2tcmirr)
     if model.name == "1tcm":

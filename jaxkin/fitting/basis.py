@@ -19,14 +19,22 @@ import jax.numpy as jnp
 from jaxkin.fitting._linalg import TINY, cho_solve, ridge_for, scaled_solve
 from jaxkin.fitting._models import spec as model_spec
 from jaxkin.fitting.result import FitSettings
-from jaxkin.kinetics import KineticInput, get_model
+from jaxkin.kinetics import KineticInput, get_model  # noqa: F401
 
 __all__ = ["basis_start"]
 
 
-def _basis_columns(kin: KineticInput, rates, integral_column: bool):
-    """Basis columns ``[G, K, F]`` for grid rates ``[G, R]``: (∫C_p,) conv(r_1..r_R), C_b."""
+def _basis_columns(kin, rates, integral_column: bool, delay: bool = False):
+    """Basis columns ``[G, K, F]`` for grid rates ``[G, R]``: (∫C_p,) conv(r_1..r_R), C_b. With ``delay`` the last
+    grid column is the input delay (min) and ``kin`` a :class:`jaxkin.kinetics.DelayedInput`."""
     g = rates.shape[0]
+    if delay:
+        rates, d = rates[:, :-1], rates[:, -1]
+        cols = [kin.frame_conv(rates[:, r], d) for r in range(rates.shape[1])]
+        if integral_column:
+            cols = [kin.integral_mean(d)] + cols
+        cols.append(kin.blood_mean(d))
+        return jnp.stack(cols, axis=1)
     cols = [kin.frame_conv(rates[:, r]) for r in range(rates.shape[1])]
     if integral_column:
         cols = [jnp.broadcast_to(kin.integral_mean, (g, kin.integral_mean.shape[-1]))] + cols
@@ -41,17 +49,20 @@ def basis_start(tacs, weights, kin: KineticInput, settings: FitSettings):
     NNLS solution is projected onto the bounds (keeping the grid rates) and scored by its true SSE, so the start is
     the best *feasible* grid candidate.
     """
-    spec = model_spec(get_model(settings.model))
+    spec = model_spec(get_model(settings.model), settings.delay, settings.delay_step)
     lo, hi = settings.bounds()
     dtype = tacs.dtype
     size = max(int(round(settings.grid_size * spec.grid_scale)), 4)
-    grid = jnp.asarray(spec.basis_rates(lo, hi, size), dtype)  # [G, R]
-    x = _basis_columns(kin, grid, spec.integral_column)  # [G, K, F]
+    grid = jnp.asarray(spec.basis_rates(lo, hi, size), dtype)  # [G, R] (+ the delay column)
+    x = _basis_columns(kin, grid, spec.integral_column, spec.delay)  # [G, K, F]
     k = x.shape[1]
     # Scale every column to unit RMS so the normal matrices are well balanced (undone on the coefficients).
     col_scale = jnp.sqrt(jnp.mean(x * x, axis=-1)) + TINY  # [G, K]
     x = x / col_scale[..., None]
     subsets = [list(c) for size in range(1, k + 1) for c in itertools.combinations(range(k), size)]
+    if spec.delay:  # only active sets with a tissue convolution: the others cannot tell delays apart
+        conv = set(range(int(spec.integral_column), k - 1))
+        subsets = [sub for sub in subsets if conv & set(sub)]
     if weights.ndim == 1 and x.shape[0] * len(subsets) * k <= _MAX_SHARED_COLUMNS:
         coef, sse, b, yy, m = _nnls_shared_weights(tacs, weights, x, subsets)
     else:
@@ -71,8 +82,10 @@ def basis_start(tacs, weights, kin: KineticInput, settings: FitSettings):
 
 
 # Above this many candidate coefficients per voxel (grid points x active sets x columns), the shared-weight path's
-# [N, G*S*K] intermediate is too big and the per-voxel path is used.
-_MAX_SHARED_COLUMNS = 4096
+# [N, G*S*K] intermediate is too big and the per-voxel path is used. (A fitted delay multiplies the grid by the
+# delays, and only active sets with a tissue convolution are kept: 32 rates x 11 delays (4 s apart) x 4 x 3 = 4,224 for the FDG
+# model, whose chunks are then capped at 8,192 TACs, ~0.26 GB.)
+_MAX_SHARED_COLUMNS = 8192
 
 
 def _nnls_shared_weights(tacs, weights, x, subsets):

@@ -39,18 +39,20 @@ from jaxkin.fitting.result import (
     FLAG_NO_SIGNAL,
     FLAG_NONFINITE_INPUT,
     FLAG_NOT_CONVERGED,
+    DELAY_STEP,
     FitResult,
     FitSettings,
+    aicc,
 )
 from jaxkin.fitting.weights import frame_weights
-from jaxkin.kinetics import KineticInput, get_model
+from jaxkin.kinetics import DEFAULT_DELAY_RANGE, DelayedInput, KineticInput, get_model, resolve_bounds
 
 __all__ = ["levenberg_marquardt", "fit_chunk", "fit_tacs", "chunk_length", "weighted_r2"]
 
 
 def levenberg_marquardt(params, tacs, weights, kin: KineticInput, settings: FitSettings):
     """Bounded LM from ``params [N, P]``; returns ``(params, sse, cost_before_last_3, jac_w [N, F, P])``."""
-    spec = model_spec(get_model(settings.model))
+    spec = model_spec(get_model(settings.model), settings.delay, settings.delay_step)
     lo_np, hi_np = settings.bounds()
     dtype = tacs.dtype
     lo, hi = jnp.asarray(lo_np, dtype), jnp.asarray(hi_np, dtype)
@@ -120,6 +122,11 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
     w = jnp.where(jnp.isfinite(weights), weights, 0.0).astype(dtype)
 
     p0 = basis_start(y, w, kin, settings)
+    if settings.delay:
+        # vB at its bound 0 freezes it, and a delay can then absorb the blood spike: start vB a little inside
+        lo_b, hi_b = settings.bounds()
+        v = model.n_params - 1
+        p0 = p0.at[:, v].set(jnp.clip(p0[:, v], lo_b[v] + 0.01 * (hi_b[v] - lo_b[v]), hi_b[v]))
     params, sse, before, jw = levenberg_marquardt(p0, y, w, kin, settings)
 
     lo, hi = (jnp.asarray(b, dtype) for b in settings.bounds())
@@ -131,6 +138,7 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
     flags = flags | jnp.where(at_bound, FLAG_AT_BOUND, 0)
 
     r2 = weighted_r2(y, sse, w)
+    information = aicc(sse, scale, n_frames, n_params)
 
     h = jnp.einsum("nfp,nfq->npq", jw, jw)
     ridge = ridge_for(dtype)
@@ -144,19 +152,21 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
     stderr = jnp.sqrt(jnp.maximum(jnp.diagonal(cov, axis1=-2, axis2=-1), 0.0))
 
     (macro_name, macro_fn), = model.macros.items()
-    grad = jax.vmap(jax.grad(lambda p: macro_fn(p[None])[0]))(params)  # delta method for Ki / VT
+    grad = jax.vmap(jax.grad(lambda p: macro_fn(p[None, : model.n_params])[0]))(params)  # delta method for Ki / VT
     macro_stderr = jnp.sqrt(jnp.maximum(jnp.einsum("np,npq,nq->n", grad, cov, grad), 0.0))
     finite_or = lambda a, v: jnp.where(jnp.isfinite(a), a, v)  # noqa: E731
+    macro = macro_fn(params[:, : model.n_params])
     big = jnp.asarray(jnp.finfo(dtype).max, dtype)
     return FitResult(
         params=finite_or(params, 0.0),
-        macro=finite_or(macro_fn(params), 0.0),
+        macro=finite_or(macro, 0.0),
         sse=finite_or(sse, big),
         r2=finite_or(r2, 0.0),
         converged=converged,
         flags=flags.astype(jnp.int32),
         stderr=jnp.minimum(finite_or(stderr, big), big),
         macro_stderr=jnp.minimum(finite_or(macro_stderr, big), big),
+        aicc=finite_or(information, big),
         model=model.name,
         macro_name=macro_name,
     )
@@ -176,13 +186,20 @@ def _next_pow2(n: int) -> int:
 
 
 # The reversible model's basis start scores ~120 rate pairs per voxel: cap its chunks to bound memory (~0.4 GB).
+# With a fitted delay the grids are ~20x larger (a grid of delays): smaller chunks.
 _MAX_CHUNK = {"2tcm": 4096}
+_MAX_CHUNK_DELAY = {"2tcm": 512, "2tcmirr": 8192, "1tcm": 8192}
+
+#: Rate grid points of the basis start with a fitted delay (times the delays of the grid), and without.
+GRID_SIZE, GRID_SIZE_DELAY = 32, 32
 
 
-def chunk_length(n: int, chunk_size: int, n_devices: int = 1, model: str = "2tcmirr") -> int:
-    """Chunk length for ``n`` TACs: ``chunk_size`` (at most 4,096 for ``2tcm``), or less for small inputs (a power
-    of two >= 256), rounded up to a multiple of the device count."""
-    chunk = min(int(chunk_size), _MAX_CHUNK.get(model, 1 << 30), max(_next_pow2(max(n, 1)), 256))
+def chunk_length(n: int, chunk_size: int, n_devices: int = 1, model: str = "2tcmirr", delay: bool = False) -> int:
+    """Chunk length for ``n`` TACs: ``chunk_size`` (at most 4,096 for ``2tcm``; with a fitted ``delay`` at most
+    8,192, 512 for ``2tcm``), or less for small inputs (a power of two >= 256), rounded up to a multiple of the device
+    count."""
+    cap = (_MAX_CHUNK_DELAY if delay else _MAX_CHUNK).get(model, 1 << 30)
+    chunk = min(int(chunk_size), cap, max(_next_pow2(max(n, 1)), 256))
     return -(-chunk // n_devices) * n_devices
 
 
@@ -192,31 +209,52 @@ def fit_tacs(
     model: str = "2tcmirr",
     *,
     weights="none",
+    bounds=None,
     lower=None,
     upper=None,
     n_iter: int = 16,
-    grid_size: int = 32,
+    grid_size: int | None = None,
     chunk_size: int = 16384,
     half_life: float = F18_HALF_LIFE_MIN,
     decay_corrected: bool = True,
+    delay_range=DEFAULT_DELAY_RANGE,
+    delay_step: float = DELAY_STEP,
 ) -> FitResult:
     """Fit ``tacs [N, F]`` (kBq/ml) with ``model`` (``2tcmirr``, ``1tcm``, ``2tcm``) -> :class:`FitResult` ``[N]``.
 
     ``weights``: ``"none"``, ``"duration"``, ``"poisson"`` or an array ``[F]``/``[N, F]`` (see :func:`frame_weights`).
-    ``lower``/``upper``: bounds (default the model's). TACs are fitted in fixed-size chunks of
+    ``bounds``: a preset (``"physiological"``, the default, or ``"paper"``) or ranges (``"K1=0,3 k3=0,1"``, a dict),
+    see :func:`jaxkin.kinetics.resolve_bounds`; ``lower``/``upper`` (``[P]`` each) replace that side of the bounds
+    when given. TACs are fitted in fixed-size chunks of
     :func:`chunk_length` (the last one padded), so one compilation serves every chunk; each chunk is split over
     this process's devices (:class:`jaxkin.distributed.DataParallel` over :func:`jaxkin.distributed.local_mesh`).
     The dtype follows ``kin`` (float32 by default).
+
+    **Input delay per voxel**: with ``kin`` a :class:`jaxkin.kinetics.DelayedInput` (:func:`jaxkin.prepare_delayed`)
+    the delay of the input (min, positive = later) is a fitted parameter, the last column of ``params`` and
+    ``stderr``, bounded by ``delay_range`` (min; default -10 s ... +30 s); the basis start scans delays
+    ``delay_step`` min apart (default 4 s) times ``grid_size`` rates (default 32).
+    ``lower``/``upper`` then have the delay's bound last.
     """
+    delayed = isinstance(kin, DelayedInput)
+    lo, hi, _ = resolve_bounds(model, bounds)
+    if delayed:
+        d_lo, d_hi = (float(v) for v in delay_range)
+        if d_lo < -kin.max_advance - 1e-9:
+            raise ValueError(f"delay_range starts at {d_lo * 60:g} s but the DelayedInput serves delays from "
+                             f"{-kin.max_advance * 60:g} s (prepare_delayed(max_advance=...))")
+        lo, hi = lo + (d_lo,), hi + (d_hi,)
     settings = FitSettings(
         model=model,
-        lower=None if lower is None else tuple(float(v) for v in lower),
-        upper=None if upper is None else tuple(float(v) for v in upper),
-        grid_size=grid_size,
+        lower=lo if lower is None else tuple(float(v) for v in lower),
+        upper=hi if upper is None else tuple(float(v) for v in upper),
+        grid_size=grid_size or (GRID_SIZE_DELAY if delayed else GRID_SIZE),
         n_iter=n_iter,
+        delay=delayed,
+        delay_step=float(delay_step),
     )
     settings.bounds()  # validate
-    dtype = kin.table.dtype
+    dtype = kin.frame_duration.dtype
     tacs = jnp.asarray(tacs, dtype)
     if tacs.ndim != 2 or tacs.shape[1] != kin.frame_duration.shape[0]:
         raise ValueError(f"tacs must be [N, {kin.frame_duration.shape[0]}], got {tuple(tacs.shape)}")
@@ -226,7 +264,7 @@ def fit_tacs(
 
     parallel = distributed.DataParallel(distributed.local_mesh())
     n_dev, rows, replicated = parallel.size, parallel.batch_sharding, parallel.replicated
-    chunk = chunk_length(n, chunk_size, n_dev, model)
+    chunk = chunk_length(n, chunk_size, n_dev, model, delayed)
     kin = jax.device_put(kin, replicated)
     parts = []
     for start in range(0, max(n, 1), chunk):

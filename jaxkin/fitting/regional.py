@@ -22,7 +22,6 @@ Units: minutes, 1/min, kBq/ml.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import jax
 import jax.numpy as jnp
@@ -123,9 +122,8 @@ def fit_regions(names, tacs, input_function: InputFunction, frames: FrameSchedul
     columns[f"{res.macro_name}_se"] = res.macro_stderr
     units[res.macro_name] = units[f"{res.macro_name}_se"] = UNITS[res.macro_name]
     sse = np.asarray(res.sse, np.float64)
-    with np.errstate(divide="ignore"):
-        aic = n_frames * np.log(np.maximum(sse, 1e-300) / n_frames) + 2 * p
-    aicc = aic + (2.0 * p * (p + 1) / (n_frames - p - 1) if n_frames - p - 1 > 0 else math.inf)
+    aicc = np.asarray(res.aicc, np.float64)  # one definition: jaxkin.fitting.result.aicc (with its SSE floor)
+    aic = aicc - 2.0 * p * (p + 1) / max(n_frames - p - 1, 1)
     columns |= {"SSE": sse, "R2": res.r2, "AIC": aic, "AICc": aicc, "n_frames": np.full(len(names), n_frames),
                 "n_params": np.full(len(names), p), "converged": res.converged.astype(bool),
                 "flags": res.flags.astype(np.int64)}

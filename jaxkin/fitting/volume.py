@@ -26,9 +26,9 @@ import numpy as np
 from jaxkin.data.bids import slabs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS
 from jaxkin.fitting.lm import chunk_length, fit_chunk, weighted_r2
-from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings
+from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings, aicc
 from jaxkin.fitting.weights import frame_weights
-from jaxkin.kinetics import KineticInput, get_model
+from jaxkin.kinetics import DEFAULT_DELAY_RANGE, UNITS, DelayedInput, KineticInput, get_model, resolve_bounds
 
 __all__ = ["VolumeFit", "fit_volume", "write_fit_maps", "body_mask", "body_mask_from_integrals", "output_maps"]
 
@@ -36,27 +36,36 @@ __all__ = ["VolumeFit", "fit_volume", "write_fit_maps", "body_mask", "body_mask_
 MIN_COMPONENT_FRACTION = 1e-3
 
 #: Units of the per-voxel fit diagnostics.
-DIAGNOSTIC_UNITS = {"SSE": "(kBq/mL)^2", "R2": "1", "flags": "1"}
+DIAGNOSTIC_UNITS = {"SSE": "(kBq/mL)^2", "R2": "1", "flags": "1", "AICc": "1"}
+
+#: How the AICc maps are computed (written into their sidecars); see :func:`jaxkin.fitting.result.aicc`.
+AICC_FORMULA = ("AICc = n ln(SSE'/n) + 2k + 2k(k+1)/(n-k-1); n = frames, k = fitted parameters (vB included), "
+                "SSE' = max(SSE, 1e-10 sum_f w_f y_f^2) with SSE the weighted sum of squared residuals of the fit "
+                "and w_f the frame weights (the floor keeps exact fits finite: below it fits count as equal)")
+
+
 #: The suffix of a standard-error map's name: ``meas-KiSE`` is the standard error of ``meas-Ki``.
 SE_SUFFIX = "SE"
 
 
-def output_maps(model: str, *, diagnostics: bool = False, uncertainty: bool = False) -> dict[str, str]:
+def output_maps(model: str, *, diagnostics: bool = False, delay: bool = False,
+                uncertainty: bool = False) -> dict[str, str]:
     """``{map name: unit}`` of what a fit of ``model`` estimates, in order: a compartment model's parameters,
-    macro-parameters and SSE, or a graphical method's slope and intercept. ``diagnostics`` adds R2 (and, for
-    compartment models, the warning ``flags``): every map :func:`fit_volume` returns. ``uncertainty`` adds the
-    standard error of every parameter and macro-parameter of a compartment model (``<name>SE``, e.g. ``KiSE``, in
-    the parameter's unit), R2 and the flags: what ``jaxkin fit --uncertainty`` writes."""
+    macro-parameters (the input ``delay`` with a per-voxel delay) and SSE, or a graphical method's slope and
+    intercept. ``diagnostics`` adds R2 (and, for compartment models, the warning ``flags`` and the ``AICc``): every map
+    :func:`fit_volume` returns. ``uncertainty`` adds the standard error of every parameter and macro-parameter of a
+    compartment model (``<name>SE``, e.g. ``KiSE``, in the parameter's unit; ``delaySE`` with a per-voxel delay), R2
+    and the flags: what ``jaxkin fit --uncertainty`` writes."""
     if model in GRAPHICAL_METHODS:
         g = GRAPHICAL_METHODS[model]
         maps = {g.slope: g.slope_unit, "intercept": g.intercept_unit}
         return maps | ({"R2": DIAGNOSTIC_UNITS["R2"]} if diagnostics or uncertainty else {})
-    units = get_model(model).units
+    units = get_model(model).units | ({"delay": UNITS["delay"]} if delay else {})
     maps = units | {"SSE": DIAGNOSTIC_UNITS["SSE"]}
     if uncertainty:
         maps |= {f"{name}{SE_SUFFIX}": unit for name, unit in units.items()}
-    return maps | ({"R2": DIAGNOSTIC_UNITS["R2"], "flags": DIAGNOSTIC_UNITS["flags"]}
-                   if diagnostics or uncertainty else {})
+    extra = ("R2", "flags", "AICc") if diagnostics else ("R2", "flags") if uncertainty else ()
+    return maps | {name: DIAGNOSTIC_UNITS[name] for name in extra}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,19 +162,60 @@ def body_mask(pet, frame_duration, *, min_signal: float = 0.05, slab: int = 8):
     return body_mask_from_integrals(auc, finite, min_signal), finite
 
 
+#: A PET image whose slices (float32) take at most this many bytes is read into memory in one pass (see :func:`preload`).
+PRELOAD_BYTES = 4 << 30
+
+
+class _Loaded:
+    """Axial slices ``z`` of a PET image read once into memory; ``read(z)`` serves slices of them (absolute indices),
+    so :func:`jaxkin.data.bids.slabs` and the mask pass read from memory."""
+
+    def __init__(self, pet, z: slice):
+        self.shape, self.z, self.data = tuple(pet.shape), z, pet.read(z)
+
+    def read(self, z: slice):
+        return self.data[:, :, z.start - self.z.start : z.stop - self.z.start]
+
+
+def preload(pet, z: slice | None = None, max_bytes: int | None = None):
+    """``pet`` with its axial slices ``z`` (default all) read into memory in one pass, when it is a lazily read image
+    (:class:`jaxkin.data.bids.PetImage`) and they fit in ``max_bytes`` (default :data:`PRELOAD_BYTES`) as float32;
+    else ``pet`` itself (streamed slab by slab, memory bounded).
+
+    Why: a ``.nii.gz`` is one gzip stream with the frames one after the other, so reading a slab of slices (a
+    segment of every frame) seeks back to the stream's start and decompresses the whole file again: streamed slab by
+    slab, the mask pass and the fit pass decompressed the image once per slab each. One read of the slices decompresses
+    it once (the ``jaxkin fit`` profile: reading was ~45% of a warm 100,000-voxel fit, see benchmarks/RESULTS.md)."""
+    if not hasattr(pet, "read") or isinstance(pet, _Loaded):
+        return pet
+    z = z if z is not None else slice(0, pet.shape[2])
+    nbytes = 4 * pet.shape[0] * pet.shape[1] * (z.stop - z.start) * int(np.prod(pet.shape[3:]))
+    return _Loaded(pet, z) if nbytes <= (PRELOAD_BYTES if max_bytes is None else max_bytes) else pet
+
+
+def bounds_sidecar(model: str, bounds) -> dict:
+    """The sidecar entry that states the bounds of a fit: the preset (and changes) and ``[lower, upper]`` per
+    parameter, in the parameters' units."""
+    lower, upper, description = resolve_bounds(model, bounds)
+    names = get_model(model).param_names
+    return {"Preset": description, **{n: [lo, hi] for n, lo, hi in zip(names, lower, upper)}}
+
+
 def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = "lm", mask=None,
                weights: str = "none", chunk_size: int = 16384, slab: int = 8, min_signal: float = 0.05,
                t_star: float = 20.0, plot_input=None, numpy_model=None, progress: bool = True,
                decay_corrected: bool = True, half_life: float | None = None, n_iter: int = 16,
-               uncertainty: bool = False) -> VolumeFit:
+               bounds=None, delay_range=DEFAULT_DELAY_RANGE, uncertainty: bool = False) -> VolumeFit:
     """Fit every voxel of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml) inside the mask; see the module.
 
     ``model``: ``2tcmirr``, ``1tcm``, ``2tcm`` (compartment fit by ``method`` ``lm`` or ``curve_fit``) or
     ``patlak``/``logan`` (needs ``plot_input``, a :class:`jaxkin.fitting.PlotInput`). ``curve_fit`` needs
     ``numpy_model`` (:class:`jaxkin.fitting.NumpyModel`). Without ``mask``, the body is fitted
     (:func:`body_mask_from_integrals`; ``min_signal``: its threshold, a fraction of the body's median time integral,
-    default 0.05). ``uncertainty`` (``lm`` only) adds the standard-error maps of :func:`output_maps`. Returns
-    :class:`VolumeFit`.
+    default 0.05). ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`; default
+    ``physiological``), for ``lm`` and ``curve_fit``. With ``kin`` a :class:`jaxkin.kinetics.DelayedInput` the input
+    delay of every voxel is fitted too (``lm`` only; bounds ``delay_range``, min) and mapped as ``delay`` (min).
+    Returns :class:`VolumeFit`.
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each fits a slab).
     """
     from jaxkin import distributed as dist
@@ -173,6 +223,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     shape = tuple(pet.shape[:3])
     n_z = shape[2]
     mine = dist.share(n_z)  # this process's axial slices (all of them for one process)
+    pet = preload(pet, mine)  # read once for the mask pass and the fit pass (when it fits in memory)
     auc, finite = _integrals(pet, kin.frame_duration, mine, slab)
     finite = dist.gather_slabs(finite, n_z)
     if mask is None:
@@ -186,14 +237,22 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
     mask = mask & finite
     full_mask = mask
     mask = mask[:, :, mine]
-    names = list(output_maps(model, diagnostics=True, uncertainty=uncertainty and method == "lm"))
+    delayed = isinstance(kin, DelayedInput)
+    if delayed and (method != "lm" or model in GRAPHICAL_METHODS):
+        raise ValueError("a per-voxel delay is fitted by the LM of a compartment model only")
+    names = list(output_maps(model, diagnostics=True, delay=delayed, uncertainty=uncertainty and method == "lm"))
     maps = {n: np.zeros(mask.shape, np.int32 if n == "flags" else np.float32) for n in names}
     total = int(np.count_nonzero(mask))
 
     parallel = dist.DataParallel(dist.local_mesh())  # voxels split over this process's devices
     rows, replicated = parallel.batch_sharding, parallel.replicated
-    chunk = chunk_length(total, chunk_size, parallel.size, model)
-    settings = FitSettings(model=model, n_iter=n_iter) if model not in GRAPHICAL_METHODS else None
+    chunk = chunk_length(total, chunk_size, parallel.size, model, delayed)
+    settings = None
+    if model not in GRAPHICAL_METHODS:
+        lower, upper, _ = resolve_bounds(model, bounds)
+        if delayed:
+            lower, upper = lower + (float(delay_range[0]),), upper + (float(delay_range[1]),)
+        settings = FitSettings(model=model, n_iter=n_iter, lower=lower, upper=upper, delay=delayed)
     kin_dev = jax.device_put(kin, replicated)
     plot_dev = jax.device_put(plot_input, replicated) if plot_input is not None else None
     w_kw = {} if half_life is None else {"half_life": half_life}
@@ -218,21 +277,25 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
             w = None
             if weights != "none":
                 w = np.asarray(frame_weights(weights, kin, tacs[:n], decay_corrected=decay_corrected, **w_kw))
-            params, sse, ok = baseline.curve_fit_tacs(tacs[:n], numpy_model, weights=w)
+            params, sse, ok = baseline.curve_fit_tacs(tacs[:n], numpy_model, weights=w, lower=settings.lower,
+                                                      upper=settings.upper)
             values = get_model(model).named_maps(params)
             values["SSE"] = sse
             y = tacs[:n].astype(np.float64)
+            w_full = np.ones(y.shape[-1]) if w is None else w
             with jax.enable_x64(True):
-                values["R2"] = np.asarray(weighted_r2(y, sse, np.ones(y.shape[-1]) if w is None else w))
+                values["R2"] = np.asarray(weighted_r2(y, sse, w_full))
+                values["AICc"] = np.asarray(aicc(sse, np.sum(w_full * y * y, axis=-1), y.shape[-1], params.shape[-1]))
             values["flags"] = np.where(ok, 0, FLAG_NOT_CONVERGED)
         else:
             r = result.to_numpy()
             m = get_model(model)
-            values = {name: r.params[:, i] for i, name in enumerate(m.param_names)}
+            values = {name: r.params[:, i] for i, name in enumerate(m.param_names + ("delay",) * delayed)}
             values[r.macro_name] = r.macro
-            values.update(SSE=r.sse, R2=r.r2, flags=r.flags)
+            values.update(SSE=r.sse, R2=r.r2, flags=r.flags, AICc=r.aicc)
             if f"{r.macro_name}{SE_SUFFIX}" in maps:
-                values |= {f"{name}{SE_SUFFIX}": r.stderr[:, i] for i, name in enumerate(m.param_names)}
+                values |= {f"{name}{SE_SUFFIX}": r.stderr[:, i]
+                           for i, name in enumerate(m.param_names + ("delay",) * delayed)}
                 values[f"{r.macro_name}{SE_SUFFIX}"] = r.macro_stderr
         for name, v in values.items():
             maps[name].reshape(-1)[index] = np.asarray(v)[:n]
@@ -288,11 +351,12 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
                      n_not_converged=n_not_converged)
 
 
-def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", method: str = "lm", mask=None,
+def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str = "lm", mask=None,
                    weights: str = "none", half_life: float | None = None, chunk_size: int = 16384,
                    min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False,
                    command_line: str | None = None, extra: dict | None = None,
-                   whole_blood=None, uncertainty: bool = False) -> dict:
+                   whole_blood=None, bounds=None, delay: str = "none", delay_range=DEFAULT_DELAY_RANGE,
+                   delay_mask=None, uncertainty: bool = False) -> dict:
     """Fit every voxel of a BIDS PET image and write :func:`output_maps` of ``model`` into ``out_dir``.
 
     ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min since
@@ -302,9 +366,28 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     ``min_signal`` times the body's median time integral). The maps are
     ``<prefix>_model-<model>_meas-<name>_mimap.nii.gz`` on the PET's grid with JSON sidecars (the fit method, the
     weights, the voxels fitted, ``extra``); Poisson weights use ``half_life`` (min), by default that of the sidecar's
-    ``TracerRadionuclide`` (F-18 when absent). After :func:`jaxkin.distributed.initialize` this is a collective:
-    every process fits a slab, process 0 writes. Returns ``{"paths": {name: path}, "result": VolumeFit,
-    "seconds": fit time}``.
+    ``TracerRadionuclide`` (F-18 when absent); ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`,
+    default ``physiological``), written into the sidecars. ``uncertainty`` (``lm`` only) adds the standard-error maps
+    ``meas-<name>SE`` of every parameter and of Ki/VT (delta method), R2 and the warning flags (:func:`output_maps`).
+
+    **Model comparison**: ``model`` a sequence of compartment models (``("2tcmirr", "2tcm", "1tcm")``) fits each in
+    the same mask and writes each model's maps, each model's ``meas-AICc`` map (:data:`AICC_FORMULA`) and
+    ``<prefix>_model-comparison_meas-preferred_mimap.nii.gz``: the model with the smallest AICc per voxel as an
+    integer, 1 for the first model given, 2 for the second, ... (0 outside the mask; the names in its sidecar's
+    ``Levels``).
+
+    **Input delay** (positive = the input arrives later at the tissue than where it was measured): ``delay="none"``
+    (default), ``"global"``: one delay for the scan, estimated from the mean TAC of ``delay_mask`` (bool
+    ``[X, Y, Z]``; default the fit's mask, i.e. the whole body) by :func:`jaxkin.fitting.delay.estimate_delay`
+    within ``delay_range`` (min; default -10 s ... +30 s) on a 1 s grid and refined, then every voxel fitted with the
+    shifted input; ``"voxel"``: a delay per voxel (``lm`` only), bounded by ``delay_range``, written as the map
+    ``meas-delay`` (min). The sidecars say which (``InputDelay``).
+
+    After :func:`jaxkin.distributed.initialize` this is a collective: every process fits a slab, process 0 writes.
+    Returns ``{"paths": {name: path}, "result": VolumeFit, "seconds": fit time, "notes": [assumptions made],
+    "delay": (delay, standard error) in min for a global delay}`` (with several models the paths are named
+    ``"<model> <map>"``, ``"result"`` is the first model's and ``"results"`` maps each model to its
+    :class:`VolumeFit`).
     """
     import time
 
@@ -315,44 +398,118 @@ def write_fit_maps(pet, input_function, out_dir, *, model: str = "2tcmirr", meth
     from jaxkin.fitting.graphical import PlotInput
     from jaxkin.kinetics import prepare
 
-    graphical = model in GRAPHICAL_METHODS
+    models = (model,) if isinstance(model, str) else tuple(model)
+    compare = len(models) > 1
+    if not models or len(set(models)) != len(models):
+        raise ValueError(f"model: give one model or several different ones, got {models}")
+    if compare and any(m in GRAPHICAL_METHODS for m in models):
+        raise ValueError("a model comparison takes compartment models only, not " +
+                         ", ".join(m for m in models if m in GRAPHICAL_METHODS))
+    graphical = models[0] in GRAPHICAL_METHODS
     if method == "curve_fit" and graphical:
-        raise ValueError(f"method curve_fit applies to compartment models, not {model}")
+        raise ValueError(f"method curve_fit applies to compartment models, not {models[0]}")
     if weights == "poisson" and half_life is None:
         half_life = bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
     from jaxkin.data.blood import Blood, scan_provenance
 
+    if delay not in ("none", "global", "voxel"):
+        raise ValueError(f"delay must be none, global or voxel, got {delay!r}")
+    if delay != "none" and graphical:
+        raise ValueError(f"an input delay is fitted with compartment models, not {models[0]}")
+    if delay == "voxel" and method != "lm":
+        raise ValueError("a per-voxel delay is fitted by method lm only")
     blood = input_function if isinstance(input_function, Blood) else None
     if blood is not None:
         input_function, whole_blood = blood.input, blood.whole_blood
-    kin = prepare(input_function, pet.frames, whole_blood)
+    whole_blood = whole_blood if whole_blood is not None else input_function
     start = time.perf_counter()
-    result = fit_volume(pet, kin, model=model, method=method, mask=mask, weights=weights, chunk_size=chunk_size,
-                        min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life,
-                        uncertainty=uncertainty,
-                        plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
-                        numpy_model=(NumpyModel(input_function, pet.frames, model, blood=whole_blood)
-                                     if method == "curve_fit" else None))
+    source = preload(pet) if jax.process_count() == 1 else pet  # read once for every pass below (if it fits)
+    notes, delay_info, estimate = [], {"Mode": delay}, None
+    d_lo, d_hi = (float(v) for v in delay_range)
+    if delay == "global":
+        from jaxkin.fitting.delay import estimate_delay, mean_tac, shifted_inputs
+
+        if mask is None:
+            mask, _ = body_mask(source, pet.frames.duration, min_signal=min_signal)
+        region = mask if delay_mask is None else np.asarray(delay_mask, bool)
+        estimate = estimate_delay(mean_tac(source, region), input_function, pet.frames, whole_blood, model=models[0],
+                                  delay_range=delay_range, weights=weights, bounds=bounds, half_life=half_life)
+        covered = min(input_function.end, whole_blood.end)
+        input_function, whole_blood = shifted_inputs(estimate[0], pet.frames, input_function, whole_blood)
+        delay_info |= {"DelaySeconds": round(estimate[0] * 60, 3), "StandardErrorSeconds": round(estimate[1] * 60, 3),
+                       "EstimatedFrom": f"mean TAC of {'the delay mask' if delay_mask is not None else 'the fit mask'}"
+                                        f" ({int(np.count_nonzero(region))} voxels), model {models[0]}",
+                       "SearchSeconds": [d_lo * 60, d_hi * 60], "SearchStepSeconds": 1.0}
+        if abs(estimate[0] - d_lo) < 1e-6 or abs(estimate[0] - d_hi) < 1e-6:
+            notes.append(f"the global input delay {estimate[0] * 60:.1f} s is at the end of the search range "
+                         f"{d_lo * 60:g} ... {d_hi * 60:g} s")
+        if covered < pet.frames.end[-1] - estimate[0] - 1e-9:
+            notes.append(f"the input ends at {covered * 60:.1f} s; shifted by the delay it is held at its last value "
+                         f"up to the end of the scan")
+    if delay == "voxel":
+        from jaxkin.kinetics import prepare_delayed
+
+        kin = prepare_delayed(input_function, pet.frames, whole_blood, max_advance=max(-d_lo, 0.0))
+        if kin.note:
+            notes.append(kin.note)
+        delay_info |= {"BoundsSeconds": [d_lo * 60, d_hi * 60], "Map": "meas-delay (min)"}
+    else:
+        kin = prepare(input_function, pet.frames, whole_blood)
+    results = {}
+    for m in models:
+        fit_mask = mask if not results else next(iter(results.values())).mask  # later models: the first's mask
+        results[m] = fit_volume(
+            source, kin, model=m, method=method, mask=fit_mask, weights=weights, chunk_size=chunk_size,
+            min_signal=min_signal, t_star=t_star, progress=progress, half_life=half_life, bounds=bounds,
+            delay_range=delay_range, uncertainty=uncertainty,
+            plot_input=PlotInput.from_input(input_function, pet.frames) if graphical else None,
+            numpy_model=NumpyModel(input_function, pet.frames, m, blood=whole_blood) if method == "curve_fit" else None)
     seconds = time.perf_counter() - start
-    sidecar = {"FitMethod": "linear regression" if graphical else method, "Weights": weights,
-               "VoxelsFitted": result.n_fitted, **scan_provenance(pet, blood), **(extra or {})}
-    if graphical:
-        sidecar["TStarMinutes"] = t_star
-    units = output_maps(model, uncertainty=uncertainty and method == "lm")
-    paths = {name: bids.map_path(out_dir, pet.prefix, model, name) for name in units}
-    if dist.is_main_process():
+    result = results[models[0]]
+    base = {"FitMethod": "linear regression" if graphical else method, "Weights": weights,
+            "VoxelsFitted": result.n_fitted, **scan_provenance(pet, blood), **(extra or {})}
+    if compare:
+        base["ModelsCompared"] = list(models)
+    if not graphical:
+        base["InputDelay"] = delay_info
+    if notes:
+        base["Assumptions"] = list(base.get("Assumptions", [])) + notes
+    writes = []  # (model entity, map name, values, unit, sidecar)
+    for m, res in results.items():
+        sidecar = dict(base)
+        if graphical:
+            sidecar["TStarMinutes"] = t_star
+        else:
+            sidecar["Bounds"] = bounds_sidecar(m, bounds)
+        units = output_maps(m, delay=delay == "voxel", uncertainty=uncertainty and method == "lm") | (
+            {"AICc": DIAGNOSTIC_UNITS["AICc"]} if compare else {})
         for name, unit in units.items():
-            described = sidecar
+            side = sidecar | ({"AICcFormula": AICC_FORMULA} if name == "AICc" else {})
             if name.endswith(SE_SUFFIX) and name[: -len(SE_SUFFIX)] in units:
-                described = sidecar | {"Description": f"standard error of {name[: -len(SE_SUFFIX)]}"
-                                       + (" (delta method)" if name[: -len(SE_SUFFIX)] in ("Ki", "VT") else "")}
+                side = side | {"Description": f"standard error of {name[: -len(SE_SUFFIX)]}"
+                               + (" (delta method)" if name[: -len(SE_SUFFIX)] in ("Ki", "VT") else "")}
             elif name == "flags":
                 from jaxkin.fitting.result import FLAG_NAMES
 
-                described = sidecar | {"Description": "warning flags of the fit (bit field)",
-                                       "Levels": {str(b): t for b, t in FLAG_NAMES.items()}}
-            bids.write_map(out_dir, pet.prefix, model, name, result.maps[name], reference=pet, units=unit,
-                           command_line=command_line, extra=described)
+                side = side | {"Description": "warning flags of the fit (bit field)",
+                               "Levels": {str(b): t for b, t in FLAG_NAMES.items()}}
+            writes.append((m, name, res.maps[name], unit, side))
+    if compare:
+        criteria = np.stack([results[m].maps["AICc"] for m in models])
+        preferred = np.where(result.mask, np.argmin(criteria, axis=0) + 1, 0).astype(np.float32)
+        side = base | {"Description": "the model with the smallest AICc in each voxel (an integer: see Levels)",
+                       "Levels": {"0": "not fitted (outside the mask)",
+                                  **{str(i + 1): m for i, m in enumerate(models)}},
+                       "AICcFormula": AICC_FORMULA}
+        writes.append(("comparison", "preferred", preferred, "1", side))
+    paths = {(f"{m} {name}" if compare else name): bids.map_path(out_dir, pet.prefix, m, name)
+             for m, name, *_ in writes}
+    if dist.is_main_process():
+        for m, name, values, unit, side in writes:
+            bids.write_map(out_dir, pet.prefix, m, name, values, reference=pet, units=unit,
+                           command_line=command_line, extra=side)
     dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
-    return {"paths": paths, "result": result, "seconds": seconds}
-
+    out = {"paths": paths, "result": result, "seconds": seconds, "notes": notes, "delay": estimate}
+    if compare:
+        out["results"] = results
+    return out

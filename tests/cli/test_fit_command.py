@@ -57,7 +57,79 @@ def test_fit_writes_the_maps(dataset, tmp_path, capsys):
     np.testing.assert_allclose(ki[inside], true_ki[inside], rtol=2e-3)
     sidecar = json.loads((out / "sub-01_model-2tcmirr_meas-Ki_mimap.json").read_text())
     assert sidecar["ModelName"] == "2tcmirr" and sidecar["Units"] == "mL/cm3/min"
+    assert sidecar["Bounds"] == {"Preset": "physiological", "K1": [0.001, 3.0], "k2": [0.001, 6.0], "k3": [0.0, 1.0],
+                                 "vB": [0.0, 1.0]}
     assert "fitted 59 voxels" in stdout
+
+
+def test_model_comparison_writes_aicc_and_the_preferred_model(dataset, tmp_path, capsys):
+    root, pet, aif, params = dataset
+    out = tmp_path / "cmp"
+    code, stdout, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(out),
+                              "--model", "2tcmirr,1tcm", "--no-progress", "--chunk-size", "64", "--min-signal",
+                              "0.001"], capsys)
+    assert code == 0, err
+    for model in ("2tcmirr", "1tcm"):
+        for name in jaxkin.get_model(model).map_names + ("SSE", "AICc"):
+            assert bids.map_path(out, "sub-01", model, name).is_file(), (model, name)
+    preferred = np.asarray(nib.load(bids.map_path(out, "sub-01", "comparison", "preferred")).dataobj)
+    inside = np.ones(SHAPE, bool)
+    inside[0, 0, 0] = False
+    assert preferred[0, 0, 0] == 0 and np.all(preferred[inside] == 1)  # the data are 2TCM-irr TACs
+    sidecar = json.loads((out / "sub-01_model-comparison_meas-preferred_mimap.json").read_text())
+    assert sidecar["Levels"] == {"0": "not fitted (outside the mask)", "1": "2tcmirr", "2": "1tcm"}
+    assert "AICc = n ln(SSE'/n)" in sidecar["AICcFormula"]
+    assert "2tcmirr 100.0%" in stdout
+    code, _, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(tmp_path / "x"),
+                         "--model", "2tcmirr,patlak"], capsys)
+    assert code == 2 and "--model" in err
+
+
+def test_fit_with_a_global_and_a_voxel_delay(tmp_path, capsys):
+    """Every voxel sees the input 8 s late: --delay global finds 8 s from the mean TAC of a homogeneous region (the
+    first 4 voxels share their parameters), and within 1 s from the mean TAC of all voxels (a mixture of kinetics is
+    not a model TAC); --delay voxel maps 8 s; Ki is recovered."""
+    from jaxkin.kinetics import tacs_in_chunks
+
+    rng = np.random.default_rng(6)
+    params = np.stack([rng.uniform(0.2, 1.0, 12), rng.uniform(0.2, 1.0, 12), rng.uniform(0.02, 0.3, 12),
+                       rng.uniform(0.02, 0.1, 12)], -1)
+    params[1:4] = params[0]
+    region = np.zeros((3, 2, 2), np.uint8)
+    region.reshape(-1)[:4] = 1
+    region_path = tmp_path / "region.nii.gz"
+    nib.save(nib.Nifti1Image(region, AFFINE), str(region_path))
+    late = INPUT.held_to(FRAMES.end[-1]).delayed(8.0 / 60.0)
+    tacs = tacs_in_chunks(params, jaxkin.prepare(late, FRAMES)).reshape(3, 2, 2, -1)
+    pet = bids.write_pet(tmp_path / "sub-02_pet.nii.gz", tacs, FRAMES, AFFINE, units="kBq/mL")
+    aif = tmp_path / "sub-02_blood.tsv"
+    bids.write_input_function(aif, INPUT, units="kBq/mL")
+    true_ki = params[:, 0] * params[:, 2] / (params[:, 1] + params[:, 2])
+    common = ["fit", "--pet", str(pet), "--input-function", str(aif), "--no-progress", "--min-signal", "0.001"]
+    code, stdout, err = _run(common + ["--out", str(tmp_path / "all"), "--delay", "global"], capsys)
+    assert code == 0, err
+    whole = json.loads((tmp_path / "all" / "sub-02_model-2tcmirr_meas-Ki_mimap.json").read_text())["InputDelay"]
+    assert abs(whole["DelaySeconds"] - 8.0) < 1.0 and "fit mask (12 voxels)" in whole["EstimatedFrom"]
+    code, stdout, err = _run(common + ["--out", str(tmp_path / "g"), "--delay", "global", "--delay-mask",
+                                       str(region_path)], capsys)
+    assert code == 0, err
+    assert "global input delay 8.0" in stdout
+    sidecar = json.loads((tmp_path / "g" / "sub-02_model-2tcmirr_meas-Ki_mimap.json").read_text())
+    assert sidecar["InputDelay"]["Mode"] == "global" and abs(sidecar["InputDelay"]["DelaySeconds"] - 8.0) < 0.1
+    ki = np.asarray(nib.load(bids.map_path(tmp_path / "g", "sub-02", "2tcmirr", "Ki")).dataobj).reshape(-1)
+    np.testing.assert_allclose(ki[:4], true_ki[:4], rtol=5e-3)
+    code, _, err = _run(common + ["--out", str(tmp_path / "v"), "--delay", "voxel", "--delay-range", "-5", "20"], capsys)
+    assert code == 0, err
+    delay = np.asarray(nib.load(bids.map_path(tmp_path / "v", "sub-02", "2tcmirr", "delay")).dataobj).reshape(-1)
+    np.testing.assert_allclose(delay * 60, 8.0, atol=0.5)
+    ki = np.asarray(nib.load(bids.map_path(tmp_path / "v", "sub-02", "2tcmirr", "Ki")).dataobj).reshape(-1)
+    np.testing.assert_allclose(ki, true_ki, rtol=1e-2)
+    sidecar = json.loads((tmp_path / "v" / "sub-02_model-2tcmirr_meas-delay_mimap.json").read_text())
+    assert sidecar["Units"] == "min" and sidecar["InputDelay"]["BoundsSeconds"] == [-5.0, 20.0]
+    for bad in (["--delay", "voxel", "--method", "curve_fit"], ["--delay-range", "30", "-10"],
+                ["--delay", "global", "--model", "patlak"], ["--delay-mask", str(pet)]):
+        code, _, err = _run(common + ["--out", str(tmp_path / "bad")] + bad, capsys)
+        assert code == 2 and "--delay" in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_fit_with_mask_patlak_and_curve_fit(dataset, tmp_path, capsys):
@@ -94,6 +166,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, caps
         (["--pet", str(pet), "--input-function", str(tmp_path / "nope.tsv")], "nope.tsv"),
         (["--pet", str(pet), "--input-function", str(short)], "short_blood.tsv"),
         (["--pet", str(pet), "--input-function", str(aif), "--mask", str(wrong)], "wrong.nii.gz"),
+        (["--pet", str(pet), "--input-function", str(aif), "--bounds", "k5=0,1"], "--bounds"),
+        (["--pet", str(pet), "--input-function", str(aif), "--bounds", "tight"], "--bounds"),
     ]
     for argv, name in cases:
         code, _, err = _run(["fit"] + argv + ["--out", str(out), "--no-progress"], capsys)

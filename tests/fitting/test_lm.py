@@ -148,7 +148,7 @@ def noisy_case(numpy_model):
 
 def test_sse_at_most_curve_fit(noisy_case, kin32, numpy_model):
     tacs, _, cf_sse, _ = noisy_case
-    res = _fit(tacs, kin32).to_numpy()
+    res = _fit(tacs, kin32, bounds="paper").to_numpy()  # the same bounds as the paper's curve_fit
     assert np.all(np.isfinite(res.params)) and np.all(np.isfinite(res.sse)) and np.all(np.isfinite(res.stderr))
     # compare both parameter sets on the same float64 NumPy model
     sse = np.array([np.sum((numpy_model(p) - y) ** 2) for p, y in zip(res.params.astype(np.float64), tacs)])
@@ -160,7 +160,7 @@ def test_sse_at_most_curve_fit(noisy_case, kin32, numpy_model):
 def test_weighted_fit_matches_weighted_curve_fit(noisy_case, kin32, numpy_model):
     tacs = noisy_case[0][:20]
     w = np.asarray(fitting.frame_weights("poisson", kin32, tacs))
-    res = _fit(tacs, kin32, weights="poisson").to_numpy()
+    res = _fit(tacs, kin32, weights="poisson", bounds="paper").to_numpy()
     _, cf_sse, _ = baseline.curve_fit_tacs(tacs, numpy_model, weights=w)
     sse = np.array([np.sum(wi * (numpy_model(p) - y) ** 2) for p, y, wi in zip(res.params.astype(np.float64), tacs, w)])
     assert (sse <= 1.001 * cf_sse).mean() >= 19 / 20, np.sort(sse / cf_sse)[-3:]
@@ -195,7 +195,7 @@ def test_adversarial_tacs_give_finite_flagged_results(model, kin32):
     res = _fit(tacs, kin32, model=model, weights="poisson" if model == "2tcmirr" else "none").to_numpy()
     for leaf in (res.params, res.macro, res.sse, res.r2, res.stderr):
         assert np.all(np.isfinite(leaf)), leaf
-    lo, hi = np.array(jaxkin.get_model(model).lower), np.array(jaxkin.get_model(model).upper)
+    lo, hi = (np.array(b) for b in jaxkin.get_model(model).bounds("physiological"))  # the default bounds
     assert np.all(res.params >= lo - 1e-6) and np.all(res.params <= hi + 1e-6)
     flags = res.flags
     assert flags[0] & fitting.FLAG_NO_SIGNAL and flags[1] & fitting.FLAG_NO_SIGNAL

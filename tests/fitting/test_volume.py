@@ -99,3 +99,22 @@ def test_four_cpu_devices_agree_with_one(tmp_path):
     assert np.quantile(ki_err, 0.99) < 1e-4 and np.quantile(sse_err, 0.99) < 1e-4, (ki_err.max(), sse_err.max())
     assert np.all(four["SSE"][m] <= one.maps["SSE"][m] * 1.001)
     assert np.all(one.maps["SSE"][m] <= four["SSE"][m] * 1.001)
+
+
+def test_a_pet_file_read_once_gives_the_maps_of_one_streamed_slab_by_slab(tmp_path, monkeypatch):
+    """write_fit_maps reads a PET file that fits in memory once (preload); streamed slab by slab (preload off) the
+    maps are the same."""
+    from jaxkin.data import bids
+    from jaxkin.fitting import volume
+
+    pet, kin = _volume(seed=3)
+    path = bids.write_pet(tmp_path / "sub-01_pet.nii.gz", np.nan_to_num(pet), FRAMES, np.eye(4), units="kBq/mL")
+    image = bids.load_pet(path)
+    assert isinstance(volume.preload(image), volume._Loaded)
+    once = fit_volume(image, kin, chunk_size=32, slab=2, progress=False)
+    monkeypatch.setattr(volume, "PRELOAD_BYTES", 0)
+    assert volume.preload(image) is image
+    streamed = fit_volume(image, kin, chunk_size=32, slab=2, progress=False)
+    np.testing.assert_array_equal(once.mask, streamed.mask)
+    for name in ("Ki", "SSE", "flags"):
+        np.testing.assert_array_equal(once.maps[name], streamed.maps[name])
