@@ -75,11 +75,17 @@ def _cli(args: list) -> str:
             "        sys.exit(rc)\n")
 
 
+#: The words of gloo's connection messages ("[Gloo] Rank 1 is connected to 1 peer ranks. Expected number of connected
+#: peer ranks is : 1"), which its threads may split over lines (a line "1" or "Rank" alone was seen).
+_GLOO_WORDS = {"[Gloo]", "Rank", "is", "connected", "to", "peer", "ranks.", "ranks", "Expected", "number", "of", ":"}
+
+
 def _ours(stdout: str) -> list[str]:
     """The lines of ``stdout`` that are not gloo's (its C++ library prints how its ranks connect, from several
-    threads, so its lines can be split or run together)."""
+    threads, so its lines can be split or run together: a line made only of its words and numbers is gloo's)."""
     return [line for line in stdout.splitlines()
-            if line.strip() and "[Gloo]" not in line and "peer ranks" not in line and line.strip() != "Rank"]
+            if line.strip() and "[Gloo]" not in line and "peer ranks" not in line
+            and not all(word in _GLOO_WORDS or word.isdigit() for word in line.split())]
 
 
 def _losses(workdir: Path) -> np.ndarray:
