@@ -80,11 +80,10 @@ class BidsJob:
 
 def bids_jobs(args, *, command: str, need_blood: bool) -> list[BidsJob]:
     """Every selected scan of ``args.bids``, each PET and blood read and checked before any work (bad input stops
-    the run with nothing written); writes the derivative dataset's ``dataset_description.json``."""
+    the run with nothing written). The caller checks what else it needs, then calls :func:`start_derivatives`."""
     from jaxkin.data.bids import load_pet
     from jaxkin.data.blood import load_blood
-    from jaxkin.data.layout import (bids_uri, check_output_folder, derivative_blood, derivative_dir, find_pet_scans,
-                                    write_dataset_description)
+    from jaxkin.data.layout import bids_uri, check_output_folder, derivative_blood, derivative_dir, find_pet_scans
     from jaxkin.errors import InputError
 
     root, out = Path(args.bids), Path(args.out)
@@ -109,9 +108,17 @@ def bids_jobs(args, *, command: str, need_blood: bool) -> list[BidsJob]:
         if blood is not None:
             sources += [bids_uri(p, blood_root, "blood") if blood_root else bids_uri(p, root) for p in paths]
         jobs.append(BidsJob(scan, pet, blood, derivative_dir(out, scan), sources))
-    write_dataset_description(out, source_root=root, name=f"jaxkin {command}",
-                              links={"blood": blood_root} if blood_root is not None else None)
     return jobs
+
+
+def start_derivatives(args, *, command: str) -> None:
+    """Write (or update) the derivatives dataset's ``dataset_description.json`` in ``args.out``: the first file a
+    BIDS-App run writes, once every input is checked."""
+    from jaxkin.data.layout import write_dataset_description
+
+    blood_root = getattr(args, "blood_dataset", None)
+    write_dataset_description(Path(args.out), source_root=Path(args.bids), name=f"jaxkin {command}",
+                              links={"blood": Path(blood_root)} if blood_root else None)
 
 
 def replaced(out_dir: Path, pattern: str) -> int:

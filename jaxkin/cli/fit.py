@@ -87,7 +87,7 @@ def run(args) -> int:
     import numpy as np
 
     from jaxkin import distributed
-    from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say
+    from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say, start_derivatives
     from jaxkin.data import bids
     from jaxkin.data.blood import scan_notes
     from jaxkin.decay import F18_HALF_LIFE_MIN
@@ -162,6 +162,8 @@ def run(args) -> int:
             raise InputError(f"--out: cannot create {folder} ({err.strerror})") from None
         if not os.access(folder, os.W_OK):
             raise InputError(f"--out: {folder} is not writable")
+    if args.bids and distributed.is_main_process():
+        start_derivatives(args, command="fit")
     distributed.initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
 
     from jaxkin.fitting import write_fit_maps

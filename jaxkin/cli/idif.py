@@ -42,7 +42,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from jaxkin.cli._scan import bids_jobs, check_modes, open_labels, replaced, say
+    from jaxkin.cli._scan import bids_jobs, check_modes, open_labels, replaced, say, start_derivatives
     from jaxkin.data import bids
     from jaxkin.data.regions import idif_mask
     from jaxkin.data.blood import scan_provenance, write_blood
@@ -84,6 +84,8 @@ def run(args) -> int:
             raise InputError(f"{labels_path}: label {label!r} has no voxel inside the field of view of {pet.path.name}")
         mask, how = idif_mask(pet, chosen, erode=args.erode, segment=segment, core=args.core)
         opened.append((pet, labels, labels_path, out, sources, name, label, mask, how))
+    if args.bids:
+        start_derivatives(args, command="idif")
     for pet, labels, labels_path, out, sources, name, label, mask, how in opened:
         say("idif", [f"{name}: {n}" if name else n for n in list(pet.notes) + list(labels.notes)])
         tac, used = bids.label_mean_tac(pet, mask)

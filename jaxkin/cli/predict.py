@@ -25,7 +25,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from jaxkin import distributed
-    from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say
+    from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say, start_derivatives
     from jaxkin.data.bids import load_pet
     from jaxkin.data.blood import scan_notes
     from jaxkin.errors import InputError
@@ -44,6 +44,8 @@ def run(args) -> int:
     predictor = load_predictor(args.checkpoint)
     for pet, *_ in jobs:  # every scan checked against the network before any is predicted
         predictor.check_frames(pet.frames.n_frames, str(pet.path))
+    if args.bids and distributed.is_main_process():
+        start_derivatives(args, command="predict")
     if args.batch_size is not None:
         cfg = dataclasses.replace(predictor.cfg, predict_batch_size=args.batch_size)
         predictor = Predictor(predictor.graphdef, predictor.params, cfg, predictor.n_frames)

@@ -224,3 +224,12 @@ def test_predict_bids_with_a_trained_network(tmp_path, capsys):
     short.write_text(json.dumps(meta))
     code, _, err = _run(["predict", "--checkpoint", str(fixture), "--bids", str(root), "--out", str(out)], capsys)
     assert code == 2 and "FrameTimesStart' lists 61 frames" in err
+
+
+def test_idif_bids_bad_label_writes_nothing(dataset, tmp_path, capsys):
+    """A label that no scan's label map has stops the run before anything is written."""
+    root, _ = dataset
+    out = tmp_path / "idif"
+    code, _, err = _run(["idif", "--bids", str(root), "--out", str(out), "--label", "liver"], capsys)
+    assert code == 2 and "'liver'" in err and len(err.strip().splitlines()) == 1, err
+    assert not out.exists()  # not even dataset_description.json
