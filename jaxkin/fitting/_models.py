@@ -18,13 +18,10 @@ from jaxkin.fitting.result import DELAY_STEP
 from jaxkin.kinetics import DelayedInput, KineticInput, KineticModel, tac_with_delay
 
 
-def _value_and_jac_2tcmirr(params, kin: KineticInput):
-    """Analytic value ``[N, F]`` and Jacobian (4 arrays ``[N, F]``, one per parameter) of the 2TCM-irr model."""
-    k1, k2, k3, vb = params[:, 0], params[:, 1], params[:, 2], params[:, 3]
-    lam = jnp.maximum(k2 + k3, 1e-12)
-    e, de = kin.frame_conv_and_derivative(lam)
-    integral = kin.integral_mean
-    blood = kin.blood_mean
+def _fdg_terms(k1, k2, k3, vb, lam, e, de, integral, blood):
+    """The 2TCM-irr value ``[N, F]``, its Jacobian in K1, k2, k3, vB, and the amplitudes ``a = K1 k3/λ``,
+    ``b = K1 k2/λ`` and ``1 - vB`` (``[N, 1]``) from the evaluator's terms at ``λ = k2 + k3``: ``e``/``de`` the frame
+    means of the convolution and its λ-derivative, ``integral`` those of the running integral, ``blood`` the blood's."""
     inv = 1.0 / lam
     a = (k1 * k3 * inv)[:, None]
     b = (k1 * k2 * inv)[:, None]
@@ -36,7 +33,16 @@ def _value_and_jac_2tcmirr(params, kin: KineticInput):
     d_k3 = -c * k2[:, None] * diff + b * de
     tb = (1.0 - vb)[:, None]
     value = tb * tissue + vb[:, None] * blood
-    return value, (tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue)
+    return value, (tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue), a, b, tb
+
+
+def _value_and_jac_2tcmirr(params, kin: KineticInput):
+    """Analytic value ``[N, F]`` and Jacobian (4 arrays ``[N, F]``, one per parameter) of the 2TCM-irr model."""
+    k1, k2, k3, vb = params[:, 0], params[:, 1], params[:, 2], params[:, 3]
+    lam = jnp.maximum(k2 + k3, 1e-12)
+    e, de = kin.frame_conv_and_derivative(lam)
+    value, jac, *_ = _fdg_terms(k1, k2, k3, vb, lam, e, de, kin.integral_mean, kin.blood_mean)
+    return value, jac
 
 
 def _value_and_jac_2tcmirr_delayed(params, kin: DelayedInput):
@@ -45,19 +51,9 @@ def _value_and_jac_2tcmirr_delayed(params, kin: DelayedInput):
     k1, k2, k3, vb, delay = (params[:, i] for i in range(5))
     lam = jnp.maximum(k2 + k3, 1e-12)
     e, de, e_d, integral, integral_d, blood, blood_d = kin.fdg_terms(lam, delay)
-    inv = 1.0 / lam
-    a = (k1 * k3 * inv)[:, None]
-    b = (k1 * k2 * inv)[:, None]
-    tissue = a * integral + b * e
-    c = (k1 * inv * inv)[:, None]
-    diff = e - integral
-    d_k1 = (k3 * inv)[:, None] * integral + (k2 * inv)[:, None] * e
-    d_k2 = c * k3[:, None] * diff + b * de
-    d_k3 = -c * k2[:, None] * diff + b * de
-    tb = (1.0 - vb)[:, None]
-    value = tb * tissue + vb[:, None] * blood
+    value, jac, a, b, tb = _fdg_terms(k1, k2, k3, vb, lam, e, de, integral, blood)
     d_delay = tb * (a * integral_d + b * e_d) + vb[:, None] * blood_d
-    return value, (tb * d_k1, tb * d_k2, tb * d_k3, blood - tissue, d_delay)
+    return value, (*jac, d_delay)
 
 
 def _jacfwd_value_and_jac(tac: Callable):
