@@ -27,16 +27,26 @@ trained network. With the exp4_1 settings (multi-clamp, random init, batch 5, 30
 
 from base import table1
 
+from jaxkin.kinetics import FDG_MODEL, get_model
+
+PHYSIOLOGICAL = get_model(FDG_MODEL).bounds("physiological")
+
 
 def get_config() -> dict:
     return table1(conv="space_time", pooling="3d", final_activation="sigmoid") | {
         "phantom_preset": "small",
+        "phantom_subjects": 8,  # 4 train, 1 validation, 3 test
         "crop": 32,
         "slices_per_subject": 0,  # every slice from the lungs to the bladder
         "init_params": (0.1, 0.5, 0.05, 0.05),
-        "input_normalization": "slice",
+        "condition_on_input": True,
+        "input_normalization": "input",
+        "loss_scale": "voxel",
+        "lower": PHYSIOLOGICAL[0],
+        "upper": PHYSIOLOGICAL[1],
         "batch_size": 1,
-        "epochs": 14,
-        "learning_rate": 2e-3,
-        "lr_halving_epochs": 6,
+        "epochs": 10,
+        "learning_rate": 1e-3,
+        "lr_halving_epochs": 4,
+        "grad_clip_norm": 1.0,
     }

@@ -42,8 +42,11 @@ def run(args) -> int:
         jobs = [(pet, load_blood_for(args, pet) if args.input_function else None, Path(args.out), None, None)]
     distributed.initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
     predictor = load_predictor(args.checkpoint)
-    for pet, *_ in jobs:  # every scan checked against the network before any is predicted
+    for pet, blood, *_ in jobs:  # every scan checked against the network before any is predicted
         predictor.check_frames(pet.frames.n_frames, str(pet.path))
+        if blood is None and predictor.cfg.model.needs_input_function:
+            raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
+                             "with condition_on_input or input_normalization=input); give --input-function")
     if args.bids and distributed.is_main_process():
         start_derivatives(args, command="predict")
     if args.batch_size is not None:

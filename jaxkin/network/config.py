@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxkin.data.phantom import PRESETS
 from jaxkin.errors import InputError
+from jaxkin.nn.loss import LOSS_FRAMES, LOSS_SCALES
 from jaxkin.nn.unet import UNetConfig
 
 __all__ = ["DataConfig", "OptimConfig", "TrainConfig", "config_from_dict", "load_config", "config_leaves", "KEYS"]
@@ -48,6 +49,9 @@ class OptimConfig:
     lr_halving_epochs: int = 25
     epochs: int = 500
     batch_size: int = 5  # global: split over all devices of all processes (must be divisible by their number)
+    loss_frames: str = "none"  # frame weights of the loss: none (the paper) or duration (jaxkin.nn.loss.loss_weights)
+    loss_scale: str = "none"  # errors in kBq/ml (none, the paper) or relative to the scan's or the voxel's level
+    grad_clip_norm: float = 0.0  # clip the gradient's global norm to this before Adam; 0: no clipping (the paper)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +83,11 @@ KEYS: dict[str, tuple[str | None, type]] = {
     **{name: (section, kind) for section, cls in _SECTION_CLASSES.items() for name, kind in _leaf_types(cls).items()},
     **{name: (None, kind) for name, kind in _leaf_types(TrainConfig).items() if name not in _SECTION_CLASSES},
 }
-_CHOICES = {"in_channels": (1,), "out_channels": (UNetConfig.out_channels,), "phantom_preset": tuple(PRESETS)}
+_CHOICES = {"in_channels": (1,), "out_channels": (UNetConfig.out_channels,), "phantom_preset": tuple(PRESETS),
+            "loss_frames": LOSS_FRAMES, "loss_scale": LOSS_SCALES}
 _POSITIVE = ("depth", "root_features", "time_steps", "input_scale", "epochs", "batch_size", "eval_every", "crop",
              "lr_halving_epochs", "predict_batch_size", "learning_rate")
-_NON_NEGATIVE = ("devices", "data_shards")
+_NON_NEGATIVE = ("devices", "data_shards", "grad_clip_norm")
 
 
 def _dotted(name: str) -> str:

@@ -19,6 +19,7 @@ import functools
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -39,17 +40,21 @@ _METRIC_KEYS = ("n", "se", "mae", "mae2", "cs", "cs2")  # the sums of jaxkin.nn.
 
 @functools.lru_cache(maxsize=8)
 def _compiled_forward(graphdef, parallel):
-    """Jitted ``forward(params, tac)`` and ``forward_metrics(params, tac, mask, kin)``, built once per network, the
-    slices split over ``parallel``'s mesh (:class:`jaxkin.distributed.DataParallel`)."""
+    """Jitted ``forward(params, tac, kin)`` and ``forward_metrics(params, tac, mask, kin)``, built once per network,
+    the slices split over ``parallel``'s mesh (:class:`jaxkin.distributed.DataParallel`); ``kin`` is the scan's
+    :class:`jaxkin.KineticInput` (or None for ``forward`` when the network does not need it)."""
     rep, rows = parallel.replicated, parallel.batch_sharding
 
-    @functools.partial(jax.jit, in_shardings=(rep, rows), out_shardings=rows)
-    def predict(params, tac):
-        return forward(graphdef, params, tac)
+    def per_slice(kin, n):
+        return None if kin is None else jax.tree.map(lambda leaf: jnp.broadcast_to(leaf, (n, *leaf.shape)), kin)
+
+    @functools.partial(jax.jit, in_shardings=(rep, rows, rep), out_shardings=rows)
+    def predict(params, tac, kin):
+        return forward(graphdef, params, tac, per_slice(kin, tac.shape[0]))
 
     @functools.partial(jax.jit, in_shardings=(rep, rows, rows, rep), out_shardings=(rows, rep))
     def predict_with_metrics(params, tac, mask, kin):
-        predicted = forward(graphdef, params, tac)
+        predicted = forward(graphdef, params, tac, per_slice(kin, tac.shape[0]))
         return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
 
     return predict, predict_with_metrics
@@ -88,6 +93,9 @@ class Predictor:
         volume = np.asarray(volume)
         x_size, y_size, n_z, n_frames = volume.shape
         self.check_frames(n_frames, "volume")
+        if kin is None and self.cfg.model.needs_input_function:
+            raise InputError("this network was trained with the input function as an input (condition_on_input or "
+                             "input_normalization=input): give the scan's input function (--input-function)")
         m = self.cfg.model.size_multiple
         px, py = -x_size % m, -y_size % m
         pad = ((0, 0), (px // 2, px - px // 2), (py // 2, py - py // 2), (0, 0))
@@ -102,7 +110,7 @@ class Predictor:
             tac = np.moveaxis(np.nan_to_num(volume[:, :, z0:z1, :].astype(np.float32)), 2, 0)  # [n, X, Y, F]
             tac = np.pad(tac, ((0, b - (z1 - z0)), *pad[1:]))
             if kin is None:
-                pred = self._forward(self.params, jax.device_put(tac, rows))
+                pred = self._forward(self.params, jax.device_put(tac, rows), None)
             else:
                 mask = voxel_mask(tac, duration, self.cfg.data.mask_threshold)
                 mask[z1 - z0 :] = 0.0

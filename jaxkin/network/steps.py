@@ -22,11 +22,12 @@ from flax import nnx
 
 from jaxkin.network.config import OptimConfig, TrainConfig
 from jaxkin.network.data import ShardedSlices
-from jaxkin.nn.loss import masked_mse, metric_sums, model_tacs
+from jaxkin.kinetics import two_tissue_irreversible
+from jaxkin.nn.loss import loss_weights, masked_mse, metric_sums, per_sample_input
 from jaxkin.nn.unet import UNet, UNetConfig, network_input
 
 __all__ = ["TrainState", "CompiledSteps", "make_model", "model_graph", "make_optimizer", "forward",
-           "make_train_step", "make_eval_step", "compiled_steps", "evaluate"]
+           "batch_loss", "make_train_step", "make_eval_step", "compiled_steps", "evaluate"]
 
 
 class TrainState(typing.NamedTuple):
@@ -51,30 +52,41 @@ def model_graph(model: UNetConfig):
 
 def make_optimizer(optim: OptimConfig, steps_per_epoch: int):
     """``(optimizer, schedule)``: Adam with the learning rate halved every ``lr_halving_epochs`` epochs (a
-    staircase); ``schedule(step)`` is the learning rate of a step."""
+    staircase), after clipping the gradient's global norm to ``grad_clip_norm`` when that is positive;
+    ``schedule(step)`` is the learning rate of a step."""
     schedule = optax.exponential_decay(optim.learning_rate,
                                        transition_steps=optim.lr_halving_epochs * max(steps_per_epoch, 1),
                                        decay_rate=0.5, staircase=True)
-    return optax.adam(schedule), schedule
+    adam = optax.adam(schedule)
+    if optim.grad_clip_norm > 0:
+        adam = optax.chain(optax.clip_by_global_norm(optim.grad_clip_norm), adam)
+    return adam, schedule
 
 
-def forward(graphdef, params, tac):
+def forward(graphdef, params, tac, kin=None):
     """Parameters ``[B, H, W, 4]`` (K1, k2, k3, vB) that the network predicts from TACs ``tac [B, H, W, F]``
-    (kBq/ml; normalised, scaled and time-padded as its config says)."""
+    (kBq/ml; normalised, scaled and time-padded as its config says). ``kin``: each sample's
+    :class:`jaxkin.KineticInput` (leaves ``[B, ...]``), needed when the network's input depends on the input
+    function (``UNetConfig.needs_input_function``), ignored otherwise."""
     model = nnx.merge(graphdef, params)
     cfg = model.cfg
-    return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization))
+    return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization,
+                               kin if cfg.needs_input_function else None, cfg.condition_on_input))
 
 
-def _batch_loss(graphdef, params, batch, kin):
-    """Masked MSE ((kBq/ml)^2) between the measured TACs and the model TACs of the predicted parameters."""
-    predicted = forward(graphdef, params, batch["tac"])
-    return masked_mse(batch["tac"], model_tacs(predicted, kin, batch["subject"]), batch["mask"])
+def batch_loss(graphdef, params, batch, kin, frames: str = "none", scale: str = "none"):
+    """The self-supervised loss of a batch: the masked MSE ((kBq/ml)^2, or weighted: see
+    :func:`jaxkin.nn.loss.loss_weights` with ``frames`` and ``scale``) between the measured TACs and the model TACs of the predicted parameters.
+    ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``), picked per sample by ``batch["subject"]``."""
+    sample_kin = per_sample_input(kin, batch["subject"])
+    predicted = forward(graphdef, params, batch["tac"], sample_kin)
+    model = jax.vmap(two_tissue_irreversible)(predicted, sample_kin)
+    return masked_mse(batch["tac"], model, batch["mask"], loss_weights(sample_kin, batch["tac"], frames, scale))
 
 
-def make_train_step(graphdef, optimizer, parallel=None):
+def make_train_step(graphdef, optimizer, parallel=None, frames: str = "none", scale: str = "none"):
     """A jit-compiled pure step ``(state, batch, kin) -> (state, {"loss": scalar})`` (one Adam update on the
-    gradient of the batch's masked MSE). ``state`` (a :class:`TrainState`) is donated: its buffers are reused for
+    gradient of the batch's loss, :func:`batch_loss` with ``frames`` and ``scale``). ``state`` (a :class:`TrainState`) is donated: its buffers are reused for
     the new state, so do not use it after the call.
 
     With ``parallel`` (:class:`jaxkin.distributed.DataParallel`) the batch is split over the devices of its mesh and
@@ -82,7 +94,8 @@ def make_train_step(graphdef, optimizer, parallel=None):
     """
 
     def step(state: TrainState, batch, kin):
-        loss, grads = jax.value_and_grad(functools.partial(_batch_loss, graphdef))(state.params, batch, kin)
+        loss, grads = jax.value_and_grad(functools.partial(batch_loss, graphdef, frames=frames, scale=scale))(
+            state.params, batch, kin)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         return TrainState(optax.apply_updates(state.params, updates), opt_state), {"loss": loss}
 
@@ -97,8 +110,9 @@ def make_eval_step(graphdef, parallel=None):
     as in :func:`make_train_step`."""
 
     def step(params, batch, kin):
-        predicted = forward(graphdef, params, batch["tac"])
-        return metric_sums(batch["tac"], model_tacs(predicted, kin, batch["subject"]), batch["mask"])
+        sample_kin = per_sample_input(kin, batch["subject"])
+        predicted = forward(graphdef, params, batch["tac"], sample_kin)
+        return metric_sums(batch["tac"], jax.vmap(two_tissue_irreversible)(predicted, sample_kin), batch["mask"])
 
     if parallel is None:
         return jax.jit(step)
@@ -120,7 +134,8 @@ def compiled_steps(model: UNetConfig, optim: OptimConfig, steps_per_epoch: int, 
     tests, notebooks) reuse the compiled programs."""
     graphdef = model_graph(model)
     optimizer, schedule = make_optimizer(optim, steps_per_epoch)
-    return CompiledSteps(graphdef, optimizer, schedule, make_train_step(graphdef, optimizer, parallel),
+    return CompiledSteps(graphdef, optimizer, schedule, make_train_step(graphdef, optimizer, parallel, optim.loss_frames,
+                                                                             optim.loss_scale),
                          make_eval_step(graphdef, parallel))
 
 

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from jaxkin.kinetics import two_tissue_irreversible
 
-__all__ = ["model_tacs", "masked_mse", "voxel_mae", "voxel_cosine", "metric_sums"]
+__all__ = ["model_tacs", "masked_mse", "loss_weights", "LOSS_FRAMES", "LOSS_SCALES", "voxel_mae", "voxel_cosine", "metric_sums"]
 
 
 def model_tacs(params, kin, subject, model=two_tissue_irreversible):
@@ -21,19 +21,64 @@ def model_tacs(params, kin, subject, model=two_tissue_irreversible):
     ``kin``: a :class:`jaxkin.KineticInput` whose leaves are stacked over subjects (``table [S, G, F]``, ...);
     ``subject [B]`` (int) picks each sample's input function and frames. Returns ``[B, H, W, F]`` (kBq/ml).
     """
-    per_sample = jax.tree.map(lambda leaf: leaf[subject], kin)
-    return jax.vmap(model)(params, per_sample)
+    return jax.vmap(model)(params, per_sample_input(kin, subject))
+
+
+def per_sample_input(kin, subject):
+    """The stacked kinetic inputs ``kin`` (leaves ``[S, ...]``) picked for each sample: leaves ``[B, ...]``."""
+    return jax.tree.map(lambda leaf: leaf[subject], kin)
 
 
 def _mask(mask, like):
     return jnp.asarray(mask, like.dtype)[..., None]
 
 
-def masked_mse(tac, model_tac, mask):
-    """Mean squared error over masked entries, (kBq/ml)^2."""
+def masked_mse(tac, model_tac, mask, weights=None):
+    """Mean squared error over masked entries, (kBq/ml)^2.
+
+    ``weights`` (optional, broadcast against ``[B, H, W, F]``, e.g. ``[B, 1, 1, F]``) weigh each entry; they should
+    average 1 over frames (see :func:`loss_weights`) so the value stays comparable with the unweighted one."""
     m = _mask(mask, tac)
     n = jnp.maximum(jnp.sum(m) * tac.shape[-1], 1.0)
-    return jnp.sum(m * (tac - model_tac) ** 2) / n
+    err = (tac - model_tac) ** 2
+    return jnp.sum(m * (err if weights is None else weights * err)) / n
+
+
+#: Choices of the frame weights and of the error scale of :func:`loss_weights`.
+LOSS_FRAMES = ("none", "duration")
+LOSS_SCALES = ("none", "scan", "voxel")
+
+
+def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):
+    """Weights of the self-supervised loss, broadcastable to ``[B, H, W, F]``, or None (``"none"`` and ``"none"``:
+    the paper's plain MSE in (kBq/ml)^2).
+
+    ``kin``: each sample's :class:`jaxkin.KineticInput` (leaves ``[B, ...]``); ``tac [B, H, W, F]`` (kBq/ml) the
+    measured TACs. ``frames="duration"``: each frame weighs its duration over the mean duration (as the voxel fit's
+    frame weights do for counting noise, up to decay), so the 2-s frames of the bolus do not outweigh the 5-min
+    frames that carry Ki. ``scale``: the errors are divided by each scan's time-averaged blood activity
+    (``"scan"``, :func:`jaxkin.nn.unet.input_level`: every scan counts alike whatever its dose) or by each voxel's
+    time-averaged activity (``"voxel"``: relative errors, so a cold voxel counts as much as the bladder; the
+    activity is floored at 1e-3 of the scan's blood level); the loss is then dimensionless.
+    """
+    if frames not in LOSS_FRAMES:
+        raise ValueError(f"loss_frames must be one of {', '.join(LOSS_FRAMES)}, got {frames!r}")
+    if scale not in LOSS_SCALES:
+        raise ValueError(f"loss_scale must be one of {', '.join(LOSS_SCALES)}, got {scale!r}")
+    if frames == "none" and scale == "none":
+        return None
+    from jaxkin.nn.unet import input_level
+
+    d = kin.frame_duration
+    w = (d / jnp.mean(d, axis=-1, keepdims=True))[:, None, None, :] if frames == "duration" \
+        else jnp.ones_like(d)[:, None, None, :]  # [B, 1, 1, F]
+    if scale == "none":
+        return w
+    level = input_level(kin)[:, None, None, None]  # [B, 1, 1, 1] kBq/ml
+    if scale == "scan":
+        return w / level**2
+    voxel = jnp.maximum(jnp.mean(tac * w, axis=-1, keepdims=True), 1e-3 * level)  # [B, H, W, 1] kBq/ml
+    return w / voxel**2
 
 
 def voxel_mae(tac, model_tac):

@@ -36,12 +36,13 @@ from flax import nnx
 from jaxkin.kinetics import FDG_MODEL, get_model
 from jaxkin.nn.activations import FINAL_ACTIVATIONS, final_activation, inverse_activation
 
-__all__ = ["UNetConfig", "UNet", "count_parameters", "conv3d_reference", "pad_time", "network_input"]
+__all__ = ["UNetConfig", "UNet", "count_parameters", "conv3d_reference", "pad_time", "network_input", "input_level",
+           "input_curves"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
 CONV_TYPES = ("space_time", "3d")
 POOLINGS = ("3d", "space")
-INPUT_NORMALIZATIONS = ("none", "slice")
+INPUT_NORMALIZATIONS = ("none", "slice", "input")
 
 
 _FDG = get_model(FDG_MODEL)
@@ -82,6 +83,7 @@ class UNetConfig:
     init_params: tuple[float, ...] = ()
     input_scale: float = 1.0
     input_normalization: str = "none"
+    condition_on_input: bool = False
 
     def __post_init__(self):
         _one_of("conv", self.conv, CONV_TYPES)
@@ -98,6 +100,17 @@ class UNetConfig:
         if self.pooling == "3d" and self.time_steps % self.size_multiple:
             raise ValueError(f"time_steps ({self.time_steps}) must be a multiple of 2**depth = {self.size_multiple} "
                              "with 3d pooling")
+
+    @property
+    def channels(self) -> int:
+        """Channels of the network's input: the TACs' (``in_channels``) and, with ``condition_on_input``, the
+        input function's two curves."""
+        return self.in_channels + (INPUT_CURVES if self.condition_on_input else 0)
+
+    @property
+    def needs_input_function(self) -> bool:
+        """Whether the network's input depends on the scan's input function (it must be given to predict)."""
+        return self.condition_on_input or self.input_normalization == "input"
 
     @property
     def size_multiple(self) -> int:
@@ -296,7 +309,7 @@ class UNet(nnx.Module):
             seed = 0
         rng = np.random.default_rng(seed)
         features = [cfg.root_features * 2**d for d in range(cfg.depth + 1)]
-        c, skips, encoders = cfg.in_channels, [], []
+        c, skips, encoders = cfg.channels, [], []
         for f in features[:-1]:
             encoders.append(ConvBlock(c, f, cfg.conv, rng=rng))
             skips.append(c + f)
@@ -364,14 +377,46 @@ def slice_scale(tacs, eps: float = 1e-6):
     return jnp.maximum(jnp.percentile(flat, SLICE_PERCENTILE, axis=1), eps)
 
 
-def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization: str = "none"):
-    """TACs ``[B, H, W, F]`` (kBq/ml) -> network input ``[B, T, H, W, 1]``: time first, edge-padded, scaled.
+#: Input-function curves that ``condition_on_input`` adds as channels (:func:`input_curves`).
+INPUT_CURVES = 2
+
+
+def input_level(kin):
+    """The time-averaged blood activity of each scan, ``[...]`` (kBq/ml): the frame means of the whole blood
+    weighted by frame duration (``kin`` a :class:`jaxkin.KineticInput`, leaves stacked as ``[..., F]``)."""
+    w = kin.frame_duration
+    return jnp.sum(kin.blood_mean * w, axis=-1) / jnp.sum(w, axis=-1)
+
+
+def input_curves(kin):
+    """The input function as the network sees it, ``[..., F, 2]`` (kBq/ml): the frame means of the blood, and the
+    frame means of the running integral of the input divided by the scan's length (Patlak's abscissa, scaled)."""
+    end = kin.frame_start[..., -1:] + kin.frame_duration[..., -1:]
+    return jnp.stack([kin.blood_mean, kin.integral_mean / end], axis=-1)
+
+
+def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization: str = "none", kin=None,
+                  condition: bool = False):
+    """TACs ``[B, H, W, F]`` (kBq/ml) -> network input ``[B, T, H, W, C]``: time first, edge-padded, scaled.
 
     ``normalization="slice"`` first divides each slice by :func:`slice_scale` (the input is then invariant to a
-    constant factor on the data); ``"none"`` keeps kBq/ml. ``input_scale`` multiplies the result in both cases.
+    constant factor on the data); ``"input"`` divides by the scan's :func:`input_level`; ``"none"`` keeps kBq/ml.
+    ``input_scale`` multiplies the result in every case. ``kin``: each sample's :class:`jaxkin.KineticInput`
+    (leaves ``[B, ...]``), needed by ``"input"`` and ``condition``; ``condition`` appends the
+    :func:`input_curves` as two channels, divided by the same per-sample scale as the TACs (so the ratio of
+    tissue to blood, which the kinetic parameters describe, is kept).
     """
     _one_of("input_normalization", normalization, INPUT_NORMALIZATIONS)
+    if (normalization == "input" or condition) and kin is None:
+        raise ValueError("this network's input needs the scan's input function (kin)")
+    scale = jnp.ones(tacs.shape[:1], tacs.dtype)
     if normalization == "slice":
-        tacs = tacs / slice_scale(tacs)[:, None, None, None]
-    x = jnp.moveaxis(tacs, -1, 1) * input_scale
-    return pad_time(x, time_steps, axis=1)[..., None]
+        scale = slice_scale(tacs)
+    elif normalization == "input":
+        scale = jnp.maximum(input_level(kin), 1e-6).astype(tacs.dtype)
+    x = jnp.moveaxis(tacs / scale[:, None, None, None], -1, 1)[..., None]  # [B, F, H, W, 1]
+    if condition:
+        curves = (input_curves(kin) / scale[:, None, None]).astype(tacs.dtype)  # [B, F, 2]
+        curves = jnp.broadcast_to(curves[:, :, None, None, :], (*x.shape[:4], INPUT_CURVES))
+        x = jnp.concatenate([x, curves], axis=-1)
+    return pad_time(x * input_scale, time_steps, axis=1)
