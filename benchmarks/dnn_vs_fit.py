@@ -31,12 +31,12 @@ import numpy as np
 def _network(args, n_frames: int):
     from flax import nnx
 
-    from jaxkin.network import Predictor, load_config, load_predictor, make_model
+    from jaxkin.network import Predictor, load_config, load_predictor, make_model, resolve_time_steps
 
     if args.checkpoint:
         return load_predictor(args.checkpoint), f"trained network from {args.checkpoint}"
 
-    cfg = load_config(args.config)
+    cfg = resolve_time_steps(load_config(args.config), n_frames)
     graphdef, params = nnx.split(make_model(cfg))
     return Predictor(graphdef, params, cfg, n_frames), f"untrained network of {args.config} (weights irrelevant to time)"
 

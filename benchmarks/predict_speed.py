@@ -36,7 +36,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=112)
     args = ap.parse_args()
     timed = args.timed_slices or args.slices
-    cfg = N.load_config(args.config, [f"predict_batch_size={args.batch}"])
+    cfg = N.resolve_time_steps(N.load_config(args.config, [f"predict_batch_size={args.batch}"]), 62)
     graphdef, params = nnx.split(N.make_model(cfg))
     predictor = N.Predictor(graphdef, params, cfg, 62)
     rng = np.random.default_rng(0)

@@ -63,7 +63,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--size", type=int, default=112)
     args = ap.parse_args()
-    cfg = N.load_config(args.config, [f"batch_size={args.batch}", f"crop={args.size}"])
+    cfg = N.resolve_time_steps(N.load_config(args.config, [f"batch_size={args.batch}", f"crop={args.size}"]), 62)
     batch, kin = synthetic_batch(args.batch, args.size)
     graphdef, params = nnx.split(N.make_model(cfg))
     optimizer, _ = N.make_optimizer(cfg.optim, 150)

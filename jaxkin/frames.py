@@ -10,7 +10,7 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["FrameSchedule", "QUADRA_FRAMES_SECONDS"]
+__all__ = ["FrameSchedule", "QUADRA_FRAMES_SECONDS", "QUADRA_69_FRAMES_SECONDS", "FRAME_SCHEDULES"]
 
 #: The 62-frame schedule of the paper (Biograph Vision Quadra, 65 min), as (count, duration in s).
 QUADRA_FRAMES_SECONDS: tuple[tuple[int, float], ...] = (
@@ -22,6 +22,23 @@ QUADRA_FRAMES_SECONDS: tuple[tuple[int, float], ...] = (
     (5, 120.0),
     (9, 300.0),
 )
+
+#: The 69-frame, 70-minute Biograph Vision Quadra schedule of public whole-body FDG datasets (e.g. hedyPET), as
+#: (count, duration in s): 20x2 s, 10x5 s, 15x10 s, 6x60 s, 10x120 s, 8x300 s.
+QUADRA_69_FRAMES_SECONDS: tuple[tuple[int, float], ...] = (
+    (20, 2.0),
+    (10, 5.0),
+    (15, 10.0),
+    (6, 60.0),
+    (10, 120.0),
+    (8, 300.0),
+)
+
+#: Named schedules (``FrameSchedule.named``, the phantom's ``frames``): ``{name: (count, duration in s) groups}``.
+FRAME_SCHEDULES: dict[str, tuple[tuple[int, float], ...]] = {
+    "quadra62": QUADRA_FRAMES_SECONDS,
+    "quadra69": QUADRA_69_FRAMES_SECONDS,
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -68,8 +85,33 @@ class FrameSchedule:
 
         2x10 s, 30x2 s, 4x10 s, 8x30 s, 4x60 s, 5x120 s, 9x300 s, starting at injection (t = 0).
         """
-        durations = np.concatenate([np.full(n, d) for n, d in QUADRA_FRAMES_SECONDS])
-        return cls.from_durations(durations)
+        return cls.named("quadra62")
+
+    @classmethod
+    def quadra_69(cls) -> "FrameSchedule":
+        """The 69-frame, 70-minute Biograph Vision Quadra schedule of public whole-body datasets (hedyPET).
+
+        20x2 s, 10x5 s, 15x10 s, 6x60 s, 10x120 s, 8x300 s, starting at injection (t = 0).
+        """
+        return cls.named("quadra69")
+
+    @classmethod
+    def named(cls, name: str) -> "FrameSchedule":
+        """The back-to-back schedule ``name`` of :data:`FRAME_SCHEDULES` (``quadra62``, ``quadra69``), from t = 0;
+        ValueError naming the choices for an unknown name."""
+        if name not in FRAME_SCHEDULES:
+            raise ValueError(f"unknown frame schedule {name!r}; choose one of {', '.join(FRAME_SCHEDULES)}")
+        return cls.from_durations(np.concatenate([np.full(n, d) for n, d in FRAME_SCHEDULES[name]]))
+
+    def first_difference(self, other: "FrameSchedule", tolerance_min: float = 1.0 / 60.0) -> int | None:
+        """The index of the first frame whose start or duration differs from ``other``'s by more than
+        ``tolerance_min`` (minutes; default 1 s), ``min(len)`` when only the counts differ, None when they agree."""
+        n = min(self.n_frames, other.n_frames)
+        off = (np.abs(self.start[:n] - other.start[:n]) > tolerance_min) | (
+            np.abs(self.duration[:n] - other.duration[:n]) > tolerance_min)
+        if off.any():
+            return int(np.argmax(off))
+        return None if self.n_frames == other.n_frames else n
 
     @property
     def n_frames(self) -> int:

@@ -12,6 +12,20 @@ def register(subparsers) -> None:
     add_blood_arguments(parser, required=False)  # optional: adds TAC cosine similarity and MAE to the sidecars
     parser.add_argument("--out", required=True, help="output folder; with --bids, the derivatives dataset")
     parser.add_argument("--batch-size", type=int, default=None, help="slices per batch (default: from the config)")
+    group = parser.add_argument_group("adaptation and refinement (need the input function)")
+    group.add_argument("--adapt-steps", type=int, default=0, metavar="N",
+                       help="fine-tune the network on each scan before predicting it: N Adam steps of the run's "
+                       "self-supervised loss on batches of the scan's axial slices (each scan from the trained "
+                       "weights; default 0 = none)")
+    group.add_argument("--adapt-lr", type=float, default=None, metavar="LR",
+                       help="constant learning rate of --adapt-steps (default: the run's learning_rate)")
+    group.add_argument("--refine-lm", type=int, default=0, metavar="K",
+                       help="polish every voxel of the network's loss mask (time-averaged activity above the run's "
+                       "mask_threshold) with K Levenberg-Marquardt iterations started from the network's "
+                       "parameters; no voxel's SSE gets worse (default 0 = none)")
+    group.add_argument("--bounds", nargs="+", metavar="PRESET|NAME=LO,HI", default=None,
+                       help="bounds of --refine-lm, as in jaxkin fit (e.g. physiological, paper, K1=0,3); "
+                       "default: the network's own (lower/upper of its config)")
     from jaxkin.distributed import add_arguments
 
     add_arguments(parser)
@@ -21,6 +35,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import dataclasses
+    import sys
     import time
     from pathlib import Path
 
@@ -29,44 +44,97 @@ def run(args) -> int:
     from jaxkin.data.bids import load_pet
     from jaxkin.data.blood import scan_notes
     from jaxkin.errors import InputError
-    from jaxkin.network import Predictor, load_predictor, write_parameter_maps
+    from jaxkin.network import load_predictor, write_parameter_maps
 
     check_modes(args, ("pet", "input_function"))
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size: must be positive, got {args.batch_size}")
+    _check_adapt_options(args)
+    need_blood = bool(args.adapt_steps or args.refine_lm)
     if args.bids:  # the blood of a scan, when the dataset has it, adds the TAC metrics
         jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
-                for job in bids_jobs(args, command="predict", need_blood=False)]
+                for job in bids_jobs(args, command="predict", need_blood=need_blood)]
     else:
         pet = load_pet(args.pet)
         jobs = [(pet, load_blood_for(args, pet) if args.input_function else None, Path(args.out), None, None)]
     distributed.initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
-    predictor = load_predictor(args.checkpoint)
+    if args.adapt_steps and distributed.process_count() > 1:
+        raise InputError("--adapt-steps: runs on one process (it trains on the whole scan); start jaxkin predict "
+                         "without --coordinator/--distributed")
+    trained = load_predictor(args.checkpoint)
     for pet, blood, *_ in jobs:  # every scan checked against the network before any is predicted
-        predictor.check_frames(pet.frames.n_frames, str(pet.path))
-        if blood is None and predictor.cfg.model.needs_input_function:
+        trained.check_schedule(pet.frames, str(pet.path))
+        if blood is None and trained.cfg.model.needs_input_function:
             raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
                              "with condition_on_input or input_normalization=input); give --input-function")
     if args.bids and distributed.is_main_process():
         start_derivatives(args, command="predict")
     if args.batch_size is not None:
-        cfg = dataclasses.replace(predictor.cfg, predict_batch_size=args.batch_size)
-        predictor = Predictor(predictor.graphdef, predictor.params, cfg, predictor.n_frames)
+        trained = trained.replace(cfg=dataclasses.replace(trained.cfg, predict_batch_size=args.batch_size))
     for pet, blood, out, extra, name in jobs:
         main = distributed.is_main_process()
         if main:
             say("predict", [f"{name}: {n}" if name else n for n in scan_notes(pet, blood)])
         before = replaced(out, f"{pet.prefix}_model-*_meas-*_mimap.nii.gz")
         t0 = time.perf_counter()
-        result = write_parameter_maps(predictor, pet, out, input_function=blood, progress=name is None, extra=extra)
+        predictor = trained  # each scan starts from the trained weights
+        if args.adapt_steps:
+            from jaxkin.network.adapt import adapt
+            from jaxkin.network.predict import scan_kinetic_input
+
+            try:
+                adapted = adapt(trained, pet.read(), scan_kinetic_input(pet, blood), steps=args.adapt_steps,
+                                learning_rate=args.adapt_lr, seed=trained.cfg.seed)
+            except ValueError as err:  # e.g. a scan without a voxel above the mask threshold
+                raise InputError(f"{pet.path}: {err}") from None
+            predictor = adapted.predictor
+            extra = (extra or {}) | {
+                "AdaptSteps": adapted.steps, "AdaptLearningRate": adapted.learning_rate, "AdaptSeed": adapted.seed,
+                "AdaptBatchSize": adapted.batch_size, "AdaptSlices": adapted.slices,
+                "AdaptLossBefore": adapted.loss_before, "AdaptLossAfter": adapted.loss_after,
+                "AdaptLossUnits": "(kBq/mL)^2 (the run's masked MSE over the scan's masked voxels)"}
+            print(f"{name + ': ' if name else ''}adapted {adapted.steps} steps (lr {adapted.learning_rate:g}, "
+                  f"{adapted.slices} slices): loss {adapted.loss_before:.4g} -> {adapted.loss_after:.4g} (kBq/mL)^2",
+                  file=sys.stderr)
+        result = write_parameter_maps(predictor, pet, out, input_function=blood, progress=name is None, extra=extra,
+                                      refine_lm=args.refine_lm, refine_bounds=args.bounds)
         distributed.sync("jaxkin-predict-written")  # every process goes on when process 0 has written the maps
         if not main:
             continue
         for path in result["paths"].values():
             print(path)
+        if "refine" in result:
+            r = result["refine"]
+            print(f"refined {r['voxels']} voxels with {args.refine_lm} LM iterations: SSE {r['sse_network']:.4g} -> "
+                  f"{r['sse_refined']:.4g} (kBq/mL)^2 in all")
         m = result["metrics"]
         if m:
             print(f"TAC fit over {m['voxels']} voxels: cosine similarity {m['cs']:.3f}, MAE {m['mae']:.3f} kBq/mL")
         print(f"{name + ': ' if name else ''}{pet.shape[2]} slices in {time.perf_counter() - t0:.1f} s"
               + (f" (replacing {before} maps of an earlier run)" if before else ""))
     return 0
+
+
+def _check_adapt_options(args) -> None:
+    """One-line errors for the adaptation and refinement options, before any file is read."""
+    from jaxkin.errors import InputError
+
+    for name in ("adapt_steps", "refine_lm"):
+        if getattr(args, name) < 0:
+            raise InputError(f"--{name.replace('_', '-')}: must be 0 or positive, got {getattr(args, name)}")
+    if args.adapt_lr is not None and not args.adapt_steps:
+        raise InputError("--adapt-lr: only with --adapt-steps N")
+    if args.adapt_lr is not None and not (args.adapt_lr > 0 and args.adapt_lr < float("inf")):
+        raise InputError(f"--adapt-lr: must be a positive number, got {args.adapt_lr:g}")
+    if args.bounds and not args.refine_lm:
+        raise InputError("--bounds: only with --refine-lm K (the network's maps have the bounds of its config)")
+    if args.bounds:
+        from jaxkin.kinetics import FDG_MODEL, check_bound_names, resolve_bounds
+
+        check_bound_names(args.bounds, [FDG_MODEL])
+        resolve_bounds(FDG_MODEL, args.bounds)
+    if not args.bids and not args.input_function:
+        for name in ("adapt_steps", "refine_lm"):
+            if getattr(args, name):
+                raise InputError(f"--{name.replace('_', '-')}: needs the scan's input function (--input-function "
+                                 "BLOOD_TSV): the loss compares the scan's TACs with the model's")

@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     parser.add_argument("--organ-delays", action="store_true",
                         help="each organ sees the input delayed as in a patient (lungs and heart a few seconds early, "
                         "the lower body and bladder late; jaxkin.data.phantom.ORGAN_DELAY_S); default: no delays")
+    parser.add_argument("--frames", default="quadra62", choices=("quadra62", "quadra69"),
+                        help="frame schedule: quadra62 (the paper's 62 frames, 65 min; default) or quadra69 (the 69 "
+                        "frames, 70 min, of public Quadra datasets: 20x2 s, 10x5 s, 15x10 s, 6x60 s, 10x120 s, 8x300 s)")
     parser.add_argument("--units", default="kBq/mL", help="units of the written images (Bq/mL, kBq/mL, MBq/mL)")
     parser.add_argument("--workers", type=int, default=None, help="threads (default: up to 2)")
     parser.set_defaults(run=run)
@@ -45,6 +48,7 @@ def run(args) -> int:
 
     out = simulate_dataset(args.out, subjects=args.subjects, seed=args.seed, preset=args.preset,
                            noise_scale=args.noise_scale, fwhm_mm=args.fwhm_mm, units=args.units,
-                           workers=args.workers, progress=progress, organ_delays=args.organ_delays)
+                           workers=args.workers, progress=progress, organ_delays=args.organ_delays,
+                           frames=args.frames)
     print(f"wrote {n} subject(s), preset {preset.name}, to {out} in {time.perf_counter() - start:.1f} s")
     return 0

@@ -3,7 +3,7 @@
 One subject = a torso from the lung apices to the bladder, drawn from analytic shapes (ellipsoids, elliptic
 cylinders, shells) with per-subject size, position and lesion variation; per-organ irreversible two-tissue
 parameters with per-subject variation and smooth intra-organ heterogeneity; a Feng input function with
-per-subject scale and delay; the paper's 62 Quadra frames. The TACs come from jaxkin's own kinetic core
+per-subject scale and delay; the paper's 62 Quadra frames (or another schedule, e.g. the 69 of public Quadra datasets). The TACs come from jaxkin's own kinetic core
 (:func:`jaxkin.kinetics.prepare` + :func:`jaxkin.kinetics.two_tissue_irreversible`), evaluated for all voxels at
 once in fixed-size chunks. Physics: a Gaussian PSF (``fwhm_mm``) and Gaussian noise whose variance is
 
@@ -624,13 +624,14 @@ def write_subject(root, subject: Subject, *, units: str = "kBq/mL") -> dict:
 
 def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, preset: str = "small",
                      noise_scale: float = 1.0, fwhm_mm: float | None = None, units: str = "kBq/mL",
-                     workers: int | None = None, progress=None, organ_delays: bool = False):
+                     workers: int | None = None, progress=None, organ_delays: bool = False,
+                     frames: str | FrameSchedule = "quadra62"):
     """Simulate ``subjects`` phantom subjects and write them as a BIDS dataset at ``out_dir``; returns its path.
 
     Layout::
 
         dataset_description.json  participants.tsv (participant_id, split, ...)  participants.json  README
-        sub-01/pet/sub-01_pet.nii.gz + .json           4D PET in ``units`` (default kBq/mL), 62 frames; the JSON
+        sub-01/pet/sub-01_pet.nii.gz + .json           4D PET in ``units`` (default kBq/mL), ``frames``; the JSON
                                                        has every field BIDS-PET requires
         sub-01/pet/sub-01_recording-AIF_blood.tsv + .json   arterial plasma = whole blood (time in s, ``units``)
         derivatives/groundtruth/dataset_description.json    (DatasetType derivative)
@@ -642,7 +643,9 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     participants.tsv. Everything is written into a temporary folder beside ``out_dir`` and renamed at the end,
     so an error or an interrupt leaves no partial dataset. ``out_dir`` must not exist or be empty.
     Subjects are simulated and written by ``workers`` threads (default: up to 2). ``organ_delays``: see
-    :func:`simulate_subject`.
+    :func:`simulate_subject`. ``frames``: the frame schedule, a :class:`jaxkin.FrameSchedule` or a name of
+    :data:`jaxkin.frames.FRAME_SCHEDULES` (``quadra62``, the paper's, by default; ``quadra69``: the 69 frames of
+    public Quadra datasets).
     """
     import json
     import os
@@ -664,6 +667,11 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     if not np.isfinite(fwhm) or fwhm < 0:
         raise InputError(f"--fwhm-mm: must be >= 0, got {fwhm}")
     bids.units_to_kbq(units, where="--units")
+    if isinstance(frames, str):
+        try:
+            frames = FrameSchedule.named(frames)
+        except ValueError as err:
+            raise InputError(f"--frames: {err}") from None
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: already exists and is not an empty folder; choose a new --out")
@@ -673,7 +681,7 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
 
         def one(i):
             subject = simulate_subject(i, seed=seed, preset=p.name, noise_scale=noise_scale, fwhm_mm=fwhm,
-                                       organ_delays=organ_delays)
+                                       organ_delays=organ_delays, frames=frames)
             write_subject(tmp, subject, units=units)
             if progress is not None:
                 progress(subject.subject_id)
@@ -696,6 +704,7 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
                                             "Feng input, Quadra frames, Gaussian PSF and noise"}],
             "SimulationParameters": {"Preset": p.name, "Subjects": n, "Seed": seed, "NoiseScale": noise_scale,
                                      "OrganDelays": bool(organ_delays),
+                                     "Frames": frames.n_frames,
                                      "PsfFwhmMm": fwhm, "Units": units, "Grid": list(p.shape),
                                      "VoxelSizeMm": list(p.voxel_mm), "GridNote": p.note,
                                      "Split": {"train": n_train, "val": n_val, "test": n_test}},

@@ -47,7 +47,8 @@ from jaxkin.fitting.result import (
 from jaxkin.fitting.weights import frame_weights
 from jaxkin.kinetics import DEFAULT_DELAY_RANGE, DelayedInput, KineticInput, get_model, resolve_bounds
 
-__all__ = ["levenberg_marquardt", "fit_chunk", "fit_tacs", "chunk_length", "weighted_r2"]
+__all__ = ["levenberg_marquardt", "fit_chunk", "fit_tacs", "refine_chunk", "refine_tacs", "chunk_length",
+           "weighted_r2"]
 
 
 def levenberg_marquardt(params, tacs, weights, kin: KineticInput, settings: FitSettings):
@@ -106,6 +107,66 @@ def levenberg_marquardt(params, tacs, weights, kin: KineticInput, settings: FitS
     return p, cost, before, jw
 
 
+@partial(jax.jit, static_argnames=("settings",))
+def refine_chunk(params, tacs, weights, kin: KineticInput, settings: FitSettings):
+    """``settings.n_iter`` LM iterations started from given parameters (e.g. a network's prediction) instead of the
+    basis-function start: ``params [N, P]``, ``tacs [N, F]`` (kBq/ml), ``weights [F]`` or ``[N, F]``.
+
+    The start is projected onto the bounds of ``settings``; LM accepts only steps that lower the weighted SSE, and a
+    voxel whose result is still worse than the unprojected start (possible only when the start was outside the
+    bounds) keeps the start. So every voxel's SSE is at most its start's. Returns ``(params [N, P], sse_start [N],
+    sse [N])`` (weighted SSE, (kBq/ml)^2; not finite starts count as infinite)."""
+    spec = model_spec(get_model(settings.model), settings.delay, settings.delay_step)
+    lo, hi = (jnp.asarray(b, tacs.dtype) for b in settings.bounds())
+    w = jnp.broadcast_to(jnp.where(jnp.isfinite(weights), weights, 0.0).astype(tacs.dtype), tacs.shape)
+    value, _ = spec.value_and_jac(params, kin)
+    sse_start = jnp.sum(w * (value - tacs) ** 2, axis=-1)
+    sse_start = jnp.where(jnp.isfinite(sse_start), sse_start, jnp.inf)
+    refined, sse, _, _ = levenberg_marquardt(jnp.clip(params, lo, hi), tacs, w, kin, settings)
+    keep = sse <= sse_start
+    return jnp.where(keep[:, None], refined, params), sse_start, jnp.where(keep, sse, sse_start)
+
+
+def refine_tacs(params, tacs, kin: KineticInput, model: str = "2tcmirr", *, n_iter: int = 16, bounds=None,
+                lower=None, upper=None, weights="none", chunk_size: int = 16384):
+    """Polish parameters ``params [N, P]`` of TACs ``tacs [N, F]`` (kBq/ml) with ``n_iter`` Levenberg–Marquardt
+    iterations each (:func:`refine_chunk`): ``(params [N, P], sse_start [N], sse [N])`` as NumPy arrays, with
+    ``sse <= sse_start`` for every TAC. ``bounds``/``lower``/``upper`` and ``weights`` as in :func:`fit_tacs`
+    (default: the ``physiological`` bounds, no weights). Fixed-size chunks (the last padded), split over this
+    process's devices, as in :func:`fit_tacs`."""
+    import numpy as np
+
+    lo, hi, _ = resolve_bounds(model, bounds)
+    settings = FitSettings(model=model, n_iter=int(n_iter),
+                           lower=lo if lower is None else tuple(float(v) for v in lower),
+                           upper=hi if upper is None else tuple(float(v) for v in upper))
+    settings.bounds()  # validate
+    dtype = kin.frame_duration.dtype
+    tacs = np.asarray(tacs, dtype)
+    params = np.asarray(params, dtype)
+    n, n_frames = tacs.shape[0], int(kin.frame_duration.shape[0])
+    if tacs.ndim != 2 or tacs.shape[1] != n_frames or params.shape != (n, settings.n_params):
+        raise ValueError(f"tacs must be [N, {n_frames}] and params [N, {settings.n_params}], got "
+                         f"{tuple(tacs.shape)} and {tuple(params.shape)}")
+    w = frame_weights(weights, kin, jnp.asarray(tacs))
+    from jaxkin import distributed
+
+    parallel = distributed.DataParallel(distributed.local_mesh())
+    rows, replicated = parallel.batch_sharding, parallel.replicated
+    chunk = chunk_length(n, chunk_size, parallel.size, model)
+    kin = jax.device_put(kin, replicated)
+    out = [np.zeros((n, settings.n_params), dtype), np.zeros(n, dtype), np.zeros(n, dtype)]
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        pad = chunk - (stop - start)
+        part = np.pad(tacs[start:stop], ((0, pad), (0, 0)))
+        p0 = np.pad(params[start:stop], ((0, pad), (0, 0)), mode="edge")
+        wpart = w if w.ndim == 1 else jnp.pad(w[start:stop], ((0, pad), (0, 0)), constant_values=1.0)
+        wpart = jax.device_put(wpart, rows if wpart.ndim == 2 else replicated)
+        result = refine_chunk(jax.device_put(p0, rows), jax.device_put(part, rows), wpart, kin, settings)
+        for o, r in zip(out, jax.device_get(result)):
+            o[start:stop] = np.asarray(r)[: stop - start]
+    return tuple(out)
 
 
 @partial(jax.jit, static_argnames=("settings",))

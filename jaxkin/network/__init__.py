@@ -1,15 +1,23 @@
 """The self-supervised kinetic UNet: configuration, training data, pure steps, checkpoints, the training loop,
 prediction and the run's report. Data flow one way::
 
-    config -> data -> steps -> checkpoint -> report -> predict -> train
+    config -> data -> steps -> checkpoint -> report -> predict -> train, adapt
 
 Command line: ``jaxkin train`` / ``python -m jaxkin.train`` and ``jaxkin predict`` (:mod:`jaxkin.cli`).
 """
 
 from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
-from jaxkin.network.config import DataConfig, OptimConfig, TrainConfig, config_from_dict, load_config
+from jaxkin.network.config import (
+    DataConfig,
+    OptimConfig,
+    TrainConfig,
+    auto_time_steps,
+    config_from_dict,
+    load_config,
+    resolve_time_steps,
+)
 from jaxkin.network.data import ShardedSlices, SliceData, load_sharded, load_slices, stack_kinetic_inputs, voxel_mask
-from jaxkin.network.predict import Predictor, load_predictor, write_parameter_maps
+from jaxkin.network.predict import Predictor, load_predictor, refine_with_lm, write_parameter_maps
 from jaxkin.network.report import organ_rank_correlation, read_metrics
 from jaxkin.network.steps import (
     TrainState,
@@ -23,6 +31,7 @@ from jaxkin.network.steps import (
     model_graph,
 )
 from jaxkin.network.train import train
+from jaxkin.network.adapt import Adapted, adapt
 from jaxkin.nn.unet import UNetConfig
 
 __all__ = [
@@ -32,6 +41,8 @@ __all__ = [
     "OptimConfig",
     "load_config",
     "config_from_dict",
+    "auto_time_steps",
+    "resolve_time_steps",
     "SliceData",
     "ShardedSlices",
     "load_slices",
@@ -56,4 +67,7 @@ __all__ = [
     "Predictor",
     "load_predictor",
     "write_parameter_maps",
+    "refine_with_lm",
+    "adapt",
+    "Adapted",
 ]

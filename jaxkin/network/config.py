@@ -22,10 +22,12 @@ import numpy as np
 
 from jaxkin.data.phantom import PRESETS
 from jaxkin.errors import InputError
+from jaxkin.frames import FRAME_SCHEDULES
 from jaxkin.nn.loss import LOSS_FRAMES, LOSS_SCALES
 from jaxkin.nn.unet import UNetConfig
 
-__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "config_from_dict", "load_config", "config_leaves", "KEYS"]
+__all__ = ["DataConfig", "OptimConfig", "TrainConfig", "config_from_dict", "load_config", "config_leaves", "KEYS",
+           "auto_time_steps", "resolve_time_steps"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +41,7 @@ class DataConfig:
     phantom_subjects: int = 0  # 0: the preset's default
     phantom_seed: int = 0
     phantom_noise_scale: float = 1.0
+    phantom_frames: str = "quadra62"  # the phantom's frame schedule: jaxkin.frames.FRAME_SCHEDULES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +61,7 @@ class OptimConfig:
 class TrainConfig:
     """Every setting of a training run (units: kBq/ml for activities, epochs for schedules)."""
 
-    model: UNetConfig = UNetConfig()
+    model: UNetConfig = UNetConfig(time_steps=0)  # time_steps 0: follow the data (resolve_time_steps)
     data: DataConfig = DataConfig()
     optim: OptimConfig = OptimConfig()
     seed: int = 0  # network initialisation and data order
@@ -84,10 +87,10 @@ KEYS: dict[str, tuple[str | None, type]] = {
     **{name: (None, kind) for name, kind in _leaf_types(TrainConfig).items() if name not in _SECTION_CLASSES},
 }
 _CHOICES = {"in_channels": (1,), "out_channels": (UNetConfig.out_channels,), "phantom_preset": tuple(PRESETS),
-            "loss_frames": LOSS_FRAMES, "loss_scale": LOSS_SCALES}
-_POSITIVE = ("depth", "root_features", "time_steps", "input_scale", "epochs", "batch_size", "eval_every", "crop",
+            "loss_frames": LOSS_FRAMES, "loss_scale": LOSS_SCALES, "phantom_frames": tuple(FRAME_SCHEDULES)}
+_POSITIVE = ("depth", "root_features", "input_scale", "epochs", "batch_size", "eval_every", "crop",
              "lr_halving_epochs", "predict_batch_size", "learning_rate")
-_NON_NEGATIVE = ("devices", "data_shards", "grad_clip_norm")
+_NON_NEGATIVE = ("devices", "data_shards", "time_steps", "grad_clip_norm")
 
 
 def _dotted(name: str) -> str:
@@ -149,8 +152,8 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
         raise InputError(f"{where}: get_config() must return a dict, got {type(values).__name__}")
     checked = {name: _check_value(name, value, where) for name, value in _flatten(values, where).items()}
     sections = {s: {k: v for k, v in checked.items() if KEYS[k][0] == s} for s in _SECTION_CLASSES}
-    try:
-        parts = {s: cls(**sections[s]) for s, cls in _SECTION_CLASSES.items()}
+    try:  # keys not given take TrainConfig's defaults (time_steps: 0 = auto, where UNetConfig alone has 64)
+        parts = {s: dataclasses.replace(getattr(TrainConfig(), s), **sections[s]) for s in _SECTION_CLASSES}
     except ValueError as err:
         raise InputError(f"{where}: {err}") from None
     cfg = TrainConfig(**parts, **{k: v for k, v in checked.items() if KEYS[k][0] is None})
@@ -160,6 +163,30 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
     if cfg.data_shards and cfg.optim.batch_size % cfg.data_shards:
         raise InputError(f"{where}: batch_size ({cfg.optim.batch_size}) must be a multiple of data_shards "
                          f"({cfg.data_shards})")
+    return cfg
+
+
+def auto_time_steps(model: UNetConfig, n_frames: int) -> int:
+    """The network's time steps for scans of ``n_frames`` frames when ``time_steps`` is 0 (auto): the frame count
+    rounded up to a multiple of ``2**depth`` with 3d pooling (which halves time ``depth`` times; 62 -> 64 and 69 ->
+    80 at depth 4), the frame count itself with space pooling."""
+    n = int(n_frames)
+    if model.pooling == "3d":
+        return -(-n // model.size_multiple) * model.size_multiple
+    return n
+
+
+def resolve_time_steps(cfg: TrainConfig, n_frames: int, where: str = "--data") -> TrainConfig:
+    """``cfg`` with ``time_steps`` set for scans of ``n_frames`` frames: :func:`auto_time_steps` when it is 0, else
+    unchanged (InputError naming ``where`` if the frames do not fit it). The resolved config is what a run stores in
+    config.json and model.json, so prediction and ``--resume`` see the value the network was built with."""
+    steps = cfg.model.time_steps
+    if steps == 0:
+        return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
+                                                                  time_steps=auto_time_steps(cfg.model, n_frames)))
+    if n_frames > steps:
+        raise InputError(f"{where}: {n_frames} frames do not fit time_steps = {steps} (set time_steps = 0 to follow "
+                         "the data)")
     return cfg
 
 

@@ -121,7 +121,7 @@ def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
 
         print(f"simulating the {data.phantom_preset!r} phantom dataset into {data_dir} ...", file=sys.stderr)
         simulate_dataset(data_dir, subjects=data.phantom_subjects or None, seed=data.phantom_seed,
-                         preset=data.phantom_preset, noise_scale=data.phantom_noise_scale)
+                         preset=data.phantom_preset, noise_scale=data.phantom_noise_scale, frames=data.phantom_frames)
     return data_dir
 
 

@@ -33,7 +33,7 @@ from jaxkin.network.data import voxel_mask
 from jaxkin.network.steps import forward, make_model, model_graph
 from jaxkin.nn.loss import metric_sums
 
-__all__ = ["Predictor", "load_predictor", "write_parameter_maps"]
+__all__ = ["Predictor", "load_predictor", "write_parameter_maps", "refine_with_lm", "scan_kinetic_input"]
 
 _METRIC_KEYS = ("n", "se", "mae", "mae2", "cs", "cs2")  # the sums of jaxkin.nn.loss.metric_sums
 
@@ -64,20 +64,44 @@ class Predictor:
     """A trained network ready to predict: ``predict_volume`` (optionally with TAC metrics), on this process's
     devices. ``params``: the model's parameter state (arrays on one device, or replicated); ``cfg`` the run's
     config (its ``model``, ``predict_batch_size`` and ``data.mask_threshold`` are used); ``n_frames`` the frame
-    count the network was trained on."""
+    count the network was trained on; ``frames`` (a :class:`jaxkin.FrameSchedule`, or None when unknown, as in
+    older runs) the schedule it was trained on, which every scan must match within ``frame_tolerance_s`` seconds
+    (:meth:`check_schedule`)."""
 
-    def __init__(self, graphdef, params, cfg: TrainConfig, n_frames: int):
+    def __init__(self, graphdef, params, cfg: TrainConfig, n_frames: int, *, frames=None,
+                 frame_tolerance_s: float = 1.0):
         self.graphdef, self.cfg, self.n_frames = graphdef, cfg, int(n_frames)
+        self.frames, self.frame_tolerance_s = frames, float(frame_tolerance_s)
         self.parallel = dist.DataParallel(dist.local_mesh())
         self.params = self.parallel.replicate(params)
         n_dev = self.parallel.size
         self.batch_size = -(-cfg.predict_batch_size // n_dev) * n_dev
         self._forward, self._forward_metrics = _compiled_forward(graphdef, self.parallel)
 
+    def replace(self, *, params=None, cfg: TrainConfig | None = None) -> "Predictor":
+        """A predictor of the same network and schedule with other ``params`` (e.g. adapted) or ``cfg``."""
+        return Predictor(self.graphdef, self.params if params is None else params, cfg or self.cfg, self.n_frames,
+                         frames=self.frames, frame_tolerance_s=self.frame_tolerance_s)
+
     def check_frames(self, n_frames: int, where: str) -> None:
         """InputError naming ``where`` unless a scan of ``n_frames`` frames fits the network."""
         if n_frames != self.n_frames:
             raise InputError(f"{where}: {n_frames} frames, but the network was trained on {self.n_frames}")
+
+    def check_schedule(self, frames, where: str) -> None:
+        """InputError (one line, naming ``where`` and the first frame that differs) unless the scan's frames
+        (a :class:`jaxkin.FrameSchedule`) are the network's: the count, and, when the run recorded its schedule,
+        every frame's start and duration within ``frame_tolerance_s`` (default 1 s)."""
+        self.check_frames(frames.n_frames, where)
+        if self.frames is None:
+            return
+        i = frames.first_difference(self.frames, self.frame_tolerance_s / 60.0)
+        if i is not None:
+            raise InputError(
+                f"{where}: frame {i} (0-based) starts at {frames.start_seconds[i]:.1f} s and lasts "
+                f"{frames.duration_seconds[i]:.1f} s, but the network was trained on frames whose frame {i} starts at "
+                f"{self.frames.start_seconds[i]:.1f} s and lasts {self.frames.duration_seconds[i]:.1f} s (tolerance "
+                f"{self.frame_tolerance_s:g} s); its weights fit that schedule only")
 
     def predict_volume(self, volume, *, kin=None, progress: bool = False):
         """``volume [X, Y, Z, F]`` (kBq/ml) -> parameters ``[X, Y, Z, 4]`` (float32); with ``kin`` (the scan's
@@ -148,11 +172,77 @@ def load_predictor(checkpoint) -> Predictor:
     cfg = config_from_dict(info["config"], str(run_dir / "model.json"))
     ckpt = checkpoint if checkpoint.name in ("best", "latest") else run_dir / "checkpoints" / "best"
     params, _, _ = restore_checkpoint(checkpoint_manager(ckpt), nnx.split(make_model(cfg))[1])
-    return Predictor(model_graph(cfg.model), params, cfg, info["n_frames"])
+    frames = None
+    if "frame_start_min" in info and "frame_duration_min" in info:  # older runs: the frame count only
+        from jaxkin.frames import FrameSchedule
+
+        frames = FrameSchedule.from_minutes(info["frame_start_min"], info["frame_duration_min"])
+    return Predictor(model_graph(cfg.model), params, cfg, info["n_frames"], frames=frames,
+                     frame_tolerance_s=info.get("frame_tolerance_s", 1.0))
+
+
+def scan_kinetic_input(pet, input_function):
+    """The :class:`jaxkin.KineticInput` of ``pet``'s frames from an :class:`jaxkin.InputFunction` or a
+    :class:`jaxkin.data.blood.Blood` (whose whole blood then drives the vB term); None without one."""
+    from jaxkin.data.blood import Blood
+    from jaxkin.kinetics import prepare
+
+    if isinstance(input_function, Blood):
+        return prepare(input_function.input, pet.frames, input_function.whole_blood)
+    return None if input_function is None else prepare(input_function, pet.frames)
+
+
+@functools.lru_cache(maxsize=4)
+def _compiled_metric_sums(parallel):
+    """Jitted ``(params [N, P], tac [N, F], mask [N], kin) -> metric sums`` of the FDG model's TACs."""
+    rep, rows = parallel.replicated, parallel.batch_sharding
+
+    @functools.partial(jax.jit, in_shardings=(rows, rows, rows, rep), out_shardings=rep)
+    def sums(params, tac, mask, kin):
+        return metric_sums(tac, two_tissue_irreversible(params, kin), mask)
+
+    return sums
+
+
+def refine_with_lm(params, volume, kin, *, n_iter: int, threshold: float, lower, upper, chunk_size: int = 16384):
+    """Polish a network's ``params [X, Y, Z, 4]`` (a slab) with ``n_iter`` Levenberg-Marquardt iterations per voxel
+    (:func:`jaxkin.fitting.lm.refine_tacs`, unweighted SSE as in the network's loss, bounds ``lower``/``upper``)
+    inside the network's loss mask (:func:`jaxkin.network.data.voxel_mask` of ``volume [X, Y, Z, F]`` kBq/ml with
+    ``threshold``); voxels outside keep the network's values. Every refined voxel's SSE is at most the network's.
+    Returns ``(params, metric sums over the mask, {"voxels", "sse_network", "sse_refined"})`` (SSE summed over the
+    mask, (kBq/ml)^2)."""
+    from jaxkin.fitting.lm import refine_tacs
+
+    volume = np.nan_to_num(np.asarray(volume, np.float32))
+    duration = np.asarray(kin.frame_duration, np.float64)
+    mask = voxel_mask(volume, duration, threshold) > 0
+    tacs = volume[mask]
+    refined, sse0, sse1 = refine_tacs(params[mask], tacs, kin, n_iter=n_iter, lower=lower, upper=upper,
+                                      chunk_size=chunk_size)
+    params = params.copy()
+    params[mask] = refined
+    totals: dict[str, float] = {}
+    parallel = dist.DataParallel(dist.local_mesh())
+    chunk = -(-min(max(len(tacs), 1), 65536) // parallel.size) * parallel.size
+    sums = _compiled_metric_sums(parallel)
+    kin_dev = parallel.replicate(kin)
+    for start in range(0, len(tacs), chunk):
+        stop = min(start + chunk, len(tacs))
+        pad = ((0, chunk - (stop - start)), (0, 0))
+        valid = np.pad(np.ones(stop - start, np.float32), pad[:1])
+        part = sums(jax.device_put(np.pad(refined[start:stop], pad), parallel.batch_sharding),
+                    jax.device_put(np.pad(tacs[start:stop], pad), parallel.batch_sharding),
+                    jax.device_put(valid, parallel.batch_sharding), kin_dev)
+        for k, v in jax.device_get(part).items():
+            totals[k] = totals.get(k, 0.0) + float(v)
+    info = {"voxels": int(mask.sum()), "sse_network": float(np.sum(sse0, dtype=np.float64)),
+            "sse_refined": float(np.sum(sse1, dtype=np.float64))}
+    return params, totals, info
 
 
 def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=None, command_line: str | None = None,
-                         progress: bool = False, extra: dict | None = None) -> dict:
+                         progress: bool = False, extra: dict | None = None, refine_lm: int = 0,
+                         refine_bounds=None) -> dict:
     """Predict every slice of ``pet`` (a :class:`jaxkin.data.PetImage`) and write the maps of the FDG model's
     parameters and macro-parameters (K1, k2, k3, vB, Ki: ``<prefix>_model-2tcmirr_meas-<name>_mimap.nii.gz`` + JSON)
     into ``out_dir``, the PET's geometry kept.
@@ -160,23 +250,52 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     ``extra`` is added to the sidecars (e.g. ``Sources``). With ``input_function`` (an :class:`jaxkin.InputFunction`, or a :class:`jaxkin.data.blood.Blood` whose whole blood
     then drives the vB term) the sidecars also carry the mean TAC cosine similarity and MAE over the mask. The
     sidecars state the time origin, decay reference and assumptions of the scan (and of the blood data).
-    Returns ``{"paths": {name: path}, "metrics": {...} or None, "maps": {name: [X, Y, Z] array}}``.
+    **Refinement** (``refine_lm`` = K > 0, needs ``input_function``): every voxel of the network's loss mask (time-
+    averaged activity above the run's ``mask_threshold``) is polished with K Levenberg-Marquardt iterations started
+    from the network's parameters (:func:`refine_with_lm`), within ``refine_bounds`` (a bounds specification of
+    :func:`jaxkin.kinetics.resolve_bounds`; default the network's own ``lower``/``upper``); the maps and the
+    TAC metrics are then the refined ones and the sidecars carry ``RefineLMIterations`` and what was refined.
+    Returns ``{"paths": {name: path}, "metrics": {...} or None, "maps": {name: [X, Y, Z] array}}`` (with refinement
+    also ``"refine": {"voxels", "sse_network", "sse_refined"}``).
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each predicts a slab).
     """
     from jaxkin.data.bids import map_path, write_map
-    from jaxkin.kinetics import prepare
 
-    predictor.check_frames(pet.frames.n_frames, str(pet.path))
+    predictor.check_schedule(pet.frames, str(pet.path))
+    kin = scan_kinetic_input(pet, input_function)
+    if refine_lm and kin is None:
+        raise InputError(f"{pet.path}: refining with LM needs the scan's input function")
+    cfg = predictor.cfg.model
+    refine_sidecar = None
+    if refine_lm:
+        from jaxkin.fitting.volume import bounds_sidecar
+        from jaxkin.kinetics import resolve_bounds
+
+        if refine_bounds is None:
+            lower, upper = cfg.lower, cfg.upper
+            names = get_model(FDG_MODEL).param_names
+            bounds = {"Preset": "the network's (lower/upper of its config)",
+                      **{n: [lo, hi] for n, lo, hi in zip(names, lower, upper)}}
+        else:
+            lower, upper, _ = resolve_bounds(FDG_MODEL, refine_bounds)
+            bounds = bounds_sidecar(FDG_MODEL, refine_bounds)
+        refine_sidecar = {"RefineLMIterations": int(refine_lm), "RefineLMBounds": bounds, "RefineLMWeights": "none",
+                          "RefineLMMask": f"voxels whose time-averaged activity exceeds "
+                                          f"{predictor.cfg.data.mask_threshold:g} kBq/mL (the network's loss mask)"}
     n_z = pet.shape[2]
     volume = pet.read(dist.share(n_z))  # this process's slab (the whole volume for one process)
     from jaxkin.data.blood import Blood, scan_provenance
 
     blood = input_function if isinstance(input_function, Blood) else None
-    if blood is not None:
-        kin = prepare(blood.input, pet.frames, blood.whole_blood)
-    else:
-        kin = None if input_function is None else prepare(input_function, pet.frames)
     params, totals = predictor._predict(volume, kin, progress=progress and dist.is_main_process())
+    refined = None
+    if refine_lm:
+        params, totals, info = refine_with_lm(params, volume, kin, n_iter=refine_lm, lower=lower, upper=upper,
+                                              threshold=predictor.cfg.data.mask_threshold)
+        summed = dist.gather_arrays(np.array([info[k] for k in ("voxels", "sse_network", "sse_refined")],
+                                             np.float64)).sum(axis=0)
+        refined = {"voxels": int(summed[0]), "sse_network": float(summed[1]), "sse_refined": float(summed[2])}
+        refine_sidecar["RefineLMVoxels"] = refined["voxels"]
     del volume
     params = dist.gather_slabs(params, n_z, axis=2)
     metrics = None
@@ -185,9 +304,13 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
         metrics = _metrics(dict(zip(_METRIC_KEYS, summed.tolist())), pet.frames.n_frames)
     model = get_model(FDG_MODEL)
     maps = model.named_maps(params)
-    cfg = predictor.cfg.model
-    sidecar = {"Method": "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if cfg.conv == "space_time"
-             else "self-supervised 3D UNet", "FinalActivation": cfg.final_activation, **scan_provenance(pet, blood)}
+    method = ("self-supervised (2+1)D UNet (De Benetti et al. 2023)" if cfg.conv == "space_time"
+              else "self-supervised 3D UNet")
+    if refine_lm:
+        method += f" + {int(refine_lm)} Levenberg-Marquardt iterations per voxel"
+    sidecar = {"Method": method, "FinalActivation": cfg.final_activation, **scan_provenance(pet, blood)}
+    if refine_sidecar:
+        sidecar.update(refine_sidecar)
     if metrics is not None:
         sidecar["TACMetrics"] = metrics
     sidecar.update(extra or {})
@@ -198,4 +321,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
         paths = {name: write_map(out_dir, pet.prefix, FDG_MODEL, name, values, reference=pet,
                                  units=model.units[name], command_line=command_line, extra=sidecar)
                  for name, values in maps.items()}
-    return {"paths": paths, "metrics": metrics, "maps": maps}
+    out = {"paths": paths, "metrics": metrics, "maps": maps}
+    if refined is not None:
+        out["refine"] = refined
+    return out

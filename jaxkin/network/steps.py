@@ -37,8 +37,15 @@ class TrainState(typing.NamedTuple):
     opt_state: typing.Any
 
 
+def _check_resolved(model: UNetConfig) -> None:
+    if model.time_steps == 0:
+        raise ValueError("time_steps = 0 (auto) must be resolved for the data's frame count before the network is "
+                         "built: jaxkin.network.resolve_time_steps(cfg, n_frames)")
+
+
 def make_model(cfg: TrainConfig) -> UNet:
-    """The UNet of ``cfg.model``, initialised from ``cfg.seed``."""
+    """The UNet of ``cfg.model``, initialised from ``cfg.seed`` (``time_steps`` resolved: not 0)."""
+    _check_resolved(cfg.model)
     return UNet(cfg.model, rngs=nnx.Rngs(cfg.seed))
 
 
@@ -47,6 +54,7 @@ def model_graph(model: UNetConfig):
     """The static graph (``nnx.GraphDef``) of the UNet of ``model``, built once without computing any weights;
     pair it with ``nnx.split(make_model(cfg))[1]``. One object per config, so compiled programs keyed on it are
     reused."""
+    _check_resolved(model)
     return nnx.split(nnx.eval_shape(lambda: UNet(model, rngs=nnx.Rngs(0))))[0]
 
 

@@ -30,7 +30,7 @@ from jaxkin.errors import InputError
 from jaxkin.kinetics import FDG_MODEL
 from jaxkin.network import report
 from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
-from jaxkin.network.config import TrainConfig, config_from_dict, config_leaves
+from jaxkin.network.config import TrainConfig, config_from_dict, config_leaves, resolve_time_steps
 from jaxkin.network.data import ShardedSlices, load_sharded, open_scans, prepare_dataset, stack_kinetic_inputs
 from jaxkin.network.steps import CompiledSteps, TrainState, compiled_steps, evaluate, make_model
 
@@ -50,8 +50,16 @@ def check_resume(cfg: TrainConfig, workdir: Path, resume: bool) -> None:
     if not (workdir / "config.json").is_file():
         raise InputError(f"--resume: {workdir} has no config.json; nothing to resume")
     old = config_leaves(config_from_dict(read_json(workdir / "config.json", "config"), str(workdir / "config.json")))
+    ignore = set(_RESUMABLE)
+    if cfg.model.time_steps == 0:  # auto: the run stored the value resolved for its frames (model.json: n_frames)
+        info = workdir / "model.json"
+        n_frames = read_json(info, "model.json").get("n_frames") if info.is_file() else None
+        if n_frames:
+            cfg = resolve_time_steps(cfg, n_frames)
+        else:
+            ignore.add("time_steps")  # checked again once the data are open (train)
     new = config_leaves(cfg)
-    diff = [k for k in new if k not in _RESUMABLE and old[k] != new[k]]
+    diff = [k for k in new if k not in ignore and old[k] != new[k]]
     if diff:
         raise InputError(f"--resume: the config differs from the run in {workdir} in {', '.join(diff)}")
 
@@ -130,9 +138,7 @@ def _open_dataset(cfg: TrainConfig, workdir: Path, data_dir, shards: int, parall
         if n_train < shards:
             raise InputError(f"--data {folder}: {n_train} training scan(s) cannot fill {shards} "
                              "data shards; lower data_shards or use fewer processes")
-        if scans[0].pet.frames.n_frames > cfg.model.time_steps:
-            raise InputError(f"--data {folder}: {scans[0].pet.frames.n_frames} frames do not fit time_steps = "
-                             f"{cfg.model.time_steps}")
+        resolve_time_steps(cfg, scans[0].pet.frames.n_frames, f"--data {folder}")  # the frames fit the network
         return split, scans
 
     split, scans = dist.check_everywhere(open_all)
@@ -150,7 +156,16 @@ def _write_run_files(cfg: TrainConfig, workdir: Path, data: Dataset, shards: int
     write_json(workdir / "config.json", dataclasses.asdict(cfg))
     write_json(workdir / "model.json", {
         "config": dataclasses.asdict(cfg), "model": FDG_MODEL, "n_frames": frames.n_frames, "data_shards": shards,
-        "frame_start_min": frames.start.tolist(), "frame_duration_min": frames.duration.tolist()})
+        "frame_start_min": frames.start.tolist(), "frame_duration_min": frames.duration.tolist(),
+        "frame_tolerance_s": frame_tolerance_s(frames, [scan.pet.frames for scan in data.scans])})
+
+
+def frame_tolerance_s(reference, schedules) -> float:
+    """How far (s) a scan's frame starts and durations may be from the ``reference`` schedule that model.json
+    records for prediction: 1 s, or the largest difference among the run's own scans (``schedules``) if larger."""
+    spread = max((max(np.max(np.abs(f.start - reference.start)), np.max(np.abs(f.duration - reference.duration)))
+                  for f in schedules if f.n_frames == reference.n_frames), default=0.0)
+    return float(max(1.0, round(60.0 * spread + 1e-3, 3)))
 
 
 def _train_epoch(steps: CompiledSteps, state: TrainState, data: Dataset, rows: int, key: tuple, parallel,
@@ -220,6 +235,8 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
     if resume:
         _check_resumed_shards(cfg, workdir, shards)
     data = _open_dataset(cfg, workdir, data_dir, shards, parallel)
+    cfg = resolve_time_steps(cfg, data.scans[0].pet.frames.n_frames, f"--data {data.folder}")  # time_steps 0: auto
+    check_resume(cfg, workdir, resume)  # again with the resolved time steps
     rows = cfg.optim.batch_size // shards  # slices per shard in every batch
     steps_per_epoch = data.train.steps(rows)
     steps = compiled_steps(cfg.model, cfg.optim, steps_per_epoch, parallel)
@@ -270,7 +287,9 @@ def _finish(cfg: TrainConfig, workdir: Path, data: Dataset, shards: int, steps: 
         report.write_test_metrics(workdir, summary, data.split["test"])
     organ_rows = []
     if cfg.predict_test and data.split["test"]:
-        predictor = Predictor(steps.graphdef, dist.local_copy(best_params), cfg, data.scans[0].pet.frames.n_frames)
+        frames = data.scans[0].pet.frames
+        predictor = Predictor(steps.graphdef, dist.local_copy(best_params), cfg, frames.n_frames, frames=frames,
+                              frame_tolerance_s=frame_tolerance_s(frames, [scan.pet.frames for scan in data.scans]))
         for scan in (data.scans[i] for i in data.subjects("test")):
             result = write_parameter_maps(predictor, scan.pet, workdir / "predictions" / scan.subject,
                                           input_function=scan.blood)

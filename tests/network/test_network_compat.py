@@ -25,7 +25,11 @@ from jaxkin.network.train import check_resume
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "run-v0.1.0"
-TINY = ["depth=2", "root_features=2", "slices_per_subject=2", "predict_test=false"]
+# the quickstart of jaxkin 0.1.0 (today's quickstart conditions on the input function, weighs relative errors, ...)
+QUICKSTART_0_1 = ["phantom_subjects=0", "lower=0.01,0.01,0.01,0", "upper=2,3,1,1", "input_normalization=slice",
+                  "condition_on_input=false", "loss_scale=none", "grad_clip_norm=0", "learning_rate=2e-3",
+                  "lr_halving_epochs=6"]
+TINY = ["depth=2", "root_features=2", "slices_per_subject=2", "predict_test=false", *QUICKSTART_0_1]
 EPOCH_4_LOSS = 247.47268772125244  # the old checkpoint resumed for a 4th epoch on the current phantom (0.1.0: 84.24)
 
 
@@ -64,7 +68,8 @@ def test_an_old_config_with_missing_keys_counts_them_as_defaults(old_run):
 
 def test_an_old_run_predicts(old_run):
     predictor = N.load_predictor(old_run)
-    assert predictor.cfg == N.load_config(ROOT / "experiments" / "quickstart.py", TINY + ["epochs=3"])
+    assert predictor.cfg == N.resolve_time_steps(N.load_config(ROOT / "experiments" / "quickstart.py",
+                                                                TINY + ["epochs=3"]), 62)
     assert predictor.n_frames == 62
     volume = np.random.default_rng(0).gamma(2.0, 5.0, size=(30, 32, 3, 62)).astype(np.float32)
     maps = predictor.predict_volume(volume)
