@@ -1,29 +1,32 @@
 """Quickstart: the paper's (2+1)D UNet (exp 4.1's convolutions and pooling) on the small phantom, on a CPU.
 
-Simulates the 'small' phantom (3 subjects of 32 x 32 x 24 voxels, 62 frames: 1 train, 1 validation, 1 test) into
-the workdir, trains 14 epochs (308 steps of one slice), evaluates the test subject, predicts its parametric
+Simulates the 'small' phantom (8 subjects of 32 x 32 x 24 voxels, 62 frames: 4 train, 1 validation, 3 test) into
+the workdir, trains 10 epochs (880 steps of one slice), evaluates the test subjects, predicts their parametric
 maps and writes report.md (with organ means of the maps against the ground truth)::
 
     python -m jaxkin.train --config experiments/quickstart.py --workdir runs/quickstart
 
-The network (depth 4, 8 root features, 860,904 parameters) and the loss (masked MSE in kBq/ml) are the paper's.
-What differs from exp4_1.py, so that a few minutes of CPU show learning rather than only a running pipeline:
+The network (depth 4, 8 root features) and the self-supervised loss (model TACs of the predicted parameters against
+the measured TACs) are the paper's. What differs from exp4_1.py, so that minutes of CPU learn the kinetics (each
+change measured in benchmarks/RESULTS.md, "What makes the network learn the kinetics"):
 
 * data: the small phantom, every slice from the lungs to the bladder, 32 x 32; ``time_steps = 0``: the frames
   padded to a multiple of 16 (64 for the 62 frames), whatever the schedule;
-* ``final_activation="sigmoid"`` (smooth, the same per-parameter bounds as the multi-clamp) instead of the
-  multi-clamp, whose zero gradient outside the bounds left K1 and k2 stuck at 0.01 after a short run;
-* ``init_params``: the untrained network predicts K1 0.1, k2 0.5, k3 0.05, vB 0.05 everywhere (the last layer
-  starts with a zero kernel and the matching bias) instead of random parameters;
-* ``input_normalization="slice"``: each slice's TACs are divided by their 99th percentile, so the input is O(1);
-* batch 1 (more, cheaper updates in the same time), Adam lr 2e-3 halved every 6 epochs, 14 epochs
-  (the paper: batch 5, lr 1e-4 halved every 25 epochs, 500 epochs).
+* ``condition_on_input``: the scan's input function (blood frame means and its running integral) as two more input
+  channels, and ``input_normalization="input"``: TACs and curves divided by the scan's time-averaged blood
+  activity, so the network sees tissue relative to blood, which is what the kinetic parameters describe (the
+  paper's network never sees the input function). Prediction then needs the input function;
+* ``loss_scale="voxel"``: relative errors (each voxel's squared error divided by the square of its time-averaged
+  activity), so cold voxels count as much as the bladder and the heart;
+* physiological bounds (``lower``/``upper`` of the sigmoid: K1 <= 3, k2 <= 6, k3 >= 0; the paper's k3 >= 0.01 and
+  k2 <= 3 exclude liver, spleen and kidney values);
+* ``final_activation="sigmoid"`` (smooth between the bounds) instead of the multi-clamp, whose zero gradient outside
+  the bounds left K1 and k2 stuck at 0.01; ``init_params``: the untrained network predicts K1 0.1, k2 0.5, k3
+  0.05, vB 0.05 everywhere (the last layer starts with a zero kernel and the matching bias);
+* batch 1, Adam lr 1e-3 halved every 4 epochs with the gradient's norm clipped at 1, 10 epochs (the paper: batch 5,
+  lr 1e-4 halved every 25 epochs, 500 epochs).
 
-Measured (2-core CPU shared with other jobs, 2026-11-25): 2 min 46 s and 3 min 14 s in all; the test subject's organ means of Ki
-follow the truth's order (Spearman 0.95 over 9 tissue organs; bladder 0.074 vs 0.071, myocardium 0.027 vs 0.042,
-body 0.007 vs 0.003), K1 less so (0.70; 0.12-0.20 where the truth spans 0.05-1.33): 308 steps are a start, not a
-trained network. With the exp4_1 settings (multi-clamp, random init, batch 5, 30 steps) Ki was 0.005-0.007 and K1
-0.010-0.012 in every organ.
+Measured time and organ means: the README and benchmarks/RESULTS.md.
 """
 
 from base import table1

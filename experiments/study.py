@@ -25,6 +25,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 PARAMS = ("K1", "k2", "k3", "vB", "Ki")
@@ -32,12 +34,11 @@ PARAMS = ("K1", "k2", "k3", "vB", "Ki")
 
 def organ_scores(rows: list[dict]) -> dict:
     """Spearman over tissue organs of K1 and Ki organ means, and the median / largest organ |Ki error| (%)."""
-    from jaxkin.network.report import organ_rank_correlation
+    from jaxkin.network.report import ki_errors, organ_rank_correlation
 
-    tissue = [r for r in rows if r["true"]["vB"] < 1.0 and r["true"]["Ki"] > 0]
-    errors = sorted(abs(r["predicted"]["Ki"] / r["true"]["Ki"] - 1.0) * 100 for r in tissue)
+    errors = sorted(100 * e for e in ki_errors(rows))
     return {"spearman_K1": organ_rank_correlation(rows, "K1"), "spearman_Ki": organ_rank_correlation(rows, "Ki"),
-            "median_ki_error_pct": float(sorted(errors)[len(errors) // 2]) if errors else math.nan,
+            "median_ki_error_pct": float(np.median(errors)) if errors else math.nan,
             "max_ki_error_pct": max(errors) if errors else math.nan}
 
 

@@ -16,7 +16,7 @@ from jaxkin.kinetics import FDG_MODEL, get_model
 from jaxkin.network.config import TrainConfig
 
 __all__ = ["METRICS_COLUMNS", "truncate_metrics", "append_metrics", "read_metrics",
-           "write_test_metrics", "organ_comparison", "organ_rank_correlation", "write_report"]
+           "write_test_metrics", "organ_comparison", "organ_rank_correlation", "ki_errors", "write_report"]
 
 #: The columns of ``metrics.csv``, one row per epoch (losses in (kBq/ml)^2, MAE in kBq/ml, seconds of wall time).
 METRICS_COLUMNS = ("epoch", "step", "learning_rate", "train_loss", "val_loss", "val_mae", "val_mae_sd", "val_cs",
@@ -100,6 +100,23 @@ def organ_rank_correlation(rows: list[dict], parameter: str) -> float:
     return float(spearmanr([r["predicted"][parameter] for r in tissue], [r["true"][parameter] for r in tissue])[0])
 
 
+def ki_errors(rows: list[dict]) -> list[float]:
+    """|predicted / true - 1| of the organ-mean Ki of the tissue organs of ``rows`` (blood and Ki = 0 left out)."""
+    return [abs(r["predicted"]["Ki"] / r["true"]["Ki"] - 1.0) for r in rows if r["true"]["vB"] < 1.0 and
+            r["true"]["Ki"] > 0]
+
+
+def _subject_scores(rows: list[dict]) -> list[list[str]]:
+    out = []
+    for subject in dict.fromkeys(r["subject"] for r in rows):
+        mine = [r for r in rows if r["subject"] == subject]
+        err = ki_errors(mine)
+        out.append([subject, f"{organ_rank_correlation(mine, 'K1'):.2f}", f"{organ_rank_correlation(mine, 'Ki'):.2f}",
+                    f"{100 * float(np.median(err)):.0f}%" if err else "-",
+                    f"{100 * max(err):.0f}%" if err else "-"])
+    return out
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table's lines."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
@@ -128,7 +145,9 @@ def write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict, or
         lines += ["", "Organ means of the predicted maps against the simulated ground truth (predicted / true):", "",
                   *_table(["subject", "organ", *ORGAN_MAPS], cells), "",
                   "Spearman rank correlation of the organ means with the truth over the tissue organs (blood left "
-                  "out): " + ", ".join(f"{p} {rho[p]:.2f}" for p in ORGAN_MAPS) + "."]
+                  "out), all test subjects pooled: " + ", ".join(f"{p} {rho[p]:.2f}" for p in ORGAN_MAPS) + ".", "",
+                  *_table(["subject", "Spearman K1", "Spearman Ki", "median organ |Ki error|",
+                           "largest organ |Ki error|"], _subject_scores(organ_rows))]
     lines += ["", "Metrics per epoch: metrics.csv. Checkpoints: checkpoints/best, checkpoints/latest."]
     if cfg.predict_test and split["test"]:
         lines.append(f"Parametric maps ({', '.join(ORGAN_MAPS)}) of the test subjects: predictions/<subject>/.")
