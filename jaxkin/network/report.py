@@ -101,7 +101,7 @@ def organ_rank_correlation(rows: list[dict], parameter: str) -> float:
 
 
 def ki_errors(rows: list[dict]) -> list[float]:
-    """|predicted / true - 1| of the organ-mean Ki of the tissue organs of ``rows`` (blood and Ki = 0 left out)."""
+    """``abs(predicted / true - 1)`` of the organ-mean Ki of the tissue organs of ``rows`` (blood and Ki = 0 left out)."""
     return [abs(r["predicted"]["Ki"] / r["true"]["Ki"] - 1.0) for r in rows if r["true"]["vB"] < 1.0 and
             r["true"]["Ki"] > 0]
 

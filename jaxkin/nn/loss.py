@@ -44,8 +44,9 @@ def masked_mse(tac, model_tac, mask, weights=None):
     return jnp.sum(m * (err if weights is None else weights * err)) / n
 
 
-#: Choices of the frame weights and of the error scale of :func:`loss_weights`.
+#: Choices of the frame weights of :func:`loss_weights` (``loss_frames``).
 LOSS_FRAMES = ("none", "duration")
+#: Choices of the error scale of :func:`loss_weights` (``loss_scale``).
 LOSS_SCALES = ("none", "scan", "voxel")
 
 
