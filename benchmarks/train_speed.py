@@ -1,10 +1,13 @@
 """Training steps per second of the kinetic UNet: exp4_1 ((2+1)D, 3D pooling, multi-clamp), batch 5, 112 x 112.
 
-    python benchmarks/train_speed.py [--config experiments/exp4_1.py] [--steps 3] [--batch 5] [--size 112]
+    python benchmarks/train_speed.py [--config experiments/exp4_1.py] [--steps 3] [--batch 5] [--size 112] [--devices N]
 
 One compiled pure train step (:func:`jaxkin.network.make_train_step`: forward, kinetic-model loss, backward, Adam) on noiseless TACs of smooth random
 parameter maps with the 62 Quadra frames (padded to 64) and two subjects' Feng inputs. Prints the compile time and
-the mean time per step after compilation.
+the mean time per step after compilation. ``--devices N`` splits the CPU into N XLA devices
+(``--xla_force_host_platform_device_count``, unless ``XLA_FLAGS`` already sets it) and splits the batch over them
+(data-parallel, as ``jaxkin train`` does; the batch must divide); the default is one device. Peak memory = the
+process's maximum resident set size.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -23,6 +27,7 @@ from flax import nnx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import jaxkin  # noqa: E402
+from jaxkin import distributed as dist  # noqa: E402
 from jaxkin import network as N  # noqa: E402
 from jaxkin.nn.loss import model_tacs  # noqa: E402
 
@@ -62,13 +67,19 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--size", type=int, default=112)
+    ap.add_argument("--devices", type=int, default=1, help="CPU devices to split the batch over (default 1)")
     args = ap.parse_args()
+    dist.split_cpu_devices(args.devices)  # before JAX starts its backends
     cfg = N.resolve_time_steps(N.load_config(args.config, [f"batch_size={args.batch}", f"crop={args.size}"]), 62)
     batch, kin = synthetic_batch(args.batch, args.size)
     graphdef, params = nnx.split(N.make_model(cfg))
     optimizer, _ = N.make_optimizer(cfg.optim, 150)
     state = N.TrainState(params, optimizer.init(params))
-    step = N.make_train_step(graphdef, optimizer)
+    parallel = None
+    if jax.device_count() > 1:
+        parallel = dist.DataParallel(dist.data_mesh())
+        state, batch, kin = parallel.replicate(state), parallel.batch(batch), parallel.replicate(kin)
+    step = N.make_train_step(graphdef, optimizer, parallel)
     t0 = time.perf_counter()
     compiled = step.lower(state, batch, kin).compile()
     t_compile = time.perf_counter() - t0
@@ -76,12 +87,13 @@ def main() -> None:
     state, m, times = timed_steps(compiled, state, batch, kin, args.steps)
     per_step = float(np.mean(times))
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, jax {jax.__version__}, "
-          f"device {jax.devices()[0].platform}")
+          f"{jax.device_count()} {jax.devices()[0].platform} device(s); XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"config {Path(args.config).name}: conv {cfg.model.conv}, pooling {cfg.model.pooling}, "
           f"{cfg.model.final_activation}; batch {args.batch} x {args.size} x {args.size} x {cfg.model.time_steps} time steps")
     print(f"compile: {t_compile:.1f} s")
     print(f"train step: {per_step:.2f} s (min {min(times):.2f}, max {max(times):.2f}, {args.steps} steps) "
           f"= {1 / per_step:.3f} steps/s; loss {float(m['loss']):.4g}")
+    print(f"peak memory (max RSS): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2:.2f} GB")
 
 
 if __name__ == "__main__":

@@ -69,6 +69,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     enable_compilation_cache()
+    if args.command in ("train", "predict"):  # the network's steps run data-parallel over CPU devices: split the CPU
+        from jaxkin.distributed import split_cpu_devices
+
+        split_cpu_devices()
     try:
         return int(args.run(args) or 0)
     except InputError as err:

@@ -73,7 +73,11 @@ def _data_parallel(cfg: TrainConfig) -> tuple[dist.DataParallel, int]:
     if cfg.devices and (cfg.devices % n_processes or cfg.devices // n_processes > jax.local_device_count()):
         raise InputError(f"devices ({cfg.devices}) must be a multiple of the number of processes ({n_processes}) and "
                          f"at most the {jax.device_count()} devices there are")
-    parallel = dist.DataParallel(dist.data_mesh(cfg.devices))
+    count = cfg.devices
+    if not count and dist.cpu_split_by_jaxkin() and batch % n_processes == 0:
+        # jaxkin split the CPU into devices (not the user): train on as many of them as divide the batch
+        count = max(d for d in range(n_processes, jax.device_count() + 1, n_processes) if batch % d == 0)
+    parallel = dist.DataParallel(dist.data_mesh(count))
     if batch % parallel.size:
         fit = math.lcm(parallel.size, shards)
         usable = max(d for d in range(n_processes, jax.device_count() + 1, n_processes) if batch % d == 0) \

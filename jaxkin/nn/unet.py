@@ -20,7 +20,9 @@ Layout: activations are channels-last ``[B, T, H, W, C]``; kernels are stored as
 ``[kt, kh, kw, C_in, C_out]``. On CPU, XLA's 3D convolutions are several times slower than 2D ones, so the
 module evaluates a (1,3,3) conv as a 2D conv with time folded into the batch, a (3,1,1) conv as a 2D conv with
 kernel (3,1) over a ``[B, T, H*W, C]`` view, and a 3x3x3 conv as one 2D conv over the three time-shifted copies of
-the input stacked along channels. The results equal the 3D convolutions to float precision (tested).
+the input stacked along channels; the head's 3x3x3 conv and the time-collapsing conv, linear with nothing between
+them, run as one 2D conv with time folded into channels (:func:`head_collapse`). The results equal the 3D
+convolutions to float precision (tested).
 """
 
 from __future__ import annotations
@@ -204,6 +206,28 @@ def full_conv(x, kernel, bias, *, up_time: bool = False, up_space: bool = False)
     return (_interleave(y, up, co) if (up_time or up_space) else y) + bias
 
 
+def head_collapse(x, kernel, bias, collapse_kernel, collapse_bias):
+    """The head: conv ``kernel [3, kh, kw, Ci, P]`` ('same' padding), then the time-collapsing conv
+    ``collapse_kernel [T, 1, 1, P, O]`` (no padding) -> ``[B, H, W, O]``. Both are linear with nothing between
+    them, so they are evaluated as one 2D conv over ``x`` with time folded into channels (``T * Ci`` of them) and the
+    composed kernel ``K[t, kh, kw, Ci, O] = sum_{dt, p} kernel[dt, kh, kw, Ci, p] collapse_kernel[t - dt + 1, p, O]``
+    (terms outside ``0 <= t - dt + 1 < T`` are the zero time padding): a third of the head conv's arithmetic, and
+    ``T * Ci`` input channels instead of ``3 * Ci`` suit XLA's CPU convolutions far better (about 3x faster,
+    forward and backward). Equal to the two convs to float rounding (tested)."""
+    b, t, h, w, c = x.shape
+    kt, kh, kw = kernel.shape[:3]
+    kc = collapse_kernel[:, 0, 0]  # [T, P, O]
+    if kc.shape[0] != t:
+        raise ValueError(f"the collapsing kernel has {kc.shape[0]} time steps, the input {t}")
+    half = kt // 2
+    padded = jnp.pad(kc, ((half, half), (0, 0), (0, 0)))  # padded[j] = kc[j - half]
+    shifted = jnp.stack([padded[kt - 1 - dt : kt - 1 - dt + t] for dt in range(kt)])  # [dt, t] -> kc[t - dt + half]
+    k = jnp.einsum("dhwip,dtpo->hwtio", kernel, shifted).reshape(kh, kw, t * c, kc.shape[-1])
+    folded = jnp.transpose(x, (0, 2, 3, 1, 4)).reshape(b, h, w, t * c)  # [B, H, W, (T, Ci)]
+    y = _conv2d(folded, k, padding=[(kh // 2, kh // 2), (kw // 2, kw // 2)])
+    return y + (bias @ kc.sum(axis=0) + collapse_bias)
+
+
 def conv3d_reference(x, kernel, bias, *, strides=(1, 1, 1)):
     """A plain XLA 3D convolution with 'same' padding, or for ``strides`` of 2 the transposed conv with kernel
     3, padding 1, output padding 1 (PyTorch's ``ConvTranspose3d`` convention, kernel not flipped). The reference
@@ -342,9 +366,8 @@ class UNet(nnx.Module):
         x = self.bottleneck(x)
         for dec, skip in zip(self.decoders, reversed(skips)):
             x = dec(x, skip)
-        x = full_conv(x, self.head.kernel[...], self.head.bias[...])
-        k = self.collapse.kernel[...][:, 0, 0]  # [T, Ci, Co]
-        return jnp.einsum("bthwc,tco->bhwo", x, k) + self.collapse.bias[...]
+        return head_collapse(x, self.head.kernel[...], self.head.bias[...], self.collapse.kernel[...],
+                             self.collapse.bias[...])
 
     def __call__(self, x):
         cfg = self.cfg

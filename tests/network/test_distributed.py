@@ -336,3 +336,24 @@ def test_batches_do_not_depend_on_how_many_processes_hold_the_shards():
     for shard in range(3):  # every slice of every shard exactly once, the rest padding
         column = together[:, 2 * shard: 2 * shard + 2].ravel()
         assert sorted(column[column >= 0]) == list(range(offsets[shard], offsets[shard] + sizes[shard]))
+
+
+def test_commands_split_the_cpu_into_two_devices_unless_told_otherwise():
+    """``split_cpu_devices`` (run by ``jaxkin train``/``predict``): 2 CPU devices, the user's XLA_FLAGS win; a
+    training batch that does not divide over the devices jaxkin made trains on as many as divide it."""
+    script = ("import os\nfrom jaxkin import distributed as dist\nfrom jaxkin import network as N\n"
+              "from jaxkin.network.train import _data_parallel\n"
+              "n = dist.split_cpu_devices()\nimport jax\n"
+              "sizes = [_data_parallel(N.config_from_dict({'batch_size': b}))[0].size for b in (4, 5)] "
+              "if n else []\n"
+              "print(n, jax.device_count(), dist.cpu_split_by_jaxkin(), sizes, dist.split_cpu_devices())\n")
+    base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAXKIN_CPU_DEVICES")}
+    envs = [dict(base, JAXKIN_CPU_DEVICES="2", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT)),
+            dict(base, JAXKIN_CPU_DEVICES="2", XLA_FLAGS="--xla_force_host_platform_device_count=3",
+                 JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT)),
+            dict(base, JAXKIN_CPU_DEVICES="1", JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT))]
+    split, user, off = _run_all([script] * 3, envs)
+    assert split.returncode == user.returncode == off.returncode == 0, (split.stderr[-2000:], user.stderr[-2000:])
+    assert split.stdout.strip().endswith("2 2 True [2, 1] 0")
+    assert user.stdout.strip().endswith("0 3 False [] 0")
+    assert off.stdout.strip().endswith("0 1 False [] 0")

@@ -87,6 +87,18 @@ def test_fast_layout_convolutions_equal_xla_3d_convolutions(shape, fn, strides):
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-5)
 
 
+def test_head_with_time_collapse_equals_the_3d_conv_then_the_collapsing_conv():
+    key = jax.random.split(jax.random.key(1), 5)
+    x = jax.random.normal(key[0], (2, 6, 8, 4, 3))
+    k, b = jax.random.normal(key[1], (3, 3, 3, 3, 4)), jax.random.normal(key[2], (4,))
+    kc, bc = jax.random.normal(key[3], (6, 1, 1, 4, 5)), jax.random.normal(key[4], (5,))
+    head = U.conv3d_reference(x, k, b)  # [B, T, H, W, 4]
+    ref = jax.lax.conv_general_dilated(head, kc, (1, 1, 1), "VALID", dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    ours = U.head_collapse(x, k, b, kc, bc)
+    assert ours.shape == (2, 8, 4, 5)
+    np.testing.assert_allclose(ours, ref[:, 0] + bc, rtol=1e-5, atol=1e-4)
+
+
 def test_transposed_reference_equals_scattering_definition():
     """conv3d_reference's stride-2 transposed conv against its definition: y[2i + k - 1] += w[k] x[i] (1D)."""
     x = np.random.default_rng(0).normal(size=5).astype(np.float32)
