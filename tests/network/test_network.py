@@ -122,7 +122,7 @@ def test_table1_configs_give_paper_shapes(path):
 
 def test_quickstart_shapes():
     cfg = N.resolve_time_steps(N.load_config(ROOT / "experiments" / "quickstart.py"), 62)  # time_steps 0: auto
-    x = jax.ShapeDtypeStruct((5, 64, cfg.data.crop, cfg.data.crop, 1), jnp.float32)
+    x = jax.ShapeDtypeStruct((5, 64, cfg.data.crop, cfg.data.crop, cfg.model.channels), jnp.float32)  # TAC + input
     assert cfg.data.crop == 32 and jax.eval_shape(lambda x: N.make_model(cfg)(x), x).shape == (5, 32, 32, 4)
 
 
