@@ -102,8 +102,6 @@ def run(args) -> int:
         raise InputError(f"--model {args.model}: only compartment models can be compared (not patlak, logan)")
     args.model = models[0] if len(models) == 1 else tuple(models)
     if args.tacs:
-        if not isinstance(args.model, str):
-            raise InputError(f"--model {','.join(args.model)}: --tacs fits one model at a time (each writes AICc)")
         if args.delay != "none":
             raise InputError("--delay: not with --tacs (regional fits use the input as measured)")
         return _run_regional(args)
@@ -239,10 +237,12 @@ def _run_regional(args) -> int:
         notes.append("poisson weights use the half-life of F-18 (a TACs table does not name the radionuclide)")
     say("fit", notes)
 
-    from jaxkin.fitting.regional import fit_regions
+    from jaxkin.fitting import FLAG_NAMES
+    from jaxkin.fitting.regional import compare_regional_fits, fit_regions
 
-    fit = fit_regions(tacs.names, tacs.values, blood.input, tacs.frames, whole_blood=blood.whole_blood,
-                      model=args.model, weights=args.weights, sd=tacs.sd, t_star=args.t_star)
+    models = [args.model] if isinstance(args.model, str) else list(args.model)
+    fits = [fit_regions(tacs.names, tacs.values, blood.input, tacs.frames, whole_blood=blood.whole_blood, model=m,
+                        weights=args.weights, sd=tacs.sd, t_star=args.t_star) for m in models]
 
     def cell(v):
         if isinstance(v, (bool, np.bool_)):
@@ -253,32 +253,48 @@ def _run_regional(args) -> int:
             return "n/a" if not np.isfinite(v) else f"{float(v):.7g}"
         return str(v)
 
-    names = list(fit.columns)
-    lines = ["\t".join(names)] + ["\t".join(cell(row[n]) for n in names) for row in fit.rows()]
-    from jaxkin.fitting import FLAG_NAMES
-
-    sidecar = {n: {"Units": u} for n, u in fit.units.items() if u is not None}
-    sidecar |= {
-        "ModelName": args.model, "Weights": fit.weights, "SoftwareName": "jaxkin", "SoftwareVersion": __version__,
+    common = {
+        "Weights": fits[0].weights, "SoftwareName": "jaxkin", "SoftwareVersion": __version__,
         "CommandLine": shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None,
         "Sources": [Path(args.tacs).name] + [Path(p).name for p in args.input_function],
-        "StandardErrors": "sqrt(diag((J^T W J)^-1) SSE/(F-P)) at the solution; Ki/VT by the delta method"
-        if args.model not in GRAPHICAL else "of the slope, from the straight-line regression",
         "Assumptions": list(dict.fromkeys(list(tacs.extra.get("Assumptions", [])) + notes)),
         **blood.sidecar(),
     }
-    if args.model not in GRAPHICAL:
-        sidecar["AIC"] = "F ln(SSE/F) + 2P; AICc = AIC + 2P(P+1)/(F-P-1) (F frames, P parameters, weighted SSE)"
-        sidecar["flags"] = {"Description": "bit field", "Levels": {str(b): t for b, t in FLAG_NAMES.items()}}
-    else:
-        sidecar["TStarMinutes"] = args.t_star
-    with atomic_write(out) as tmp:
-        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    write_json(out.with_suffix(".json"), sidecar)
-    if args.model in GRAPHICAL:
-        print(f"fitted {len(tacs.names)} region(s) with {args.model} (t* = {args.t_star:g} min); wrote {out}")
-    else:
-        bad = int(np.count_nonzero(~fit.columns["converged"]))
-        print(f"fitted {len(tacs.names)} region(s) with {args.model} (weights {fit.weights}); {bad} flagged not "
-              f"converged; wrote {out}")
+    aic_text = "F ln(SSE/F) + 2P; AICc = AIC + 2P(P+1)/(F-P-1) (F frames, P parameters, weighted SSE)"
+    tables = []  # (path, fit, sidecar): every table is written only once all are fitted
+    for model, fit in zip(models, fits):
+        sidecar = {n: {"Units": u} for n, u in fit.units.items() if u is not None} | {"ModelName": model} | common
+        if model in GRAPHICAL:
+            sidecar |= {"StandardErrors": "of the slope, from the straight-line regression", "TStarMinutes": args.t_star}
+        else:
+            sidecar |= {"StandardErrors": "sqrt(diag((J^T W J)^-1) SSE/(F-P)) at the solution; Ki/VT by the delta "
+                        "method", "AIC": aic_text,
+                        "flags": {"Description": "bit field", "Levels": {str(b): t for b, t in FLAG_NAMES.items()}}}
+        path = out if len(models) == 1 else out.with_name(f"{out.stem}_model-{model}.tsv")
+        tables.append((path, fit, sidecar))
+    if len(models) > 1:
+        comparison = compare_regional_fits(fits)
+        sidecar = {n: {"Units": u} for n, u in comparison.units.items() if u is not None} | {
+            "ModelName": "comparison of " + ", ".join(models), "AIC": aic_text,
+            "Description": "per region: AICc of each model, its difference to the smallest, the Akaike weights "
+            "exp(-dAICc/2) normalised over the models, the preferred model (smallest AICc); the fits of each model: "
+            + ", ".join(p.name for p, _, _ in tables)} | common
+        tables.insert(0, (out, comparison, sidecar))
+    for path, fit, sidecar in tables:
+        names = list(fit.columns)
+        lines = ["\t".join(names)] + ["\t".join(cell(row[n]) for n in names) for row in fit.rows()]
+        with atomic_write(path) as tmp:
+            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        write_json(path.with_suffix(".json"), sidecar)
+    for model, fit in zip(models, fits):
+        path = next(p for p, f, _ in tables if f is fit)
+        if model in GRAPHICAL:
+            print(f"fitted {len(tacs.names)} region(s) with {model} (t* = {args.t_star:g} min); wrote {path}")
+        else:
+            bad = int(np.count_nonzero(~fit.columns["converged"]))
+            print(f"fitted {len(tacs.names)} region(s) with {model} (weights {fit.weights}); {bad} flagged not "
+                  f"converged; wrote {path}")
+    if len(models) > 1:
+        counts = {m: int(np.count_nonzero(comparison.columns["preferred"] == m)) for m in models}
+        print("preferred by AICc: " + ", ".join(f"{m} in {n} region(s)" for m, n in counts.items()) + f"; wrote {out}")
     return 0

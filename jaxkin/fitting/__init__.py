@@ -14,7 +14,7 @@
 from jaxkin.fitting.baseline import NumpyModel, curve_fit_tac, curve_fit_tacs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS, LinearPlot, PlotInput, logan, patlak
 from jaxkin.fitting.lm import fit_chunk, fit_tacs, refine_tacs
-from jaxkin.fitting.regional import RegionalFit, fit_regions
+from jaxkin.fitting.regional import RegionalFit, compare_regional_fits, fit_regions
 from jaxkin.fitting.result import (
     FLAG_AT_BOUND,
     FLAG_NAMES,
@@ -29,7 +29,7 @@ from jaxkin.fitting.volume import VolumeFit, body_mask, fit_volume, output_maps,
 from jaxkin.fitting.weights import frame_weights
 
 __all__ = [
-    "FitResult", "FitSettings", "fit_tacs", "fit_chunk", "refine_tacs", "frame_weights", "RegionalFit", "fit_regions",
+    "FitResult", "FitSettings", "fit_tacs", "fit_chunk", "refine_tacs", "frame_weights", "RegionalFit", "fit_regions", "compare_regional_fits",
     "FLAG_NAMES", "FLAG_NOT_CONVERGED", "FLAG_NONFINITE_INPUT", "FLAG_NO_SIGNAL", "FLAG_NEGATIVE_VALUES",
     "FLAG_AT_BOUND",
     "VolumeFit", "fit_volume", "write_fit_maps", "output_maps", "body_mask",

@@ -35,7 +35,7 @@ from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
 from jaxkin.kinetics import UNITS, get_model, prepare
 
-__all__ = ["RegionalFit", "fit_regions", "sd_weights", "REGIONAL_CHUNK"]
+__all__ = ["RegionalFit", "fit_regions", "compare_regional_fits", "sd_weights", "REGIONAL_CHUNK"]
 
 #: Regional fits run in chunks of this many TACs (one compilation for any number of regions).
 REGIONAL_CHUNK = 256
@@ -130,6 +130,34 @@ def fit_regions(names, tacs, input_function: InputFunction, frames: FrameSchedul
     units |= {"SSE": "(kBq/mL)^2", "R2": "1", "AIC": "1", "AICc": "1", "n_frames": None, "n_params": None,
               "converged": None, "flags": None}
     return RegionalFit(model=model, weights=label, columns=columns, units=units)
+
+
+def compare_regional_fits(fits: list[RegionalFit]) -> RegionalFit:
+    """Model comparison of regional fits of the same TACs with the same weights (one :class:`RegionalFit` per
+    compartment model): per region the ``AICc`` of each model, its difference to the smallest (``dAICc_<model>``),
+    the Akaike weights ``w = exp(-dAICc / 2) / sum(exp(-dAICc / 2))`` (``weight_<model>``), the ``preferred`` model
+    (smallest AICc) and each model's macro-parameter (Ki or VT) for reference."""
+    if len(fits) < 2 or any("AICc" not in f.columns for f in fits):
+        raise ValueError("compare_regional_fits: two or more compartment-model fits are needed")
+    regions = fits[0].columns["region"]
+    if any(len(f.columns["region"]) != len(regions) or np.any(f.columns["region"] != regions) for f in fits):
+        raise ValueError("compare_regional_fits: the fits are not of the same regions")
+    if len({f.weights for f in fits}) > 1:
+        raise ValueError("compare_regional_fits: AICc compares fits with the same weights only")
+    aicc = np.stack([np.asarray(f.columns["AICc"], np.float64) for f in fits])  # [M, R]
+    delta = aicc - np.min(aicc, axis=0, keepdims=True)
+    weight = np.exp(-0.5 * delta)
+    weight /= weight.sum(axis=0, keepdims=True)
+    names = [f.model for f in fits]
+    columns: dict = {"region": regions, "preferred": np.array(names, dtype=object)[np.argmin(aicc, axis=0)]}
+    units: dict = {"region": None, "preferred": None}
+    for i, f in enumerate(fits):
+        macro = next(k for k in ("Ki", "VT") if k in f.columns)
+        columns |= {f"AICc_{f.model}": aicc[i], f"dAICc_{f.model}": delta[i], f"weight_{f.model}": weight[i],
+                    f"{macro}_{f.model}": f.columns[macro]}
+        units |= {f"AICc_{f.model}": "1", f"dAICc_{f.model}": "1", f"weight_{f.model}": "1",
+                  f"{macro}_{f.model}": f.units[macro]}
+    return RegionalFit(model="comparison", weights=fits[0].weights, columns=columns, units=units)
 
 
 def flag_text(flags: int) -> str:
