@@ -47,10 +47,11 @@ def _value_and_jac_2tcmirr(params, kin: KineticInput):
 
 def _value_and_jac_2tcmirr_delayed(params, kin: DelayedInput):
     """Value ``[N, F]`` and Jacobian (5 arrays ``[N, F]``: K1, k2, k3, vB, delay) of the 2TCM-irr model with a
-    delayed input: the rate and delay derivatives of the evaluator (analytic), the rest as without delay."""
+    delayed input: the rate and delay derivatives of the evaluator's tables over rates and delays
+    (:meth:`~jaxkin.kinetics.DelayedInput.fdg_terms_tabulated`), the rest as without delay."""
     k1, k2, k3, vb, delay = (params[:, i] for i in range(5))
     lam = jnp.maximum(k2 + k3, 1e-12)
-    e, de, e_d, integral, integral_d, blood, blood_d = kin.fdg_terms(lam, delay)
+    e, de, e_d, integral, integral_d, blood, blood_d = kin.fdg_terms_tabulated(lam, delay)
     value, jac, a, b, tb = _fdg_terms(k1, k2, k3, vb, lam, e, de, integral, blood)
     d_delay = tb * (a * integral_d + b * e_d) + vb[:, None] * blood_d
     return value, (*jac, d_delay)

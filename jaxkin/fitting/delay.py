@@ -30,7 +30,8 @@ def estimate_delay(tac, input_function: InputFunction, frames, blood: InputFunct
     (default the input), delayed with it."""
     from jaxkin.fitting.lm import fit_tacs
 
-    dkin = prepare_delayed(input_function, frames, blood, max_advance=max(-float(delay_range[0]), 0.0))
+    dkin = prepare_delayed(input_function, frames, blood, max_advance=max(-float(delay_range[0]), 0.0),
+                           max_delay=float(delay_range[1]))
     kw = {} if half_life is None else {"half_life": half_life}
     res = fit_tacs(np.asarray(tac, np.float64)[None], dkin, model=model, weights=weights, bounds=bounds,
                    delay_range=delay_range, delay_step=GLOBAL_DELAY_STEP, n_iter=32, **kw).to_numpy()

@@ -304,6 +304,9 @@ def fit_tacs(
         if d_lo < -kin.max_advance - 1e-9:
             raise ValueError(f"delay_range starts at {d_lo * 60:g} s but the DelayedInput serves delays from "
                              f"{-kin.max_advance * 60:g} s (prepare_delayed(max_advance=...))")
+        if d_hi > kin.max_delay + 1e-9:
+            raise ValueError(f"delay_range ends at {d_hi * 60:g} s but the DelayedInput's tables reach "
+                             f"{kin.max_delay * 60:g} s (prepare_delayed(max_delay=...))")
         lo, hi = lo + (d_lo,), hi + (d_hi,)
     settings = FitSettings(
         model=model,

@@ -449,7 +449,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
     if delay == "voxel":
         from jaxkin.kinetics import prepare_delayed
 
-        kin = prepare_delayed(input_function, pet.frames, whole_blood, max_advance=max(-d_lo, 0.0))
+        kin = prepare_delayed(input_function, pet.frames, whole_blood, max_advance=max(-d_lo, 0.0),
+                              max_delay=d_hi)
         if kin.note:
             notes.append(kin.note)
         delay_info |= {"BoundsSeconds": [d_lo * 60, d_hi * 60], "Map": "meas-delay (min)"}
