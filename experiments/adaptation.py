@@ -119,21 +119,24 @@ def main(argv=None) -> int:
                 names = labels.names if labels is not None else {}
                 truth = {p: bids.read_volume(f, pet) for p, f in files.truth.items()}
 
+                def network(predictor):  # the scan's input function: a network may take it as an input
+                    return predictor.predict_volume(volume, kin=kin)[0]
+
                 def refined():
-                    p = trained.predict_volume(volume)
+                    p = network(trained)
                     return refine_with_lm(p, volume, kin, n_iter=args.refine_lm, threshold=cfg.data.mask_threshold,
                                           lower=cfg.model.lower, upper=cfg.model.upper)[0]
 
                 def adapted():
                     a = adapt(trained, volume, kin, steps=args.adapt_steps, learning_rate=args.adapt_lr,
                               seed=cfg.seed)
-                    return a.predictor.predict_volume(volume)
+                    return network(a.predictor)
 
                 def lm_alone():
                     fit = fit_volume(volume, kin, mask=mask, progress=False)
                     return np.stack([fit.maps[n] for n in names_fdg], -1)
 
-                methods = [("network", lambda: trained.predict_volume(volume)),
+                methods = [("network", lambda: network(trained)),
                            (f"network + adapt {args.adapt_steps}", adapted),
                            (f"network + LM {args.refine_lm}", refined),
                            ("LM (jaxkin fit)", lm_alone)]

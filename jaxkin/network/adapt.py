@@ -4,11 +4,12 @@ The self-supervised loss needs no labels, only the scan and its input function, 
 optimiser steps on the scan itself before it predicts it (``jaxkin predict --adapt-steps N``)::
 
     adapted = adapt(predictor, volume, kin, steps=20)   # volume [X, Y, Z, F] kBq/ml, kin: the scan's KineticInput
-    params = adapted.predictor.predict_volume(volume)
+    params, tac_metrics = adapted.predictor.predict_volume(volume, kin=kin)
     adapted.loss_before, adapted.loss_after             # the scan's loss (the run's)
 
 The steps are the run's own train step (:func:`jaxkin.network.steps.make_train_step`, the run's loss
-:func:`jaxkin.network.steps.batch_loss` with its weights) with a fresh Adam state at a constant learning rate. Batches are axial
+:func:`jaxkin.network.steps.batch_loss` with its weights) with a fresh Adam state at a constant learning rate.
+Batches are axial
 slices of the scan (those with at least one voxel in the loss mask, :func:`jaxkin.network.data.voxel_mask` with the
 run's ``mask_threshold``), each zero-padded in-plane to a multiple of ``2**depth`` as in prediction, in a seeded order
 (one permutation per pass over the slices, the last batch of a pass padded with empty-mask copies), always the same

@@ -4,6 +4,8 @@ Python API::
 
     predictor = load_predictor("runs/exp4_1")                 # a workdir (or its checkpoints/best folder)
     params = predictor.predict_volume(volume)                 # [X, Y, Z, F] kBq/ml -> [X, Y, Z, 4] (K1, k2, k3, vB)
+    params, tac_metrics = predictor.predict_volume(volume, kin=kin)   # with the scan's KineticInput: needed by a
+                                                              # network that takes the input function as an input
     paths = write_parameter_maps(predictor, load_pet(pet_path), out_dir, input_function=load_input_function(tsv))
 
 Slices are padded (zeros, centred) to multiples of ``2**depth`` in-plane and cropped back; the last batch is padded

@@ -146,8 +146,8 @@ def write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict, or
                   *_table(["subject", "organ", *ORGAN_MAPS], cells), "",
                   "Spearman rank correlation of the organ means with the truth over the tissue organs (blood left "
                   "out), all test subjects pooled: " + ", ".join(f"{p} {rho[p]:.2f}" for p in ORGAN_MAPS) + ".", "",
-                  *_table(["subject", "Spearman K1", "Spearman Ki", "median organ |Ki error|",
-                           "largest organ |Ki error|"], _subject_scores(organ_rows))]
+                  *_table(["subject", "Spearman K1", "Spearman Ki", "median organ Ki error (absolute)",
+                           "largest organ Ki error (absolute)"], _subject_scores(organ_rows))]
     lines += ["", "Metrics per epoch: metrics.csv. Checkpoints: checkpoints/best, checkpoints/latest."]
     if cfg.predict_test and split["test"]:
         lines.append(f"Parametric maps ({', '.join(ORGAN_MAPS)}) of the test subjects: predictions/<subject>/.")
