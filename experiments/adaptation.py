@@ -77,7 +77,8 @@ def main(argv=None) -> int:
     parser.add_argument("--dataset", default=None, help="dataset (default RUN/data)")
     parser.add_argument("--out", default=None, help="report folder (default RUN/adaptation)")
     parser.add_argument("--adapt-steps", type=int, default=20, help="adaptation steps (default 20)")
-    parser.add_argument("--adapt-lr", type=float, default=None, help="adaptation learning rate (default the run's)")
+    parser.add_argument("--adapt-lr", type=float, default=None, help="adaptation learning rate "
+                        "(default: the rate the run ended with)")
     parser.add_argument("--refine-lm", type=int, default=8, help="LM iterations after the network (default 8)")
     parser.add_argument("--no-warmup", action="store_true", help="time the first (compiling) call of each method")
     args = parser.parse_args(argv)
@@ -101,7 +102,7 @@ def main(argv=None) -> int:
     names_fdg = get_model(FDG_MODEL).param_names
     all_rows, report = [], ["# Network, adaptation and LM polish", "",
                             f"Run `{run}`; adaptation {args.adapt_steps} steps (lr "
-                            f"{args.adapt_lr if args.adapt_lr is not None else 'of the run'}), LM polish "
+                            f"{args.adapt_lr if args.adapt_lr is not None else 'the last of the run'}), LM polish "
                             f"{args.refine_lm} iterations; scores inside each subject's label map; times "
                             f"{'without' if warmup else 'with'} compilation.", ""]
     try:

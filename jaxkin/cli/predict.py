@@ -18,7 +18,8 @@ def register(subparsers) -> None:
                        "self-supervised loss on batches of the scan's axial slices (each scan from the trained "
                        "weights; default 0 = none)")
     group.add_argument("--adapt-lr", type=float, default=None, metavar="LR",
-                       help="constant learning rate of --adapt-steps (default: the run's learning_rate)")
+                       help="constant learning rate of --adapt-steps (default: the learning rate the run ended "
+                       "with)")
     group.add_argument("--refine-lm", type=int, default=0, metavar="K",
                        help="polish every voxel of the network's loss mask (time-averaged activity above the run's "
                        "mask_threshold) with K Levenberg-Marquardt iterations started from the network's "

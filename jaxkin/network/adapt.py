@@ -31,7 +31,7 @@ from jaxkin.network.data import SliceData, voxel_mask
 from jaxkin.network.predict import Predictor
 from jaxkin.network.steps import TrainState, batch_loss, make_train_step
 
-__all__ = ["Adapted", "adapt", "scan_slices", "scan_loss"]
+__all__ = ["Adapted", "adapt", "final_learning_rate", "scan_slices", "scan_loss"]
 
 
 class Adapted(typing.NamedTuple):
@@ -110,15 +110,21 @@ def scan_loss(predictor: Predictor, slices: SliceData, kin, batch_size: int | No
     return total / weight if weight else float("nan")
 
 
+def final_learning_rate(optim) -> float:
+    """The learning rate of a run's last epoch: ``learning_rate / 2**((epochs - 1) // lr_halving_epochs)``."""
+    return optim.learning_rate * 0.5 ** ((optim.epochs - 1) // optim.lr_halving_epochs)
+
+
 def adapt(predictor: Predictor, volume, kin, *, steps: int, learning_rate: float | None = None, seed: int = 0,
           batch_size: int | None = None) -> Adapted:
     """Fine-tune ``predictor`` on one scan: ``steps`` Adam steps at the constant ``learning_rate`` (default the
-    run's ``learning_rate``) on batches of ``batch_size`` (default the run's ``batch_size``, rounded up to a multiple
+    learning rate the run ended with, :func:`final_learning_rate`: a fresh Adam at the run's initial rate moved a
+    trained network away from its optimum) on batches of ``batch_size`` (default the run's ``batch_size``, rounded up to a multiple
     of the devices) axial slices of ``volume [X, Y, Z, F]`` (kBq/ml) in the order seeded by ``seed``; ``kin``: the
     scan's :class:`jaxkin.KineticInput`. Returns :class:`Adapted` (the predictor given is unchanged). One process
     (the whole volume in memory); ValueError for a scan without masked voxels or a bad number."""
     steps = int(steps)
-    lr = float(predictor.cfg.optim.learning_rate if learning_rate is None else learning_rate)
+    lr = float(final_learning_rate(predictor.cfg.optim) if learning_rate is None else learning_rate)
     if steps < 0 or not (math.isfinite(lr) and lr > 0):
         raise ValueError(f"adapt: steps must be >= 0 and the learning rate positive, got {steps} and {lr}")
     slices = scan_slices(predictor, volume, kin.frame_duration)
