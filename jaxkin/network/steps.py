@@ -82,20 +82,27 @@ def forward(graphdef, params, tac, kin=None):
                                kin if cfg.needs_input_function else None, cfg.condition_on_input))
 
 
-def batch_loss(graphdef, params, batch, kin, frames: str = "none", scale: str = "none"):
-    """The self-supervised loss of a batch: the masked MSE ((kBq/ml)^2, or weighted: see
-    :func:`jaxkin.nn.loss.loss_weights` with ``frames`` and ``scale``) between the measured TACs and the model TACs of the predicted parameters.
-    ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``), picked per sample by ``batch["subject"]``."""
+def _model_tacs_of_batch(graphdef, params, batch, kin):
+    """``(model TACs [B, H, W, F] of the predicted parameters, each sample's kinetic input)``; ``kin``: the stacked
+    kinetic inputs (leaves ``[S, ...]``), picked per sample by ``batch["subject"]``."""
     sample_kin = per_sample_input(kin, batch["subject"])
     predicted = forward(graphdef, params, batch["tac"], sample_kin)
-    model = jax.vmap(two_tissue_irreversible)(predicted, sample_kin)
+    return jax.vmap(two_tissue_irreversible)(predicted, sample_kin), sample_kin
+
+
+def batch_loss(graphdef, params, batch, kin, frames: str = "none", scale: str = "none"):
+    """The self-supervised loss of a batch: the masked MSE ((kBq/ml)^2, or weighted: see
+    :func:`jaxkin.nn.loss.loss_weights` with ``frames`` and ``scale``) between the measured TACs and the model TACs
+    of the predicted parameters. ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``), picked per sample by
+    ``batch["subject"]``."""
+    model, sample_kin = _model_tacs_of_batch(graphdef, params, batch, kin)
     return masked_mse(batch["tac"], model, batch["mask"], loss_weights(sample_kin, batch["tac"], frames, scale))
 
 
 def make_train_step(graphdef, optimizer, parallel=None, frames: str = "none", scale: str = "none"):
     """A jit-compiled pure step ``(state, batch, kin) -> (state, {"loss": scalar})`` (one Adam update on the
-    gradient of the batch's loss, :func:`batch_loss` with ``frames`` and ``scale``). ``state`` (a :class:`TrainState`) is donated: its buffers are reused for
-    the new state, so do not use it after the call.
+    gradient of the batch's loss, :func:`batch_loss` with ``frames`` and ``scale``). ``state`` (a
+    :class:`TrainState`) is donated: its buffers are reused for the new state, so do not use it after the call.
 
     With ``parallel`` (:class:`jaxkin.distributed.DataParallel`) the batch is split over the devices of its mesh and
     the state and metrics are replicated: the same computation, data-parallel (XLA inserts the gradient all-reduce).
@@ -118,9 +125,7 @@ def make_eval_step(graphdef, parallel=None):
     as in :func:`make_train_step`."""
 
     def step(params, batch, kin):
-        sample_kin = per_sample_input(kin, batch["subject"])
-        predicted = forward(graphdef, params, batch["tac"], sample_kin)
-        return metric_sums(batch["tac"], jax.vmap(two_tissue_irreversible)(predicted, sample_kin), batch["mask"])
+        return metric_sums(batch["tac"], _model_tacs_of_batch(graphdef, params, batch, kin)[0], batch["mask"])
 
     if parallel is None:
         return jax.jit(step)
