@@ -121,6 +121,19 @@ def start_derivatives(args, *, command: str) -> None:
                               links={"blood": Path(blood_root)} if blood_root else None)
 
 
+def tsv_output(path, mode: str = "") -> Path:
+    """``--out`` of a table: a ``.tsv`` path in an existing folder; InputError otherwise (``mode`` ends the
+    message's first clause, e.g. ``" with --tacs"``)."""
+    from jaxkin.errors import InputError
+
+    out = Path(path)
+    if out.suffix != ".tsv":
+        raise InputError(f"--out: {out} must end in .tsv{mode}")
+    if not out.parent.is_dir():
+        raise InputError(f"--out: folder {out.parent} not found")
+    return out
+
+
 def replaced(out_dir: Path, pattern: str) -> int:
     """How many files matching ``pattern`` are in ``out_dir`` already (a rerun overwrites them, atomically)."""
     return sum(1 for _ in out_dir.glob(pattern)) if out_dir.is_dir() else 0

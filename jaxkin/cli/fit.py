@@ -207,7 +207,7 @@ def _run_regional(args) -> int:
     import numpy as np
 
     from jaxkin._version import __version__
-    from jaxkin.cli._scan import say
+    from jaxkin.cli._scan import say, tsv_output
     from jaxkin.data.blood import load_blood
     from jaxkin.data.files import atomic_write, write_json
     from jaxkin.data.regions import read_tacs
@@ -220,11 +220,7 @@ def _run_regional(args) -> int:
         raise InputError("--input-function is required with --tacs")
     if args.method == "curve_fit":
         raise InputError("--method curve_fit: not with --tacs (regional fits use jaxkin's fit in float64)")
-    out = Path(args.out)
-    if out.suffix != ".tsv":
-        raise InputError(f"--out: {out} must end in .tsv with --tacs")
-    if not out.parent.is_dir():
-        raise InputError(f"--out: folder {out.parent} not found")
+    out = tsv_output(args.out, " with --tacs")
     tacs = read_tacs(args.tacs, time_unit=args.tac_time_unit, units=args.tac_units,
                      injection_start=args.injection_start)
     if args.weights == "sd" and tacs.sd is None:

@@ -30,7 +30,7 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from jaxkin.cli._scan import open_labels, say
+    from jaxkin.cli._scan import open_labels, say, tsv_output
     from jaxkin.data import bids
     from jaxkin.data.blood import scan_provenance
     from jaxkin.data.files import atomic_write, nifti_stem
@@ -39,11 +39,7 @@ def run(args) -> int:
 
     if not args.labels:
         raise InputError("--labels is required")
-    out = Path(args.out)
-    if out.suffix != ".tsv":
-        raise InputError(f"--out: {out} must end in .tsv")
-    if not out.parent.is_dir():
-        raise InputError(f"--out: folder {out.parent} not found")
+    out = tsv_output(args.out)
     pet = bids.load_pet(args.pet)
     labels = open_labels(args, args.labels, pet)
     maps = {}
