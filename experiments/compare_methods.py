@@ -17,6 +17,30 @@ import sys
 from pathlib import Path
 
 
+def fit_test_subjects(dataset: Path, fits: Path, methods) -> dict:
+    """Fit every test subject of ``dataset`` inside its label map with each ``(name, write_fit_maps options)`` of
+    ``methods`` into ``fits/<name>/<subject>`` (existing maps are reused); ``{name: seconds of the new fits}``."""
+    from jaxkin.data import bids
+    from jaxkin.data.blood import load_blood
+    from jaxkin.data.dataset import dataset_split, subject_files
+    from jaxkin.fitting import write_fit_maps
+
+    seconds = {}
+    for sid in dataset_split(dataset)["test"]:
+        files = subject_files(dataset, sid)
+        pet = bids.load_pet(files.pet)
+        blood = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
+        mask = bids.load_labels(files.labels, pet=pet).data > 0  # the subject's label map
+        for name, options in methods:
+            folder = fits / name / sid
+            if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
+                continue
+            done = write_fit_maps(pet, blood, folder, mask=mask, **options)
+            seconds[name] = seconds.get(name, 0.0) + done["seconds"]
+            print(f"{sid} {name}: {done['result'].n_fitted} voxels in {done['seconds']:.1f} s -> {folder}")
+    return seconds
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, help="training workdir (with predictions/ of the test subjects)")
@@ -26,12 +50,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from jaxkin.data import bids
-    from jaxkin.data.blood import load_blood
-    from jaxkin.data.dataset import dataset_split, subject_files
     from jaxkin.errors import InputError
     from jaxkin.evaluation import evaluate
-    from jaxkin.fitting import write_fit_maps
 
     run = Path(args.run)
     dataset = Path(args.dataset) if args.dataset else run / "data"
@@ -44,17 +64,7 @@ def main(argv=None) -> int:
     if args.curve_fit:
         methods.append(("curve_fit", {"model": "2tcmirr", "method": "curve_fit", "bounds": "paper"}))
     try:
-        for sid in dataset_split(dataset)["test"]:
-            files = subject_files(dataset, sid)
-            pet = bids.load_pet(files.pet)
-            blood = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
-            mask = bids.load_labels(files.labels, pet=pet).data > 0  # the subject's label map
-            for name, options in methods:
-                folder = run / "fits" / name / sid
-                if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
-                    continue
-                done = write_fit_maps(pet, blood, folder, mask=mask, **options)
-                print(f"{sid} {name}: {done['result'].n_fitted} voxels in {done['seconds']:.1f} s -> {folder}")
+        fit_test_subjects(dataset, run / "fits", methods)
     except InputError as err:
         print(f"compare_methods: error: {err}", file=sys.stderr)
         return 2

@@ -57,7 +57,7 @@ def validation_point(workdir: Path, cfg, data_dir: Path) -> dict:
     from flax import nnx
 
     from jaxkin.data.dataset import dataset_split
-    from jaxkin.kinetics import prepare
+    from jaxkin.kinetics import FDG_MODEL, get_model, prepare
     from jaxkin.network import Predictor, make_model, make_optimizer, model_graph, report
     from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint
     from jaxkin.network.data import open_scans
@@ -73,8 +73,6 @@ def validation_point(workdir: Path, cfg, data_dir: Path) -> dict:
                 predictor = Predictor(model_graph(cfg.model), params, cfg, scan.pet.frames.n_frames)
             kin = prepare(scan.blood.input, scan.pet.frames, scan.blood.whole_blood)
             maps, _ = predictor.predict_volume(scan.pet.read(), kin=kin)
-            from jaxkin.kinetics import FDG_MODEL, get_model
-
             rows += report.organ_comparison(data_dir, scan, get_model(FDG_MODEL).named_maps(maps))
     return {"epoch": int(meta["epoch"])} | organ_scores(pooled_organ_rows(rows))
 
@@ -154,28 +152,6 @@ def plot_curves(workdir: Path, curve: list[dict]) -> Path:
     return path
 
 
-def fit_test_subjects(workdir: Path) -> dict:
-    """LM and Patlak maps of every test subject (reused when present); ``{method: seconds}``."""
-    from jaxkin.data import bids
-    from jaxkin.data.blood import load_blood
-    from jaxkin.data.dataset import dataset_split, subject_files
-    from jaxkin.fitting import write_fit_maps
-
-    data_dir, seconds = workdir / "data", {}
-    for sid in dataset_split(data_dir)["test"]:
-        files = subject_files(data_dir, sid)
-        pet = bids.load_pet(files.pet)
-        blood = load_blood(files.blood, pet=pet)
-        mask = bids.load_labels(files.labels, pet=pet).data > 0
-        for name, options in (("lm", {"model": "2tcmirr", "method": "lm"}), ("patlak", {"model": "patlak"})):
-            folder = workdir / "fits" / name / sid
-            if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
-                continue
-            done = write_fit_maps(pet, blood, folder, mask=mask, **options)
-            seconds[name] = seconds.get(name, 0.0) + done["seconds"]
-    return seconds
-
-
 def study_table(evaluation: Path, workdir: Path, curve: list[dict], wall: dict) -> str:
     """study.md's text from the evaluation's TSV tables."""
     from scipy.stats import spearmanr
@@ -251,6 +227,7 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     args = parser.parse_args(argv)
 
+    from compare_methods import fit_test_subjects  # experiments/, the script's folder
     from jaxkin.errors import InputError
     from jaxkin.evaluation import evaluate
     from jaxkin.network import load_config
@@ -261,7 +238,8 @@ def main(argv=None) -> int:
         cfg = load_config(args.config, args.set)
         curve = train_in_stages(cfg, workdir, max(args.stages, 1))
         print(f"wrote {plot_curves(workdir, curve)}", file=sys.stderr)
-        fits = fit_test_subjects(workdir)
+        fits = fit_test_subjects(workdir / "data", workdir / "fits",  # jaxkin fit's defaults: physiological bounds
+                                 [("lm", {"model": "2tcmirr", "method": "lm"}), ("patlak", {"model": "patlak"})])
         preds = [f"network={workdir / 'predictions'}", f"LM={workdir / 'fits' / 'lm'}",
                  f"Patlak={workdir / 'fits' / 'patlak'}"]
         evaluation = evaluate(workdir / "data", preds, workdir / "evaluation", split="test")
