@@ -58,22 +58,23 @@ def validation_point(workdir: Path, cfg, data_dir: Path) -> dict:
 
     from jaxkin.data.dataset import dataset_split
     from jaxkin.kinetics import FDG_MODEL, get_model, prepare
-    from jaxkin.network import Predictor, make_model, make_optimizer, model_graph, report
+    from jaxkin.network import Predictor, make_model, make_optimizer, model_graph, report, resolve_time_steps
     from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint
     from jaxkin.network.data import open_scans
 
+    scans = [scan for subject in dataset_split(data_dir)["val"] for scan in open_scans(data_dir, subject)]
+    n_frames = scans[0].pet.frames.n_frames
+    cfg = resolve_time_steps(cfg, n_frames)  # time_steps 0: as the run resolved it for its data
     template = nnx.split(make_model(cfg))[1]
     optimizer_template = make_optimizer(cfg.optim, 1)[0].init(template)  # the latest checkpoint holds both
     params, _, meta = restore_checkpoint(checkpoint_manager(workdir / "checkpoints" / "latest"), template,
                                          optimizer_template)
-    rows, predictor = [], None
-    for subject in dataset_split(data_dir)["val"]:
-        for scan in open_scans(data_dir, subject):
-            if predictor is None:
-                predictor = Predictor(model_graph(cfg.model), params, cfg, scan.pet.frames.n_frames)
-            kin = prepare(scan.blood.input, scan.pet.frames, scan.blood.whole_blood)
-            maps, _ = predictor.predict_volume(scan.pet.read(), kin=kin)
-            rows += report.organ_comparison(data_dir, scan, get_model(FDG_MODEL).named_maps(maps))
+    predictor = Predictor(model_graph(cfg.model), params, cfg, n_frames)
+    rows = []
+    for scan in scans:
+        kin = prepare(scan.blood.input, scan.pet.frames, scan.blood.whole_blood)
+        maps, _ = predictor.predict_volume(scan.pet.read(), kin=kin)
+        rows += report.organ_comparison(data_dir, scan, get_model(FDG_MODEL).named_maps(maps))
     return {"epoch": int(meta["epoch"])} | organ_scores(pooled_organ_rows(rows))
 
 
