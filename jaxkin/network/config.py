@@ -53,7 +53,7 @@ class OptimConfig:
     epochs: int = 500
     batch_size: int = 5  # global: split over all devices of all processes (must be divisible by their number)
     loss_frames: str = "none"  # frame weights of the loss: none (the paper) or duration (jaxkin.nn.loss.loss_weights)
-    loss_scale: str = "none"  # errors in kBq/ml (none, the paper) or relative to the scan's or the voxel's level
+    loss_scale: str = "none"  # errors in kBq/ml (none, the paper) or scaled: scan, voxel, counts (loss_weights)
     grad_clip_norm: float = 0.0  # clip the gradient's global norm to this before Adam; 0: no clipping (the paper)
 
 

@@ -47,7 +47,7 @@ def masked_mse(tac, model_tac, mask, weights=None):
 #: Choices of the frame weights of :func:`loss_weights` (``loss_frames``).
 LOSS_FRAMES = ("none", "duration")
 #: Choices of the error scale of :func:`loss_weights` (``loss_scale``).
-LOSS_SCALES = ("none", "scan", "voxel")
+LOSS_SCALES = ("none", "scan", "voxel", "counts")
 
 
 def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):
@@ -60,7 +60,10 @@ def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):
     frames that carry Ki. ``scale``: the errors are divided by each scan's time-averaged blood activity
     (``"scan"``, :func:`jaxkin.nn.unet.input_level`: every scan counts alike whatever its dose) or by each voxel's
     time-averaged activity (``"voxel"``: relative errors, so a cold voxel counts as much as the bladder; the
-    activity is floored at 1e-3 of the scan's blood level); the loss is then dimensionless.
+    activity is floored at 1e-3 of the scan's blood level) or by the product of the two (``"counts"``: a voxel's
+    squared error over its activity, as counting noise, whose variance grows with the activity, calls for; each
+    voxel then counts by its information, between ``"scan"``, where hot voxels dominate, and ``"voxel"``, where
+    the noisiest, coldest ones do); the loss is then dimensionless.
     """
     if frames not in LOSS_FRAMES:
         raise ValueError(f"loss_frames must be one of {', '.join(LOSS_FRAMES)}, got {frames!r}")
@@ -79,7 +82,7 @@ def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):
     if scale == "scan":
         return w / level**2
     voxel = jnp.maximum(jnp.mean(tac * w, axis=-1, keepdims=True), 1e-3 * level)  # [B, H, W, 1] kBq/ml
-    return w / voxel**2
+    return w / (voxel * level) if scale == "counts" else w / voxel**2
 
 
 def voxel_mae(tac, model_tac):

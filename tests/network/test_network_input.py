@@ -90,6 +90,8 @@ def test_loss_weights_against_hand_computation(kins):
     voxel = tac.astype(np.float64).mean(axis=-1, keepdims=True)
     got = L.masked_mse(tac, model, mask, L.loss_weights(kin, tac, scale="voxel"))
     np.testing.assert_allclose(float(got), (mask[..., None] * err / voxel**2).sum() / n, rtol=1e-5)
+    got = L.masked_mse(tac, model, mask, L.loss_weights(kin, tac, scale="counts"))
+    np.testing.assert_allclose(float(got), (mask[..., None] * err / (voxel * level)).sum() / n, rtol=1e-5)
 
 
 def test_relative_errors_weigh_a_hot_voxel_like_a_cold_one(kins):
@@ -105,6 +107,29 @@ def test_relative_errors_weigh_a_hot_voxel_like_a_cold_one(kins):
     b = float(L.masked_mse(tac, model, mask, L.loss_weights(kin, tac, scale="voxel")))
     assert a == pytest.approx(b, rel=1e-5)
     assert float(L.masked_mse(tac * hot, model * hot, mask)) > 10 * float(L.masked_mse(tac, model, mask))
+
+
+def test_counts_scale_weighs_counting_noise_alike_in_hot_and_cold_voxels(kins):
+    # counting noise: the variance of a voxel's frame grows with its activity; with the same standard normal draws
+    # a voxel 50x brighter has 50x the squared error, which "counts" weighs alike and "voxel" 50x less
+    kin, _, _ = kins
+    rng = np.random.default_rng(3)
+    clean = rng.gamma(4.0, 2.0, (2, 4, 4, FRAMES.n_frames)).astype(np.float32)
+    z = rng.standard_normal(clean.shape).astype(np.float32)
+    bright = np.ones((2, 4, 4, 1), np.float32)
+    bright[:, :2] = 50.0
+    tac = clean * bright
+    model = tac + 0.3 * np.sqrt(tac) * z
+    mask = np.zeros((2, 4, 4), np.float32)
+    losses = {}
+    for scale in ("counts", "voxel"):
+        w = L.loss_weights(kin, tac, scale=scale)
+        hot, cold = mask.copy(), mask.copy()
+        hot[:, :2], cold[:, 2:] = 1.0, 1.0
+        losses[scale] = (float(L.masked_mse(tac, model, hot, w)), float(L.masked_mse(tac, model, cold, w)))
+    # the hot half and the cold half differ in their clean TACs and draws, so alike is within sampling error
+    assert losses["counts"][0] == pytest.approx(losses["counts"][1], rel=0.3)
+    assert losses["voxel"][1] > 20 * losses["voxel"][0]
 
 
 @pytest.mark.parametrize("values,message", [
