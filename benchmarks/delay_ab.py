@@ -5,7 +5,7 @@
     python benchmarks/delay_ab.py compare old new
 
 ``run``: 16,384 TACs of the ``small`` phantom (subject 0, organ delays, unblurred; the TACs of ``fit_speed.py``'s
-``--delay voxel`` part) fitted noiseless (timed, best of 2 after a warm-up) and with the phantom's noise (seed 0).
+``--delay voxel`` part) fitted noiseless in the checkout's default chunks (timed, best of 2 after a warm-up) and with the phantom's noise (seed 0).
 ``compare``: the fraction of noisy TACs whose weighted SSE is no worse than the old code's (exactly, within 1e-4
 relative, within 0.1%), the fraction of noiseless TACs whose delay is within 0.5 s of the truth, and Ki. Alternate
 ``run old`` and ``run new`` for timings on a shared machine.
@@ -36,7 +36,7 @@ def run(tag, kw):
     t0 = time.perf_counter()
     dkin = jaxkin.prepare_delayed(s.input_function, s.frames)
     t_prepare = time.perf_counter() - t0
-    fit = lambda d: jax.block_until_ready(jaxkin.fit_tacs(d, dkin, chunk_size=16384, **kw))  # noqa: E731
+    fit = lambda d: jax.block_until_ready(jaxkin.fit_tacs(d, dkin, **kw))  # noqa: E731
     rn = fit(noisy).to_numpy()
     times = []
     for _ in range(2):

@@ -1,7 +1,7 @@
 """Voxel-wise fitting speed and quality: scipy curve_fit (the paper's method) vs jaxkin's basis + LM, same TACs;
 and ``jaxkin fit`` end to end on whole volumes.
 
-    python benchmarks/fit_speed.py [--n 2000] [--chunk 16384] [--big 65536] [--delay-big 16384]
+    python benchmarks/fit_speed.py [--n 2000] [--chunk 4096] [--big 65536] [--delay-big 16384]
     python benchmarks/fit_speed.py --end-to-end [--sizes 20000 220000] [--repeats 2] [--fit-args "--delay voxel"]
 
 Noisy TACs of the phantom (jaxkin.data.phantom, subject 0 of the "small" preset: body voxels, 4 mm PSF, the
@@ -35,7 +35,7 @@ import numpy as np
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=2000, help="TACs fitted by both methods")
-    parser.add_argument("--chunk", type=int, default=16384, help="jaxkin chunk size")
+    parser.add_argument("--chunk", type=int, default=4096, help="jaxkin chunk size (jaxkin's default)")
     parser.add_argument("--big", type=int, default=65536, help="TACs for jaxkin's steady-state throughput")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--delay-big", type=int, default=16384,

@@ -69,7 +69,8 @@ def register(subparsers) -> None:
                         help="automatic body mask: keep voxels whose time integral is >= this x the body's median "
                         "integral (the body found by Otsu's threshold on the log integrals), then fill holes per "
                         "axial slice and drop specks in the air (default 0.05)")
-    parser.add_argument("--chunk-size", type=int, default=16384, help="voxels per compiled chunk")
+    parser.add_argument("--chunk-size", type=int, default=4096,
+                        help="voxels per compiled chunk (default 4096; with --delay voxel at most 2048)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     from jaxkin.distributed import add_arguments
 

@@ -5,13 +5,15 @@
 3 coefficients. The basis columns of every grid point are shared by all voxels, so are the (weighted) normal matrices
 when the weights are shared. For each grid point the non-negative least-squares problem (all coefficients >= 0) is
 solved exactly by enumerating the active sets (at most 2^4 - 1 tiny systems); the grid point with the smallest SSE
-of its solution projected onto the bounds wins.
+of its solution projected onto the bounds wins. With shared weights the inverses of the normal matrices are
+computed once; per voxel only the projections ``XᵀWy`` are, and each candidate's SSE is ``yᵀWy - cᵀb``.
 
 Shapes: ``tacs [N, F]`` (kBq/ml), ``weights [F]`` or ``[N, F]``, grid rates ``[G, R]`` (1/min).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 
 import jax.numpy as jnp
@@ -63,66 +65,106 @@ def basis_start(tacs, weights, kin: KineticInput, settings: FitSettings):
     if spec.delay:  # only active sets with a tissue convolution: the others cannot tell delays apart
         conv = set(range(int(spec.integral_column), k - 1))
         subsets = [sub for sub in subsets if conv & set(sub)]
-    if weights.ndim == 1 and x.shape[0] * len(subsets) * k <= _MAX_SHARED_COLUMNS:
-        coef, sse, b, yy, m = _nnls_shared_weights(tacs, weights, x, subsets)
+    lo_a, hi_a = jnp.asarray(lo, dtype), jnp.asarray(hi, dtype)
+    if weights.ndim == 1:
+        params = _best_shared_weights(tacs, weights, x, subsets, grid, col_scale, spec, lo_a, hi_a)
     else:
         coef, sse, b, yy, m = _nnls_per_voxel(tacs, weights, x, subsets)
-    params = spec.coef_to_params(coef / col_scale, grid)  # [N, G, P]
-    lo_a, hi_a = jnp.asarray(lo, dtype), jnp.asarray(hi, dtype)
-    if spec.project is not None:
-        params, c = spec.project(params, grid, lo_a, hi_a)
-        c = c * col_scale
-        mc = jnp.einsum("...ij,...j->...i", m, c)
-        sse = yy[:, None] - 2 * jnp.sum(c * b, -1) + jnp.sum(c * mc, -1)
-    sse = jnp.where(jnp.isfinite(sse) & jnp.all(jnp.isfinite(params), -1), sse, jnp.inf)
-    g_best = jnp.argmin(sse, axis=1)
-    params = jnp.take_along_axis(params, g_best[:, None, None], axis=1)[:, 0]
+        params = spec.coef_to_params(coef / col_scale, grid)  # [N, G, P]
+        if spec.project is not None:
+            params, c = spec.project(params, grid, lo_a, hi_a)
+            c = c * col_scale
+            mc = jnp.einsum("...ij,...j->...i", m, c)
+            sse = yy[:, None] - 2 * jnp.sum(c * b, -1) + jnp.sum(c * mc, -1)
+        sse = jnp.where(jnp.isfinite(sse) & jnp.all(jnp.isfinite(params), -1), sse, jnp.inf)
+        g_best = jnp.argmin(sse, axis=1)
+        params = jnp.take_along_axis(params, g_best[:, None, None], axis=1)[:, 0]
     params = jnp.where(jnp.isfinite(params), params, lo_a)
     return jnp.clip(params, lo_a, hi_a)
 
 
-# Above this many candidate coefficients per voxel (grid points x active sets x columns), the shared-weight path's
-# [N, G*S*K] intermediate is too big and the per-voxel path is used. (A fitted delay multiplies the grid by the
-# delays, and only active sets with a tissue convolution are kept: 32 rates x 11 delays (4 s apart) x 4 x 3 = 4,224 for the FDG
-# model, whose chunks are then capped at 8,192 TACs, ~0.26 GB.)
-_MAX_SHARED_COLUMNS = 8192
-
-
-def _nnls_shared_weights(tacs, weights, x, subsets):
-    """Exact NNLS at every grid point when all voxels share ``weights [F]``: all candidate solutions are linear in
-    the TAC, so they come from one matmul with a precomputed ``[F, G·S·K]`` matrix.
-
-    Returns the NNLS coefficients ``[N, G, K]`` (of the columns ``x [G, K, F]``), their SSE ``[N, G]``, ``b = XᵀWy
-    [N, G, K]``, ``yᵀWy [N]`` and the normal matrices ``[G, K, K]``."""
-    dtype = tacs.dtype
-    n_grid, k, _ = x.shape
+def _shared_normal(weights, x, subsets):
+    """What the shared-weight start precomputes once per grid (voxel-independent): the weighted columns ``W x
+    [G, K, F]``, the normal matrices ``m [G, K, K]`` and, per active set ``s``, the inverse ``[G, |s|, |s|]`` of its
+    normal matrix (Jacobi-scaled, with the ridge of :func:`~jaxkin.fitting._linalg.ridge_for`)."""
+    dtype = x.dtype
     wx = x * weights  # [G, K, F]
     m = jnp.einsum("gif,gjf->gij", wx, x)  # [G, K, K]
     ridge = ridge_for(dtype)
-    maps = []
+    invs = []
     for sub in subsets:
         m_s = m[:, sub][:, :, sub]
         diag = jnp.diagonal(m_s, axis1=-2, axis2=-1)
         d = jnp.sqrt(jnp.maximum(diag, TINY))
         inv_s = jnp.linalg.inv(m_s / (d[:, :, None] * d[:, None, :]) + ridge * jnp.eye(len(sub), dtype=dtype))
-        inv_s = inv_s / (d[:, :, None] * d[:, None, :])
-        full = jnp.zeros((n_grid, k, x.shape[-1]), dtype).at[:, sub].set(jnp.einsum("gij,gjf->gif", inv_s, wx[:, sub]))
-        maps.append(full)
-    maps = jnp.stack(maps, axis=1)  # [G, S, K, F]
-    n = tacs.shape[0]
-    coef = (tacs @ maps.reshape(-1, x.shape[-1]).T).reshape(n, n_grid, len(subsets), k)
-    b = (tacs @ wx.reshape(-1, x.shape[-1]).T).reshape(n, n_grid, k)
+        invs.append(inv_s / (d[:, :, None] * d[:, None, :]))
+    return wx, m, invs
+
+
+def _nnls_from_projections(bs, yy, invs, subsets):
+    """Exact NNLS of one grid point from the projections of the TAC on its columns: ``bs`` (``K`` arrays ``[...]``,
+    ``b_k = x_kᵀ W y``), ``yy = yᵀ W y`` and the active sets' inverse normal matrices ``invs`` (``[..., |s|, |s|]``
+    each), all broadcastable. The unconstrained solution on an active set is ``c = M_s⁻¹ b_s`` with SSE
+    ``yy - cᵀ b_s``; the feasible one (``c >= 0``) with the smallest SSE wins (the first on ties; the empty set,
+    SSE ``yy``, if none is better). Returns the ``K`` coefficient arrays and the SSE, elementwise in ``[...]``."""
+    k = len(bs)
+    shape = jnp.broadcast_shapes(*(b.shape for b in bs), jnp.shape(yy))
+    best_sse = jnp.full(shape, jnp.inf, bs[0].dtype)
+    coef = [jnp.zeros(shape, bs[0].dtype) for _ in range(k)]
+    for sub, inv in zip(subsets, invs):
+        c = [sum(inv[..., i, j] * bs[sub[j]] for j in range(len(sub))) for i in range(len(sub))]
+        sse = yy - sum(c[i] * bs[col] for i, col in enumerate(sub))
+        ok = functools.reduce(jnp.logical_and, [ci >= 0 for ci in c]) & jnp.isfinite(sse) & (sse < best_sse)
+        best_sse = jnp.where(ok, sse, best_sse)
+        for col in range(k):
+            coef[col] = jnp.where(ok, c[sub.index(col)] if col in sub else 0.0, coef[col])
+    found = best_sse < yy
+    return [jnp.where(found, c, 0.0) for c in coef], jnp.where(found, best_sse, yy)
+
+
+def _best_shared_weights(tacs, weights, x, subsets, grid, col_scale, spec, lo, hi):
+    """The best feasible grid point of every TAC when all share ``weights [F]``: ``x [G, K, F]`` (scaled columns),
+    ``grid [G, R]``, ``col_scale [G, K]`` -> parameters ``[N, P]`` (before the final clip to the bounds).
+
+    The normal matrices and their inverses do not depend on the voxel (:func:`_shared_normal`); per voxel only the
+    projections ``b = XᵀWy`` (one ``[N, F] x [F, K·G]`` matmul) vary, and every candidate (grid point, active set)
+    is a few multiply-adds on them (:func:`_nnls_from_projections`), scored elementwise over ``[N, G]`` and reduced by
+    an argmin over the grid; the winner's parameters are then recomputed from its gathered projections."""
+    n_grid, k, n_frames = x.shape
+    wx, m, invs = _shared_normal(weights, x, subsets)
+    b = (tacs @ jnp.swapaxes(wx, 0, 1).reshape(k * n_grid, n_frames).T).reshape(-1, k, n_grid)  # [N, K, G]
+    yy = jnp.sum(weights * tacs * tacs, axis=-1)  # [N]
+
+    def score(bs, yy, invs, grid, col_scale, m):
+        """Parameters ``[..., P]`` and true SSE ``[...]`` (inf if not finite) of the projected NNLS solution."""
+        coef, sse = _nnls_from_projections(bs, yy, invs, subsets)
+        params = spec.coef_to_params(jnp.stack(coef, -1) / col_scale, grid)
+        if spec.project is not None:
+            params, c = spec.project(params, grid, lo, hi)
+            c = c * col_scale
+            c = [c[..., i] for i in range(k)]
+            sse = yy - 2 * sum(c[i] * bs[i] for i in range(k)) + sum(
+                c[i] * m[..., i, j] * c[j] for i in range(k) for j in range(k))
+        return params, jnp.where(jnp.isfinite(sse) & jnp.all(jnp.isfinite(params), -1), sse, jnp.inf)
+
+    _, sse = score([b[:, i] for i in range(k)], yy[:, None], invs, grid, col_scale, m)  # [N, G]
+    g_best = jnp.argmin(sse, axis=1)  # [N]
+    bs = [jnp.take_along_axis(b[:, i], g_best[:, None], axis=1)[:, 0] for i in range(k)]
+    params, _ = score(bs, yy, [inv[g_best] for inv in invs], grid[g_best], col_scale[g_best], m[g_best])
+    return params
+
+
+def _nnls_shared_weights(tacs, weights, x, subsets):
+    """Exact NNLS at every grid point when all voxels share ``weights [F]`` (:func:`_nnls_from_projections` on the
+    shared inverses of :func:`_shared_normal`).
+
+    Returns the NNLS coefficients ``[N, G, K]`` (of the columns ``x [G, K, F]``), their SSE ``[N, G]``, ``b = XᵀWy
+    [N, G, K]``, ``yᵀWy [N]`` and the normal matrices ``[G, K, K]``."""
+    wx, m, invs = _shared_normal(weights, x, subsets)
+    b = jnp.einsum("nf,gkf->ngk", tacs, wx)
     yy = jnp.sum(weights * tacs * tacs, axis=-1)
-    sse = yy[:, None, None] - jnp.sum(coef * b[:, :, None, :], axis=-1)  # [N, G, S]
-    ok = jnp.all(coef >= 0, axis=-1) & jnp.isfinite(sse)
-    sse = jnp.where(ok, sse, jnp.inf)
-    best = jnp.argmin(sse, axis=2)  # [N, G]
-    best_sse = jnp.take_along_axis(sse, best[..., None], axis=2)[..., 0]
-    coef = jnp.take_along_axis(coef, best[..., None, None], axis=2)[:, :, 0]
-    found = best_sse < yy[:, None]
-    coef = jnp.where(found[..., None], coef, 0.0)
-    best_sse = jnp.where(found, best_sse, yy[:, None])
-    return coef, best_sse, b, yy, m
+    coef, sse = _nnls_from_projections([b[..., i] for i in range(x.shape[1])], yy[:, None], invs, subsets)
+    return jnp.stack(coef, -1), sse, b, yy, m
 
 
 def _nnls_per_voxel(tacs, weights, x, subsets):

@@ -247,9 +247,14 @@ def _next_pow2(n: int) -> int:
 
 
 # The reversible model's basis start scores ~120 rate pairs per voxel: cap its chunks to bound memory (~0.4 GB).
-# With a fitted delay the grids are ~20x larger (a grid of delays): smaller chunks.
+# With a fitted delay the grids are ~10x larger (a grid of delays) and the delayed model reads rows of its tables per
+# TAC: chunks of 2,048 TACs were 1.1-1.7x faster than 4,096 (benchmarks/RESULTS.md, issue 17).
 _MAX_CHUNK = {"2tcm": 4096}
-_MAX_CHUNK_DELAY = {"2tcm": 512, "2tcmirr": 8192, "1tcm": 8192}
+_MAX_CHUNK_DELAY = {"2tcm": 512, "2tcmirr": 2048, "1tcm": 2048}
+
+#: Default TACs per compiled chunk of :func:`fit_tacs`, :func:`jaxkin.fitting.fit_volume` and ``jaxkin fit``: on a
+#: 2-core CPU 4,096 (whose temporaries stay in cache) fitted ~1.5x more TACs per second than 16,384.
+CHUNK_SIZE = 4096
 
 #: Rate grid points of the basis start with a fitted delay (times the delays of the grid), and without.
 GRID_SIZE, GRID_SIZE_DELAY = 32, 32
@@ -257,7 +262,7 @@ GRID_SIZE, GRID_SIZE_DELAY = 32, 32
 
 def chunk_length(n: int, chunk_size: int, n_devices: int = 1, model: str = "2tcmirr", delay: bool = False) -> int:
     """Chunk length for ``n`` TACs: ``chunk_size`` (at most 4,096 for ``2tcm``; with a fitted ``delay`` at most
-    8,192, 512 for ``2tcm``), or less for small inputs (a power of two >= 256), rounded up to a multiple of the device
+    2,048, 512 for ``2tcm``), or less for small inputs (a power of two >= 256), rounded up to a multiple of the device
     count."""
     cap = (_MAX_CHUNK_DELAY if delay else _MAX_CHUNK).get(model, 1 << 30)
     chunk = min(int(chunk_size), cap, max(_next_pow2(max(n, 1)), 256))
@@ -275,7 +280,7 @@ def fit_tacs(
     upper=None,
     n_iter: int = 16,
     grid_size: int | None = None,
-    chunk_size: int = 16384,
+    chunk_size: int = CHUNK_SIZE,
     half_life: float = F18_HALF_LIFE_MIN,
     decay_corrected: bool = True,
     delay_range=DEFAULT_DELAY_RANGE,

@@ -25,7 +25,7 @@ import numpy as np
 
 from jaxkin.data.bids import slabs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS
-from jaxkin.fitting.lm import chunk_length, fit_chunk, weighted_r2
+from jaxkin.fitting.lm import CHUNK_SIZE, chunk_length, fit_chunk, weighted_r2
 from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings, aicc
 from jaxkin.fitting.weights import frame_weights
 from jaxkin.kinetics import DEFAULT_DELAY_RANGE, UNITS, DelayedInput, KineticInput, get_model, resolve_bounds
@@ -202,7 +202,7 @@ def bounds_sidecar(model: str, bounds) -> dict:
 
 
 def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = "lm", mask=None,
-               weights: str = "none", chunk_size: int = 16384, slab: int = 8, min_signal: float = 0.05,
+               weights: str = "none", chunk_size: int = CHUNK_SIZE, slab: int = 8, min_signal: float = 0.05,
                t_star: float = 20.0, plot_input=None, numpy_model=None, progress: bool = True,
                decay_corrected: bool = True, half_life: float | None = None, n_iter: int = 16,
                bounds=None, delay_range=DEFAULT_DELAY_RANGE, uncertainty: bool = False) -> VolumeFit:
@@ -352,7 +352,7 @@ def fit_volume(pet, kin: KineticInput, *, model: str = "2tcmirr", method: str = 
 
 
 def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str = "lm", mask=None,
-                   weights: str = "none", half_life: float | None = None, chunk_size: int = 16384,
+                   weights: str = "none", half_life: float | None = None, chunk_size: int = CHUNK_SIZE,
                    min_signal: float = 0.05, t_star: float = 20.0, progress: bool = False,
                    command_line: str | None = None, extra: dict | None = None,
                    whole_blood=None, bounds=None, delay: str = "none", delay_range=DEFAULT_DELAY_RANGE,

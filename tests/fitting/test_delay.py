@@ -76,6 +76,38 @@ def test_delay_range_beyond_the_tables_is_refused(dkin64):
         jaxkin.fit_tacs(np.ones((2, FRAMES.n_frames)), dkin64, delay_range=(0.0, 40.0 / 60.0))
 
 
+@pytest.mark.parametrize("model,delayed", [("2tcmirr", True), ("1tcm", True), ("2tcmirr", False), ("2tcm", False)])
+def test_shared_weight_start_equals_the_per_voxel_solver(model, delayed, dkin64):
+    """The shared-weight basis start (shared inverses, candidates scored from the projections XᵀWy) picks the same
+    grid point and coefficients as the per-voxel path (Cholesky solves per voxel and grid point), float64."""
+    from jaxkin.fitting.basis import basis_start
+    from jaxkin.fitting.result import FitSettings
+
+    rng = np.random.default_rng(11)
+    n = 48
+    m = jaxkin.get_model(model)
+    lo, hi = (np.array(b) for b in m.bounds("physiological"))
+    params = rng.uniform(lo, 0.4 * hi, (n, lo.size))
+    with jax.enable_x64(True):
+        if delayed:
+            kin = dkin64
+            params = np.concatenate([params, rng.uniform(-8.0, 25.0, (n, 1)) / 60.0], -1)
+            clean = np.asarray(tac_with_delay(model, jnp.asarray(params), kin))
+            lo, hi = np.append(lo, -10.0 / 60.0), np.append(hi, 0.5)
+        else:
+            kin = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)
+            clean = np.asarray(m.tac(jnp.asarray(params), kin))
+        tacs = jnp.asarray(clean + rng.normal(scale=0.02, size=clean.shape) * np.abs(clean).max(-1, keepdims=True))
+        settings = FitSettings(model=model, lower=tuple(lo), upper=tuple(hi), grid_size=12, delay=delayed,
+                               delay_step=6.0 / 60.0)
+        w = jnp.asarray(rng.uniform(0.5, 2.0, FRAMES.n_frames))
+        start = jax.jit(basis_start, static_argnames="settings")
+        shared = np.asarray(start(tacs, w, kin, settings))
+        per_voxel = np.asarray(start(tacs, jnp.broadcast_to(w, tacs.shape), kin, settings))
+    assert np.all(np.isfinite(shared)) and np.all((shared >= lo) & (shared <= hi))
+    np.testing.assert_allclose(shared, per_voxel, rtol=1e-7, atol=1e-9)
+
+
 @pytest.fixture(scope="module")
 def delayed_case():
     """40 noiseless 2TCM-irr TACs, each with its own input delay in -5 ... +20 s (ODE reference)."""
