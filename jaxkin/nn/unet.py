@@ -21,8 +21,9 @@ Layout: activations are channels-last ``[B, T, H, W, C]``; kernels are stored as
 module evaluates a (1,3,3) conv as a 2D conv with time folded into the batch, a (3,1,1) conv as a 2D conv with
 kernel (3,1) over a ``[B, T, H*W, C]`` view, and a 3x3x3 conv as one 2D conv over the three time-shifted copies of
 the input stacked along channels; the head's 3x3x3 conv and the time-collapsing conv, linear with nothing between
-them, run as one 2D conv with time folded into channels (:func:`head_collapse`). The results equal the 3D
-convolutions to float precision (tested).
+them, run as one 2D conv with time folded into channels (:func:`head_collapse`); convs with at most 24 taps x input
+channels (the first conv, the level-0 temporal convs) run forward as sums of shifted slices (one elementwise loop;
+their backward stays the conv's). The results equal the 3D convolutions to float precision (tested).
 """
 
 from __future__ import annotations
