@@ -21,13 +21,15 @@ Layout: activations are channels-last ``[B, T, H, W, C]``; kernels are stored as
 module evaluates a (1,3,3) conv as a 2D conv with time folded into the batch, a (3,1,1) conv as a 2D conv with
 kernel (3,1) over a ``[B, T, H*W, C]`` view, and a 3x3x3 conv as one 2D conv over the three time-shifted copies of
 the input stacked along channels; the head's 3x3x3 conv and the time-collapsing conv, linear with nothing between
-them, run as one 2D conv with time folded into channels (:func:`head_collapse`). The results equal the 3D
-convolutions to float precision (tested).
+them, run as one 2D conv with time folded into channels (:func:`head_collapse`); convs with at most 24 taps x input
+channels (the first conv, the level-0 temporal convs) run forward as sums of shifted slices (one elementwise loop;
+their backward stays the conv's). The results equal the 3D convolutions to float precision (tested).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -167,24 +169,77 @@ def _same_or_up(k: int, up: bool):
     return (0, 1) if up else (k // 2, k // 2)
 
 
+# Convolutions with few input taps x channels (the network's first conv, 1 channel x 3 x 3, and the level-0 temporal
+# convs, 3 taps x 8 channels) run far below XLA's CPU conv speed on this network's large level-0 activations (2-4
+# GFLOP/s); written as a sum of shifted copies times kernel rows they become one elementwise loop, which XLA also
+# fuses with the bias, ELU and neighbouring adds. Only the forward changes: the backward stays the 2D conv's VJP
+# (the elementwise form's kernel gradient would be one reduction per kernel entry), so training computes the same
+# gradients as before. Equal to the 2D conv to float rounding (tested).
+_SHIFT_SUM_MAX_TERMS = 24  # taps x input channels; measured faster up to the level-0 temporal conv (3 x 8)
+
+
+def _shift_sum_conv2d(x, kernel, pad):
+    """The 2D conv ``x [N, A, B, Ci]`` * ``kernel [ka, kb, Ci, Co]`` (``pad`` per axis) as a sum of shifted slices."""
+    n, a, b, _ = x.shape
+    ka, kb, ci, _ = kernel.shape
+    xp = jnp.pad(x, ((0, 0), *pad, (0, 0)))
+    a_out, b_out = xp.shape[1] - ka + 1, xp.shape[2] - kb + 1
+    terms = (xp[:, i : i + a_out, j : j + b_out, c : c + 1] * kernel[i, j, c]
+             for i in range(ka) for j in range(kb) for c in range(ci))
+    y = next(terms)
+    for term in terms:
+        y = y + term
+    return y
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv2d_shift_sum(x, kernel, pad):
+    return _shift_sum_conv2d(x, kernel, pad)
+
+
+def _conv2d_shift_sum_fwd(x, kernel, pad):
+    return _shift_sum_conv2d(x, kernel, pad), (x, kernel)
+
+
+def _conv2d_shift_sum_bwd(pad, residuals, g):
+    x, kernel = residuals
+    return jax.vjp(lambda x, k: _conv2d(x, k, padding=pad), x, kernel)[1](g)
+
+
+_conv2d_shift_sum.defvjp(_conv2d_shift_sum_fwd, _conv2d_shift_sum_bwd)
+
+
+def _conv2d_same(x, kernel, pad, shift_sum: bool = True):
+    """:func:`_conv2d` ('same' / phase padding ``pad``), by shifted sums when the kernel has few taps x channels
+    (and ``shift_sum``)."""
+    ka, kb, ci, _ = kernel.shape
+    if shift_sum and ka * kb * ci <= _SHIFT_SUM_MAX_TERMS:
+        return _conv2d_shift_sum(x, kernel, tuple(map(tuple, pad)))
+    return _conv2d(x, kernel, padding=pad)
+
+
 def spatial_conv(x, kernel, bias, *, up: bool = False):
     """Conv with kernel ``[1, kh, kw, Ci, Co]`` ('same' padding); ``up``: transposed, stride (1, 2, 2)."""
     b, t, h, w, c = x.shape
     co = kernel.shape[-1]
     k = _phase_kernel(kernel, (False, up, up))[0] if up else kernel[0]
     pad = [_same_or_up(kernel.shape[1], up), _same_or_up(kernel.shape[2], up)]
-    y = _conv2d(x.reshape(b * t, h, w, c), k, padding=pad)
+    y = (_conv2d(x.reshape(b * t, h, w, c), k, padding=pad) if up
+         else _conv2d_same(x.reshape(b * t, h, w, c), k, pad))
     y = y.reshape(b, t, *y.shape[1:])
     return (_interleave(y, (False, True, True), co) if up else y) + bias
 
 
-def temporal_conv(x, kernel, bias, *, up: bool = False):
-    """Conv with kernel ``[kt, 1, 1, Ci, Co]`` ('same' padding); ``up``: transposed, stride (2, 1, 1)."""
+def temporal_conv(x, kernel, bias, *, up: bool = False, shift_sum: bool = True):
+    """Conv with kernel ``[kt, 1, 1, Ci, Co]`` ('same' padding); ``up``: transposed, stride (2, 1, 1).
+    ``shift_sum=False``: always XLA's conv (for an output that is transposed next: XLA would fuse the shifted sums
+    into the transpose, where their reads are strided and 5x slower)."""
     b, t, h, w, c = x.shape
     co = kernel.shape[-1]
     k = (_phase_kernel(kernel, (True, False, False)) if up else kernel)[:, 0]  # a 2D kernel over (T, H*W)
     pad = [_same_or_up(kernel.shape[0], up), (0, 0)]
-    y = _conv2d(x.reshape(b, t, h * w, c), k, padding=pad)
+    y = (_conv2d(x.reshape(b, t, h * w, c), k, padding=pad) if up
+         else _conv2d_same(x.reshape(b, t, h * w, c), k, pad, shift_sum))
     y = y.reshape(b, y.shape[1], h, w, y.shape[-1])
     return (_interleave(y, (True, False, False), co) if up else y) + bias
 
@@ -282,11 +337,12 @@ class ConvBlock(nnx.Module):
             self.conv_in = ConvWeights((3, 3, 3, c_in, c_out), rng=rng)
             self.conv_out = ConvWeights((3, 3, 3, c_out, c_out), rng=rng)
 
-    def __call__(self, x):
+    def __call__(self, x, *, shift_sum_out: bool = True):
         if self.conv == "space_time":
             t = self.time
             x = jax.nn.elu(temporal_conv(spatial_conv(x, self.space_in.kernel[...], self.space_in.bias[...]), t.kernel[...], t.bias[...]))
-            return jax.nn.elu(temporal_conv(spatial_conv(x, self.space.kernel[...], self.space.bias[...]), t.kernel[...], t.bias[...]))
+            return jax.nn.elu(temporal_conv(spatial_conv(x, self.space.kernel[...], self.space.bias[...]), t.kernel[...], t.bias[...],
+                                            shift_sum=shift_sum_out))
         x = jax.nn.elu(full_conv(x, self.conv_in.kernel[...], self.conv_in.bias[...]))
         return jax.nn.elu(full_conv(x, self.conv_out.kernel[...], self.conv_out.bias[...]))
 
@@ -314,8 +370,8 @@ class DecoderBlock(nnx.Module):
         self.up = Upsample(c_in, cfg.conv, cfg.pooling == "3d", rng=rng)
         self.block = ConvBlock(c_in + c_skip, c_out, cfg.conv, rng=rng)
 
-    def __call__(self, x, skip):
-        return self.block(jnp.concatenate([self.up(x), skip], axis=-1))
+    def __call__(self, x, skip, *, shift_sum_out: bool = True):
+        return self.block(jnp.concatenate([self.up(x), skip], axis=-1), shift_sum_out=shift_sum_out)
 
 
 class UNet(nnx.Module):
@@ -364,8 +420,8 @@ class UNet(nnx.Module):
             skips.append(jnp.concatenate([x, y], axis=-1))
             x = max_pool(y, cfg.pooling)
         x = self.bottleneck(x)
-        for dec, skip in zip(self.decoders, reversed(skips)):
-            x = dec(x, skip)
+        for i, (dec, skip) in enumerate(zip(self.decoders, reversed(skips))):
+            x = dec(x, skip, shift_sum_out=i < len(self.decoders) - 1)  # the last output is transposed by the head
         return head_collapse(x, self.head.kernel[...], self.head.bias[...], self.collapse.kernel[...],
                              self.collapse.bias[...])
 

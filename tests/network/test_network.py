@@ -76,15 +76,37 @@ CONV_CASES = [
 ]
 
 
+CONV_CASES += [  # few taps x input channels: shifted sums in the forward (U._SHIFT_SUM_MAX_TERMS)
+    ((1, 3, 3, 1, 5), lambda x, k, b: U.spatial_conv(x, k, b), (1, 1, 1)),
+    ((3, 1, 1, 8, 5), lambda x, k, b: U.temporal_conv(x, k, b), (1, 1, 1)),
+    ((3, 1, 1, 8, 5), lambda x, k, b: U.temporal_conv(x, k, b, shift_sum=False), (1, 1, 1)),
+]
+
+
 @pytest.mark.parametrize("shape,fn,strides", CONV_CASES)
 def test_fast_layout_convolutions_equal_xla_3d_convolutions(shape, fn, strides):
     key = jax.random.split(jax.random.key(0), 3)
-    x = jax.random.normal(key[0], (2, 6, 8, 4, 3))
+    x = jax.random.normal(key[0], (2, 6, 8, 4, shape[3]))
     k = jax.random.normal(key[1], shape)
     b = jax.random.normal(key[2], (5,))
     ours, ref = fn(x, k, b), U.conv3d_reference(x, k, b, strides=strides)
     assert ours.shape == ref.shape
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("shape,fn", [((1, 3, 3, 1, 5), lambda x, k, b, s: U.spatial_conv(x, k, b) if s else
+                                         U.conv3d_reference(x, k, b)),
+                                        ((3, 1, 1, 8, 5), lambda x, k, b, s: U.temporal_conv(x, k, b, shift_sum=s))])
+def test_shift_sum_convolutions_equal_the_conv_forward_and_keep_its_gradients(shape, fn):
+    """The shifted-sum forward equals XLA's conv to float rounding; its VJP is the conv's (custom VJP)."""
+    key = jax.random.split(jax.random.key(3), 4)
+    x = jax.random.normal(key[0], (2, 6, 8, 4, shape[3]))
+    k, b = jax.random.normal(key[1], shape), jax.random.normal(key[2], (5,))
+    g = jax.random.normal(key[3], (2, 6, 8, 4, 5))
+    (y_fast, vjp_fast), (y_conv, vjp_conv) = (jax.vjp(lambda x, k, b: fn(x, k, b, s), x, k, b) for s in (True, False))
+    np.testing.assert_allclose(y_fast, y_conv, rtol=1e-5, atol=1e-5)
+    for a, r in zip(vjp_fast(g), vjp_conv(g)):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-4)
 
 
 def test_head_with_time_collapse_equals_the_3d_conv_then_the_collapsing_conv():
