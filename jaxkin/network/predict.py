@@ -52,11 +52,11 @@ def _compiled_forward(graphdef, parallel):
 
     @functools.partial(jax.jit, in_shardings=(rep, rows, rep), out_shardings=rows)
     def predict(params, tac, kin):
-        return forward(graphdef, params, tac, per_slice(kin, tac.shape[0]))
+        return forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), forward_only=True)
 
     @functools.partial(jax.jit, in_shardings=(rep, rows, rows, rep), out_shardings=(rows, rep))
     def predict_with_metrics(params, tac, mask, kin):
-        predicted = forward(graphdef, params, tac, per_slice(kin, tac.shape[0]))
+        predicted = forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), forward_only=True)
         return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
 
     return predict, predict_with_metrics

@@ -71,15 +71,17 @@ def make_optimizer(optim: OptimConfig, steps_per_epoch: int):
     return adam, schedule
 
 
-def forward(graphdef, params, tac, kin=None):
+def forward(graphdef, params, tac, kin=None, *, forward_only: bool = False):
     """Parameters ``[B, H, W, 4]`` (K1, k2, k3, vB) that the network predicts from TACs ``tac [B, H, W, F]``
     (kBq/ml; normalised, scaled and time-padded as its config says). ``kin``: each sample's
     :class:`jaxkin.KineticInput` (leaves ``[B, ...]``), needed when the network's input depends on the input
-    function (``UNetConfig.needs_input_function``), ignored otherwise."""
+    function (``UNetConfig.needs_input_function``), ignored otherwise. ``forward_only``: not differentiated
+    (prediction): the faster forward formulation of :class:`jaxkin.nn.UNet`."""
     model = nnx.merge(graphdef, params)
     cfg = model.cfg
     return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization,
-                               kin if cfg.needs_input_function else None, cfg.condition_on_input))
+                               kin if cfg.needs_input_function else None, cfg.condition_on_input),
+                 forward_only=forward_only)
 
 
 def _model_tacs_of_batch(graphdef, params, batch, kin):

@@ -173,8 +173,9 @@ def _same_or_up(k: int, up: bool):
 # convs, 3 taps x 8 channels) run far below XLA's CPU conv speed on this network's large level-0 activations (2-4
 # GFLOP/s); written as a sum of shifted copies times kernel rows they become one elementwise loop, which XLA also
 # fuses with the bias, ELU and neighbouring adds. Only the forward changes: the backward stays the 2D conv's VJP
-# (the elementwise form's kernel gradient would be one reduction per kernel entry), so training computes the same
-# gradients as before. Equal to the 2D conv to float rounding (tested).
+# (the elementwise form's kernel gradient would be one reduction per kernel entry). Equal to the 2D conv to float
+# rounding (tested). Used for prediction only (``UNet(x, forward_only=True)``): measured on the idle 2-core CPU, the
+# prediction forward is ~10% faster, but a train step 5-15% slower (benchmarks/RESULTS.md).
 _SHIFT_SUM_MAX_TERMS = 24  # taps x input channels; measured faster up to the level-0 temporal conv (3 x 8)
 
 
@@ -209,7 +210,7 @@ def _conv2d_shift_sum_bwd(pad, residuals, g):
 _conv2d_shift_sum.defvjp(_conv2d_shift_sum_fwd, _conv2d_shift_sum_bwd)
 
 
-def _conv2d_same(x, kernel, pad, shift_sum: bool = True):
+def _conv2d_same(x, kernel, pad, shift_sum: bool = False):
     """:func:`_conv2d` ('same' / phase padding ``pad``), by shifted sums when the kernel has few taps x channels
     (and ``shift_sum``)."""
     ka, kb, ci, _ = kernel.shape
@@ -218,22 +219,24 @@ def _conv2d_same(x, kernel, pad, shift_sum: bool = True):
     return _conv2d(x, kernel, padding=pad)
 
 
-def spatial_conv(x, kernel, bias, *, up: bool = False):
-    """Conv with kernel ``[1, kh, kw, Ci, Co]`` ('same' padding); ``up``: transposed, stride (1, 2, 2)."""
+def spatial_conv(x, kernel, bias, *, up: bool = False, shift_sum: bool = False):
+    """Conv with kernel ``[1, kh, kw, Ci, Co]`` ('same' padding); ``up``: transposed, stride (1, 2, 2).
+    ``shift_sum``: as shifted sums when the kernel has few taps x channels (faster forward, for prediction)."""
     b, t, h, w, c = x.shape
     co = kernel.shape[-1]
     k = _phase_kernel(kernel, (False, up, up))[0] if up else kernel[0]
     pad = [_same_or_up(kernel.shape[1], up), _same_or_up(kernel.shape[2], up)]
     y = (_conv2d(x.reshape(b * t, h, w, c), k, padding=pad) if up
-         else _conv2d_same(x.reshape(b * t, h, w, c), k, pad))
+         else _conv2d_same(x.reshape(b * t, h, w, c), k, pad, shift_sum))
     y = y.reshape(b, t, *y.shape[1:])
     return (_interleave(y, (False, True, True), co) if up else y) + bias
 
 
-def temporal_conv(x, kernel, bias, *, up: bool = False, shift_sum: bool = True):
+def temporal_conv(x, kernel, bias, *, up: bool = False, shift_sum: bool = False):
     """Conv with kernel ``[kt, 1, 1, Ci, Co]`` ('same' padding); ``up``: transposed, stride (2, 1, 1).
-    ``shift_sum=False``: always XLA's conv (for an output that is transposed next: XLA would fuse the shifted sums
-    into the transpose, where their reads are strided and 5x slower)."""
+    ``shift_sum``: as shifted sums when the kernel has few taps x channels (faster forward, for prediction; not for
+    an output that is transposed next: XLA would fuse the shifted sums into the transpose, where their reads are
+    strided and 5x slower)."""
     b, t, h, w, c = x.shape
     co = kernel.shape[-1]
     k = (_phase_kernel(kernel, (True, False, False)) if up else kernel)[:, 0]  # a 2D kernel over (T, H*W)
@@ -337,12 +340,15 @@ class ConvBlock(nnx.Module):
             self.conv_in = ConvWeights((3, 3, 3, c_in, c_out), rng=rng)
             self.conv_out = ConvWeights((3, 3, 3, c_out, c_out), rng=rng)
 
-    def __call__(self, x, *, shift_sum_out: bool = True):
+    def __call__(self, x, *, shift_sums: bool = False, shift_sum_out: bool = True):
+        """``shift_sums``: the forward-only formulation of the smallest convs; ``shift_sum_out``: also for the last
+        temporal conv (False when the output is transposed next)."""
         if self.conv == "space_time":
-            t = self.time
-            x = jax.nn.elu(temporal_conv(spatial_conv(x, self.space_in.kernel[...], self.space_in.bias[...]), t.kernel[...], t.bias[...]))
-            return jax.nn.elu(temporal_conv(spatial_conv(x, self.space.kernel[...], self.space.bias[...]), t.kernel[...], t.bias[...],
-                                            shift_sum=shift_sum_out))
+            t, s = self.time, shift_sums
+            x = jax.nn.elu(temporal_conv(spatial_conv(x, self.space_in.kernel[...], self.space_in.bias[...], shift_sum=s),
+                                         t.kernel[...], t.bias[...], shift_sum=s))
+            return jax.nn.elu(temporal_conv(spatial_conv(x, self.space.kernel[...], self.space.bias[...], shift_sum=s),
+                                            t.kernel[...], t.bias[...], shift_sum=s and shift_sum_out))
         x = jax.nn.elu(full_conv(x, self.conv_in.kernel[...], self.conv_in.bias[...]))
         return jax.nn.elu(full_conv(x, self.conv_out.kernel[...], self.conv_out.bias[...]))
 
@@ -370,14 +376,17 @@ class DecoderBlock(nnx.Module):
         self.up = Upsample(c_in, cfg.conv, cfg.pooling == "3d", rng=rng)
         self.block = ConvBlock(c_in + c_skip, c_out, cfg.conv, rng=rng)
 
-    def __call__(self, x, skip, *, shift_sum_out: bool = True):
-        return self.block(jnp.concatenate([self.up(x), skip], axis=-1), shift_sum_out=shift_sum_out)
+    def __call__(self, x, skip, *, shift_sums: bool = False, shift_sum_out: bool = True):
+        return self.block(jnp.concatenate([self.up(x), skip], axis=-1), shift_sums=shift_sums,
+                          shift_sum_out=shift_sum_out)
 
 
 class UNet(nnx.Module):
     """The paper's UNet; ``model(x [B, T, H, W, 1]) -> parameters [B, H, W, P]`` (after the final activation).
 
-    ``model.logits(x)`` gives the raw outputs before the final activation.
+    ``model.logits(x)`` gives the raw outputs before the final activation. ``forward_only=True`` (both): a
+    formulation of the smallest convolutions that is faster when the output is not differentiated (prediction),
+    equal to float rounding; gradients through it stay correct but cost more.
     """
 
     def __init__(self, cfg: UNetConfig = UNetConfig(), *, rngs: nnx.Rngs):
@@ -405,7 +414,7 @@ class UNet(nnx.Module):
             self.collapse.kernel = nnx.Param(jnp.zeros_like(self.collapse.kernel[...]))
             self.collapse.bias = nnx.Param(inverse_activation(cfg.final_activation, cfg.init_params, cfg.lower, cfg.upper))
 
-    def logits(self, x):
+    def logits(self, x, *, forward_only: bool = False):
         cfg = self.cfg
         if x.ndim == 4:
             x = x[..., None]
@@ -416,18 +425,19 @@ class UNet(nnx.Module):
             raise ValueError(f"H and W must be multiples of {m}, got {x.shape[2]}x{x.shape[3]}")
         skips = []
         for enc in self.encoders:
-            y = enc(x)
+            y = enc(x, shift_sums=forward_only)
             skips.append(jnp.concatenate([x, y], axis=-1))
             x = max_pool(y, cfg.pooling)
-        x = self.bottleneck(x)
+        x = self.bottleneck(x, shift_sums=forward_only)
         for i, (dec, skip) in enumerate(zip(self.decoders, reversed(skips))):
-            x = dec(x, skip, shift_sum_out=i < len(self.decoders) - 1)  # the last output is transposed by the head
+            # the last decoder's output is transposed by the head
+            x = dec(x, skip, shift_sums=forward_only, shift_sum_out=i < len(self.decoders) - 1)
         return head_collapse(x, self.head.kernel[...], self.head.bias[...], self.collapse.kernel[...],
                              self.collapse.bias[...])
 
-    def __call__(self, x):
+    def __call__(self, x, *, forward_only: bool = False):
         cfg = self.cfg
-        return final_activation(cfg.final_activation)(self.logits(x), cfg.lower, cfg.upper)
+        return final_activation(cfg.final_activation)(self.logits(x, forward_only=forward_only), cfg.lower, cfg.upper)
 
 
 def count_parameters(model: nnx.Module) -> int:

@@ -77,9 +77,9 @@ CONV_CASES = [
 
 
 CONV_CASES += [  # few taps x input channels: shifted sums in the forward (U._SHIFT_SUM_MAX_TERMS)
-    ((1, 3, 3, 1, 5), lambda x, k, b: U.spatial_conv(x, k, b), (1, 1, 1)),
+    ((1, 3, 3, 1, 5), lambda x, k, b: U.spatial_conv(x, k, b, shift_sum=True), (1, 1, 1)),
+    ((3, 1, 1, 8, 5), lambda x, k, b: U.temporal_conv(x, k, b, shift_sum=True), (1, 1, 1)),
     ((3, 1, 1, 8, 5), lambda x, k, b: U.temporal_conv(x, k, b), (1, 1, 1)),
-    ((3, 1, 1, 8, 5), lambda x, k, b: U.temporal_conv(x, k, b, shift_sum=False), (1, 1, 1)),
 ]
 
 
@@ -94,8 +94,7 @@ def test_fast_layout_convolutions_equal_xla_3d_convolutions(shape, fn, strides):
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-5)
 
 
-@pytest.mark.parametrize("shape,fn", [((1, 3, 3, 1, 5), lambda x, k, b, s: U.spatial_conv(x, k, b) if s else
-                                         U.conv3d_reference(x, k, b)),
+@pytest.mark.parametrize("shape,fn", [((1, 3, 3, 1, 5), lambda x, k, b, s: U.spatial_conv(x, k, b, shift_sum=s)),
                                         ((3, 1, 1, 8, 5), lambda x, k, b, s: U.temporal_conv(x, k, b, shift_sum=s))])
 def test_shift_sum_convolutions_equal_the_conv_forward_and_keep_its_gradients(shape, fn):
     """The shifted-sum forward equals XLA's conv to float rounding; its VJP is the conv's (custom VJP)."""
@@ -107,6 +106,16 @@ def test_shift_sum_convolutions_equal_the_conv_forward_and_keep_its_gradients(sh
     np.testing.assert_allclose(y_fast, y_conv, rtol=1e-5, atol=1e-5)
     for a, r in zip(vjp_fast(g), vjp_conv(g)):
         np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-4)
+
+
+def test_forward_only_network_equals_the_differentiable_one():
+    """Prediction's formulation (shifted sums for the smallest convs) against training's, whole network."""
+    cfg = U.UNetConfig(conv="space_time", depth=2, root_features=8, time_steps=16)
+    model = U.UNet(cfg, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(5), (2, 16, 8, 8, 1))
+    a, b = model.logits(x), model.logits(x, forward_only=True)
+    assert float(jnp.max(jnp.abs(a - b))) <= 1e-5 * float(jnp.max(jnp.abs(a)))
+    assert not np.array_equal(np.asarray(a), np.asarray(b))  # a different computation, not the same one
 
 
 def test_head_with_time_collapse_equals_the_3d_conv_then_the_collapsing_conv():
