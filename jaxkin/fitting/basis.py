@@ -18,7 +18,7 @@ import itertools
 
 import jax.numpy as jnp
 
-from jaxkin.fitting._linalg import TINY, cho_solve, ridge_for, scaled_solve
+from jaxkin.fitting._linalg import TINY, ridge_for, scaled_solve
 from jaxkin.fitting._models import spec as model_spec
 from jaxkin.fitting.result import FitSettings
 from jaxkin.kinetics import KineticInput, get_model  # noqa: F401
@@ -154,47 +154,28 @@ def _best_shared_weights(tacs, weights, x, subsets, grid, col_scale, spec, lo, h
     return params
 
 
-def _nnls_shared_weights(tacs, weights, x, subsets):
-    """Exact NNLS at every grid point when all voxels share ``weights [F]`` (:func:`_nnls_from_projections` on the
-    shared inverses of :func:`_shared_normal`).
-
-    Returns the NNLS coefficients ``[N, G, K]`` (of the columns ``x [G, K, F]``), their SSE ``[N, G]``, ``b = XᵀWy
-    [N, G, K]``, ``yᵀWy [N]`` and the normal matrices ``[G, K, K]``."""
-    wx, m, invs = _shared_normal(weights, x, subsets)
-    b = jnp.einsum("nf,gkf->ngk", tacs, wx)
-    yy = jnp.sum(weights * tacs * tacs, axis=-1)
-    coef, sse = _nnls_from_projections([b[..., i] for i in range(x.shape[1])], yy[:, None], invs, subsets)
-    return jnp.stack(coef, -1), sse, b, yy, m
-
-
 def _nnls_per_voxel(tacs, weights, x, subsets):
-    """Exact NNLS at every grid point with per-voxel weights ``[N, F]`` (or a large grid); see
-    :func:`_nnls_shared_weights`."""
+    """Exact NNLS at every grid point with per-voxel weights ``[N, F]`` (``x [G, K, F]``): returns the NNLS
+    coefficients ``[N, G, K]``, their SSE ``[N, G]``, ``b = XᵀWy [N, G, K]``, ``yᵀWy [N]`` and the normal matrices
+    ``[N, G, K, K]`` (shared weights ``[F]`` take :func:`_best_shared_weights` instead)."""
     dtype = tacs.dtype
     k = x.shape[1]
     pairs = [(i, j) for i in range(k) for j in range(i, k)]
     wy = weights * tacs  # [N, F]
     b = jnp.einsum("nf,gkf->ngk", wy, x)  # [N, G, K]
     yy = jnp.sum(wy * tacs, axis=-1)[:, None]  # [N, 1]
-    if weights.ndim == 1:
-        m = jnp.einsum("f,gif,gjf->gij", weights, x, x)  # [G, K, K] shared
-    else:
-        prods = jnp.stack([x[:, i] * x[:, j] for i, j in pairs], axis=1)  # [G, Q, F]
-        q = jnp.einsum("nf,gqf->ngq", weights, prods)
-        m = jnp.zeros(q.shape[:2] + (k, k), dtype)
-        for idx, (i, j) in enumerate(pairs):
-            m = m.at[..., i, j].set(q[..., idx]).at[..., j, i].set(q[..., idx])
+    prods = jnp.stack([x[:, i] * x[:, j] for i, j in pairs], axis=1)  # [G, Q, F]
+    q = jnp.einsum("nf,gqf->ngq", weights, prods)
+    m = jnp.zeros(q.shape[:2] + (k, k), dtype)
+    for idx, (i, j) in enumerate(pairs):
+        m = m.at[..., i, j].set(q[..., idx]).at[..., j, i].set(q[..., idx])
     ridge = ridge_for(dtype)
     best_sse = yy + jnp.zeros(b.shape[:2], dtype)  # empty active set
     best_coef = jnp.zeros(b.shape, dtype)
     for sub in subsets:
         m_s = m[..., sub, :][..., :, sub]
         b_s = b[..., sub]
-        if m_s.ndim == 3:  # shared: factor once per grid point
-            lower, d, _ = scaled_solve(m_s, jnp.zeros(m_s.shape[:-1], dtype), ridge)
-            c_s = cho_solve(lower, b_s / d) / d
-        else:
-            _, _, c_s = scaled_solve(m_s, b_s, ridge)
+        _, _, c_s = scaled_solve(m_s, b_s, ridge)
         sse = yy - jnp.sum(c_s * b_s, axis=-1)
         ok = jnp.all(c_s >= 0, axis=-1) & jnp.isfinite(sse) & (sse < best_sse)
         coef = jnp.zeros(b.shape, dtype).at[..., sub].set(c_s)

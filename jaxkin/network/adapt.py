@@ -9,9 +9,8 @@ optimiser steps on the scan itself before it predicts it (``jaxkin predict --ada
 
 The steps are the run's own train step (:func:`jaxkin.network.steps.make_train_step`, the run's loss
 :func:`jaxkin.network.steps.batch_loss` with its weights) with a fresh Adam state at a constant learning rate.
-Batches are axial
-slices of the scan (those with at least one voxel in the loss mask, :func:`jaxkin.network.data.voxel_mask` with the
-run's ``mask_threshold``), each zero-padded in-plane to a multiple of ``2**depth`` as in prediction, in a seeded order
+Batches are axial slices of the scan (those with at least one voxel in the loss mask,
+:func:`jaxkin.network.data.voxel_mask` with the run's ``mask_threshold``), each zero-padded in-plane to a multiple of ``2**depth`` as in prediction, in a seeded order
 (one permutation per pass over the slices, the last batch of a pass padded with empty-mask copies), always the same
 batch shape, so one compiled program serves every step and every scan of that shape. The trained predictor is not
 changed (its parameters are copied): each scan adapts from the trained weights.

@@ -22,8 +22,9 @@ module evaluates a (1,3,3) conv as a 2D conv with time folded into the batch, a 
 kernel (3,1) over a ``[B, T, H*W, C]`` view, and a 3x3x3 conv as one 2D conv over the three time-shifted copies of
 the input stacked along channels; the head's 3x3x3 conv and the time-collapsing conv, linear with nothing between
 them, run as one 2D conv with time folded into channels (:func:`head_collapse`); convs with at most 24 taps x input
-channels (the first conv, the level-0 temporal convs) run forward as sums of shifted slices (one elementwise loop;
-their backward stays the conv's). The results equal the 3D convolutions to float precision (tested).
+channels (the first conv, the level-0 temporal convs) run as sums of shifted slices (one elementwise loop; their
+backward stays the conv's) in prediction only (``forward_only=True``). The results equal the 3D convolutions to
+float precision (tested).
 """
 
 from __future__ import annotations
@@ -181,7 +182,6 @@ _SHIFT_SUM_MAX_TERMS = 24  # taps x input channels; measured faster up to the le
 
 def _shift_sum_conv2d(x, kernel, pad):
     """The 2D conv ``x [N, A, B, Ci]`` * ``kernel [ka, kb, Ci, Co]`` (``pad`` per axis) as a sum of shifted slices."""
-    n, a, b, _ = x.shape
     ka, kb, ci, _ = kernel.shape
     xp = jnp.pad(x, ((0, 0), *pad, (0, 0)))
     a_out, b_out = xp.shape[1] - ka + 1, xp.shape[2] - kb + 1

@@ -95,7 +95,14 @@ def test_basis_nnls_matches_scipy_nnls(kin64):
     """At one grid point the basis start solves the non-negative least-squares problem exactly."""
     rng = np.random.default_rng(0)
     subsets = [[0], [1], [2], [0, 1], [0, 2], [1, 2], [0, 1, 2]]
-    shared_fn = jax.jit(lambda y, w, x: basis._nnls_shared_weights(y, w, x, subsets)[0][:, 0])
+    def shared_nnls(y, w, x):  # the shared-weight start's NNLS: shared inverses, candidates from the projections
+        _, _, invs = basis._shared_normal(w, x, subsets)
+        b = jnp.einsum("nf,gkf->ngk", y * w, x)
+        coef, _ = basis._nnls_from_projections([b[..., i] for i in range(x.shape[1])], jnp.sum(w * y * y, -1)[:, None],
+                                               invs, subsets)
+        return jnp.stack(coef, -1)[:, 0]
+
+    shared_fn = jax.jit(shared_nnls)
     per_voxel_fn = jax.jit(lambda y, w, x: basis._nnls_per_voxel(y, w, x, subsets)[0][:, 0])
     with jax.enable_x64(True):
         rates = jnp.asarray([[0.3]])
