@@ -55,6 +55,9 @@ class OptimConfig:
     loss_frames: str = "none"  # frame weights of the loss: none (the paper) or duration (jaxkin.nn.loss.loss_weights)
     loss_scale: str = "none"  # errors in kBq/ml (none, the paper) or scaled: scan, voxel, counts (loss_weights)
     grad_clip_norm: float = 0.0  # clip the gradient's global norm to this before Adam; 0: no clipping (the paper)
+    lm_guidance: float = 0.0  # weight of the voxel fit's maps of the training slices in the loss (0: off, the paper;
+    # jaxkin.nn.loss.guidance_loss): a label-free guide computed from the same scans
+    lm_guidance_epochs: int = 0  # guide the first N epochs only, then the loss is purely self-supervised; 0: every epoch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +93,7 @@ _CHOICES = {"in_channels": (1,), "out_channels": (UNetConfig.out_channels,), "ph
             "loss_frames": LOSS_FRAMES, "loss_scale": LOSS_SCALES, "phantom_frames": tuple(FRAME_SCHEDULES)}
 _POSITIVE = ("depth", "root_features", "input_scale", "epochs", "batch_size", "eval_every", "crop",
              "lr_halving_epochs", "predict_batch_size", "learning_rate")
-_NON_NEGATIVE = ("devices", "data_shards", "time_steps", "grad_clip_norm")
+_NON_NEGATIVE = ("devices", "data_shards", "time_steps", "grad_clip_norm", "lm_guidance", "lm_guidance_epochs")
 
 
 def _dotted(name: str) -> str:

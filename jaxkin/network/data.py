@@ -2,7 +2,8 @@
 
 Arrays are NumPy on the host: slices ``tac [N, H, W, F]`` (kBq/ml), ``mask [N, H, W]`` (float32, 1 inside), with
 each slice's scan (its index in the kinetic stack: one entry per PET scan, so a subject with two sessions has two;
-the key is called ``subject``) and its ``z`` in the volume.
+the key is called ``subject``) and its ``z`` in the volume; for a run guided by the voxel fit (``lm_guidance``) also
+``target [N, H, W, 4]``: the voxel-wise LM fit's K1, k2, k3, vB of every masked voxel (:func:`lm_targets`).
 """
 
 from __future__ import annotations
@@ -18,19 +19,22 @@ from jaxkin.errors import InputError
 from jaxkin.network.config import DataConfig
 
 __all__ = ["SliceData", "ShardedSlices", "SubjectScan", "prepare_dataset", "open_scans", "open_subject",
-           "select_slices", "crop_slices", "voxel_mask", "load_slices", "load_sharded", "stack_kinetic_inputs"]
+           "select_slices", "crop_slices", "voxel_mask", "load_slices", "load_sharded", "stack_kinetic_inputs",
+           "scan_kinetic_input", "lm_targets"]
 
 
 @dataclasses.dataclass
 class SliceData:
     """Axial slices of several scans, cropped: ``tac [N, H, W, F]`` (kBq/ml), ``mask [N, H, W]`` (float32),
     ``subject [N]`` (the slice's scan: index into the stacked kinetic inputs), ``z [N]`` (slice index in its
-    volume)."""
+    volume), ``target [N, H, W, 4]`` (float32) or None: the voxel fit's parameters that guide training
+    (:func:`lm_targets`; 0 outside the mask)."""
 
     tac: np.ndarray
     mask: np.ndarray
     subject: np.ndarray
     z: np.ndarray
+    target: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.tac.shape[0])
@@ -40,14 +44,20 @@ class SliceData:
         real = index >= 0
         i = np.where(real, index, 0)
         if not len(self):  # nothing here (a process whose shards hold no slices of this split): all padding
-            return {"tac": np.zeros((len(index), *self.tac.shape[1:]), np.float32),
-                    "mask": np.zeros((len(index), *self.mask.shape[1:]), np.float32),
-                    "subject": np.zeros(len(index), np.int32)}
-        return {
+            out = {"tac": np.zeros((len(index), *self.tac.shape[1:]), np.float32),
+                   "mask": np.zeros((len(index), *self.mask.shape[1:]), np.float32),
+                   "subject": np.zeros(len(index), np.int32)}
+            if self.target is not None:
+                out["target"] = np.zeros((len(index), *self.target.shape[1:]), np.float32)
+            return out
+        out = {
             "tac": self.tac[i],
             "mask": self.mask[i] * real[:, None, None].astype(np.float32),
             "subject": self.subject[i].astype(np.int32),
         }
+        if self.target is not None:
+            out["target"] = self.target[i]
+        return out
 
 
 def select_slices(labels, n_z: int, count: int) -> np.ndarray:
@@ -153,11 +163,11 @@ def open_subject(dataset_dir, subject: str) -> SubjectScan:
 
 
 def load_slices(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, *, all_slices: bool = False,
-                n_frames: int = 1) -> SliceData:
+                n_frames: int = 1, targets: bool = False) -> SliceData:
     """The axial slices of ``scans`` that ``cfg`` selects (every labelled one with ``all_slices``), cropped, with
     their masks; ``indices`` = the scans' positions in the kinetic stack; ``n_frames`` sizes the empty result when
-    ``scans`` is empty."""
-    tacs, masks, subj, zs = [], [], [], []
+    ``scans`` is empty; ``targets``: also the voxel fit's parameters of the masked voxels (:func:`lm_targets`)."""
+    tacs, masks, subj, zs, fits = [], [], [], [], []
     for scan, index in zip(scans, indices):
         z = select_slices(scan.labels, scan.pet.shape[2], 0 if all_slices else cfg.slices_per_subject)
         volume = scan.pet.read()[:, :, z, :]  # [X, Y, Zsel, F]
@@ -167,11 +177,32 @@ def load_slices(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, *
         masks.append(voxel_mask(tac, scan.pet.frames.duration, cfg.mask_threshold))
         subj.append(np.full(len(z), index, np.int32))
         zs.append(z)
+        if targets:
+            fits.append(lm_targets(tac, masks[-1], scan_kinetic_input(scan), scan.scan_id))
     if not tacs:
         return SliceData(np.zeros((0, cfg.crop, cfg.crop, n_frames), np.float32),
                          np.zeros((0, cfg.crop, cfg.crop), np.float32),
-                         np.zeros(0, np.int32), np.zeros(0, int))
-    return SliceData(np.concatenate(tacs), np.concatenate(masks), np.concatenate(subj), np.concatenate(zs))
+                         np.zeros(0, np.int32), np.zeros(0, int),
+                         np.zeros((0, cfg.crop, cfg.crop, 4), np.float32) if targets else None)
+    return SliceData(np.concatenate(tacs), np.concatenate(masks), np.concatenate(subj), np.concatenate(zs),
+                     np.concatenate(fits) if targets else None)
+
+
+def lm_targets(tac: np.ndarray, mask: np.ndarray, kin, name: str = "") -> np.ndarray:
+    """The voxel-wise fit (:func:`jaxkin.fit_tacs`: irreversible 2TC, unweighted, physiological bounds) of the
+    masked voxels of slices ``tac [N, H, W, F]`` (kBq/ml) with the scan's kinetic input ``kin``: parameters
+    ``[N, H, W, 4]`` (K1, k2, k3, vB; float32, 0 outside ``mask [N, H, W]``). They guide a network trained with
+    ``lm_guidance`` (:func:`jaxkin.nn.loss.guidance_loss`): label-free targets from the same data, unbiased on
+    average where the fit is identifiable, which the network averages over neighbouring voxels. ``name`` labels the
+    progress line on stderr."""
+    from jaxkin.fitting import fit_tacs
+
+    inside = mask > 0
+    out = np.zeros((*tac.shape[:-1], 4), np.float32)
+    if inside.any():
+        print(f"fitting {int(inside.sum())} voxels of {name or 'a scan'} for lm_guidance ...", file=sys.stderr)
+        out[inside] = np.asarray(fit_tacs(tac[inside], kin).params, np.float32)
+    return out
 
 
 @dataclasses.dataclass
@@ -208,9 +239,10 @@ class ShardedSlices:
 
 
 def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, shards: int, *,
-                 all_slices: bool = False, n_frames: int = 1) -> ShardedSlices:
-    """The slices of this process's shards of ``scans`` (see :class:`ShardedSlices`); a collective when several
-    processes run (they exchange their shard sizes)."""
+                 all_slices: bool = False, n_frames: int = 1, targets: bool = False) -> ShardedSlices:
+    """The slices of this process's shards of ``scans`` (see :class:`ShardedSlices`; ``targets``: with the voxel
+    fit's parameters, :func:`load_slices`); a collective when several processes run (they exchange their shard
+    sizes)."""
     from jaxkin import distributed as dist
 
     per_process = shards // dist.process_count()
@@ -219,15 +251,23 @@ def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, 
     def read_own_shards():
         dealt = [range(shard, len(scans), shards) for shard in owned]  # scan j goes to shard j % shards
         return [load_slices([scans[j] for j in mine], [indices[j] for j in mine], cfg, all_slices=all_slices,
-                            n_frames=n_frames) for mine in dealt]
+                            n_frames=n_frames, targets=targets) for mine in dealt]
 
     parts = dist.check_everywhere(read_own_shards)  # a damaged file on one process stops every process
     sizes = np.zeros(shards, np.int64)
     for shard, part in zip(owned, parts):
         sizes[shard] = len(part)
-    parts = [p for p in parts if len(p)] or [load_slices([], [], cfg, n_frames=n_frames)]
-    data = SliceData(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SliceData)))
+    parts = [p for p in parts if len(p)] or [load_slices([], [], cfg, n_frames=n_frames, targets=targets)]
+    data = SliceData(*(None if any(getattr(p, f.name) is None for p in parts) else
+                       np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(SliceData)))
     return ShardedSlices(data, dist.gather_arrays(sizes).sum(axis=0), owned)
+
+
+def scan_kinetic_input(scan: SubjectScan):
+    """The :class:`jaxkin.KineticInput` of one scan: its input function, frames and whole blood (vB term)."""
+    from jaxkin.kinetics import prepare
+
+    return prepare(scan.blood.input, scan.pet.frames, scan.blood.whole_blood)
 
 
 def stack_kinetic_inputs(scans: list[SubjectScan]):
@@ -235,10 +275,8 @@ def stack_kinetic_inputs(scans: list[SubjectScan]):
     import jax
     import jax.numpy as jnp
 
-    from jaxkin.kinetics import prepare
-
     n_frames = {s.pet.frames.n_frames for s in scans}
     if len(n_frames) > 1:
         raise InputError(f"the scans have different frame counts ({sorted(n_frames)}); one network needs one")
-    kins = [prepare(s.blood.input, s.pet.frames, s.blood.whole_blood) for s in scans]
+    kins = [scan_kinetic_input(s) for s in scans]
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *kins)

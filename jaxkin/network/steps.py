@@ -7,7 +7,9 @@ inside the compiled function, so the steps are pure functions of arrays:
 * :func:`make_eval_step`: ``(params, batch, kin) -> metric sums``.
 
 ``batch``: ``tac [B, H, W, F]`` (kBq/ml), ``mask [B, H, W]`` (float32), ``subject [B]`` (int32, the sample's index in
-``kin``); ``kin``: one :class:`jaxkin.KineticInput` with leaves stacked over subjects.
+``kin``), and in runs guided by the voxel fit ``target [B, H, W, 4]`` (its K1, k2, k3, vB) and ``guidance [B]`` (the
+weight of :func:`jaxkin.nn.loss.guidance_loss` this epoch); ``kin``: one :class:`jaxkin.KineticInput` with leaves
+stacked over subjects.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from flax import nnx
 from jaxkin.network.config import OptimConfig, TrainConfig
 from jaxkin.network.data import ShardedSlices
 from jaxkin.kinetics import two_tissue_irreversible
-from jaxkin.nn.loss import loss_weights, masked_mse, metric_sums, per_sample_input
+from jaxkin.nn.loss import guidance_loss, loss_weights, masked_mse, metric_sums, per_sample_input
 from jaxkin.nn.unet import UNet, UNetConfig, network_input
 
 __all__ = ["TrainState", "CompiledSteps", "make_model", "model_graph", "make_optimizer", "forward",
@@ -85,20 +87,24 @@ def forward(graphdef, params, tac, kin=None, *, forward_only: bool = False):
 
 
 def _model_tacs_of_batch(graphdef, params, batch, kin):
-    """``(model TACs [B, H, W, F] of the predicted parameters, each sample's kinetic input)``; ``kin``: the stacked
-    kinetic inputs (leaves ``[S, ...]``), picked per sample by ``batch["subject"]``."""
+    """``(model TACs [B, H, W, F] of the predicted parameters, each sample's kinetic input, the parameters)``;
+    ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``), picked per sample by ``batch["subject"]``."""
     sample_kin = per_sample_input(kin, batch["subject"])
     predicted = forward(graphdef, params, batch["tac"], sample_kin)
-    return jax.vmap(two_tissue_irreversible)(predicted, sample_kin), sample_kin
+    return jax.vmap(two_tissue_irreversible)(predicted, sample_kin), sample_kin, predicted
 
 
 def batch_loss(graphdef, params, batch, kin, frames: str = "none", scale: str = "none"):
-    """The self-supervised loss of a batch: the masked MSE ((kBq/ml)^2, or weighted: see
+    """The loss of a batch: the self-supervised masked MSE ((kBq/ml)^2, or weighted: see
     :func:`jaxkin.nn.loss.loss_weights` with ``frames`` and ``scale``) between the measured TACs and the model TACs
-    of the predicted parameters. ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``), picked per sample by
-    ``batch["subject"]``."""
-    model, sample_kin = _model_tacs_of_batch(graphdef, params, batch, kin)
-    return masked_mse(batch["tac"], model, batch["mask"], loss_weights(sample_kin, batch["tac"], frames, scale))
+    of the predicted parameters, plus, when the batch carries the voxel fit's ``target`` maps and their ``guidance``
+    weights, :func:`jaxkin.nn.loss.guidance_loss`. ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``),
+    picked per sample by ``batch["subject"]``."""
+    model, sample_kin, predicted = _model_tacs_of_batch(graphdef, params, batch, kin)
+    loss = masked_mse(batch["tac"], model, batch["mask"], loss_weights(sample_kin, batch["tac"], frames, scale))
+    if "target" in batch:
+        loss = loss + guidance_loss(predicted, batch["target"], batch["mask"], batch["guidance"])
+    return loss
 
 
 def make_train_step(graphdef, optimizer, parallel=None, frames: str = "none", scale: str = "none"):

@@ -119,10 +119,12 @@ class Dataset(typing.NamedTuple):
         return range(index[0], index[-1] + 1) if index else range(0)
 
     def sliced(self, name: str, cfg: TrainConfig, shards: int, all_slices: bool = False) -> ShardedSlices:
-        """This process's shards of split ``name``: the only image data it reads."""
+        """This process's shards of split ``name``: the only image data it reads (the training slices with the
+        voxel fit's maps when the run is guided by them, ``lm_guidance``)."""
         index = list(self.subjects(name))
         return load_sharded([self.scans[i] for i in index], index, cfg.data, shards, all_slices=all_slices,
-                            n_frames=self.scans[0].pet.frames.n_frames)
+                            n_frames=self.scans[0].pet.frames.n_frames,
+                            targets=name == "train" and cfg.optim.lm_guidance > 0)
 
 
 def _open_dataset(cfg: TrainConfig, workdir: Path, data_dir, shards: int, parallel) -> Dataset:
@@ -172,10 +174,18 @@ def frame_tolerance_s(reference, schedules) -> float:
     return float(max(1.0, round(60.0 * spread + 1e-3, 3)))
 
 
+def guidance_weight(cfg: TrainConfig, epoch: int) -> float:
+    """The weight of the voxel fit's maps in the loss of ``epoch`` (0-based): ``lm_guidance`` during the first
+    ``lm_guidance_epochs`` epochs (every epoch when that is 0), then 0."""
+    n = cfg.optim.lm_guidance_epochs
+    return cfg.optim.lm_guidance if n == 0 or epoch < n else 0.0
+
+
 def _train_epoch(steps: CompiledSteps, state: TrainState, data: Dataset, rows: int, key: tuple, parallel,
-                 bar_label: str | None) -> tuple[TrainState, float]:
+                 bar_label: str | None, guidance: float = 0.0) -> tuple[TrainState, float]:
     """One pass over the training slices in the seeded order of ``key``: ``(state, mean train loss)``. The losses
-    stay on the device until the end of the epoch (the progress bar shows the previous step's)."""
+    stay on the device until the end of the epoch (the progress bar shows the previous step's). ``guidance``: the
+    weight of the voxel fit's maps when the slices carry them (the same compiled step whatever its value)."""
     from tqdm import tqdm
 
     losses = []
@@ -184,7 +194,10 @@ def _train_epoch(steps: CompiledSteps, state: TrainState, data: Dataset, rows: i
     for index in bar:
         if bar_label is not None and losses:
             bar.set_postfix(loss=f"{float(losses[-1]):.4g}")
-        state, metrics = steps.train_step(state, parallel.batch(data.train.data.batch(index)), data.kin)
+        batch = data.train.data.batch(index)
+        if "target" in batch:
+            batch["guidance"] = np.full(len(index), guidance, np.float32)
+        state, metrics = steps.train_step(state, parallel.batch(batch), data.kin)
         losses.append(metrics["loss"])
     return state, float(np.mean(np.asarray(jax.device_get(losses), np.float64)))
 
@@ -255,7 +268,8 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
     for epoch in range(first_epoch, last_epoch):
         t0 = time.perf_counter()
         label = f"epoch {epoch + 1}/{epochs}" if progress and main else None
-        state, train_loss = _train_epoch(steps, state, data, rows, (cfg.seed, epoch), parallel, label)
+        state, train_loss = _train_epoch(steps, state, data, rows, (cfg.seed, epoch), parallel, label,
+                                         guidance_weight(cfg, epoch))
         row = {"epoch": epoch, "step": (epoch + 1) * steps_per_epoch,
                "learning_rate": float(steps.schedule(epoch * steps_per_epoch)), "train_loss": train_loss}
         validated, best_val = _validate_and_save(cfg, steps, state, data, parallel, epoch, row, best_val, checkpoints)

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 
 from jaxkin.kinetics import two_tissue_irreversible
 
-__all__ = ["model_tacs", "masked_mse", "loss_weights", "LOSS_FRAMES", "LOSS_SCALES", "voxel_mae", "voxel_cosine", "metric_sums"]
+__all__ = ["model_tacs", "masked_mse", "loss_weights", "LOSS_FRAMES", "LOSS_SCALES", "guidance_loss", "GUIDANCE_FLOOR",
+           "voxel_mae", "voxel_cosine", "metric_sums"]
 
 
 def model_tacs(params, kin, subject, model=two_tissue_irreversible):
@@ -83,6 +84,28 @@ def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):
         return w / level**2
     voxel = jnp.maximum(jnp.mean(tac * w, axis=-1, keepdims=True), 1e-3 * level)  # [B, H, W, 1] kBq/ml
     return w / (voxel * level) if scale == "counts" else w / voxel**2
+
+
+#: Floors of the log-space distance of :func:`guidance_loss`, per parameter (K1 ml/cm^3/min, k2, k3 1/min, vB): a
+#: parameter well below its floor (a k3 of 0.0001 against 0.0005) counts as equal, so the voxel fit's near-zero
+#: estimates in noisy voxels do not dominate; above it the distance is relative (log-ratio).
+GUIDANCE_FLOOR = (0.01, 0.05, 0.001, 0.005)
+
+
+def guidance_loss(params, target, mask, weight):
+    """Distance of the predicted ``params [B, H, W, 4]`` (K1, k2, k3, vB) from the voxel fit's ``target`` (same
+    shape; see :func:`jaxkin.network.data.lm_targets`): the mean over masked voxels and the 4 parameters of
+    ``(log(p + floor) - log(target + floor))^2`` (floors :data:`GUIDANCE_FLOOR`), each sample weighted by
+    ``weight [B]`` (the run's ``lm_guidance``, 0 in epochs without guidance). Dimensionless.
+
+    Why log-ratios: the parameters span three decades over organs (k3 0.003 in the liver, 0.3 in the bladder), and
+    a relative distance gives each organ its say, as the self-supervised loss's ``voxel`` scale does for TACs.
+    """
+    floor = jnp.asarray(GUIDANCE_FLOOR, params.dtype)
+    d = (jnp.log(params + floor) - jnp.log(jnp.maximum(target, 0.0) + floor)) ** 2
+    m = jnp.asarray(mask, params.dtype)[..., None] * jnp.asarray(weight, params.dtype)[:, None, None, None]
+    n = jnp.maximum(jnp.sum(jnp.asarray(mask, params.dtype)) * params.shape[-1], 1.0)
+    return jnp.sum(m * d) / n
 
 
 def voxel_mae(tac, model_tac):

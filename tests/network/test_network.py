@@ -323,6 +323,17 @@ def test_uninterrupted_run_writes_everything(full_run):
 
 
 @pytest.mark.slow
+def test_a_run_guided_by_the_voxel_fit_fits_its_training_slices_and_trains(dataset, tmp_path, capsys):
+    summary = N.train(_run_cfg(epochs=2, lm_guidance=1.0, lm_guidance_epochs=1, predict_test=False), tmp_path, dataset,
+                      progress=False)
+    err = capsys.readouterr().err
+    assert "voxels of sub-01 for lm_guidance" in err and "sub-02 for lm_guidance" not in err  # train subjects only
+    rows = N.read_metrics(tmp_path)
+    assert [r["epoch"] for r in rows] == [0, 1] and all(np.isfinite(r["train_loss"]) for r in rows)
+    assert summary["test"]["voxels"] > 0
+
+
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_same_losses(full_run, dataset, tmp_path):
     workdir, _ = full_run
     part = N.train(_run_cfg(), tmp_path, dataset, progress=False, stop_after_epochs=1)
