@@ -7,8 +7,8 @@ The study script trains in stages, follows the validation subjects' organ means 
 compares the network's test maps with jaxkin LM and Patlak (bias and voxel RMSE per organ): ``study.md``,
 ``learning_curves.png``. Budget: 40 epochs of 176 steps (batch 1), about 7,000 steps; the measured wall time is
 in benchmarks/RESULTS.md. The options beyond the paper (input function as input channels, input-level
-normalisation, relative errors in the loss, physiological bounds, gradient clipping) are explained in
-experiments/quickstart.py.
+normalisation, relative errors in the loss, physiological bounds, gradient clipping, guidance by the voxel fit) are
+explained in experiments/quickstart.py; ``--set lm_guidance=0`` runs the purely self-supervised network.
 """
 
 from quickstart import get_config as quickstart
