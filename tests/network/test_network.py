@@ -324,12 +324,11 @@ def test_uninterrupted_run_writes_everything(full_run):
 
 @pytest.mark.slow
 def test_a_run_guided_by_the_voxel_fit_fits_its_training_slices_and_trains(dataset, tmp_path, capsys):
-    summary = N.train(_run_cfg(epochs=2, lm_guidance=1.0, lm_guidance_epochs=1, predict_test=False), tmp_path, dataset,
-                      progress=False)
+    summary = N.train(_run_cfg(epochs=1, lm_guidance=1.0, predict_test=False), tmp_path, dataset, progress=False)
     err = capsys.readouterr().err
     assert "voxels of sub-01 for lm_guidance" in err and "sub-02 for lm_guidance" not in err  # train subjects only
     rows = N.read_metrics(tmp_path)
-    assert [r["epoch"] for r in rows] == [0, 1] and all(np.isfinite(r["train_loss"]) for r in rows)
+    assert [r["epoch"] for r in rows] == [0] and np.isfinite(rows[0]["train_loss"])
     assert summary["test"]["voxels"] > 0
 
 
