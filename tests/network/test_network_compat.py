@@ -28,7 +28,7 @@ FIXTURE = ROOT / "tests" / "fixtures" / "run-v0.1.0"
 # the quickstart of jaxkin 0.1.0 (today's quickstart conditions on the input function, weighs relative errors, ...)
 QUICKSTART_0_1 = ["phantom_subjects=0", "lower=0.01,0.01,0.01,0", "upper=2,3,1,1", "input_normalization=slice",
                   "condition_on_input=false", "loss_scale=none", "grad_clip_norm=0", "learning_rate=2e-3",
-                  "lr_halving_epochs=6"]
+                  "lr_halving_epochs=6", "lm_guidance=0"]
 TINY = ["depth=2", "root_features=2", "slices_per_subject=2", "predict_test=false", *QUICKSTART_0_1]
 EPOCH_4_LOSS = 247.47268772125244  # the old checkpoint resumed for a 4th epoch on the current phantom (0.1.0: 84.24)
 
