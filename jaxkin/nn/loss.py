@@ -105,9 +105,9 @@ def guidance_loss(params, target, mask, weight):
     """
     floor = jnp.asarray(GUIDANCE_FLOOR, params.dtype)
     d = (jnp.log(params + floor) - jnp.log(jnp.maximum(target, 0.0) + floor)) ** 2
-    m = jnp.asarray(mask, params.dtype)[..., None] * jnp.asarray(weight, params.dtype)[:, None, None, None]
-    n = jnp.maximum(jnp.sum(jnp.asarray(mask, params.dtype)) * params.shape[-1], 1.0)
-    return jnp.sum(m * d) / n
+    m = _mask(mask, params)
+    n = jnp.maximum(jnp.sum(m) * params.shape[-1], 1.0)
+    return jnp.sum(m * jnp.asarray(weight, params.dtype)[:, None, None, None] * d) / n
 
 
 def voxel_mae(tac, model_tac):
