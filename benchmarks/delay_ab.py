@@ -23,7 +23,7 @@ def run(tag, kw):
     import jax
 
     import jaxkin
-    from jaxkin.data.phantom import simulate_subject
+    from jaxkin.phantom.simulate import simulate_subject
 
     n = 16384
     rng = np.random.default_rng(0)

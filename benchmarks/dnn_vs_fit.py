@@ -55,7 +55,7 @@ def main() -> None:
 
     import jaxkin
     from jaxkin.fitting import baseline, fit_volume
-    from jaxkin.data.phantom import simulate_subject
+    from jaxkin.phantom.simulate import simulate_subject
 
     print(f"jax {jax.__version__}, devices {jax.devices()}, cpu count {os.cpu_count()}, "
           f"load average {os.getloadavg()[0]:.2f}")

@@ -4,7 +4,7 @@ and ``jaxkin fit`` end to end on whole volumes.
     python benchmarks/fit_speed.py [--n 2000] [--chunk 4096] [--big 65536] [--delay-big 16384]
     python benchmarks/fit_speed.py --end-to-end [--sizes 20000 220000] [--repeats 2] [--fit-args "--delay voxel"]
 
-Noisy TACs of the phantom (jaxkin.data.phantom, subject 0 of the "small" preset: body voxels, 4 mm PSF, the
+Noisy TACs of the phantom (jaxkin.phantom, subject 0 of the "small" preset: body voxels, 4 mm PSF, the
 design's noise model) with the phantom's input function (10 s samples, 1 s over the bolus). Both methods fit the
 irreversible two-tissue model with the paper's bounds and no weights. curve_fit: method trf, p0 = [0.1, 0.1,
 0.01, 0.01], diff_step = 1e-3, on the exact float64 NumPy model (jaxkin.fitting.baseline). jaxkin: float32, default
@@ -56,7 +56,7 @@ def main() -> None:
     import jaxkin
     from jaxkin import fitting
     from jaxkin.fitting import baseline
-    from jaxkin.data.phantom import simulate_subject
+    from jaxkin.phantom.simulate import simulate_subject
 
     subject = simulate_subject(0, seed=args.seed, preset="small")
     body = subject.labels > 0
@@ -118,7 +118,7 @@ def main() -> None:
     print(f"jaxkin converged flag: {np.mean(res.converged):.2%}; load average now {os.getloadavg()[0]:.2f}")
 
     if args.delay_big > 0:
-        from jaxkin.data.phantom import simulate_subject as simulate
+        from jaxkin.phantom.simulate import simulate_subject as simulate
 
         s = simulate(0, seed=args.seed, preset="small", noise_scale=0.0, fwhm_mm=0.0, organ_delays=True)
         body = s.labels > 0
@@ -144,9 +144,9 @@ def _volumes(args):
     import tempfile
     from pathlib import Path
 
-    from jaxkin.data import bids
-    from jaxkin.data.blood import write_blood
-    from jaxkin.data.phantom import simulate_subject
+    from jaxkin.io.pet import write_pet
+    from jaxkin.io.blood import write_blood
+    from jaxkin.phantom.simulate import simulate_subject
     from jaxkin.fitting import body_mask
 
     root = Path(args.data) if args.data else Path(tempfile.gettempdir()) / "jaxkin-fit-speed-e2e"
@@ -161,7 +161,7 @@ def _volumes(args):
         z = int(np.searchsorted(per_slice, n)) + 1
         if per_slice[-1] < n:
             raise SystemExit(f"--sizes {n}: the paper phantom's body holds only {per_slice[-1]} voxels")
-        bids.write_pet(pet, subject.pet[:, :, :z], subject.frames, subject.affine, units="kBq/mL",
+        write_pet(pet, subject.pet[:, :, :z], subject.frames, subject.affine, units="kBq/mL",
                        voxel_size=subject.voxel_mm, sidecar={"TracerRadionuclide": "F18"})
         write_blood(blood, plasma=subject.input_function, whole_blood=subject.input_function, units="kBq/mL",
                     description="phantom input")

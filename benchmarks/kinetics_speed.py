@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxkin
+from jaxkin import kinetics
 
 
 def _throughput(fn, params, chunk: int, repeats: int) -> float:
@@ -45,7 +46,7 @@ def main() -> None:
     frames = jaxkin.FrameSchedule.quadra()
     aif = jaxkin.feng_input(frames.end[-1], delay=0.2)
     kin = jaxkin.prepare(aif, frames)
-    exact = jaxkin.prepare_exact(aif, frames)
+    exact = kinetics.prepare_exact(aif, frames)
     model = jaxkin.get_model("2tcmirr")
     params = jax.random.uniform(
         jax.random.key(0), (args.tacs, 4), minval=jnp.array(model.lower), maxval=jnp.array(model.upper)

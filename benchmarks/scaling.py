@@ -90,7 +90,7 @@ def _free_port() -> int:
 def _fit(args, gpu: bool) -> None:
     data = Path(args.data) if args.data else Path(tempfile.gettempdir()) / "jaxkin-scaling-paper-1"
     if not (data / "participants.tsv").is_file():
-        from jaxkin.data.phantom import simulate_dataset
+        from jaxkin.phantom.writer import simulate_dataset
 
         print(f"simulating one paper-preset subject into {data} ...", flush=True)
         simulate_dataset(data, subjects=1, preset="paper")

@@ -39,7 +39,7 @@ KI_ORGANS = ("liver", "myocardium", "kidneys", "spleen", "lungs", "bone", "lesio
 
 def ki_rmse(dataset: Path, predictions: Path, subjects: list[str]) -> dict:
     """Per-organ Ki RMSE (mL/cm^3/min) of the maps in ``predictions/<subject>/`` against the truth, pooled."""
-    from jaxkin.data.dataset import subject_files
+    from jaxkin.io.dataset import subject_files
     from jaxkin.evaluation import Method, evaluate_subject, summarise
 
     method = Method("network", predictions)
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     sys.path.insert(0, str(HERE.parent))
-    from jaxkin.data.dataset import dataset_split
-    from jaxkin.data.phantom import simulate_dataset
+    from jaxkin.io.dataset import dataset_split
+    from jaxkin.phantom.writer import simulate_dataset
     from jaxkin.evaluation.plots import unit_label
     from jaxkin.network import load_config, train
 

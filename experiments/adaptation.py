@@ -86,9 +86,11 @@ def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     import numpy as np
 
-    from jaxkin.data import bids
-    from jaxkin.data.blood import load_blood
-    from jaxkin.data.dataset import dataset_split, scan_files
+    from jaxkin.io.labels import read_labels
+    from jaxkin.io.pet import load_pet
+    from jaxkin.io.maps import read_volume
+    from jaxkin.io.blood import load_blood
+    from jaxkin.io.dataset import dataset_split, scan_files
     from jaxkin.errors import InputError
     from jaxkin.fitting import fit_volume
     from jaxkin.kinetics import FDG_MODEL, get_model
@@ -110,15 +112,15 @@ def main(argv=None) -> int:
         cfg = trained.cfg
         for sid in dataset_split(dataset)["test"]:
             for files in scan_files(dataset, sid):
-                pet = bids.load_pet(files.pet)
+                pet = load_pet(files.pet)
                 trained.check_schedule(pet.frames, str(pet.path))
                 blood = load_blood(files.blood, pet=pet)
                 kin = scan_kinetic_input(pet, blood)
                 volume = np.nan_to_num(pet.read())
-                labels = bids.load_labels(files.labels, pet=pet) if files.labels is not None else None
+                labels = read_labels(files.labels, pet=pet, default_groups=False, resample=False) if files.labels is not None else None
                 mask = labels.data > 0 if labels is not None else np.ones(volume.shape[:3], bool)
                 names = labels.names if labels is not None else {}
-                truth = {p: bids.read_volume(f, pet) for p, f in files.truth.items()}
+                truth = {p: read_volume(f, pet) for p, f in files.truth.items()}
 
                 def network(predictor):  # the scan's input function: a network may take it as an input
                     return predictor.predict_volume(volume, kin=kin)[0]

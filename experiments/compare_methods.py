@@ -20,17 +20,18 @@ from pathlib import Path
 def fit_test_subjects(dataset: Path, fits: Path, methods) -> dict:
     """Fit every test subject of ``dataset`` inside its label map with each ``(name, write_fit_maps options)`` of
     ``methods`` into ``fits/<name>/<subject>`` (existing maps are reused); ``{name: seconds of the new fits}``."""
-    from jaxkin.data import bids
-    from jaxkin.data.blood import load_blood
-    from jaxkin.data.dataset import dataset_split, subject_files
+    from jaxkin.io.labels import read_labels
+    from jaxkin.io.pet import load_pet
+    from jaxkin.io.blood import load_blood
+    from jaxkin.io.dataset import dataset_split, subject_files
     from jaxkin.fitting import write_fit_maps
 
     seconds = {}
     for sid in dataset_split(dataset)["test"]:
         files = subject_files(dataset, sid)
-        pet = bids.load_pet(files.pet)
+        pet = load_pet(files.pet)
         blood = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
-        mask = bids.load_labels(files.labels, pet=pet).data > 0  # the subject's label map
+        mask = read_labels(files.labels, pet=pet, default_groups=False, resample=False).data > 0  # the subject's label map
         for name, options in methods:
             folder = fits / name / sid
             if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):

@@ -56,7 +56,7 @@ def validation_point(workdir: Path, cfg, data_dir: Path) -> dict:
     """Organ scores of the latest checkpoint on the validation subjects (pooled organ means)."""
     from flax import nnx
 
-    from jaxkin.data.dataset import dataset_split
+    from jaxkin.io.dataset import dataset_split
     from jaxkin.kinetics import FDG_MODEL, get_model, prepare
     from jaxkin.network import Predictor, make_model, make_optimizer, model_graph, report, resolve_time_steps
     from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint

@@ -2,41 +2,33 @@
 
 Time in minutes, rates in 1/min, activity in kBq/ml inside the library (files are converted at the boundary).
 
-The curated public API: the kinetic core (frames, input functions, models), data at the edges (BIDS-PET, the
-phantom), conventional fitting, evaluation metrics and the self-supervised network. The network half (Flax, optax,
-orbax) is imported on first use, so ``import jaxkin`` stays light. Subpackages: :mod:`jaxkin.fitting`,
-:mod:`jaxkin.data`, :mod:`jaxkin.nn`, :mod:`jaxkin.network`, :mod:`jaxkin.evaluation`, :mod:`jaxkin.distributed`.
+The names most users need; the rest lives in the subpackages, data flowing one way through them:
+
+* :mod:`jaxkin.kinetics`: evaluators of the frame-averaged convolution, the compartment models, their bounds;
+* :mod:`jaxkin.io`: files (BIDS-PET, blood, labels, regional tables, maps, the dataset layout);
+* :mod:`jaxkin.regions`: regional TACs, map statistics and the image-derived input;
+* :mod:`jaxkin.phantom`: the simulated whole-body FDG dataset with ground truth;
+* :mod:`jaxkin.fitting`: voxel-wise and regional fits (LM, basis functions, graphical methods, curve_fit);
+* :mod:`jaxkin.nn`, :mod:`jaxkin.network`: the (2+1)D UNet and its self-supervised training and prediction;
+* :mod:`jaxkin.evaluation`: metrics, reports and figures against ground truth; :mod:`jaxkin.distributed`: devices
+  and hosts.
+
+The network half (Flax, optax, orbax) is imported on first use, so ``import jaxkin`` stays light.
 """
 
 import importlib
 
 from jaxkin._version import __version__
-from jaxkin.data.bids import load_input_function, load_labels, load_pet, write_map
-from jaxkin.data.blood import Blood, load_blood
-from jaxkin.data.phantom import simulate_dataset, simulate_subject
 from jaxkin.errors import InputError
-from jaxkin.evaluation.metrics import error_statistics, tac_metrics
-from jaxkin.fitting import FitResult, PlotInput, fit_tacs, fit_volume, frame_weights, logan, output_maps, patlak
+from jaxkin.fitting import FitResult, fit_tacs, fit_volume, logan, patlak
 from jaxkin.frames import FrameSchedule
-from jaxkin.input_function import FengParameters, InputFunction, feng, feng_input
-from jaxkin.kinetics import (
-    MODELS,
-    UNITS,
-    KineticInput,
-    DelayedInput,
-    KineticModel,
-    KnotGrid,
-    RateGrid,
-    UniformGrid,
-    get_model,
-    one_tissue,
-    prepare,
-    prepare_convolve,
-    prepare_delayed,
-    prepare_exact,
-    two_tissue,
-    two_tissue_irreversible,
-)
+from jaxkin.input_function import InputFunction, feng_input
+from jaxkin.io.blood import Blood, load_blood
+from jaxkin.io.labels import read_labels
+from jaxkin.io.maps import write_map
+from jaxkin.io.pet import load_pet
+from jaxkin.kinetics import MODELS, KineticModel, get_model, prepare, prepare_delayed
+from jaxkin.phantom import simulate_dataset
 
 #: Names of the network half, imported from their module on first access.
 _LAZY = {
@@ -45,8 +37,6 @@ _LAZY = {
     "load_predictor": "jaxkin.network",
     "Predictor": "jaxkin.network",
     "write_parameter_maps": "jaxkin.network",
-    "UNet": "jaxkin.nn",
-    "UNetConfig": "jaxkin.nn",
 }
 
 
@@ -60,43 +50,23 @@ __all__ = [
     "__version__",
     "InputError",
     "FrameSchedule",
-    "FengParameters",
     "InputFunction",
-    "feng",
     "feng_input",
     "MODELS",
-    "UNITS",
-    "KineticInput",
-    "DelayedInput",
     "KineticModel",
-    "KnotGrid",
-    "RateGrid",
-    "UniformGrid",
     "get_model",
-    "one_tissue",
     "prepare",
-    "prepare_convolve",
     "prepare_delayed",
-    "prepare_exact",
-    "two_tissue",
-    "two_tissue_irreversible",
-    "load_input_function",
+    "load_pet",
     "load_blood",
     "Blood",
-    "load_labels",
-    "load_pet",
+    "read_labels",
     "write_map",
     "simulate_dataset",
-    "simulate_subject",
     "FitResult",
     "fit_tacs",
-    "frame_weights",
     "fit_volume",
-    "output_maps",
-    "PlotInput",
     "patlak",
     "logan",
-    "error_statistics",
-    "tac_metrics",
     *_LAZY,
 ]

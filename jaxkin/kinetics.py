@@ -911,7 +911,7 @@ UNITS: dict[str, str] = {"K1": "mL/cm3/min", "k2": "1/min", "k3": "1/min", "k4":
 #:   is biased there with them.
 #: * ``physiological`` (the fits' default): K1 in [0.001, 3] mL/cm3/min, k2 in [0.001, 6]/min, k3 in [0, 1]/min,
 #:   k4 in [0.0001, 1]/min, vB in [0, 1]. Where the numbers come from: they contain every organ of the phantom
-#:   (:data:`jaxkin.data.phantom.ORGAN_PARAMETERS`, whose values the phantom takes from the literature the paper
+#:   (:data:`jaxkin.phantom.anatomy.ORGAN_PARAMETERS`, whose values the phantom takes from the literature the paper
 #:   follows) with its per-subject and intra-organ variation (log-normal, SD 0.10 each: at 4 combined SDs a factor
 #:   1.76 either way, so spleen k2 2.697 -> 4.75, spleen K1 1.535 -> 2.70, bladder k3 0.3 -> 0.53, liver k3 0.003
 #:   -> 0.0017, muscle K1 0.05 -> 0.028), and the facts of REAL_DATA.md (liver k3 0.003-0.01, spleen k2 above 3),

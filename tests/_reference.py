@@ -4,6 +4,7 @@ import numpy as np
 from scipy.integrate import solve_ivp
 
 import jaxkin
+from jaxkin import input_function
 from jaxkin import FrameSchedule, InputFunction
 
 FRAMES = FrameSchedule.quadra()
@@ -13,7 +14,7 @@ def ode_input() -> InputFunction:
     """A Feng input (0.15 min delay) sampled like a measured curve: 1 s to 3 min, 10 s to 10 min, 30 s after."""
     t = np.unique(np.round(np.concatenate([
         np.arange(0, 3, 1 / 60), np.arange(3, 10, 1 / 6), np.arange(10, 65.01, 0.5), [0.15]]), 9))
-    return InputFunction(t, jaxkin.feng(t, delay=0.15))
+    return InputFunction(t, input_function.feng(t, delay=0.15))
 
 
 INPUT = ode_input()

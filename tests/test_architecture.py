@@ -19,7 +19,8 @@ PACKAGE = Path(jaxkin.__file__).parent
 LAYERS = [
     {"jaxkin._version", "jaxkin.errors", "jaxkin.frames", "jaxkin.input_function", "jaxkin._expint", "jaxkin.decay"},
     {"jaxkin.kinetics", "jaxkin.distributed"},
-    {"jaxkin.data"},
+    {"jaxkin.io"},
+    {"jaxkin.regions", "jaxkin.phantom"},
     {"jaxkin.fitting", "jaxkin.nn"},
     {"jaxkin.evaluation"},
     {"jaxkin.network"},
@@ -113,7 +114,7 @@ def test_every_public_name_resolves():
     """``jaxkin.__all__`` (the network half imported on first use) and each subpackage's ``__all__``."""
     import importlib
 
-    for module in ("jaxkin", "jaxkin.fitting", "jaxkin.data", "jaxkin.nn", "jaxkin.network", "jaxkin.evaluation"):
+    for module in ("jaxkin", "jaxkin.fitting", "jaxkin.io", "jaxkin.regions", "jaxkin.phantom", "jaxkin.nn", "jaxkin.network", "jaxkin.evaluation"):
         mod = importlib.import_module(module)
         missing = [name for name in mod.__all__ if not hasattr(mod, name)]
         assert not missing, f"{module}.__all__ names {missing}, which do not exist"

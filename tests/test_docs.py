@@ -34,7 +34,7 @@ def _api_modules():
 def test_every_public_name_is_documented(site):
     html = "".join(p.read_text(encoding="utf-8") for p in (site / "api").glob("*.html"))
     modules = [m for m in _api_modules() if m != "jaxkin"]
-    assert "jaxkin.fitting.lm" in modules and "jaxkin.data.blood" in modules
+    assert "jaxkin.fitting.lm" in modules and "jaxkin.io.blood" in modules
     missing = []
     for name in modules:
         module = importlib.import_module(name)

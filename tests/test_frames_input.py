@@ -5,6 +5,7 @@ import pytest
 from scipy import integrate
 
 import jaxkin
+from jaxkin import input_function
 from jaxkin import FrameSchedule, InputFunction
 
 
@@ -86,9 +87,9 @@ def test_running_integral_is_exact():
 
 
 def test_feng_input_sampling_and_delay():
-    params = jaxkin.FengParameters()
+    params = input_function.FengParameters()
     fine = np.linspace(0, 65, 400_001)
-    analytic = jaxkin.feng(fine, params, delay=0.2)
+    analytic = input_function.feng(fine, params, delay=0.2)
     assert analytic[fine <= 0.2].max() == 0.0
     assert 100 < analytic.max() < 110  # Feng's published curve peaks at 103.5 at 0.29 min after onset
     np.testing.assert_allclose(fine[np.argmax(analytic)], 0.2 + 0.2896, atol=1e-3)
@@ -96,4 +97,4 @@ def test_feng_input_sampling_and_delay():
     # The 1-s piecewise-linear interpolant is within 0.1% of the peak everywhere.
     assert np.max(np.abs(inp(fine) - analytic)) < 1e-3 * analytic.max()
     assert 0.2 in inp.times  # the onset kink is a knot
-    np.testing.assert_allclose(jaxkin.feng(fine, scale=2.0), 2.0 * jaxkin.feng(fine))
+    np.testing.assert_allclose(input_function.feng(fine, scale=2.0), 2.0 * input_function.feng(fine))

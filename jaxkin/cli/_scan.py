@@ -28,8 +28,8 @@ def say(command: str, notes) -> None:
 
 
 def load_blood_for(args, pet):
-    """The :class:`jaxkin.data.blood.Blood` of ``pet`` from ``args.input_function`` and the blood options."""
-    from jaxkin.data.blood import load_blood
+    """The :class:`jaxkin.io.blood.Blood` of ``pet`` from ``args.input_function`` and the blood options."""
+    from jaxkin.io.blood import load_blood
 
     return load_blood(args.input_function, pet=pet, blood_to_plasma=args.blood_to_plasma,
                       blood_decay=args.blood_decay)
@@ -81,9 +81,9 @@ class BidsJob:
 def bids_jobs(args, *, command: str, need_blood: bool) -> list[BidsJob]:
     """Every selected scan of ``args.bids``, each PET and blood read and checked before any work (bad input stops
     the run with nothing written). The caller checks what else it needs, then calls :func:`start_derivatives`."""
-    from jaxkin.data.bids import load_pet
-    from jaxkin.data.blood import load_blood
-    from jaxkin.data.layout import bids_uri, check_output_folder, derivative_blood, derivative_dir, find_pet_scans
+    from jaxkin.io.pet import load_pet
+    from jaxkin.io.blood import load_blood
+    from jaxkin.io.layout import bids_uri, check_output_folder, derivative_blood, derivative_dir, find_pet_scans
     from jaxkin.errors import InputError
 
     root, out = Path(args.bids), Path(args.out)
@@ -114,7 +114,7 @@ def bids_jobs(args, *, command: str, need_blood: bool) -> list[BidsJob]:
 def start_derivatives(args, *, command: str) -> None:
     """Write (or update) the derivatives dataset's ``dataset_description.json`` in ``args.out``: the first file a
     BIDS-App run writes, once every input is checked."""
-    from jaxkin.data.layout import write_dataset_description
+    from jaxkin.io.layout import write_dataset_description
 
     blood_root = getattr(args, "blood_dataset", None)
     write_dataset_description(Path(args.out), source_root=Path(args.bids), name=f"jaxkin {command}",
@@ -158,8 +158,8 @@ def add_label_arguments(parser, *, labels_help: str | None = None, region: bool 
 
 
 def open_labels(args, path, pet):
-    """:func:`jaxkin.data.labels.read_labels` of ``path`` on the grid of ``pet`` with the label options of ``args``."""
-    from jaxkin.data.labels import read_labels
+    """:func:`jaxkin.io.labels.read_labels` of ``path`` on the grid of ``pet`` with the label options of ``args``."""
+    from jaxkin.io.labels import read_labels
 
     return read_labels(path, pet=pet, table=getattr(args, "label_table", None), groups=getattr(args, "group", None),
                        default_groups=not getattr(args, "no_default_groups", False))

@@ -89,8 +89,9 @@ def run(args) -> int:
 
     from jaxkin import distributed
     from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say, start_derivatives
-    from jaxkin.data import bids
-    from jaxkin.data.blood import scan_notes
+    from jaxkin.io.pet import load_pet, tracer_half_life
+    from jaxkin.io.maps import read_volume
+    from jaxkin.io.blood import scan_notes
     from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.errors import InputError
 
@@ -146,13 +147,13 @@ def run(args) -> int:
                 for job in bids_jobs(args, command="fit", need_blood=True)]
         mask = delay_mask = None
     else:
-        pet = bids.load_pet(args.pet)
+        pet = load_pet(args.pet)
         jobs = [(pet, load_blood_for(args, pet), out, {}, None)]
-        mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
-        delay_mask = np.nan_to_num(bids.read_volume(args.delay_mask, pet)) != 0 if args.delay_mask else None
+        mask = np.nan_to_num(read_volume(args.mask, pet)) != 0 if args.mask else None
+        delay_mask = np.nan_to_num(read_volume(args.delay_mask, pet)) != 0 if args.delay_mask else None
         if delay_mask is not None and not delay_mask.any():
             raise InputError(f"--delay-mask {args.delay_mask}: no voxel in the mask")
-    half_lives = [(bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
+    half_lives = [(tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
                    if args.weights == "poisson" else None) for pet, *_ in jobs]  # a bad radionuclide stops here
     for _, _, folder, _, _ in jobs:
         try:
@@ -209,9 +210,9 @@ def _run_regional(args) -> int:
 
     from jaxkin._version import __version__
     from jaxkin.cli._scan import say, tsv_output
-    from jaxkin.data.blood import load_blood
-    from jaxkin.data.files import atomic_write, write_json
-    from jaxkin.data.regions import read_tacs
+    from jaxkin.io.blood import load_blood
+    from jaxkin.io.files import atomic_write, write_json
+    from jaxkin.io.tables import read_tacs
     from jaxkin.errors import InputError
 
     for name in ("pet", "bids", "mask", "participant_label", "session", "blood_dataset"):

@@ -43,10 +43,11 @@ def run(args) -> int:
     from pathlib import Path
 
     from jaxkin.cli._scan import bids_jobs, check_modes, open_labels, replaced, say, start_derivatives
-    from jaxkin.data import bids
-    from jaxkin.data.regions import idif_mask
-    from jaxkin.data.blood import scan_provenance, write_blood
-    from jaxkin.data.layout import bids_uri
+    from jaxkin.regions.idif import input_from_frame_means, label_mean_tac
+    from jaxkin.io.pet import load_pet
+    from jaxkin.regions.idif import idif_mask
+    from jaxkin.io.blood import scan_provenance, write_blood
+    from jaxkin.io.layout import bids_uri
     from jaxkin.errors import InputError
 
     check_modes(args, ("pet", "labels"))
@@ -64,7 +65,7 @@ def run(args) -> int:
         out = Path(args.out)
         if out.suffix != ".tsv":
             raise InputError(f"--out: {out} must end in .tsv")
-        pet = bids.load_pet(args.pet)
+        pet = load_pet(args.pet)
         todo = [(pet, Path(args.labels), out, [pet.path.name, Path(args.labels).name], None)]
     segment = None
     if args.segment:
@@ -88,8 +89,8 @@ def run(args) -> int:
         start_derivatives(args, command="idif")
     for pet, labels, labels_path, out, sources, name, label, mask, how in opened:
         say("idif", [f"{name}: {n}" if name else n for n in list(pet.notes) + list(labels.notes)])
-        tac, used = bids.label_mean_tac(pet, mask)
-        idif = bids.input_from_frame_means(pet.frames, tac)
+        tac, used = label_mean_tac(pet, mask)
+        idif = input_from_frame_means(pet.frames, tac)
         before = replaced(out.parent, out.name)
         provenance = scan_provenance(pet)
         provenance["Assumptions"] = list(dict.fromkeys(provenance.get("Assumptions", []) + list(labels.notes)))

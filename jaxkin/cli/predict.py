@@ -42,8 +42,8 @@ def run(args) -> int:
 
     from jaxkin import distributed
     from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say, start_derivatives
-    from jaxkin.data.bids import load_pet
-    from jaxkin.data.blood import scan_notes
+    from jaxkin.io.pet import load_pet
+    from jaxkin.io.blood import scan_notes
     from jaxkin.errors import InputError
     from jaxkin.network import load_predictor, write_parameter_maps
 

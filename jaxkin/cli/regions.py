@@ -31,16 +31,18 @@ def run(args) -> int:
     from pathlib import Path
 
     from jaxkin.cli._scan import open_labels, say, tsv_output
-    from jaxkin.data import bids
-    from jaxkin.data.blood import scan_provenance
-    from jaxkin.data.files import atomic_write, nifti_stem
-    from jaxkin.data.regions import map_statistics, regional_tacs, write_tacs
+    from jaxkin.io.pet import load_pet
+    from jaxkin.io.maps import read_volume
+    from jaxkin.io.blood import scan_provenance
+    from jaxkin.io.files import atomic_write, nifti_stem
+    from jaxkin.regions.tacs import map_statistics, regional_tacs
+    from jaxkin.io.tables import write_tacs
     from jaxkin.errors import InputError
 
     if not args.labels:
         raise InputError("--labels is required")
     out = tsv_output(args.out)
-    pet = bids.load_pet(args.pet)
+    pet = load_pet(args.pet)
     labels = open_labels(args, args.labels, pet)
     maps = {}
     if args.maps:
@@ -52,7 +54,7 @@ def run(args) -> int:
             raise InputError(f"--maps {folder}: no *_mimap.nii.gz maps")
         for f in files:
             name = nifti_stem(f).removesuffix("_mimap")
-            maps[name.removeprefix(pet.prefix + "_")] = bids.read_volume(f, pet)
+            maps[name.removeprefix(pet.prefix + "_")] = read_volume(f, pet)
     tacs = regional_tacs(pet, labels, args.region, fractions=args.pv)
     rows = map_statistics(maps, labels, args.region, fractions=args.pv) if maps else []
     notes = list(pet.notes) + list(tacs.notes)

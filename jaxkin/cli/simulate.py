@@ -24,7 +24,7 @@ def register(subparsers) -> None:
     parser.add_argument("--fwhm-mm", type=float, default=None, help="Gaussian PSF FWHM in mm (default 4; 0 = none)")
     parser.add_argument("--organ-delays", action="store_true",
                         help="each organ sees the input delayed as in a patient (lungs and heart a few seconds early, "
-                        "the lower body and bladder late; jaxkin.data.phantom.ORGAN_DELAY_S); default: no delays")
+                        "the lower body and bladder late; jaxkin.phantom.anatomy.ORGAN_DELAY_S); default: no delays")
     parser.add_argument("--frames", default="quadra62", choices=("quadra62", "quadra69"),
                         help="frame schedule: quadra62 (the paper's 62 frames, 65 min; default) or quadra69 (the 69 "
                         "frames, 70 min, of public Quadra datasets: 20x2 s, 10x5 s, 15x10 s, 6x60 s, 10x120 s, 8x300 s)")
@@ -37,7 +37,8 @@ def run(args) -> int:
     import sys
     import time
 
-    from jaxkin.data.phantom import get_preset, simulate_dataset
+    from jaxkin.phantom.anatomy import get_preset
+    from jaxkin.phantom.writer import simulate_dataset
 
     preset = get_preset(args.preset)
     n = preset.subjects if args.subjects is None else args.subjects

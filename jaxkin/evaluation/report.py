@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxkin.data import bids
-from jaxkin.data.blood import load_blood
-from jaxkin.data.dataset import dataset_split, list_subjects, scan_files
-from jaxkin.data.files import atomic_directory
-from jaxkin.data.labels import read_labels
+from jaxkin.io.pet import load_pet
+from jaxkin.io.maps import map_path, read_volume
+from jaxkin.io.blood import load_blood
+from jaxkin.io.dataset import dataset_split, list_subjects, scan_files
+from jaxkin.io.files import atomic_directory
+from jaxkin.io.labels import read_labels
 from jaxkin.errors import InputError
 from jaxkin.evaluation import metrics
 from jaxkin.evaluation.figures import draw_figures, shown_params
@@ -81,18 +82,18 @@ def method_files(method: Method, prefix: str) -> tuple[str | None, dict]:
     folders = [method.folder, method.folder / subject]
     folders += [method.folder / subject / session / "pet"] if session else [method.folder / subject / "pet"]
     for folder in folders:
-        full = {p: bids.map_path(folder, prefix, MODEL, p) for p in PARAMS}
+        full = {p: map_path(folder, prefix, MODEL, p) for p in PARAMS}
         present = {p: f for p, f in full.items() if f.is_file()}
         if all(p in present for p in get_model(MODEL).param_names):
             return MODEL, present
-        patlak = bids.map_path(folder, prefix, "patlak", "Ki")
+        patlak = map_path(folder, prefix, "patlak", "Ki")
         if patlak.is_file():
             return "patlak", {"Ki": patlak}
     return None, {}
 
 
 def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | None, methods: list[Method]) -> list:
-    """The :class:`~jaxkin.data.dataset.SubjectFiles` of the scans to evaluate: every PET scan of the subjects of
+    """The :class:`~jaxkin.io.dataset.SubjectFiles` of the scans to evaluate: every PET scan of the subjects of
     ``split`` / ``subjects`` (default: all) with maps in every method's folder; InputError if a named subject's
     scan lacks some."""
     candidates = list_subjects(dataset)
@@ -154,8 +155,8 @@ def _sample_tacs(data, lab, mask, model_volumes: dict) -> dict:
 def evaluate_subject(files, methods: list[Method], *, groups=None, default_groups: bool = True) -> dict:
     """All metrics of one PET scan (see the module docstring) and the arrays the figures need.
 
-    ``files``: the scan's :class:`~jaxkin.data.dataset.SubjectFiles`; ``groups`` (``{name: members}`` or
-    ``["name=a,b"]``) and ``default_groups`` add regions merging labels (:func:`jaxkin.data.labels.read_labels`; any
+    ``files``: the scan's :class:`~jaxkin.io.dataset.SubjectFiles`; ``groups`` (``{name: members}`` or
+    ``["name=a,b"]``) and ``default_groups`` add regions merging labels (:func:`jaxkin.io.labels.read_labels`; any
     label names work, e.g. TotalSegmentator's, resampled to the PET's grid if needed). Returns a dict with ``subject`` (the scan's
     id: the subject id when it has one scan), ``prefix``, ``n_frames``; ``tac``
     ``{method: metrics.tac_metrics(...)}`` (2TC methods only); ``organ_values`` ``{method: {organ: {param: 1D}}}``
@@ -164,7 +165,7 @@ def evaluate_subject(files, methods: list[Method], *, groups=None, default_group
     (None without a label map), ``mask bool [X, Y, Z]``; ``samples`` (sample TACs), ``times`` (frame mid times
     ``[F]``, min), ``voxel_mm`` and ``z_mm [Z]`` (each axial slice's scanner z, mm).
     """
-    pet = bids.load_pet(files.pet)
+    pet = load_pet(files.pet)
     if not files.blood:
         raise InputError(f"{files.pet.parent}: no input function *_blood.tsv for {files.scan_id}")
     blood = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
@@ -178,10 +179,10 @@ def evaluate_subject(files, methods: list[Method], *, groups=None, default_group
     for m in methods:
         kind, paths = method_files(m, pet.prefix)
         kinds[m.name] = kind
-        maps[m.name] = {p: bids.read_volume(f, pet) for p, f in paths.items()}
+        maps[m.name] = {p: read_volume(f, pet) for p, f in paths.items()}
         if kind == MODEL:
             maps[m.name] = _with_macros(maps[m.name])
-    truth = {p: bids.read_volume(f, pet) for p, f in files.truth.items() if p in PARAMS}
+    truth = {p: read_volume(f, pet) for p, f in files.truth.items() if p in PARAMS}
     mask = np.all(np.isfinite(data), axis=-1)
     for per in maps.values():
         for v in per.values():

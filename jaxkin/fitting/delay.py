@@ -41,7 +41,7 @@ def estimate_delay(tac, input_function: InputFunction, frames, blood: InputFunct
 def mean_tac(pet, region, slab: int = 8) -> np.ndarray:
     """Mean TAC ``[F]`` (kBq/ml, float64) of ``pet`` (``[X, Y, Z, F]`` array or PetImage) over ``region`` (bool
     ``[X, Y, Z]``), read ``slab`` axial slices at a time; voxels with NaN/Inf are left out."""
-    from jaxkin.data.bids import slabs
+    from jaxkin.io.pet import slabs
 
     total, count = 0.0, 0
     for zs, data in slabs(pet, slab):

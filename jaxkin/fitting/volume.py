@@ -1,7 +1,7 @@
 """Whole-volume fitting: stream masked voxels through fixed-size chunks, sharded over all local devices.
 
 :func:`fit_volume` takes a 4D image (a NumPy array ``[X, Y, Z, F]`` in kBq/ml or a lazily read
-:class:`jaxkin.data.bids.PetImage`), reads it a few axial slices at a time, gathers the voxels inside the mask
+:class:`jaxkin.io.pet.PetImage`), reads it a few axial slices at a time, gathers the voxels inside the mask
 into chunks of ``chunk_size`` TACs (the last one padded, so there is one compilation), and fits each chunk with
 the compartment model (:func:`jaxkin.fitting.fit_chunk`), a graphical method (:mod:`jaxkin.fitting.graphical`) or the
 curve_fit baseline. Each chunk is split along the voxel axis over ``jax.local_devices()`` with
@@ -23,7 +23,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from jaxkin.data.bids import slabs
+from jaxkin.io.pet import slabs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS
 from jaxkin.fitting.lm import CHUNK_SIZE, chunk_length, fit_chunk, weighted_r2
 from jaxkin.fitting.result import FLAG_NOT_CONVERGED, FitSettings, aicc
@@ -168,7 +168,7 @@ PRELOAD_BYTES = 4 << 30
 
 class _Loaded:
     """Axial slices ``z`` of a PET image read once into memory; ``read(z)`` serves slices of them (absolute indices),
-    so :func:`jaxkin.data.bids.slabs` and the mask pass read from memory."""
+    so :func:`jaxkin.io.pet.slabs` and the mask pass read from memory."""
 
     def __init__(self, pet, z: slice):
         self.shape, self.z, self.data = tuple(pet.shape), z, pet.read(z)
@@ -179,7 +179,7 @@ class _Loaded:
 
 def preload(pet, z: slice | None = None, max_bytes: int | None = None):
     """``pet`` with its axial slices ``z`` (default all) read into memory in one pass, when it is a lazily read image
-    (:class:`jaxkin.data.bids.PetImage`) and they fit in ``max_bytes`` (default :data:`PRELOAD_BYTES`) as float32;
+    (:class:`jaxkin.io.pet.PetImage`) and they fit in ``max_bytes`` (default :data:`PRELOAD_BYTES`) as float32;
     else ``pet`` itself (streamed slab by slab, memory bounded).
 
     Why: a ``.nii.gz`` is one gzip stream with the frames one after the other, so reading a slab of slices (a
@@ -359,8 +359,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
                    delay_mask=None, uncertainty: bool = False) -> dict:
     """Fit every voxel of a BIDS PET image and write :func:`output_maps` of ``model`` into ``out_dir``.
 
-    ``pet``: a :class:`jaxkin.data.bids.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min since
-    injection, kBq/ml), or a :class:`jaxkin.data.blood.Blood` (its input, its whole blood for the vB term, and its
+    ``pet``: a :class:`jaxkin.io.pet.PetImage`; ``input_function``: its :class:`jaxkin.InputFunction` (min since
+    injection, kBq/ml), or a :class:`jaxkin.io.blood.Blood` (its input, its whole blood for the vB term, and its
     provenance in the sidecars); ``whole_blood``: the vB curve when ``input_function`` is a curve (default: the
     input); ``mask``: bool ``[X, Y, Z]`` or None (the automatic body mask, :func:`body_mask`, whose threshold is
     ``min_signal`` times the body's median time integral). The maps are
@@ -392,7 +392,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
     import time
 
     from jaxkin import distributed as dist
-    from jaxkin.data import bids
+    from jaxkin.io.pet import tracer_half_life
+    from jaxkin.io.maps import map_path, write_map
     from jaxkin.decay import F18_HALF_LIFE_MIN
     from jaxkin.fitting.baseline import NumpyModel
     from jaxkin.fitting.graphical import PlotInput
@@ -409,8 +410,8 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
     if method == "curve_fit" and graphical:
         raise ValueError(f"method curve_fit applies to compartment models, not {models[0]}")
     if weights == "poisson" and half_life is None:
-        half_life = bids.tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
-    from jaxkin.data.blood import Blood, scan_provenance
+        half_life = tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
+    from jaxkin.io.blood import Blood, scan_provenance
 
     if delay not in ("none", "global", "voxel"):
         raise ValueError(f"delay must be none, global or voxel, got {delay!r}")
@@ -503,11 +504,11 @@ def write_fit_maps(pet, input_function, out_dir, *, model="2tcmirr", method: str
                                   **{str(i + 1): m for i, m in enumerate(models)}},
                        "AICcFormula": AICC_FORMULA}
         writes.append(("comparison", "preferred", preferred, "1", side))
-    paths = {(f"{m} {name}" if compare else name): bids.map_path(out_dir, pet.prefix, m, name)
+    paths = {(f"{m} {name}" if compare else name): map_path(out_dir, pet.prefix, m, name)
              for m, name, *_ in writes}
     if dist.is_main_process():
         for m, name, values, unit, side in writes:
-            bids.write_map(out_dir, pet.prefix, m, name, values, reference=pet, units=unit,
+            write_map(out_dir, pet.prefix, m, name, values, reference=pet, units=unit,
                            command_line=command_line, extra=side)
     dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
     out = {"paths": paths, "result": result, "seconds": seconds, "notes": notes, "delay": estimate}

@@ -120,7 +120,7 @@ def adapt(predictor: Predictor, volume, kin, *, steps: int, learning_rate: float
     learning rate the run ended with, :func:`final_learning_rate`: a fresh Adam at the run's initial rate moved a
     trained network away from its optimum) on batches of ``batch_size`` (default the run's ``batch_size``, rounded up to a multiple
     of the devices) axial slices of ``volume [X, Y, Z, F]`` (kBq/ml) in the order seeded by ``seed``; ``kin``: the
-    scan's :class:`jaxkin.KineticInput`. Returns :class:`Adapted` (the predictor given is unchanged). One process
+    scan's :class:`jaxkin.kinetics.KineticInput`. Returns :class:`Adapted` (the predictor given is unchanged). One process
     (the whole volume in memory); ValueError for a scan without masked voxels or a bad number."""
     steps = int(steps)
     lr = float(final_learning_rate(predictor.cfg.optim) if learning_rate is None else learning_rate)

@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from jaxkin.data.files import one_line
+from jaxkin.io.files import one_line
 from jaxkin.errors import InputError
 
 __all__ = ["checkpoint_manager", "save_checkpoint", "restore_checkpoint"]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxkin.data.phantom import PRESETS
+from jaxkin.phantom.anatomy import PRESETS
 from jaxkin.errors import InputError
 from jaxkin.frames import FRAME_SCHEDULES
 from jaxkin.nn.loss import LOSS_FRAMES, LOSS_SCALES
@@ -37,7 +37,7 @@ class DataConfig:
     slices_per_subject: int = 75  # train/val slices per subject, evenly spaced from the lungs to the bladder; 0: all
     crop: int = 112  # centre crop (or zero pad) of each axial slice to crop x crop voxels
     mask_threshold: float = 1.0  # loss/metric mask: time-averaged activity above this (kBq/ml)
-    phantom_preset: str = "paper"  # jaxkin.data.phantom.PRESETS
+    phantom_preset: str = "paper"  # jaxkin.phantom.anatomy.PRESETS
     phantom_subjects: int = 0  # 0: the preset's default
     phantom_seed: int = 0
     phantom_noise_scale: float = 1.0

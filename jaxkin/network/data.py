@@ -101,9 +101,9 @@ def voxel_mask(tac: np.ndarray, duration: np.ndarray, threshold: float) -> np.nd
 
 @dataclasses.dataclass
 class SubjectScan:
-    """One opened PET scan of a subject: the PET image, its blood data (a :class:`jaxkin.data.blood.Blood`: the input
+    """One opened PET scan of a subject: the PET image, its blood data (a :class:`jaxkin.io.blood.Blood`: the input
     and the whole blood of the vB term), its label map (or None), and its files
-    (a :class:`jaxkin.data.dataset.SubjectFiles`; ``files.scan_id`` names the scan, e.g. ``sub-01_ses-a``)."""
+    (a :class:`jaxkin.io.dataset.SubjectFiles`; ``files.scan_id`` names the scan, e.g. ``sub-01_ses-a``)."""
 
     subject: str
     pet: object
@@ -127,7 +127,7 @@ def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
         return data_dir
     data_dir = Path(workdir) / "data"
     if not (data_dir / "participants.tsv").is_file():
-        from jaxkin.data.phantom import simulate_dataset
+        from jaxkin.phantom.writer import simulate_dataset
 
         print(f"simulating the {data.phantom_preset!r} phantom dataset into {data_dir} ...", file=sys.stderr)
         simulate_dataset(data_dir, subjects=data.phantom_subjects or None, seed=data.phantom_seed,
@@ -136,28 +136,29 @@ def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
 
 
 def _open(files) -> SubjectScan:
-    from jaxkin.data.bids import load_labels, load_pet
-    from jaxkin.data.blood import load_blood
+    from jaxkin.io.labels import read_labels
+    from jaxkin.io.pet import load_pet
+    from jaxkin.io.blood import load_blood
 
     pet = load_pet(files.pet)
     if not files.blood:
         raise InputError(f"{files.pet.parent}: no input function (*_blood.tsv) for {files.scan_id}")
     inp = load_blood(files.blood, pet=pet)  # every recording of the scan, combined
-    labels = load_labels(files.labels, pet=pet) if files.labels is not None else None
+    labels = read_labels(files.labels, pet=pet, default_groups=False, resample=False) if files.labels is not None else None
     return SubjectScan(files.subject, pet, inp, labels, files)
 
 
 def open_scans(dataset_dir, subject: str) -> list[SubjectScan]:
     """Open every PET scan of ``subject`` in a BIDS dataset (sessions, runs: see
-    :func:`jaxkin.data.dataset.scan_files`): headers, input function, labels; the images are read later."""
-    from jaxkin.data.dataset import scan_files
+    :func:`jaxkin.io.dataset.scan_files`): headers, input function, labels; the images are read later."""
+    from jaxkin.io.dataset import scan_files
 
     return [_open(files) for files in scan_files(dataset_dir, subject)]
 
 
 def open_subject(dataset_dir, subject: str) -> SubjectScan:
     """Open the one PET scan of ``subject`` (InputError if it has several: use :func:`open_scans`)."""
-    from jaxkin.data.dataset import subject_files
+    from jaxkin.io.dataset import subject_files
 
     return _open(subject_files(dataset_dir, subject))
 
@@ -264,14 +265,14 @@ def load_sharded(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, 
 
 
 def scan_kinetic_input(scan: SubjectScan):
-    """The :class:`jaxkin.KineticInput` of one scan: its input function, frames and whole blood (vB term)."""
+    """The :class:`jaxkin.kinetics.KineticInput` of one scan: its input function, frames and whole blood (vB term)."""
     from jaxkin.kinetics import prepare
 
     return prepare(scan.blood.input, scan.pet.frames, scan.blood.whole_blood)
 
 
 def stack_kinetic_inputs(scans: list[SubjectScan]):
-    """One :class:`jaxkin.KineticInput` with leaves stacked over scans (``table [S, G, F]``, ...)."""
+    """One :class:`jaxkin.kinetics.KineticInput` with leaves stacked over scans (``table [S, G, F]``, ...)."""
     import jax
     import jax.numpy as jnp
 

@@ -6,7 +6,7 @@ Python API::
     params = predictor.predict_volume(volume)                 # [X, Y, Z, F] kBq/ml -> [X, Y, Z, 4] (K1, k2, k3, vB)
     params, tac_metrics = predictor.predict_volume(volume, kin=kin)   # with the scan's KineticInput: needed by a
                                                               # network that takes the input function as an input
-    paths = write_parameter_maps(predictor, load_pet(pet_path), out_dir, input_function=load_input_function(tsv))
+    paths = write_parameter_maps(predictor, load_pet(pet_path), out_dir, input_function=load_blood(tsv).input)
 
 Slices are padded (zeros, centred) to multiples of ``2**depth`` in-plane and cropped back; the last batch is padded
 so one compiled program serves the whole volume. Time is edge-padded to the network's time steps as in training.
@@ -26,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from jaxkin import distributed as dist
-from jaxkin.data.files import read_json
+from jaxkin.io.files import read_json
 from jaxkin.errors import InputError
 from jaxkin.kinetics import FDG_MODEL, get_model, two_tissue_irreversible
 from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint
@@ -44,7 +44,7 @@ _METRIC_KEYS = ("n", "se", "mae", "mae2", "cs", "cs2")  # the sums of jaxkin.nn.
 def _compiled_forward(graphdef, parallel):
     """Jitted ``forward(params, tac, kin)`` and ``forward_metrics(params, tac, mask, kin)``, built once per network,
     the slices split over ``parallel``'s mesh (:class:`jaxkin.distributed.DataParallel`); ``kin`` is the scan's
-    :class:`jaxkin.KineticInput` (or None for ``forward`` when the network does not need it)."""
+    :class:`jaxkin.kinetics.KineticInput` (or None for ``forward`` when the network does not need it)."""
     rep, rows = parallel.replicated, parallel.batch_sharding
 
     def per_slice(kin, n):
@@ -107,7 +107,7 @@ class Predictor:
 
     def predict_volume(self, volume, *, kin=None, progress: bool = False):
         """``volume [X, Y, Z, F]`` (kBq/ml) -> parameters ``[X, Y, Z, 4]`` (float32); with ``kin`` (the scan's
-        :class:`jaxkin.KineticInput`) also TAC metrics over voxels above the config's mask threshold
+        :class:`jaxkin.kinetics.KineticInput`) also TAC metrics over voxels above the config's mask threshold
         (``{"voxels", "mae", "cs", "mse"}``)."""
         out, totals = self._predict(volume, kin, progress)
         return out if kin is None else (out, _metrics(totals, volume.shape[-1]))
@@ -184,9 +184,9 @@ def load_predictor(checkpoint) -> Predictor:
 
 
 def scan_kinetic_input(pet, input_function):
-    """The :class:`jaxkin.KineticInput` of ``pet``'s frames from an :class:`jaxkin.InputFunction` or a
-    :class:`jaxkin.data.blood.Blood` (whose whole blood then drives the vB term); None without one."""
-    from jaxkin.data.blood import Blood
+    """The :class:`jaxkin.kinetics.KineticInput` of ``pet``'s frames from an :class:`jaxkin.InputFunction` or a
+    :class:`jaxkin.io.blood.Blood` (whose whole blood then drives the vB term); None without one."""
+    from jaxkin.io.blood import Blood
     from jaxkin.kinetics import prepare
 
     if isinstance(input_function, Blood):
@@ -245,11 +245,11 @@ def refine_with_lm(params, volume, kin, *, n_iter: int, threshold: float, lower,
 def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=None, command_line: str | None = None,
                          progress: bool = False, extra: dict | None = None, refine_lm: int = 0,
                          refine_bounds=None) -> dict:
-    """Predict every slice of ``pet`` (a :class:`jaxkin.data.PetImage`) and write the maps of the FDG model's
+    """Predict every slice of ``pet`` (a :class:`jaxkin.io.pet.PetImage`) and write the maps of the FDG model's
     parameters and macro-parameters (K1, k2, k3, vB, Ki: ``<prefix>_model-2tcmirr_meas-<name>_mimap.nii.gz`` + JSON)
     into ``out_dir``, the PET's geometry kept.
 
-    ``extra`` is added to the sidecars (e.g. ``Sources``). With ``input_function`` (an :class:`jaxkin.InputFunction`, or a :class:`jaxkin.data.blood.Blood` whose whole blood
+    ``extra`` is added to the sidecars (e.g. ``Sources``). With ``input_function`` (an :class:`jaxkin.InputFunction`, or a :class:`jaxkin.io.blood.Blood` whose whole blood
     then drives the vB term) the sidecars also carry the mean TAC cosine similarity and MAE over the mask. The
     sidecars state the time origin, decay reference and assumptions of the scan (and of the blood data).
     **Refinement** (``refine_lm`` = K > 0, needs ``input_function``): every voxel of the network's loss mask (time-
@@ -261,7 +261,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     also ``"refine": {"voxels", "sse_network", "sse_refined"}``).
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each predicts a slab).
     """
-    from jaxkin.data.bids import map_path, write_map
+    from jaxkin.io.maps import map_path, write_map
 
     predictor.check_schedule(pet.frames, str(pet.path))
     kin = scan_kinetic_input(pet, input_function)
@@ -286,7 +286,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
                                           f"{predictor.cfg.data.mask_threshold:g} kBq/mL (the network's loss mask)"}
     n_z = pet.shape[2]
     volume = pet.read(dist.share(n_z))  # this process's slab (the whole volume for one process)
-    from jaxkin.data.blood import Blood, scan_provenance
+    from jaxkin.io.blood import Blood, scan_provenance
 
     blood = input_function if isinstance(input_function, Blood) else None
     params, totals = predictor._predict(volume, kin, progress=progress and dist.is_main_process())

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxkin.data.files import write_json
+from jaxkin.io.files import write_json
 from jaxkin.errors import InputError
 from jaxkin.kinetics import FDG_MODEL, get_model
 from jaxkin.network.config import TrainConfig
@@ -66,7 +66,7 @@ def organ_comparison(data_dir: Path, scan, maps: dict) -> list[dict]:
     :class:`jaxkin.network.data.SubjectScan`) and the ground truth, for simulated datasets only (otherwise ``[]``):
     ``[{"subject", "organ", "predicted": {K1, k2, k3, vB, Ki}, "true": {...}}]`` (``subject``: the scan's id, the
     subject id when it has one scan)."""
-    from jaxkin.data.dataset import load_organ_truth, read_organ_truth
+    from jaxkin.io.dataset import load_organ_truth, read_organ_truth
 
     if scan.labels is None or (scan.files is not None and scan.files.organ_truth is None):
         return []

@@ -8,7 +8,7 @@ inside the compiled function, so the steps are pure functions of arrays:
 
 ``batch``: ``tac [B, H, W, F]`` (kBq/ml), ``mask [B, H, W]`` (float32), ``subject [B]`` (int32, the sample's index in
 ``kin``), and in runs guided by the voxel fit ``target [B, H, W, 4]`` (its K1, k2, k3, vB) and ``guidance [B]`` (the
-weight of :func:`jaxkin.nn.loss.guidance_loss` this epoch); ``kin``: one :class:`jaxkin.KineticInput` with leaves
+weight of :func:`jaxkin.nn.loss.guidance_loss` this epoch); ``kin``: one :class:`jaxkin.kinetics.KineticInput` with leaves
 stacked over subjects.
 """
 
@@ -76,7 +76,7 @@ def make_optimizer(optim: OptimConfig, steps_per_epoch: int):
 def forward(graphdef, params, tac, kin=None, *, forward_only: bool = False):
     """Parameters ``[B, H, W, 4]`` (K1, k2, k3, vB) that the network predicts from TACs ``tac [B, H, W, F]``
     (kBq/ml; normalised, scaled and time-padded as its config says). ``kin``: each sample's
-    :class:`jaxkin.KineticInput` (leaves ``[B, ...]``), needed when the network's input depends on the input
+    :class:`jaxkin.kinetics.KineticInput` (leaves ``[B, ...]``), needed when the network's input depends on the input
     function (``UNetConfig.needs_input_function``), ignored otherwise. ``forward_only``: not differentiated
     (prediction): the faster forward formulation of :class:`jaxkin.nn.UNet`."""
     model = nnx.merge(graphdef, params)

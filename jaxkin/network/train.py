@@ -24,8 +24,8 @@ import numpy as np
 from flax import nnx
 
 from jaxkin import distributed as dist
-from jaxkin.data.dataset import SPLITS, dataset_split
-from jaxkin.data.files import read_json, write_json
+from jaxkin.io.dataset import SPLITS, dataset_split
+from jaxkin.io.files import read_json, write_json
 from jaxkin.errors import InputError
 from jaxkin.kinetics import FDG_MODEL
 from jaxkin.network import report

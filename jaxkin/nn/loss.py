@@ -19,7 +19,7 @@ __all__ = ["model_tacs", "masked_mse", "loss_weights", "LOSS_FRAMES", "LOSS_SCAL
 def model_tacs(params, kin, subject, model=two_tissue_irreversible):
     """Frame-averaged model TACs of ``params [B, H, W, P]``, each sample with its own scan.
 
-    ``kin``: a :class:`jaxkin.KineticInput` whose leaves are stacked over subjects (``table [S, G, F]``, ...);
+    ``kin``: a :class:`jaxkin.kinetics.KineticInput` whose leaves are stacked over subjects (``table [S, G, F]``, ...);
     ``subject [B]`` (int) picks each sample's input function and frames. Returns ``[B, H, W, F]`` (kBq/ml).
     """
     return jax.vmap(model)(params, per_sample_input(kin, subject))
@@ -55,7 +55,7 @@ def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):
     """Weights of the self-supervised loss, broadcastable to ``[B, H, W, F]``, or None (``"none"`` and ``"none"``:
     the paper's plain MSE in (kBq/ml)^2).
 
-    ``kin``: each sample's :class:`jaxkin.KineticInput` (leaves ``[B, ...]``); ``tac [B, H, W, F]`` (kBq/ml) the
+    ``kin``: each sample's :class:`jaxkin.kinetics.KineticInput` (leaves ``[B, ...]``); ``tac [B, H, W, F]`` (kBq/ml) the
     measured TACs. ``frames="duration"``: each frame weighs its duration over the mean duration (as the voxel fit's
     frame weights do for counting noise, up to decay), so the 2-s frames of the bolus do not outweigh the 5-min
     frames that carry Ki. ``scale``: the errors are divided by each scan's time-averaged blood activity

@@ -472,7 +472,7 @@ INPUT_CURVES = 2
 
 def input_level(kin):
     """The time-averaged blood activity of each scan, ``[...]`` (kBq/ml): the frame means of the whole blood
-    weighted by frame duration (``kin`` a :class:`jaxkin.KineticInput`, leaves stacked as ``[..., F]``)."""
+    weighted by frame duration (``kin`` a :class:`jaxkin.kinetics.KineticInput`, leaves stacked as ``[..., F]``)."""
     w = kin.frame_duration
     return jnp.sum(kin.blood_mean * w, axis=-1) / jnp.sum(w, axis=-1)
 
@@ -490,7 +490,7 @@ def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization
 
     ``normalization="slice"`` first divides each slice by :func:`slice_scale` (the input is then invariant to a
     constant factor on the data); ``"input"`` divides by the scan's :func:`input_level`; ``"none"`` keeps kBq/ml.
-    ``input_scale`` multiplies the result in every case. ``kin``: each sample's :class:`jaxkin.KineticInput`
+    ``input_scale`` multiplies the result in every case. ``kin``: each sample's :class:`jaxkin.kinetics.KineticInput`
     (leaves ``[B, ...]``), needed by ``"input"`` and ``condition``; ``condition`` appends the
     :func:`input_curves` as two channels, divided by the same per-sample scale as the TACs (so the ratio of
     tissue to blood, which the kinetic parameters describe, is kept).

@@ -9,8 +9,9 @@ import pytest
 
 import jaxkin
 from jaxkin import cli
-from jaxkin.data import bids
-from jaxkin.data.blood import write_blood
+from jaxkin.io.pet import load_pet, write_pet
+from jaxkin.io.labels import write_labels
+from jaxkin.io.blood import write_blood
 from jaxkin.kinetics import tacs_in_chunks
 
 from _reference import INPUT
@@ -34,7 +35,7 @@ def _scan(root, sub, ses, seed):
     inp = INPUT.scaled(scale)
     tacs = tacs_in_chunks(params, jaxkin.prepare(inp, FRAMES_INJ)).reshape(*SHAPE, -1)
     stem = f"sub-{sub}_ses-{ses}"
-    bids.write_pet(pet_dir / f"{stem}_{ENTITIES}_pet.nii.gz", tacs * 1000.0, FRAMES_TZ, np.diag([2.0, 2, 2, 1]),
+    write_pet(pet_dir / f"{stem}_{ENTITIES}_pet.nii.gz", tacs * 1000.0, FRAMES_TZ, np.diag([2.0, 2, 2, 1]),
                    units="Bq/mL", sidecar={"TracerRadionuclide": "F18", "InjectionStart": INJ_S, "ScanStart": 0,
                                            "ImageDecayCorrectionTime": INJ_S})
     early = inp.times <= 2.0
@@ -58,7 +59,7 @@ def dataset(tmp_path_factory):
         seg = root / "derivatives" / "seg" / f"sub-{sub}" / f"ses-{ses}" / "anat"
         labels = np.zeros(SHAPE, np.uint8)
         labels[0, 0, 0] = labels[1, 0, 0] = 1
-        bids.write_labels(seg / f"sub-{sub}_ses-{ses}_dseg.nii.gz", labels, {1: "aorta"}, np.diag([2.0, 2, 2, 1]))
+        write_labels(seg / f"sub-{sub}_ses-{ses}_dseg.nii.gz", labels, {1: "aorta"}, np.diag([2.0, 2, 2, 1]))
     return root, truth
 
 
@@ -175,8 +176,8 @@ def test_idif_bids_then_fit_with_the_image_derived_input(dataset, tmp_path, caps
     meta = json.loads(tsv.with_suffix(".json").read_text())
     assert meta["WholeBloodAvail"] is True and meta["PlasmaAvail"] is False and meta["MetaboliteAvail"] is False
     assert meta["Sources"][-1] == "bids:raw:derivatives/seg/sub-001/ses-b/anat/sub-001_ses-b_dseg.nii.gz"
-    pet = bids.load_pet(root / "sub-001" / "ses-b" / "pet" / f"sub-001_ses-b_{ENTITIES}_pet.nii.gz")
-    from jaxkin.data.blood import load_blood
+    pet = load_pet(root / "sub-001" / "ses-b" / "pet" / f"sub-001_ses-b_{ENTITIES}_pet.nii.gz")
+    from jaxkin.io.blood import load_blood
 
     curve = load_blood(tsv, pet=pet).input
     mean_tac = pet.read()[:2, 0, 0].mean(axis=0)  # the two aorta voxels
@@ -206,7 +207,7 @@ def test_predict_bids_with_a_trained_network(tmp_path, capsys):
     rng = np.random.default_rng(0)
     for ses in ("a", "b"):
         pet_dir = root / "sub-01" / f"ses-{ses}" / "pet"
-        bids.write_pet(pet_dir / f"sub-01_ses-{ses}_pet.nii.gz", rng.uniform(0, 5, (8, 6, 2, frames.n_frames)),
+        write_pet(pet_dir / f"sub-01_ses-{ses}_pet.nii.gz", rng.uniform(0, 5, (8, 6, 2, frames.n_frames)),
                        frames, np.diag([2.0, 2, 2, 1]), sidecar={"InjectionStart": 0, "ImageDecayCorrectionTime": 0})
     (root / "dataset_description.json").write_text(json.dumps({"Name": "raw", "BIDSVersion": "1.9.0"}))
     out = tmp_path / "pred"

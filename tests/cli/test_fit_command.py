@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import cli
-from jaxkin.data import bids
+from jaxkin.io.maps import map_path
+from jaxkin.io.blood import write_blood
+from jaxkin.io.pet import write_pet
 
 from _reference import FRAMES, INPUT
 
@@ -25,12 +28,12 @@ def dataset(tmp_path_factory):
     params = np.stack([rng.uniform(0.2, 1.5, SHAPE), rng.uniform(0.2, 1.5, SHAPE), rng.uniform(0.02, 0.5, SHAPE),
                        rng.uniform(0.0, 0.2, SHAPE)], -1).astype(np.float32)
     kin = jaxkin.prepare(INPUT, FRAMES)
-    tacs = np.array(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin))
+    tacs = np.array(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
     tacs[0, 0, 0] = 0.0
     pet = root / "sub-01_pet.nii.gz"
-    bids.write_pet(pet, tacs * 1000.0, FRAMES, AFFINE, units="Bq/mL")
+    write_pet(pet, tacs * 1000.0, FRAMES, AFFINE, units="Bq/mL")
     aif = root / "sub-01_blood.tsv"
-    bids.write_input_function(aif, INPUT, units="kBq/mL")
+    write_blood(aif, whole_blood=INPUT, units="kBq/mL")
     return root, pet, aif, params
 
 
@@ -47,9 +50,9 @@ def test_fit_writes_the_maps(dataset, tmp_path, capsys):
                               "--no-progress", "--chunk-size", "64", "--min-signal", "0.001"], capsys)
     assert code == 0, err
     for name in ("K1", "k2", "k3", "vB", "Ki", "SSE"):
-        path = bids.map_path(out, "sub-01", "2tcmirr", name)
+        path = map_path(out, "sub-01", "2tcmirr", name)
         assert path.is_file() and path.with_name(path.name.replace(".nii.gz", ".json")).is_file()
-    ki = np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
+    ki = np.asarray(nib.load(map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
     true_ki = params[..., 0] * params[..., 2] / (params[..., 1] + params[..., 2])
     inside = np.ones(SHAPE, bool)
     inside[0, 0, 0] = False
@@ -71,8 +74,8 @@ def test_model_comparison_writes_aicc_and_the_preferred_model(dataset, tmp_path,
     assert code == 0, err
     for model in ("2tcmirr", "1tcm"):
         for name in jaxkin.get_model(model).map_names + ("SSE", "AICc"):
-            assert bids.map_path(out, "sub-01", model, name).is_file(), (model, name)
-    preferred = np.asarray(nib.load(bids.map_path(out, "sub-01", "comparison", "preferred")).dataobj)
+            assert map_path(out, "sub-01", model, name).is_file(), (model, name)
+    preferred = np.asarray(nib.load(map_path(out, "sub-01", "comparison", "preferred")).dataobj)
     inside = np.ones(SHAPE, bool)
     inside[0, 0, 0] = False
     assert preferred[0, 0, 0] == 0 and np.all(preferred[inside] == 1)  # the data are 2TCM-irr TACs
@@ -101,9 +104,9 @@ def test_fit_with_a_global_and_a_voxel_delay(tmp_path, capsys):
     nib.save(nib.Nifti1Image(region, AFFINE), str(region_path))
     late = INPUT.held_to(FRAMES.end[-1]).delayed(8.0 / 60.0)
     tacs = tacs_in_chunks(params, jaxkin.prepare(late, FRAMES)).reshape(3, 2, 2, -1)
-    pet = bids.write_pet(tmp_path / "sub-02_pet.nii.gz", tacs, FRAMES, AFFINE, units="kBq/mL")
+    pet = write_pet(tmp_path / "sub-02_pet.nii.gz", tacs, FRAMES, AFFINE, units="kBq/mL")
     aif = tmp_path / "sub-02_blood.tsv"
-    bids.write_input_function(aif, INPUT, units="kBq/mL")
+    write_blood(aif, whole_blood=INPUT, units="kBq/mL")
     true_ki = params[:, 0] * params[:, 2] / (params[:, 1] + params[:, 2])
     common = ["fit", "--pet", str(pet), "--input-function", str(aif), "--no-progress", "--min-signal", "0.001"]
     code, stdout, err = _run(common + ["--out", str(tmp_path / "all"), "--delay", "global"], capsys)
@@ -116,13 +119,13 @@ def test_fit_with_a_global_and_a_voxel_delay(tmp_path, capsys):
     assert "global input delay 8.0" in stdout
     sidecar = json.loads((tmp_path / "g" / "sub-02_model-2tcmirr_meas-Ki_mimap.json").read_text())
     assert sidecar["InputDelay"]["Mode"] == "global" and abs(sidecar["InputDelay"]["DelaySeconds"] - 8.0) < 0.1
-    ki = np.asarray(nib.load(bids.map_path(tmp_path / "g", "sub-02", "2tcmirr", "Ki")).dataobj).reshape(-1)
+    ki = np.asarray(nib.load(map_path(tmp_path / "g", "sub-02", "2tcmirr", "Ki")).dataobj).reshape(-1)
     np.testing.assert_allclose(ki[:4], true_ki[:4], rtol=5e-3)
     code, _, err = _run(common + ["--out", str(tmp_path / "v"), "--delay", "voxel", "--delay-range", "-5", "20"], capsys)
     assert code == 0, err
-    delay = np.asarray(nib.load(bids.map_path(tmp_path / "v", "sub-02", "2tcmirr", "delay")).dataobj).reshape(-1)
+    delay = np.asarray(nib.load(map_path(tmp_path / "v", "sub-02", "2tcmirr", "delay")).dataobj).reshape(-1)
     np.testing.assert_allclose(delay * 60, 8.0, atol=0.5)
-    ki = np.asarray(nib.load(bids.map_path(tmp_path / "v", "sub-02", "2tcmirr", "Ki")).dataobj).reshape(-1)
+    ki = np.asarray(nib.load(map_path(tmp_path / "v", "sub-02", "2tcmirr", "Ki")).dataobj).reshape(-1)
     np.testing.assert_allclose(ki, true_ki, rtol=1e-2)
     sidecar = json.loads((tmp_path / "v" / "sub-02_model-2tcmirr_meas-delay_mimap.json").read_text())
     assert sidecar["Units"] == "min" and sidecar["InputDelay"]["BoundsSeconds"] == [-5.0, 20.0]
@@ -142,7 +145,7 @@ def test_fit_with_mask_patlak_and_curve_fit(dataset, tmp_path, capsys):
     code, _, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(out), "--mask",
                          str(mask_path), "--method", "curve_fit", "--no-progress"], capsys)
     assert code == 0, err
-    ki = np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
+    ki = np.asarray(nib.load(map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
     true_ki = params[..., 0] * params[..., 2] / (params[..., 1] + params[..., 2])
     assert np.count_nonzero(ki) == 2
     np.testing.assert_allclose(ki[1, 1, :2], true_ki[1, 1, :2], rtol=1e-2)
@@ -150,15 +153,15 @@ def test_fit_with_mask_patlak_and_curve_fit(dataset, tmp_path, capsys):
     code, _, err = _run(["fit", "--pet", str(pet), "--input-function", str(aif), "--out", str(out), "--model",
                          "patlak", "--no-progress"], capsys)
     assert code == 0, err
-    assert bids.map_path(out, "sub-01", "patlak", "Ki").is_file()
-    assert bids.map_path(out, "sub-01", "patlak", "intercept").is_file()
+    assert map_path(out, "sub-01", "patlak", "Ki").is_file()
+    assert map_path(out, "sub-01", "patlak", "intercept").is_file()
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, capsys):
     root, pet, aif, _ = dataset
     out = tmp_path / "bad"
     short = tmp_path / "short_blood.tsv"
-    bids.write_input_function(short, jaxkin.InputFunction.from_samples([0, 600], [0.0, 5.0], time_unit="s"))
+    write_blood(short, whole_blood=jaxkin.InputFunction.from_samples([0, 600], [0.0, 5.0], time_unit="s"))
     wrong = tmp_path / "wrong.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((2, 2, 2), np.uint8), AFFINE), str(wrong))
     cases = [
@@ -196,7 +199,7 @@ def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path):
                                "--out", str(out), "--no-progress", "--chunk-size", "64"], env=env,
                               capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
-        return np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
+        return np.asarray(nib.load(map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj)
 
     cache = tmp_path / "cache"
     first = fit(tmp_path / "a", cache)
@@ -224,7 +227,7 @@ def test_fit_reads_a_real_form_and_says_its_assumptions(tmp_path, capsys):
     whole_blood = INPUT.scaled(0.9)
     tacs = tacs_in_chunks(params, jaxkin.prepare(INPUT, frames_inj, whole_blood)).reshape(2, 2, 2, -1)
     corrected_to_scan_start = tacs * math.exp(-math.log(2) / F18_HALF_LIFE_MIN * -inj) * 1000.0  # Bq/mL
-    pet = bids.write_pet(tmp_path / "sub-01_pet.nii.gz", corrected_to_scan_start, frames_tz, AFFINE, units="BQML",
+    pet = write_pet(tmp_path / "sub-01_pet.nii.gz", corrected_to_scan_start, frames_tz, AFFINE, units="BQML",
                          sidecar={"TracerRadionuclide": "F18", "InjectionStart": inj * 60, "ScanStart": 0,
                                   "ImageDecayCorrectionTime": 0})
     early = INPUT.times <= 3.0
@@ -249,8 +252,8 @@ def test_fit_reads_a_real_form_and_says_its_assumptions(tmp_path, capsys):
     assert sidecar["InjectionStart"] == -30.0 and sidecar["BloodSources"] == [auto.name, manual.name]
     assert any("assumed decay corrected to the injection" in a for a in sidecar["Assumptions"])
     assert sidecar["InputFunctionSource"] == "plasma_radioactivity" and "WholeBloodSource" in sidecar
-    ki = np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj).reshape(-1)
-    vb = np.asarray(nib.load(bids.map_path(out, "sub-01", "2tcmirr", "vB")).dataobj).reshape(-1)
+    ki = np.asarray(nib.load(map_path(out, "sub-01", "2tcmirr", "Ki")).dataobj).reshape(-1)
+    vb = np.asarray(nib.load(map_path(out, "sub-01", "2tcmirr", "vB")).dataobj).reshape(-1)
     true_ki = params[:, 0] * params[:, 2] / (params[:, 1] + params[:, 2])
     np.testing.assert_allclose(ki, true_ki, rtol=2e-3)
     np.testing.assert_allclose(vb, params[:, 3], rtol=1e-2, atol=1e-4)

@@ -96,7 +96,7 @@ def test_model_tacs_equal_the_kinetic_core():
     kin = jaxkin.prepare(jaxkin.InputFunction(t, np.array([0.0, 200.0, 60.0, 30.0, 20.0, 12.0, 9.0, 6.0, 4.0])), frames)
     params = np.array([[0.6, 1.2, 0.1, 0.05], [0.667, 0.695, 0.003, 0.01], [0.1, 0.5, 0.02, 0.03]], np.float32)
     out = kinetics.tacs_in_chunks(params, kin, kinetics.FDG_MODEL, chunk=2)  # two chunks, the second padded
-    np.testing.assert_allclose(out, np.asarray(jaxkin.two_tissue_irreversible(params, kin)), rtol=1e-6)
+    np.testing.assert_allclose(out, np.asarray(kinetics.two_tissue_irreversible(params, kin)), rtol=1e-6)
 
 
 def test_evaluated_parameters_and_units_come_from_kinetics(tmp_path, monkeypatch):
@@ -131,24 +131,27 @@ BLOOD = ("blood_pool", "aorta")  # vB = 1: no tissue signal, K1, k2, k3 unidenti
 def phantom(tmp_path_factory):
     """One noiseless, unblurred small-phantom subject; method folders: truth copy, truth + bias, LM, Patlak."""
     import jaxkin
-    from jaxkin.data import bids
-    from jaxkin.data.dataset import subject_files
-    from jaxkin.data.phantom import simulate_dataset
+    from jaxkin.io.blood import load_blood
+    from jaxkin.io.labels import read_labels
+    from jaxkin.io.pet import load_pet
+    from jaxkin.io.maps import write_map
+    from jaxkin.io.dataset import subject_files
+    from jaxkin.phantom.writer import simulate_dataset
     from jaxkin.fitting import PlotInput, fit_tacs, patlak
 
     root = tmp_path_factory.mktemp("evaluate")
     ds = simulate_dataset(root / "ds", subjects=1, noise_scale=0.0, fwhm_mm=0.0)
     files = subject_files(ds, "sub-01")
-    pet = bids.load_pet(files.pet)
-    inp = bids.load_input_function(files.blood[0], pet=pet)
-    labels = bids.load_labels(files.labels, pet=pet)
+    pet = load_pet(files.pet)
+    inp = load_blood(files.blood[0], pet=pet).input
+    labels = read_labels(files.labels, pet=pet, default_groups=False, resample=False)
     perfect, biased = root / "perfect", root / "biased"
     perfect.mkdir()
     biased.mkdir()
     for p, path in files.truth.items():
         shutil.copy(path, perfect / path.name)
         data = np.asarray(__import__("nibabel").load(str(path)).dataobj)
-        bids.write_map(biased, "sub-01", "2tcmirr", p, data + (0.01 if p == "K1" else 0.0), reference=pet,
+        write_map(biased, "sub-01", "2tcmirr", p, data + (0.01 if p == "K1" else 0.0), reference=pet,
                        units="x")
     # jaxkin LM on every labelled voxel, with bounds widened from the paper's because the phantom's truth lies
     # outside them in two organs: liver k3 = 0.003 < 0.01 and spleen k2 = 2.7 x subject/voxel variation > 3
@@ -159,11 +162,11 @@ def phantom(tmp_path_factory):
     for i, p in enumerate(("K1", "k2", "k3", "vB")):
         volume = np.zeros(mask.shape, np.float32)
         volume[mask] = res.params[:, i]
-        bids.write_map(root / "lm", "sub-01", "2tcmirr", p, volume, reference=pet, units="x")
+        write_map(root / "lm", "sub-01", "2tcmirr", p, volume, reference=pet, units="x")
     plot = patlak(tacs, PlotInput.from_input(inp, pet.frames), t_star=20.0)
     volume = np.zeros(mask.shape, np.float32)
     volume[mask] = np.asarray(plot.slope)
-    bids.write_map(root / "patlak", "sub-01", "patlak", "Ki", volume, reference=pet, units="mL/cm3/min")
+    write_map(root / "patlak", "sub-01", "patlak", "Ki", volume, reference=pet, units="mL/cm3/min")
     return {"root": root, "ds": ds}
 
 
@@ -283,7 +286,7 @@ def test_report_states_the_frame_count(phantom, tmp_path):
 def test_any_label_names_and_groups(phantom, tmp_path):
     """Organ names come from the label table (none hard-coded): renamed labels and --group regions are reported,
     a group with the voxels of its members."""
-    from jaxkin.data.dataset import subject_files
+    from jaxkin.io.dataset import subject_files
 
     ds = tmp_path / "ds"
     shutil.copytree(phantom["ds"], ds)

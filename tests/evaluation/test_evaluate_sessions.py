@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from jaxkin import evaluation as ev
-from jaxkin.data import layout
+from jaxkin.io import layout
 
 
 def _scaled_copy(src: Path, dst: Path, factor: float) -> None:
@@ -30,7 +30,7 @@ def _scaled_copy(src: Path, dst: Path, factor: float) -> None:
 
 @pytest.fixture(scope="module")
 def two_sessions(tmp_path_factory):
-    from jaxkin.data.phantom import simulate_dataset
+    from jaxkin.phantom.writer import simulate_dataset
 
     root = tmp_path_factory.mktemp("sessions")
     flat = simulate_dataset(root / "flat", subjects=1, noise_scale=0.0, fwhm_mm=0.0)

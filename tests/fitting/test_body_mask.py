@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from jaxkin.data import phantom
+from jaxkin import phantom
 from jaxkin.fitting import body_mask
 from jaxkin.fitting.volume import MIN_COMPONENT_FRACTION, _otsu_log, body_mask_from_integrals
 

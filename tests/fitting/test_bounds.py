@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 import jaxkin
-from jaxkin.data.phantom import LABELS, ORGAN_PARAMETERS, simulate_subject
+from jaxkin.phantom.anatomy import LABELS, ORGAN_PARAMETERS
+from jaxkin.phantom.simulate import simulate_subject
 from jaxkin.errors import InputError
 from jaxkin.kinetics import MODELS, check_bound_names, resolve_bounds
 

@@ -153,7 +153,8 @@ def test_phantom_with_organ_delays_is_recovered_with_voxel_delays_and_physiologi
     """Noiseless, unblurred phantom (small preset, subjects 0 and 1) whose organs see the input at different times
     (lungs and heart early, lower body and bladder late): with --bounds physiological --delay voxel the Ki of every
     organ with >= 50 voxels has a mean bias <= 2%; without the delay some organs are biased by more."""
-    from jaxkin.data.phantom import LABELS, simulate_subject
+    from jaxkin.phantom.anatomy import LABELS
+    from jaxkin.phantom.simulate import simulate_subject
 
     tacs, truth, labels, delays, kins = [], [], [], [], []
     for index in (0, 1):

@@ -8,6 +8,7 @@ import pytest
 from scipy.optimize import nnls
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import fitting
 from jaxkin.fitting import baseline, basis
 
@@ -191,7 +192,7 @@ def test_adversarial_tacs_give_finite_flagged_results(model, kin32):
     f = FRAMES.n_frames
     spike = np.zeros(f)
     spike[20] = 50.0
-    base = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray([[0.5, 0.5, 0.1, 0.05]]), kin32))[0]
+    base = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray([[0.5, 0.5, 0.1, 0.05]]), kin32))[0]
     nan_tac = base.copy()
     nan_tac[3] = np.nan
     inf_tac = base.copy()

@@ -13,9 +13,13 @@ import pytest
 from scipy import stats
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin.cli import main
-from jaxkin.data import bids, phantom
-from jaxkin.data.regions import RegionalTacs, read_tacs, write_tacs
+from jaxkin.io.pet import load_pet, write_pet
+from jaxkin.io.maps import read_volume
+from jaxkin.io.blood import write_blood
+from jaxkin import phantom
+from jaxkin.io.tables import RegionalTacs, read_tacs, write_tacs
 from jaxkin.fitting import baseline
 from jaxkin.fitting.graphical import PlotInput
 from jaxkin.fitting.regional import fit_regions
@@ -29,7 +33,7 @@ def _clean(organs):
     params = np.array([phantom.ORGAN_PARAMETERS[o] for o in organs])
     with jax.enable_x64(True):
         kin = jaxkin.prepare(AIF, FRAMES, dtype=jnp.float64)
-        return np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin))
+        return np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
 
 
 def test_regional_fit_equals_curve_fit_on_the_phantom_organs():
@@ -100,7 +104,7 @@ def test_fit_tacs_command(tmp_path, capsys):
     values = clean + rng.standard_normal(clean.shape) * sd
     table = write_tacs(tmp_path / "sub-01_tacs.tsv", RegionalTacs(names=tuple(organs), frames=FRAMES, values=values,
                                                                    sd=sd * 5.0, voxels=np.full(3, 25.0)))
-    blood = bids.write_input_function(tmp_path / "sub-01_recording-AIF_blood.tsv", AIF, units="kBq/mL")
+    blood = write_blood(tmp_path / "sub-01_recording-AIF_blood.tsv", whole_blood=AIF, units="kBq/mL")
     for weights in ("none", "sd"):
         out = tmp_path / f"fits_{weights}.tsv"
         code, stdout, err = _run(["fit", "--tacs", str(table), "--input-function", str(blood), "--out", str(out),
@@ -131,9 +135,9 @@ def test_uncertainty_maps(tmp_path, capsys):
     rng = np.random.default_rng(4)
     data = np.repeat(clean, 6, 0) * (1 + 0.05 * rng.standard_normal((24, FRAMES.n_frames)))
     data = data.reshape(4, 3, 2, FRAMES.n_frames).astype(np.float32)
-    pet = bids.write_pet(tmp_path / "sub-01_pet.nii.gz", data, FRAMES, np.diag([4.0, 4, 4, 1]), units="kBq/mL",
+    pet = write_pet(tmp_path / "sub-01_pet.nii.gz", data, FRAMES, np.diag([4.0, 4, 4, 1]), units="kBq/mL",
                          sidecar={"InjectionStart": 0, "ImageDecayCorrectionTime": 0})
-    blood = bids.write_input_function(tmp_path / "sub-01_recording-AIF_blood.tsv", AIF, units="kBq/mL")
+    blood = write_blood(tmp_path / "sub-01_recording-AIF_blood.tsv", whole_blood=AIF, units="kBq/mL")
     mask = tmp_path / "mask.nii.gz"
     import nibabel as nib
 
@@ -145,10 +149,10 @@ def test_uncertainty_maps(tmp_path, capsys):
     names = sorted(p.name.split("_meas-")[1].split("_")[0] for p in out.glob("*_mimap.nii.gz"))
     assert names == sorted(["K1", "k2", "k3", "vB", "Ki", "SSE", "K1SE", "k2SE", "k3SE", "vBSE", "KiSE", "R2",
                             "flags"])
-    image = bids.load_pet(pet)
+    image = load_pet(pet)
     res = jaxkin.fit_tacs(data.reshape(-1, FRAMES.n_frames), jaxkin.prepare(AIF, FRAMES))
-    ki_se = bids.read_volume(out / "sub-01_model-2tcmirr_meas-KiSE_mimap.nii.gz", image).reshape(-1)
-    k1_se = bids.read_volume(out / "sub-01_model-2tcmirr_meas-K1SE_mimap.nii.gz", image).reshape(-1)
+    ki_se = read_volume(out / "sub-01_model-2tcmirr_meas-KiSE_mimap.nii.gz", image).reshape(-1)
+    k1_se = read_volume(out / "sub-01_model-2tcmirr_meas-K1SE_mimap.nii.gz", image).reshape(-1)
     np.testing.assert_allclose(ki_se, np.asarray(res.macro_stderr), rtol=1e-3)
     np.testing.assert_allclose(k1_se, np.asarray(res.stderr[:, 0]), rtol=1e-3)
     sidecar = json.loads((out / "sub-01_model-2tcmirr_meas-KiSE_mimap.json").read_text())
@@ -175,7 +179,7 @@ def test_regional_model_comparison(tmp_path, capsys):
             names.append(f"{m}-{i}")
             values.append(clean)
     table = write_tacs(tmp_path / "tacs.tsv", RegionalTacs(names=tuple(names), frames=FRAMES, values=np.array(values)))
-    blood = bids.write_input_function(tmp_path / "sub-01_recording-AIF_blood.tsv", AIF, units="kBq/mL")
+    blood = write_blood(tmp_path / "sub-01_recording-AIF_blood.tsv", whole_blood=AIF, units="kBq/mL")
     out = tmp_path / "fits.tsv"
     code, stdout, err = _run(["fit", "--tacs", str(table), "--input-function", str(blood), "--out", str(out),
                               "--model", ",".join(models)], capsys)

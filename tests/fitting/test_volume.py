@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import fitting
 from jaxkin.fitting import fit_volume, graphical
 
@@ -25,7 +26,7 @@ def _volume(seed=0, shape=(7, 6, 5)):
     params = rng.uniform(m.lower, m.upper, shape + (4,)).astype(np.float32)
     params[..., 3] *= 0.3
     kin = jaxkin.prepare(INPUT, FRAMES)
-    clean = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin))
+    clean = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
     pet = clean + rng.normal(size=clean.shape).astype(np.float32) * 0.02 * clean.max(axis=-1, keepdims=True)
     pet[:2] = 0.0  # background
     pet[3, 3, 3, 10] = np.nan
@@ -104,12 +105,12 @@ def test_four_cpu_devices_agree_with_one(tmp_path):
 def test_a_pet_file_read_once_gives_the_maps_of_one_streamed_slab_by_slab(tmp_path, monkeypatch):
     """write_fit_maps reads a PET file that fits in memory once (preload); streamed slab by slab (preload off) the
     maps are the same."""
-    from jaxkin.data import bids
+    from jaxkin.io.pet import load_pet, write_pet
     from jaxkin.fitting import volume
 
     pet, kin = _volume(seed=3)
-    path = bids.write_pet(tmp_path / "sub-01_pet.nii.gz", np.nan_to_num(pet), FRAMES, np.eye(4), units="kBq/mL")
-    image = bids.load_pet(path)
+    path = write_pet(tmp_path / "sub-01_pet.nii.gz", np.nan_to_num(pet), FRAMES, np.eye(4), units="kBq/mL")
+    image = load_pet(path)
     assert isinstance(volume.preload(image), volume._Loaded)
     once = fit_volume(image, kin, chunk_size=32, slab=2, progress=False)
     monkeypatch.setattr(volume, "PRELOAD_BYTES", 0)

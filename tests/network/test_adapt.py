@@ -4,7 +4,7 @@ prediction, test-time adaptation (``jaxkin predict --adapt-steps``) and the LM p
 
 One tiny run on the small phantom simulated with the 69 frames of public Quadra datasets (32 x 32 slices, depth 2,
 4 root features: time_steps resolves to 72; one train step), shared by the tests of this file. References are
-independent of the code under test: model TACs from :func:`jaxkin.two_tissue_irreversible` and masks and losses in
+independent of the code under test: model TACs from :func:`kinetics.two_tissue_irreversible` and masks and losses in
 NumPy.
 """
 
@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import network as N
 from jaxkin.cli import main
 from jaxkin.errors import InputError
@@ -71,7 +72,7 @@ def _scan(workdir: Path, sid: str = "sub-03"):
 
 
 def _kin(pet, blood_path):
-    from jaxkin.data.blood import load_blood
+    from jaxkin.io.blood import load_blood
 
     blood = load_blood([blood_path], pet=pet)
     return jaxkin.prepare(blood.input, pet.frames, blood.whole_blood)
@@ -96,7 +97,7 @@ def test_a_69_frame_run_resolves_time_steps_and_resumes_from_its_config(run69):
 
 
 def test_predict_69_frames_with_lm_refinement_never_worse_than_the_network(run69, tmp_path):
-    from jaxkin.data.bids import load_pet
+    from jaxkin.io.pet import load_pet
 
     pet_path, blood_path = _scan(run69)
     args = ["predict", "--checkpoint", str(run69), "--pet", str(pet_path), "--input-function", str(blood_path)]
@@ -115,7 +116,7 @@ def test_predict_69_frames_with_lm_refinement_never_worse_than_the_network(run69
     assert mask.sum() > 100
 
     def sse(params):
-        model = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params[mask], jnp.float32), kin), np.float64)
+        model = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params[mask], jnp.float32), kin), np.float64)
         return np.sum((model - volume[mask]) ** 2, axis=-1)
 
     before, after = sse(net), sse(lm)
@@ -130,7 +131,7 @@ def test_predict_69_frames_with_lm_refinement_never_worse_than_the_network(run69
 
 
 def test_adaptation_lowers_the_loss_on_a_held_out_subject(run69):
-    from jaxkin.data.bids import load_pet
+    from jaxkin.io.pet import load_pet
 
     trained = N.load_predictor(run69)
     pet_path, blood_path = _scan(run69)  # sub-03: the test subject, never trained on
@@ -142,7 +143,7 @@ def test_adaptation_lowers_the_loss_on_a_held_out_subject(run69):
     mask = _mask(np.nan_to_num(volume).astype(np.float64), pet.frames, trained.cfg.data.mask_threshold)
 
     def loss(predictor):  # the masked MSE over the scan, from the predicted maps
-        model = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(predictor.predict_volume(volume)[mask]), kin))
+        model = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(predictor.predict_volume(volume)[mask]), kin))
         return float(np.mean((model.astype(np.float64) - volume[mask]) ** 2))
 
     assert adapted.loss_before == pytest.approx(loss(trained), rel=1e-3)

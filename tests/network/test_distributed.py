@@ -161,7 +161,7 @@ def test_two_processes_train_and_fit_like_one_process(setup, tmp_path):
     ki = _map(tmp_path / "run" / "predictions" / SUBJECT, "Ki")
     np.testing.assert_allclose(ki, _map(root / "one" / "predictions" / SUBJECT, "Ki"), rtol=1e-4, atol=1e-6)
     # the checkpoint both processes wrote restores here and reproduces those maps
-    from jaxkin.data.bids import load_pet
+    from jaxkin.io.pet import load_pet
 
     predictor = N.load_predictor(tmp_path / "run")
     params = predictor.predict_volume(load_pet(data / SUBJECT / "pet" / f"{SUBJECT}_pet.nii.gz").read())

@@ -16,6 +16,7 @@ import pytest
 from flax import nnx
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin.errors import InputError
 from jaxkin.nn import UNet, UNetConfig, count_parameters
 from jaxkin.nn import loss as L
@@ -202,7 +203,7 @@ def test_model_tacs_use_each_samples_own_input_function():
     subject = jnp.array([1, 0, 1])
     got = L.model_tacs(params, stacked, subject)
     for i, s in enumerate([1, 0, 1]):
-        np.testing.assert_allclose(got[i], jaxkin.two_tissue_irreversible(params[i], kins[s]), rtol=1e-6)
+        np.testing.assert_allclose(got[i], kinetics.two_tissue_irreversible(params[i], kins[s]), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -269,7 +270,9 @@ def test_training_reduces_loss_and_gradient_reaches_every_channel(synthetic_batc
 def _write_dataset(root: Path, splits=("train", "val", "test"), n_z: int = 5) -> Path:
     """A BIDS dataset of ``len(splits)`` subjects (``sub-01`` ...) in these splits: noisy 2TC TACs in a 12 x 12
     body of 16 x 18 x ``n_z`` voxels, a Feng input function each, a one-label ``body`` segmentation."""
-    from jaxkin.data.bids import write_input_function, write_labels, write_pet
+    from jaxkin.io.blood import write_blood
+    from jaxkin.io.labels import write_labels
+    from jaxkin.io.pet import write_pet
 
     rng = np.random.default_rng(7)
     affine = np.diag([2.5, 2.5, 6.0, 1.0])
@@ -280,12 +283,12 @@ def _write_dataset(root: Path, splits=("train", "val", "test"), n_z: int = 5) ->
         pet_dir.mkdir(parents=True)
         inp = jaxkin.feng_input(FRAMES.end[-1], delay=0.05 * s).scaled(1.0 + 0.1 * s)
         params = _smooth_params(rng, (n_z, 16, 18))  # 18: prediction pads it to 20 and crops back
-        tac = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), jaxkin.prepare(inp, FRAMES)))
+        tac = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), jaxkin.prepare(inp, FRAMES)))
         body = np.zeros((n_z, 16, 18), bool)
         body[:, 2:14, 3:15] = True
         tac = tac * body[..., None] + rng.normal(scale=0.05, size=tac.shape)
         write_pet(pet_dir / f"{sid}_pet.nii.gz", np.moveaxis(tac, 0, 2), FRAMES, affine)
-        write_input_function(pet_dir / f"{sid}_recording-AIF_blood.tsv", inp)
+        write_blood(pet_dir / f"{sid}_recording-AIF_blood.tsv", whole_blood=inp)
         labels = np.moveaxis(body.astype(np.int32), 0, 2)
         write_labels(pet_dir / f"{sid}_dseg.nii.gz", labels, {1: "body"}, affine)
         lines.append(f"{sid}\t{split}")
@@ -369,7 +372,7 @@ def test_predict_cli_writes_maps_with_the_input_geometry(full_run, dataset, tmp_
     import nibabel as nib
 
     from jaxkin.cli import main
-    from jaxkin.data.bids import load_pet
+    from jaxkin.io.pet import load_pet
 
     workdir, _ = full_run
     pet_path = dataset / "sub-03" / "pet" / "sub-03_pet.nii.gz"

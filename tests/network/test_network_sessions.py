@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import network as N
 
 T = importlib.import_module("jaxkin.network.train")  # the module (jaxkin.network.train is also the function)
@@ -27,7 +28,9 @@ def _write_dataset(root: Path) -> dict:
     (another delay and scale); sub-01 and sub-03 have two sessions and one label map for both in
     derivatives/<pipeline>/sub-XX/anat/, sub-02 one scan with its label map beside the PET. Returns the inputs by
     scan id."""
-    from jaxkin.data.bids import write_input_function, write_labels, write_pet
+    from jaxkin.io.blood import write_blood
+    from jaxkin.io.labels import write_labels
+    from jaxkin.io.pet import write_pet
 
     rng = np.random.default_rng(3)
     affine = np.diag([2.5, 2.5, 6.0, 1.0])
@@ -41,10 +44,10 @@ def _write_dataset(root: Path) -> dict:
             inp = jaxkin.feng_input(FRAMES.end[-1], delay=0.05 * (k + 1) + 0.1 * j).scaled(1.0 + 0.1 * k + 0.5 * j)
             params = np.stack([np.full(body.shape, v, np.float32) for v in (0.6, 1.0, 0.1, 0.05)], axis=-1)
             params *= rng.uniform(0.8, 1.2, size=params.shape).astype(np.float32)
-            tac = np.asarray(jaxkin.two_tissue_irreversible(params, jaxkin.prepare(inp, FRAMES)))
+            tac = np.asarray(kinetics.two_tissue_irreversible(params, jaxkin.prepare(inp, FRAMES)))
             tac = tac * body[..., None] + rng.normal(scale=0.05, size=tac.shape)
             write_pet(folder / f"{prefix}_pet.nii.gz", tac, FRAMES, affine)
-            write_input_function(folder / f"{prefix}_recording-AIF_blood.tsv", inp)
+            write_blood(folder / f"{prefix}_recording-AIF_blood.tsv", whole_blood=inp)
             inputs[prefix] = inp
         labels = body.astype(np.int32)
         if sessions == (None,):

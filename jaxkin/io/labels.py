@@ -34,8 +34,15 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxkin.data.files import atomic_write, nifti_stem, one_line, open_nifti, read_tsv
 from jaxkin.errors import InputError
+from jaxkin.io.files import (
+    AFFINE_ATOL,
+    atomic_write,
+    nifti_stem,
+    one_line,
+    open_nifti,
+    read_tsv,
+)
 
 __all__ = [
     "Labels",
@@ -50,9 +57,6 @@ __all__ = [
     "BUILTIN_TABLES",
     "DEFAULT_GROUPS",
 ]
-
-# Geometry tolerance for "same grid": affines may differ by float32 rounding of the header (mm).
-AFFINE_ATOL = 1e-3
 
 #: Where :data:`TOTALSEGMENTATOR_TOTAL` comes from.
 TOTALSEGMENTATOR_SOURCE = (
@@ -362,7 +366,7 @@ def _resample(data: np.ndarray, affine: np.ndarray, pet) -> np.ndarray:
 
 def read_labels(path, *, pet=None, table=None, groups=None, default_groups: bool = True,
                 resample: bool = True) -> Labels:
-    """Labels of any form (see the module docstring) on the grid of ``pet`` (a :class:`~jaxkin.data.bids.PetImage`).
+    """Labels of any form (see the module docstring) on the grid of ``pet`` (a :class:`~jaxkin.io.pet.PetImage`).
 
     ``table``: a TSV (``index``, ``name``) or a name of :data:`BUILTIN_TABLES` (``"totalsegmentator"``); default
     the ``*_dseg.tsv`` beside the file, else the names in its header extension. ``groups``: ``{name: members}`` or

@@ -19,8 +19,11 @@ import numpy as np
 
 from jaxkin.errors import InputError
 
-__all__ = ["nifti_stem", "open_nifti", "one_line", "read_json", "write_json", "read_tsv", "atomic_write",
+__all__ = ["AFFINE_ATOL", "nifti_stem", "open_nifti", "one_line", "read_json", "write_json", "read_tsv", "atomic_write",
            "atomic_directory"]
+
+#: Geometry tolerance (mm) for "the same grid": affines may differ by float32 rounding of the header.
+AFFINE_ATOL = 1e-3
 
 
 def nifti_stem(path: Path) -> str:

@@ -9,7 +9,12 @@ import numpy as np
 import pytest
 
 from jaxkin import FrameSchedule, InputError, InputFunction
-from jaxkin.data import bids
+from jaxkin.io.labels import Labels, read_labels, write_labels
+from jaxkin.io.pet import finite_voxel_mask, load_pet, nonfinite_message, write_pet
+from jaxkin.regions.idif import image_derived_input
+from jaxkin.io.blood import load_blood, write_blood
+from jaxkin.io.maps import map_path, write_map
+from jaxkin.io.units import units_to_kbq
 
 SHAPE = (6, 5, 4, 7)
 DURATIONS_S = [10.0, 10.0, 30.0, 60.0, 120.0, 300.0, 300.0]
@@ -62,7 +67,7 @@ def pet_path(tmp_path, pet_data):
 
 
 def test_load_pet_reads_units_timing_geometry_and_slices(pet_path, pet_data):
-    pet = bids.load_pet(pet_path)
+    pet = load_pet(pet_path)
     assert pet.shape == SHAPE and pet.prefix == "sub-01"
     assert pet.frames == FRAMES and pet.units == "Bq/mL" and pet.scale_to_kbq == 1e-3
     assert pet.decay_corrected is True
@@ -81,19 +86,19 @@ def test_images_without_decay_correction_are_corrected_on_read(tmp_path, pet_dat
     mean_decay = (0.5 * (y[1:] + y[:-1]) * np.diff(t, axis=0)).sum(axis=0) / FRAMES.duration  # trapezoid rule
     raw = pet_data * mean_decay.astype(np.float32)
     path = _write_raw_pet(tmp_path, raw, _sidecar(ImageDecayCorrected=False, TracerRadionuclide="18F"))
-    pet = bids.load_pet(path)
+    pet = load_pet(path)
     assert pet.decay_corrected is False
     np.testing.assert_allclose(pet.read(), pet_data / 1000.0, rtol=1e-5)
     bad = _write_raw_pet(tmp_path, raw, _sidecar(ImageDecayCorrected=False), name="sub-02_pet.nii.gz")
     with pytest.raises(InputError, match=r"sub-02_pet\.json: field 'TracerRadionuclide' is None"):
-        bids.load_pet(bad)
+        load_pet(bad)
 
 
 def test_write_pet_and_write_map_round_trip(tmp_path, pet_data):
     data_kbq = pet_data / 1000.0
-    path = bids.write_pet(tmp_path / "sub-02_pet.nii.gz", data_kbq, FRAMES, AFFINE, units="kBq/mL",
+    path = write_pet(tmp_path / "sub-02_pet.nii.gz", data_kbq, FRAMES, AFFINE, units="kBq/mL",
                           sidecar={"TracerName": "FDG"})
-    pet = bids.load_pet(path)
+    pet = load_pet(path)
     assert pet.frames == FRAMES  # timing identical after seconds -> JSON -> minutes
     np.testing.assert_array_equal(pet.read(), data_kbq)  # kBq/mL: values bit-identical
     np.testing.assert_allclose(pet.affine, AFFINE, atol=1e-5)
@@ -101,9 +106,9 @@ def test_write_pet_and_write_map_round_trip(tmp_path, pet_data):
 
     k1 = np.random.default_rng(0).uniform(0, 1, SHAPE[:3]).astype(np.float32)
     out = tmp_path / "maps"
-    written = bids.write_map(out, pet.prefix, "2tcmirr", "K1", k1, reference=pet, units="mL/cm3/min",
+    written = write_map(out, pet.prefix, "2tcmirr", "K1", k1, reference=pet, units="mL/cm3/min",
                              command_line="jaxkin fit x", extra={"Note": 1})
-    assert written == out / "sub-02_model-2tcmirr_meas-K1_mimap.nii.gz" == bids.map_path(out, "sub-02", "2tcmirr", "K1")
+    assert written == out / "sub-02_model-2tcmirr_meas-K1_mimap.nii.gz" == map_path(out, "sub-02", "2tcmirr", "K1")
     back = nib.load(str(written))
     np.testing.assert_array_equal(np.asarray(back.dataobj), k1)
     np.testing.assert_array_equal(back.affine, pet.image.affine)
@@ -115,37 +120,37 @@ def test_write_pet_and_write_map_round_trip(tmp_path, pet_data):
     assert sorted(p.name for p in out.iterdir()) == [
         "sub-02_model-2tcmirr_meas-K1_mimap.json", "sub-02_model-2tcmirr_meas-K1_mimap.nii.gz"]  # no temp files
     with pytest.raises(ValueError, match="spatial shape"):
-        bids.write_map(out, pet.prefix, "2tcmirr", "K1", k1[:-1], reference=pet, units="1")
+        write_map(out, pet.prefix, "2tcmirr", "K1", k1[:-1], reference=pet, units="1")
 
 
 def test_unwritable_output_is_an_input_error(tmp_path, pet_path):
-    pet = bids.load_pet(pet_path)
+    pet = load_pet(pet_path)
     blocker = tmp_path / "file"
     blocker.write_text("x")  # a file where the output folder should be
     with pytest.raises(InputError, match=r"file/sub-01_model-2tcmirr_meas-K1_mimap\.nii\.gz: cannot write"):
-        bids.write_map(blocker, "sub-01", "2tcmirr", "K1", np.zeros(SHAPE[:3]), reference=pet, units="1")
+        write_map(blocker, "sub-01", "2tcmirr", "K1", np.zeros(SHAPE[:3]), reference=pet, units="1")
 
 
 def test_input_function_round_trip_with_units(tmp_path, pet_path):
-    pet = bids.load_pet(pet_path)
+    pet = load_pet(pet_path)
     t = np.linspace(0, FRAMES.end[-1] + 0.5, 50)
     inp = InputFunction(t, 100 * np.exp(-t / 7.0) * t)
-    path = bids.write_input_function(tmp_path / "sub-01_blood.tsv", inp, units="Bq/mL", column="plasma_radioactivity")
+    path = write_blood(tmp_path / "sub-01_blood.tsv", plasma=inp, units="Bq/mL")
     assert path.read_text().splitlines()[0] == "time\tplasma_radioactivity"
-    back = bids.load_input_function(path, pet=pet)  # units from the TSV's sidecar, not the PET
+    back = load_blood(path, pet=pet).input  # units from the TSV's sidecar, not the PET
     np.testing.assert_allclose(back.times, inp.times, rtol=1e-14, atol=1e-14)
     np.testing.assert_allclose(back.values, inp.values, rtol=1e-14)
     # No sidecar: the PET's units (Bq/mL here) apply; without a PET that is an error.
     path.with_suffix(".json").unlink()
-    np.testing.assert_allclose(bids.load_input_function(path, pet=pet).values, inp.values, rtol=1e-14)
+    np.testing.assert_allclose(load_blood(path, pet=pet).input.values, inp.values, rtol=1e-14)
     with pytest.raises(InputError, match=r"sub-01_blood\.tsv: units of column 'plasma_radioactivity' unknown"):
-        bids.load_input_function(path)
+        load_blood(path).input
 
 
 @pytest.mark.parametrize("units,scale", [("Bq/mL", 1e-3), ("Bq/ml", 1e-3), ("kBq/mL", 1.0), ("KBQ/ML", 1.0),
                                          ("MBq/mL", 1e3), ("kBq/cc", 1.0)])
 def test_units_accepted(units, scale):
-    assert bids.units_to_kbq(units) == scale
+    assert units_to_kbq(units) == scale
 
 
 # ------------------------------------------------------------------------------------------ PET validation
@@ -172,7 +177,7 @@ _BAD_SIDECARS = [
 def test_bad_sidecar_names_file_and_field(tmp_path, pet_data, changes, message):
     path = _write_raw_pet(tmp_path, pet_data, _sidecar(**changes))
     with pytest.raises(InputError) as err:
-        bids.load_pet(path)
+        load_pet(path)
     text = str(err.value)
     assert "sub-01_pet.json" in text and message in text and "\n" not in text
 
@@ -180,24 +185,24 @@ def test_bad_sidecar_names_file_and_field(tmp_path, pet_data, changes, message):
 def test_missing_sidecar(tmp_path, pet_data):
     path = _write_raw_pet(tmp_path, pet_data, None)
     with pytest.raises(InputError, match=r"sub-01_pet\.nii\.gz: missing BIDS sidecar sub-01_pet\.json"):
-        bids.load_pet(path)
+        load_pet(path)
 
 
 def test_3d_image_rejected(tmp_path, pet_data):
     path = _write_raw_pet(tmp_path, pet_data[..., 0], _sidecar())
     with pytest.raises(InputError, match=r"sub-01_pet\.nii\.gz: expected a 4D image"):
-        bids.load_pet(path)
+        load_pet(path)
 
 
 @pytest.mark.parametrize("name", ["sub-01_pet.nii.gz", "sub-01_pet.nii"])
 def test_truncated_nifti(tmp_path, name):
     data = np.random.default_rng(1).normal(size=SHAPE).astype(np.float32)  # incompressible: truncation cuts data
     path = _write_raw_pet(tmp_path, data, _sidecar(), name=name)
-    bids.load_pet(path)  # intact: fine
+    load_pet(path)  # intact: fine
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(InputError, match=rf"{name}: truncated"):
-        bids.load_pet(path)
+        load_pet(path)
 
 
 def test_unreadable_nifti(tmp_path):
@@ -205,7 +210,7 @@ def test_unreadable_nifti(tmp_path):
     path.write_bytes(gzip.compress(b"this is not a NIfTI header" * 20))
     (tmp_path / "sub-01_pet.json").write_text(json.dumps(_sidecar()))
     with pytest.raises(InputError, match=r"sub-01_pet\.nii\.gz: cannot read NIfTI header"):
-        bids.load_pet(path)
+        load_pet(path)
 
 
 def test_multi_member_gzip_is_accepted(tmp_path, pet_data):
@@ -214,7 +219,7 @@ def test_multi_member_gzip_is_accepted(tmp_path, pet_data):
     raw = gzip.decompress(path.read_bytes())
     half = len(raw) // 2
     path.write_bytes(gzip.compress(raw[:half]) + gzip.compress(raw[half:]))
-    np.testing.assert_allclose(bids.load_pet(path).read(), pet_data / 1000, rtol=1e-6)
+    np.testing.assert_allclose(load_pet(path).read(), pet_data / 1000, rtol=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ input function validation
@@ -226,17 +231,17 @@ def _write_tsv(path: Path, header, rows):
 
 
 def test_input_function_must_cover_the_scan(tmp_path, pet_path):
-    pet = bids.load_pet(pet_path)
+    pet = load_pet(pet_path)
     end_s = FRAMES.end[-1] * 60
     short = _write_tsv(tmp_path / "short.tsv", ["time", "AIF"], [[0, 0], [60, 5000], [float(end_s) - 300, 100]])
     with pytest.raises(InputError, match=r"short\.tsv: column 'time': the input ends at 530 s since injection but "
                                          r"the scan ends at 830 s; jaxkin extends it by at most 20% of the scan"):
-        bids.load_input_function(short, pet=pet)
+        load_blood(short, pet=pet).input
     late = _write_tsv(tmp_path / "late.tsv", ["time", "AIF"], [[-5, 0], [60, 5000], [float(end_s) + 1, 100]])
-    bids.load_input_function(late, pet=pet)  # starts before the scan: fine
+    load_blood(late, pet=pet).input  # starts before the scan: fine
     # A first sample after t = 0 is ramped from (0, 0), so it covers a scan starting at 0.
     ramp = _write_tsv(tmp_path / "ramp.tsv", ["time", "AIF"], [[5, 1000], [float(end_s) + 1, 100]])
-    assert bids.load_input_function(ramp, pet=pet).times[0] == 0.0
+    assert load_blood(ramp, pet=pet).input.times[0] == 0.0
 
 
 @pytest.mark.parametrize("header,rows,message", [
@@ -248,10 +253,10 @@ def test_input_function_must_cover_the_scan(tmp_path, pet_path):
     (["time", "AIF"], [[0, 1]], "at least two samples at or after the injection"),
 ])
 def test_bad_input_function_tsv(tmp_path, pet_path, header, rows, message):
-    pet = bids.load_pet(pet_path)
+    pet = load_pet(pet_path)
     path = _write_tsv(tmp_path / "if.tsv", header, rows)
     with pytest.raises(InputError, match="if.tsv: " + message.replace("(", r"\(")):
-        bids.load_input_function(path, pet=pet)
+        load_blood(path, pet=pet).input
 
 
 def test_input_function_column_choice_and_sidecar_units(tmp_path):
@@ -259,13 +264,13 @@ def test_input_function_column_choice_and_sidecar_units(tmp_path):
                       [[0, 1, 2], [60, 3, 4]])
     (tmp_path / "b.json").write_text(json.dumps({"time": {"Units": "s"}, "plasma_radioactivity": {"Units": "MBq/mL"},
                                                  "whole_blood_radioactivity": {"Units": "Bq/mL"}}))
-    np.testing.assert_allclose(bids.load_input_function(path).values, [2000, 4000])  # plasma preferred
-    blood = bids.load_input_function(path, column="whole_blood_radioactivity")
+    np.testing.assert_allclose(load_blood(path).input.values, [2000, 4000])  # plasma preferred
+    blood = load_blood(path, column="whole_blood_radioactivity").input
     np.testing.assert_allclose(blood.values, [1e-3, 3e-3])
     np.testing.assert_allclose(blood.times, [0, 1])  # minutes
     (tmp_path / "b.json").write_text(json.dumps({"plasma_radioactivity": {"Units": "counts"}}))
     with pytest.raises(InputError, match=r"b\.json: field 'plasma_radioactivity.Units': unknown units 'counts'"):
-        bids.load_input_function(path)
+        load_blood(path).input
 
 
 # ------------------------------------------------------------------------------------------ labels
@@ -282,10 +287,10 @@ def _labels(shape=SHAPE[:3]):
 
 
 def test_labels_round_trip_and_checks(tmp_path, pet_path):
-    pet = bids.load_pet(pet_path)
+    pet = load_pet(pet_path)
     lab = _labels()
-    path = bids.write_labels(tmp_path / "sub-01_dseg.nii.gz", lab, NAMES, pet.affine)
-    labels = bids.load_labels(path, pet=pet)
+    path = write_labels(tmp_path / "sub-01_dseg.nii.gz", lab, NAMES, pet.affine)
+    labels = read_labels(path, pet=pet, default_groups=False, resample=False)
     np.testing.assert_array_equal(labels.data, lab)
     assert labels.names == NAMES
     np.testing.assert_array_equal(labels.mask("aorta"), lab == 2)
@@ -293,20 +298,20 @@ def test_labels_round_trip_and_checks(tmp_path, pet_path):
     with pytest.raises(InputError, match="no label named 'spleen'"):
         labels.mask("spleen")
 
-    wrong_shape = bids.write_labels(tmp_path / "a_dseg.nii.gz", _labels((6, 5, 3)), NAMES, pet.affine)
+    wrong_shape = write_labels(tmp_path / "a_dseg.nii.gz", _labels((6, 5, 3)), NAMES, pet.affine)
     with pytest.raises(InputError, match=r"a_dseg\.nii\.gz: shape \(6, 5, 3\) differs from the PET image sub-01_pet"):
-        bids.load_labels(wrong_shape, pet=pet)
+        read_labels(wrong_shape, pet=pet, default_groups=False, resample=False)
     shifted = pet.affine.copy()
     shifted[0, 3] += 2.5
-    wrong_affine = bids.write_labels(tmp_path / "b_dseg.nii.gz", lab, NAMES, shifted)
+    wrong_affine = write_labels(tmp_path / "b_dseg.nii.gz", lab, NAMES, shifted)
     with pytest.raises(InputError, match=r"b_dseg\.nii\.gz: affine differs from the PET image"):
-        bids.load_labels(wrong_affine, pet=pet)
+        read_labels(wrong_affine, pet=pet, default_groups=False, resample=False)
     (tmp_path / "sub-01_dseg.tsv").write_text("index\tname\n1\tliver\n")
     with pytest.raises(InputError, match=r"sub-01_dseg\.tsv: label values \[2\] .* not in the table"):
-        bids.load_labels(path, pet=pet)
+        read_labels(path, pet=pet, default_groups=False, resample=False)
     (tmp_path / "sub-01_dseg.tsv").write_text("idx\tname\n1\tliver\n")
     with pytest.raises(InputError, match=r"sub-01_dseg\.tsv: missing column 'index'"):
-        bids.load_labels(path, pet=pet)
+        read_labels(path, pet=pet, default_groups=False, resample=False)
 
 
 # ------------------------------------------------------------------------------------------ NaN/Inf and IDIF
@@ -318,19 +323,19 @@ def test_nonfinite_voxels_are_found_and_excluded_from_idif(tmp_path, pet_data):
     data[0, 0, 0, 5] = np.inf
     data[5, 4, 3, :] = -np.inf
     path = _write_raw_pet(tmp_path, data, _sidecar())
-    pet = bids.load_pet(path)
-    mask = bids.finite_voxel_mask(pet, slab=3)
+    pet = load_pet(path)
+    mask = finite_voxel_mask(pet, slab=3)
     expected = np.ones(SHAPE[:3], bool)
     expected[4, 3, 1] = expected[0, 0, 0] = expected[5, 4, 3] = False
     np.testing.assert_array_equal(mask, expected)
-    assert bids.nonfinite_message(pet, mask) == f"{path}: 3 voxel(s) with NaN or Inf values excluded"
-    assert bids.nonfinite_message(pet, np.ones_like(mask)) is None
+    assert nonfinite_message(pet, mask) == f"{path}: 3 voxel(s) with NaN or Inf values excluded"
+    assert nonfinite_message(pet, np.ones_like(mask)) is None
 
-    labels = bids.Labels(_labels(), NAMES)
-    idif = bids.image_derived_input(pet, labels, "aorta")
+    labels = Labels(_labels(), NAMES)
+    idif = image_derived_input(pet, labels, "aorta")
     # The aorta holds voxels (4,3,1) [NaN, excluded] and (4,3,2): the IDIF samples are that one voxel's TAC.
     np.testing.assert_allclose(idif(FRAMES.mid), data[4, 3, 2] / 1000.0, rtol=1e-6)
     assert idif.times[0] == 0.0 and idif.values[0] == 0.0 and idif.end == pytest.approx(FRAMES.end[-1])
     # Written and read back as the TSV of the input function.
-    tsv = bids.write_input_function(tmp_path / "sub-01_desc-IDIF_blood.tsv", idif, units=pet.units)
-    np.testing.assert_allclose(bids.load_input_function(tsv, pet=pet).values, idif.values, rtol=1e-12)
+    tsv = write_blood(tmp_path / "sub-01_desc-IDIF_blood.tsv", whole_blood=idif, units=pet.units)
+    np.testing.assert_allclose(load_blood(tsv, pet=pet).input.values, idif.values, rtol=1e-12)

@@ -149,7 +149,7 @@ def _labelled(prefix: str, label) -> str:
 def check_dataset_description(root) -> dict:
     """The raw dataset's ``ROOT/dataset_description.json`` (which BIDS requires): InputError if ROOT is not a folder,
     or the file is missing or not a JSON object."""
-    from jaxkin.data.files import read_json
+    from jaxkin.io.files import read_json
 
     root = Path(root)
     if not root.is_dir():
@@ -255,7 +255,7 @@ def find_pet_scans(root, *, participants=None, sessions=None, require_descriptio
     are an InputError listing them.
 
     ``require_description``: ROOT must hold ``dataset_description.json``, as BIDS requires (an InputError says
-    so). Training datasets (``participants.tsv`` with a split, :mod:`jaxkin.data.dataset`) pass False: jaxkin never
+    so). Training datasets (``participants.tsv`` with a split, :mod:`jaxkin.io.dataset`) pass False: jaxkin never
     required the description there. InputError as well if ROOT is not a folder, a PET file's name is not BIDS or
     disagrees with its folders, or no scan is found.
     """
@@ -356,7 +356,7 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     (derivatives of two datasets do not mix either).
     """
     from jaxkin._version import __version__
-    from jaxkin.data.files import read_json, write_json
+    from jaxkin.io.files import read_json, write_json
 
     out, source = Path(out), Path(source_root)
     path = out / "dataset_description.json"

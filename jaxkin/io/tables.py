@@ -1,15 +1,11 @@
-"""Regional time-activity curves: from a PET image and its labels, to and from TSV tables, and regional statistics of
-parametric maps. Times in minutes since injection inside, seconds in the files; activity in kBq/ml.
+"""Tables of regional time-activity curves: PETPrep-style TSV with a JSON sidecar, and the wide tables of PMOD and
+kinfitr. Times in minutes since injection inside, seconds (or the unit the file states) in the files; activity in
+kBq/ml.
 
-* :func:`regional_tacs` averages the PET inside each region (a label or a group of :class:`~jaxkin.data.labels.Labels`)
-  frame by frame: the mean, the SD over the voxels, the number of voxels and the volume; with ``fractions=True``
-  each voxel counts with its partial-volume fraction (:meth:`~jaxkin.data.labels.Labels.fractions`).
-* :func:`write_tacs` / :func:`read_tacs`: the table, PETPrep style (one row per frame, ``frame_start`` and
-  ``frame_end`` in seconds relative to ``TimeZero``, one column per region) with a JSON sidecar (units, voxel
-  counts, volumes, the SD per frame). :func:`read_tacs` also reads the wide tables of PMOD and kinfitr (start/end or
-  mid times with durations, one column per region), in seconds or minutes as the file states.
-* :func:`idif_mask`: the voxels of an image-derived input (erosion, an axial segment, the hottest core per slice).
-* :func:`map_statistics`: mean, SD and median of parametric maps per region.
+* :func:`write_tacs` / :func:`read_tacs`: one row per frame, ``frame_start`` and ``frame_end`` in seconds relative to
+  ``TimeZero``, one column per region, with a sidecar (units, voxel counts, volumes, the SD per frame).
+  :func:`read_tacs` also reads wide tables (start/end or mid times with durations, one column per region), in
+  seconds or minutes as the file states.
 
 Every problem raises :class:`jaxkin.errors.InputError`, one line naming the file and the field.
 """
@@ -23,12 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxkin.data.files import atomic_write, read_json, write_json
-from jaxkin.data.units import units_to_kbq
 from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule
-
-__all__ = ["RegionalTacs", "regional_tacs", "write_tacs", "read_tacs", "idif_mask", "map_statistics"]
+from jaxkin.io.files import atomic_write, read_json, write_json
+from jaxkin.io.units import units_to_kbq
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -40,7 +34,7 @@ class RegionalTacs:
     ``half_life`` of the radionuclide (min) when known; ``notes``: assumptions made, one sentence each; ``units`` and
     ``scale_to_kbq``: the unit the values were read in (they are converted to kBq/ml) and its factor.
 
-    It also serves as the scan of :func:`jaxkin.data.blood.load_blood` (``frames``, ``injection_start``,
+    It also serves as the scan of :func:`jaxkin.io.blood.load_blood` (``frames``, ``injection_start``,
     ``half_life``, ``units`` and ``scale_to_kbq``)."""
 
     names: tuple
@@ -60,166 +54,6 @@ class RegionalTacs:
 
     def column(self, name: str) -> np.ndarray:
         return self.values[list(self.names).index(name)]
-
-
-def _region_ids(labels, regions) -> list[tuple[str, tuple[int, ...]]]:
-    regions = labels.region_names() if regions is None else [labels.name_of(r) for r in regions]
-    if not regions:
-        raise InputError(f"{labels.path or 'labels'}: no labelled voxel on the PET's grid")
-    if len(set(regions)) != len(regions):
-        raise InputError(f"regions {regions}: a region is named twice")
-    return [(r, labels.ids(r)) for r in regions]
-
-
-def _voxel_ml(affine) -> float:
-    return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3]))) / 1000.0
-
-
-def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: int = 16) -> RegionalTacs:
-    """Mean TAC, SD over the voxels, voxel count and volume of each region of ``labels`` in ``pet``.
-
-    ``pet``: a :class:`~jaxkin.data.bids.PetImage` (read a slab of axial slices at a time) ; ``labels``:
-    :class:`~jaxkin.data.labels.Labels` on its grid; ``regions``: names, numbers or groups (default: every label
-    with a voxel on the PET's grid, then the groups). Voxels with NaN/Inf in any frame are left out (said in the
-    notes). With ``fractions``, each voxel is weighted by its partial-volume fraction (the SD is the weighted SD).
-    A region without a voxel on the PET's grid is an InputError.
-    """
-    todo = _region_ids(labels, regions)
-    n_frames = pet.frames.n_frames
-    n_reg = len(todo)
-    s1 = np.zeros((n_reg, n_frames))
-    s2 = np.zeros((n_reg, n_frames))
-    count = np.zeros(n_reg)
-    nonfinite = 0
-    if not fractions:
-        max_id = int(max(labels.names, default=0))
-        per_id1 = np.zeros((max_id + 1, n_frames))
-        per_id2 = np.zeros((max_id + 1, n_frames))
-        per_idn = np.zeros(max_id + 1)
-        data_labels = labels.data
-        zs_any = np.flatnonzero(data_labels.any(axis=(0, 1)))
-        z = slice(int(zs_any[0]), int(zs_any[-1]) + 1) if zs_any.size else slice(0, 0)
-        for z0 in range(z.start, z.stop, slab):
-            zs = slice(z0, min(z0 + slab, z.stop))
-            lab = data_labels[:, :, zs]
-            sel = lab > 0
-            if not sel.any():
-                continue
-            values = pet.read(zs, dtype=np.float64)[sel]  # [V, F]
-            ids = lab[sel].astype(np.int64)
-            ok = np.all(np.isfinite(values), axis=1)
-            nonfinite += int(np.count_nonzero(~ok))
-            values, ids = values[ok], ids[ok]
-            order = np.argsort(ids, kind="stable")
-            ids, values = ids[order], values[order]
-            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if ids.size else np.zeros(0, int)
-            if starts.size == 0:
-                continue
-            uid = ids[starts]
-            per_id1[uid] += np.add.reduceat(values, starts, axis=0)
-            per_id2[uid] += np.add.reduceat(values * values, starts, axis=0)
-            per_idn[uid] += np.diff(np.r_[starts, ids.size])
-        for r, (_, ids) in enumerate(todo):
-            s1[r] = per_id1[list(ids)].sum(axis=0)
-            s2[r] = per_id2[list(ids)].sum(axis=0)
-            count[r] = per_idn[list(ids)].sum()
-    else:
-        for r, (name, _) in enumerate(todo):
-            f = labels.fractions(name)
-            zs_any = np.flatnonzero(f.any(axis=(0, 1)))
-            if zs_any.size == 0:
-                continue
-            zs = slice(int(zs_any[0]), int(zs_any[-1]) + 1)
-            w = f[:, :, zs]
-            sel = w > 0
-            values = pet.read(zs, dtype=np.float64)[sel]
-            w = w[sel].astype(np.float64)
-            ok = np.all(np.isfinite(values), axis=1)
-            nonfinite += int(np.count_nonzero(~ok))
-            values, w = values[ok], w[ok]
-            s1[r] = w @ values
-            s2[r] = w @ (values * values)
-            count[r] = w.sum()
-    empty = [name for (name, _), n in zip(todo, count) if n <= 0]
-    if empty:
-        raise InputError(f"{labels.path or 'labels'}: region(s) {', '.join(empty)} have no voxel with finite values "
-                         f"inside the field of view of {pet.path.name}")
-    mean = s1 / count[:, None]
-    var = np.maximum(s2 / count[:, None] - mean * mean, 0.0)
-    if not fractions:  # the sample SD over the voxels
-        var = var * np.where(count > 1, count / np.maximum(count - 1, 1), 0.0)[:, None]
-    notes = list(labels.notes)
-    if nonfinite:
-        notes.append(f"{pet.path.name}: {nonfinite} labelled voxel(s) with NaN or Inf values left out of the regions")
-    return RegionalTacs(names=tuple(n for n, _ in todo), frames=pet.frames, values=mean, sd=np.sqrt(var),
-                        voxels=count, volume_ml=count * _voxel_ml(pet.affine), labels=tuple(i for _, i in todo),
-                        injection_start=pet.injection_start, half_life=pet.half_life, notes=tuple(notes))
-
-
-# --------------------------------------------------------------------------------------------------
-# Image-derived input: which voxels
-# --------------------------------------------------------------------------------------------------
-
-
-def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int] | None = None,
-              core: int | None = None) -> tuple[np.ndarray, list[str]]:
-    """The voxels of an image-derived input inside ``mask bool [X, Y, Z]`` (e.g. the aorta), and what was done.
-
-    ``segment``: only the axial slices ``[a, b)`` of the PET (e.g. the descending aorta). ``erode``: that many
-    binary erosions (6-connected, in 3D) to keep away from the vessel wall and its spill-out. ``core``: in each
-    axial slice, only the ``core`` hottest voxels at the frame where the mask's mean peaks (the bolus), as IDIF
-    tools do to keep the vessel's core. InputError when nothing is left.
-    """
-    from scipy import ndimage
-
-    mask = np.asarray(mask, bool)
-    notes = []
-    n0 = int(mask.sum())
-    if segment is not None:
-        a, b = segment
-        if not (0 <= a < b <= mask.shape[2]):
-            raise InputError(f"--segment {a}:{b}: the PET has axial slices 0 to {mask.shape[2]}")
-        keep = np.zeros_like(mask)
-        keep[:, :, a:b] = True
-        mask = mask & keep
-        notes.append(f"axial slices {a} to {b - 1} only")
-        if not mask.any():
-            raise InputError(f"--segment {a}:{b}: the label has no voxel in these slices")
-    if erode:
-        if erode < 0:
-            raise InputError("--erode must be 0 or more")
-        mask = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), iterations=erode)
-        notes.append(f"eroded {erode} time(s) (6-connected)")
-        if not mask.any():
-            raise InputError(f"--erode {erode}: nothing is left of the label ({n0} voxels); erode less")
-    if core:
-        if core < 1:
-            raise InputError("--core must be a positive number of voxels per slice")
-        zs = np.flatnonzero(mask.any(axis=(0, 1)))
-        sl = slice(int(zs[0]), int(zs[-1]) + 1)
-        data = pet.read(sl, dtype=np.float64)
-        sub = mask[:, :, sl]
-        tacs = np.where(np.isfinite(data[sub]), data[sub], np.nan)
-        peak = int(np.nanargmax(np.nanmean(tacs, axis=0)))
-        frame = np.where(sub, np.nan_to_num(data[..., peak], nan=-np.inf), -np.inf)
-        out = np.zeros_like(sub)
-        for k in range(sub.shape[2]):
-            n = int(sub[:, :, k].sum())
-            if n == 0:
-                continue
-            flat = frame[:, :, k].ravel()
-            best = np.argsort(flat)[::-1][: min(core, n)]
-            bx, by = np.unravel_index(best, sub.shape[:2])
-            out[bx, by, k] = True
-        mask = np.zeros_like(mask)
-        mask[:, :, sl] = out
-        notes.append(f"the {core} hottest voxel(s) per axial slice at frame {peak} (the peak of the label's mean)")
-    return mask, notes
-
-
-# --------------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------------
 
 
 def _fmt(x: float) -> str:
@@ -459,37 +293,3 @@ def read_tacs(path, *, time_unit: str | None = None, units: str | None = None,
                         labels=labels, injection_start=inj, half_life=None, notes=tuple(notes), path=path,
                         extra={k: sidecar[k] for k in ("Assumptions",) if k in sidecar}, units=str(act),
                         scale_to_kbq=scale)
-
-
-# --------------------------------------------------------------------------------------------------
-# Parametric maps per region
-# --------------------------------------------------------------------------------------------------
-
-
-def map_statistics(maps: dict, labels, regions=None, *, fractions: bool = False) -> list[dict]:
-    """Rows ``{region, map, mean, sd, median, voxels}`` of each map ``{name: [X, Y, Z]}`` over each region's
-    voxels with finite values. With ``fractions``: weighted mean and SD, and the median of the voxels at least half
-    inside the region."""
-    rows = []
-    for name, _ in _region_ids(labels, regions):
-        weight = labels.fractions(name) if fractions else labels.mask(name).astype(np.float32)
-        for map_name, values in maps.items():
-            v = np.asarray(values, np.float64)
-            sel = (weight > 0) & np.isfinite(v)
-            w = weight[sel].astype(np.float64)
-            x = v[sel]
-            if w.sum() <= 0:
-                rows.append({"region": name, "map": map_name, "mean": np.nan, "sd": np.nan, "median": np.nan,
-                             "voxels": 0.0})
-                continue
-            mean = float(w @ x / w.sum())
-            if fractions:
-                sd = float(np.sqrt(max(w @ (x - mean) ** 2 / w.sum(), 0.0)))
-                core = x[w >= 0.5]
-                median = float(np.median(core)) if core.size else np.nan
-            else:
-                sd = float(np.std(x, ddof=1)) if x.size > 1 else 0.0
-                median = float(np.median(x))
-            rows.append({"region": name, "map": map_name, "mean": mean, "sd": sd, "median": median,
-                         "voxels": float(w.sum())})
-    return rows

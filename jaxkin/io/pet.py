@@ -1,30 +1,23 @@
-"""BIDS-PET files: read a dynamic PET scan, its input function and label map; write parametric maps.
+"""A dynamic PET scan in BIDS-PET: read it lazily with its timing, decay and units; write one.
 
-Everything here is the file boundary of jaxkin: files carry seconds and the units of their sidecar
-(``Bq/mL``, ``kBq/mL``, ``MBq/mL``); what these functions return is in minutes and kBq/ml.
-
-* :func:`load_pet` opens ``*_pet.nii.gz`` (or ``.nii``) with its sidecar ``*_pet.json`` lazily (a nibabel
-  proxy): nothing but the header is read until :meth:`PetImage.read` asks for some axial slices.
-* :func:`load_input_function` reads a TSV with a ``time`` column (seconds) and one activity column.
-* :func:`load_labels` reads ``*_dseg.nii.gz`` with its label table ``*_dseg.tsv`` (``index``, ``name``).
-* :func:`write_map` writes ``<prefix>_model-<model>_meas-<param>_mimap.nii.gz`` and its JSON sidecar atomically.
-* :func:`image_derived_input` averages the TAC inside a label, e.g. the aorta.
-
-Every problem with a file raises :class:`jaxkin.errors.InputError`, one line naming the file and the field.
+Files carry seconds and the units of their sidecar (``Bq/mL``, ``kBq/mL``, ``MBq/mL``); what these functions return
+is in minutes since injection and kBq/ml. :func:`load_pet` opens ``*_pet.nii.gz`` (or ``.nii``) with its sidecar
+``*_pet.json`` lazily (a nibabel proxy): nothing but the header is read until :meth:`PetImage.read` asks for some
+axial slices. Every problem with a file raises :class:`jaxkin.errors.InputError`, one line naming the file and the
+field.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from jaxkin.data.labels import Labels, read_labels, write_labels
-from jaxkin.data.units import units_to_kbq
-from jaxkin.data.files import (
+from jaxkin.decay import HALF_LIVES_MIN, decay_factors, half_life
+from jaxkin.errors import InputError
+from jaxkin.frames import FrameSchedule
+from jaxkin.io.files import (
     atomic_write,
     nifti_stem,
     one_line,
@@ -32,34 +25,7 @@ from jaxkin.data.files import (
     read_json,
     write_json,
 )
-from jaxkin.decay import HALF_LIVES_MIN, decay_factors, half_life
-from jaxkin.errors import InputError
-from jaxkin.frames import FrameSchedule
-from jaxkin.input_function import InputFunction
-
-__all__ = [
-    "PetImage",
-    "Labels",
-    "load_pet",
-    "load_input_function",
-    "write_input_function",
-    "load_labels",
-    "write_labels",
-    "write_pet",
-    "map_path",
-    "read_volume",
-    "slabs",
-    "tracer_half_life",
-    "write_map",
-    "image_derived_input",
-    "finite_voxel_mask",
-    "units_to_kbq",
-]
-
-
-# Geometry tolerance for "same grid": affines may differ by float32 rounding of the header.
-_AFFINE_ATOL = 1e-3
-
+from jaxkin.io.units import units_to_kbq
 
 # --------------------------------------------------------------------------------------------------
 # PET image
@@ -401,184 +367,3 @@ def nonfinite_message(pet: PetImage, mask: np.ndarray) -> str | None:
     if bad == 0:
         return None
     return f"{pet.path}: {bad} voxel(s) with NaN or Inf values excluded"
-
-
-# --------------------------------------------------------------------------------------------------
-# Input function TSV
-# --------------------------------------------------------------------------------------------------
-
-
-def load_input_function(path, *, pet: PetImage | None = None, column: str | None = None) -> InputFunction:
-    """The tissue input of one blood TSV as an :class:`InputFunction` (min since injection, kBq/ml).
-
-    The short form of :func:`jaxkin.data.blood.load_blood` (which also returns the whole-blood curve of the vB term
-    and the assumptions made): the parent plasma, or ``column`` alone when given. With ``pet``, times are shifted
-    by its ``InjectionStart`` and the curve must cover the scan (it is extended a little if it ends early).
-    """
-    from jaxkin.data.blood import load_blood
-
-    return load_blood(path, pet=pet, column=column).input
-
-
-def write_input_function(path, input_function: InputFunction, *, units: str = "kBq/mL",
-                         column: str = "whole_blood_radioactivity", injection_start: float = 0.0,
-                         description: str | None = None) -> Path:
-    """Write one curve as a BIDS blood TSV (``time`` in s relative to TimeZero, ``column`` in ``units``) with its
-    JSON sidecar (units, descriptions and the ``PlasmaAvail``/``WholeBloodAvail``/``MetaboliteAvail`` flags).
-
-    ``input_function`` is in minutes since injection and kBq/ml; ``injection_start`` (min relative to TimeZero)
-    shifts it back to the file's time origin. See :func:`jaxkin.data.blood.write_blood` for plasma and whole blood
-    together."""
-    from jaxkin.data.blood import write_blood
-
-    if column not in ("plasma_radioactivity", "whole_blood_radioactivity"):
-        raise ValueError(f"write_input_function: column {column!r} must be plasma_radioactivity or "
-                         "whole_blood_radioactivity")
-    curves = {"plasma": input_function} if column == "plasma_radioactivity" else {"whole_blood": input_function}
-    return write_blood(path, **curves, units=units, injection_start=injection_start, description=description)
-
-
-# --------------------------------------------------------------------------------------------------
-# Labels
-# --------------------------------------------------------------------------------------------------
-
-
-def load_labels(path, *, pet: PetImage | None = None, table=None) -> Labels:
-    """A BIDS label map ``*_dseg.nii.gz`` and its table (``table`` or ``*_dseg.tsv`` beside it: ``index``, ``name``).
-
-    With ``pet``, the map must have the PET's spatial shape and affine. Other forms (TotalSegmentator multilabel files,
-    mask folders, labels on the CT's grid): :func:`jaxkin.data.labels.read_labels`.
-    """
-    return read_labels(path, pet=pet, table=table, default_groups=False, resample=False)
-
-
-# --------------------------------------------------------------------------------------------------
-# Parametric maps
-# --------------------------------------------------------------------------------------------------
-
-
-def read_volume(path, pet: PetImage, *, check_affine: bool = True, dtype=np.float32) -> np.ndarray:
-    """A 3D image on the grid of ``pet`` (a mask, a parametric map) as an array ``[X, Y, Z]`` of ``dtype``.
-
-    A trailing axis of length 1 is dropped. InputError if the shape (or, with ``check_affine``, the affine)
-    differs from the PET image's, or if the data cannot be read."""
-    path = Path(path)
-    image = open_nifti(path)
-    shape = tuple(int(s) for s in image.shape)
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if shape != tuple(pet.shape[:3]):
-        raise InputError(f"{path}: shape {shape} differs from the PET image {pet.path.name} {tuple(pet.shape[:3])}")
-    if check_affine and not np.allclose(image.affine, pet.affine, atol=_AFFINE_ATOL, rtol=0):
-        raise InputError(f"{path}: affine differs from the PET image {pet.path.name}; resample it to the PET grid")
-    try:
-        return np.asarray(image.dataobj, dtype).reshape(shape)
-    except Exception as err:
-        raise InputError(f"{path}: cannot read image data ({one_line(err)})") from None
-
-
-def map_path(out_dir, prefix: str, model: str, param: str) -> Path:
-    """``out_dir / f"{prefix}_model-{model}_meas-{param}_mimap.nii.gz"``."""
-    return Path(out_dir) / f"{prefix}_model-{model}_meas-{param}_mimap.nii.gz"
-
-
-def write_map(out_dir, prefix: str, model: str, param: str, values, *, reference: PetImage, units: str,
-              command_line: str | None = None, extra: dict | None = None) -> Path:
-    """Write one parametric map ``values [X, Y, Z]`` (float32) on the grid of ``reference``, with a JSON sidecar.
-
-    The image keeps the reference's affine, qform/sform codes, voxel sizes and spatial units. The sidecar has
-    ``ModelName``, ``Parameter``, ``Units``, ``SoftwareName``, ``SoftwareVersion``, ``CommandLine`` (default: this
-    process's command line), ``Sources`` and anything in ``extra``. Both files are written to temporary names in
-    ``out_dir`` and then renamed, so a reader never sees half a file.
-    """
-    import nibabel as nib
-
-    from jaxkin._version import __version__
-
-    values = np.asarray(values, dtype=np.float32)
-    if values.shape != tuple(reference.shape[:3]):
-        raise ValueError(f"write_map: values {values.shape} must have the PET's spatial shape {reference.shape[:3]}")
-    path = map_path(out_dir, prefix, model, param)
-    ref_header = reference.image.header
-    header = ref_header.copy()
-    header.set_data_dtype(np.float32)
-    header.set_data_shape(values.shape)
-    header.set_zooms(tuple(ref_header.get_zooms()[:3]))
-    image = nib.Nifti1Image(values, reference.affine, header=header)
-    image.header.set_slope_inter(1.0, 0.0)
-    qform, qcode = ref_header.get_qform(coded=True)
-    sform, scode = ref_header.get_sform(coded=True)
-    if qform is not None:
-        image.header.set_qform(qform, code=int(qcode))
-    if sform is not None:
-        image.header.set_sform(sform, code=int(scode))
-    image.header["descrip"] = f"jaxkin {model} {param}".encode()[:79]
-    sidecar = {
-        "ModelName": model,
-        "Parameter": param,
-        "Units": units,
-        "SoftwareName": "jaxkin",
-        "SoftwareVersion": __version__,
-        "CommandLine": command_line if command_line is not None else shlex.join(sys.argv),
-        "Sources": [reference.path.name],
-    }
-    sidecar.update(extra or {})
-    with atomic_write(path) as tmp:
-        nib.save(image, str(tmp))
-    write_json(path.with_name(path.name[: -len(".nii.gz")] + ".json"), sidecar)
-    return path
-
-
-# --------------------------------------------------------------------------------------------------
-# Image-derived input function
-# --------------------------------------------------------------------------------------------------
-
-
-def label_mean_tac(pet: PetImage, mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Mean TAC (kBq/ml, ``[F]``) over the finite voxels of ``mask [X, Y, Z]``, and the number of voxels used.
-
-    Only the axial slices that contain the mask are read.
-    """
-    zs = np.flatnonzero(mask.any(axis=(0, 1)))
-    if zs.size == 0:
-        raise InputError(f"{pet.path}: the mask is empty")
-    sl = slice(int(zs[0]), int(zs[-1]) + 1)
-    data = pet.read(sl, dtype=np.float64)[mask[:, :, sl]]  # [V, F]
-    finite = np.all(np.isfinite(data), axis=1)
-    if not finite.any():
-        raise InputError(f"{pet.path}: every voxel of the mask has NaN or Inf values")
-    return data[finite].mean(axis=0), int(finite.sum())
-
-
-def image_derived_input(pet: PetImage, labels: Labels, label: str) -> InputFunction:
-    """The mean TAC inside ``label`` (e.g. ``"aorta"``) as an input function (min, kBq/ml).
-
-    Voxels with NaN/Inf values are left out; see :func:`input_from_frame_means` for how the curve is built.
-    """
-    if labels.data.shape != tuple(pet.shape[:3]):
-        raise InputError(f"{labels.path or 'labels'}: shape {labels.data.shape} differs from the PET image {pet.path.name}")
-    tac, _ = label_mean_tac(pet, labels.mask(label))
-    return input_from_frame_means(pet.frames, tac)
-
-
-def input_from_frame_means(frames: FrameSchedule, tac) -> InputFunction:
-    """An input function from frame means ``tac [F]`` (kBq/ml): samples at the frame mid times.
-
-    The curve ramps from 0 at the scan start (injection) to the first sample and is extended to the end of the last
-    frame by linear extrapolation of the last two samples (clipped at 0), so that it covers the scan.
-    """
-    tac = np.asarray(tac, dtype=np.float64)
-    mid = frames.mid
-    times, values = list(mid), list(tac)
-    if frames.start[0] < mid[0]:
-        times.insert(0, float(frames.start[0]))
-        values.insert(0, 0.0)
-    end = float(frames.end[-1])
-    if len(mid) >= 2:
-        slope = (tac[-1] - tac[-2]) / (mid[-1] - mid[-2])
-        tail = max(tac[-1] + slope * (end - mid[-1]), 0.0)
-    else:
-        tail = tac[-1]
-    times.append(end)
-    values.append(tail)
-    return InputFunction(np.array(times), np.array(values))

@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import InputError, cli
-from jaxkin.data import bids, dataset, phantom
+from jaxkin.regions.idif import image_derived_input
+from jaxkin.io.blood import load_blood
+from jaxkin.io.labels import read_labels
+from jaxkin.io.pet import load_pet
+from jaxkin.io import dataset
+from jaxkin import phantom
+from jaxkin.phantom import simulate as phantom_simulate
+from jaxkin.phantom import writer as phantom_writer
 
 SEED = 7
 
@@ -86,7 +94,7 @@ def test_noiseless_voxels_match_the_kinetic_model(clean):
     params = clean.truth[tuple(picks.T)].astype(np.float64)
     measured = clean.pet[tuple(picks.T)]
     kin = jaxkin.prepare(clean.input_function, clean.frames)
-    core = np.asarray(jaxkin.two_tissue_irreversible(params.astype(np.float32), kin))
+    core = np.asarray(kinetics.two_tissue_irreversible(params.astype(np.float32), kin))
     np.testing.assert_allclose(measured, core, rtol=1e-6, atol=1e-6)
     reference = _reference_tacs(params, clean.input_function, clean.frames)
     np.testing.assert_allclose(measured, reference, rtol=1e-4, atol=1e-5 * reference.max())
@@ -155,13 +163,13 @@ def test_noise_is_seeded_per_subject():
 def test_psf_width_and_conservation():
     vol = np.zeros((41, 41, 41, 1), np.float32)
     vol[20, 20, 20] = 1.0
-    out = phantom._blur(vol, 10.0, (2.0, 2.5, 4.0))[..., 0]
+    out = phantom_simulate._blur(vol, 10.0, (2.0, 2.5, 4.0))[..., 0]
     assert out.sum() == pytest.approx(1.0, rel=1e-5)
     grid = np.indices(out.shape) - 20
     for axis, v in enumerate((2.0, 2.5, 4.0)):
         sigma_mm = np.sqrt((out * grid[axis] ** 2).sum()) * v
         assert sigma_mm == pytest.approx(10.0 / 2.3548, rel=0.03)
-    assert phantom._blur(vol, 0.0, (2.0, 2.5, 4.0)) is vol
+    assert phantom_simulate._blur(vol, 0.0, (2.0, 2.5, 4.0)) is vol
 
 
 def test_split_counts():
@@ -185,15 +193,15 @@ def test_dataset_round_trip(small_dataset, clean):
     assert dataset.list_subjects(small_dataset) == ["sub-01", "sub-02"]
     assert dataset.dataset_split(small_dataset) == {"train": ["sub-01"], "val": ["sub-02"], "test": []}
     files = dataset.subject_files(small_dataset, "01")
-    pet = bids.load_pet(files.pet)
+    pet = load_pet(files.pet)
     assert pet.frames == jaxkin.FrameSchedule.quadra() and pet.units == "kBq/mL" and pet.prefix == "sub-01"
     np.testing.assert_array_equal(pet.read(), clean.pet)  # identical values
     np.testing.assert_allclose(pet.affine, clean.affine, atol=1e-6)
     np.testing.assert_allclose(pet.voxel_size, clean.voxel_mm)
-    inp = bids.load_input_function(files.blood[0], pet=pet)
+    inp = load_blood(files.blood[0], pet=pet).input
     np.testing.assert_allclose(inp.times, clean.input_function.times, rtol=1e-13, atol=1e-15)
     np.testing.assert_allclose(inp.values, clean.input_function.values, rtol=1e-13, atol=1e-15)
-    labels = bids.load_labels(files.labels, pet=pet)
+    labels = read_labels(files.labels, pet=pet, default_groups=False, resample=False)
     np.testing.assert_array_equal(labels.data, clean.labels)
     assert labels.names == phantom.LABELS
     assert sorted(files.truth) == ["K1", "Ki", "k2", "k3", "vB"]
@@ -208,7 +216,7 @@ def test_dataset_round_trip(small_dataset, clean):
     assert not [p for p in small_dataset.parent.iterdir() if p.name.startswith(".")]  # no temporary leftovers
     # sub-02 was simulated in a worker thread: the same as in the main thread.
     second = phantom.simulate_subject(1, seed=SEED, preset="small", noise_scale=0.0, fwhm_mm=0.0)
-    np.testing.assert_array_equal(bids.load_pet(dataset.subject_files(small_dataset, "sub-02").pet).read(), second.pet)
+    np.testing.assert_array_equal(load_pet(dataset.subject_files(small_dataset, "sub-02").pet).read(), second.pet)
 
 
 #: BIDS-PET's REQUIRED ``*_pet.json`` fields and their types (bids-specification src/schema/rules/sidecars/pet.yaml,
@@ -284,8 +292,8 @@ def test_simulated_dataset_is_valid_bids(small_dataset):
 
 def test_image_derived_input_from_the_aorta(small_dataset, clean):
     files = dataset.subject_files(small_dataset, "sub-01")
-    pet = bids.load_pet(files.pet)
-    idif = bids.image_derived_input(pet, bids.load_labels(files.labels, pet=pet), "aorta")
+    pet = load_pet(files.pet)
+    idif = image_derived_input(pet, read_labels(files.labels, pet=pet, default_groups=False, resample=False), "aorta")
     f = pet.frames
     means = (clean.input_function.integral(f.end) - clean.input_function.integral(f.start)) / f.duration
     np.testing.assert_allclose(idif(f.mid), means, rtol=1e-5)
@@ -296,9 +304,9 @@ def test_idif_command(small_dataset, tmp_path, capsys):
     out = tmp_path / "sub-01_recording-IDIF_blood.tsv"
     assert cli.main(["idif", "--pet", str(files.pet), "--labels", str(files.labels), "--out", str(out)]) == 0
     assert "wrote" in capsys.readouterr().out
-    pet = bids.load_pet(files.pet)
-    expected = bids.image_derived_input(pet, bids.load_labels(files.labels, pet=pet), "aorta")
-    back = bids.load_input_function(out, pet=pet)
+    pet = load_pet(files.pet)
+    expected = image_derived_input(pet, read_labels(files.labels, pet=pet, default_groups=False, resample=False), "aorta")
+    back = load_blood(out, pet=pet).input
     np.testing.assert_allclose(back.values, expected.values, rtol=1e-12)
     # A broken sidecar: exit 2, one line naming the file and the field, no output.
     bad_dir = tmp_path / "bad"
@@ -371,8 +379,8 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
             raise InputError("disk full (simulated)")
         return original(root, subject, **kw)
 
-    original = phantom.write_subject
-    monkeypatch.setattr(phantom, "write_subject", failing_write)
+    original = phantom_writer.write_subject
+    monkeypatch.setattr(phantom_writer, "write_subject", failing_write)
     with pytest.raises(InputError, match="disk full"):
         phantom.simulate_dataset(tmp_path / "ds", subjects=2, seed=1, workers=1)
     assert calls == ["sub-01", "sub-02"] and list(tmp_path.iterdir()) == []

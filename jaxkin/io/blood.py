@@ -36,10 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxkin.data.files import read_json, read_tsv
-from jaxkin.data.units import fraction_scale, time_units_to_min, units_to_kbq
 from jaxkin.errors import InputError
 from jaxkin.input_function import InputFunction
+from jaxkin.io.files import read_json, read_tsv
+from jaxkin.io.units import fraction_scale, time_units_to_min, units_to_kbq
 
 __all__ = ["Blood", "load_blood", "BLOOD_DECAY_REFERENCES", "BLOOD_COLUMNS", "RECORDING_TOLERANCE",
            "MAX_EXTRAPOLATION", "blood_sidecar_flags", "write_blood", "scan_provenance", "scan_notes"]
@@ -376,7 +376,7 @@ def load_blood(paths, *, pet=None, blood_to_plasma: float | None = None, blood_d
                column: str | None = None) -> Blood:
     """Read the blood recording(s) ``paths`` (one path or several) of a scan into a :class:`Blood`.
 
-    ``pet`` (a :class:`jaxkin.data.bids.PetImage`) gives the time origin (its ``InjectionStart``), the scan's end
+    ``pet`` (a :class:`jaxkin.io.pet.PetImage`) gives the time origin (its ``InjectionStart``), the scan's end
     for the coverage check, the half-life and units to fall back on; without it, ``injection_start`` (min relative to
     TimeZero, default 0) and ``half_life`` (min) do. ``blood_to_plasma`` is the constant whole-blood/plasma ratio
     (plasma = whole blood / ratio where no plasma is measured). ``blood_decay`` is what the activities are decay
@@ -518,7 +518,7 @@ def write_blood(path, *, plasma: InputFunction | None = None, whole_blood: Input
     shifts them back) and activity in ``units``. The sidecar has each column's ``Description`` and ``Units``, the
     flags ``PlasmaAvail``, ``WholeBloodAvail``, ``MetaboliteAvail`` (false) and ``DispersionCorrected``, and
     ``extra``."""
-    from jaxkin.data.files import atomic_write, write_json
+    from jaxkin.io.files import atomic_write, write_json
 
     if plasma is None and whole_blood is None:
         raise ValueError("write_blood: give plasma and/or whole_blood")
@@ -556,7 +556,7 @@ def write_blood(path, *, plasma: InputFunction | None = None, whole_blood: Input
 
 
 def scan_provenance(pet, blood: Blood | None = None) -> dict:
-    """Sidecar fields of a result computed from ``pet`` (a :class:`jaxkin.data.bids.PetImage`) and ``blood``: the
+    """Sidecar fields of a result computed from ``pet`` (a :class:`jaxkin.io.pet.PetImage`) and ``blood``: the
     time origin, the decay references, the blood files and how the input was built, and every assumption made
     (``Assumptions``: the PET's notes, then the blood's)."""
     out = pet.provenance()

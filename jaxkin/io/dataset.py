@@ -1,12 +1,12 @@
 """Datasets of subjects in BIDS-PET layout: the train/val/test split and the files of each subject's PET scans.
 
-Works for the simulated phantom (:func:`jaxkin.data.phantom.simulate_dataset`) and for your own data laid out as
+Works for the simulated phantom (:func:`jaxkin.phantom.writer.simulate_dataset`) and for your own data laid out as
 ``sub-<id>/[ses-<id>/]pet/sub-<id>[_ses-<id>][_...]_pet.nii.gz`` (+ ``.json``), blood recordings
 ``*_recording-<label>_blood.tsv`` beside it, an optional label map ``*_dseg.nii.gz`` (+ ``*_dseg.tsv``) in ``pet/``
 or ``anat/`` or under ``derivatives/<pipeline>/``, and an optional ``split`` column (train/val/test) in
 ``participants.tsv``. A subject may have several scans (sessions, runs, tracers): :func:`scan_files` lists them;
 the split is by subject, so one subject's scans never straddle splits. Which file belongs to which scan is
-:mod:`jaxkin.data.layout`'s business.
+:mod:`jaxkin.io.layout`'s business.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import dataclasses
 import warnings
 from pathlib import Path
 
-from jaxkin.data import layout
-from jaxkin.data.files import nifti_stem, read_tsv
 from jaxkin.errors import InputError
+from jaxkin.io import layout
+from jaxkin.io.files import nifti_stem, read_tsv
 
 __all__ = ["SubjectFiles", "SPLITS", "list_subjects", "dataset_split", "scan_files", "subject_files",
            "load_organ_truth", "read_organ_truth"]
@@ -117,7 +117,7 @@ def _truth_files(root: Path, scan: layout.PetScan) -> tuple[dict, Path | None]:
 def _files(root: Path, scan: layout.PetScan) -> SubjectFiles:
     label_table = None
     if scan.labels is not None:
-        from jaxkin.data.labels import label_table_path
+        from jaxkin.io.labels import label_table_path
 
         label_table = label_table_path(scan.labels)
     truth, organs = _truth_files(root, scan)
@@ -127,7 +127,7 @@ def _files(root: Path, scan: layout.PetScan) -> SubjectFiles:
 
 def scan_files(dataset_dir, subject: str) -> list[SubjectFiles]:
     """The files of every PET scan of ``subject`` (``"sub-01"`` or ``"01"``) in ``dataset_dir``, sorted by session
-    and name (see :func:`jaxkin.data.layout.find_pet_scans`; ``dataset_description.json`` is not required here).
+    and name (see :func:`jaxkin.io.layout.find_pet_scans`; ``dataset_description.json`` is not required here).
     InputError if the subject has no folder or no PET scan."""
     root = Path(dataset_dir)
     scans = layout.find_pet_scans(root, participants=[_subject_id(subject)], require_description=False)
@@ -140,7 +140,7 @@ def subject_files(dataset_dir, subject: str) -> SubjectFiles:
     scans = scan_files(dataset_dir, subject)
     if len(scans) > 1:
         raise InputError(f"{Path(dataset_dir) / _subject_id(subject)}: {len(scans)} PET scans "
-                         f"({', '.join(s.scan_id for s in scans)}); use jaxkin.data.dataset.scan_files for all of them")
+                         f"({', '.join(s.scan_id for s in scans)}); use jaxkin.io.dataset.scan_files for all of them")
     return scans[0]
 
 

@@ -13,9 +13,10 @@ import math
 import numpy as np
 import pytest
 
-from jaxkin import FrameSchedule, InputError, InputFunction, feng
-from jaxkin.data import bids
-from jaxkin.data.blood import load_blood
+from jaxkin import FrameSchedule, InputError, InputFunction
+from jaxkin.input_function import feng
+from jaxkin.io.pet import load_pet, write_pet
+from jaxkin.io.blood import load_blood
 from jaxkin.decay import F18_HALF_LIFE_MIN, decay_factors
 from jaxkin.fitting import fit_volume
 from jaxkin.kinetics import prepare, tacs_in_chunks
@@ -84,7 +85,7 @@ def _pet_sidecar(**changes):
 
 
 def _write_pet(path, data, sidecar):
-    return bids.write_pet(path, data, FRAMES_TZ, np.diag([2.0, 2.0, 2.0, 1.0]), units=sidecar["Units"],
+    return write_pet(path, data, FRAMES_TZ, np.diag([2.0, 2.0, 2.0, 1.0]), units=sidecar["Units"],
                           sidecar=sidecar)
 
 
@@ -123,7 +124,7 @@ def _recordings(folder, *, scale=1.0, units="kBq/mL", decay=lambda t: 1.0, pf_pe
 
 
 def _fit(pet_path, blood_paths, **blood_options):
-    pet = bids.load_pet(pet_path)
+    pet = load_pet(pet_path)
     blood = load_blood(blood_paths, pet=pet, **blood_options)
     kin = prepare(blood.input, pet.frames, blood.whole_blood)
     fit = fit_volume(pet, kin, mask=np.ones(SHAPE, bool), chunk_size=64, progress=False, n_iter=N_ITER)
@@ -204,7 +205,7 @@ def test_bqml_is_bq_per_ml(tmp_path):
     for units in ("Bq/mL", "BQML", "Bq/cc"):
         folder = tmp_path / units.replace("/", "_")
         folder.mkdir()
-        reads.append(bids.load_pet(_write_pet(folder / "sub-01_pet.nii.gz", data, _pet_sidecar(Units="Bq/mL")
+        reads.append(load_pet(_write_pet(folder / "sub-01_pet.nii.gz", data, _pet_sidecar(Units="Bq/mL")
                                               | {"Units": units})).read())
     np.testing.assert_array_equal(reads[0], reads[1])
     np.testing.assert_array_equal(reads[0], reads[2])
@@ -263,7 +264,7 @@ def test_blood_ending_early_is_extended_by_a_fitted_exponential(tmp_path):
     c = lambda t: 50 * np.exp(-0.8 * t) + 6.0 * np.exp(-0.02 * t)  # noqa: E731  mono-exponential tail
     path = _write_tsv(tmp_path / "sub-01_recording-manual_blood.tsv", {"time": (t + INJ) * 60,
                       "plasma_radioactivity": c(t)}, {"time": "s", "plasma_radioactivity": "kBq/mL"})
-    blood = load_blood(path, pet=bids.load_pet(pet_path))
+    blood = load_blood(path, pet=load_pet(pet_path))
     assert blood.input.end == pytest.approx(SCAN_END)
     assert blood.input(SCAN_END) == pytest.approx(c(SCAN_END), rel=2e-3)
     ext = blood.description["InputExtrapolation"]
@@ -287,11 +288,11 @@ def _bad_pet(tmp_path, **changes):
 def test_timing_fields_must_be_numbers(tmp_path, field, value):
     path = _bad_pet(tmp_path, **{field: value})
     with pytest.raises(InputError, match=rf"sub-01_pet\.json: field '{field}' must be a number of seconds"):
-        bids.load_pet(path)
+        load_pet(path)
 
 
 def test_missing_injection_start_is_assumed_and_said(tmp_path):
-    pet = bids.load_pet(_bad_pet(tmp_path, InjectionStart=None, ImageDecayCorrectionTime=0))
+    pet = load_pet(_bad_pet(tmp_path, InjectionStart=None, ImageDecayCorrectionTime=0))
     assert pet.injection_start == 0.0 and pet.frames.start[0] == 0.0
     assert any("InjectionStart missing" in n for n in pet.notes)
     assert "InjectionStart missing" in " ".join(pet.provenance()["Assumptions"])
@@ -301,7 +302,7 @@ def test_missing_injection_start_is_assumed_and_said(tmp_path):
 def test_unknown_units_name_the_field(tmp_path, units):
     path = _bad_pet(tmp_path, Units=units)
     with pytest.raises(InputError, match=rf"sub-01_pet\.json: field 'Units': unknown units '{units}'"):
-        bids.load_pet(path)
+        load_pet(path)
 
 
 def _one_file(tmp_path, columns, units=None):

@@ -1,7 +1,7 @@
-"""The BIDS layout (jaxkin.data.layout): file names, PET scans with their blood recordings and label maps in
+"""The BIDS layout (jaxkin.io.layout): file names, PET scans with their blood recordings and label maps in
 real-looking trees (Biograph Vision Quadra style: ses-, trc-, rec-, run-, two blood recordings, segmentations in
 derivatives), participant and session selection, derivative dataset descriptions, BIDS URIs, output folders; and the
-scan-level dataset API built on it (jaxkin.data.dataset.scan_files)."""
+scan-level dataset API built on it (jaxkin.io.dataset.scan_files)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 import jaxkin
-from jaxkin.data import dataset, layout
+from jaxkin.io import dataset
+from jaxkin.io import layout
 from jaxkin.errors import InputError
 
 QUADRA_PET = "sub-001_ses-quadra_trc-FDG_rec-acdynPSF_pet.nii.gz"
@@ -337,7 +338,7 @@ def test_layout_imports_no_jax():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not [m for m in imported if m.split(".")[0] in ("jax", "jaxlib", "flax", "numpy", "nibabel")]
-    assert {m for m in imported if m.startswith("jaxkin")} <= {"jaxkin.errors", "jaxkin.data.files", "jaxkin._version"}
+    assert {m for m in imported if m.startswith("jaxkin")} <= {"jaxkin.errors", "jaxkin.io.files", "jaxkin._version"}
 
 
 # --------------------------------------------------------------------------------------------------

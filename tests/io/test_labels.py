@@ -11,10 +11,15 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin.cli import main
-from jaxkin.data import bids
-from jaxkin.data.labels import TOTALSEGMENTATOR_TOTAL, read_labels
-from jaxkin.data.regions import read_tacs, regional_tacs, write_tacs
+from jaxkin.io.pet import load_pet, write_pet
+from jaxkin.io.blood import write_blood
+from jaxkin.io.labels import write_labels
+from jaxkin.io.maps import write_map
+from jaxkin.io.labels import TOTALSEGMENTATOR_TOTAL, read_labels
+from jaxkin.io.tables import read_tacs, write_tacs
+from jaxkin.regions.tacs import regional_tacs
 from jaxkin.errors import InputError
 
 SHAPE = (10, 9, 8)
@@ -67,20 +72,20 @@ def scan(tmp_path_factory):
     kin = jaxkin.prepare(aif, FRAMES)
     lab = _pet_labels()
     data = np.zeros((*SHAPE, FRAMES.n_frames), np.float32)
-    body = np.asarray(jaxkin.two_tissue_irreversible(np.array([[0.05, 0.35, 0.02, 0.02]]), kin))[0]
+    body = np.asarray(kinetics.two_tissue_irreversible(np.array([[0.05, 0.35, 0.02, 0.02]]), kin))[0]
     data[:] = body
     for name, p in PARAMS.items():
-        tac = np.asarray(jaxkin.two_tissue_irreversible(np.array([p]), kin))[0]
+        tac = np.asarray(kinetics.two_tissue_irreversible(np.array([p]), kin))[0]
         sel = lab == IDS[name]
         data[sel] = tac * (1 + 0.05 * rng.standard_normal((int(sel.sum()), 1)))
     blood = (aif.integral(FRAMES.end) - aif.integral(FRAMES.start)) / FRAMES.duration
     sel = lab == IDS["aorta"]
     data[sel] = blood * (1 + 0.03 * rng.standard_normal((int(sel.sum()), 1)))
-    pet_path = bids.write_pet(root / "sub-01_pet.nii.gz", data, FRAMES, PET_AFFINE, units="kBq/mL",
+    pet_path = write_pet(root / "sub-01_pet.nii.gz", data, FRAMES, PET_AFFINE, units="kBq/mL",
                               sidecar={"InjectionStart": 0, "ImageDecayCorrectionTime": 0,
                                        "TracerRadionuclide": "F18"})
     names = {i: n for n, i in IDS.items()}
-    dseg = bids.write_labels(root / "sub-01_dseg.nii.gz", lab, names, PET_AFFINE)
+    dseg = write_labels(root / "sub-01_dseg.nii.gz", lab, names, PET_AFFINE)
     ct, ct_affine = _ct(lab, (0.15, -0.1, 0.2))
     ml = _save(root / "ct_multilabel.nii.gz", ct.astype(np.uint8), ct_affine, names)
     bare = _save(root / "ct_bare.nii.gz", ct.astype(np.uint8), ct_affine)
@@ -101,7 +106,7 @@ def _reference_means(scan, ids):
 
 
 def test_every_label_form_on_the_ct_grid_gives_the_pet_grid_tacs(scan):
-    pet = bids.load_pet(scan["pet"])
+    pet = load_pet(scan["pet"])
     on_pet = read_labels(scan["dseg"], pet=pet)
     assert on_pet.source is None and on_pet.kind == "dseg"
     forms = {"multilabel": read_labels(scan["ml"], pet=pet),
@@ -134,7 +139,7 @@ def test_every_label_form_on_the_ct_grid_gives_the_pet_grid_tacs(scan):
 
 
 def test_partial_volume_fractions(scan):
-    pet = bids.load_pet(scan["pet"])
+    pet = load_pet(scan["pet"])
     on_pet = read_labels(scan["dseg"], pet=pet)
     aligned = read_labels(scan["aligned"], pet=pet)
     # An aligned grid twice as fine: every fraction is 0 or 1, so the weighted TACs are the plain ones.
@@ -180,9 +185,9 @@ def test_idif_from_every_label_form_is_the_same(scan, tmp_path, capsys):
 
 
 def test_idif_erosion_segment_and_core(scan):
-    from jaxkin.data.regions import idif_mask
+    from jaxkin.regions.idif import idif_mask
 
-    pet = bids.load_pet(scan["pet"])
+    pet = load_pet(scan["pet"])
     aorta = scan["lab"] == IDS["aorta"]
     mask, how = idif_mask(pet, aorta, segment=(2, 5))
     assert mask.sum() == 4 * 3 and not mask[:, :, :2].any() and how == ["axial slices 2 to 4 only"]
@@ -204,9 +209,9 @@ def test_regions_command_and_tables(scan, tmp_path, capsys):
     out = tmp_path / "sub-01_tacs.tsv"
     maps = tmp_path / "maps"
     maps.mkdir()
-    pet = bids.load_pet(scan["pet"])
+    pet = load_pet(scan["pet"])
     ki = np.arange(np.prod(SHAPE), dtype=np.float32).reshape(SHAPE)
-    bids.write_map(maps, "sub-01", "2tcmirr", "Ki", ki, reference=pet, units="mL/cm3/min")
+    write_map(maps, "sub-01", "2tcmirr", "Ki", ki, reference=pet, units="mL/cm3/min")
     code, stdout, err = _run(["regions", "--pet", str(scan["pet"]), "--labels", str(scan["folder"]), "--out",
                               str(out), "--maps", str(maps), "--group", "organs=liver,spleen"], capsys)
     assert code == 0, err
@@ -234,7 +239,7 @@ def test_regions_command_and_tables(scan, tmp_path, capsys):
 
 
 def test_pmod_and_kinfitr_tables(scan, tmp_path):
-    pet = bids.load_pet(scan["pet"])
+    pet = load_pet(scan["pet"])
     tacs = regional_tacs(pet, read_labels(scan["dseg"], pet=pet), ["liver", "spleen"])
     own = write_tacs(tmp_path / "own.tsv", tacs)
     s, e = FRAMES.start * 60, FRAMES.end * 60
@@ -300,9 +305,9 @@ def test_bad_input_one_line_exit_2_nothing_written(scan, tmp_path, capsys, case)
                 "--out", str(out)]
         message = "none.tsv: file not found"
     else:
-        pet_img = bids.load_pet(scan["pet"])
+        pet_img = load_pet(scan["pet"])
         tacs = write_tacs(tmp_path / "t.tsv", regional_tacs(pet_img, read_labels(scan["dseg"], pet=pet_img)))
-        blood = bids.write_input_function(tmp_path / "b_blood.tsv", scan["aif"], units="kBq/mL")
+        blood = write_blood(tmp_path / "b_blood.tsv", whole_blood=scan["aif"], units="kBq/mL")
         if case == "nan region":
             lines = tacs.read_text().splitlines()
             lines[2] = lines[2].rsplit("\t", 1)[0] + "\tn/a"

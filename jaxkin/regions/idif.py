@@ -1,0 +1,118 @@
+"""The image-derived input: which voxels (a vessel label, eroded, an axial segment, its hottest core) and the curve
+(their mean TAC as an input function). Minutes and kBq/ml."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxkin.errors import InputError
+from jaxkin.frames import FrameSchedule
+from jaxkin.input_function import InputFunction
+from jaxkin.io.labels import Labels
+from jaxkin.io.pet import PetImage
+
+
+def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int] | None = None,
+              core: int | None = None) -> tuple[np.ndarray, list[str]]:
+    """The voxels of an image-derived input inside ``mask bool [X, Y, Z]`` (e.g. the aorta), and what was done.
+
+    ``segment``: only the axial slices ``[a, b)`` of the PET (e.g. the descending aorta). ``erode``: that many
+    binary erosions (6-connected, in 3D) to keep away from the vessel wall and its spill-out. ``core``: in each
+    axial slice, only the ``core`` hottest voxels at the frame where the mask's mean peaks (the bolus), as IDIF
+    tools do to keep the vessel's core. InputError when nothing is left.
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, bool)
+    notes = []
+    n0 = int(mask.sum())
+    if segment is not None:
+        a, b = segment
+        if not (0 <= a < b <= mask.shape[2]):
+            raise InputError(f"--segment {a}:{b}: the PET has axial slices 0 to {mask.shape[2]}")
+        keep = np.zeros_like(mask)
+        keep[:, :, a:b] = True
+        mask = mask & keep
+        notes.append(f"axial slices {a} to {b - 1} only")
+        if not mask.any():
+            raise InputError(f"--segment {a}:{b}: the label has no voxel in these slices")
+    if erode:
+        if erode < 0:
+            raise InputError("--erode must be 0 or more")
+        mask = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), iterations=erode)
+        notes.append(f"eroded {erode} time(s) (6-connected)")
+        if not mask.any():
+            raise InputError(f"--erode {erode}: nothing is left of the label ({n0} voxels); erode less")
+    if core:
+        if core < 1:
+            raise InputError("--core must be a positive number of voxels per slice")
+        zs = np.flatnonzero(mask.any(axis=(0, 1)))
+        sl = slice(int(zs[0]), int(zs[-1]) + 1)
+        data = pet.read(sl, dtype=np.float64)
+        sub = mask[:, :, sl]
+        tacs = np.where(np.isfinite(data[sub]), data[sub], np.nan)
+        peak = int(np.nanargmax(np.nanmean(tacs, axis=0)))
+        frame = np.where(sub, np.nan_to_num(data[..., peak], nan=-np.inf), -np.inf)
+        out = np.zeros_like(sub)
+        for k in range(sub.shape[2]):
+            n = int(sub[:, :, k].sum())
+            if n == 0:
+                continue
+            flat = frame[:, :, k].ravel()
+            best = np.argsort(flat)[::-1][: min(core, n)]
+            bx, by = np.unravel_index(best, sub.shape[:2])
+            out[bx, by, k] = True
+        mask = np.zeros_like(mask)
+        mask[:, :, sl] = out
+        notes.append(f"the {core} hottest voxel(s) per axial slice at frame {peak} (the peak of the label's mean)")
+    return mask, notes
+
+
+def label_mean_tac(pet: PetImage, mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Mean TAC (kBq/ml, ``[F]``) over the finite voxels of ``mask [X, Y, Z]``, and the number of voxels used.
+
+    Only the axial slices that contain the mask are read.
+    """
+    zs = np.flatnonzero(mask.any(axis=(0, 1)))
+    if zs.size == 0:
+        raise InputError(f"{pet.path}: the mask is empty")
+    sl = slice(int(zs[0]), int(zs[-1]) + 1)
+    data = pet.read(sl, dtype=np.float64)[mask[:, :, sl]]  # [V, F]
+    finite = np.all(np.isfinite(data), axis=1)
+    if not finite.any():
+        raise InputError(f"{pet.path}: every voxel of the mask has NaN or Inf values")
+    return data[finite].mean(axis=0), int(finite.sum())
+
+
+def image_derived_input(pet: PetImage, labels: Labels, label: str) -> InputFunction:
+    """The mean TAC inside ``label`` (e.g. ``"aorta"``) as an input function (min, kBq/ml).
+
+    Voxels with NaN/Inf values are left out; see :func:`input_from_frame_means` for how the curve is built.
+    """
+    if labels.data.shape != tuple(pet.shape[:3]):
+        raise InputError(f"{labels.path or 'labels'}: shape {labels.data.shape} differs from the PET image {pet.path.name}")
+    tac, _ = label_mean_tac(pet, labels.mask(label))
+    return input_from_frame_means(pet.frames, tac)
+
+
+def input_from_frame_means(frames: FrameSchedule, tac) -> InputFunction:
+    """An input function from frame means ``tac [F]`` (kBq/ml): samples at the frame mid times.
+
+    The curve ramps from 0 at the scan start (injection) to the first sample and is extended to the end of the last
+    frame by linear extrapolation of the last two samples (clipped at 0), so that it covers the scan.
+    """
+    tac = np.asarray(tac, dtype=np.float64)
+    mid = frames.mid
+    times, values = list(mid), list(tac)
+    if frames.start[0] < mid[0]:
+        times.insert(0, float(frames.start[0]))
+        values.insert(0, 0.0)
+    end = float(frames.end[-1])
+    if len(mid) >= 2:
+        slope = (tac[-1] - tac[-2]) / (mid[-1] - mid[-2])
+        tail = max(tac[-1] + slope * (end - mid[-1]), 0.0)
+    else:
+        tail = tac[-1]
+    times.append(end)
+    values.append(tail)
+    return InputFunction(np.array(times), np.array(values))
