@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,10 +30,26 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def command_line(args) -> str:
+    """The ``jaxkin evaluate`` command of ``args``, normalised (quoted in the report)."""
+    words = ["jaxkin", "evaluate", "--dataset", str(args.dataset)]
+    for spec in args.pred:
+        words += ["--pred", spec]
+    words += ["--out", str(args.out)]
+    words += ["--split", args.split] if args.split else []
+    words += ["--subjects", *args.subjects] if args.subjects else []
+    words += ["--no-figures"] if args.no_figures else []
+    for group in args.group:
+        words += ["--group", group]
+    words += ["--no-default-groups"] if args.no_default_groups else []
+    return shlex.join(words)
+
+
 def run(args) -> int:
     from jaxkin.evaluation import evaluate
 
     out = evaluate(args.dataset, args.pred, args.out, split=args.split, subjects=args.subjects,
-                   figures=not args.no_figures, groups=args.group, default_groups=not args.no_default_groups)
+                   figures=not args.no_figures, groups=args.group, default_groups=not args.no_default_groups,
+                   command=command_line(args))
     print(f"wrote {out / 'report.md'}")
     return 0

@@ -13,7 +13,6 @@ from jaxkin.evaluation.metrics import (
 )
 from jaxkin.evaluation.report import (
     Method,
-    command_line,
     evaluate,
     evaluate_subject,
     method_files,
@@ -25,6 +24,6 @@ from jaxkin.evaluation.report import (
 __all__ = [
     "PARAMS", "voxel_mae", "voxel_cosine", "tac_metrics", "mean_sd", "organ_values", "organ_statistics",
     "error_statistics",
-    "Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report", "command_line",
+    "Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report",
     "evaluate",
 ]

@@ -35,7 +35,7 @@ from jaxkin.evaluation.figures import draw_figures, shown_params
 from jaxkin.evaluation.metrics import PARAMS
 from jaxkin.kinetics import FDG_MODEL, get_model, prepare, tacs_in_chunks
 
-__all__ = ["Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report", "command_line",
+__all__ = ["Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report",
            "evaluate"]
 
 MODEL = FDG_MODEL
@@ -62,11 +62,11 @@ def parse_methods(specs: list[str]) -> list[Method]:
             folder, name = spec, Path(spec.rstrip("/")).name
         path = Path(folder)
         if not path.is_dir():
-            raise InputError(f"--pred {spec}: folder {path} not found")
+            raise InputError(f"maps {spec}: folder {path} not found")
         if not name or name == "truth":
-            raise InputError(f"--pred {spec}: give the method a name other than {name!r} (NAME=DIR)")
+            raise InputError(f"maps {spec}: give the method a name other than {name!r} (NAME=DIR)")
         if any(m.name == name for m in methods):
-            raise InputError(f"--pred {spec}: two methods named {name!r}; use NAME=DIR")
+            raise InputError(f"maps {spec}: two methods named {name!r}; use NAME=DIR")
         methods.append(Method(name, path))
     return methods
 
@@ -105,7 +105,7 @@ def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | Non
         wanted = [s if s.startswith("sub-") else f"sub-{s}" for s in subjects]
         missing = [s for s in wanted if s not in candidates]
         if missing:
-            raise InputError(f"--subjects: {', '.join(missing)} not in {dataset}"
+            raise InputError(f"subjects: {', '.join(missing)} not in {dataset}"
                              + (f" ({split} split)" if split else ""))
         candidates = wanted
     chosen = []
@@ -117,10 +117,10 @@ def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | Non
             elif subjects:
                 lacking = [m.name for m, k in zip(methods, kinds) if not k]
                 raise InputError(f"{files.scan_id}: no maps {files.scan_id}_model-{MODEL}_meas-<param>_mimap.nii.gz "
-                                 f"in --pred {', '.join(lacking)}")
+                                 f"in the maps of {', '.join(lacking)}")
     if not chosen:
         raise InputError(
-            f"no subject of {dataset} has maps in every --pred folder (expected "
+            f"no subject of {dataset} has maps in every method's folder (expected "
             f"<prefix>_model-{MODEL}_meas-K1_mimap.nii.gz ... or _model-patlak_meas-Ki_mimap.nii.gz, e.g. "
             f"{', '.join(str(m.folder) for m in methods)})")
     return chosen
@@ -345,38 +345,23 @@ def write_report(out: Path, dataset: Path, methods: list[Method], results: list[
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
 
 
-def command_line(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True,
-                 groups=None, default_groups: bool = True) -> str:
-    """The ``jaxkin evaluate`` command that :func:`evaluate` with these arguments runs (quoted in the report)."""
-    words = ["jaxkin", "evaluate", "--dataset", str(dataset)]
-    for spec in preds:
-        words += ["--pred", spec]
-    words += ["--out", str(out)]
-    words += ["--split", split] if split else []
-    words += ["--subjects", *subjects] if subjects else []
-    words += [] if figures else ["--no-figures"]
-    for g in groups if isinstance(groups, (list, tuple)) else [f"{k}={','.join(v)}" for k, v in (groups or {}).items()]:
-        words += ["--group", g]
-    words += [] if default_groups else ["--no-default-groups"]
-    return shlex.join(words)
-
-
 def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True,
              command: str | None = None, groups=None, default_groups: bool = True) -> Path:
     """Evaluate the methods ``preds`` (``["DIR" or "NAME=DIR", ...]``) on the subjects of ``dataset`` (those of
     ``split`` / ``subjects``, by default all with maps in every folder) and write the report folder ``out``
-    atomically (it must not exist, or be empty); returns ``out``. ``command`` (default: the equivalent
-    ``jaxkin evaluate`` line, :func:`command_line`) is quoted in report.md. ``groups`` / ``default_groups``: regions
+    atomically (it must not exist, or be empty); returns ``out``. ``command`` (default: this Python call) is quoted in
+    report.md. ``groups`` / ``default_groups``: regions
     merging labels (see :func:`evaluate_subject`)."""
-    command = command or command_line(dataset, preds, out, split=split, subjects=subjects, figures=figures,
-                                      groups=groups, default_groups=default_groups)
+    command = command or (f"jaxkin.evaluation.evaluate({str(dataset)!r}, {list(preds)!r}, {str(out)!r}, split={split!r}, "
+                          f"subjects={subjects!r}, figures={figures}, groups={groups!r}, "
+                          f"default_groups={default_groups})")
     dataset, out = Path(dataset), Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"--out {out}: already exists and is not an empty folder")
+        raise InputError(f"{out}: already exists and is not an empty folder")
     methods = parse_methods(preds)
     chosen = _select_subjects(dataset, split, subjects, methods)
     results = [evaluate_subject(files, methods, groups=groups, default_groups=default_groups) for files in chosen]
     summary = summarise(results, methods)
-    with atomic_directory(out, label=f"--out {out}", what="the report") as tmp:
+    with atomic_directory(out, label=str(out), what="the report") as tmp:
         write_report(tmp, dataset, methods, results, summary, figures, command)
     return out
