@@ -1,4 +1,5 @@
-"""The compartment models against an independent ODE solution, finite differences and each other."""
+"""The compartment models (jaxkin.kinetics.models) against an independent ODE solution, finite differences and each
+other, with the default and the exact evaluator; one TAC function for every evaluator."""
 
 import jax
 import jax.numpy as jnp
@@ -7,6 +8,7 @@ import pytest
 
 import jaxkin
 from jaxkin import InputFunction
+from jaxkin.kinetics import MODELS, get_model
 
 from _reference import FRAMES, INPUT
 from _reference import ode_frame_means as _ode_frame_means
@@ -55,28 +57,17 @@ def test_float32_models_match_the_ode(ode_case):
     assert _relative_error_on_signal(fn(p, exact), ref) <= 2e-4
 
 
-def test_table_matches_exact_recurrence_over_all_rates():
-    """Interpolation error of the rate table, on the realistic 1-s (0.2-s at the peak) Feng input."""
-    inp = jaxkin.feng_input(65.0, delay=0.3)
-    rates = np.concatenate([np.linspace(0, 0.1, 61), np.geomspace(0.1, 10.0, 120)])
-    with jax.enable_x64(True):
-        table = jaxkin.prepare(inp, FRAMES, dtype=jnp.float64)
-        exact = jaxkin.prepare_exact(inp, FRAMES, dtype=jnp.float64)
-        a = np.asarray(table.frame_conv(jnp.asarray(rates)))
-        b = np.asarray(jax.vmap(exact.frame_conv)(jnp.asarray(rates)))
-    assert _relative_error_on_signal(a, b) < 1e-7
-
-
-def test_convolve_cross_check_converges_to_exact():
-    params = jnp.array([[0.6, 1.2, 0.1, 0.05], [0.243, 0.78, 0.1, 0.02], [1.535, 2.697, 0.007, 0.042]])
-    with jax.enable_x64(True):
-        exact = jaxkin.two_tissue_irreversible(params, jaxkin.prepare_exact(INPUT, FRAMES, dtype=jnp.float64))
-        errors = []
-        for dt in (2 / 60, 1 / 60, 0.5 / 60, 0.25 / 60):
-            grid = jaxkin.prepare_convolve(INPUT, FRAMES, dt=dt, dtype=jnp.float64)
-            errors.append(_relative_error_on_signal(jaxkin.two_tissue_irreversible(params, grid), exact))
-    assert all(b < 0.7 * a for a, b in zip(errors, errors[1:])), errors  # first-order convergence
-    assert errors[-1] < 0.02, errors
+def test_one_tac_function_for_every_model():
+    """``KineticModel.tac`` is the model's function, for parameters of any leading shape (with a DelayedInput, the
+    delay is the last parameter: tests/kinetics/test_delayed.py)."""
+    kin = jaxkin.prepare(INPUT, FRAMES)
+    for name, fn in MODEL_FNS.items():
+        m = get_model(name)
+        params = jnp.asarray(_param_sets(name, n_random=2, seed=3)[:6].reshape(2, 3, -1), jnp.float32)
+        expected = np.asarray(fn(params, kin))
+        assert expected.shape == (2, 3, FRAMES.n_frames)
+        np.testing.assert_array_equal(np.asarray(m.tac(params, kin)), expected)
+        np.testing.assert_array_equal(np.asarray(fn(params[1, 2], kin)), expected[1, 2])
 
 
 @pytest.mark.parametrize("model", ["1tcm", "2tcmirr", "2tcm"])
@@ -141,7 +132,7 @@ def test_float32_is_safe_at_the_edges():
     assert np.all(jaxkin.two_tissue_irreversible(edge, zero_kin) == 0)
     # k2 = k3 = 0: tissue = K1 * running integral, frame-averaged
     ref = 0.5 * 0.5 * np.array([np.mean(INPUT.integral(np.linspace(s, e, 2001))) for s, e in zip(FRAMES.start, FRAMES.end)])
-    ref += 0.5 * np.asarray(kin.blood_mean)
+    ref += 0.5 * np.asarray(kin.blood_mean())
     np.testing.assert_allclose(np.asarray(jaxkin.two_tissue_irreversible(edge[3], kin)), ref, rtol=1e-4)
     rev = jnp.array([[0.5, 0.4, 0.0, 0.4, 0.1], [0.5, 0.4, 1e-9, 0.4, 0.0]])  # equal rates (degenerate)
     assert np.all(np.isfinite(jaxkin.two_tissue(rev, kin)))
@@ -158,6 +149,16 @@ def test_macro_parameters():
         jaxkin.get_model("x")
 
 
+def test_bounds_of_each_preset():
+    for m in MODELS.values():
+        assert m.bounds("paper") == (m.lower, m.upper)
+        assert m.bounds("physiological") == (m.physiological_lower, m.physiological_upper)
+        for lo, hi in (m.bounds("paper"), m.bounds("physiological")):
+            assert len(lo) == len(hi) == m.n_params and all(a < b for a, b in zip(lo, hi))
+    with pytest.raises(ValueError, match="unknown bounds preset 'loose'"):
+        MODELS["2tcmirr"].bounds("loose")
+
+
 def test_reversible_model_reduces_to_irreversible_and_one_tissue():
     with jax.enable_x64(True):
         kin = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)
@@ -167,14 +168,6 @@ def test_reversible_model_reduces_to_irreversible_and_one_tissue():
         rev_no_k3 = jaxkin.two_tissue(jnp.array([0.6, 1.2, 0.0, 0.3, 0.05]), kin)
     np.testing.assert_allclose(rev, irr, rtol=1e-7)
     np.testing.assert_allclose(rev_no_k3, one, rtol=1e-7)
-
-
-def test_input_must_cover_the_scan():
-    short = InputFunction.from_samples([0, 30], [0.0, 1.0], time_unit="min")
-    with pytest.raises(ValueError, match="does not cover the scan: it ends at 30 min"):
-        jaxkin.prepare(short, FRAMES)
-    with pytest.raises(ValueError, match="does not cover the scan"):
-        jaxkin.prepare_exact(short, FRAMES)
 
 
 def test_delay_shifts_the_response_later():
