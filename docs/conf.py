@@ -78,7 +78,7 @@ def _write_top_level_names(app) -> None:
         obj = getattr(jaxkin, name)
         module = getattr(obj, "__module__", None) if callable(obj) else None
         if module is None:  # a constant: documented with its module (``#:`` comment)
-            module = next(m for m in ("jaxkin.kinetics", "jaxkin.frames", "jaxkin.decay") if hasattr(
+            module = next(m for m in ("jaxkin.kinetics.models", "jaxkin.frames", "jaxkin.decay") if hasattr(
                 sys.modules[m], name))
         role = "class" if isinstance(obj, type) else ("func" if callable(obj) else "data")
         lines.append(f"| `jaxkin.{name}` | {{py:{role}}}`{module}.{name}` |")
@@ -119,6 +119,11 @@ def _resolve_reexports(app, env, node, contnode):
             return None
         break
     module, name = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if module is None and name is None:  # a constant: documented in the deepest module that lists it in __all__
+        package, name = ".".join(parts[:i]), parts[-1]
+        module = max((m for m, mod in list(sys.modules.items()) if (m == package or m.startswith(package + "."))
+                      and name in getattr(mod, "__all__", ()) and getattr(mod, name, None) is obj),
+                     key=lambda m: m.count("."), default=None)
     if not module or not name or f"{module}.{name}" == target:
         return None
     domain = env.get_domain("py")

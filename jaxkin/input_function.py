@@ -16,7 +16,9 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["InputFunction", "FengParameters", "feng", "feng_input"]
+from jaxkin.frames import FrameSchedule
+
+__all__ = ["InputFunction", "merged_knots", "FengParameters", "feng", "feng_input"]
 
 _TIME_UNITS = {"s": 1.0 / 60.0, "sec": 1.0 / 60.0, "seconds": 1.0 / 60.0, "min": 1.0, "minutes": 1.0}
 
@@ -114,6 +116,36 @@ class InputFunction:
             f"InputFunction({len(self.times)} knots, {self.times[0]:.4g}-{self.times[-1]:.4g} min, "
             f"peak {self.values.max():.4g} kBq/ml)"
         )
+
+
+def merged_knots(input_function: InputFunction, frames: FrameSchedule) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The knots of ``input_function`` with every frame boundary added, and the frame of each knot interval.
+
+    Returns ``times [K]`` (min), ``values [K]`` (kBq/ml, the input at those times) and ``interval_frame [K-1]``
+    (int32: the frame each knot interval lies in, ``frames.n_frames`` for an interval in no frame). Frames may start
+    before an input whose first value is zero (a scan started before the injection): the input is zero there.
+    Raises ``ValueError`` when the input does not cover the scan."""
+    if frames.start[0] < input_function.start - 1e-9:
+        if input_function.values[0] != 0.0:
+            raise ValueError(
+                f"the scan starts at {frames.start[0]:g} min, before the input function "
+                f"(first sample at {input_function.start:g} min, not zero)"
+            )
+        input_function = InputFunction(np.concatenate([[frames.start[0]], input_function.times]),
+                                       np.concatenate([[0.0], input_function.values]))
+    if frames.end[-1] > input_function.end + 1e-9:
+        raise ValueError(
+            f"the input function does not cover the scan: it ends at {input_function.end:g} min "
+            f"but the last frame ends at {frames.end[-1]:g} min"
+        )
+    times = np.union1d(input_function.times, np.concatenate([frames.start, frames.end]))
+    times = times[(times >= input_function.start) & (times <= input_function.end)]
+    values = input_function(times)
+    mid = 0.5 * (times[1:] + times[:-1])
+    frame = np.searchsorted(frames.start, mid, side="right") - 1
+    inside = (frame >= 0) & (mid < frames.end[np.clip(frame, 0, None)])
+    frame = np.where(inside, frame, frames.n_frames)  # n_frames = "in no frame", dropped
+    return times, values, frame.astype(np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

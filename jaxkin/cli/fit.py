@@ -126,9 +126,12 @@ def run(args) -> int:
     if models[0] not in GRAPHICAL:
         from jaxkin.kinetics import check_bound_names, resolve_bounds
 
-        check_bound_names(args.bounds, models)
-        for m in models:
-            resolve_bounds(m, args.bounds)  # a bad --bounds stops here, before any work
+        try:  # a bad --bounds stops here, before any work; the library's message starts "bounds: "
+            check_bound_names(args.bounds, models)
+            for m in models:
+                resolve_bounds(m, args.bounds)
+        except InputError as error:
+            raise InputError(f"--{error}") from None
     elif args.bounds:
         raise InputError(f"--bounds applies to compartment models, not {models[0]}")
     delay_range = tuple(float(v) / 60.0 for v in args.delay_range)

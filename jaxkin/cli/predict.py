@@ -132,8 +132,11 @@ def _check_adapt_options(args) -> None:
     if args.bounds:
         from jaxkin.kinetics import FDG_MODEL, check_bound_names, resolve_bounds
 
-        check_bound_names(args.bounds, [FDG_MODEL])
-        resolve_bounds(FDG_MODEL, args.bounds)
+        try:  # the library's message starts "bounds: "
+            check_bound_names(args.bounds, [FDG_MODEL])
+            resolve_bounds(FDG_MODEL, args.bounds)
+        except InputError as error:
+            raise InputError(f"--{error}") from None
     if not args.bids and not args.input_function:
         for name in ("adapt_steps", "refine_lm"):
             if getattr(args, name):

@@ -18,7 +18,6 @@ every voxel with finite values and a nonzero K1 (or Ki) in every method. Model T
 from __future__ import annotations
 
 import dataclasses
-import shlex
 from pathlib import Path
 
 import numpy as np

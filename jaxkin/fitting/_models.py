@@ -14,8 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxkin.fitting._delay_table import fdg_terms_tabulated
 from jaxkin.fitting.result import DELAY_STEP
-from jaxkin.kinetics import DelayedInput, KineticInput, KineticModel, tac_with_delay
+from jaxkin.kinetics import DelayedInput, KineticInput, KineticModel
 
 
 def _fdg_terms(k1, k2, k3, vb, lam, e, de, integral, blood):
@@ -41,17 +42,17 @@ def _value_and_jac_2tcmirr(params, kin: KineticInput):
     k1, k2, k3, vb = params[:, 0], params[:, 1], params[:, 2], params[:, 3]
     lam = jnp.maximum(k2 + k3, 1e-12)
     e, de = kin.frame_conv_and_derivative(lam)
-    value, jac, *_ = _fdg_terms(k1, k2, k3, vb, lam, e, de, kin.integral_mean, kin.blood_mean)
+    value, jac, *_ = _fdg_terms(k1, k2, k3, vb, lam, e, de, kin.integral_mean(), kin.blood_mean())
     return value, jac
 
 
 def _value_and_jac_2tcmirr_delayed(params, kin: DelayedInput):
     """Value ``[N, F]`` and Jacobian (5 arrays ``[N, F]``: K1, k2, k3, vB, delay) of the 2TCM-irr model with a
     delayed input: the rate and delay derivatives of the evaluator's tables over rates and delays
-    (:meth:`~jaxkin.kinetics.DelayedInput.fdg_terms_tabulated`), the rest as without delay."""
+    (:func:`~jaxkin.fitting._delay_table.fdg_terms_tabulated`), the rest as without delay."""
     k1, k2, k3, vb, delay = (params[:, i] for i in range(5))
     lam = jnp.maximum(k2 + k3, 1e-12)
-    e, de, e_d, integral, integral_d, blood, blood_d = kin.fdg_terms_tabulated(lam, delay)
+    e, de, e_d, integral, integral_d, blood, blood_d = fdg_terms_tabulated(kin, lam, delay)
     value, jac, a, b, tb = _fdg_terms(k1, k2, k3, vb, lam, e, de, integral, blood)
     d_delay = tb * (a * integral_d + b * e_d) + vb[:, None] * blood_d
     return value, (*jac, d_delay)
@@ -174,7 +175,7 @@ def _with_delay(base: _Spec, model: KineticModel, delay_step: float) -> _Spec:
     if model.name == "2tcmirr":
         value_and_jac = _value_and_jac_2tcmirr_delayed
     else:
-        value_and_jac = _jacfwd_value_and_jac(lambda p, kin: tac_with_delay(model.name, p, kin))
+        value_and_jac = _jacfwd_value_and_jac(model.tac)
     return _Spec(basis_rates, base.integral_column, coef_to_params, value_and_jac, project, base.grid_scale, True)
 
 

@@ -2,7 +2,8 @@
 
 :class:`NumpyModel` evaluates the exact frame-averaged model (piecewise-linear input, exact integrals of the
 exponential convolution over every knot interval, frame boundaries on knots) in float64 NumPy, independently of
-the JAX code. :func:`curve_fit_tac` fits one TAC with the paper's settings (``method="trf"``, the model's bounds,
+the JAX evaluators: its own closed-form recurrence over the knots of :func:`jaxkin.input_function.merged_knots`; only
+the model's description (parameter names, bounds) comes from :func:`jaxkin.kinetics.get_model`. :func:`curve_fit_tac` fits one TAC with the paper's settings (``method="trf"``, the model's bounds,
 ``p0 = [0.1, 0.1, 0.01, 0.01]`` for the FDG model, ``diff_step = 1e-3``); :func:`curve_fit_tacs` loops it over
 ``[N, F]`` TACs (a Python loop per voxel: this is the baseline jaxkin is measured against, not a fast path).
 Units: minutes, 1/min, kBq/ml.
@@ -16,8 +17,8 @@ import warnings
 import numpy as np
 
 from jaxkin.frames import FrameSchedule
-from jaxkin.input_function import InputFunction
-from jaxkin.kinetics import merged_knots, get_model
+from jaxkin.input_function import InputFunction, merged_knots
+from jaxkin.kinetics import get_model
 
 __all__ = ["NumpyModel", "PAPER_P0", "curve_fit_tac", "curve_fit_tacs"]
 
@@ -39,7 +40,7 @@ def _series(x, coefficients):
 
 
 def _interval_coefficients(x):
-    """``E, phi1, alpha, phi2, psi3`` of ``x = rate * h`` (see :mod:`jaxkin._expint` for the definitions)."""
+    """``E, phi1, alpha, phi2, psi3`` of ``x = rate * h`` (see :mod:`jaxkin.kinetics._expint` for the definitions)."""
     small = x < 1.0
     xs = np.where(small, 1.0, x)
     e = np.exp(-x)

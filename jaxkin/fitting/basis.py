@@ -38,9 +38,10 @@ def _basis_columns(kin, rates, integral_column: bool, delay: bool = False):
         cols.append(kin.blood_mean(d))
         return jnp.stack(cols, axis=1)
     cols = [kin.frame_conv(rates[:, r]) for r in range(rates.shape[1])]
+    integral, blood = kin.integral_mean(), kin.blood_mean()
     if integral_column:
-        cols = [jnp.broadcast_to(kin.integral_mean, (g, kin.integral_mean.shape[-1]))] + cols
-    cols.append(jnp.broadcast_to(kin.blood_mean, (g, kin.blood_mean.shape[-1])))
+        cols = [jnp.broadcast_to(integral, (g, integral.shape[-1]))] + cols
+    cols.append(jnp.broadcast_to(blood, (g, blood.shape[-1])))
     return jnp.stack(cols, axis=1)
 
 

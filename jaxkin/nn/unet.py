@@ -474,14 +474,14 @@ def input_level(kin):
     """The time-averaged blood activity of each scan, ``[...]`` (kBq/ml): the frame means of the whole blood
     weighted by frame duration (``kin`` a :class:`jaxkin.kinetics.KineticInput`, leaves stacked as ``[..., F]``)."""
     w = kin.frame_duration
-    return jnp.sum(kin.blood_mean * w, axis=-1) / jnp.sum(w, axis=-1)
+    return jnp.sum(kin.blood_mean() * w, axis=-1) / jnp.sum(w, axis=-1)
 
 
 def input_curves(kin):
     """The input function as the network sees it, ``[..., F, 2]`` (kBq/ml): the frame means of the blood, and the
     frame means of the running integral of the input divided by the scan's length (Patlak's abscissa, scaled)."""
     end = kin.frame_start[..., -1:] + kin.frame_duration[..., -1:]
-    return jnp.stack([kin.blood_mean, kin.integral_mean / end], axis=-1)
+    return jnp.stack([kin.blood_mean(), kin.integral_mean() / end], axis=-1)
 
 
 def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization: str = "none", kin=None,

@@ -1,5 +1,6 @@
-"""Input delay: the delayed evaluator against the ODE reference with a shifted input, and per-voxel delay fits of
-noiseless ODE-reference TACs (delay, K1 and Ki recovered; without the delay they are biased)."""
+"""Input delay in the fits: the FDG model's tabulated terms (the Levenberg–Marquardt fast path) against the delayed
+evaluator, the basis start, and per-voxel delay fits of noiseless ODE-reference TACs (delay, K1 and Ki recovered;
+without the delay they are biased). The delayed evaluator itself: tests/kinetics/test_delayed.py."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,8 @@ import numpy as np
 import pytest
 
 import jaxkin
-from jaxkin.kinetics import prepare_delayed, tac_with_delay
+from jaxkin.fitting._delay_table import fdg_terms_tabulated
+from jaxkin.kinetics import prepare_delayed
 
 from _reference import FRAMES, INPUT, ode_frame_means
 
@@ -24,47 +26,19 @@ def dkin64():
         return prepare_delayed(INPUT, FRAMES, dtype=jnp.float64)
 
 
-@pytest.mark.parametrize("model", ["2tcmirr", "1tcm", "2tcm"])
-def test_delayed_model_equals_the_ode_with_a_shifted_input(model, dkin64):
-    rng = np.random.default_rng(3)
-    n = 4
-    lo, hi = (np.array(b) for b in jaxkin.get_model(model).bounds("paper"))
-    params = rng.uniform(lo, 0.5 * hi, (n, lo.size))
-    delays = np.array([-9.5, -2.0, 7.3, 29.0]) / 60.0
-    ref = _ode_delayed(model, params, delays)
-    with jax.enable_x64(True):
-        value = np.asarray(tac_with_delay(model, np.concatenate([params, delays[:, None]], -1), dkin64))
-        # delay 0 is the undelayed table model
-        undelayed = np.asarray(jaxkin.get_model(model).tac(params, jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)))
-        zero = np.asarray(tac_with_delay(model, np.concatenate([params, np.zeros((n, 1))], -1), dkin64))
-    np.testing.assert_allclose(value, ref, rtol=1e-7, atol=1e-7 * np.abs(ref).max())
-    np.testing.assert_allclose(zero, undelayed, rtol=1e-10, atol=1e-10 * np.abs(undelayed).max())
-
-
-def test_analytic_derivatives_match_finite_differences(dkin64):
-    rate, delay = np.array([0.0, 0.7, 2.3]), np.array([-7.0, 4.3, 21.0]) / 60.0
-    h = 1e-6
-    with jax.enable_x64(True):
-        value, d_rate, d_delay = (np.asarray(a) for a in dkin64.frame_conv_and_derivatives(rate, delay))
-        fd_rate = (np.asarray(dkin64.frame_conv(rate + h, delay)) - np.asarray(dkin64.frame_conv(rate - h, delay))) / 2 / h
-        fd_delay = (np.asarray(dkin64.frame_conv(rate, delay + h)) - np.asarray(dkin64.frame_conv(rate, delay - h))) / 2 / h
-        int_value, int_delay = dkin64.integral_mean_and_derivative(delay)
-        fd_int = (np.asarray(dkin64.integral_mean(delay + h)) - np.asarray(dkin64.integral_mean(delay - h))) / 2 / h
-    np.testing.assert_allclose(d_rate[1:], fd_rate[1:], rtol=1e-6, atol=1e-7 * np.abs(fd_rate).max())
-    np.testing.assert_allclose(d_delay, fd_delay, rtol=1e-5, atol=1e-6 * np.abs(fd_delay).max())
-    np.testing.assert_allclose(int_delay, fd_int, rtol=1e-5, atol=1e-6 * np.abs(fd_int).max())
-    np.testing.assert_allclose(value[0], np.asarray(int_value)[0], rtol=1e-9)  # rate 0 is the integral
-
-
 def test_tabulated_terms_match_the_exact_evaluator(dkin64):
-    """The LM's fast path (tables over rates and delays, cubic Hermite) against the exact evaluator: values within
-    2e-5 of each term's maximum, derivatives (only the Jacobian's direction) within 1%."""
+    """The LM's fast path (tables over rates and delays, cubic Hermite) against the delayed evaluator's own values and
+    analytic derivatives at every rate and delay (tested against the ODE and finite differences in
+    tests/kinetics/test_delayed.py): values within 2e-5 of each term's maximum, derivatives (only the Jacobian's
+    direction) within 1%."""
     rng = np.random.default_rng(11)
     rate = np.exp(rng.uniform(np.log(0.01), np.log(5.0), 500))
     delay = rng.uniform(-10.0, 30.0, 500) / 60.0
     with jax.enable_x64(True):
-        exact = [np.asarray(a) for a in dkin64.fdg_terms(rate, delay)]
-        table = [np.asarray(a) for a in dkin64.fdg_terms_tabulated(rate, delay)]
+        exact = [np.asarray(a) for a in (*dkin64.frame_conv_and_derivatives(rate, delay),
+                                         *dkin64.integral_mean_and_derivative(delay),
+                                         *dkin64.blood_mean_and_derivative(delay))]
+        table = [np.asarray(a) for a in fdg_terms_tabulated(dkin64, rate, delay)]
     for name, e, t in zip(["conv", "conv_rate", "conv_delay", "integral", "integral_delay", "blood", "blood_delay"],
                           exact, table):
         tol = 2e-5 if name in ("conv", "integral", "blood") else 1e-2
@@ -92,7 +66,7 @@ def test_shared_weight_start_equals_the_per_voxel_solver(model, delayed, dkin64)
         if delayed:
             kin = dkin64
             params = np.concatenate([params, rng.uniform(-8.0, 25.0, (n, 1)) / 60.0], -1)
-            clean = np.asarray(tac_with_delay(model, jnp.asarray(params), kin))
+            clean = np.asarray(m.tac(jnp.asarray(params), kin))
             lo, hi = np.append(lo, -10.0 / 60.0), np.append(hi, 0.5)
         else:
             kin = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)

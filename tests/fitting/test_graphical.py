@@ -17,8 +17,8 @@ def plot():
 
 def test_plot_input_integral_means_are_exact(plot):
     kin = jaxkin.prepare(INPUT, FRAMES)  # the exact knot recurrence at rate 0, a different computation
-    np.testing.assert_allclose(plot.cp_integral_mean, kin.integral_mean, rtol=1e-5)
-    np.testing.assert_allclose(plot.cp_mean, kin.blood_mean, rtol=1e-5)
+    np.testing.assert_allclose(plot.cp_integral_mean, kin.integral_mean(), rtol=1e-5)
+    np.testing.assert_allclose(plot.cp_mean, kin.blood_mean(), rtol=1e-5)
 
 
 def test_patlak_is_exact_on_a_straight_line(plot):

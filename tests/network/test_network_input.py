@@ -36,7 +36,7 @@ def kins():
 
 def test_input_level_is_the_time_weighted_blood_mean(kins):
     kin, _, _ = kins
-    blood = np.asarray(kin.blood_mean, np.float64)
+    blood = np.asarray(kin.blood_mean(), np.float64)
     expected = (blood * FRAMES.duration).sum(axis=1) / FRAMES.duration.sum()
     np.testing.assert_allclose(np.asarray(U.input_level(kin)), expected, rtol=1e-6)
 
@@ -52,8 +52,8 @@ def test_input_normalisation_and_conditioning_see_tissue_relative_to_blood(kins)
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
     level = np.asarray(U.input_level(kin))
     np.testing.assert_allclose(np.asarray(x[:, :62, 3, 5, 0]), np.asarray(tac[:, 3, 5, :]) / level[:, None], rtol=1e-5)
-    blood = np.asarray(kin.blood_mean) / level[:, None]
-    integral = np.asarray(kin.integral_mean) / FRAMES.end[-1] / level[:, None]
+    blood = np.asarray(kin.blood_mean()) / level[:, None]
+    integral = np.asarray(kin.integral_mean()) / FRAMES.end[-1] / level[:, None]
     np.testing.assert_allclose(np.asarray(x[:, :62, 2, 7, 1]), blood, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(x[:, :62, 0, 0, 2]), integral, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(x[:, 62:, 0, 0, 2]), integral[:, -1:].repeat(2, axis=1), rtol=1e-5)

@@ -1,8 +1,9 @@
 """Exact integrals of a piecewise-linear input against a decaying exponential.
 
-Private helpers of :mod:`jaxkin.kinetics`. On one knot interval of length ``h`` with input values ``c0``
-(left) and ``c1`` (right), let ``I(s) = I0 e^{-lam s} + int_0^s C(u) e^{-lam (s-u)} du`` and ``x = lam h``.
-Then exactly
+Private helpers of :mod:`jaxkin.kinetics`: the interval coefficients, the ``phi_k`` functions, and
+:func:`knot_recurrence`, the exact convolution of a piecewise-linear input at its knots. On one knot interval of
+length ``h`` with input values ``c0`` (left) and ``c1`` (right), let
+``I(s) = I0 e^{-lam s} + int_0^s C(u) e^{-lam (s-u)} du`` and ``x = lam h``. Then exactly
 
     I(h)           = E I0 + h (c0 alpha(x) + c1 phi2(x))
     int_0^h I(s)ds = I0 h phi1(x) + h^2 (c0 psi3(x) + c1 (phi2(x) - psi3(x)))
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 _SWITCH = 1.0  # below this x, use the series
@@ -84,3 +86,23 @@ def phi_functions(x, count: int = 4):
     d1 = 1.0 - x * d2
     return (jnp.where(small, d1, up1), jnp.where(small, d2, up2), jnp.where(small, d3, up3),
             jnp.where(small, d4, up4))
+
+
+def knot_recurrence(times, values, rate):
+    """The exact convolution ``I(t) = (C * e^{-rate t})(t)`` of a piecewise-linear input at its knots.
+
+    ``times``, ``values [K]`` (min, kBq/ml): the input's knots; ``rate`` scalar (1/min, >= 0). Returns ``i_end [K-1]``,
+    ``I`` at the end of each knot interval (kBq/ml*min), and ``interval_integral [K-1]``, ``int I`` over each interval
+    (kBq/ml*min^2). ``I(t_{j+1}) = E_j I(t_j) + b_j`` is a linear recurrence, solved by an associative scan."""
+    h = jnp.diff(times)
+    c0, c1 = values[:-1], values[1:]
+    e, phi1, alpha, phi2, psi3 = interval_coefficients(rate * h)
+    b = h * (c0 * alpha + c1 * phi2)
+
+    def compose(left, right):
+        return left[0] * right[0], right[0] * left[1] + right[1]
+
+    _, i_end = jax.lax.associative_scan(compose, (e, b))
+    i_start = jnp.concatenate([jnp.zeros((1,), b.dtype), i_end[:-1]])
+    interval_integral = i_start * h * phi1 + h**2 * (c0 * psi3 + c1 * (phi2 - psi3))
+    return i_end, interval_integral

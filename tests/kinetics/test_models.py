@@ -1,4 +1,5 @@
-"""The compartment models against an independent ODE solution, finite differences and each other."""
+"""The compartment models (jaxkin.kinetics.models) against an independent ODE solution, finite differences and each
+other, with the default and the exact evaluator; one TAC function for every evaluator."""
 
 import jax
 import jax.numpy as jnp
@@ -6,14 +7,16 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import InputFunction
+from jaxkin.kinetics import MODELS, get_model
 
 from _reference import FRAMES, INPUT
 from _reference import ode_frame_means as _ode_frame_means
 from _reference import param_sets as _param_sets
 
 
-MODEL_FNS = {"1tcm": jaxkin.one_tissue, "2tcmirr": jaxkin.two_tissue_irreversible, "2tcm": jaxkin.two_tissue}
+MODEL_FNS = {"1tcm": kinetics.one_tissue, "2tcmirr": kinetics.two_tissue_irreversible, "2tcm": kinetics.two_tissue}
 
 
 @pytest.fixture(scope="module", params=["1tcm", "2tcmirr", "2tcm"])
@@ -36,7 +39,7 @@ def test_float64_models_match_the_ode(ode_case):
     fn = MODEL_FNS[model]
     with jax.enable_x64(True):
         table = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)
-        exact = jaxkin.prepare_exact(INPUT, FRAMES, dtype=jnp.float64)
+        exact = kinetics.prepare_exact(INPUT, FRAMES, dtype=jnp.float64)
         p = jnp.asarray(params, jnp.float64)
         err_table = _relative_error_on_signal(fn(p, table), ref)
         err_exact = _relative_error_on_signal(fn(p, exact), ref)
@@ -48,35 +51,24 @@ def test_float32_models_match_the_ode(ode_case):
     model, params, ref = ode_case
     fn = MODEL_FNS[model]
     table = jaxkin.prepare(INPUT, FRAMES)
-    exact = jaxkin.prepare_exact(INPUT, FRAMES)
+    exact = kinetics.prepare_exact(INPUT, FRAMES)
     assert table.table.dtype == jnp.float32
     p = jnp.asarray(params, jnp.float32)
     assert _relative_error_on_signal(fn(p, table), ref) <= 2e-4
     assert _relative_error_on_signal(fn(p, exact), ref) <= 2e-4
 
 
-def test_table_matches_exact_recurrence_over_all_rates():
-    """Interpolation error of the rate table, on the realistic 1-s (0.2-s at the peak) Feng input."""
-    inp = jaxkin.feng_input(65.0, delay=0.3)
-    rates = np.concatenate([np.linspace(0, 0.1, 61), np.geomspace(0.1, 10.0, 120)])
-    with jax.enable_x64(True):
-        table = jaxkin.prepare(inp, FRAMES, dtype=jnp.float64)
-        exact = jaxkin.prepare_exact(inp, FRAMES, dtype=jnp.float64)
-        a = np.asarray(table.frame_conv(jnp.asarray(rates)))
-        b = np.asarray(jax.vmap(exact.frame_conv)(jnp.asarray(rates)))
-    assert _relative_error_on_signal(a, b) < 1e-7
-
-
-def test_convolve_cross_check_converges_to_exact():
-    params = jnp.array([[0.6, 1.2, 0.1, 0.05], [0.243, 0.78, 0.1, 0.02], [1.535, 2.697, 0.007, 0.042]])
-    with jax.enable_x64(True):
-        exact = jaxkin.two_tissue_irreversible(params, jaxkin.prepare_exact(INPUT, FRAMES, dtype=jnp.float64))
-        errors = []
-        for dt in (2 / 60, 1 / 60, 0.5 / 60, 0.25 / 60):
-            grid = jaxkin.prepare_convolve(INPUT, FRAMES, dt=dt, dtype=jnp.float64)
-            errors.append(_relative_error_on_signal(jaxkin.two_tissue_irreversible(params, grid), exact))
-    assert all(b < 0.7 * a for a, b in zip(errors, errors[1:])), errors  # first-order convergence
-    assert errors[-1] < 0.02, errors
+def test_one_tac_function_for_every_model():
+    """``KineticModel.tac`` is the model's function, for parameters of any leading shape (with a DelayedInput, the
+    delay is the last parameter: tests/kinetics/test_delayed.py)."""
+    kin = jaxkin.prepare(INPUT, FRAMES)
+    for name, fn in MODEL_FNS.items():
+        m = get_model(name)
+        params = jnp.asarray(_param_sets(name, n_random=2, seed=3)[:6].reshape(2, 3, -1), jnp.float32)
+        expected = np.asarray(fn(params, kin))
+        assert expected.shape == (2, 3, FRAMES.n_frames)
+        np.testing.assert_array_equal(np.asarray(m.tac(params, kin)), expected)
+        np.testing.assert_array_equal(np.asarray(fn(params[1, 2], kin)), expected[1, 2])
 
 
 @pytest.mark.parametrize("model", ["1tcm", "2tcmirr", "2tcm"])
@@ -102,8 +94,8 @@ def test_vmap_over_10000_parameter_sets_equals_per_voxel():
     kin = jaxkin.prepare(INPUT, FRAMES)
     m = jaxkin.get_model("2tcmirr")
     params = jax.random.uniform(jax.random.key(0), (10_000, 4), minval=jnp.array(m.lower), maxval=jnp.array(m.upper))
-    batched = jax.jit(jaxkin.two_tissue_irreversible)(params, kin)
-    one = jax.jit(lambda p: jaxkin.two_tissue_irreversible(p, kin))
+    batched = jax.jit(kinetics.two_tissue_irreversible)(params, kin)
+    one = jax.jit(lambda p: kinetics.two_tissue_irreversible(p, kin))
     per_voxel = jax.lax.map(one, params)
     assert batched.shape == (10_000, 62)
     np.testing.assert_allclose(np.asarray(batched), np.asarray(per_voxel), rtol=1e-6, atol=1e-6)
@@ -117,9 +109,9 @@ def test_models_are_jittable_with_stacked_inputs():
     kins = [jaxkin.prepare(jaxkin.feng_input(65.0, delay=d, scale=s), FRAMES) for d, s in [(0.1, 1.0), (0.4, 0.7)]]
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *kins)
     params = jnp.array([[0.6, 1.2, 0.1, 0.05], [0.6, 1.2, 0.1, 0.05]])
-    out = jax.jit(jax.vmap(jaxkin.two_tissue_irreversible))(params, stacked)
+    out = jax.jit(jax.vmap(kinetics.two_tissue_irreversible))(params, stacked)
     for i, kin in enumerate(kins):
-        np.testing.assert_allclose(np.asarray(out[i]), np.asarray(jaxkin.two_tissue_irreversible(params[i], kin)), rtol=1e-6)
+        np.testing.assert_allclose(np.asarray(out[i]), np.asarray(kinetics.two_tissue_irreversible(params[i], kin)), rtol=1e-6)
     assert not np.allclose(out[0], out[1])
 
 
@@ -135,17 +127,17 @@ def test_float32_is_safe_at_the_edges():
         [1.0, 50.0, 1.0, 0.2],     # rate beyond the table: clamped, still finite
     ])
     for k in (kin, zero_kin):
-        tac = jaxkin.two_tissue_irreversible(edge, k)
-        grad = jax.jacfwd(lambda p: jaxkin.two_tissue_irreversible(p, k).sum())(edge)
+        tac = kinetics.two_tissue_irreversible(edge, k)
+        grad = jax.jacfwd(lambda p: kinetics.two_tissue_irreversible(p, k).sum())(edge)
         assert np.all(np.isfinite(tac)) and np.all(np.isfinite(grad))
-    assert np.all(jaxkin.two_tissue_irreversible(edge, zero_kin) == 0)
+    assert np.all(kinetics.two_tissue_irreversible(edge, zero_kin) == 0)
     # k2 = k3 = 0: tissue = K1 * running integral, frame-averaged
     ref = 0.5 * 0.5 * np.array([np.mean(INPUT.integral(np.linspace(s, e, 2001))) for s, e in zip(FRAMES.start, FRAMES.end)])
-    ref += 0.5 * np.asarray(kin.blood_mean)
-    np.testing.assert_allclose(np.asarray(jaxkin.two_tissue_irreversible(edge[3], kin)), ref, rtol=1e-4)
+    ref += 0.5 * np.asarray(kin.blood_mean())
+    np.testing.assert_allclose(np.asarray(kinetics.two_tissue_irreversible(edge[3], kin)), ref, rtol=1e-4)
     rev = jnp.array([[0.5, 0.4, 0.0, 0.4, 0.1], [0.5, 0.4, 1e-9, 0.4, 0.0]])  # equal rates (degenerate)
-    assert np.all(np.isfinite(jaxkin.two_tissue(rev, kin)))
-    assert np.all(np.isfinite(jax.jacfwd(lambda p: jaxkin.two_tissue(p, kin).sum())(rev)))
+    assert np.all(np.isfinite(kinetics.two_tissue(rev, kin)))
+    assert np.all(np.isfinite(jax.jacfwd(lambda p: kinetics.two_tissue(p, kin).sum())(rev)))
 
 
 def test_macro_parameters():
@@ -158,30 +150,32 @@ def test_macro_parameters():
         jaxkin.get_model("x")
 
 
+def test_bounds_of_each_preset():
+    for m in MODELS.values():
+        assert m.bounds("paper") == (m.lower, m.upper)
+        assert m.bounds("physiological") == (m.physiological_lower, m.physiological_upper)
+        for lo, hi in (m.bounds("paper"), m.bounds("physiological")):
+            assert len(lo) == len(hi) == m.n_params and all(a < b for a, b in zip(lo, hi))
+    with pytest.raises(ValueError, match="unknown bounds preset 'loose'"):
+        MODELS["2tcmirr"].bounds("loose")
+
+
 def test_reversible_model_reduces_to_irreversible_and_one_tissue():
     with jax.enable_x64(True):
         kin = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)
-        irr = jaxkin.two_tissue_irreversible(jnp.array([0.6, 1.2, 0.1, 0.05]), kin)
-        rev = jaxkin.two_tissue(jnp.array([0.6, 1.2, 0.1, 0.0, 0.05]), kin)
-        one = jaxkin.one_tissue(jnp.array([0.6, 1.2, 0.05]), kin)
-        rev_no_k3 = jaxkin.two_tissue(jnp.array([0.6, 1.2, 0.0, 0.3, 0.05]), kin)
+        irr = kinetics.two_tissue_irreversible(jnp.array([0.6, 1.2, 0.1, 0.05]), kin)
+        rev = kinetics.two_tissue(jnp.array([0.6, 1.2, 0.1, 0.0, 0.05]), kin)
+        one = kinetics.one_tissue(jnp.array([0.6, 1.2, 0.05]), kin)
+        rev_no_k3 = kinetics.two_tissue(jnp.array([0.6, 1.2, 0.0, 0.3, 0.05]), kin)
     np.testing.assert_allclose(rev, irr, rtol=1e-7)
     np.testing.assert_allclose(rev_no_k3, one, rtol=1e-7)
-
-
-def test_input_must_cover_the_scan():
-    short = InputFunction.from_samples([0, 30], [0.0, 1.0], time_unit="min")
-    with pytest.raises(ValueError, match="does not cover the scan: it ends at 30 min"):
-        jaxkin.prepare(short, FRAMES)
-    with pytest.raises(ValueError, match="does not cover the scan"):
-        jaxkin.prepare_exact(short, FRAMES)
 
 
 def test_delay_shifts_the_response_later():
     kin = jaxkin.prepare(INPUT, FRAMES)
     late = jaxkin.prepare(INPUT.delayed(0.5), FRAMES)
     p = jnp.array([0.6, 1.2, 0.1, 0.05])
-    a, b = jaxkin.two_tissue_irreversible(p, kin), jaxkin.two_tissue_irreversible(p, late)
+    a, b = kinetics.two_tissue_irreversible(p, kin), kinetics.two_tissue_irreversible(p, late)
     first = int(np.argmax(np.asarray(a) > 0.01 * float(a.max())))
     assert float(b[first]) < float(a[first])  # activity arrives later
     np.testing.assert_allclose(float(b[-1]), float(a[-1]), rtol=0.05)  # late frames barely change

@@ -1,5 +1,5 @@
-"""Bounds presets: ``physiological`` (the default) contains the phantom's liver and spleen, ``paper`` does not, and
-the bounds specifications (presets, ranges) resolve as documented."""
+"""Bounds presets (jaxkin.kinetics.bounds): ``physiological`` (the default) contains the phantom's liver and spleen,
+``paper`` does not (and biases their fits), and the bounds specifications (presets, ranges) resolve as documented."""
 
 import numpy as np
 import pytest
@@ -8,7 +8,7 @@ import jaxkin
 from jaxkin.phantom.anatomy import LABELS, ORGAN_PARAMETERS
 from jaxkin.phantom.simulate import simulate_subject
 from jaxkin.errors import InputError
-from jaxkin.kinetics import MODELS, check_bound_names, resolve_bounds
+from jaxkin.kinetics import BOUNDS_PRESETS, DEFAULT_BOUNDS, MODELS, check_bound_names, resolve_bounds
 
 
 def test_physiological_bounds_contain_every_phantom_organ_with_its_variation():
@@ -37,12 +37,21 @@ def test_bounds_specifications():
     lo, hi, text = resolve_bounds("2tcm", ["paper", "k4=0,0.1"])
     assert lo[3] == 0.0 and hi[3] == 0.1 and lo[0] == 0.01 and text.startswith("paper")
     assert resolve_bounds("1tcm", {"k3": (0, 1)})[:2] == MODELS["1tcm"].bounds("physiological")  # not its parameter
-    for bad in ("loose", "K1=3,0", "K1=0", "K1=a,b", "K1=0,1 K1=0,2"):
-        with pytest.raises(InputError, match="--bounds"):
+    for bad in ("loose", "K1=3,0", "K1=0", "K1=a,b", "K1=0,1 K1=0,2", {"K1": 3}):
+        with pytest.raises(InputError, match="^bounds: ") as error:
             resolve_bounds("2tcmirr", bad)
-    with pytest.raises(InputError, match="k5 is not a parameter"):
+        assert "--" not in str(error.value)  # the library names the parameter, not a command-line flag
+    with pytest.raises(InputError, match="^bounds: k5 is not a parameter"):
         check_bound_names("k5=0,1", ["2tcmirr", "1tcm"])
     check_bound_names("k4=0,1", ["2tcmirr", "2tcm"])
+
+
+def test_every_preset_has_bounds_for_every_model():
+    assert DEFAULT_BOUNDS in BOUNDS_PRESETS
+    for preset in BOUNDS_PRESETS:
+        for name, m in MODELS.items():
+            lo, hi, text = resolve_bounds(name, preset)
+            assert (lo, hi) == m.bounds(preset) and text == preset
 
 
 @pytest.fixture(scope="module")
