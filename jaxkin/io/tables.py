@@ -35,8 +35,8 @@ class RegionalTacs:
     ``half_life`` of the radionuclide (min) when known; ``notes``: assumptions made, one sentence each; ``units`` and
     ``scale_to_kbq``: the unit the values were read in (they are converted to kBq/ml) and its factor.
 
-    It also serves as the scan of :func:`jaxkin.io.blood.load_blood` (``frames``, ``injection_start``,
-    ``half_life``, ``units`` and ``scale_to_kbq``)."""
+    It also serves as the scan of :func:`jaxkin.io.blood.load_blood`: it has the fields of
+    :class:`jaxkin.io.blood.ScanTiming`."""
 
     names: tuple
     frames: FrameSchedule

@@ -27,9 +27,9 @@ from jaxkin.phantom.anatomy import (
 # --------------------------------------------------------------------------------------------------
 
 def noise_sd(clean: np.ndarray, frames: FrameSchedule, noise_scale: float) -> np.ndarray:
-    """Noise SD (kBq/ml) for a noiseless image ``clean [..., F]`` (kBq/ml): the module's formula with
-    ``s = noise_scale * NOISE_S``; decay-aware (F-18, half-life 109.77 min) and inversely proportional to the
-    frame duration (min)."""
+    """Noise SD (kBq/ml) for a noiseless image ``clean [..., F]`` (kBq/ml): the formula of
+    :mod:`jaxkin.phantom.anatomy` with ``s = noise_scale * NOISE_S``; decay-aware (F-18, half-life 109.77 min) and
+    inversely proportional to the frame duration (min)."""
     return np.sqrt(np.maximum(clean, 0.0) * (noise_scale * NOISE_S * _decay_per_duration(frames)).astype(np.float32))
 
 
