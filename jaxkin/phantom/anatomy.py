@@ -28,6 +28,7 @@ from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
 from jaxkin.kinetics import FDG_MODEL, get_model
 
+#: The label map's table: index -> organ (0 is outside the body).
 LABELS: dict[int, str] = {
     1: "body",
     2: "lungs",
@@ -65,12 +66,14 @@ ORGAN_PARAMETERS: dict[str, tuple[float, float, float, float]] = {
     "bladder": (0.35, 0.4, 0.3, 0.0),
     "lesion": (0.243, 0.78, 0.1, 0.02),
 }
+#: The labels that are pure blood (vB = 1): their TAC is the input function's frame means.
 BLOOD_LABELS = ("blood_pool", "aorta")
 
 #: Per-subject variation: each organ parameter is multiplied by a log-normal factor of this SD (log scale).
 SUBJECT_SD = 0.10
-#: Intra-organ heterogeneity: a smooth log-normal field of this SD (log scale), mean 1, correlation ~HET_MM.
+#: Intra-organ heterogeneity: a smooth log-normal field of this SD (log scale), mean 1, correlation ~HETEROGENEITY_MM.
 HETEROGENEITY_SD = 0.10
+#: The heterogeneity's correlation length (mm).
 HETEROGENEITY_MM = 20.0
 #: Arrival of the input at each organ relative to the measured input (the descending aorta), in seconds (positive =
 #: later), applied with ``organ_delays=True``: the bolus passes the right heart and the lungs, then the left ventricle,
@@ -93,6 +96,7 @@ ORGAN_DELAY_S: dict[str, float] = {
 
 #: Input function: Feng's curve times a log-normal scale (SD 0.15) and delayed by U(0.1, 0.3) min.
 INPUT_SCALE_SD = 0.15
+#: The range of the input's per-subject delay (min), drawn uniformly.
 INPUT_DELAY_MIN = (0.1, 0.3)
 
 #: Noise constant s at noise_scale = 1 (kBq/ml*min): about 3.6% SD in a late (300 s) liver frame voxel.
@@ -100,6 +104,7 @@ NOISE_S = 0.06
 
 #: The ground truth's parameters (K1, k2, k3, vB) and maps (those and Ki), from the kinetic model.
 PARAM_NAMES = get_model(FDG_MODEL).param_names
+#: The ground truth's maps: the parameters and Ki.
 MAP_NAMES = get_model(FDG_MODEL).map_names
 
 

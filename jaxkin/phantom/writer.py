@@ -55,6 +55,7 @@ def subject_paths(root, subject_id: str) -> dict:
 #: With them the phantom's unscaled Feng input (11.7 kBq/mL at 60 min) means about 440 MBq (5.9 MBq/kg), and the
 #: organs read realistic SUVs late in the scan: blood 2.0, liver ~2, body ~0.75, bladder ~30, myocardium ~10.
 NOMINAL_WEIGHT_KG = 75.0
+#: The nominal whole blood's SUV at 60 min (see :data:`NOMINAL_WEIGHT_KG`).
 NOMINAL_BLOOD_SUV_60_MIN = 2.0
 
 
