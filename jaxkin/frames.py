@@ -10,7 +10,8 @@ import dataclasses
 
 import numpy as np
 
-__all__ = ["FrameSchedule", "QUADRA_FRAMES_SECONDS", "QUADRA_69_FRAMES_SECONDS", "FRAME_SCHEDULES"]
+__all__ = ["FrameSchedule", "FrameProblem", "frame_problem", "FRAME_OVERLAP_TOLERANCE", "QUADRA_FRAMES_SECONDS",
+           "QUADRA_69_FRAMES_SECONDS", "FRAME_SCHEDULES"]
 
 #: The 62-frame schedule of the paper (Biograph Vision Quadra, 65 min), as (count, duration in s).
 QUADRA_FRAMES_SECONDS: tuple[tuple[int, float], ...] = (
@@ -45,7 +46,8 @@ FRAME_SCHEDULES: dict[str, tuple[tuple[int, float], ...]] = {
 class FrameSchedule:
     """Start times and durations of the frames, in minutes.
 
-    Frames are sorted by start time, have positive durations and do not overlap (gaps are allowed).
+    Frames are sorted by start time, have positive durations and do not overlap (gaps are allowed; see
+    :func:`frame_problem`).
     The arrays are read-only float64 NumPy arrays of shape ``[F]``; build one with
     :meth:`from_seconds`, :meth:`from_minutes` or :meth:`quadra`.
     """
@@ -156,23 +158,61 @@ class FrameSchedule:
         )
 
 
-def _check_frames(start: np.ndarray, duration: np.ndarray) -> None:
+#: Frames may overlap by this much (minutes; 1 ms): the rounding of frame times in files.
+FRAME_OVERLAP_TOLERANCE = 1e-3 / 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameProblem:
+    """What is wrong with a frame schedule: ``kind`` is one of ``"length"`` (start times and durations differ in
+    count), ``"empty"``, ``"not finite"``, ``"duration"`` (not positive), ``"order"`` (a start not after the one
+    before) or ``"overlap"`` (a frame starts more than :data:`FRAME_OVERLAP_TOLERANCE` before the one before ends);
+    ``frame`` is the index of the offending frame (0 for the kinds that concern the whole schedule)."""
+
+    kind: str
+    frame: int = 0
+
+
+def frame_problem(start, duration) -> FrameProblem | None:
+    """The first problem of the frames ``start [F]`` and ``duration [F]`` (minutes), or None when they are valid:
+    sorted by start, positive durations, no overlap beyond :data:`FRAME_OVERLAP_TOLERANCE` (gaps are allowed).
+
+    The one check of a frame schedule: :class:`FrameSchedule` raises ValueError on it, and the readers of files
+    (PET sidecars, TAC tables) word it with their file's fields."""
+    start = np.asarray(start, dtype=np.float64).reshape(-1)
+    duration = np.asarray(duration, dtype=np.float64).reshape(-1)
     if start.shape != duration.shape:
-        raise ValueError(
-            f"frame start times ({start.shape[0]}) and durations ({duration.shape[0]}) differ in length"
-        )
+        return FrameProblem("length")
     if start.shape[0] == 0:
-        raise ValueError("a frame schedule needs at least one frame")
+        return FrameProblem("empty")
     if not (np.all(np.isfinite(start)) and np.all(np.isfinite(duration))):
-        raise ValueError("frame start times and durations must be finite numbers")
+        return FrameProblem("not finite")
     if np.any(duration <= 0):
-        i = int(np.argmax(duration <= 0))
-        raise ValueError(f"frame durations must be positive; frame {i} has duration {duration[i]:g}")
+        return FrameProblem("duration", int(np.argmax(duration <= 0)))
     if np.any(np.diff(start) <= 0):
-        i = int(np.argmax(np.diff(start) <= 0)) + 1
-        raise ValueError(f"frame start times must be strictly increasing; frame {i} starts at or before frame {i - 1}")
-    end = start + duration
-    # Allow overlaps at the level of rounding in the files (1e-6 min = 60 us).
-    if np.any(start[1:] < end[:-1] - 1e-6):
-        i = int(np.argmax(start[1:] < end[:-1] - 1e-6)) + 1
-        raise ValueError(f"frames overlap: frame {i} starts before frame {i - 1} ends")
+        return FrameProblem("order", int(np.argmax(np.diff(start) <= 0)) + 1)
+    overlap = start[1:] < (start + duration)[:-1] - FRAME_OVERLAP_TOLERANCE
+    if np.any(overlap):
+        return FrameProblem("overlap", int(np.argmax(overlap)) + 1)
+    return None
+
+
+def _check_frames(start: np.ndarray, duration: np.ndarray) -> None:
+    """ValueError describing :func:`frame_problem`'s finding, if any."""
+    problem = frame_problem(start, duration)
+    if problem is None:
+        return
+    i = problem.frame
+    if problem.kind == "length":
+        message = f"frame start times ({start.shape[0]}) and durations ({duration.shape[0]}) differ in length"
+    elif problem.kind == "empty":
+        message = "a frame schedule needs at least one frame"
+    elif problem.kind == "not finite":
+        message = "frame start times and durations must be finite numbers"
+    elif problem.kind == "duration":
+        message = f"frame durations must be positive; frame {i} has duration {duration[i]:g}"
+    elif problem.kind == "order":
+        message = f"frame start times must be strictly increasing; frame {i} starts at or before frame {i - 1}"
+    else:
+        message = f"frames overlap: frame {i} starts before frame {i - 1} ends"
+    raise ValueError(message)

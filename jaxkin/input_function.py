@@ -18,9 +18,13 @@ import numpy as np
 
 from jaxkin.frames import FrameSchedule
 
-__all__ = ["InputFunction", "merged_knots", "FengParameters", "feng", "feng_input"]
+__all__ = ["InputFunction", "merged_knots", "FengParameters", "feng", "feng_input", "MINUTES_PER_TIME_UNIT"]
 
-_TIME_UNITS = {"s": 1.0 / 60.0, "sec": 1.0 / 60.0, "seconds": 1.0 / 60.0, "min": 1.0, "minutes": 1.0}
+#: Minutes per unit of time, by the spellings files and callers use (lower case): seconds and minutes.
+MINUTES_PER_TIME_UNIT: dict[str, float] = {
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), 1.0 / 60.0),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), 1.0),
+}
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -63,9 +67,10 @@ class InputFunction:
 
     @classmethod
     def from_samples(cls, times, values, *, time_unit: str) -> "InputFunction":
-        """An input function from samples; ``time_unit`` is ``"s"`` or ``"min"`` (no default, on purpose)."""
+        """An input function from samples; ``time_unit`` is ``"s"`` or ``"min"`` (no default, on purpose; any
+        spelling of :data:`MINUTES_PER_TIME_UNIT`)."""
         try:
-            scale = _TIME_UNITS[time_unit]
+            scale = MINUTES_PER_TIME_UNIT[time_unit]
         except KeyError:
             raise ValueError(f"input function: unknown time unit {time_unit!r}; use 's' or 'min'") from None
         return cls(np.asarray(times, dtype=np.float64) * scale, values)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 #: The recording label of an image-derived input (``<PET prefix>_recording-IDIF_blood.tsv``).
 RECORDING = "IDIF"
+#: The parameters of :func:`jaxkin.regions.idif.idif_mask` that name themselves in its errors, and their flags.
+FLAGS = {"segment": "--segment", "erode": "--erode", "core": "--core"}
 
 
 def register(subparsers) -> None:
@@ -42,13 +44,13 @@ def register(subparsers) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from jaxkin.cli._flags import flag_named
     from jaxkin.cli._scan import bids_jobs, check_modes, open_labels, replaced, say, start_derivatives
-    from jaxkin.regions.idif import input_from_frame_means, label_mean_tac
-    from jaxkin.io.pet import load_pet
-    from jaxkin.regions.idif import idif_mask
+    from jaxkin.errors import InputError
     from jaxkin.io.blood import scan_provenance, write_blood
     from jaxkin.io.layout import bids_uri
-    from jaxkin.errors import InputError
+    from jaxkin.io.pet import load_pet
+    from jaxkin.regions.idif import idif_mask, input_from_frame_means, label_mean_tac
 
     check_modes(args, ("pet", "labels"))
     if args.bids:
@@ -83,7 +85,10 @@ def run(args) -> int:
         chosen = labels.mask(args.label)
         if not chosen.any():
             raise InputError(f"{labels_path}: label {label!r} has no voxel inside the field of view of {pet.path.name}")
-        mask, how = idif_mask(pet, chosen, erode=args.erode, segment=segment, core=args.core)
+        try:
+            mask, how = idif_mask(pet, chosen, erode=args.erode, segment=segment, core=args.core)
+        except InputError as err:
+            raise flag_named(err, FLAGS) from None
         opened.append((pet, labels, labels_path, out, sources, name, label, mask, how))
     if args.bids:
         start_derivatives(args, command="idif")

@@ -33,10 +33,17 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+#: The parameters of :func:`jaxkin.phantom.writer.simulate_dataset` that name themselves in its errors, and their flags.
+FLAGS = {"subjects": "--subjects", "noise_scale": "--noise-scale", "fwhm_mm": "--fwhm-mm", "units": "--units",
+         "frames": "--frames", "preset": "--preset"}
+
+
 def run(args) -> int:
     import sys
     import time
 
+    from jaxkin.cli._flags import flag_named
+    from jaxkin.errors import InputError
     from jaxkin.phantom.anatomy import get_preset
     from jaxkin.phantom.writer import simulate_dataset
 
@@ -47,9 +54,12 @@ def run(args) -> int:
     def progress(subject_id):
         print(f"  {subject_id} written ({time.perf_counter() - start:.1f} s)", file=sys.stderr, flush=True)
 
-    out = simulate_dataset(args.out, subjects=args.subjects, seed=args.seed, preset=args.preset,
-                           noise_scale=args.noise_scale, fwhm_mm=args.fwhm_mm, units=args.units,
-                           workers=args.workers, progress=progress, organ_delays=args.organ_delays,
-                           frames=args.frames)
+    try:
+        out = simulate_dataset(args.out, subjects=args.subjects, seed=args.seed, preset=args.preset,
+                               noise_scale=args.noise_scale, fwhm_mm=args.fwhm_mm, units=args.units,
+                               workers=args.workers, progress=progress, organ_delays=args.organ_delays,
+                               frames=args.frames)
+    except InputError as err:
+        raise flag_named(err, FLAGS) from None
     print(f"wrote {n} subject(s), preset {preset.name}, to {out} in {time.perf_counter() - start:.1f} s")
     return 0

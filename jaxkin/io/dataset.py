@@ -12,20 +12,21 @@ the split is by subject, so one subject's scans never straddle splits. Which fil
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 
 from jaxkin.errors import InputError
 from jaxkin.io import layout
 from jaxkin.io.files import nifti_stem, read_tsv
+from jaxkin.io.labels import label_table_path
 
-__all__ = ["SubjectFiles", "SPLITS", "list_subjects", "dataset_split", "scan_files", "subject_files",
-           "load_organ_truth", "read_organ_truth"]
+__all__ = ["SubjectFiles", "SPLITS", "TRUTH_PIPELINE", "truth_root", "list_subjects", "dataset_split", "scan_files",
+           "subject_files", "load_organ_truth", "read_organ_truth"]
 
 #: The values of the ``split`` column of ``participants.tsv``.
 SPLITS = ("train", "val", "test")
-#: The simulated phantom's ground truth: ``derivatives/groundtruth/sub-<id>/[ses-<id>/]pet/``.
-_TRUTH = "groundtruth"
+#: The pipeline folder of the simulated phantom's ground truth: ``derivatives/groundtruth/sub-<id>/[ses-<id>/]pet/``
+#: (label maps in ``anat/``).
+TRUTH_PIPELINE = "groundtruth"
 #: Entities of a truth file's name that describe the file, not the scan.
 _TRUTH_OWN_ENTITIES = ("model", "meas", "desc", "space")
 
@@ -55,12 +56,10 @@ class SubjectFiles:
         if not self.scan_id:  # built by hand: the PET's prefix
             object.__setattr__(self, "scan_id", nifti_stem(Path(self.pet)).removesuffix("_pet"))
 
-    @property
-    def input_function(self) -> Path | None:
-        """Deprecated: the first of :attr:`blood` (None without any). Use ``blood`` (all recordings of the scan)."""
-        warnings.warn("SubjectFiles.input_function is deprecated; use SubjectFiles.blood (every blood recording)",
-                      DeprecationWarning, stacklevel=2)
-        return self.blood[0] if self.blood else None
+
+def truth_root(dataset_dir) -> Path:
+    """The ground-truth derivative of a simulated dataset: ``dataset_dir/derivatives/groundtruth``."""
+    return Path(dataset_dir) / "derivatives" / TRUTH_PIPELINE
 
 
 def _subject_id(subject: str) -> str:
@@ -101,7 +100,7 @@ def dataset_split(dataset_dir) -> dict[str, list[str]]:
 
 def _truth_files(root: Path, scan: layout.PetScan) -> tuple[dict, Path | None]:
     """A simulated scan's truth maps ``{param: path}`` and organ table (``derivatives/groundtruth``)."""
-    levels = layout.scan_folders(root, scan.subject, scan.session, derivatives=_TRUTH, raw=False)
+    levels = layout.scan_folders(root, scan.subject, scan.session, derivatives=TRUTH_PIPELINE, raw=False)
     truth = {}
     for path in layout.matching_files(scan.entities, levels, suffix="mimap", extensions=(".nii.gz",),
                                       ignore=_TRUTH_OWN_ENTITIES):
@@ -115,11 +114,7 @@ def _truth_files(root: Path, scan: layout.PetScan) -> tuple[dict, Path | None]:
 
 
 def _files(root: Path, scan: layout.PetScan) -> SubjectFiles:
-    label_table = None
-    if scan.labels is not None:
-        from jaxkin.io.labels import label_table_path
-
-        label_table = label_table_path(scan.labels)
+    label_table = label_table_path(scan.labels) if scan.labels is not None else None
     truth, organs = _truth_files(root, scan)
     return SubjectFiles(scan.subject, scan.pet, scan.blood, scan.labels, label_table, truth, session=scan.session,
                         scan_id=scan.prefix, organ_truth=organs)
@@ -157,5 +152,4 @@ def load_organ_truth(dataset_dir, subject: str) -> dict[str, dict[str, float]]:
     (the subject's ``derivatives/groundtruth/sub-<id>/pet/sub-<id>_desc-organs_parameters.tsv``; for a scan of a
     subject with sessions, :func:`read_organ_truth` of its ``SubjectFiles.organ_truth``)."""
     sid = _subject_id(subject)
-    return read_organ_truth(Path(dataset_dir) / "derivatives" / _TRUTH / sid / "pet"
-                            / f"{sid}_desc-organs_parameters.tsv")
+    return read_organ_truth(truth_root(dataset_dir) / sid / "pet" / f"{sid}_desc-organs_parameters.tsv")

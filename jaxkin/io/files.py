@@ -19,8 +19,8 @@ import numpy as np
 
 from jaxkin.errors import InputError
 
-__all__ = ["AFFINE_ATOL", "nifti_stem", "open_nifti", "one_line", "read_json", "write_json", "read_tsv", "atomic_write",
-           "atomic_directory"]
+__all__ = ["AFFINE_ATOL", "nifti_stem", "open_nifti", "one_line", "read_json", "write_json", "read_tsv", "write_tsv",
+           "atomic_write", "atomic_directory"]
 
 #: Geometry tolerance (mm) for "the same grid": affines may differ by float32 rounding of the header.
 AFFINE_ATOL = 1e-3
@@ -185,6 +185,14 @@ def write_json(path, data) -> None:
     """Write ``data`` as indented JSON to ``path`` atomically."""
     with atomic_write(Path(path)) as tmp:
         tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def write_tsv(path, header, rows) -> None:
+    """Write a tab-separated file atomically: the ``header`` row, then ``rows`` (cells as strings, already
+    formatted)."""
+    lines = ["\t".join(header)] + ["\t".join(str(c) for c in row) for row in rows]
+    with atomic_write(Path(path)) as tmp:
+        tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:

@@ -4,12 +4,12 @@ folders of per-structure masks.
 * :func:`read_labels` opens any of them and returns :class:`Labels` on the PET's grid:
 
   - a BIDS label map ``*_dseg.nii[.gz]`` with its table ``*_dseg.tsv`` (``index``, ``name``);
-  - a TotalSegmentator multilabel file (``TotalSegmentator --ml``): the names come from its NIfTI header extension
+  - a TotalSegmentator multilabel file (TotalSegmentator's multilabel output, its ``ml`` option): the names come from its NIfTI header extension
     (a CARET/GIFTI-style XML ``LabelTable`` of ``<Label Key="52">aorta</Label>`` entries, written by TotalSegmentator
     since release 1.5.2), or from a table given with ``table=`` — a TSV, or ``"totalsegmentator"`` for the
     published class table of the ``total`` task (:data:`TOTALSEGMENTATOR_TOTAL`). A file without names and without
     a table is refused: label ids depend on TotalSegmentator's task and version (``aorta`` is 52 in v2's ``total``,
-    7 in v1 and with ``--v1_order``), so jaxkin does not guess them;
+    7 in v1 and with its ``v1_order`` option), so jaxkin does not guess them;
   - a folder of masks as TotalSegmentator writes by default (``segmentations/liver.nii.gz``, ...): each file is one
     structure named after the file; all masks must share one grid.
 
@@ -63,7 +63,7 @@ TOTALSEGMENTATOR_SOURCE = (
     "TotalSegmentator >= 2.2.1, task 'total' (117 classes): class_map['total'] of totalsegmentator/map_to_binary.py, "
     "github.com/wasserth/TotalSegmentator at commit 0275d3046117a9615a9876e6e4eefd5156843f1c. Releases 2.0.0-2.1.0 "
     "numbered the ribs (ids 92-115) in another order (fixed in 2.2.1: 'rib labels were in wrong order'); v1 and "
-    "--v1_order use another table (aorta = 7)"
+    "its v1_order option use another table (aorta = 7)"
 )
 
 
@@ -95,7 +95,7 @@ def _totalsegmentator_total() -> dict[int, str]:
 #: TotalSegmentator's class table of the ``total`` task (id -> name); see :data:`TOTALSEGMENTATOR_SOURCE`.
 TOTALSEGMENTATOR_TOTAL: dict[int, str] = _totalsegmentator_total()
 
-#: Built-in label tables, by the name ``table=`` (``--label-table``) takes.
+#: Built-in label tables, by the name :func:`read_labels`'s ``table`` takes.
 BUILTIN_TABLES: dict[str, tuple[dict, str]] = {"totalsegmentator": (TOTALSEGMENTATOR_TOTAL, TOTALSEGMENTATOR_SOURCE)}
 
 _BONES = tuple(n for n in TOTALSEGMENTATOR_TOTAL.values()
@@ -256,9 +256,9 @@ def parse_groups(specs) -> dict[str, tuple[str, ...]]:
         name = name.strip()
         parts = tuple(m.strip() for m in members.split(",") if m.strip())
         if not sep or not name or not parts:
-            raise InputError(f"--group {spec!r}: expected NAME=LABEL,LABEL,... (e.g. kidneys=kidney_left,kidney_right)")
+            raise InputError(f"group {spec!r}: expected NAME=LABEL,LABEL,... (e.g. kidneys=kidney_left,kidney_right)")
         if name in groups:
-            raise InputError(f"--group {spec!r}: group {name!r} given twice")
+            raise InputError(f"group {spec!r}: group {name!r} given twice")
         groups[name] = parts
     return groups
 
@@ -364,6 +364,90 @@ def _resample(data: np.ndarray, affine: np.ndarray, pet) -> np.ndarray:
     return np.asarray(out.dataobj).astype(data.dtype, copy=False)
 
 
+def _label_names(path: Path, image, data: np.ndarray, table) -> tuple[dict[int, str], str, str, list[str]]:
+    """``(names, where they come from, kind, notes)`` of the label file ``path``: the built-in table or TSV
+    ``table``, else the ``*_dseg.tsv`` beside it, else its header extension. InputError when there are none or a
+    value of ``data`` is not in them."""
+    notes = []
+    if table is not None and str(table) in BUILTIN_TABLES:
+        names, source_table = dict(BUILTIN_TABLES[str(table)][0]), BUILTIN_TABLES[str(table)][1]
+        table_where, kind = f"built-in label table {str(table)!r}", "multilabel"
+        notes.append(f"{path.name}: label names from the built-in table {table!r} ({source_table})")
+    elif table is not None or label_table_path(path).is_file():
+        table_where = Path(table) if table is not None else label_table_path(path)
+        names, source_table, kind = _read_table(table_where), table_where.name, "dseg"
+    else:
+        names = header_label_names(image)
+        if names is None:
+            raise InputError(
+                f"{path}: no label names (no {label_table_path(path).name} beside it, no label table in its NIfTI "
+                "header extension); give a label table: a TSV (index, name), or 'totalsegmentator' for "
+                "TotalSegmentator's v2 'total' class table, if that is what made the file")
+        source_table, kind = "NIfTI header extension", "multilabel"
+        table_where = f"{path} (header extension)"
+    unknown = sorted(set(np.unique(data).tolist()) - set(names) - {0})
+    if unknown:
+        raise InputError(f"{table_where}: label values {unknown[:10]} of {path.name} are not in the table")
+    return names, source_table, kind, notes
+
+
+def _on_pet_grid(path: Path, data: np.ndarray, affine: np.ndarray, names: dict, pet, resample: bool,
+                 notes: list[str]) -> tuple[np.ndarray, LabelSource | None]:
+    """``data`` on the grid of ``pet`` (resampled by nearest neighbour when ``resample``, noted) and the labels on
+    their own grid when they were resampled (None otherwise)."""
+    pet_shape = tuple(int(s) for s in pet.shape[:3])
+    same = data.shape == pet_shape and np.allclose(affine, pet.affine, atol=AFFINE_ATOL, rtol=0)
+    if same:
+        return data, None
+    if not resample:
+        if data.shape != pet_shape:
+            raise InputError(f"{path}: shape {data.shape} differs from the PET image {pet.path.name} {pet_shape}")
+        raise InputError(f"{path}: affine differs from the PET image {pet.path.name} (max difference "
+                         f"{np.abs(affine - pet.affine).max():.4g} mm); resample the labels to the PET grid")
+    before = set(np.unique(data).tolist()) - {0}
+    source = LabelSource(data=data, affine=affine)
+    sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    data = _resample(data, affine, pet)
+    after = set(np.unique(data).tolist()) - {0}
+    if before and not after:
+        raise InputError(f"{path}: the labels do not overlap the field of view of the PET image "
+                         f"{pet.path.name} (no labelled voxel falls inside it after resampling)")
+    notes.append(f"{path.name}: labels on a grid of {source.data.shape} voxels of "
+                 f"{' x '.join(f'{s:.3g}' for s in sizes)} mm resampled to the PET's grid by nearest neighbour")
+    lost = sorted(before - after)
+    if lost:
+        notes.append(f"{path.name}: {len(lost)} label(s) have no voxel on the PET's grid (outside its field "
+                     f"of view or too small): {', '.join(names[i] for i in lost[:10])}"
+                     + (" ..." if len(lost) > 10 else ""))
+    return data, source
+
+
+def _all_groups(path: Path, names: dict, groups, default_groups: bool) -> dict[str, tuple[str, ...]]:
+    """The :data:`DEFAULT_GROUPS` whose members are present (with ``default_groups``), then ``groups`` with their
+    members resolved to label names; InputError for a group named like a label or a member that is no label."""
+    out = {}
+    label_names = set(names.values())
+    if default_groups:
+        for g, members in DEFAULT_GROUPS.items():
+            present = tuple(m for m in members if m in label_names)
+            if present and g not in label_names:
+                out[g] = present
+    given = parse_groups(groups) if isinstance(groups, (list, tuple)) else dict(groups or {})
+    for g, members in given.items():
+        if g in label_names:
+            raise InputError(f"group {g}: a label is already called {g!r}")
+        resolved = []
+        for m in members:
+            if m in label_names:
+                resolved.append(m)
+            elif m.isdigit() and int(m) in names:
+                resolved.append(names[int(m)])
+            else:
+                raise InputError(f"group {g}: {path} has no label {m!r}; the labels are " + ", ".join(names.values()))
+        out[g] = tuple(resolved)
+    return out
+
+
 def read_labels(path, *, pet=None, table=None, groups=None, default_groups: bool = True,
                 resample: bool = True) -> Labels:
     """Labels of any form (see the module docstring) on the grid of ``pet`` (a :class:`~jaxkin.io.pet.PetImage`).
@@ -374,7 +458,6 @@ def read_labels(path, *, pet=None, table=None, groups=None, default_groups: bool
     grid (as BIDS label maps of a PET must not need it). Without ``pet`` the labels stay on their own grid.
     """
     path = Path(path)
-    notes: list[str] = []
     if path.is_dir():
         data, affine, names, notes = _mask_folder(path)
         kind, source_table = "mask folder", "mask file names"
@@ -382,79 +465,15 @@ def read_labels(path, *, pet=None, table=None, groups=None, default_groups: bool
         image = open_nifti(path)
         affine = np.array(image.affine, np.float64)
         data = _read_data(path, image)
-        if table is not None and str(table) in BUILTIN_TABLES:
-            names, source_table = dict(BUILTIN_TABLES[str(table)][0]), BUILTIN_TABLES[str(table)][1]
-            table_where = f"--label-table {table}"
-            kind = "multilabel"
-            notes.append(f"{path.name}: label names from the built-in table {table!r} ({source_table})")
-        elif table is not None or label_table_path(path).is_file():
-            tpath = Path(table) if table is not None else label_table_path(path)
-            names, source_table, kind = _read_table(tpath), tpath.name, "dseg"
-            table_where = tpath
-        else:
-            names = header_label_names(image)
-            if names is None:
-                raise InputError(
-                    f"{path}: no label names (no {label_table_path(path).name} beside it, no label table in its NIfTI "
-                    "header extension); give a table (--label-table TSV), or --label-table totalsegmentator for "
-                    "TotalSegmentator's v2 'total' class table, if that is what made the file")
-            source_table, kind = "NIfTI header extension", "multilabel"
-            table_where = f"{path} (header extension)"
-        unknown = sorted(set(np.unique(data).tolist()) - set(names) - {0})
-        if unknown:
-            raise InputError(f"{table_where}: label values {unknown[:10]} of {path.name} are not in the table")
+        names, source_table, kind, notes = _label_names(path, image, data, table)
     source = None
     if pet is not None:
-        pet_shape = tuple(int(s) for s in pet.shape[:3])
-        same = data.shape == pet_shape and np.allclose(affine, pet.affine, atol=AFFINE_ATOL, rtol=0)
-        if not same and not resample:
-            if data.shape != pet_shape:
-                raise InputError(f"{path}: shape {data.shape} differs from the PET image {pet.path.name} {pet_shape}")
-            raise InputError(f"{path}: affine differs from the PET image {pet.path.name} (max difference "
-                             f"{np.abs(affine - pet.affine).max():.4g} mm); resample the labels to the PET grid")
-        if not same:
-            before = set(np.unique(data).tolist()) - {0}
-            source = LabelSource(data=data, affine=affine)
-            sizes = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-            data = _resample(data, affine, pet)
-            after = set(np.unique(data).tolist()) - {0}
-            if before and not after:
-                raise InputError(f"{path}: the labels do not overlap the field of view of the PET image "
-                                 f"{pet.path.name} (no labelled voxel falls inside it after resampling)")
-            notes.append(f"{path.name}: labels on a grid of {source.data.shape} voxels of "
-                         f"{' x '.join(f'{s:.3g}' for s in sizes)} mm resampled to the PET's grid by nearest "
-                         "neighbour")
-            lost = sorted(before - after)
-            if lost:
-                notes.append(f"{path.name}: {len(lost)} label(s) have no voxel on the PET's grid (outside its field "
-                             f"of view or too small): {', '.join(names[i] for i in lost[:10])}"
-                             + (" ..." if len(lost) > 10 else ""))
+        data, source = _on_pet_grid(path, data, affine, names, pet, resample, notes)
         affine = np.array(pet.affine, np.float64)
         if not np.any(data):
             raise InputError(f"{path}: the label map is empty on the PET's grid")
-    all_groups = {}
-    label_names = set(names.values())
-    if default_groups:
-        for g, members in DEFAULT_GROUPS.items():
-            present = tuple(m for m in members if m in label_names)
-            if present and g not in label_names:
-                all_groups[g] = present
-    given = parse_groups(groups) if isinstance(groups, (list, tuple)) else dict(groups or {})
-    for g, members in given.items():
-        if g in label_names:
-            raise InputError(f"--group {g}: a label is already called {g!r}")
-        resolved = []
-        for m in members:
-            if m in label_names:
-                resolved.append(m)
-            elif m.isdigit() and int(m) in names:
-                resolved.append(names[int(m)])
-            else:
-                raise InputError(f"--group {g}: {path} has no label {m!r}; the labels are "
-                                 + ", ".join(names.values()))
-        all_groups[g] = tuple(resolved)
-    return Labels(data=data, names=names, affine=affine, path=path, groups=all_groups, notes=tuple(notes),
-                  source=source, kind=kind, table=source_table)
+    return Labels(data=data, names=names, affine=affine, path=path, groups=_all_groups(path, names, groups,
+                  default_groups), notes=tuple(notes), source=source, kind=kind, table=source_table)
 
 
 def write_labels(path, data, names: dict, affine) -> Path:

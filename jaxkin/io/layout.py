@@ -23,7 +23,9 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from jaxkin._version import __version__
 from jaxkin.errors import InputError
+from jaxkin.io.files import read_json, write_json
 
 __all__ = ["BidsName", "PetScan", "BIDS_VERSION", "parse_name", "entities_match", "find_pet_scans",
            "check_dataset_description", "scan_folders", "matching_files", "derivative_dir",
@@ -149,8 +151,6 @@ def _labelled(prefix: str, label) -> str:
 def check_dataset_description(root) -> dict:
     """The raw dataset's ``ROOT/dataset_description.json`` (which BIDS requires): InputError if ROOT is not a folder,
     or the file is missing or not a JSON object."""
-    from jaxkin.io.files import read_json
-
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"{root}: dataset folder not found")
@@ -315,8 +315,9 @@ def derivative_dir(out, scan: PetScan) -> Path:
 
 
 def derivative_blood(deriv_root, scan: PetScan) -> tuple[Path, ...]:
-    """The blood recordings of ``scan`` in the derivative dataset ``deriv_root`` (e.g. what ``jaxkin idif --bids``
-    wrote): ``deriv_root/sub-X/[ses-Y/]pet/*_blood.tsv`` whose entities but ``recording`` match the scan's."""
+    """The blood recordings of ``scan`` in the derivative dataset ``deriv_root`` (e.g. the image-derived inputs
+    ``jaxkin idif`` wrote for a dataset): ``deriv_root/sub-X/[ses-Y/]pet/*_blood.tsv`` whose entities but
+    ``recording`` match the scan's."""
     levels = [[derivative_dir(deriv_root, scan)]]
     return tuple(matching_files(scan.entities, levels, suffix="blood", extensions=(".tsv",),
                                 ignore=BLOOD_OWN_ENTITIES))
@@ -355,9 +356,6 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     another pipeline (or is a raw dataset's): one pipeline per derivatives folder; or if it names another raw dataset
     (derivatives of two datasets do not mix either).
     """
-    from jaxkin._version import __version__
-    from jaxkin.io.files import read_json, write_json
-
     out, source = Path(out), Path(source_root)
     path = out / "dataset_description.json"
     entry = {"Name": PIPELINE, "Version": __version__}

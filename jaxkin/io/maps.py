@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxkin._version import __version__
 from jaxkin.errors import InputError
 from jaxkin.io.files import AFFINE_ATOL, atomic_write, one_line, open_nifti, write_json
 from jaxkin.io.pet import PetImage
@@ -48,8 +49,6 @@ def write_map(out_dir, prefix: str, model: str, param: str, values, *, reference
     ``out_dir`` and then renamed, so a reader never sees half a file.
     """
     import nibabel as nib
-
-    from jaxkin._version import __version__
 
     values = np.asarray(values, dtype=np.float32)
     if values.shape != tuple(reference.shape[:3]):

@@ -16,7 +16,7 @@ import numpy as np
 
 from jaxkin.decay import HALF_LIVES_MIN, decay_factors, half_life
 from jaxkin.errors import InputError
-from jaxkin.frames import FrameSchedule
+from jaxkin.frames import FrameProblem, FrameSchedule, frame_problem
 from jaxkin.io.files import (
     atomic_write,
     nifti_stem,
@@ -151,34 +151,30 @@ def _number_list(value, key: str, where: Path) -> np.ndarray:
 
 
 def frames_from_sidecar(sidecar: dict, where: Path) -> FrameSchedule:
-    """The frame schedule from ``FrameTimesStart`` and ``FrameDuration`` (seconds) of a PET sidecar."""
+    """The frame schedule from ``FrameTimesStart`` and ``FrameDuration`` (seconds) of a PET sidecar; InputError
+    naming ``where`` and the field for frames that :func:`jaxkin.frames.frame_problem` refuses."""
     start = _number_list(_sidecar_field(sidecar, "FrameTimesStart", where), "FrameTimesStart", where)
     duration = _number_list(_sidecar_field(sidecar, "FrameDuration", where), "FrameDuration", where)
-    if start.shape != duration.shape:
-        raise InputError(
-            f"{where}: 'FrameTimesStart' has {start.shape[0]} entries but 'FrameDuration' has {duration.shape[0]}"
-        )
-    if np.any(duration <= 0):
-        i = int(np.argmax(duration <= 0))
-        raise InputError(f"{where}: 'FrameDuration' must be positive; frame {i} has {duration[i]:g} s")
-    if np.any(np.diff(start) <= 0):
-        i = int(np.argmax(np.diff(start) <= 0)) + 1
-        raise InputError(
-            f"{where}: 'FrameTimesStart' must be strictly increasing; frame {i} starts at {start[i]:g} s, "
-            f"not after frame {i - 1} ({start[i - 1]:g} s)"
-        )
-    end = start + duration
-    overlap = start[1:] < end[:-1] - 1e-3  # 1 ms of rounding allowed
-    if np.any(overlap):
-        i = int(np.argmax(overlap)) + 1
-        raise InputError(
-            f"{where}: frames overlap ('FrameTimesStart' + 'FrameDuration'): frame {i} starts at {start[i]:g} s, "
-            f"before frame {i - 1} ends at {end[i - 1]:g} s"
-        )
-    try:
-        return FrameSchedule.from_seconds(start, duration)
-    except ValueError as err:
-        raise InputError(f"{where}: {err}") from None
+    problem = frame_problem(start / 60.0, duration / 60.0)
+    if problem is not None:
+        raise InputError(f"{where}: {_frame_problem_text(problem, start, duration)}")
+    return FrameSchedule.from_seconds(start, duration)
+
+
+def _frame_problem_text(problem: FrameProblem, start: np.ndarray, duration: np.ndarray) -> str:
+    """``problem`` in the words of a PET sidecar's fields (``start`` and ``duration`` in seconds)."""
+    i = problem.frame
+    if problem.kind == "length":
+        return f"'FrameTimesStart' has {start.shape[0]} entries but 'FrameDuration' has {duration.shape[0]}"
+    if problem.kind == "duration":
+        return f"'FrameDuration' must be positive; frame {i} has {duration[i]:g} s"
+    if problem.kind == "order":
+        return (f"'FrameTimesStart' must be strictly increasing; frame {i} starts at {start[i]:g} s, not after "
+                f"frame {i - 1} ({start[i - 1]:g} s)")
+    if problem.kind == "overlap":
+        return (f"frames overlap ('FrameTimesStart' + 'FrameDuration'): frame {i} starts at {start[i]:g} s, before "
+                f"frame {i - 1} ends at {start[i - 1] + duration[i - 1]:g} s")
+    return f"'FrameTimesStart' and 'FrameDuration': {problem.kind}"  # empty or not finite: _number_list refused them
 
 
 def _seconds(sidecar: dict, key: str, where: Path) -> float | None:

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxkin.errors import InputError
-from jaxkin.frames import FrameSchedule
+from jaxkin.frames import FrameSchedule, frame_problem
+from jaxkin.input_function import MINUTES_PER_TIME_UNIT
 from jaxkin.io.files import atomic_write, read_json, write_json
 from jaxkin.io.units import units_to_kbq
 
@@ -34,8 +35,8 @@ class RegionalTacs:
     ``half_life`` of the radionuclide (min) when known; ``notes``: assumptions made, one sentence each; ``units`` and
     ``scale_to_kbq``: the unit the values were read in (they are converted to kBq/ml) and its factor.
 
-    It also serves as the scan of :func:`jaxkin.io.blood.load_blood` (``frames``, ``injection_start``,
-    ``half_life``, ``units`` and ``scale_to_kbq``)."""
+    It also serves as the scan of :func:`jaxkin.io.blood.load_blood`: it has the fields of
+    :class:`jaxkin.io.blood.ScanTiming`."""
 
     names: tuple
     frames: FrameSchedule
@@ -102,8 +103,19 @@ _END = {"frame_end", "end", "end_time", "endtime", "tend", "t_end", "stop", "fra
 _MID = {"frame_mid", "mid", "mid_time", "midtime", "times", "time", "t", "frame_mid_time", "mid_frame_time"}
 _DURATION = {"frame_duration", "duration", "dur", "frame_length", "durations"}
 _SKIP = {"weights", "weight", "frame", "frame_number", "frame_no", "index"}
-_TIME_UNITS = {"s": 1.0 / 60.0, "sec": 1.0 / 60.0, "secs": 1.0 / 60.0, "second": 1.0 / 60.0, "seconds": 1.0 / 60.0,
-               "min": 1.0, "mins": 1.0, "minute": 1.0, "minutes": 1.0}
+_FRAME_KINDS = (("start", _START), ("end", _END), ("mid", _MID), ("duration", _DURATION))
+
+
+@dataclasses.dataclass
+class _Columns:
+    """A table's header sorted out: ``frame_columns`` (kind -> column index: start, end, mid, duration),
+    ``regions`` (column indices), the time and activity units stated in brackets, and the notes so far."""
+
+    frame_columns: dict
+    regions: list
+    time_units: set
+    activity_units: set
+    notes: list
 
 
 def _split_unit(column: str) -> tuple[str, str | None]:
@@ -147,6 +159,140 @@ def _numbers(path: Path, column: str, cells: list[str]) -> np.ndarray:
     return out
 
 
+def _sort_columns(path: Path, header: list[str]) -> _Columns:
+    """Which columns hold frame times, which regions, and the units their brackets state."""
+    columns = _Columns(frame_columns={}, regions=[], time_units=set(), activity_units=set(), notes=[])
+    for j, col in enumerate(header):
+        base, unit = _split_unit(col)
+        if unit is not None and unit.strip().lower() in MINUTES_PER_TIME_UNIT:
+            columns.time_units.add(unit.strip().lower())
+        elif unit is not None and unit.strip():
+            try:
+                units_to_kbq(unit.strip(), where="")
+                columns.activity_units.add(unit.strip())
+            except InputError:
+                raise InputError(f"{path}: column {col!r}: unknown unit {unit!r}") from None
+        kind = next((k for k, names in _FRAME_KINDS if base in names and k not in columns.frame_columns), None)
+        if kind is not None:
+            columns.frame_columns[kind] = j
+        elif base in _SKIP:
+            columns.notes.append(f"{path.name}: column {col!r} is not a region (ignored)")
+        elif not col:
+            raise InputError(f"{path}: column {j + 1} has no name")
+        else:
+            columns.regions.append(j)
+    if not columns.regions:
+        raise InputError(f"{path}: no region column (expected frame times and one column per region)")
+    return columns
+
+
+def _time_unit(path: Path, header: list[str], columns: _Columns, sidecar: dict, time_unit: str | None) -> str:
+    """The frame times' unit: a bracket, else the sidecar, else ``time_unit``, else seconds for
+    ``frame_start``/``frame_end`` (noted); InputError otherwise."""
+    if len(columns.time_units) > 1:
+        raise InputError(f"{path}: frame columns in different time units {sorted(columns.time_units)}")
+    kinds = columns.frame_columns
+    side_unit = None
+    for kind in ("start", "end", "mid", "duration"):
+        if kind in kinds:
+            entry = sidecar.get(header[kinds[kind]])
+            if isinstance(entry, dict) and entry.get("Units"):
+                side_unit = str(entry["Units"]).strip().lower()
+    unit = next(iter(columns.time_units), None) or side_unit or (time_unit.strip().lower() if time_unit else None)
+    if unit is None and {"start", "end"} <= set(kinds) and _split_unit(header[kinds["start"]])[0] == "frame_start":
+        unit = "s"
+        columns.notes.append(f"{path.name}: frame_start/frame_end taken in seconds (the PETPrep/BIDS convention; no "
+                             "unit stated)")
+    if unit is None:
+        raise InputError(f"{path}: the frame times do not state their unit (s or min); name the column e.g. "
+                         "start[s] or start[min], or give time_unit")
+    if unit not in MINUTES_PER_TIME_UNIT:
+        raise InputError(f"{path}: time unit {unit!r} is neither seconds nor minutes")
+    return unit
+
+
+def _frame_times(path: Path, header: list[str], rows: list, columns: _Columns, unit: str):
+    """``(start [F], duration [F])`` in minutes relative to TimeZero, from start with end or duration, or mid times
+    with durations; InputError for frames :func:`jaxkin.frames.frame_problem` refuses, naming the line."""
+    kinds = columns.frame_columns
+    to_min = MINUTES_PER_TIME_UNIT[unit]
+    cols = {k: _numbers(path, header[j], [row[j] for row in rows]) * to_min for k, j in kinds.items()}
+    if "start" in cols and "end" in cols:
+        start, duration = cols["start"], cols["end"] - cols["start"]
+    elif "start" in cols and "duration" in cols:
+        start, duration = cols["start"], cols["duration"]
+    elif "mid" in cols and "duration" in cols:
+        start, duration = cols["mid"] - 0.5 * cols["duration"], cols["duration"]
+        columns.notes.append(f"{path.name}: frames from mid times and durations")
+    elif "mid" in cols:
+        raise InputError(f"{path}: only frame mid times ({header[kinds['mid']]!r}); frames need their durations "
+                         "(a duration column) or start and end times")
+    else:
+        raise InputError(f"{path}: no frame times (expected frame_start and frame_end, or start/end, or mid times "
+                         "with durations)")
+    problem = frame_problem(start, duration)
+    if problem is not None:
+        i = problem.frame
+        if problem.kind == "duration":
+            raise InputError(f"{path}: frame {i} (line {i + 2}) has a duration of {duration[i] * 60:g} s")
+        if problem.kind == "order":
+            raise InputError(f"{path}: frame starts must increase; frame {i} (line {i + 2}) does not")
+        if problem.kind == "overlap":
+            raise InputError(f"{path}: frames overlap: frame {i} (line {i + 2}) starts before frame {i - 1} ends")
+        raise InputError(f"{path}: no frames (a row per frame is needed)")  # empty: the only problem left
+    return start, duration
+
+
+def _activity_scale(path: Path, columns: _Columns, sidecar: dict, units: str | None) -> tuple[str, float]:
+    """The activity unit (a bracket, else the sidecar's ``Units``, else ``units``) and its factor to kBq/ml."""
+    if len(columns.activity_units) > 1:
+        raise InputError(f"{path}: columns in different activity units {sorted(columns.activity_units)}")
+    act = next(iter(columns.activity_units), None) or sidecar.get("Units") or units
+    if act is None:
+        raise InputError(f"{path}: the activity unit is not stated (a bracket such as end[kBq/cc], the JSON "
+                         "sidecar's Units, or units, e.g. kBq/mL)")
+    return str(act), units_to_kbq(str(act), where=f"{path}: activity unit")
+
+
+def _region_values(path: Path, header: list[str], rows: list, regions: list[int]) -> np.ndarray:
+    """``[R, F]`` values of the region columns as written; InputError for a missing or non-finite value."""
+    values = np.empty((len(regions), len(rows)))
+    for r, j in enumerate(regions):
+        for i, c in enumerate(row[j] for row in rows):
+            try:
+                v = float(c)
+            except ValueError:
+                v = np.nan if c.strip().lower() in ("nan", "n/a", "na", "") else None
+                if v is None:
+                    raise InputError(f"{path}: column {header[j]!r}, line {i + 2}: {c!r} is not a number") from None
+            if not np.isfinite(v):
+                raise InputError(f"{path}: column {header[j]!r}, line {i + 2}: {c!r}; a region's TAC must have a "
+                                 "finite value in every frame")
+            values[r, i] = v
+    return values
+
+
+def _region_details(sidecar_path: Path, sidecar: dict, names: list[str], shape: tuple, scale: float) -> dict:
+    """``sd`` (kBq/ml), ``voxels`` and ``volume_ml`` of the regions from the sidecar's ``Regions``, where every
+    region has them."""
+    info = sidecar.get("Regions")
+    out = {}
+    if not (isinstance(info, dict) and all(n in info for n in names)):
+        return out
+    try:
+        if all("SD" in info[n] for n in names):
+            out["sd"] = np.array([info[n]["SD"] for n in names], np.float64) * scale
+            if out["sd"].shape != shape:
+                raise InputError(f"{sidecar_path}: 'Regions' SD lists must have {shape[1]} values")
+        if all("Voxels" in info[n] for n in names):
+            out["voxels"] = np.array([info[n]["Voxels"] for n in names], np.float64)
+        if all("VolumeML" in info[n] for n in names):
+            out["volume_ml"] = np.array([info[n]["VolumeML"] for n in names], np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{sidecar_path}: field 'Regions' must hold numbers") from None
+    return out
+
+
 def read_tacs(path, *, time_unit: str | None = None, units: str | None = None,
               injection_start: float | None = None) -> RegionalTacs:
     """Regional TACs from a table: jaxkin's own (:func:`write_tacs`), PETPrep's, or the wide layout of PMOD and
@@ -165,131 +311,24 @@ def read_tacs(path, *, time_unit: str | None = None, units: str | None = None,
     header, rows = _read_rows(path)
     sidecar_path = path.with_suffix(".json")
     sidecar = read_json(sidecar_path, "TACs sidecar") if sidecar_path.is_file() else {}
-    notes: list[str] = []
-    kinds: dict[str, int] = {}
-    regions: list[int] = []
-    time_units: set[str] = set()
-    activity_units: set[str] = set()
-    for j, col in enumerate(header):
-        base, unit = _split_unit(col)
-        if unit is not None and unit.strip().lower() in _TIME_UNITS:
-            time_units.add(unit.strip().lower())
-        elif unit is not None and unit.strip():
-            try:
-                units_to_kbq(unit.strip(), where="")
-                activity_units.add(unit.strip())
-            except InputError:
-                raise InputError(f"{path}: column {col!r}: unknown unit {unit!r}") from None
-        for kind, names in (("start", _START), ("end", _END), ("mid", _MID), ("duration", _DURATION)):
-            if base in names and kind not in kinds:
-                kinds[kind] = j
-                break
-        else:
-            if base in _SKIP:
-                notes.append(f"{path.name}: column {col!r} is not a region (ignored)")
-            elif not col:
-                raise InputError(f"{path}: column {j + 1} has no name")
-            else:
-                regions.append(j)
-    if not regions:
-        raise InputError(f"{path}: no region column (expected frame times and one column per region)")
-    # time unit
-    if len(time_units) > 1:
-        raise InputError(f"{path}: frame columns in different time units {sorted(time_units)}")
-    unit = next(iter(time_units), None)
-    side_unit = None
-    for kind in ("start", "end", "mid", "duration"):
-        if kind in kinds:
-            entry = sidecar.get(header[kinds[kind]])
-            if isinstance(entry, dict) and entry.get("Units"):
-                side_unit = str(entry["Units"]).strip().lower()
-    unit = unit or side_unit or (time_unit.strip().lower() if time_unit else None)
-    if unit is None and {"start", "end"} <= set(kinds) and _split_unit(header[kinds["start"]])[0] == "frame_start":
-        unit = "s"
-        notes.append(f"{path.name}: frame_start/frame_end taken in seconds (the PETPrep/BIDS convention; no unit "
-                     "stated)")
-    if unit is None:
-        raise InputError(f"{path}: the frame times do not state their unit (s or min); name the column e.g. "
-                         "start[s] or start[min], or give --tac-time-unit")
-    if unit not in _TIME_UNITS:
-        raise InputError(f"{path}: time unit {unit!r} is neither seconds nor minutes")
-    to_min = _TIME_UNITS[unit]
-    cols = {k: _numbers(path, header[j], [row[j] for row in rows]) * to_min for k, j in kinds.items()}
-    if "start" in cols and "end" in cols:
-        start, duration = cols["start"], cols["end"] - cols["start"]
-    elif "start" in cols and "duration" in cols:
-        start, duration = cols["start"], cols["duration"]
-    elif "mid" in cols and "duration" in cols:
-        start, duration = cols["mid"] - 0.5 * cols["duration"], cols["duration"]
-        notes.append(f"{path.name}: frames from mid times and durations")
-    elif "mid" in cols:
-        raise InputError(f"{path}: only frame mid times ({header[kinds['mid']]!r}); frames need their durations "
-                         "(a duration column) or start and end times")
-    else:
-        raise InputError(f"{path}: no frame times (expected frame_start and frame_end, or start/end, or mid times "
-                         "with durations)")
-    if np.any(duration <= 0):
-        i = int(np.argmax(duration <= 0))
-        raise InputError(f"{path}: frame {i} (line {i + 2}) has a duration of {duration[i] * 60:g} s")
-    if np.any(np.diff(start) <= 0):
-        i = int(np.argmax(np.diff(start) <= 0)) + 1
-        raise InputError(f"{path}: frame starts must increase; frame {i} (line {i + 2}) does not")
-    end = start + duration
-    if np.any(start[1:] < end[:-1] - 1e-3 / 60):
-        i = int(np.argmax(start[1:] < end[:-1] - 1e-3 / 60)) + 1
-        raise InputError(f"{path}: frames overlap: frame {i} (line {i + 2}) starts before frame {i - 1} ends")
-    # activity unit
-    act = None
-    if len(activity_units) > 1:
-        raise InputError(f"{path}: columns in different activity units {sorted(activity_units)}")
-    act = next(iter(activity_units), None) or sidecar.get("Units") or units
-    if act is None:
-        raise InputError(f"{path}: the activity unit is not stated (a bracket such as end[kBq/cc], the JSON "
-                         "sidecar's Units, or --tac-units kBq/mL)")
-    scale = units_to_kbq(str(act), where=f"{path}: activity unit")
-    names = [header[j] for j in regions]
+    columns = _sort_columns(path, header)
+    unit = _time_unit(path, header, columns, sidecar, time_unit)
+    start, duration = _frame_times(path, header, rows, columns, unit)
+    act, scale = _activity_scale(path, columns, sidecar, units)
+    names = [header[j] for j in columns.regions]
     if len(set(names)) != len(names):
         raise InputError(f"{path}: a region column name appears twice")
-    values = np.empty((len(regions), len(rows)))
-    for r, j in enumerate(regions):
-        cells = [row[j] for row in rows]
-        for i, c in enumerate(cells):
-            try:
-                v = float(c)
-            except ValueError:
-                v = np.nan if c.strip().lower() in ("nan", "n/a", "na", "") else None
-                if v is None:
-                    raise InputError(f"{path}: column {header[j]!r}, line {i + 2}: {c!r} is not a number") from None
-            if not np.isfinite(v):
-                raise InputError(f"{path}: column {header[j]!r}, line {i + 2}: {c!r}; a region's TAC must have a "
-                                 "finite value in every frame")
-            values[r, i] = v
-    values *= scale
-    # time origin
+    values = _region_values(path, header, rows, columns.regions) * scale
     if "InjectionStart" in sidecar:
         inj = float(sidecar["InjectionStart"]) / 60.0
     elif injection_start is not None:
         inj = float(injection_start) / 60.0
     else:
         inj = 0.0
-        notes.append(f"{path.name}: no InjectionStart (sidecar or --injection-start); the frame times are taken as "
-                     "time since injection")
-    frames = FrameSchedule(start=start - inj, duration=duration)
-    sd = voxels = volume = labels = None
-    info = sidecar.get("Regions")
-    if isinstance(info, dict) and all(n in info for n in names):
-        try:
-            if all("SD" in info[n] for n in names):
-                sd = np.array([info[n]["SD"] for n in names], np.float64) * scale
-                if sd.shape != values.shape:
-                    raise InputError(f"{sidecar_path}: 'Regions' SD lists must have {len(rows)} values")
-            if all("Voxels" in info[n] for n in names):
-                voxels = np.array([info[n]["Voxels"] for n in names], np.float64)
-            if all("VolumeML" in info[n] for n in names):
-                volume = np.array([info[n]["VolumeML"] for n in names], np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{sidecar_path}: field 'Regions' must hold numbers") from None
-    return RegionalTacs(names=tuple(names), frames=frames, values=values, sd=sd, voxels=voxels, volume_ml=volume,
-                        labels=labels, injection_start=inj, half_life=None, notes=tuple(notes), path=path,
-                        extra={k: sidecar[k] for k in ("Assumptions",) if k in sidecar}, units=str(act),
+        columns.notes.append(f"{path.name}: no InjectionStart (sidecar or injection_start); the frame times are taken "
+                             "as time since injection")
+    return RegionalTacs(names=tuple(names), frames=FrameSchedule(start=start - inj, duration=duration), values=values,
+                        **_region_details(sidecar_path, sidecar, names, values.shape, scale), labels=None,
+                        injection_start=inj, half_life=None, notes=tuple(columns.notes), path=path,
+                        extra={k: sidecar[k] for k in ("Assumptions",) if k in sidecar}, units=act,
                         scale_to_kbq=scale)

@@ -9,6 +9,7 @@ and ``BQML`` (what dcm2niix writes from the DICOM tag). 1 nCi = 37 Bq. Anything 
 from __future__ import annotations
 
 from jaxkin.errors import InputError
+from jaxkin.input_function import MINUTES_PER_TIME_UNIT
 
 __all__ = ["units_to_kbq", "time_units_to_min", "fraction_scale", "ACTIVITY_UNITS"]
 
@@ -20,9 +21,6 @@ _VOLUME_UNITS = ("ml", "cc", "cm3", "cm^3")
 _ALIASES = {"bqml": "bq/ml"}
 #: The activity units named in error messages.
 ACTIVITY_UNITS = ("Bq/mL", "kBq/mL", "MBq/mL", "Bq/cc", "BQML", "nCi/mL", "uCi/mL")
-
-_TIME_TO_MIN = {"s": 1.0 / 60.0, "sec": 1.0 / 60.0, "second": 1.0 / 60.0, "seconds": 1.0 / 60.0,
-                "min": 1.0, "minute": 1.0, "minutes": 1.0}
 
 
 def units_to_kbq(units, *, where: str = "Units") -> float:
@@ -40,11 +38,12 @@ def units_to_kbq(units, *, where: str = "Units") -> float:
 
 
 def time_units_to_min(units, *, where: str = "time Units") -> float:
-    """Minutes per unit of time: ``s`` -> 1/60, ``min`` -> 1; InputError naming ``where`` otherwise."""
+    """Minutes per unit of time: ``s`` -> 1/60, ``min`` -> 1 (case and spaces around ignored; the spellings of
+    :data:`jaxkin.input_function.MINUTES_PER_TIME_UNIT`); InputError naming ``where`` otherwise."""
     key = str(units).strip().lower()
-    if key not in _TIME_TO_MIN:
+    if key not in MINUTES_PER_TIME_UNIT:
         raise InputError(f"{where}: unknown time unit {units!r}; use s or min")
-    return _TIME_TO_MIN[key]
+    return MINUTES_PER_TIME_UNIT[key]
 
 
 def fraction_scale(units, *, where: str) -> float | None:

@@ -23,10 +23,12 @@ import dataclasses
 
 import numpy as np
 
+from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
 from jaxkin.kinetics import FDG_MODEL, get_model
 
+#: The label map's table: index -> organ (0 is outside the body).
 LABELS: dict[int, str] = {
     1: "body",
     2: "lungs",
@@ -64,18 +66,20 @@ ORGAN_PARAMETERS: dict[str, tuple[float, float, float, float]] = {
     "bladder": (0.35, 0.4, 0.3, 0.0),
     "lesion": (0.243, 0.78, 0.1, 0.02),
 }
+#: The labels that are pure blood (vB = 1): their TAC is the input function's frame means.
 BLOOD_LABELS = ("blood_pool", "aorta")
 
 #: Per-subject variation: each organ parameter is multiplied by a log-normal factor of this SD (log scale).
 SUBJECT_SD = 0.10
-#: Intra-organ heterogeneity: a smooth log-normal field of this SD (log scale), mean 1, correlation ~HET_MM.
+#: Intra-organ heterogeneity: a smooth log-normal field of this SD (log scale), mean 1, correlation ~HETEROGENEITY_MM.
 HETEROGENEITY_SD = 0.10
+#: The heterogeneity's correlation length (mm).
 HETEROGENEITY_MM = 20.0
 #: Arrival of the input at each organ relative to the measured input (the descending aorta), in seconds (positive =
 #: later), applied with ``organ_delays=True``: the bolus passes the right heart and the lungs, then the left ventricle,
 #: before the descending aorta; it reaches the abdominal organs, the pelvis and the bladder wall later (the torso has no
 #: legs; "body", muscle and fat down to the pelvis, stands for the late periphery). Our choices of a few seconds,
-#: inside the -10 ... +30 s that `jaxkin fit --delay` searches; lesions take the delay of the liver (their usual host).
+#: inside the -10 ... +30 s that the delay fit (:mod:`jaxkin.fitting.delay`) searches; lesions take the delay of the liver (their usual host).
 ORGAN_DELAY_S: dict[str, float] = {
     "body": 6.0,
     "lungs": -4.0,
@@ -92,6 +96,7 @@ ORGAN_DELAY_S: dict[str, float] = {
 
 #: Input function: Feng's curve times a log-normal scale (SD 0.15) and delayed by U(0.1, 0.3) min.
 INPUT_SCALE_SD = 0.15
+#: The range of the input's per-subject delay (min), drawn uniformly.
 INPUT_DELAY_MIN = (0.1, 0.3)
 
 #: Noise constant s at noise_scale = 1 (kBq/ml*min): about 3.6% SD in a late (300 s) liver frame voxel.
@@ -99,6 +104,7 @@ NOISE_S = 0.06
 
 #: The ground truth's parameters (K1, k2, k3, vB) and maps (those and Ki), from the kinetic model.
 PARAM_NAMES = get_model(FDG_MODEL).param_names
+#: The ground truth's maps: the parameters and Ki.
 MAP_NAMES = get_model(FDG_MODEL).map_names
 
 
@@ -138,9 +144,7 @@ def get_preset(name: str) -> Preset:
     try:
         return PRESETS[name]
     except KeyError:
-        from jaxkin.errors import InputError
-
-        raise InputError(f"--preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise InputError(f"preset: unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
 def split_counts(n: int) -> tuple[int, int, int]:
@@ -209,7 +213,7 @@ def _ellipsoid(x, y, s, c, r):
     return ((x - c[0]) / r[0]) ** 2 + ((y - c[1]) / r[1]) ** 2 + ((s - c[2]) / r[2]) ** 2 <= 1.0
 
 
-def _anatomy(rng: np.random.Generator, preset: Preset) -> np.ndarray:
+def draw_anatomy(rng: np.random.Generator, preset: Preset) -> np.ndarray:
     """The label map ``int [X, Y, Z]`` of one subject, sampled at voxel centres.
 
     Patient coordinates: x toward the patient's right (RAS+; the liver is at x > 0), y anterior, s = depth below
@@ -272,7 +276,7 @@ def _anatomy(rng: np.random.Generator, preset: Preset) -> np.ndarray:
     hosts = ["liver"] + list(rng.choice(["liver", "lungs", "bone", "body"], size=rng.integers(1, 4)))
     vox = np.asarray(preset.voxel_mm)
     for host in hosts:
-        host_index = _index(host)
+        host_index = label_index(host)
         candidates = np.argwhere(lab == host_index)
         if candidates.size == 0:
             continue
@@ -284,7 +288,8 @@ def _anatomy(rng: np.random.Generator, preset: Preset) -> np.ndarray:
     return lab
 
 
-def _index(name: str) -> int:
+def label_index(name: str) -> int:
+    """The index of the label called ``name`` in :data:`LABELS`."""
     return next(i for i, n in LABELS.items() if n == name)
 
 
@@ -312,7 +317,7 @@ def _smooth_fields(rng: np.random.Generator, preset: Preset, n: int) -> np.ndarr
     return out
 
 
-def _parameter_maps(rng: np.random.Generator, preset: Preset, labels: np.ndarray):
+def draw_parameter_maps(rng: np.random.Generator, preset: Preset, labels: np.ndarray):
     """Ground-truth ``[X, Y, Z, 4]`` maps and the subject's organ-mean parameters (name -> [4])."""
     organ_params = {}
     for name, base in ORGAN_PARAMETERS.items():
@@ -329,7 +334,7 @@ def _parameter_maps(rng: np.random.Generator, preset: Preset, labels: np.ndarray
     truth = table[labels].astype(np.float32)  # [X, Y, Z, 4]
     fields = _smooth_fields(rng, preset, 4)
     hetero = np.exp(HETEROGENEITY_SD * np.moveaxis(fields, 0, -1) - HETEROGENEITY_SD**2 / 2)
-    blood = np.isin(labels, [_index(n) for n in BLOOD_LABELS])
+    blood = np.isin(labels, [label_index(n) for n in BLOOD_LABELS])
     hetero[blood] = 1.0
     truth *= hetero
     np.clip(truth[..., 3], 0.0, 1.0, out=truth[..., 3])

@@ -7,7 +7,7 @@ import numpy as np
 from jaxkin.decay import F18_HALF_LIFE_MIN
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import FengParameters, feng_input
-from jaxkin.kinetics import FDG_MODEL, tacs_in_chunks
+from jaxkin.kinetics import FDG_MODEL, prepare, tacs_in_chunks
 from jaxkin.phantom.anatomy import (
     INPUT_DELAY_MIN,
     INPUT_SCALE_SD,
@@ -15,11 +15,11 @@ from jaxkin.phantom.anatomy import (
     NOISE_S,
     ORGAN_DELAY_S,
     Subject,
-    _anatomy,
-    _index,
-    _parameter_maps,
     affine_of,
+    draw_anatomy,
+    draw_parameter_maps,
     get_preset,
+    label_index,
 )
 
 # --------------------------------------------------------------------------------------------------
@@ -27,9 +27,9 @@ from jaxkin.phantom.anatomy import (
 # --------------------------------------------------------------------------------------------------
 
 def noise_sd(clean: np.ndarray, frames: FrameSchedule, noise_scale: float) -> np.ndarray:
-    """Noise SD (kBq/ml) for a noiseless image ``clean [..., F]`` (kBq/ml): the module's formula with
-    ``s = noise_scale * NOISE_S``; decay-aware (F-18, half-life 109.77 min) and inversely proportional to the
-    frame duration (min)."""
+    """Noise SD (kBq/ml) for a noiseless image ``clean [..., F]`` (kBq/ml): the formula of
+    :mod:`jaxkin.phantom.anatomy` with ``s = noise_scale * NOISE_S``; decay-aware (F-18, half-life 109.77 min) and
+    inversely proportional to the frame duration (min)."""
     return np.sqrt(np.maximum(clean, 0.0) * (noise_scale * NOISE_S * _decay_per_duration(frames)).astype(np.float32))
 
 
@@ -64,6 +64,38 @@ def _bounding_box(mask: np.ndarray, fwhm_mm: float, voxel_mm) -> tuple:
     return tuple(box)
 
 
+def _noiseless_tacs(truth: np.ndarray, labels: np.ndarray, input_function, frames: FrameSchedule,
+                    organ_delays: bool) -> np.ndarray:
+    """Frame means ``float32 [x, y, z, F]`` (kBq/ml) of the parameter maps ``truth [x, y, z, 4]`` inside the body
+    (``labels > 0``; zero outside), each organ with its input delay when ``organ_delays``."""
+    inside = labels > 0
+    clean = np.zeros(labels.shape + (frames.n_frames,), np.float32)
+    if not organ_delays:
+        clean[inside] = tacs_in_chunks(truth[inside], prepare(input_function, frames), FDG_MODEL)
+        return clean
+    for d in sorted(set(ORGAN_DELAY_S.values())):
+        names = [n for n, v in ORGAN_DELAY_S.items() if v == d]
+        sel = np.isin(labels, [label_index(n) for n in names])
+        if not sel.any():
+            continue
+        end = float(frames.end[-1]) + max(-d / 60.0, 0.0)
+        shifted = input_function.held_to(end).delayed(d / 60.0)
+        clean[sel] = tacs_in_chunks(truth[sel], prepare(shifted, frames), FDG_MODEL)
+    return clean
+
+
+def _add_noise(pet: np.ndarray, frames: FrameSchedule, noise_scale: float, seed: np.random.SeedSequence) -> None:
+    """Add the counting noise of :func:`noise_sd` to ``pet [..., F]`` in place (computed in place to spare memory
+    traffic)."""
+    sd = np.maximum(pet, 0.0)
+    sd *= (noise_scale * NOISE_S * _decay_per_duration(frames)).astype(np.float32)
+    np.sqrt(sd, out=sd)
+    noise = np.random.default_rng(seed).standard_normal(pet.shape, dtype=np.float32)
+    noise *= sd
+    del sd
+    pet += noise
+
+
 def simulate_subject(index: int, *, seed: int = 0, preset: str = "small", noise_scale: float = 1.0,
                      fwhm_mm: float | None = None, frames: FrameSchedule | None = None,
                      organ_delays: bool = False) -> Subject:
@@ -76,8 +108,6 @@ def simulate_subject(index: int, *, seed: int = 0, preset: str = "small", noise_
     the whole blood) delayed by :data:`ORGAN_DELAY_S` (lungs and heart early, the lower body and bladder late); the
     input function written for the subject stays the measured (aortic) one.
     """
-    from jaxkin.kinetics import prepare
-
     p = get_preset(preset)
     fwhm = p.fwhm_mm if fwhm_mm is None else float(fwhm_mm)
     if noise_scale < 0 or fwhm < 0:
@@ -91,39 +121,15 @@ def simulate_subject(index: int, *, seed: int = 0, preset: str = "small", noise_
     # 10 s samples, 1 s over the 3 min of the bolus: the piecewise-linear curve *is* the true input.
     input_function = feng_input(float(frames.end[-1]), FengParameters(), delay=input_delay, scale=input_scale,
                                 step=10.0 / 60.0, peak_step=1.0 / 60.0)
-    labels = _anatomy(rng, p)
-    truth, organ_params = _parameter_maps(rng, p, labels)
+    labels = draw_anatomy(rng, p)
+    truth, organ_params = draw_parameter_maps(rng, p, labels)
 
-    kin = prepare(input_function, frames)
     # The physics runs on the body's bounding box plus a zero margin of twice the PSF radius (so the blur, with
     # mirrored edges, is the same as on the whole grid); outside it there is no activity and hence no noise.
     box = _bounding_box(labels > 0, fwhm, p.voxel_mm)
-    sub_labels = labels[box]
-    inside = sub_labels > 0
-    clean = np.zeros(sub_labels.shape + (frames.n_frames,), np.float32)
-    if not organ_delays:
-        clean[inside] = tacs_in_chunks(truth[box][inside], kin, FDG_MODEL)
-    else:
-        sub_truth = truth[box]
-        for d in sorted(set(ORGAN_DELAY_S.values())):
-            names = [n for n, v in ORGAN_DELAY_S.items() if v == d]
-            sel = np.isin(sub_labels, [_index(n) for n in names])
-            if not sel.any():
-                continue
-            end = float(frames.end[-1]) + max(-d / 60.0, 0.0)
-            shifted = input_function.held_to(end).delayed(d / 60.0)
-            clean[sel] = tacs_in_chunks(sub_truth[sel], prepare(shifted, frames), FDG_MODEL)
-    pet = _blur(clean, fwhm, p.voxel_mm)
-    del clean
+    pet = _blur(_noiseless_tacs(truth[box], labels[box], input_function, frames, organ_delays), fwhm, p.voxel_mm)
     if noise_scale > 0:
-        # noise_sd(pet, frames, noise_scale), computed in place to spare memory traffic.
-        sd = np.maximum(pet, 0.0)
-        sd *= (noise_scale * NOISE_S * _decay_per_duration(frames)).astype(np.float32)
-        np.sqrt(sd, out=sd)
-        noise = np.random.default_rng(noise_seq).standard_normal(pet.shape, dtype=np.float32)
-        noise *= sd
-        del sd
-        pet += noise
+        _add_noise(pet, frames, noise_scale, noise_seq)
     full = np.zeros(p.shape + (frames.n_frames,), np.float32)
     full[box] = pet
     return Subject(

@@ -1,17 +1,27 @@
-"""The phantom as a BIDS dataset: raw PET and blood, the ground truth as a derivative, the split in participants.tsv."""
+"""The phantom as a BIDS dataset: raw PET and blood, the ground truth as a derivative, the split in participants.tsv.
+Every file is written through :mod:`jaxkin.io`."""
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import jax
 import numpy as np
 
+from jaxkin._version import __version__
 from jaxkin.decay import F18_HALF_LIFE_MIN, decay_factors
 from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule
-from jaxkin.input_function import FengParameters
+from jaxkin.input_function import FengParameters, feng
 from jaxkin.io.blood import write_blood
-from jaxkin.io.files import atomic_directory
+from jaxkin.io.dataset import truth_root
+from jaxkin.io.files import atomic_directory, atomic_write, write_json, write_tsv
+from jaxkin.io.labels import write_labels
+from jaxkin.io.layout import BIDS_VERSION
+from jaxkin.io.maps import write_map
+from jaxkin.io.pet import load_pet, write_pet
 from jaxkin.io.units import units_to_kbq
 from jaxkin.kinetics import FDG_MODEL, get_model
 from jaxkin.phantom.anatomy import (
@@ -24,14 +34,6 @@ from jaxkin.phantom.anatomy import (
 )
 from jaxkin.phantom.simulate import simulate_subject
 
-# --------------------------------------------------------------------------------------------------
-# Writing a BIDS dataset
-# --------------------------------------------------------------------------------------------------
-
-MODEL_NAME = FDG_MODEL
-TRUTH_DIR = ("derivatives", "groundtruth")
-
-
 def subject_paths(root, subject_id: str) -> dict:
     """Where a phantom subject's files live inside a dataset ``root`` (see :func:`simulate_dataset`).
 
@@ -39,11 +41,11 @@ def subject_paths(root, subject_id: str) -> dict:
     ground-truth derivative, ``derivatives/groundtruth/sub-<id>/anat/sub-<id>_dseg.nii.gz`` (+ ``_dseg.tsv``)."""
 
     pet_dir = Path(root) / subject_id / "pet"
-    truth_dir = Path(root).joinpath(*TRUTH_DIR, subject_id, "pet")
+    truth_dir = truth_root(root) / subject_id / "pet"
     return {
         "pet": pet_dir / f"{subject_id}_pet.nii.gz",
-        "input_function": pet_dir / f"{subject_id}_recording-AIF_blood.tsv",
-        "labels": Path(root).joinpath(*TRUTH_DIR, subject_id, "anat", f"{subject_id}_dseg.nii.gz"),
+        "blood": pet_dir / f"{subject_id}_recording-AIF_blood.tsv",
+        "labels": truth_root(root) / subject_id / "anat" / f"{subject_id}_dseg.nii.gz",
         "truth_dir": truth_dir,
         "organs": truth_dir / f"{subject_id}_desc-organs_parameters.tsv",
     }
@@ -53,6 +55,7 @@ def subject_paths(root, subject_id: str) -> dict:
 #: With them the phantom's unscaled Feng input (11.7 kBq/mL at 60 min) means about 440 MBq (5.9 MBq/kg), and the
 #: organs read realistic SUVs late in the scan: blood 2.0, liver ~2, body ~0.75, bladder ~30, myocardium ~10.
 NOMINAL_WEIGHT_KG = 75.0
+#: The nominal whole blood's SUV at 60 min (see :data:`NOMINAL_WEIGHT_KG`).
 NOMINAL_BLOOD_SUV_60_MIN = 2.0
 
 
@@ -60,8 +63,6 @@ def injected_radioactivity(subject: Subject) -> float:
     """The nominal injected radioactivity (MBq) of a subject: the dose that makes its whole blood (the input
     function, kBq/mL) read SUV ``NOMINAL_BLOOD_SUV_60_MIN`` at 60 min in a ``NOMINAL_WEIGHT_KG`` patient, so it
     scales with the subject's input scale. SUV = C / (dose / weight) with 1 g = 1 mL."""
-    from jaxkin.input_function import feng
-
     blood_60 = float(feng(np.array([60.0]), FengParameters(), delay=subject.input_delay, scale=subject.input_scale)[0])
     return blood_60 * NOMINAL_WEIGHT_KG * 1000.0 / NOMINAL_BLOOD_SUV_60_MIN / 1000.0  # kBq/mL * mL -> kBq -> MBq
 
@@ -70,8 +71,6 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
     """The ``*_pet.json`` fields: every field BIDS-PET REQUIRES (the ones not known for a simulation, such as FDG's
     injected mass, are ``"n/a"`` where BIDS allows it) and the simulation's parameters. ``write_pet`` adds
     ``FrameTimesStart``, ``FrameDuration`` and ``Modality``."""
-    from jaxkin._version import __version__
-
     filtered = subject.fwhm_mm > 0
     return {
         "Manufacturer": "jaxkin (simulated)",
@@ -118,7 +117,7 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
             "InputScale": subject.input_scale,
             "InputDelayMin": subject.input_delay,
             **({"OrganDelaysSeconds": subject.organ_delays} if subject.organ_delays else {}),
-            "KineticModel": MODEL_NAME,
+            "KineticModel": FDG_MODEL,
             "InjectedRadioactivityBasis": f"nominal: whole blood at SUV {NOMINAL_BLOOD_SUV_60_MIN:g} at 60 min in a "
                                           f"{NOMINAL_WEIGHT_KG:g} kg patient",
             "DecayCorrectionFactorNote": "the factors a scanner applies to correct each frame to TimeZero (F18); "
@@ -127,42 +126,105 @@ def _pet_sidecar(subject: Subject, preset: Preset, units: str) -> dict:
     }
 
 
-def write_subject(root, subject: Subject, *, units: str = "kBq/mL") -> dict:
-    """Write one simulated subject into the dataset ``root``; returns its paths (see :func:`subject_paths`)."""
-    import jax
-
-    from jaxkin._version import __version__
-    from jaxkin.io.labels import write_labels
-    from jaxkin.io.maps import write_map
-    from jaxkin.io.pet import load_pet, write_pet
-
-    preset = get_preset(subject.preset)
-    paths = subject_paths(root, subject.subject_id)
-    scale = units_to_kbq(units, where="units")
-    data = subject.pet if scale == 1.0 else subject.pet / np.float32(scale)
-    write_pet(paths["pet"], data, subject.frames, subject.affine, units=units,
-                   sidecar=_pet_sidecar(subject, preset, units), voxel_size=subject.voxel_mm)
-    write_blood(paths["input_function"], plasma=subject.input_function, whole_blood=subject.input_function,
-                units=units, description="arterial input of the simulation (Feng FDG model; whole blood = plasma)")
-    write_labels(paths["labels"], subject.labels, subject.label_names, subject.affine)
+def _write_truth(paths: dict, subject: Subject, preset: Preset) -> None:
+    """The ground truth of a written subject: the parameter maps on its PET's grid and the organ-mean table."""
     reference = load_pet(paths["pet"])
-    model = get_model(MODEL_NAME)
-    maps = model.named_maps(subject.truth)
+    model = get_model(FDG_MODEL)
     extra = {"Description": "ground truth of the simulated phantom (unblurred, at voxel centres)",
              "Sources": [paths["pet"].name, paths["labels"].name]}
     cmd = f"jaxkin simulate (jaxkin {__version__}, preset {preset.name}, seed {subject.seed})"
-    for name, values in maps.items():
-        write_map(paths["truth_dir"], subject.subject_id, MODEL_NAME, name, values, reference=reference,
-                       units=model.units[name], command_line=cmd, extra=extra)
-    rows = ["name\tindex\tK1\tk2\tk3\tvB\tKi\tvoxels"]
+    for name, values in model.named_maps(subject.truth).items():
+        write_map(paths["truth_dir"], subject.subject_id, FDG_MODEL, name, values, reference=reference,
+                  units=model.units[name], command_line=cmd, extra=extra)
+    rows = []
     for index, name in LABELS.items():
         k1, k2, k3, vb = subject.organ_params[name]
         with jax.enable_x64(True):
             organ_ki = float(model.macro_parameters(np.array([k1, k2, k3, vb]))["Ki"])
         n = int(np.count_nonzero(subject.labels == index))
-        rows.append(f"{name}\t{index}\t{k1:.6g}\t{k2:.6g}\t{k3:.6g}\t{vb:.6g}\t{organ_ki:.6g}\t{n}")
-    paths["organs"].write_text("\n".join(rows) + "\n", encoding="utf-8")
+        rows.append([name, index, f"{k1:.6g}", f"{k2:.6g}", f"{k3:.6g}", f"{vb:.6g}", f"{organ_ki:.6g}", n])
+    write_tsv(paths["organs"], ["name", "index", "K1", "k2", "k3", "vB", "Ki", "voxels"], rows)
+
+
+def write_subject(root, subject: Subject, *, units: str = "kBq/mL") -> dict:
+    """Write one simulated subject into the dataset ``root``; returns its paths (see :func:`subject_paths`)."""
+    preset = get_preset(subject.preset)
+    paths = subject_paths(root, subject.subject_id)
+    scale = units_to_kbq(units, where="units")
+    data = subject.pet if scale == 1.0 else subject.pet / np.float32(scale)
+    write_pet(paths["pet"], data, subject.frames, subject.affine, units=units,
+              sidecar=_pet_sidecar(subject, preset, units), voxel_size=subject.voxel_mm)
+    write_blood(paths["blood"], plasma=subject.input_function, whole_blood=subject.input_function,
+                units=units, description="arterial input of the simulation (Feng FDG model; whole blood = plasma)")
+    write_labels(paths["labels"], subject.labels, subject.label_names, subject.affine)
+    _write_truth(paths, subject, preset)
     return paths
+
+
+def _schedule(frames: str | FrameSchedule) -> FrameSchedule:
+    if not isinstance(frames, str):
+        return frames
+    try:
+        return FrameSchedule.named(frames)
+    except ValueError as err:
+        raise InputError(f"frames: {err}") from None
+
+
+def _check_output(out: Path) -> None:
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError(f"{out}: already exists and is not an empty folder; choose a new output folder")
+
+
+def _simulate_all(root: Path, n: int, workers: int | None, progress, units: str, **simulation) -> list[tuple]:
+    """Simulate and write subjects 0 .. n-1 into ``root`` on ``workers`` threads (default: up to 2); returns
+    ``(subject_id, input_scale, input_delay)`` per subject, in order."""
+
+    def one(i):
+        subject = simulate_subject(i, **simulation)
+        write_subject(root, subject, units=units)
+        if progress is not None:
+            progress(subject.subject_id)
+        return subject.subject_id, subject.input_scale, subject.input_delay
+
+    rows = [one(0)]  # alone first: the kinetic model compiles once, before the threads start
+    if n > 1:
+        with ThreadPoolExecutor(max_workers=max(1, workers or min(2, os.cpu_count() or 1))) as pool:
+            rows += list(pool.map(one, range(1, n)))
+    return rows
+
+
+def _write_dataset_files(root: Path, preset: Preset, rows: list[tuple], settings: dict) -> None:
+    """The dataset-level files: the raw and ground-truth ``dataset_description.json``, ``participants.tsv`` (with
+    the split) and its ``participants.json``, and the ``README``."""
+    n_train, n_val, n_test = split_counts(len(rows))
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    write_json(root / "dataset_description.json", {
+        "Name": f"jaxkin simulated whole-body dynamic FDG PET phantom ({preset.name} preset)",
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "raw",
+        "License": "CC0",
+        "GeneratedBy": [{"Name": "jaxkin", "Version": __version__,
+                         "Description": "jaxkin simulate: analytic torso phantom, irreversible 2TC kinetics, "
+                                        "Feng input, Quadra frames, Gaussian PSF and noise"}],
+        "SimulationParameters": {**settings, "Grid": list(preset.shape), "VoxelSizeMm": list(preset.voxel_mm),
+                                 "GridNote": preset.note, "Split": {"train": n_train, "val": n_val, "test": n_test}},
+    })
+    write_tsv(root / "participants.tsv", ["participant_id", "split", "input_scale", "input_delay_min"],
+              [[sid, split, f"{scale:.6g}", f"{delay:.6g}"] for (sid, scale, delay), split in zip(rows, splits)])
+    write_json(root / "participants.json", {
+        "split": {"Description": "data split of this subject (the paper's patient-wise 10/4/9 split)",
+                  "Levels": {"train": "training", "val": "validation", "test": "test"}},
+        "input_scale": {"Description": "factor on Feng's input function"},
+        "input_delay_min": {"Description": "delay of the input function", "Units": "min"},
+    })
+    write_json(truth_root(root) / "dataset_description.json", {
+        "Name": "ground truth of the jaxkin phantom", "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "jaxkin", "Version": __version__}],
+    })
+    with atomic_write(root / "README") as tmp:
+        tmp.write_text("Simulated dynamic FDG PET (jaxkin phantom). Ground-truth parameter maps are under "
+                       "derivatives/groundtruth; the split is in participants.tsv. " + preset.note + "\n",
+                       encoding="utf-8")
 
 
 def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, preset: str = "small",
@@ -188,83 +250,26 @@ def simulate_dataset(out_dir, *, subjects: int | None = None, seed: int = 0, pre
     Subjects are simulated and written by ``workers`` threads (default: up to 2). ``organ_delays``: see
     :func:`simulate_subject`. ``frames``: the frame schedule, a :class:`jaxkin.FrameSchedule` or a name of
     :data:`jaxkin.frames.FRAME_SCHEDULES` (``quadra62``, the paper's, by default; ``quadra69``: the 69 frames of
-    public Quadra datasets).
+    public Quadra datasets). InputError naming the parameter for a bad one (``subjects``, ``noise_scale``,
+    ``fwhm_mm``, ``units``, ``preset``, ``frames``), and naming ``out_dir`` when it is not empty.
     """
-    import json
-    import os
-    from concurrent.futures import ThreadPoolExecutor
-
-    from jaxkin._version import __version__
-    from jaxkin.io.units import units_to_kbq
-
     p = get_preset(preset)
     n = p.subjects if subjects is None else int(subjects)
     fwhm = p.fwhm_mm if fwhm_mm is None else float(fwhm_mm)
     if n < 1:
-        raise InputError(f"--subjects: must be at least 1, got {n}")
+        raise InputError(f"subjects: must be at least 1, got {n}")
     if not np.isfinite(noise_scale) or noise_scale < 0:
-        raise InputError(f"--noise-scale: must be >= 0, got {noise_scale}")
+        raise InputError(f"noise_scale: must be >= 0, got {noise_scale}")
     if not np.isfinite(fwhm) or fwhm < 0:
-        raise InputError(f"--fwhm-mm: must be >= 0, got {fwhm}")
-    units_to_kbq(units, where="--units")
-    if isinstance(frames, str):
-        try:
-            frames = FrameSchedule.named(frames)
-        except ValueError as err:
-            raise InputError(f"--frames: {err}") from None
+        raise InputError(f"fwhm_mm: must be >= 0, got {fwhm}")
+    units_to_kbq(units, where="units")
+    frames = _schedule(frames)
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError(f"{out}: already exists and is not an empty folder; choose a new --out")
+    _check_output(out)
     with atomic_directory(out, label=str(out), what="the dataset") as tmp:
-        n_train, n_val, n_test = split_counts(n)
-        splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
-
-        def one(i):
-            subject = simulate_subject(i, seed=seed, preset=p.name, noise_scale=noise_scale, fwhm_mm=fwhm,
-                                       organ_delays=organ_delays, frames=frames)
-            write_subject(tmp, subject, units=units)
-            if progress is not None:
-                progress(subject.subject_id)
-            return subject.subject_id, subject.input_scale, subject.input_delay
-
-        if n > 1:  # compile the kinetic model once before the threads start
-            rows = [one(0)]
-            with ThreadPoolExecutor(max_workers=max(1, workers or min(2, os.cpu_count() or 1))) as pool:
-                rows += list(pool.map(one, range(1, n)))
-        else:
-            rows = [one(0)]
-
-        description = {
-            "Name": f"jaxkin simulated whole-body dynamic FDG PET phantom ({p.name} preset)",
-            "BIDSVersion": "1.9.0",
-            "DatasetType": "raw",
-            "License": "CC0",
-            "GeneratedBy": [{"Name": "jaxkin", "Version": __version__,
-                             "Description": "jaxkin simulate: analytic torso phantom, irreversible 2TC kinetics, "
-                                            "Feng input, Quadra frames, Gaussian PSF and noise"}],
-            "SimulationParameters": {"Preset": p.name, "Subjects": n, "Seed": seed, "NoiseScale": noise_scale,
-                                     "OrganDelays": bool(organ_delays),
-                                     "Frames": frames.n_frames,
-                                     "PsfFwhmMm": fwhm, "Units": units, "Grid": list(p.shape),
-                                     "VoxelSizeMm": list(p.voxel_mm), "GridNote": p.note,
-                                     "Split": {"train": n_train, "val": n_val, "test": n_test}},
-        }
-        (tmp / "dataset_description.json").write_text(json.dumps(description, indent=2) + "\n")
-        lines = ["participant_id\tsplit\tinput_scale\tinput_delay_min"]
-        lines += [f"{sid}\t{split}\t{scale:.6g}\t{delay:.6g}" for (sid, scale, delay), split in zip(rows, splits)]
-        (tmp / "participants.tsv").write_text("\n".join(lines) + "\n")
-        (tmp / "participants.json").write_text(json.dumps({
-            "split": {"Description": "data split of this subject (the paper's patient-wise 10/4/9 split)",
-                      "Levels": {"train": "training", "val": "validation", "test": "test"}},
-            "input_scale": {"Description": "factor on Feng's input function"},
-            "input_delay_min": {"Description": "delay of the input function", "Units": "min"},
-        }, indent=2) + "\n")
-        truth_root = tmp.joinpath(*TRUTH_DIR)
-        (truth_root / "dataset_description.json").write_text(json.dumps({
-            "Name": "ground truth of the jaxkin phantom", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
-            "GeneratedBy": [{"Name": "jaxkin", "Version": __version__}],
-        }, indent=2) + "\n")
-        (tmp / "README").write_text(
-            "Simulated dynamic FDG PET (jaxkin phantom). Ground-truth parameter maps are under "
-            "derivatives/groundtruth; the split is in participants.tsv. " + p.note + "\n")
+        rows = _simulate_all(tmp, n, workers, progress, units, seed=seed, preset=p.name, noise_scale=noise_scale,
+                             fwhm_mm=fwhm, organ_delays=organ_delays, frames=frames)
+        settings = {"Preset": p.name, "Subjects": n, "Seed": seed, "NoiseScale": noise_scale,
+                    "OrganDelays": bool(organ_delays), "Frames": frames.n_frames, "PsfFwhmMm": fwhm, "Units": units}
+        _write_dataset_files(tmp, p, rows, settings)
     return out

@@ -19,7 +19,8 @@ def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int]
     ``segment``: only the axial slices ``[a, b)`` of the PET (e.g. the descending aorta). ``erode``: that many
     binary erosions (6-connected, in 3D) to keep away from the vessel wall and its spill-out. ``core``: in each
     axial slice, only the ``core`` hottest voxels at the frame where the mask's mean peaks (the bolus), as IDIF
-    tools do to keep the vessel's core. InputError when nothing is left.
+    tools do to keep the vessel's core. InputError naming the parameter (``segment``, ``erode``, ``core``) for a
+    bad value or when nothing is left.
     """
     from scipy import ndimage
 
@@ -29,23 +30,23 @@ def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int]
     if segment is not None:
         a, b = segment
         if not (0 <= a < b <= mask.shape[2]):
-            raise InputError(f"--segment {a}:{b}: the PET has axial slices 0 to {mask.shape[2]}")
+            raise InputError(f"segment {a}:{b}: the PET has axial slices 0 to {mask.shape[2]}")
         keep = np.zeros_like(mask)
         keep[:, :, a:b] = True
         mask = mask & keep
         notes.append(f"axial slices {a} to {b - 1} only")
         if not mask.any():
-            raise InputError(f"--segment {a}:{b}: the label has no voxel in these slices")
+            raise InputError(f"segment {a}:{b}: the label has no voxel in these slices")
     if erode:
         if erode < 0:
-            raise InputError("--erode must be 0 or more")
+            raise InputError("erode must be 0 or more")
         mask = ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1), iterations=erode)
         notes.append(f"eroded {erode} time(s) (6-connected)")
         if not mask.any():
-            raise InputError(f"--erode {erode}: nothing is left of the label ({n0} voxels); erode less")
+            raise InputError(f"erode {erode}: nothing is left of the label ({n0} voxels); erode less")
     if core:
         if core < 1:
-            raise InputError("--core must be a positive number of voxels per slice")
+            raise InputError("core must be a positive number of voxels per slice")
         zs = np.flatnonzero(mask.any(axis=(0, 1)))
         sl = slice(int(zs[0]), int(zs[-1]) + 1)
         data = pet.read(sl, dtype=np.float64)

@@ -1,7 +1,6 @@
 """The BIDS layout (jaxkin.io.layout): file names, PET scans with their blood recordings and label maps in
 real-looking trees (Biograph Vision Quadra style: ses-, trc-, rec-, run-, two blood recordings, segmentations in
-derivatives), participant and session selection, derivative dataset descriptions, BIDS URIs, output folders; and the
-scan-level dataset API built on it (jaxkin.io.dataset.scan_files)."""
+derivatives), participant and session selection, derivative dataset descriptions, BIDS URIs, output folders."""
 
 from __future__ import annotations
 
@@ -13,7 +12,6 @@ from pathlib import Path
 import pytest
 
 import jaxkin
-from jaxkin.io import dataset
 from jaxkin.io import layout
 from jaxkin.errors import InputError
 
@@ -289,7 +287,7 @@ def test_dataset_description_update_and_refusals(tmp_path, monkeypatch):
     assert again["License"] == "CC0" and again["Authors"] == ["A. B."] and again["Name"] == "first name"
     assert again["GeneratedBy"] == [{"Name": "jaxkin", "Version": jaxkin.__version__}]
     # a later jaxkin version adds itself to GeneratedBy
-    monkeypatch.setattr("jaxkin._version.__version__", "99.0")
+    monkeypatch.setattr("jaxkin.io.layout.__version__", "99.0")
     layout.write_dataset_description(out, source_root=raw, name="x")
     assert [g["Version"] for g in json.loads(path.read_text())["GeneratedBy"]] == [jaxkin.__version__, "99.0"]
     monkeypatch.undo()
@@ -344,28 +342,3 @@ def test_layout_imports_no_jax():
 # --------------------------------------------------------------------------------------------------
 # The dataset API on top: one SubjectFiles per scan
 # --------------------------------------------------------------------------------------------------
-
-
-def test_scan_files_of_a_subject_with_sessions(tmp_path):
-    root = tmp_path / "ds"  # a training dataset: no dataset_description.json needed
-    for ses in ("a", "b"):
-        _touch(root, f"sub-01/ses-{ses}/pet/sub-01_ses-{ses}_pet.nii.gz",
-               f"sub-01/ses-{ses}/pet/sub-01_ses-{ses}_recording-AIF_blood.tsv",
-               f"derivatives/groundtruth/sub-01/ses-{ses}/pet/sub-01_ses-{ses}_model-2tcmirr_meas-K1_mimap.nii.gz",
-               f"derivatives/groundtruth/sub-01/ses-{ses}/pet/sub-01_ses-{ses}_desc-organs_parameters.tsv")
-    _touch(root, "derivatives/groundtruth/sub-01/anat/sub-01_dseg.nii.gz", "sub-02/pet/sub-02_pet.nii.gz",
-           "sub-02/pet/sub-02_recording-manual_blood.tsv", "sub-02/pet/sub-02_recording-autosampler_blood.tsv")
-    a, b = dataset.scan_files(root, "01")
-    assert (a.subject, a.session, a.scan_id) == ("sub-01", "ses-a", "sub-01_ses-a")
-    assert b.scan_id == "sub-01_ses-b" and b.blood == (root / "sub-01/ses-b/pet/sub-01_ses-b_recording-AIF_blood.tsv",)
-    assert a.labels == b.labels == root / "derivatives/groundtruth/sub-01/anat/sub-01_dseg.nii.gz"
-    assert a.label_table == root / "derivatives/groundtruth/sub-01/anat/sub-01_dseg.tsv"
-    assert a.truth == {"K1": root / ("derivatives/groundtruth/sub-01/ses-a/pet/"
-                                     "sub-01_ses-a_model-2tcmirr_meas-K1_mimap.nii.gz")}
-    assert b.organ_truth.name == "sub-01_ses-b_desc-organs_parameters.tsv"
-    with pytest.raises(InputError, match=r"sub-01: 2 PET scans \(sub-01_ses-a, sub-01_ses-b\); use .*scan_files"):
-        dataset.subject_files(root, "sub-01")
-    one = dataset.subject_files(root, "sub-02")
-    assert one.scan_id == "sub-02" and len(one.blood) == 2 and one.labels is None and one.truth == {}
-    with pytest.warns(DeprecationWarning, match="use SubjectFiles.blood"):
-        assert one.input_function == one.blood[0]

@@ -1,51 +1,12 @@
-"""Frame schedules and input functions against closed forms and scipy quadrature."""
+"""Input functions (jaxkin.input_function) against closed forms and scipy quadrature; the one table of time units."""
 
 import numpy as np
 import pytest
 from scipy import integrate
 
 import jaxkin
-from jaxkin import input_function
-from jaxkin import FrameSchedule, InputFunction
-
-
-def test_quadra_schedule_matches_the_paper():
-    frames = FrameSchedule.quadra()
-    assert frames.n_frames == 62
-    counts = {}
-    for d in frames.duration_seconds:
-        counts[round(d)] = counts.get(round(d), 0) + 1
-    assert counts == {10: 6, 2: 30, 30: 8, 60: 4, 120: 5, 300: 9}
-    np.testing.assert_allclose(frames.end[-1], 65.0)
-    np.testing.assert_allclose(frames.start[1:], frames.end[:-1])  # back to back
-    np.testing.assert_allclose(frames.duration[:2] * 60, [10, 10])
-    np.testing.assert_allclose(frames.mid, frames.start + frames.duration / 2)
-
-
-def test_frames_from_seconds_convert_to_minutes():
-    frames = FrameSchedule.from_seconds([0, 30, 90], [30, 60, 120])
-    np.testing.assert_allclose(frames.start, [0, 0.5, 1.5])
-    np.testing.assert_allclose(frames.duration, [0.5, 1.0, 2.0])
-    np.testing.assert_allclose(frames.start_seconds, [0, 30, 90])
-    assert frames == FrameSchedule.from_minutes([0, 0.5, 1.5], [0.5, 1, 2])
-
-
-@pytest.mark.parametrize(
-    "start, duration, message",
-    [
-        ([0, 1, 2], [1, 1], "differ in length"),
-        ([0, 2, 1], [1, 1, 1], "strictly increasing"),
-        ([0, 1, 1], [1, 1, 1], "strictly increasing"),
-        ([0, 1, 2], [1, 0, 1], "durations must be positive; frame 1"),
-        ([0, 1, 2], [1, -1, 1], "durations must be positive"),
-        ([0, 1, 2], [1, 1.5, 1], "frames overlap: frame 2"),
-        ([0, np.nan], [1, 1], "finite"),
-        ([], [], "at least one frame"),
-    ],
-)
-def test_bad_frames_raise(start, duration, message):
-    with pytest.raises(ValueError, match=message):
-        FrameSchedule.from_minutes(start, duration)
+from jaxkin import InputFunction, input_function
+from jaxkin.input_function import MINUTES_PER_TIME_UNIT
 
 
 @pytest.mark.parametrize(
@@ -74,6 +35,13 @@ def test_input_function_units_ramp_and_delay():
     np.testing.assert_allclose(late([0.5, 1.0, 1.25]), inp([0.25, 0.75, 1.0]))
     with pytest.raises(ValueError, match="unknown time unit"):
         InputFunction.from_samples([0, 1], [0, 1], time_unit="hours")
+
+
+def test_time_units_are_one_table():
+    assert MINUTES_PER_TIME_UNIT["s"] == MINUTES_PER_TIME_UNIT["seconds"] == 1 / 60
+    assert MINUTES_PER_TIME_UNIT["min"] == MINUTES_PER_TIME_UNIT["minutes"] == 1.0
+    inp = InputFunction.from_samples([0, 90], [0, 1], time_unit="secs")
+    np.testing.assert_allclose(inp.times, [0, 1.5])
 
 
 def test_running_integral_is_exact():

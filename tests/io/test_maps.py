@@ -1,0 +1,52 @@
+"""Parametric maps (jaxkin.io.maps): BIDS names, the written image keeps the PET's geometry, the sidecar, atomic
+writes."""
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from _pet_files import AFFINE, FRAMES, SHAPE, random_pet_data, sidecar, write_raw_pet
+from jaxkin import InputError
+from jaxkin.io.maps import map_path, write_map
+from jaxkin.io.pet import load_pet, write_pet
+
+
+@pytest.fixture(scope="module")
+def pet_data():
+    return random_pet_data()
+
+
+@pytest.fixture
+def pet_path(tmp_path, pet_data):
+    return write_raw_pet(tmp_path, pet_data, sidecar())
+
+
+def test_write_map_round_trip(tmp_path, pet_data):
+    pet = load_pet(write_pet(tmp_path / "sub-02_pet.nii.gz", pet_data / 1000.0, FRAMES, AFFINE, units="kBq/mL"))
+    k1 = np.random.default_rng(0).uniform(0, 1, SHAPE[:3]).astype(np.float32)
+    out = tmp_path / "maps"
+    written = write_map(out, pet.prefix, "2tcmirr", "K1", k1, reference=pet, units="mL/cm3/min",
+                             command_line="jaxkin fit x", extra={"Note": 1})
+    assert written == out / "sub-02_model-2tcmirr_meas-K1_mimap.nii.gz" == map_path(out, "sub-02", "2tcmirr", "K1")
+    back = nib.load(str(written))
+    np.testing.assert_array_equal(np.asarray(back.dataobj), k1)
+    np.testing.assert_array_equal(back.affine, pet.image.affine)
+    np.testing.assert_allclose(back.header.get_zooms(), pet.image.header.get_zooms()[:3])
+    assert back.header["sform_code"] == pet.image.header["sform_code"]
+    meta = json.loads((out / "sub-02_model-2tcmirr_meas-K1_mimap.json").read_text())
+    assert meta["ModelName"] == "2tcmirr" and meta["Parameter"] == "K1" and meta["Units"] == "mL/cm3/min"
+    assert meta["SoftwareName"] == "jaxkin" and meta["CommandLine"] == "jaxkin fit x" and meta["Note"] == 1
+    assert sorted(p.name for p in out.iterdir()) == [
+        "sub-02_model-2tcmirr_meas-K1_mimap.json", "sub-02_model-2tcmirr_meas-K1_mimap.nii.gz"]  # no temp files
+    with pytest.raises(ValueError, match="spatial shape"):
+        write_map(out, pet.prefix, "2tcmirr", "K1", k1[:-1], reference=pet, units="1")
+
+
+def test_unwritable_output_is_an_input_error(tmp_path, pet_path):
+    pet = load_pet(pet_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the output folder should be
+    with pytest.raises(InputError, match=r"file/sub-01_model-2tcmirr_meas-K1_mimap\.nii\.gz: cannot write"):
+        write_map(blocker, "sub-01", "2tcmirr", "K1", np.zeros(SHAPE[:3]), reference=pet, units="1")

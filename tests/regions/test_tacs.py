@@ -1,0 +1,59 @@
+"""Regional TACs and map statistics (jaxkin.regions.tacs): the same TACs from labels in every form, against plain NumPy
+means over the PET's grid; statistics of parametric maps per region."""
+
+import numpy as np
+import pytest
+
+from _label_forms import IDS, make_scan, reference_means
+from jaxkin.io.labels import read_labels
+from jaxkin.io.pet import load_pet
+from jaxkin.regions.tacs import map_statistics, regional_tacs
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory):
+    return make_scan(tmp_path_factory.mktemp("label_forms"))
+
+
+def test_every_label_form_on_the_ct_grid_gives_the_pet_grid_tacs(scan):
+    pet = load_pet(scan["pet"])
+    on_pet = read_labels(scan["dseg"], pet=pet)
+    assert on_pet.source is None and on_pet.kind == "dseg"
+    forms = {"multilabel": read_labels(scan["ml"], pet=pet),
+             "class table": read_labels(scan["bare"], pet=pet, table="totalsegmentator"),
+             "mask folder": read_labels(scan["folder"], pet=pet)}
+    assert forms["multilabel"].table == "NIfTI header extension"
+    regions = ["aorta", "liver", "spleen", "kidneys", "kidney_left"]
+    reference = regional_tacs(pet, on_pet, regions)
+    assert reference.names == tuple(regions)
+    for name in regions:  # against a plain NumPy mean over the PET-grid labels
+        ids = [IDS["kidney_left"], IDS["kidney_right"]] if name == "kidneys" else [IDS[name]]
+        mean, n = reference_means(scan, ids)
+        np.testing.assert_allclose(reference.column(name), mean, rtol=1e-6)
+        assert reference.voxels[regions.index(name)] == n
+    np.testing.assert_allclose(reference.volume_ml, reference.voxels * 64 / 1000)
+    for form, labels in forms.items():
+        assert labels.source is not None, form  # resampled from the CT grid ...
+        np.testing.assert_array_equal(labels.mask("aorta"), scan["lab"] == IDS["aorta"])  # ... to the same voxels
+        assert any("nearest neighbour" in n for n in labels.notes)
+        tacs = regional_tacs(pet, labels, regions)
+        np.testing.assert_allclose(tacs.values, reference.values, rtol=1e-12, err_msg=form)
+        np.testing.assert_allclose(tacs.sd, reference.sd, rtol=1e-10, err_msg=form)
+        np.testing.assert_array_equal(tacs.voxels, reference.voxels)
+    # names and numbers; the default groups; the folder's empty mask is not a region
+    folder = forms["mask folder"]
+    assert folder.ids("kidneys") == (folder.index("kidney_left"), folder.index("kidney_right"))
+    assert "stomach" in folder.names.values() and "stomach" not in folder.region_names()
+    assert forms["multilabel"].ids("52") == (52,) and forms["multilabel"].name_of("52") == "aorta"
+
+
+def test_map_statistics_per_region(scan):
+    pet = load_pet(scan["pet"])
+    labels = read_labels(scan["dseg"], pet=pet)
+    ki = np.arange(np.prod(pet.shape[:3]), dtype=np.float32).reshape(pet.shape[:3])
+    rows = map_statistics({"Ki": ki}, labels, ["liver", "kidneys"])
+    liver = next(r for r in rows if r["region"] == "liver" and r["map"] == "Ki")
+    values = ki[scan["lab"] == IDS["liver"]]
+    np.testing.assert_allclose([liver["mean"], liver["sd"], liver["median"]],
+                               [values.mean(), values.std(ddof=1), np.median(values)], rtol=1e-6)
+    assert liver["voxels"] == values.size and {r["region"] for r in rows} == {"liver", "kidneys"}
