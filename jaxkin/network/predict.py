@@ -34,6 +34,7 @@ from jaxkin.network.config import TrainConfig, config_from_dict
 from jaxkin.network.data import voxel_mask
 from jaxkin.network.steps import forward, make_model, model_graph
 from jaxkin.nn.loss import metric_sums
+from jaxkin.nn.unet import SHIFT_SUM_CONVS
 
 __all__ = ["Predictor", "load_predictor", "write_parameter_maps", "refine_with_lm", "scan_kinetic_input"]
 
@@ -52,11 +53,11 @@ def _compiled_forward(graphdef, parallel):
 
     @functools.partial(jax.jit, in_shardings=(rep, rows, rep), out_shardings=rows)
     def predict(params, tac, kin):
-        return forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), forward_only=True)
+        return forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), convs=SHIFT_SUM_CONVS)
 
     @functools.partial(jax.jit, in_shardings=(rep, rows, rows, rep), out_shardings=(rows, rep))
     def predict_with_metrics(params, tac, mask, kin):
-        predicted = forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), forward_only=True)
+        predicted = forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), convs=SHIFT_SUM_CONVS)
         return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
 
     return predict, predict_with_metrics

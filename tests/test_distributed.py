@@ -26,9 +26,9 @@ from jaxkin import distributed as dist
 from jaxkin import network as N
 from jaxkin.errors import InputError
 
-from test_network import _write_dataset
+from _tiny_scans import write_dataset
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CONFIG = {"depth": 2, "time_steps": 16, "crop": 16, "batch_size": 4, "predict_batch_size": 3, "slices_per_subject": 2,
           "mask_threshold": 0.5, "learning_rate": 1e-3, "epochs": 3, "lr_halving_epochs": 2, "input_scale": 0.05,
           "data_shards": 2}
@@ -102,7 +102,7 @@ def setup(tmp_path_factory):
     """The dataset (2 train, 1 val, 1 test subjects), the config file, and the reference: training and a fit on one
     device in this process."""
     root = tmp_path_factory.mktemp("distributed")
-    data = _write_dataset(root / "data", ("train", "train", "val", "test"))
+    data = write_dataset(root / "data", ("train", "train", "val", "test"))
     config = root / "tiny.py"
     config.write_text(f"def get_config():\n    return {CONFIG!r}\n")
     N.train(N.load_config(config), root / "one", data, progress=False)
