@@ -7,25 +7,21 @@ time folded into the batch (:func:`spatial_conv`), a (3,1,1) conv as a 2D conv w
 of the input stacked along channels (:func:`full_conv`); transposed convs (stride 2) run in a phase form of ordinary
 convs. The head's 3x3x3 conv and the time-collapsing conv, linear with nothing between them, run as one 2D conv with
 time folded into channels (:func:`head_collapse`). In prediction, convs with at most 24 taps x input channels (the
-first conv, the level-0 temporal convs) run as sums of shifted slices (:class:`ConvOps`, :data:`SHIFT_SUM_CONVS`).
+first conv, the level-0 temporal convs) run as sums of shifted slices (``shift_sum=True``).
 Every form equals the 3D convolution (:func:`conv3d_reference`) to float rounding (tested).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["ConvOps", "XLA_CONVS", "SHIFT_SUM_CONVS", "spatial_conv", "temporal_conv", "full_conv", "head_collapse",
-           "conv3d_reference"]
+__all__ = ["spatial_conv", "temporal_conv", "full_conv", "head_collapse", "conv3d_reference"]
 
 _DN = ("NHWC", "HWIO", "NHWC")
-
-
 
 
 def _conv2d(x, kernel, *, padding, lhs_dilation=(1, 1)):
@@ -75,7 +71,7 @@ def _same_or_up(k: int, up: bool):
 # GFLOP/s); written as a sum of shifted copies times kernel rows they become one elementwise loop, which XLA also
 # fuses with the bias, ELU and neighbouring adds. Only the forward changes: the backward stays the 2D conv's VJP
 # (the elementwise form's kernel gradient would be one reduction per kernel entry). Equal to the 2D conv to float
-# rounding (tested). Used for prediction only (:data:`SHIFT_SUM_CONVS`): measured on the idle 2-core CPU, the
+# rounding (tested). Used for prediction only (``jaxkin.nn.unet.SHIFT_SUM_CONVS``): measured on the idle 2-core CPU, the
 # prediction forward is ~10% faster, but a train step 5-15% slower (benchmarks/RESULTS.md).
 _SHIFT_SUM_MAX_TERMS = 24  # taps x input channels; measured faster up to the level-0 temporal conv (3 x 8)
 
@@ -198,28 +194,3 @@ def conv3d_reference(x, kernel, bias, *, strides=(1, 1, 1)):
         x, kernel, (1, 1, 1), pads, lhs_dilation=tuple(dil), dimension_numbers=("NDHWC", "DHWIO", "NDHWC")
     )
     return y + bias
-
-
-@dataclasses.dataclass(frozen=True)
-class ConvOps:
-    """How the network evaluates its 'same' (2+1)D convolutions, spatial ``[1, kh, kw, Ci, Co]`` and temporal
-    ``[kt, 1, 1, Ci, Co]``: all as XLA's 2D convs (``shift_sums=False``, :data:`XLA_CONVS`: training), or those with
-    at most 24 taps x input channels as sums of shifted slices (``True``, :data:`SHIFT_SUM_CONVS`: prediction; a
-    faster forward, a slower gradient). Both equal to float rounding. Transposed, 3x3x3 and head convs are XLA's in
-    either case."""
-
-    shift_sums: bool = False
-
-    def spatial(self, x, kernel, bias):
-        """:func:`spatial_conv` ('same' padding) of ``x [B, T, H, W, Ci]``."""
-        return spatial_conv(x, kernel, bias, shift_sum=self.shift_sums)
-
-    def temporal(self, x, kernel, bias):
-        """:func:`temporal_conv` ('same' padding) of ``x [B, T, H, W, Ci]``."""
-        return temporal_conv(x, kernel, bias, shift_sum=self.shift_sums)
-
-
-#: Every convolution XLA's: what training differentiates.
-XLA_CONVS = ConvOps(shift_sums=False)
-#: The smallest convolutions as shifted sums: prediction's faster forward.
-SHIFT_SUM_CONVS = ConvOps(shift_sums=True)

@@ -20,7 +20,7 @@ from jaxkin.kinetics import two_tissue_irreversible
 from jaxkin.nn.inputs import _one_of, input_level
 
 __all__ = ["model_tacs", "masked_mse", "loss_weights", "LOSS_FRAMES", "LOSS_SCALES", "guidance_loss", "GUIDANCE_FLOOR",
-           "voxel_mae", "voxel_cosine", "metric_sums"]
+           "voxel_mae", "voxel_cosine", "metric_sums", "METRIC_SUMS"]
 
 
 def model_tacs(params, kin, subject, model=two_tissue_irreversible):
@@ -127,13 +127,17 @@ def voxel_mae(tac, model_tac):
     return xp.mean(xp.abs(a - b), axis=-1)
 
 
-def voxel_cosine(tac, model_tac):
-    """Per-voxel cosine similarity of the two TACs, ``[..., F] -> [...]`` (0 where either TAC is all zero);
-    float64 for host arrays."""
+def voxel_cosine(tac, model_tac, eps: float = 1e-12):
+    """Per-voxel cosine similarity of the two TACs, ``[..., F] -> [...]``: ``<tac, model> / max(|tac| |model|,
+    eps)``, so 0 where either TAC is all zero; float64 for host arrays."""
     xp, (a, b) = _namespace(tac, model_tac)
-    norm = xp.sqrt(xp.sum(a * a, axis=-1) * xp.sum(b * b, axis=-1))
     dot = xp.sum(a * b, axis=-1)
-    return xp.where(norm > 0, dot / xp.where(norm > 0, norm, 1.0), 0.0)
+    norm = xp.sqrt(xp.sum(a * a, axis=-1) * xp.sum(b * b, axis=-1))
+    return dot / xp.maximum(norm, eps)
+
+
+#: The sums of :func:`metric_sums`, in order.
+METRIC_SUMS = ("n", "se", "mae", "mae2", "cs", "cs2")
 
 
 def metric_sums(tac, model_tac, mask):
@@ -144,11 +148,6 @@ def metric_sums(tac, model_tac, mask):
     m = jnp.asarray(mask, tac.dtype)
     mae = voxel_mae(tac, model_tac)
     cs = voxel_cosine(tac, model_tac)
-    return {
-        "n": jnp.sum(m),
-        "se": jnp.sum(m[..., None] * (tac - model_tac) ** 2),
-        "mae": jnp.sum(m * mae),
-        "mae2": jnp.sum(m * mae**2),
-        "cs": jnp.sum(m * cs),
-        "cs2": jnp.sum(m * cs**2),
-    }
+    sums = (jnp.sum(m), jnp.sum(m[..., None] * (tac - model_tac) ** 2), jnp.sum(m * mae), jnp.sum(m * mae**2),
+            jnp.sum(m * cs), jnp.sum(m * cs**2))
+    return dict(zip(METRIC_SUMS, sums))

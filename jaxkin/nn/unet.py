@@ -33,12 +33,11 @@ import numpy as np
 from flax import nnx
 
 from jaxkin.kinetics import FDG_MODEL, get_model
-from jaxkin.nn._convs import SHIFT_SUM_CONVS, XLA_CONVS, ConvOps, full_conv, head_collapse, spatial_conv, temporal_conv
+from jaxkin.nn._convs import full_conv, head_collapse, spatial_conv, temporal_conv
 from jaxkin.nn.activations import FINAL_ACTIVATIONS, final_activation, inverse_activation
 from jaxkin.nn.inputs import INPUT_CURVES, INPUT_NORMALIZATIONS, _one_of
 
-__all__ = ["UNetConfig", "UNet", "count_parameters", "ConvOps", "XLA_CONVS", "SHIFT_SUM_CONVS", "CONV_TYPES",
-           "POOLINGS"]
+__all__ = ["UNetConfig", "UNet", "count_parameters", "ConvOps", "XLA_CONVS", "SHIFT_SUM_CONVS"]
 
 #: Choices of ``conv``: (2+1)D blocks or 3D ones.
 CONV_TYPES = ("space_time", "3d")
@@ -111,6 +110,31 @@ class UNetConfig:
     def size_multiple(self) -> int:
         """``H`` and ``W`` must be multiples of this."""
         return 2**self.depth
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvOps:
+    """How the network evaluates its 'same' (2+1)D convolutions, spatial ``[1, kh, kw, Ci, Co]`` and temporal
+    ``[kt, 1, 1, Ci, Co]`` on ``[B, T, H, W, Ci]``: all as XLA's 2D convs (``shift_sums=False``, :data:`XLA_CONVS`:
+    training), or those with at most 24 taps x input channels as sums of shifted slices (``True``,
+    :data:`SHIFT_SUM_CONVS`: prediction; a faster forward, a slower gradient). Both equal to float rounding.
+    Transposed, 3x3x3 and head convs are XLA's in either case (:mod:`jaxkin.nn._convs`)."""
+
+    shift_sums: bool = False
+
+    def spatial(self, x, kernel, bias):
+        """The spatial conv of ``x`` with ``kernel [1, kh, kw, Ci, Co]`` and ``bias [Co]``."""
+        return spatial_conv(x, kernel, bias, shift_sum=self.shift_sums)
+
+    def temporal(self, x, kernel, bias):
+        """The temporal conv of ``x`` with ``kernel [kt, 1, 1, Ci, Co]`` and ``bias [Co]``."""
+        return temporal_conv(x, kernel, bias, shift_sum=self.shift_sums)
+
+
+#: Every convolution XLA's: what training differentiates.
+XLA_CONVS = ConvOps(shift_sums=False)
+#: The smallest convolutions as shifted sums: prediction's faster forward.
+SHIFT_SUM_CONVS = ConvOps(shift_sums=True)
 
 
 def max_pool(x, pooling: str):

@@ -58,7 +58,7 @@ def test_kill_and_resume_gives_the_same_losses(full_run, dataset, tmp_path):
     workdir, _ = full_run
     part = N.train(_run_cfg(), tmp_path, dataset, progress=False, stop_after_epochs=1)
     assert not part["finished"]
-    with pytest.raises(InputError, match="--resume"):
+    with pytest.raises(InputError, match="already holds a run; resume it or choose another workdir"):
         N.train(_run_cfg(), tmp_path, dataset, progress=False)
     with pytest.raises(InputError, match="differs from the run .* in learning_rate"):
         N.train(_run_cfg(learning_rate=2e-3), tmp_path, dataset, progress=False, resume=True)
