@@ -3,8 +3,8 @@
     python benchmarks/shift_sum_ab.py [--rounds 10] [--batch 8] [--devices 2]
 
 Compiles the exp4_1 forward (random weights, ``--batch`` slices of 112 x 112 x 62 frames split over ``--devices`` CPU
-devices) twice: "old" with ``convs=XLA_CONVS`` (every conv is XLA's, the code before the change) and "new" with
-``convs=SHIFT_SUM_CONVS`` (prediction's), then times them alternately (order swapped every round) so that a changing load
+devices) twice: "old" with ``convs=XLA_CONVS`` (every conv is XLA's, the code before the change) and "new"
+with ``convs=SHIFT_SUM_CONVS`` (prediction's), then times them alternately (order swapped every round) so that a changing load
 hits both alike. Prints the largest output difference, each round's times and the median of the per-round ratios.
 """
 

@@ -26,8 +26,9 @@ import numpy as np
 
 from jaxkin.errors import InputError
 
-__all__ = ["initialize", "is_main_process", "process_index", "process_count", "share", "gather_arrays", "gather_slabs", "check_everywhere", "sync", "data_mesh", "local_mesh",
-           "DataParallel", "local_copy", "split_cpu_devices", "cpu_split_by_jaxkin"]
+__all__ = ["initialize", "is_main_process", "process_index", "process_count", "share", "gather_arrays", "gather_slabs",
+           "check_everywhere", "sync", "data_mesh", "local_mesh", "DataParallel", "local_copy", "split_cpu_devices",
+           "cpu_split_by_jaxkin"]
 
 DEFAULT_TIMEOUT_S = 300.0
 

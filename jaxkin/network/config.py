@@ -4,10 +4,10 @@ fields.
 
 Every leaf name is unique, so a key can be given by its bare name (``epochs``) or dotted (``optim.epochs``), and a
 config dict may be flat, nested (``{"optim": {"epochs": 50}}``) or mixed: config files (``get_config() -> dict``),
-``key=value`` overrides (:func:`load_config`) and a run's ``config.json``/``model.json`` (flat in runs of jaxkin 0.1.0, nested
-since) all load through :func:`config_from_dict`. Keys not given take their defaults. Checks (each failing with one
-line, :class:`jaxkin.errors.InputError`): unknown keys (the message lists the known ones), types, choices, positive
-values, and the constraints between fields.
+``key=value`` overrides (:func:`load_config`) and a run's ``config.json``/``model.json`` (flat in runs of jaxkin
+0.1.0, nested since) all load through :func:`config_from_dict`. Keys not given take their defaults. Checks (each
+failing with one line, :class:`jaxkin.errors.InputError`): unknown keys (the message lists the known ones), types,
+choices, positive values, and the constraints between fields.
 """
 
 from __future__ import annotations

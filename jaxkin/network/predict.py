@@ -252,7 +252,8 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
 
     ``extra`` is added to the sidecars (e.g. ``Sources``). With ``input_function`` (an
     :class:`jaxkin.InputFunction`, or a :class:`jaxkin.data.blood.Blood` whose whole blood then drives the vB term)
-    the sidecars also carry the mean TAC cosine similarity and MAE over the mask. The sidecars state the time origin, decay reference and assumptions of the scan (and of the blood data).
+    the sidecars also carry the mean TAC cosine similarity and MAE over the mask. The sidecars state the time
+    origin, decay reference and assumptions of the scan (and of the blood data).
     **Refinement** (``refine_lm`` = K > 0, needs ``input_function``): every voxel of the network's loss mask (time-
     averaged activity above the run's ``mask_threshold``) is polished with K Levenberg-Marquardt iterations started
     from the network's parameters (:func:`refine_with_lm`), within ``refine_bounds`` (a bounds specification of
