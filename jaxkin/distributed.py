@@ -114,10 +114,10 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if jax.distributed.is_initialized():  # a second command in the same processes (e.g. train, then fit)
         return
     if auto and any(explicit):
-        raise InputError("auto (detecting the cluster) does not combine with coordinator, num_processes or "
+        raise InputError("detecting the cluster (auto) does not combine with coordinator, num_processes or "
                          "process_id")
     if not auto and not all(explicit):
-        raise InputError("coordinator, num_processes and process_id go together (or detect the cluster: auto)")
+        raise InputError("coordinator, num_processes and process_id go together (or let JAX detect the cluster)")
     if not timeout > 0:
         raise InputError(f"timeout must be positive, got {timeout:g}")
     if not auto:
@@ -160,8 +160,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     except (ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
         if auto:
-            raise InputError(f"auto: no cluster detected ({first}); give coordinator, num_processes and "
-                             "process_id instead") from None
+            raise InputError(f"no cluster detected ({first}); give coordinator, num_processes and process_id "
+                             "instead") from None
         raise InputError(f"coordinator {coordinator}: {first}") from None
     finally:
         done.set()
