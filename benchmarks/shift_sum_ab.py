@@ -3,8 +3,8 @@
     python benchmarks/shift_sum_ab.py [--rounds 10] [--batch 8] [--devices 2]
 
 Compiles the exp4_1 forward (random weights, ``--batch`` slices of 112 x 112 x 62 frames split over ``--devices`` CPU
-devices) twice: "old" with ``jaxkin.nn.unet._SHIFT_SUM_MAX_TERMS = 0`` (every conv is XLA's, the code before the
-change) and "new" (the default), then times them alternately (order swapped every round) so that a changing load
+devices) twice: "old" with ``convs=XLA_CONVS`` (every conv is XLA's, the code before the change) and "new"
+with ``convs=SHIFT_SUM_CONVS`` (prediction's), then times them alternately (order swapped every round) so that a changing load
 hits both alike. Prints the largest output difference, each round's times and the median of the per-round ratios.
 """
 
@@ -41,13 +41,11 @@ def main() -> None:
     params = par.replicate(params)
     tac = np.random.default_rng(0).gamma(2.0, 5.0, (args.batch, 112, 112, 62)).astype(np.float32)
     tac = jax.device_put(tac, par.batch_sharding)
-    default, fns = U._SHIFT_SUM_MAX_TERMS, {}
-    for name, terms in (("old", 0), ("new", default)):
-        U._SHIFT_SUM_MAX_TERMS = terms  # read while tracing
-        f = jax.jit(lambda p, t: forward(graphdef, p, t), in_shardings=(par.replicated, par.batch_sharding),
-                    out_shardings=par.batch_sharding)
+    fns = {}
+    for name, convs in (("old", U.XLA_CONVS), ("new", U.SHIFT_SUM_CONVS)):
+        f = jax.jit(lambda p, t, convs=convs: forward(graphdef, p, t, convs=convs),
+                    in_shardings=(par.replicated, par.batch_sharding), out_shardings=par.batch_sharding)
         fns[name] = f.lower(params, tac).compile()
-    U._SHIFT_SUM_MAX_TERMS = default
     outs = {k: np.asarray(f(params, tac)) for k, f in fns.items()}
     print(f"{jax.device_count()} devices, batch {args.batch}; largest |new - old| = "
           f"{float(np.abs(outs['new'] - outs['old']).max()):.3g}")

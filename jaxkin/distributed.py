@@ -1,7 +1,7 @@
 """Running on several devices and hosts with JAX's own machinery (``jax.distributed``, ``jax.sharding``).
 
 One process per host (or per GPU) runs the same command; :func:`initialize` connects them through
-``jax.distributed.initialize`` (explicit ``--coordinator/--num-processes/--process-id``, or ``--distributed`` to
+``jax.distributed.initialize`` (an explicit coordinator address, number of processes and process id, or ``auto`` to
 let JAX detect Slurm, Open MPI, Kubernetes or a TPU VM). After that:
 
 - :func:`data_mesh` is a 1-D mesh over every device of every process (axis ``"data"``); :class:`DataParallel`
@@ -26,9 +26,9 @@ import numpy as np
 
 from jaxkin.errors import InputError
 
-__all__ = ["add_arguments", "initialize", "initialize_from_args", "is_main_process", "process_index",
-           "process_count", "share", "gather_arrays", "gather_slabs", "check_everywhere", "sync", "data_mesh", "local_mesh",
-           "DataParallel", "local_copy", "split_cpu_devices", "cpu_split_by_jaxkin"]
+__all__ = ["initialize", "is_main_process", "process_index", "process_count", "share", "gather_arrays", "gather_slabs",
+           "check_everywhere", "sync", "data_mesh", "local_mesh", "DataParallel", "local_copy", "split_cpu_devices",
+           "cpu_split_by_jaxkin"]
 
 DEFAULT_TIMEOUT_S = 300.0
 
@@ -80,29 +80,10 @@ def _backends_started() -> bool:
         return True
 
 
-def add_arguments(parser) -> None:
-    """The multi-host options of ``jaxkin train``, ``fit`` and ``predict``."""
-    group = parser.add_argument_group("several hosts (see docs/guide/scaling.md)")
-    group.add_argument("--coordinator", metavar="HOST:PORT", default=None,
-                       help="address of process 0, which every process connects to (with --num-processes, --process-id)")
-    group.add_argument("--num-processes", type=int, default=None, metavar="N", help="number of processes")
-    group.add_argument("--process-id", type=int, default=None, metavar="I", help="this process, 0 .. N-1")
-    group.add_argument("--distributed", action="store_true",
-                       help="let JAX detect the cluster (Slurm, Open MPI, Kubernetes, TPU VM) instead")
-    group.add_argument("--init-timeout", type=float, default=DEFAULT_TIMEOUT_S, metavar="SECONDS",
-                       help=f"give up when not every process has connected within this time (default {DEFAULT_TIMEOUT_S:g})")
-
-
-def initialize_from_args(args, prog: str = "jaxkin") -> None:
-    """:func:`initialize` from the options of :func:`add_arguments` (nothing to do without them)."""
-    initialize(args.coordinator, args.num_processes, args.process_id, auto=args.distributed,
-               timeout=args.init_timeout, prog=prog)
-
-
 def _parse_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise InputError(f"--coordinator {address!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
+        raise InputError(f"coordinator {address!r}: expected HOST:PORT, e.g. 10.0.0.1:1234")
     return host.strip("[]"), int(port)
 
 
@@ -118,6 +99,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                *, auto: bool = False, timeout: float = DEFAULT_TIMEOUT_S, prog: str = "jaxkin") -> None:
     """Connect this process to the others (``jax.distributed.initialize``); a no-op without settings.
 
+    ``coordinator`` (``HOST:PORT`` of process 0), ``num_processes`` and ``process_id`` (0 .. N-1) go together;
+    ``auto`` instead lets JAX detect the cluster (Slurm, Open MPI, Kubernetes, TPU VM).
+
     Must run before anything touches a JAX device. Bad settings raise :class:`InputError`. If not every process
     has connected within ``timeout`` seconds, this process prints one line naming the coordinator and exits with
     status 2 (XLA would otherwise abort with a stack trace); ``prog`` starts that line.
@@ -130,25 +114,25 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if jax.distributed.is_initialized():  # a second command in the same processes (e.g. train, then fit)
         return
     if auto and any(explicit):
-        raise InputError("--distributed detects the cluster; do not combine it with --coordinator, "
-                         "--num-processes or --process-id")
+        raise InputError("detecting the cluster (auto) does not combine with coordinator, num_processes or "
+                         "process_id")
     if not auto and not all(explicit):
-        raise InputError("--coordinator, --num-processes and --process-id go together (or use --distributed)")
+        raise InputError("coordinator, num_processes and process_id go together (or let JAX detect the cluster)")
     if not timeout > 0:
-        raise InputError(f"--init-timeout must be positive, got {timeout:g}")
+        raise InputError(f"timeout must be positive, got {timeout:g}")
     if not auto:
         host, port = _parse_address(coordinator)
         if num_processes < 1:
-            raise InputError(f"--num-processes must be at least 1, got {num_processes}")
+            raise InputError(f"num_processes must be at least 1, got {num_processes}")
         if not 0 <= process_id < num_processes:
-            raise InputError(f"--process-id must be in 0 .. {num_processes - 1}, got {process_id}")
+            raise InputError(f"process_id must be in 0 .. {num_processes - 1}, got {process_id}")
         if process_id == 0:
             try:  # the coordinator service will listen here: fail clearly if the port is taken
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind(("", port))
             except OSError as err:
-                raise InputError(f"--coordinator {coordinator}: cannot listen on port {port} ({err.strerror})") from None
+                raise InputError(f"coordinator {coordinator}: cannot listen on port {port} ({err.strerror})") from None
     done = threading.Event()
     who = "" if auto else f"process {process_id} of {num_processes}, "
 
@@ -161,8 +145,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
             problem = f"no coordinator answers at {coordinator}; start process 0 there, check the address and port"
         else:
             problem = (f"not all {num_processes} processes connected to {coordinator}; start every process with "
-                       "the same --coordinator and --num-processes and a distinct --process-id")
-        sys.stderr.write(f"{prog}: error: {problem} ({who}waited {timeout:g} s; see --init-timeout)\n")
+                       "the same coordinator and number of processes and a distinct process id")
+        sys.stderr.write(f"{prog}: error: {problem} ({who}waited {timeout:g} s)\n")
         sys.stderr.flush()
         os._exit(2)
 
@@ -176,9 +160,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     except (ValueError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0].rstrip(".") if str(err).strip() else type(err).__name__
         if auto:
-            raise InputError(f"--distributed: no cluster detected ({first}); pass --coordinator, --num-processes "
-                             "and --process-id instead") from None
-        raise InputError(f"--coordinator {coordinator}: {first}") from None
+            raise InputError(f"no cluster detected ({first}); give coordinator, num_processes and process_id "
+                             "instead") from None
+        raise InputError(f"coordinator {coordinator}: {first}") from None
     finally:
         done.set()
 

@@ -72,7 +72,7 @@ def register(subparsers) -> None:
     parser.add_argument("--chunk-size", type=int, default=4096,
                         help="voxels per compiled chunk (default 4096; with --delay voxel at most 2048)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from jaxkin.distributed import add_arguments
+    from jaxkin.cli._distributed import add_arguments
 
     add_arguments(parser)
     add_bids_arguments(parser)
@@ -88,6 +88,7 @@ def run(args) -> int:
     import numpy as np
 
     from jaxkin import distributed
+    from jaxkin.cli._distributed import initialize_from_args
     from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say, start_derivatives
     from jaxkin.io.pet import load_pet, tracer_half_life
     from jaxkin.io.maps import read_volume
@@ -167,7 +168,7 @@ def run(args) -> int:
             raise InputError(f"--out: {folder} is not writable")
     if args.bids and distributed.is_main_process():
         start_derivatives(args, command="fit")
-    distributed.initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
+    initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
 
     from jaxkin.fitting import write_fit_maps
 

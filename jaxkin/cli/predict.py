@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     group.add_argument("--bounds", nargs="+", metavar="PRESET|NAME=LO,HI", default=None,
                        help="bounds of --refine-lm, as in jaxkin fit (e.g. physiological, paper, K1=0,3); "
                        "default: the network's own (lower/upper of its config)")
-    from jaxkin.distributed import add_arguments
+    from jaxkin.cli._distributed import add_arguments
 
     add_arguments(parser)
     add_bids_arguments(parser)
@@ -36,11 +36,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import dataclasses
-    import sys
     import time
     from pathlib import Path
 
     from jaxkin import distributed
+    from jaxkin.cli._distributed import initialize_from_args
     from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say, start_derivatives
     from jaxkin.io.pet import load_pet
     from jaxkin.io.blood import scan_notes
@@ -58,7 +58,7 @@ def run(args) -> int:
     else:
         pet = load_pet(args.pet)
         jobs = [(pet, load_blood_for(args, pet) if args.input_function else None, Path(args.out), None, None)]
-    distributed.initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
+    initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
     if args.adapt_steps and distributed.process_count() > 1:
         raise InputError("--adapt-steps: runs on one process (it trains on the whole scan); start jaxkin predict "
                          "without --coordinator/--distributed")
@@ -80,23 +80,7 @@ def run(args) -> int:
         t0 = time.perf_counter()
         predictor = trained  # each scan starts from the trained weights
         if args.adapt_steps:
-            from jaxkin.network.adapt import adapt
-            from jaxkin.network.predict import scan_kinetic_input
-
-            try:
-                adapted = adapt(trained, pet.read(), scan_kinetic_input(pet, blood), steps=args.adapt_steps,
-                                learning_rate=args.adapt_lr, seed=trained.cfg.seed)
-            except ValueError as err:  # e.g. a scan without a voxel above the mask threshold
-                raise InputError(f"{pet.path}: {err}") from None
-            predictor = adapted.predictor
-            extra = (extra or {}) | {
-                "AdaptSteps": adapted.steps, "AdaptLearningRate": adapted.learning_rate, "AdaptSeed": adapted.seed,
-                "AdaptBatchSize": adapted.batch_size, "AdaptSlices": adapted.slices,
-                "AdaptLossBefore": adapted.loss_before, "AdaptLossAfter": adapted.loss_after,
-                "AdaptLossUnits": "(kBq/mL)^2 (the run's masked MSE over the scan's masked voxels)"}
-            print(f"{name + ': ' if name else ''}adapted {adapted.steps} steps (lr {adapted.learning_rate:g}, "
-                  f"{adapted.slices} slices): loss {adapted.loss_before:.4g} -> {adapted.loss_after:.4g} (kBq/mL)^2",
-                  file=sys.stderr)
+            predictor, extra = _adapt(args, trained, pet, blood, name, extra)
         result = write_parameter_maps(predictor, pet, out, input_function=blood, progress=name is None, extra=extra,
                                       refine_lm=args.refine_lm, refine_bounds=args.bounds)
         distributed.sync("jaxkin-predict-written")  # every process goes on when process 0 has written the maps
@@ -114,6 +98,30 @@ def run(args) -> int:
         print(f"{name + ': ' if name else ''}{pet.shape[2]} slices in {time.perf_counter() - t0:.1f} s"
               + (f" (replacing {before} maps of an earlier run)" if before else ""))
     return 0
+
+
+def _adapt(args, trained, pet, blood, name, extra):
+    """``(the predictor adapted to the scan, extra sidecar entries saying what was done)``; a line on stderr."""
+    import sys
+
+    from jaxkin.errors import InputError
+    from jaxkin.network.adapt import adapt
+    from jaxkin.network.predict import scan_kinetic_input
+
+    try:
+        adapted = adapt(trained, pet.read(), scan_kinetic_input(pet, blood), steps=args.adapt_steps,
+                        learning_rate=args.adapt_lr, seed=trained.cfg.seed)
+    except ValueError as err:  # e.g. a scan without a voxel above the mask threshold
+        raise InputError(f"{pet.path}: {err}") from None
+    extra = (extra or {}) | {
+        "AdaptSteps": adapted.steps, "AdaptLearningRate": adapted.learning_rate, "AdaptSeed": adapted.seed,
+        "AdaptBatchSize": adapted.batch_size, "AdaptSlices": adapted.slices,
+        "AdaptLossBefore": adapted.loss_before, "AdaptLossAfter": adapted.loss_after,
+        "AdaptLossUnits": "(kBq/mL)^2 (the run's masked MSE over the scan's masked voxels)"}
+    print(f"{name + ': ' if name else ''}adapted {adapted.steps} steps (lr {adapted.learning_rate:g}, "
+          f"{adapted.slices} slices): loss {adapted.loss_before:.4g} -> {adapted.loss_after:.4g} (kBq/mL)^2",
+          file=sys.stderr)
+    return adapted.predictor, extra
 
 
 def _check_adapt_options(args) -> None:

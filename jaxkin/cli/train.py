@@ -14,7 +14,7 @@ from pathlib import Path
 
 
 def register(subparsers) -> None:
-    from jaxkin.distributed import add_arguments
+    from jaxkin.cli._distributed import add_arguments
 
     parser = subparsers.add_parser("train", help="train the self-supervised kinetic UNet from a config file")
     parser.add_argument("--config", required=True, help="config file defining get_config(), e.g. experiments/exp4_1.py")
@@ -30,10 +30,11 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from jaxkin import distributed
+    from jaxkin.cli._distributed import initialize_from_args
     from jaxkin.network import load_config, train
 
     cfg = load_config(args.config, args.set)
-    distributed.initialize_from_args(args, "jaxkin train")
+    initialize_from_args(args, "jaxkin train")
     workdir = Path(args.workdir) if args.workdir else Path("runs") / Path(args.config).stem
     summary = train(cfg, workdir, args.data, resume=args.resume, progress=not args.no_progress)
     if not distributed.is_main_process():

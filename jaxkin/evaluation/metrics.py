@@ -21,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxkin.kinetics import FDG_MODEL, get_model
+from jaxkin.nn.loss import voxel_cosine, voxel_mae  # one definition for the network's metrics and these
 
 __all__ = [
     "PARAMS",
@@ -35,20 +36,6 @@ __all__ = [
 
 #: Parameters evaluated, in report order: the FDG model's maps (``K1 k2 k3 vB`` and the macro-parameter ``Ki``).
 PARAMS: tuple[str, ...] = get_model(FDG_MODEL).map_names
-
-
-def voxel_mae(tac, model_tac) -> np.ndarray:
-    """Per-voxel mean absolute error over frames: ``[..., F] -> [...]`` (kBq/ml)."""
-    return np.mean(np.abs(np.asarray(tac, np.float64) - np.asarray(model_tac, np.float64)), axis=-1)
-
-
-def voxel_cosine(tac, model_tac) -> np.ndarray:
-    """Per-voxel cosine similarity of two TACs: ``[..., F] -> [...]`` (0 where either TAC is all zero)."""
-    a = np.asarray(tac, np.float64)
-    b = np.asarray(model_tac, np.float64)
-    norm = np.sqrt(np.sum(a * a, axis=-1) * np.sum(b * b, axis=-1))
-    dot = np.sum(a * b, axis=-1)
-    return np.where(norm > 0, dot / np.where(norm > 0, norm, 1.0), 0.0)
 
 
 def mean_sd(values) -> tuple[float, float]:

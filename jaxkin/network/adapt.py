@@ -1,7 +1,7 @@
 """Test-time adaptation: fine-tune a trained network on the one scan it is about to predict.
 
 The self-supervised loss needs no labels, only the scan and its input function, so the network can take a few
-optimiser steps on the scan itself before it predicts it (``jaxkin predict --adapt-steps N``)::
+optimiser steps on the scan itself before it predicts it (``jaxkin predict`` offers it for every scan)::
 
     adapted = adapt(predictor, volume, kin, steps=20)   # volume [X, Y, Z, F] kBq/ml, kin: the scan's KineticInput
     params, tac_metrics = adapted.predictor.predict_volume(volume, kin=kin)

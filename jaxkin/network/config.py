@@ -4,10 +4,10 @@ fields.
 
 Every leaf name is unique, so a key can be given by its bare name (``epochs``) or dotted (``optim.epochs``), and a
 config dict may be flat, nested (``{"optim": {"epochs": 50}}``) or mixed: config files (``get_config() -> dict``),
-``--set key=value`` overrides and a run's ``config.json``/``model.json`` (flat in runs of jaxkin 0.1.0, nested
-since) all load through :func:`config_from_dict`. Keys not given take their defaults. Checks (each failing with one
-line, :class:`jaxkin.errors.InputError`): unknown keys (the message lists the known ones), types, choices, positive
-values, and the constraints between fields.
+``key=value`` overrides (:func:`load_config`) and a run's ``config.json``/``model.json`` (flat in runs of jaxkin
+0.1.0, nested since) all load through :func:`config_from_dict`. Keys not given take their defaults. Checks (each
+failing with one line, :class:`jaxkin.errors.InputError`): unknown keys (the message lists the known ones), types,
+choices, positive values, and the constraints between fields.
 """
 
 from __future__ import annotations
@@ -179,10 +179,10 @@ def auto_time_steps(model: UNetConfig, n_frames: int) -> int:
     return n
 
 
-def resolve_time_steps(cfg: TrainConfig, n_frames: int, where: str = "--data") -> TrainConfig:
+def resolve_time_steps(cfg: TrainConfig, n_frames: int, where: str = "data") -> TrainConfig:
     """``cfg`` with ``time_steps`` set for scans of ``n_frames`` frames: :func:`auto_time_steps` when it is 0, else
     unchanged (InputError naming ``where`` if the frames do not fit it). The resolved config is what a run stores in
-    config.json and model.json, so prediction and ``--resume`` see the value the network was built with."""
+    config.json and model.json, so prediction and a resumed run see the value the network was built with."""
     steps = cfg.model.time_steps
     if steps == 0:
         return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model,
@@ -238,5 +238,5 @@ def load_config(path, overrides: typing.Sequence[str] = ()) -> TrainConfig:
     if not isinstance(values, dict):
         raise InputError(f"{path}: get_config() must return a dict, got {type(values).__name__}")
     values = _flatten(values, str(path))
-    values.update(_parse_override(text, "--set") for text in overrides)
+    values.update(_parse_override(text, f"override {text!r}") for text in overrides)
     return config_from_dict(values, str(path))

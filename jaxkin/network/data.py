@@ -123,7 +123,7 @@ def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
     if data_dir is not None:
         data_dir = Path(data_dir)
         if not (data_dir / "participants.tsv").is_file():
-            raise InputError(f"--data {data_dir}: not a dataset (no participants.tsv with the train/val/test split)")
+            raise InputError(f"{data_dir}: not a dataset (no participants.tsv with the train/val/test split)")
         return data_dir
     data_dir = Path(workdir) / "data"
     if not (data_dir / "participants.tsv").is_file():

@@ -6,7 +6,7 @@ Python API::
     params = predictor.predict_volume(volume)                 # [X, Y, Z, F] kBq/ml -> [X, Y, Z, 4] (K1, k2, k3, vB)
     params, tac_metrics = predictor.predict_volume(volume, kin=kin)   # with the scan's KineticInput: needed by a
                                                               # network that takes the input function as an input
-    paths = write_parameter_maps(predictor, load_pet(pet_path), out_dir, input_function=load_blood(tsv).input)
+    paths = write_parameter_maps(predictor, load_pet(pet_path), out_dir, input_function=load_input_function(tsv))
 
 Slices are padded (zeros, centred) to multiples of ``2**depth`` in-plane and cropped back; the last batch is padded
 so one compiled program serves the whole volume. Time is edge-padded to the network's time steps as in training.
@@ -18,6 +18,7 @@ of slices and process 0 assembles and writes the maps.
 from __future__ import annotations
 
 import functools
+import typing
 from pathlib import Path
 
 import jax
@@ -33,11 +34,11 @@ from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint
 from jaxkin.network.config import TrainConfig, config_from_dict
 from jaxkin.network.data import voxel_mask
 from jaxkin.network.steps import forward, make_model, model_graph
-from jaxkin.nn.loss import metric_sums
+from jaxkin.nn.loss import METRIC_SUMS, metric_sums
+from jaxkin.nn.unet import SHIFT_SUM_CONVS
 
 __all__ = ["Predictor", "load_predictor", "write_parameter_maps", "refine_with_lm", "scan_kinetic_input"]
 
-_METRIC_KEYS = ("n", "se", "mae", "mae2", "cs", "cs2")  # the sums of jaxkin.nn.loss.metric_sums
 
 
 @functools.lru_cache(maxsize=8)
@@ -52,11 +53,11 @@ def _compiled_forward(graphdef, parallel):
 
     @functools.partial(jax.jit, in_shardings=(rep, rows, rep), out_shardings=rows)
     def predict(params, tac, kin):
-        return forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), forward_only=True)
+        return forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), convs=SHIFT_SUM_CONVS)
 
     @functools.partial(jax.jit, in_shardings=(rep, rows, rows, rep), out_shardings=(rows, rep))
     def predict_with_metrics(params, tac, mask, kin):
-        predicted = forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), forward_only=True)
+        predicted = forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), convs=SHIFT_SUM_CONVS)
         return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
 
     return predict, predict_with_metrics
@@ -121,7 +122,7 @@ class Predictor:
         self.check_frames(n_frames, "volume")
         if kin is None and self.cfg.model.needs_input_function:
             raise InputError("this network was trained with the input function as an input (condition_on_input or "
-                             "input_normalization=input): give the scan's input function (--input-function)")
+                             "input_normalization=input): give the scan's input function (kin)")
         m = self.cfg.model.size_multiple
         px, py = -x_size % m, -y_size % m
         pad = ((0, 0), (px // 2, px - px // 2), (py // 2, py - py // 2), (0, 0))
@@ -159,7 +160,7 @@ def _find_run_dir(checkpoint: Path) -> Path:
     for d in (checkpoint, *checkpoint.parents):
         if (d / "model.json").is_file():
             return d
-    raise InputError(f"--checkpoint {checkpoint}: no model.json found in it or its parent folders (is it a training "
+    raise InputError(f"{checkpoint}: no model.json found in it or its parent folders (is it a training "
                      "workdir?)")
 
 
@@ -168,7 +169,7 @@ def load_predictor(checkpoint) -> Predictor:
     runs of jaxkin 0.1.0 (flat ``model.json``) load too."""
     checkpoint = Path(checkpoint)
     if not checkpoint.exists():
-        raise InputError(f"--checkpoint {checkpoint}: not found")
+        raise InputError(f"{checkpoint}: checkpoint not found")
     run_dir = _find_run_dir(checkpoint)
     info = read_json(run_dir / "model.json", "model.json")
     cfg = config_from_dict(info["config"], str(run_dir / "model.json"))
@@ -249,9 +250,10 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     parameters and macro-parameters (K1, k2, k3, vB, Ki: ``<prefix>_model-2tcmirr_meas-<name>_mimap.nii.gz`` + JSON)
     into ``out_dir``, the PET's geometry kept.
 
-    ``extra`` is added to the sidecars (e.g. ``Sources``). With ``input_function`` (an :class:`jaxkin.InputFunction`, or a :class:`jaxkin.io.blood.Blood` whose whole blood
-    then drives the vB term) the sidecars also carry the mean TAC cosine similarity and MAE over the mask. The
-    sidecars state the time origin, decay reference and assumptions of the scan (and of the blood data).
+    ``extra`` is added to the sidecars (e.g. ``Sources``). With ``input_function`` (an
+    :class:`jaxkin.InputFunction`, or a :class:`jaxkin.io.blood.Blood` whose whole blood then drives the vB term)
+    the sidecars also carry the mean TAC cosine similarity and MAE over the mask. The sidecars state the time
+    origin, decay reference and assumptions of the scan (and of the blood data).
     **Refinement** (``refine_lm`` = K > 0, needs ``input_function``): every voxel of the network's loss mask (time-
     averaged activity above the run's ``mask_threshold``) is polished with K Levenberg-Marquardt iterations started
     from the network's parameters (:func:`refine_with_lm`), within ``refine_bounds`` (a bounds specification of
@@ -261,69 +263,99 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     also ``"refine": {"voxels", "sse_network", "sse_refined"}``).
     After :func:`jaxkin.distributed.initialize` this is a collective: every process calls it (each predicts a slab).
     """
-    from jaxkin.io.maps import map_path, write_map
-
     predictor.check_schedule(pet.frames, str(pet.path))
     kin = scan_kinetic_input(pet, input_function)
     if refine_lm and kin is None:
         raise InputError(f"{pet.path}: refining with LM needs the scan's input function")
-    cfg = predictor.cfg.model
-    refine_sidecar = None
-    if refine_lm:
-        from jaxkin.fitting.volume import bounds_sidecar
-        from jaxkin.kinetics import resolve_bounds
-
-        if refine_bounds is None:
-            lower, upper = cfg.lower, cfg.upper
-            names = get_model(FDG_MODEL).param_names
-            bounds = {"Preset": "the network's (lower/upper of its config)",
-                      **{n: [lo, hi] for n, lo, hi in zip(names, lower, upper)}}
-        else:
-            lower, upper, _ = resolve_bounds(FDG_MODEL, refine_bounds)
-            bounds = bounds_sidecar(FDG_MODEL, refine_bounds)
-        refine_sidecar = {"RefineLMIterations": int(refine_lm), "RefineLMBounds": bounds, "RefineLMWeights": "none",
-                          "RefineLMMask": f"voxels whose time-averaged activity exceeds "
-                                          f"{predictor.cfg.data.mask_threshold:g} kBq/mL (the network's loss mask)"}
+    refine = _refine_settings(predictor, refine_lm, refine_bounds) if refine_lm else None
     n_z = pet.shape[2]
-    volume = pet.read(dist.share(n_z))  # this process's slab (the whole volume for one process)
-    from jaxkin.io.blood import Blood, scan_provenance
-
-    blood = input_function if isinstance(input_function, Blood) else None
-    params, totals = predictor._predict(volume, kin, progress=progress and dist.is_main_process())
-    refined = None
-    if refine_lm:
-        params, totals, info = refine_with_lm(params, volume, kin, n_iter=refine_lm, lower=lower, upper=upper,
-                                              threshold=predictor.cfg.data.mask_threshold)
-        summed = dist.gather_arrays(np.array([info[k] for k in ("voxels", "sse_network", "sse_refined")],
-                                             np.float64)).sum(axis=0)
-        refined = {"voxels": int(summed[0]), "sse_network": float(summed[1]), "sse_refined": float(summed[2])}
-        refine_sidecar["RefineLMVoxels"] = refined["voxels"]
-    del volume
+    params, totals, refined = _predict_slab(predictor, pet, kin, refine, progress and dist.is_main_process())
     params = dist.gather_slabs(params, n_z, axis=2)
     metrics = None
     if kin is not None:  # fixed keys: a process with no slices has no sums
-        summed = dist.gather_arrays(np.array([totals.get(k, 0.0) for k in _METRIC_KEYS], np.float64)).sum(axis=0)
-        metrics = _metrics(dict(zip(_METRIC_KEYS, summed.tolist())), pet.frames.n_frames)
-    model = get_model(FDG_MODEL)
-    maps = model.named_maps(params)
-    method = ("self-supervised (2+1)D UNet (De Benetti et al. 2023)" if cfg.conv == "space_time"
-              else "self-supervised 3D UNet")
-    if refine_lm:
-        method += f" + {int(refine_lm)} Levenberg-Marquardt iterations per voxel"
-    sidecar = {"Method": method, "FinalActivation": cfg.final_activation, **scan_provenance(pet, blood)}
-    if refine_sidecar:
-        sidecar.update(refine_sidecar)
-    if metrics is not None:
-        sidecar["TACMetrics"] = metrics
-    sidecar.update(extra or {})
-    out_dir = Path(out_dir)
-    paths = {name: map_path(out_dir, pet.prefix, FDG_MODEL, name) for name in maps}
-    if dist.is_main_process():
-        out_dir.mkdir(parents=True, exist_ok=True)
-        paths = {name: write_map(out_dir, pet.prefix, FDG_MODEL, name, values, reference=pet,
-                                 units=model.units[name], command_line=command_line, extra=sidecar)
-                 for name, values in maps.items()}
+        summed = dist.gather_arrays(np.array([totals.get(k, 0.0) for k in METRIC_SUMS], np.float64)).sum(axis=0)
+        metrics = _metrics(dict(zip(METRIC_SUMS, summed.tolist())), pet.frames.n_frames)
+    maps = get_model(FDG_MODEL).named_maps(params)
+    sidecar = _sidecar(predictor.cfg.model, pet, input_function, refine, refined, metrics, extra)
+    paths = _write_maps(maps, pet, Path(out_dir), sidecar, command_line)
     out = {"paths": paths, "metrics": metrics, "maps": maps}
     if refined is not None:
         out["refine"] = refined
     return out
+
+
+class _Refinement(typing.NamedTuple):
+    """The LM polish of :func:`write_parameter_maps`: ``iterations``, the bounds ``lower``/``upper`` and what the
+    sidecars say about it."""
+
+    iterations: int
+    lower: tuple
+    upper: tuple
+    sidecar: dict
+
+
+def _refine_settings(predictor: Predictor, refine_lm: int, refine_bounds) -> _Refinement:
+    """The refinement's bounds: ``refine_bounds`` (:func:`jaxkin.kinetics.resolve_bounds`) or the network's own."""
+    from jaxkin.fitting.volume import bounds_sidecar
+    from jaxkin.kinetics import resolve_bounds
+
+    cfg = predictor.cfg
+    if refine_bounds is None:
+        lower, upper = cfg.model.lower, cfg.model.upper
+        names = get_model(FDG_MODEL).param_names
+        bounds = {"Preset": "the network's (lower/upper of its config)",
+                  **{n: [lo, hi] for n, lo, hi in zip(names, lower, upper)}}
+    else:
+        lower, upper, _ = resolve_bounds(FDG_MODEL, refine_bounds)
+        bounds = bounds_sidecar(FDG_MODEL, refine_bounds)
+    sidecar = {"RefineLMIterations": int(refine_lm), "RefineLMBounds": bounds, "RefineLMWeights": "none",
+               "RefineLMMask": f"voxels whose time-averaged activity exceeds {cfg.data.mask_threshold:g} kBq/mL "
+                               "(the network's loss mask)"}
+    return _Refinement(int(refine_lm), lower, upper, sidecar)
+
+
+def _predict_slab(predictor: Predictor, pet, kin, refine: _Refinement | None, progress: bool):
+    """This process's slab of ``pet`` predicted (and refined): ``(parameters [X, Y, Z_slab, 4], metric sums,
+    {"voxels", "sse_network", "sse_refined"} summed over every process, or None without refinement)``."""
+    volume = pet.read(dist.share(pet.shape[2]))  # the whole volume for one process
+    params, totals = predictor._predict(volume, kin, progress=progress)
+    if refine is None:
+        return params, totals, None
+    params, totals, info = refine_with_lm(params, volume, kin, n_iter=refine.iterations, lower=refine.lower,
+                                          upper=refine.upper, threshold=predictor.cfg.data.mask_threshold)
+    summed = dist.gather_arrays(np.array([info[k] for k in ("voxels", "sse_network", "sse_refined")],
+                                         np.float64)).sum(axis=0)
+    return params, totals, {"voxels": int(summed[0]), "sse_network": float(summed[1]), "sse_refined": float(summed[2])}
+
+
+def _sidecar(model, pet, input_function, refine: _Refinement | None, refined: dict | None, metrics: dict | None,
+             extra: dict | None) -> dict:
+    """The maps' sidecar entries: the method, the scan's (and blood's) provenance, the refinement, the TAC
+    metrics and ``extra``."""
+    from jaxkin.io.blood import Blood, scan_provenance
+
+    blood = input_function if isinstance(input_function, Blood) else None
+    method = ("self-supervised (2+1)D UNet (De Benetti et al. 2023)" if model.conv == "space_time"
+              else "self-supervised 3D UNet")
+    if refine is not None:
+        method += f" + {refine.iterations} Levenberg-Marquardt iterations per voxel"
+    sidecar = {"Method": method, "FinalActivation": model.final_activation, **scan_provenance(pet, blood)}
+    if refine is not None:
+        sidecar.update(refine.sidecar, RefineLMVoxels=refined["voxels"])
+    if metrics is not None:
+        sidecar["TACMetrics"] = metrics
+    sidecar.update(extra or {})
+    return sidecar
+
+
+def _write_maps(maps: dict, pet, out_dir: Path, sidecar: dict, command_line: str | None) -> dict:
+    """Process 0 writes each map with its sidecar; every process returns ``{name: path}``."""
+    from jaxkin.io.maps import map_path, write_map
+
+    if not dist.is_main_process():
+        return {name: map_path(out_dir, pet.prefix, FDG_MODEL, name) for name in maps}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    units = get_model(FDG_MODEL).units
+    return {name: write_map(out_dir, pet.prefix, FDG_MODEL, name, values, reference=pet, units=units[name],
+                            command_line=command_line, extra=sidecar)
+            for name, values in maps.items()}

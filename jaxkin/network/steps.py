@@ -26,7 +26,8 @@ from jaxkin.network.config import OptimConfig, TrainConfig
 from jaxkin.network.data import ShardedSlices
 from jaxkin.kinetics import two_tissue_irreversible
 from jaxkin.nn.loss import guidance_loss, loss_weights, masked_mse, metric_sums, per_sample_input
-from jaxkin.nn.unet import UNet, UNetConfig, network_input
+from jaxkin.nn.inputs import network_input
+from jaxkin.nn.unet import XLA_CONVS, ConvOps, UNet, UNetConfig
 
 __all__ = ["TrainState", "CompiledSteps", "make_model", "model_graph", "make_optimizer", "forward",
            "batch_loss", "make_train_step", "make_eval_step", "compiled_steps", "evaluate"]
@@ -73,17 +74,18 @@ def make_optimizer(optim: OptimConfig, steps_per_epoch: int):
     return adam, schedule
 
 
-def forward(graphdef, params, tac, kin=None, *, forward_only: bool = False):
+def forward(graphdef, params, tac, kin=None, *, convs: ConvOps = XLA_CONVS):
     """Parameters ``[B, H, W, 4]`` (K1, k2, k3, vB) that the network predicts from TACs ``tac [B, H, W, F]``
     (kBq/ml; normalised, scaled and time-padded as its config says). ``kin``: each sample's
     :class:`jaxkin.kinetics.KineticInput` (leaves ``[B, ...]``), needed when the network's input depends on the input
-    function (``UNetConfig.needs_input_function``), ignored otherwise. ``forward_only``: not differentiated
-    (prediction): the faster forward formulation of :class:`jaxkin.nn.UNet`."""
+    function (``UNetConfig.needs_input_function``), ignored otherwise. ``convs``: how the network evaluates its
+    convolutions (:class:`jaxkin.nn.unet.ConvOps`): XLA's (training), or the faster forward of
+    :data:`jaxkin.nn.unet.SHIFT_SUM_CONVS` when the output is not differentiated (prediction)."""
     model = nnx.merge(graphdef, params)
     cfg = model.cfg
     return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization,
                                kin if cfg.needs_input_function else None, cfg.condition_on_input),
-                 forward_only=forward_only)
+                 convs=convs)
 
 
 def _model_tacs_of_batch(graphdef, params, batch, kin):

@@ -6,7 +6,7 @@ config, the frame count and schedule, the data shards), ``checkpoints/latest`` (
 ``predict_test``, parametric maps of the test subjects in ``predictions/``.
 
 Training is data-parallel over every device (and, after :func:`jaxkin.distributed.initialize`, every process).
-Data order is a function of ``(seed, epoch, data_shards)``, so ``--resume`` from the latest checkpoint reproduces
+Data order is a function of ``(seed, epoch, data_shards)``, so resuming from the latest checkpoint reproduces
 the losses of an uninterrupted run.
 """
 
@@ -45,10 +45,10 @@ def check_resume(cfg: TrainConfig, workdir: Path, resume: bool) -> None:
     latest = workdir / "checkpoints" / "latest"
     if not resume:
         if latest.is_dir() and any(latest.iterdir()):
-            raise InputError(f"--workdir {workdir}: already holds a run; pass --resume or choose another --workdir")
+            raise InputError(f"workdir {workdir} already holds a run; resume it or choose another workdir")
         return
     if not (workdir / "config.json").is_file():
-        raise InputError(f"--resume: {workdir} has no config.json; nothing to resume")
+        raise InputError(f"cannot resume: {workdir} has no config.json")
     old = config_leaves(config_from_dict(read_json(workdir / "config.json", "config"), str(workdir / "config.json")))
     ignore = set(_RESUMABLE)
     if cfg.model.time_steps == 0:  # auto: the run stored the value resolved for its frames (model.json: n_frames)
@@ -61,7 +61,7 @@ def check_resume(cfg: TrainConfig, workdir: Path, resume: bool) -> None:
     new = config_leaves(cfg)
     diff = [k for k in new if k not in ignore and old[k] != new[k]]
     if diff:
-        raise InputError(f"--resume: the config differs from the run in {workdir} in {', '.join(diff)}")
+        raise InputError(f"cannot resume: the config differs from the run in {workdir} in {', '.join(diff)}")
 
 
 def _data_parallel(cfg: TrainConfig) -> tuple[dist.DataParallel, int]:
@@ -82,10 +82,10 @@ def _data_parallel(cfg: TrainConfig) -> tuple[dist.DataParallel, int]:
         fit = math.lcm(parallel.size, shards)
         usable = max(d for d in range(n_processes, jax.device_count() + 1, n_processes) if batch % d == 0) \
             if batch % n_processes == 0 else None
-        fewer = f" or train on fewer: --set devices={usable}" if usable else ""
+        fewer = f" or train on fewer: devices={usable}" if usable else ""
         raise InputError(f"batch_size ({batch}) must be divisible by the number of devices "
                          f"({parallel.size} = {n_processes} process(es) x {parallel.size // n_processes}); "
-                         f"e.g. --set batch_size={-(-batch // fit) * fit}{fewer}")
+                         f"e.g. batch_size={-(-batch // fit) * fit}{fewer}")
     if batch % shards:
         raise InputError(f"batch_size ({batch}) must be a multiple of the number of data shards ({shards})")
     return parallel, shards
@@ -95,9 +95,9 @@ def _check_resumed_shards(cfg: TrainConfig, workdir: Path, shards: int) -> None:
     info = workdir / "model.json"
     used = read_json(info, "model.json").get("data_shards", 1) if info.is_file() else shards
     if used != shards:
-        raise InputError(f"--resume: the run used {used} data shard(s), now {shards} (data_shards="
+        raise InputError(f"cannot resume: the run used {used} data shard(s), now {shards} (data_shards="
                          f"{cfg.data_shards} on {dist.process_count()} process(es)); the batches would change: run "
-                         f"with --set data_shards={used} on a number of processes that divides it")
+                         f"with data_shards={used} on a number of processes that divides it")
 
 
 class Dataset(typing.NamedTuple):
@@ -138,13 +138,13 @@ def _open_dataset(cfg: TrainConfig, workdir: Path, data_dir, shards: int, parall
     def open_all():
         split = dataset_split(folder)
         if not split["train"]:
-            raise InputError(f"--data {folder}: no training subjects in participants.tsv")
+            raise InputError(f"{folder}: no training subjects in participants.tsv")
         scans = [scan for name in SPLITS for s in split[name] for scan in open_scans(folder, s)]
         n_train = sum(scan.subject in split["train"] for scan in scans)
         if n_train < shards:
-            raise InputError(f"--data {folder}: {n_train} training scan(s) cannot fill {shards} "
+            raise InputError(f"{folder}: {n_train} training scan(s) cannot fill {shards} "
                              "data shards; lower data_shards or use fewer processes")
-        resolve_time_steps(cfg, scans[0].pet.frames.n_frames, f"--data {folder}")  # the frames fit the network
+        resolve_time_steps(cfg, scans[0].pet.frames.n_frames, str(folder))  # the frames fit the network
         return split, scans
 
     split, scans = dist.check_everywhere(open_all)
@@ -252,7 +252,7 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
     if resume:
         _check_resumed_shards(cfg, workdir, shards)
     data = _open_dataset(cfg, workdir, data_dir, shards, parallel)
-    cfg = resolve_time_steps(cfg, data.scans[0].pet.frames.n_frames, f"--data {data.folder}")  # time_steps 0: auto
+    cfg = resolve_time_steps(cfg, data.scans[0].pet.frames.n_frames, str(data.folder))  # time_steps 0: auto
     check_resume(cfg, workdir, resume)  # again with the resolved time steps
     rows = cfg.optim.batch_size // shards  # slices per shard in every batch
     steps_per_epoch = data.train.steps(rows)

@@ -3,17 +3,24 @@
 Shapes: measured TACs ``tac [B, H, W, F]`` (kBq/ml), model TACs of the same shape, ``mask [B, H, W]``
 (1 inside, 0 outside; float or bool). The mask selects voxels; sums run over masked voxels and all frames and are
 divided by the number of masked entries (voxels x frames), never by all entries.
+
+The per-voxel TAC metrics (:func:`voxel_mae`, :func:`voxel_cosine`; the paper, Section 2.2) are defined here once
+for both sides: JAX arrays (traced ones too) are computed with ``jax.numpy`` in their own dtype (training's
+validation, prediction), host arrays in float64 NumPy (:mod:`jaxkin.evaluation.metrics`). This module needs JAX and
+NumPy only, not Flax.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxkin.kinetics import two_tissue_irreversible
+from jaxkin.nn.inputs import _one_of, input_level
 
 __all__ = ["model_tacs", "masked_mse", "loss_weights", "LOSS_FRAMES", "LOSS_SCALES", "guidance_loss", "GUIDANCE_FLOOR",
-           "voxel_mae", "voxel_cosine", "metric_sums"]
+           "voxel_mae", "voxel_cosine", "metric_sums", "METRIC_SUMS"]
 
 
 def model_tacs(params, kin, subject, model=two_tissue_irreversible):
@@ -59,21 +66,17 @@ def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):
     measured TACs. ``frames="duration"``: each frame weighs its duration over the mean duration (as the voxel fit's
     frame weights do for counting noise, up to decay), so the 2-s frames of the bolus do not outweigh the 5-min
     frames that carry Ki. ``scale``: the errors are divided by each scan's time-averaged blood activity
-    (``"scan"``, :func:`jaxkin.nn.unet.input_level`: every scan counts alike whatever its dose) or by each voxel's
+    (``"scan"``, :func:`jaxkin.nn.inputs.input_level`: every scan counts alike whatever its dose) or by each voxel's
     time-averaged activity (``"voxel"``: relative errors, so a cold voxel counts as much as the bladder; the
     activity is floored at 1e-3 of the scan's blood level) or by the product of the two (``"counts"``: a voxel's
     squared error over its activity, as counting noise, whose variance grows with the activity, calls for; each
     voxel then counts by its information, between ``"scan"``, where hot voxels dominate, and ``"voxel"``, where
     the noisiest, coldest ones do); the loss is then dimensionless.
     """
-    if frames not in LOSS_FRAMES:
-        raise ValueError(f"loss_frames must be one of {', '.join(LOSS_FRAMES)}, got {frames!r}")
-    if scale not in LOSS_SCALES:
-        raise ValueError(f"loss_scale must be one of {', '.join(LOSS_SCALES)}, got {scale!r}")
+    _one_of("loss_frames", frames, LOSS_FRAMES)
+    _one_of("loss_scale", scale, LOSS_SCALES)
     if frames == "none" and scale == "none":
         return None
-    from jaxkin.nn.unet import input_level
-
     d = kin.frame_duration
     w = (d / jnp.mean(d, axis=-1, keepdims=True))[:, None, None, :] if frames == "duration" \
         else jnp.ones_like(d)[:, None, None, :]  # [B, 1, 1, F]
@@ -110,30 +113,41 @@ def guidance_loss(params, target, mask, weight):
     return jnp.sum(m * jnp.asarray(weight, params.dtype)[:, None, None, None] * d) / n
 
 
+def _namespace(*arrays):
+    """``(jax.numpy, arrays)`` when any of ``arrays`` is a JAX array (or a tracer), else ``(numpy, float64
+    copies)``."""
+    if any(isinstance(a, jax.Array) for a in arrays):
+        return jnp, arrays
+    return np, tuple(np.asarray(a, np.float64) for a in arrays)
+
+
 def voxel_mae(tac, model_tac):
-    """Per-voxel mean absolute error over frames, ``[..., F] -> [...]`` (kBq/ml)."""
-    return jnp.mean(jnp.abs(tac - model_tac), axis=-1)
+    """Per-voxel mean absolute error over frames, ``[..., F] -> [...]`` (kBq/ml); float64 for host arrays."""
+    xp, (a, b) = _namespace(tac, model_tac)
+    return xp.mean(xp.abs(a - b), axis=-1)
 
 
 def voxel_cosine(tac, model_tac, eps: float = 1e-12):
-    """Per-voxel cosine similarity of the two TACs, ``[..., F] -> [...]`` (0 where either TAC is all zero)."""
-    dot = jnp.sum(tac * model_tac, axis=-1)
-    norm = jnp.sqrt(jnp.sum(tac * tac, axis=-1) * jnp.sum(model_tac * model_tac, axis=-1))
-    return dot / jnp.maximum(norm, eps)
+    """Per-voxel cosine similarity of the two TACs, ``[..., F] -> [...]``: ``<tac, model> / max(|tac| |model|,
+    eps)``, so 0 where either TAC is all zero; float64 for host arrays."""
+    xp, (a, b) = _namespace(tac, model_tac)
+    dot = xp.sum(a * b, axis=-1)
+    norm = xp.sqrt(xp.sum(a * a, axis=-1) * xp.sum(b * b, axis=-1))
+    return dot / xp.maximum(norm, eps)
+
+
+#: The sums of :func:`metric_sums`, in order.
+METRIC_SUMS = ("n", "se", "mae", "mae2", "cs", "cs2")
 
 
 def metric_sums(tac, model_tac, mask):
     """Sums over masked voxels for the dataset-level metrics (accumulate over batches, then divide):
     ``n`` voxels, ``se`` squared error over entries, ``mae``/``mae2`` and ``cs``/``cs2`` sums of the per-voxel MAE
     and cosine similarity and of their squares (for mean +- SD over voxels, as in the paper's Table 1)."""
+    tac, model_tac = jnp.asarray(tac), jnp.asarray(model_tac)
     m = jnp.asarray(mask, tac.dtype)
     mae = voxel_mae(tac, model_tac)
     cs = voxel_cosine(tac, model_tac)
-    return {
-        "n": jnp.sum(m),
-        "se": jnp.sum(m[..., None] * (tac - model_tac) ** 2),
-        "mae": jnp.sum(m * mae),
-        "mae2": jnp.sum(m * mae**2),
-        "cs": jnp.sum(m * cs),
-        "cs2": jnp.sum(m * cs**2),
-    }
+    sums = (jnp.sum(m), jnp.sum(m[..., None] * (tac - model_tac) ** 2), jnp.sum(m * mae), jnp.sum(m * mae**2),
+            jnp.sum(m * cs), jnp.sum(m * cs**2))
+    return dict(zip(METRIC_SUMS, sums))

@@ -26,28 +26,11 @@ from jaxkin.cli import main
 from jaxkin.errors import InputError
 from jaxkin.network.train import check_resume
 
-ROOT = Path(__file__).resolve().parents[2]
 RUN = {"phantom_preset": "small", "phantom_frames": "quadra69", "crop": 32, "depth": 2, "root_features": 4,
        "time_steps": 0, "slices_per_subject": 2, "batch_size": 2, "predict_batch_size": 8, "epochs": 1,
        "predict_test": False, "final_activation": "sigmoid", "init_params": (0.1, 0.5, 0.05, 0.05),
        "input_normalization": "slice", "learning_rate": 2e-3}
 PARAMS = ("K1", "k2", "k3", "vB")
-
-
-def test_auto_time_steps_follow_the_frames():
-    cfg = N.config_from_dict({})
-    assert cfg.model.time_steps == 0  # the default: follow the data
-    assert N.resolve_time_steps(cfg, 69).model.time_steps == 80  # depth 4, 3d pooling: a multiple of 16
-    assert N.resolve_time_steps(cfg, 62).model.time_steps == 64
-    space = N.config_from_dict({"pooling": "space"})
-    assert N.resolve_time_steps(space, 69).model.time_steps == 69
-    paper = N.load_config(ROOT / "experiments" / "exp4_1.py")
-    assert paper.model.time_steps == 64 and N.resolve_time_steps(paper, 62) == paper
-    with pytest.raises(InputError, match="69 frames do not fit time_steps = 64"):
-        N.resolve_time_steps(paper, 69)
-    assert N.load_config(ROOT / "experiments" / "quickstart.py").model.time_steps == 0
-    with pytest.raises(ValueError, match="resolved"):
-        N.make_model(cfg)
 
 
 def test_quadra_69_schedule():
