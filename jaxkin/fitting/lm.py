@@ -248,7 +248,7 @@ def _next_pow2(n: int) -> int:
 
 # The reversible model's basis start scores ~120 rate pairs per voxel: cap its chunks to bound memory (~0.4 GB).
 # With a fitted delay the grids are ~10x larger (a grid of delays) and the delayed model reads rows of its tables per
-# TAC: chunks of 2,048 TACs were 1.1-1.7x faster than 4,096 (benchmarks/RESULTS.md, issue 17).
+# TAC: chunks of 2,048 TACs were 1.1-1.7x faster than 4,096 (benchmarks/RESULTS.md).
 _MAX_CHUNK = {"2tcm": 4096}
 _MAX_CHUNK_DELAY = {"2tcm": 512, "2tcmirr": 2048, "1tcm": 2048}
 

@@ -270,7 +270,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     cfg = predictor.cfg.model
     refine_sidecar = None
     if refine_lm:
-        from jaxkin.fitting.volume import bounds_sidecar
+        from jaxkin.fitting.maps import bounds_sidecar
         from jaxkin.kinetics import resolve_bounds
 
         if refine_bounds is None:
