@@ -162,7 +162,7 @@ def _check_map_flags(args) -> None:
 
 
 @dataclasses.dataclass(frozen=True)
-class _Scan:
+class _Job:
     """One scan to fit: its PET image and blood, where its maps go, the extra sidecar fields, its name (BIDS mode)."""
 
     pet: object
@@ -181,11 +181,11 @@ def _open_scans(args):
     from jaxkin.errors import InputError
 
     if args.bids:
-        jobs = [_Scan(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
+        jobs = [_Job(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
                 for job in bids_jobs(args, command="fit", need_blood=True)]
         return jobs, None, None
     pet = bids.load_pet(args.pet)
-    jobs = [_Scan(pet, load_blood_for(args, pet), Path(args.out), {})]
+    jobs = [_Job(pet, load_blood_for(args, pet), Path(args.out), {})]
     mask = np.nan_to_num(bids.read_volume(args.mask, pet)) != 0 if args.mask else None
     delay_mask = np.nan_to_num(bids.read_volume(args.delay_mask, pet)) != 0 if args.delay_mask else None
     if delay_mask is not None and not delay_mask.any():

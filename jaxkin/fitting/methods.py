@@ -192,9 +192,9 @@ class CurveFit:
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Graphical:
-    """The graphical method ``model`` (``patlak`` or ``logan``, :data:`jaxkin.fitting.graphical.GRAPHICAL_METHODS`) of the scan
-    whose input is ``plot`` (:class:`jaxkin.fitting.PlotInput`), over the frames with mid time at least ``t_star``
-    (min), on the devices."""
+    """The graphical method ``model`` (``patlak`` or ``logan``, :data:`jaxkin.fitting.graphical.GRAPHICAL_METHODS`)
+    of the scan whose input is ``plot`` (:class:`jaxkin.fitting.PlotInput`), over the frames with mid time at least
+    ``t_star`` (min), on the devices."""
 
     fits_delay: ClassVar[bool] = False
     model: str

@@ -59,7 +59,8 @@ def check_models(models) -> tuple[str, ...]:
     models = (models,) if isinstance(models, str) else tuple(models)
     unknown = [m for m in models if m not in FIT_MODELS]
     if unknown:
-        raise OptionError(f"{{models}}: unknown model {_literal(repr(unknown[0]))}; choose from {', '.join(FIT_MODELS)}")
+        raise OptionError(f"{{models}}: unknown model {_literal(repr(unknown[0]))}; choose from "
+                          f"{', '.join(FIT_MODELS)}")
     if len(set(models)) != len(models):
         raise OptionError("{models}: a model is named twice")
     if not models:
@@ -74,9 +75,9 @@ class FitOptions:
     """What to fit in every voxel of a scan and how (:func:`jaxkin.fitting.write_fit_maps`), checked when made.
 
     ``models``: one of :data:`FIT_MODELS`, or several compartment models to fit each and compare (AICc).
-    ``method``: how compartment models are fitted, a key of :data:`jaxkin.fitting.methods.METHODS` (``lm``: jaxkin's fit,
-    :class:`~jaxkin.fitting.LM`; ``curve_fit``: the scipy baseline, :class:`~jaxkin.fitting.CurveFit`); the graphical
-    methods are straight-line regressions. ``weights``: frame weights (:data:`jaxkin.fitting.weights.WEIGHTS`).
+    ``method``: how compartment models are fitted, a key of :data:`jaxkin.fitting.methods.METHODS` (``lm``:
+    jaxkin's fit, :class:`~jaxkin.fitting.LM`; ``curve_fit``: the scipy baseline, :class:`~jaxkin.fitting.CurveFit`);
+    the graphical methods are straight-line regressions. ``weights``: frame weights (:data:`jaxkin.fitting.weights.WEIGHTS`).
     ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`; default ``physiological``), for
     compartment models. ``t_star``: start of the linear part of a graphical method (min). ``uncertainty``: also the
     standard-error maps, R2 and the warning flags (``lm`` only). ``delay``: the input delay, one of

@@ -40,10 +40,10 @@ STANDARD_ERRORS = {"compartment": "sqrt(diag((J^T W J)^-1) SSE/(F-P)) at the sol
 class RegionalRequest:
     """The regional fits of one table: ``tacs`` (:class:`jaxkin.data.regions.RegionalTacs`) fitted with the input
     and whole blood of ``blood`` (:class:`jaxkin.data.blood.Blood`) by each of ``models`` (one of
-    :data:`jaxkin.fitting.options.FIT_MODELS`, or several compartment models to compare), with frame ``weights`` (a name of
-    :data:`jaxkin.fitting.regional.REGIONAL_WEIGHTS`; ``sd`` needs the regional SD of ``tacs``) and, for graphical
-    methods, ``t_star`` (min); written as the table ``out`` (``.tsv``). ``command_line`` goes into the sidecars.
-    Checked when made (:class:`jaxkin.fitting.OptionError`)."""
+    :data:`jaxkin.fitting.options.FIT_MODELS`, or several compartment models to compare), with frame ``weights``
+    (a name of :data:`jaxkin.fitting.regional.REGIONAL_WEIGHTS`; ``sd`` needs the regional SD of ``tacs``) and, for
+    graphical methods, ``t_star`` (min); written as the table ``out`` (``.tsv``). ``command_line`` goes into the
+    sidecars. Checked when made (:class:`jaxkin.fitting.OptionError`)."""
 
     tacs: RegionalTacs
     blood: Blood

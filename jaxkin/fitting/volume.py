@@ -46,7 +46,8 @@ class VolumeFit:
     n_not_converged: int
 
 
-#: A PET image whose slices (float32) take at most this many bytes is read into memory in one pass (see :func:`preload`).
+#: A PET image whose slices (float32) take at most this many bytes is read into memory in one pass
+#: (see :func:`preload`).
 PRELOAD_BYTES = 4 << 30
 
 

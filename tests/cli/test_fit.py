@@ -124,7 +124,8 @@ def test_fit_with_a_global_and_a_voxel_delay(tmp_path, capsys):
     assert sidecar["InputDelay"]["Mode"] == "global" and abs(sidecar["InputDelay"]["DelaySeconds"] - 8.0) < 0.1
     ki = np.asarray(nib.load(bids.map_path(tmp_path / "g", "sub-02", "2tcmirr", "Ki")).dataobj).reshape(-1)
     np.testing.assert_allclose(ki[:4], true_ki[:4], rtol=5e-3)
-    code, _, err = _run(common + ["--out", str(tmp_path / "v"), "--delay", "voxel", "--delay-range", "-5", "20"], capsys)
+    code, _, err = _run(common + ["--out", str(tmp_path / "v"), "--delay", "voxel", "--delay-range", "-5", "20"],
+                        capsys)
     assert code == 0, err
     delay = np.asarray(nib.load(bids.map_path(tmp_path / "v", "sub-02", "2tcmirr", "delay")).dataobj).reshape(-1)
     np.testing.assert_allclose(delay * 60, 8.0, atol=0.5)
