@@ -54,7 +54,7 @@ def main() -> None:
     import jax
 
     import jaxkin
-    from jaxkin.fitting import baseline, fit_volume
+    from jaxkin.fitting import LM, baseline, fit_volume
     from jaxkin.phantom.simulate import simulate_subject
 
     print(f"jax {jax.__version__}, devices {jax.devices()}, cpu count {os.cpu_count()}, "
@@ -85,10 +85,10 @@ def main() -> None:
     # jaxkin LM
     kin = jaxkin.prepare(subject.input_function, subject.frames)
     t0 = time.perf_counter()
-    fit_volume(volume, kin, mask=body, progress=False, bounds="paper")
+    fit_volume(volume, kin, LM(bounds="paper"), mask=body, progress=False)
     lm_first = time.perf_counter() - t0
     t0 = time.perf_counter()
-    fit = fit_volume(volume, kin, mask=body, progress=False, bounds="paper")
+    fit = fit_volume(volume, kin, LM(bounds="paper"), mask=body, progress=False)
     lm = time.perf_counter() - t0
     print(f"jaxkin LM: {lm_first:.1f} s first call (compilation included), {lm:.1f} s warm for {fit.n_fitted} voxels "
           f"= {fit.n_fitted / lm:.0f} voxels/s; {fit.n_not_converged} flagged not converged")

@@ -18,13 +18,13 @@ from pathlib import Path
 
 
 def fit_test_subjects(dataset: Path, fits: Path, methods) -> dict:
-    """Fit every test subject of ``dataset`` inside its label map with each ``(name, write_fit_maps options)`` of
+    """Fit every test subject of ``dataset`` inside its label map with each ``(name, FitOptions fields)`` of
     ``methods`` into ``fits/<name>/<subject>`` (existing maps are reused); ``{name: seconds of the new fits}``."""
     from jaxkin.io.labels import read_labels
     from jaxkin.io.pet import load_pet
     from jaxkin.io.blood import load_blood
     from jaxkin.io.dataset import dataset_split, subject_files
-    from jaxkin.fitting import write_fit_maps
+    from jaxkin.fitting import FitOptions, FitRequest, write_fit_maps
 
     seconds = {}
     for sid in dataset_split(dataset)["test"]:
@@ -36,9 +36,9 @@ def fit_test_subjects(dataset: Path, fits: Path, methods) -> dict:
             folder = fits / name / sid
             if folder.is_dir() and any(folder.glob("*_mimap.nii.gz")):
                 continue
-            done = write_fit_maps(pet, blood, folder, mask=mask, **options)
-            seconds[name] = seconds.get(name, 0.0) + done["seconds"]
-            print(f"{sid} {name}: {done['result'].n_fitted} voxels in {done['seconds']:.1f} s -> {folder}")
+            done = write_fit_maps(FitRequest(pet, blood, folder, FitOptions(**options), mask=mask))
+            seconds[name] = seconds.get(name, 0.0) + done.seconds
+            print(f"{sid} {name}: {done.result.n_fitted} voxels in {done.seconds:.1f} s -> {folder}")
     return seconds
 
 
@@ -61,9 +61,9 @@ def main(argv=None) -> int:
         print(f"{run}: no predictions/ folder (train with predict_test = True)", file=sys.stderr)
         return 2
     # LM and curve_fit with the paper's bounds, as in the paper's comparison (jaxkin fit's default is physiological)
-    methods = [("lm", {"model": "2tcmirr", "method": "lm", "bounds": "paper"}), ("patlak", {"model": "patlak"})]
+    methods = [("lm", {"models": ("2tcmirr",), "method": "lm", "bounds": "paper"}), ("patlak", {"models": ("patlak",)})]
     if args.curve_fit:
-        methods.append(("curve_fit", {"model": "2tcmirr", "method": "curve_fit", "bounds": "paper"}))
+        methods.append(("curve_fit", {"models": ("2tcmirr",), "method": "curve_fit", "bounds": "paper"}))
     try:
         fit_test_subjects(dataset, run / "fits", methods)
     except InputError as err:

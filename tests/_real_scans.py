@@ -12,7 +12,7 @@ import numpy as np
 
 from jaxkin import FrameSchedule, InputFunction
 from jaxkin.decay import F18_HALF_LIFE_MIN
-from jaxkin.fitting import fit_volume
+from jaxkin.fitting import LM, fit_volume
 from jaxkin.input_function import feng
 from jaxkin.io.blood import load_blood
 from jaxkin.io.pet import load_pet, write_pet
@@ -68,7 +68,7 @@ def canonical_maps():
     rng = np.random.default_rng(1)
     tacs = tacs * (1 + 0.03 * rng.standard_normal(tacs.shape))
     data = tacs.reshape(*SHAPE, FRAMES.n_frames).astype(np.float32)
-    fit = fit_volume(data, kin, mask=np.ones(SHAPE, bool), chunk_size=64, progress=False, n_iter=N_ITER)
+    fit = fit_volume(data, kin, LM(n_iter=N_ITER), mask=np.ones(SHAPE, bool), chunk_size=64, progress=False)
     return data, fit.maps
 
 
@@ -123,7 +123,7 @@ def fit(pet_path, blood_paths, **blood_options):
     pet = load_pet(pet_path)
     blood = load_blood(blood_paths, pet=pet, **blood_options)
     kin = prepare(blood.input, pet.frames, blood.whole_blood)
-    fit = fit_volume(pet, kin, mask=np.ones(SHAPE, bool), chunk_size=64, progress=False, n_iter=N_ITER)
+    fit = fit_volume(pet, kin, LM(n_iter=N_ITER), mask=np.ones(SHAPE, bool), chunk_size=64, progress=False)
     return fit.maps, pet, blood
 
 

@@ -35,7 +35,7 @@ def smooth_params(rng, shape):
 def write_dataset(root: Path, splits=("train", "val", "test"), n_z: int = 5) -> Path:
     """A BIDS dataset of ``len(splits)`` subjects (``sub-01`` ...) in these splits: noisy 2TC TACs in a 12 x 12
     body of 16 x 18 x ``n_z`` voxels, a Feng input function each, a one-label ``body`` segmentation."""
-    from jaxkin.io.blood import write_input_function
+    from jaxkin.io.blood import write_blood
     from jaxkin.io.labels import write_labels
     from jaxkin.io.pet import write_pet
 
@@ -53,7 +53,7 @@ def write_dataset(root: Path, splits=("train", "val", "test"), n_z: int = 5) -> 
         body[:, 2:14, 3:15] = True
         tac = tac * body[..., None] + rng.normal(scale=0.05, size=tac.shape)
         write_pet(pet_dir / f"{sid}_pet.nii.gz", np.moveaxis(tac, 0, 2), FRAMES, affine)
-        write_input_function(pet_dir / f"{sid}_recording-AIF_blood.tsv", inp)
+        write_blood(pet_dir / f"{sid}_recording-AIF_blood.tsv", whole_blood=inp)
         labels = np.moveaxis(body.astype(np.int32), 0, 2)
         write_labels(pet_dir / f"{sid}_dseg.nii.gz", labels, {1: "body"}, affine)
         lines.append(f"{sid}\t{split}")

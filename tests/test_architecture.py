@@ -87,7 +87,15 @@ def test_library_never_imports_the_command_line():
 
 
 def test_fit_command_offers_every_model_and_graphical_method():
-    assert set(fit_cli.MODELS) == set(kinetics.MODELS) | set(GRAPHICAL_METHODS)
+    """The command line takes the models it offers from the library: one list, FIT_MODELS, no copy."""
+    from jaxkin.cli import build_parser
+    from jaxkin.fitting import FIT_MODELS
+
+    assert sorted(FIT_MODELS) == sorted(set(kinetics.MODELS) | set(GRAPHICAL_METHODS))
+    subparsers = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
+    model = next(a for a in subparsers.choices["fit"]._actions if a.dest == "model")
+    assert model.metavar == "|".join(FIT_MODELS) and model.default == FIT_MODELS[0]
+    assert not any(isinstance(v, tuple) and "patlak" in v for v in vars(fit_cli).values())
 
 
 def test_units_have_one_definition():

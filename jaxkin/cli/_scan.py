@@ -1,10 +1,37 @@
-"""What the commands that read a scan share: the blood options, reading a PET with its blood, saying the notes."""
+"""What the commands that read a scan share: the blood options, reading a PET with its blood, saying the notes,
+naming the library's options by their flags."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 from pathlib import Path
+
+
+def flag(name: str) -> str:
+    """The flag of the library parameter ``name``: ``chunk_size`` -> ``--chunk-size``."""
+    return "--" + name.replace("_", "-")
+
+
+@contextlib.contextmanager
+def options_worded(**words: str):
+    """Reword a :class:`jaxkin.fitting.OptionError` raised inside as the command line names the options: each by
+    ``words[name]`` if given, else by its flag (:func:`flag`)."""
+    from jaxkin.errors import InputError
+    from jaxkin.fitting.options import OptionError
+
+    try:
+        yield
+    except OptionError as err:
+        raise InputError(err.worded(lambda name: words.get(name) or flag(name))) from None
+
+
+def command_line() -> str | None:
+    """The command line as run (``jaxkin ...``), for the sidecars; None when not run from a command line."""
+    import shlex
+
+    return shlex.join(["jaxkin"] + sys.argv[1:]) if sys.argv and sys.argv[0] else None
 
 
 def add_blood_arguments(parser, *, required: bool) -> None:
@@ -53,15 +80,15 @@ def check_modes(args, single: tuple[str, ...]) -> None:
     """InputError unless exactly one of the two modes is asked for: ``--bids`` or the single-scan options."""
     from jaxkin.errors import InputError
 
-    given = [f"--{name.replace('_', '-')}" for name in single if getattr(args, name, None)]
+    given = [flag(name) for name in single if getattr(args, name, None)]
     if args.bids:
         if given:
             raise InputError(f"{', '.join(given)}: not with --bids (each scan's files come from the dataset)")
         return
     for name in ("participant_label", "session", "blood_dataset"):
         if getattr(args, name, None):
-            raise InputError(f"--{name.replace('_', '-')}: only with --bids")
-    missing = [f"--{name.replace('_', '-')}" for name in single[:1] if not getattr(args, name, None)]
+            raise InputError(f"{flag(name)}: only with --bids")
+    missing = [flag(name) for name in single[:1] if not getattr(args, name, None)]
     if missing:
         raise InputError(f"{missing[0]} (or --bids ROOT) is required")
 

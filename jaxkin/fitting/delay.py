@@ -1,4 +1,5 @@
-"""The input delay of a scan: one delay for the whole scan (``--delay global``) from a mean TAC.
+"""The input delay of a scan: one delay for the whole scan (a global delay, ``FitOptions(delay="global")``) from a
+mean TAC.
 
 A positive delay shifts the input (and the whole blood) later: ``C_delayed(t) = C(t - delay)``. The delay of a TAC
 is estimated by fitting it with the compartment model and a delay parameter (:func:`jaxkin.fitting.fit_tacs` with a
@@ -16,7 +17,7 @@ import numpy as np
 from jaxkin.input_function import InputFunction
 from jaxkin.kinetics import DEFAULT_DELAY_RANGE, prepare_delayed
 
-__all__ = ["estimate_delay", "mean_tac", "shifted_inputs"]
+__all__ = ["estimate_delay", "mean_tac", "shifted_inputs", "GLOBAL_DELAY_STEP"]
 
 #: Spacing of the delay grid of the global delay's search (min): 1 s.
 GLOBAL_DELAY_STEP = 1.0 / 60.0

@@ -27,7 +27,10 @@ from jaxkin.frames import FrameSchedule
 from jaxkin.kinetics import UNITS
 from jaxkin.input_function import InputFunction
 
-__all__ = ["PlotInput", "LinearPlot", "patlak", "logan", "GraphicalMethod", "GRAPHICAL_METHODS"]
+__all__ = ["PlotInput", "LinearPlot", "patlak", "logan", "GraphicalMethod", "GRAPHICAL_METHODS", "T_STAR"]
+
+#: Default start of the linear part of the plots (min): frames with mid time at least this are regressed.
+T_STAR = 20.0
 
 
 @jax.tree_util.register_dataclass
@@ -93,7 +96,7 @@ def _line_fit(x, y, use):
 
 
 @jax.jit
-def patlak(tacs, plot: PlotInput, t_star: float = 20.0) -> LinearPlot:
+def patlak(tacs, plot: PlotInput, t_star: float = T_STAR) -> LinearPlot:
     """Patlak plot of ``tacs [N, F]`` (kBq/ml) over frames with mid time >= ``t_star`` (min); slope = Ki."""
     tacs = jnp.nan_to_num(jnp.asarray(tacs, plot.cp_mean.dtype), nan=0.0, posinf=0.0, neginf=0.0)
     ok_cp = plot.cp_mean > 0
@@ -105,7 +108,7 @@ def patlak(tacs, plot: PlotInput, t_star: float = 20.0) -> LinearPlot:
 
 
 @jax.jit
-def logan(tacs, plot: PlotInput, t_star: float = 20.0) -> LinearPlot:
+def logan(tacs, plot: PlotInput, t_star: float = T_STAR) -> LinearPlot:
     """Logan plot of ``tacs [N, F]`` (kBq/ml) over frames with mid time >= ``t_star`` (min); slope = VT."""
     tacs = jnp.nan_to_num(jnp.asarray(tacs, plot.cp_mean.dtype), nan=0.0, posinf=0.0, neginf=0.0)
     tissue_integral = jnp.cumsum(tacs * plot.duration, axis=-1)

@@ -28,14 +28,18 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkin.decay import F18_HALF_LIFE_MIN
-from jaxkin.fitting.graphical import GRAPHICAL_METHODS, PlotInput
+from jaxkin.fitting.graphical import GRAPHICAL_METHODS, T_STAR, PlotInput
 from jaxkin.fitting.lm import fit_tacs
 from jaxkin.fitting.result import FLAG_NAMES
+from jaxkin.fitting.weights import WEIGHTS
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
-from jaxkin.kinetics import UNITS, get_model, prepare
+from jaxkin.kinetics import FDG_MODEL, UNITS, get_model, prepare
 
-__all__ = ["RegionalFit", "fit_regions", "compare_regional_fits", "sd_weights", "REGIONAL_CHUNK"]
+__all__ = ["RegionalFit", "fit_regions", "compare_regional_fits", "sd_weights", "REGIONAL_CHUNK", "REGIONAL_WEIGHTS"]
+
+#: The frame weights of regional fits by name: those of voxel fits and ``sd`` (see the module).
+REGIONAL_WEIGHTS = (*WEIGHTS, "sd")
 
 #: Regional fits run in chunks of this many TACs (one compilation for any number of regions).
 REGIONAL_CHUNK = 256
@@ -65,7 +69,7 @@ def sd_weights(sd) -> np.ndarray:
 
 
 def fit_regions(names, tacs, input_function: InputFunction, frames: FrameSchedule, *, whole_blood=None,
-                model: str = "2tcmirr", weights="none", sd=None, t_star: float = 20.0, lower=None, upper=None,
+                model: str = FDG_MODEL, weights="none", sd=None, t_star: float = T_STAR, lower=None, upper=None,
                 half_life: float = F18_HALF_LIFE_MIN, n_iter: int = 64) -> RegionalFit:
     """Fit the regional TACs ``tacs [R, F]`` (kBq/ml, frame means over ``frames``, minutes since injection) of the
     regions ``names``, with ``input_function`` (and ``whole_blood`` for the vB term; default the input).

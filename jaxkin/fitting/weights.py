@@ -19,7 +19,10 @@ import jax.numpy as jnp
 from jaxkin.decay import F18_HALF_LIFE_MIN
 from jaxkin.kinetics import KineticInput
 
-__all__ = ["frame_weights"]
+__all__ = ["frame_weights", "WEIGHTS"]
+
+#: The frame weights by name (see the module).
+WEIGHTS = ("none", "duration", "poisson")
 
 
 def frame_weights(kind, kin: KineticInput, tacs=None, *, half_life: float = F18_HALF_LIFE_MIN,
@@ -44,7 +47,7 @@ def frame_weights(kind, kin: KineticInput, tacs=None, *, half_life: float = F18_
         activity = jnp.maximum(tacs, jnp.maximum(floor, jnp.finfo(duration.dtype).tiny * 1e6))
         w = duration * decay / activity
     elif isinstance(kind, str):
-        raise ValueError(f"unknown weights {kind!r}; choose none, duration or poisson")
+        raise ValueError(f"unknown weights {kind!r}; choose {', '.join(WEIGHTS[:-1])} or {WEIGHTS[-1]}")
     else:
         w = jnp.asarray(kind, duration.dtype)
         w = jnp.where(jnp.isfinite(w) & (w > 0), w, 0.0)

@@ -6,7 +6,7 @@ Python API::
     params = predictor.predict_volume(volume)                 # [X, Y, Z, F] kBq/ml -> [X, Y, Z, 4] (K1, k2, k3, vB)
     params, tac_metrics = predictor.predict_volume(volume, kin=kin)   # with the scan's KineticInput: needed by a
                                                               # network that takes the input function as an input
-    paths = write_parameter_maps(predictor, load_pet(pet_path), out_dir, input_function=load_input_function(tsv))
+    paths = write_parameter_maps(predictor, load_pet(pet_path), out_dir, input_function=load_blood(tsv).input)
 
 Slices are padded (zeros, centred) to multiples of ``2**depth`` in-plane and cropped back; the last batch is padded
 so one compiled program serves the whole volume. Time is edge-padded to the network's time steps as in training.
@@ -296,7 +296,7 @@ class _Refinement(typing.NamedTuple):
 
 def _refine_settings(predictor: Predictor, refine_lm: int, refine_bounds) -> _Refinement:
     """The refinement's bounds: ``refine_bounds`` (:func:`jaxkin.kinetics.resolve_bounds`) or the network's own."""
-    from jaxkin.fitting.volume import bounds_sidecar
+    from jaxkin.fitting.maps import bounds_sidecar
     from jaxkin.kinetics import resolve_bounds
 
     cfg = predictor.cfg

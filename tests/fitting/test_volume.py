@@ -42,7 +42,7 @@ def test_volume_fit_equals_fit_tacs_and_masks():
     finite = np.all(np.isfinite(pet), axis=-1)
     auc = np.where(finite, np.nan_to_num(pet) @ FRAMES.duration, 0.0)
     body = np.zeros(mask.shape, bool)
-    body[2:] = True  # the block of tissue; the automatic body mask is tested in test_body_mask.py
+    body[2:] = True  # the block of tissue; the automatic body mask is tested in test_mask.py
     assert np.all(mask <= (body & finite)) and np.all(mask >= (body & finite & (auc >= 0.05 * auc.max())))
     assert 0.9 * np.count_nonzero(body & finite) < mask.sum() < 5 * 6 * 5
     direct = fitting.fit_tacs(pet[mask], kin, chunk_size=32).to_numpy()
@@ -64,7 +64,7 @@ def test_volume_fit_equals_fit_tacs_and_masks():
 def test_patlak_volume(tmp_path):
     pet, kin = _volume(seed=1)
     plot = graphical.PlotInput.from_input(INPUT, FRAMES)
-    res = fit_volume(pet, kin, model="patlak", plot_input=plot, chunk_size=32, progress=False)
+    res = fit_volume(pet, kin, fitting.Graphical("patlak", plot), chunk_size=32, progress=False)
     ref = graphical.patlak(pet[res.mask], plot, 20.0)
     np.testing.assert_allclose(res.maps["Ki"][res.mask], ref.slope, rtol=1e-5, atol=1e-8)
 

@@ -7,7 +7,7 @@ from scipy import ndimage
 
 from jaxkin import phantom
 from jaxkin.fitting import body_mask
-from jaxkin.fitting.volume import MIN_COMPONENT_FRACTION, _otsu_log, body_mask_from_integrals
+from jaxkin.fitting.mask import MIN_COMPONENT_FRACTION, _otsu_log, body_mask_from_integrals
 
 
 def _otsu_brute_force(values):

@@ -1,0 +1,141 @@
+"""The options of a fit, checked once: which models (:data:`FIT_MODELS`, :func:`check_models`), how they are fitted
+and what is written (:class:`FitOptions`). A bad option raises :class:`OptionError`, whose message names the option
+as a parameter; a caller that names options otherwise (a command line) rewords it with :meth:`OptionError.worded`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+from jaxkin.errors import InputError
+from jaxkin.fitting.graphical import GRAPHICAL_METHODS, T_STAR
+from jaxkin.fitting.lm import CHUNK_SIZE
+from jaxkin.fitting.mask import MIN_SIGNAL
+from jaxkin.fitting.methods import METHODS
+from jaxkin.fitting.weights import WEIGHTS
+from jaxkin.kinetics import DEFAULT_DELAY_RANGE, FDG_MODEL, MODELS, check_bound_names, resolve_bounds
+
+__all__ = ["OptionError", "FitOptions", "FIT_MODELS", "DELAY_MODES", "check_models"]
+
+#: Every model a fit takes, the default first: the compartment models (:data:`jaxkin.kinetics.MODELS`), then the
+#: graphical methods (:data:`jaxkin.fitting.graphical.GRAPHICAL_METHODS`).
+FIT_MODELS: tuple[str, ...] = (FDG_MODEL, *(m for m in MODELS if m != FDG_MODEL), *GRAPHICAL_METHODS)
+
+#: The input delay of a fit: none (the input as measured), one global delay for the scan, or one per voxel.
+DELAY_MODES = ("none", "global", "voxel")
+
+
+class OptionError(InputError):
+    """A bad option, or combination of options, of a fit.
+
+    ``template`` is the message with each option's name in braces (``"{delay} voxel: fitted by {method} lm only"``);
+    the message names each option by its parameter name (``delay voxel: fitted by method lm only``), or by the word
+    given in ``words`` (e.g. the path of a table). :meth:`worded` names them as the caller does."""
+
+    def __init__(self, template: str, **words: str):
+        self.template, self.words = template, words
+        super().__init__(self.worded(lambda name: None))
+
+    def worded(self, word: Callable[[str], str | None]) -> str:
+        """The message with each option named ``word(name)`` (when that is None: as in :class:`OptionError`)."""
+        own = self.words
+
+        class _Names(dict):
+            def __missing__(self, name):
+                return word(name) or own.get(name, name)
+
+        return self.template.format_map(_Names())
+
+
+def _literal(text: str) -> str:
+    """``text`` inside an :class:`OptionError` template (its braces are not option names)."""
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def check_models(models) -> tuple[str, ...]:
+    """``models`` (a name, or names to compare) as a tuple; :class:`OptionError` unless each is one of
+    :data:`FIT_MODELS`, none is named twice, and several are compartment models only."""
+    models = (models,) if isinstance(models, str) else tuple(models)
+    unknown = [m for m in models if m not in FIT_MODELS]
+    if unknown:
+        raise OptionError(f"{{models}}: unknown model {_literal(repr(unknown[0]))}; choose from "
+                          f"{', '.join(FIT_MODELS)}")
+    if len(set(models)) != len(models):
+        raise OptionError("{models}: a model is named twice")
+    if not models:
+        raise OptionError("{models}: no model given")
+    if len(models) > 1 and any(m in GRAPHICAL_METHODS for m in models):
+        raise OptionError(f"{{models}}: only compartment models can be compared (not {', '.join(GRAPHICAL_METHODS)})")
+    return models
+
+
+@dataclasses.dataclass(frozen=True)
+class FitOptions:
+    """What to fit in every voxel of a scan and how (:func:`jaxkin.fitting.write_fit_maps`), checked when made.
+
+    ``models``: one of :data:`FIT_MODELS`, or several compartment models to fit each and compare (AICc).
+    ``method``: how compartment models are fitted, a key of :data:`jaxkin.fitting.methods.METHODS` (``lm``:
+    jaxkin's fit, :class:`~jaxkin.fitting.LM`; ``curve_fit``: the scipy baseline, :class:`~jaxkin.fitting.CurveFit`);
+    the graphical methods are straight-line regressions. ``weights``: frame weights (:data:`jaxkin.fitting.weights.WEIGHTS`).
+    ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`; default ``physiological``), for
+    compartment models. ``t_star``: start of the linear part of a graphical method (min). ``uncertainty``: also the
+    standard-error maps, R2 and the warning flags (``lm`` only). ``delay``: the input delay, one of
+    :data:`DELAY_MODES` (compartment models only; ``voxel`` by ``lm`` only), ``delay_range`` its bounds or search
+    range (min). ``min_signal``: the threshold of the automatic body mask (:func:`jaxkin.fitting.body_mask`).
+    ``chunk_size``: TACs per compiled chunk. ``progress``: a progress bar per model.
+    """
+
+    models: tuple[str, ...] = (FDG_MODEL,)
+    method: str = "lm"
+    weights: str = "none"
+    bounds: object = None
+    t_star: float = T_STAR
+    uncertainty: bool = False
+    delay: str = "none"
+    delay_range: tuple[float, float] = DEFAULT_DELAY_RANGE
+    min_signal: float = MIN_SIGNAL
+    chunk_size: int = CHUNK_SIZE
+    progress: bool = False
+
+    def __post_init__(self):
+        object.__setattr__(self, "models", check_models(self.models))
+        for name, allowed in (("method", tuple(METHODS)), ("weights", WEIGHTS), ("delay", DELAY_MODES)):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise OptionError(f"{{{name}}} {_literal(repr(value))}: choose from {', '.join(allowed)}")
+        self._check_combinations()
+
+    @property
+    def graphical(self) -> bool:
+        """Whether the model is a graphical method."""
+        return self.models[0] in GRAPHICAL_METHODS
+
+    @property
+    def compare(self) -> bool:
+        """Whether several models are fitted and compared."""
+        return len(self.models) > 1
+
+    def _check_combinations(self) -> None:
+        first = self.models[0]
+        if self.uncertainty and self.method == "curve_fit":
+            raise OptionError("{uncertainty}: standard-error maps come from jaxkin's fit ({method} lm), not curve_fit")
+        if self.chunk_size < 1:
+            raise OptionError("{chunk_size} must be positive")
+        if self.method == "curve_fit" and self.graphical:
+            raise OptionError(f"{{method}} curve_fit applies to compartment models, not {first}")
+        if not self.graphical:
+            try:
+                check_bound_names(self.bounds, self.models)
+                for model in self.models:
+                    resolve_bounds(model, self.bounds)
+            except InputError as err:
+                text = str(err).lstrip("-")  # the message names the bounds first
+                raise OptionError("{bounds}" + _literal(text[len("bounds"):] if text.startswith("bounds")
+                                                        else f": {text}")) from None
+        elif self.bounds:
+            raise OptionError(f"{{bounds}} applies to compartment models, not {first}")
+        if self.delay != "none" and self.graphical:
+            raise OptionError(f"{{delay}} applies to compartment models, not {first}")
+        if self.delay == "voxel" and self.method != "lm":
+            raise OptionError("{delay} voxel: fitted by {method} lm only")
