@@ -4,6 +4,7 @@ imports it back, the library never imports the command line, and each shared fac
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,74 @@ def test_every_public_name_resolves():
         mod = importlib.import_module(module)
         missing = [name for name in mod.__all__ if not hasattr(mod, name)]
         assert not missing, f"{module}.__all__ names {missing}, which do not exist"
+
+
+# --------------------------------------------------------------------------------------------------
+# Size, the command line's vocabulary, one definition per fact
+# --------------------------------------------------------------------------------------------------
+
+MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 80
+LIBRARY = {name: path for name, path in SOURCES.items() if not name.startswith("jaxkin.cli")
+           and name not in ("jaxkin.__main__", "jaxkin.train")}
+
+
+def test_no_module_is_too_long():
+    long = {name: n for name, path in SOURCES.items() if (n := len(path.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_no_function_is_too_long():
+    long = []
+    for name, path in SOURCES.items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n = node.end_lineno - node.lineno + 1
+                if n > MAX_FUNCTION_LINES:
+                    long.append(f"{name}.{node.name} ({n} lines)")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines: {long}"
+
+
+#: A command-line flag of jaxkin (XLA's own options, ``--xla_...`` in ``XLA_FLAGS``, are not jaxkin's).
+_FLAG = re.compile(r"(?<![\w-])--(?!xla_)[a-z][a-z0-9-]*")
+
+
+@pytest.mark.parametrize("module", sorted(LIBRARY))
+def test_library_does_not_speak_in_flags(module):
+    """Only the command line knows its options: library messages and docstrings name parameters and files."""
+    text = LIBRARY[module].read_text()
+    flags = sorted(set(_FLAG.findall(text)))
+    assert not flags, f"{module} mentions the command-line flags {flags}"
+    imported = {a.name for node in ast.walk(ast.parse(text)) if isinstance(node, ast.Import) for a in node.names}
+    imported |= {node.module for node in ast.walk(ast.parse(text)) if isinstance(node, ast.ImportFrom)}
+    assert "argparse" not in imported, f"{module} imports argparse"
+
+
+def test_flag_pattern_finds_flags():
+    assert _FLAG.findall('raise InputError(f"--bounds: {x}")  # see --delay voxel') == ["--bounds", "--delay"]
+    assert not _FLAG.findall("x = a--b  # ------- a -1 --> 2; XLA_FLAGS=--xla_force_host_platform_device_count=2")
+
+
+#: Facts that must have exactly one definition in the library: (what, pattern of its definition).
+ONE_DEFINITION = {
+    "the affine tolerance of 'the same grid'": r"^\s*_?AFFINE_ATOL\s*=",
+    "the BIDS version jaxkin writes": r"\"1\.\d+\.\d+\"",
+    "the ground-truth derivative's folder": r"[\"']groundtruth[\"']",
+    "the table of time units": r"[\"']secs[\"']",
+    "the voxel MAE": r"^def voxel_mae\b",
+    "the voxel cosine similarity": r"^def voxel_cosine\b",
+    "the FDG model's name": r"^\s*FDG_MODEL\s*=",
+    "the associative-scan recurrence": r"associative_scan\(",
+    "the cubic Hermite basis": r"2 \* s3 - 3 \* s2 \+ 1",
+    "the frames' overlap tolerance": r"^FRAME_OVERLAP_TOLERANCE\s*=",
+    "the check of a frame schedule": r"^def frame_problem\(",
+    "the merging of input knots with frame boundaries": r"^def merged_knots\(",
+}
+
+
+@pytest.mark.parametrize("fact", sorted(ONE_DEFINITION))
+def test_each_fact_has_one_definition(fact):
+    pattern = re.compile(ONE_DEFINITION[fact], re.M)
+    where = [name for name, path in LIBRARY.items() if pattern.search(path.read_text())]
+    assert len(where) == 1, f"{fact}: defined in {where or 'no module'}"
+    assert len(pattern.findall(LIBRARY[where[0]].read_text())) == 1, f"{fact}: defined twice in {where[0]}"
