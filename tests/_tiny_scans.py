@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxkin
+from jaxkin import kinetics
 
 # 12 frames over 30 min, padded to 16 time steps
 FRAMES = jaxkin.FrameSchedule.from_durations([10, 10, 20, 20, 30, 60, 60, 120, 180, 300, 300, 600])
@@ -48,7 +49,7 @@ def write_dataset(root: Path, splits=("train", "val", "test"), n_z: int = 5) -> 
         pet_dir.mkdir(parents=True)
         inp = jaxkin.feng_input(FRAMES.end[-1], delay=0.05 * s).scaled(1.0 + 0.1 * s)
         params = smooth_params(rng, (n_z, 16, 18))  # 18: prediction pads it to 20 and crops back
-        tac = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), jaxkin.prepare(inp, FRAMES)))
+        tac = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), jaxkin.prepare(inp, FRAMES)))
         body = np.zeros((n_z, 16, 18), bool)
         body[:, 2:14, 3:15] = True
         tac = tac * body[..., None] + rng.normal(scale=0.05, size=tac.shape)

@@ -1,10 +1,33 @@
 """Test-wide settings: the command line's on-disk compilation cache is off (JAXKIN_CACHE_DIR=off), so that tests
 compile what they test and leave nothing in the user's cache folder; the commands keep one CPU device
-(JAXKIN_CPU_DEVICES=1)."""
+(JAXKIN_CPU_DEVICES=1). Fixtures shared by the network's tests."""
 
 import os
+
+import pytest
 
 os.environ.setdefault("JAXKIN_CACHE_DIR", "off")
 # `jaxkin train`/`predict` called in this process must not split the CPU into 2 devices for the tests after them
 # (tests that want several devices set XLA_FLAGS in a subprocess; tests/network/test_distributed.py tests the split)
 os.environ.setdefault("JAXKIN_CPU_DEVICES", "1")
+
+
+@pytest.fixture(scope="module")
+def kins():
+    """Two scans of the 62 Quadra frames with Feng inputs of different shape and dose, stacked (leaves ``[2, ...]``),
+    the same two with 3x and 0.5x the dose, and those factors."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    import jaxkin
+
+    frames = jaxkin.FrameSchedule.quadra()
+
+    def scan_input(delay: float, dose: float):
+        return jaxkin.prepare(jaxkin.feng_input(frames.end[-1], delay=delay).scaled(dose), frames)
+
+    base = [scan_input(0.1, 1.0), scan_input(0.3, 1.6)]
+    dosed = [scan_input(0.1, 3.0), scan_input(0.3, 0.8)]
+    stack = [jax.tree.map(lambda *x: jnp.stack(x), *k) for k in (base, dosed)]
+    return stack[0], stack[1], np.array([3.0, 0.5])

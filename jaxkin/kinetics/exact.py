@@ -16,14 +16,27 @@ from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction, merged_knots
 from jaxkin.kinetics._expint import knot_recurrence
 
-__all__ = ["KnotGrid", "prepare_exact", "blood_frame_means", "over_rates"]
+__all__ = ["KnotGrid", "prepare_exact", "blood_frame_means", "PerRateEvaluator"]
 
 
-def over_rates(frame_conv_one, rate, dtype):
-    """``frame_conv_one`` (one rate -> ``[F]``) at every element of ``rate [...]`` (1/min) -> ``[..., F]``."""
-    rate = jnp.asarray(rate, dtype)
-    flat = jax.vmap(frame_conv_one)(rate.reshape(-1))
-    return flat.reshape(rate.shape + flat.shape[-1:])
+class PerRateEvaluator:
+    """The evaluator interface for an evaluator that computes one rate at a time (``_frame_conv_one``: a scalar rate
+    -> ``[F]``) on an input sampled as ``values``, with the whole blood's frame means in ``blood_frame_means``."""
+
+    def frame_conv(self, rate):
+        """Frame means of ``(C_p * e^{-rate t})``; ``rate`` any shape ``[...]`` (1/min, >= 0) -> ``[..., F]``
+        (kBq/ml*min)."""
+        rate = jnp.asarray(rate, self.values.dtype)
+        flat = jax.vmap(self._frame_conv_one)(rate.reshape(-1))
+        return flat.reshape(rate.shape + flat.shape[-1:])
+
+    def integral_mean(self):
+        """Frame means of the running integral ``int_0^t C_p`` (the rate-0 convolution), ``[F]`` (kBq/ml*min)."""
+        return self._frame_conv_one(0.0)
+
+    def blood_mean(self):
+        """Frame means of the whole blood, ``[F]`` (kBq/ml)."""
+        return self.blood_frame_means
 
 
 def blood_frame_means(blood: InputFunction, frames: FrameSchedule) -> np.ndarray:
@@ -33,7 +46,7 @@ def blood_frame_means(blood: InputFunction, frames: FrameSchedule) -> np.ndarray
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class KnotGrid:
+class KnotGrid(PerRateEvaluator):
     """Exact evaluator: the input on its knots (frame boundaries included). Build with :func:`prepare_exact`.
 
     Leaves: ``times [N]`` (min), ``values [N]`` (kBq/ml), ``interval_frame [N-1]`` (frame index of each knot
@@ -45,19 +58,6 @@ class KnotGrid:
     interval_frame: jax.Array
     frame_duration: jax.Array
     blood_frame_means: jax.Array
-
-    def frame_conv(self, rate):
-        """Frame means of ``(C_p * e^{-rate t})``; ``rate`` any shape ``[...]`` (1/min, >= 0) -> ``[..., F]``
-        (kBq/ml*min)."""
-        return over_rates(self._frame_conv_one, rate, self.values.dtype)
-
-    def integral_mean(self):
-        """Frame means of the running integral ``int_0^t C_p`` (the rate-0 convolution), ``[F]`` (kBq/ml*min)."""
-        return self._frame_conv_one(0.0)
-
-    def blood_mean(self):
-        """Frame means of the whole blood, ``[F]`` (kBq/ml)."""
-        return self.blood_frame_means
 
     def _frame_conv_one(self, rate):
         """:meth:`frame_conv` of one rate (scalar) -> ``[F]``."""

@@ -14,14 +14,14 @@ import numpy as np
 
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
-from jaxkin.kinetics.exact import blood_frame_means, over_rates
+from jaxkin.kinetics.exact import PerRateEvaluator, blood_frame_means
 
 __all__ = ["UniformGrid", "prepare_convolve"]
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class UniformGrid:
+class UniformGrid(PerRateEvaluator):
     """Paper-style evaluator: ``jnp.convolve`` on a uniform grid of step ``dt`` minutes. For cross-checks.
 
     Leaves: ``values [M]`` (input on the grid ``t_m = m dt``), ``frame_weights [F, M]`` (averaging
@@ -33,18 +33,6 @@ class UniformGrid:
     frame_weights: jax.Array
     blood_frame_means: jax.Array
     dt: float = dataclasses.field(metadata=dict(static=True), default=1.0 / 60.0)
-
-    def frame_conv(self, rate):
-        """Frame means of ``(C_p * e^{-rate t})`` on the grid; ``rate`` any shape ``[...]`` (1/min) -> ``[..., F]``."""
-        return over_rates(self._frame_conv_one, rate, self.values.dtype)
-
-    def integral_mean(self):
-        """Frame means of the running integral ``int_0^t C_p`` on the grid, ``[F]`` (kBq/ml*min)."""
-        return self._frame_conv_one(0.0)
-
-    def blood_mean(self):
-        """Frame means of the whole blood, ``[F]`` (kBq/ml)."""
-        return self.blood_frame_means
 
     def _frame_conv_one(self, rate):
         """:meth:`frame_conv` of one rate (scalar) -> ``[F]``."""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import cli
 from jaxkin.io.pet import load_pet, write_pet
 from jaxkin.io.maps import map_path, read_volume
@@ -34,7 +35,7 @@ def dataset(tmp_path_factory):
     params = np.stack([rng.uniform(0.2, 1.5, SHAPE), rng.uniform(0.2, 1.5, SHAPE), rng.uniform(0.02, 0.5, SHAPE),
                        rng.uniform(0.0, 0.2, SHAPE)], -1).astype(np.float32)
     kin = jaxkin.prepare(INPUT, FRAMES)
-    tacs = np.array(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin))
+    tacs = np.array(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
     tacs[0, 0, 0] = 0.0
     pet = root / "sub-01_pet.nii.gz"
     write_pet(pet, tacs * 1000.0, FRAMES, AFFINE, units="Bq/mL")
@@ -273,7 +274,7 @@ def _clean(organs):
     params = np.array([phantom.ORGAN_PARAMETERS[o] for o in organs])
     with jax.enable_x64(True):
         kin = jaxkin.prepare(AIF, FRAMES, dtype=jnp.float64)
-        return np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin))
+        return np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
 
 
 def test_fit_tacs_command(tmp_path, capsys):

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin.io.pet import load_pet, write_pet
 from jaxkin.io.maps import read_volume
 from jaxkin.decay import F18_HALF_LIFE_MIN
@@ -23,7 +24,7 @@ def scan(tmp_path_factory):
     rng = np.random.default_rng(5)
     m = jaxkin.get_model("2tcmirr")
     params = rng.uniform(m.lower, m.upper, (4, 3, 2, 4)).astype(np.float32)
-    tacs = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), jaxkin.prepare(INPUT, FRAMES)))
+    tacs = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), jaxkin.prepare(INPUT, FRAMES)))
     path = write_pet(tmp_path_factory.mktemp("pet") / "sub-07_pet.nii.gz", tacs, FRAMES, np.eye(4),
                           units="kBq/mL", sidecar={"TracerRadionuclide": "C11"})
     return load_pet(path), tacs
@@ -41,7 +42,7 @@ def test_a_request_writes_the_maps_and_says_what_it_wrote(scan, tmp_path):
     assert list(written.paths) == ["Ki", "intercept", "R2"]  # uncertainty gives a plot its R2
     assert written.result is written.results["patlak"] and written.result.n_fitted == 12
     ki = read_volume(written.paths["Ki"], pet)
-    plot = jaxkin.PlotInput.from_input(INPUT, FRAMES)
+    plot = jaxkin.fitting.PlotInput.from_input(INPUT, FRAMES)
     np.testing.assert_allclose(ki[mask], np.asarray(jaxkin.patlak(tacs[mask], plot, 15.0).slope), rtol=1e-5)
     assert not ki[~mask].any()
     sidecar = json.loads(written.paths["Ki"].with_suffix("").with_suffix(".json").read_text())

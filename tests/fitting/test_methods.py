@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin.fitting import LM, CurveFit, Graphical, NumpyModel, PlotInput, curve_fit_tacs, fit_volume, output_maps
 from jaxkin.kinetics import UNITS, resolve_bounds
 
@@ -22,7 +23,7 @@ def _volume(shape=(5, 4, 3), seed=0):
     params = rng.uniform(m.lower, m.upper, shape + (4,)).astype(np.float32)
     params[..., 3] *= 0.3
     kin = jaxkin.prepare(INPUT, FRAMES)
-    return np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin)), kin
+    return np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin)), kin
 
 
 @dataclasses.dataclass(frozen=True)

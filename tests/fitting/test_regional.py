@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin import phantom
 from jaxkin.fitting import baseline
 from jaxkin.fitting.graphical import PlotInput
@@ -24,7 +25,7 @@ def _clean(organs):
     params = np.array([phantom.ORGAN_PARAMETERS[o] for o in organs])
     with jax.enable_x64(True):
         kin = jaxkin.prepare(AIF, FRAMES, dtype=jnp.float64)
-        return np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(params), kin))
+        return np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
 
 
 def test_regional_fit_equals_curve_fit_on_the_phantom_organs():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin.io.blood import Blood
 from jaxkin.io.tables import RegionalTacs
 from jaxkin.fitting import OptionError, RegionalRequest, fit_regions, write_regional_fits
@@ -17,7 +18,7 @@ from _reference import FRAMES, INPUT
 
 def _tacs(path=None, sd=None):
     params = np.array([[0.6, 0.9, 0.1, 0.05], [0.3, 0.5, 0.05, 0.1]])
-    values = np.asarray(jaxkin.two_tissue_irreversible(params, jaxkin.prepare(INPUT, FRAMES)), np.float64)
+    values = np.asarray(kinetics.two_tissue_irreversible(params, jaxkin.prepare(INPUT, FRAMES)), np.float64)
     return RegionalTacs(names=("liver", "lesion"), frames=FRAMES, values=values, sd=sd, path=path,
                         notes=("the table's note",), extra={"Assumptions": ["an earlier assumption"]})
 

@@ -9,26 +9,11 @@ import numpy as np
 import pytest
 
 import _real_scans as real
-from _pet_files import FRAMES, random_pet_data, sidecar, write_raw_pet, write_rows
+from _pet_files import FRAMES, write_rows
 from jaxkin import InputError, InputFunction
 from jaxkin.io.blood import load_blood, write_blood
 from jaxkin.io.pet import load_pet
 from jaxkin.io.tables import RegionalTacs
-
-
-@pytest.fixture(scope="module")
-def pet_data():
-    return random_pet_data()
-
-
-@pytest.fixture
-def pet_path(tmp_path, pet_data):
-    return write_raw_pet(tmp_path, pet_data, sidecar())
-
-
-@pytest.fixture(scope="module")
-def canonical():
-    return real.canonical_maps()
 
 
 # ------------------------------------------------------------------------------------------ the scan's blood in every form

@@ -6,21 +6,11 @@ import numpy as np
 import pytest
 
 from _label_forms import IDS, SHAPE, make_scan
-from _pet_files import NAMES, random_pet_data, sidecar, small_labels, write_raw_pet
+from _pet_files import NAMES, small_labels
 from jaxkin import InputError
 from jaxkin.io.labels import TOTALSEGMENTATOR_TOTAL, parse_groups, read_labels, write_labels
 from jaxkin.io.pet import load_pet
 from jaxkin.regions.tacs import regional_tacs
-
-
-@pytest.fixture(scope="module")
-def pet_data():
-    return random_pet_data()
-
-
-@pytest.fixture
-def pet_path(tmp_path, pet_data):
-    return write_raw_pet(tmp_path, pet_data, sidecar())
 
 
 @pytest.fixture(scope="module")

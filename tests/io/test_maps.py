@@ -7,20 +7,10 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from _pet_files import AFFINE, FRAMES, SHAPE, random_pet_data, sidecar, write_raw_pet
+from _pet_files import AFFINE, FRAMES, SHAPE
 from jaxkin import InputError
 from jaxkin.io.maps import map_path, write_map
 from jaxkin.io.pet import load_pet, write_pet
-
-
-@pytest.fixture(scope="module")
-def pet_data():
-    return random_pet_data()
-
-
-@pytest.fixture
-def pet_path(tmp_path, pet_data):
-    return write_raw_pet(tmp_path, pet_data, sidecar())
 
 
 def test_write_map_round_trip(tmp_path, pet_data):

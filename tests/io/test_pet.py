@@ -8,25 +8,10 @@ import numpy as np
 import pytest
 
 import _real_scans as real
-from _pet_files import AFFINE, DURATIONS_S, FRAMES, SHAPE, random_pet_data, sidecar, write_raw_pet
+from _pet_files import AFFINE, DURATIONS_S, FRAMES, SHAPE, sidecar, write_raw_pet
 from jaxkin import InputError
 from jaxkin.decay import F18_HALF_LIFE_MIN, decay_factors
 from jaxkin.io.pet import finite_voxel_mask, load_pet, nonfinite_message, write_pet
-
-
-@pytest.fixture(scope="module")
-def pet_data():
-    return random_pet_data()
-
-
-@pytest.fixture
-def pet_path(tmp_path, pet_data):
-    return write_raw_pet(tmp_path, pet_data, sidecar())
-
-
-@pytest.fixture(scope="module")
-def canonical():
-    return real.canonical_maps()
 
 
 # ------------------------------------------------------------------------------------------ reading and writing

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin.network.data import lm_targets
 
 FRAMES = jaxkin.FrameSchedule.quadra()
@@ -17,7 +18,7 @@ def test_lm_targets_recover_the_parameters_of_noise_free_tacs():
     kin = jaxkin.prepare(jaxkin.feng_input(FRAMES.end[-1], delay=0.1), FRAMES)
     truth = np.stack([rng.uniform(0.1, 0.8, (1, 4, 4)), rng.uniform(0.2, 1.0, (1, 4, 4)),
                       rng.uniform(0.02, 0.15, (1, 4, 4)), rng.uniform(0.01, 0.1, (1, 4, 4))], -1).astype(np.float32)
-    tac = np.asarray(jaxkin.two_tissue_irreversible(jnp.asarray(truth), kin))
+    tac = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(truth), kin))
     mask = np.ones((1, 4, 4), np.float32)
     mask[0, 0, :] = 0.0
     fit = lm_targets(tac, mask, kin, "test")

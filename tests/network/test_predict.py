@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -14,18 +13,6 @@ from jaxkin.errors import InputError
 
 FRAMES = jaxkin.FrameSchedule.quadra()
 
-
-def scan_input(delay: float, dose: float):
-    return jaxkin.prepare(jaxkin.feng_input(FRAMES.end[-1], delay=delay).scaled(dose), FRAMES)
-
-
-@pytest.fixture(scope="module")
-def kins():
-    """Two scans stacked (leaves [2, ...]), and the same two with 3x and 0.5x the dose."""
-    base = [scan_input(0.1, 1.0), scan_input(0.3, 1.6)]
-    dosed = [scan_input(0.1, 3.0), scan_input(0.3, 0.8)]
-    stack = [jax.tree.map(lambda *x: jnp.stack(x), *k) for k in (base, dosed)]
-    return stack[0], stack[1], np.array([3.0, 0.5])
 
 
 def test_a_network_fed_the_input_function_refuses_a_volume_without_it(kins):

@@ -14,18 +14,6 @@ from jaxkin.nn import inputs as I
 FRAMES = jaxkin.FrameSchedule.quadra()
 
 
-def scan_input(delay: float, dose: float):
-    return jaxkin.prepare(jaxkin.feng_input(FRAMES.end[-1], delay=delay).scaled(dose), FRAMES)
-
-
-@pytest.fixture(scope="module")
-def kins():
-    """Two scans stacked (leaves [2, ...]), and the same two with 3x and 0.5x the dose."""
-    base = [scan_input(0.1, 1.0), scan_input(0.3, 1.6)]
-    dosed = [scan_input(0.1, 3.0), scan_input(0.3, 0.8)]
-    stack = [jax.tree.map(lambda *x: jnp.stack(x), *k) for k in (base, dosed)]
-    return stack[0], stack[1], np.array([3.0, 0.5])
-
 
 def test_input_level_is_the_time_weighted_blood_mean(kins):
     kin, _, _ = kins

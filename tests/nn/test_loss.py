@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import jaxkin
+from jaxkin import kinetics
 from jaxkin.nn import inputs as I
 from jaxkin.nn import loss as L
 
@@ -16,18 +17,6 @@ from _tiny_scans import scan_kin, smooth_params
 
 FRAMES = jaxkin.FrameSchedule.quadra()
 
-
-def scan_input(delay: float, dose: float):
-    return jaxkin.prepare(jaxkin.feng_input(FRAMES.end[-1], delay=delay).scaled(dose), FRAMES)
-
-
-@pytest.fixture(scope="module")
-def kins():
-    """Two scans stacked (leaves [2, ...]), and the same two with 3x and 0.5x the dose."""
-    base = [scan_input(0.1, 1.0), scan_input(0.3, 1.6)]
-    dosed = [scan_input(0.1, 3.0), scan_input(0.3, 0.8)]
-    stack = [jax.tree.map(lambda *x: jnp.stack(x), *k) for k in (base, dosed)]
-    return stack[0], stack[1], np.array([3.0, 0.5])
 
 
 def test_masked_mse_mae_cosine_against_numpy():
@@ -54,7 +43,7 @@ def test_model_tacs_use_each_samples_own_input_function():
     subject = jnp.array([1, 0, 1])
     got = L.model_tacs(params, stacked, subject)
     for i, s in enumerate([1, 0, 1]):
-        np.testing.assert_allclose(got[i], jaxkin.two_tissue_irreversible(params[i], kins[s]), rtol=1e-6)
+        np.testing.assert_allclose(got[i], kinetics.two_tissue_irreversible(params[i], kins[s]), rtol=1e-6)
 
 
 def test_loss_weights_against_hand_computation(kins):
