@@ -338,6 +338,7 @@ def test_batches_do_not_depend_on_how_many_processes_hold_the_shards():
         assert sorted(column[column >= 0]) == list(range(offsets[shard], offsets[shard] + sizes[shard]))
 
 
+@pytest.mark.slow
 def test_commands_split_the_cpu_into_two_devices_unless_told_otherwise():
     """``split_cpu_devices`` (run by ``jaxkin train``/``predict``): 2 CPU devices, the user's XLA_FLAGS win; a
     training batch that does not divide over the devices jaxkin made trains on as many as divide it."""

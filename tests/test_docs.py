@@ -12,6 +12,8 @@ import pytest
 import jaxkin
 from jaxkin.cli import build_parser
 
+pytestmark = pytest.mark.slow  # builds the documentation (about 25 s)
+
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 
@@ -31,6 +33,7 @@ def _api_modules():
     return re.findall(r"\.\. automodule:: (jaxkin[\w.]*)", text)
 
 
+@pytest.mark.slow
 def test_every_public_name_is_documented(site):
     html = "".join(p.read_text(encoding="utf-8") for p in (site / "api").glob("*.html"))
     modules = [m for m in _api_modules() if m != "jaxkin"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 import json
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_colab_notebook_runs_headless(tmp_path, monkeypatch):
     notebook = json.loads((ROOT / "notebooks" / "jaxkin_colab.ipynb").read_text())
     monkeypatch.setenv("JAXKIN_NOTEBOOK_SMOKE", "1")

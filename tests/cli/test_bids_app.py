@@ -73,6 +73,7 @@ def _ki(path):
     return np.asarray(nib.load(path).dataobj).reshape(-1)
 
 
+@pytest.mark.slow
 def test_fit_bids_writes_a_derivatives_dataset(dataset, capsys):
     root, truth = dataset
     out = root / "derivatives" / "jaxkin"
@@ -121,6 +122,7 @@ def test_fit_bids_writes_a_derivatives_dataset(dataset, capsys):
     np.testing.assert_array_equal(first, again)
 
 
+@pytest.mark.slow
 def test_fit_bids_selects_participants_and_sessions(dataset, tmp_path, capsys):
     root, _ = dataset
     out = tmp_path / "deriv"
@@ -132,6 +134,7 @@ def test_fit_bids_selects_participants_and_sessions(dataset, tmp_path, capsys):
     assert len(written) == 6 and all(p.startswith("sub-002/ses-b/pet/") for p in written)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra,message", [
     (["--participant-label", "009"], "participant label '009' matches no subject folder sub-009"),
     (["--session", "c"], "session label 'c' matches no session folder ses-c"),
@@ -145,6 +148,7 @@ def test_fit_bids_bad_selection_writes_nothing(dataset, tmp_path, capsys, extra,
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_fit_bids_refuses_to_write_into_the_raw_dataset(dataset, capsys):
     root, _ = dataset
     for out, message in ((root, "is the input dataset"), (root / "sub-001", "inside the raw dataset")):
@@ -152,6 +156,7 @@ def test_fit_bids_refuses_to_write_into_the_raw_dataset(dataset, capsys):
         assert code == 2 and message in err
 
 
+@pytest.mark.slow
 def test_fit_bids_scan_without_blood_stops_before_any_work(dataset, tmp_path, capsys):
     root, _ = dataset
     copy = tmp_path / "copy"
@@ -166,6 +171,7 @@ def test_fit_bids_scan_without_blood_stops_before_any_work(dataset, tmp_path, ca
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_idif_bids_then_fit_with_the_image_derived_input(dataset, tmp_path, capsys):
     root, _ = dataset
     idif_out = tmp_path / "idif"
@@ -197,6 +203,7 @@ def test_idif_bids_then_fit_with_the_image_derived_input(dataset, tmp_path, caps
     assert description["DatasetLinks"]["blood"] == idif_out.resolve().as_uri()
 
 
+@pytest.mark.slow
 def test_predict_bids_with_a_trained_network(tmp_path, capsys):
     """The tiny run of tests/fixtures predicts every scan of a two-session dataset into a derivatives dataset."""
     from pathlib import Path
@@ -227,6 +234,7 @@ def test_predict_bids_with_a_trained_network(tmp_path, capsys):
     assert code == 2 and "FrameTimesStart' lists 61 frames" in err
 
 
+@pytest.mark.slow
 def test_idif_bids_bad_label_writes_nothing(dataset, tmp_path, capsys):
     """A label that no scan's label map has stops the run before anything is written."""
     root, _ = dataset

@@ -50,6 +50,7 @@ def _run(argv, capsys):
     return code, captured.out, captured.err
 
 
+@pytest.mark.slow
 def test_fit_writes_the_maps(dataset, tmp_path, capsys):
     root, pet, aif, params = dataset
     out = tmp_path / "maps"
@@ -72,6 +73,7 @@ def test_fit_writes_the_maps(dataset, tmp_path, capsys):
     assert "fitted 59 voxels" in stdout
 
 
+@pytest.mark.slow
 def test_model_comparison_writes_aicc_and_the_preferred_model(dataset, tmp_path, capsys):
     root, pet, aif, params = dataset
     out = tmp_path / "cmp"
@@ -95,6 +97,7 @@ def test_model_comparison_writes_aicc_and_the_preferred_model(dataset, tmp_path,
     assert code == 2 and "--model" in err
 
 
+@pytest.mark.slow
 def test_fit_with_a_global_and_a_voxel_delay(tmp_path, capsys):
     """Every voxel sees the input 8 s late: --delay global finds 8 s from the mean TAC of a homogeneous region (the
     first 4 voxels share their parameters), and within 1 s from the mean TAC of all voxels (a mixture of kinetics is
@@ -143,6 +146,7 @@ def test_fit_with_a_global_and_a_voxel_delay(tmp_path, capsys):
         assert code == 2 and "--delay" in err and len(err.strip().splitlines()) == 1, err
 
 
+@pytest.mark.slow
 def test_fit_with_mask_patlak_and_curve_fit(dataset, tmp_path, capsys):
     root, pet, aif, params = dataset
     mask = np.zeros(SHAPE, np.uint8)
@@ -165,6 +169,7 @@ def test_fit_with_mask_patlak_and_curve_fit(dataset, tmp_path, capsys):
     assert map_path(out, "sub-01", "patlak", "intercept").is_file()
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, capsys):
     root, pet, aif, _ = dataset
     out = tmp_path / "bad"
@@ -217,6 +222,7 @@ def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path):
     assert not (tmp_path / "off").exists() and not any(Path.cwd().glob("off"))
 
 
+@pytest.mark.slow
 def test_fit_reads_a_real_form_and_says_its_assumptions(tmp_path, capsys):
     """Injection 30 s before TimeZero, image decay corrected to the scan start, BQML, an autosampler and a manual
     recording: the maps equal those of the canonical form (time since injection, kBq/mL, corrected to injection),
@@ -277,6 +283,7 @@ def _clean(organs):
         return np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
 
 
+@pytest.mark.slow
 def test_fit_tacs_command(tmp_path, capsys):
     organs = ["myocardium", "liver", "lesion"]
     clean = _clean(organs)
@@ -310,6 +317,7 @@ def test_fit_tacs_command(tmp_path, capsys):
     assert (tmp_path / "patlak.tsv").read_text().splitlines()[0].split("\t")[:3] == ["region", "Ki", "Ki_se"]
 
 
+@pytest.mark.slow
 def test_uncertainty_maps(tmp_path, capsys):
     """--uncertainty writes meas-<param>SE maps (and R2, flags) equal to fit_tacs' standard errors per voxel."""
     clean = _clean(["myocardium", "liver", "lesion", "bone"])
@@ -340,6 +348,7 @@ def test_uncertainty_maps(tmp_path, capsys):
     assert sidecar["Units"] == "mL/cm3/min" and sidecar["Description"] == "standard error of Ki (delta method)"
 
 
+@pytest.mark.slow
 def test_regional_model_comparison(tmp_path, capsys):
     """--tacs with --model 2tcmirr,2tcm,1tcm: per region the AICc of each model (as each model's own fit gives it),
     Akaike weights summing to 1, and the generating model preferred on noiseless TACs simulated from each model (ODE

@@ -33,6 +33,7 @@ def _run(argv, capsys):
     return code, out, err
 
 
+@pytest.mark.slow
 def test_idif_from_every_label_form_is_the_same(scan, tmp_path, capsys):
     curves = {}
     for form in ("dseg", "ml", "folder"):
@@ -77,6 +78,7 @@ def test_idif_command(written, tmp_path, capsys):
     assert "no label named 'heart'" in capsys.readouterr().err and not out2.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("options,message", [
     (["--segment", "2:99"], "--segment 2:99: the PET has axial slices 0 to 8"),
     (["--segment", "7:8"], "--segment 7:8: the label has no voxel in these slices"),

@@ -187,6 +187,7 @@ def _table(path):
     return [dict(zip(keys, line.split("\t"))) for line in lines[1:]]
 
 
+@pytest.mark.slow
 def test_perfect_and_biased_methods(report):
     tac = {r["method"]: r for r in _table(report / "tac_metrics.tsv")}
     # the truth's model TACs are the noiseless data themselves (float32 rounding only)
@@ -210,6 +211,7 @@ def test_perfect_and_biased_methods(report):
     assert "| truth-copy | sub-01 |" in text and "Pearson" in text
 
 
+@pytest.mark.slow
 def test_lm_matches_truth_on_noiseless_phantom(report):
     """The fitting issue's tolerances: K1 and Ki within 0.1 % relative, vB within 0.001 (organ-level bias here)."""
     errors = [e for e in _table(report / "organ_errors.tsv") if e["method"] == "LM"]
@@ -232,6 +234,7 @@ def test_lm_matches_truth_on_noiseless_phantom(report):
     assert float(tac["LM"]["cs"]) > 1 - 1e-5
 
 
+@pytest.mark.slow
 def test_patlak_ki_close_to_truth_but_not_exact(report):
     """Patlak's Ki on the noiseless irreversible model is biased low by the neglected k2 washout (a known,
     independent effect): between 0 and 25 % low in the organs with a clear irreversible uptake."""
@@ -244,6 +247,7 @@ def test_patlak_ki_close_to_truth_but_not_exact(report):
         assert -0.25 < rel < 0.0, (organ, rel)
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_error_and_no_output(phantom, tmp_path, capsys):
     root = phantom["root"]
     out = tmp_path / "rep"
@@ -263,6 +267,7 @@ def test_bad_input_is_one_error_and_no_output(phantom, tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".rep.*"))
 
 
+@pytest.mark.slow
 def test_report_states_the_frame_count(phantom, tmp_path):
     """A dataset whose scan has 40 frames, not the phantom's 62: the report says so."""
     import json
@@ -283,6 +288,7 @@ def test_report_states_the_frame_count(phantom, tmp_path):
     assert "(40 frames)" in text and "(62 frames)" not in text
 
 
+@pytest.mark.slow
 def test_any_label_names_and_groups(phantom, tmp_path):
     """Organ names come from the label table (none hard-coded): renamed labels and --group regions are reported,
     a group with the voxels of its members."""

@@ -26,6 +26,7 @@ def dkin64():
         return prepare_delayed(INPUT, FRAMES, dtype=jnp.float64)
 
 
+@pytest.mark.slow
 def test_tabulated_terms_match_the_exact_evaluator(dkin64):
     """The LM's fast path (tables over rates and delays, cubic Hermite) against the delayed evaluator's own values and
     analytic derivatives at every rate and delay (tested against the ODE and finite differences in
@@ -45,11 +46,13 @@ def test_tabulated_terms_match_the_exact_evaluator(dkin64):
         assert np.abs(t - e).max() <= tol * np.abs(e).max(), (name, np.abs(t - e).max() / np.abs(e).max())
 
 
+@pytest.mark.slow
 def test_delay_range_beyond_the_tables_is_refused(dkin64):
     with pytest.raises(ValueError, match="max_delay"):
         jaxkin.fit_tacs(np.ones((2, FRAMES.n_frames)), dkin64, delay_range=(0.0, 40.0 / 60.0))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,delayed", [("2tcmirr", True), ("1tcm", True), ("2tcmirr", False), ("2tcm", False)])
 def test_shared_weight_start_equals_the_per_voxel_solver(model, delayed, dkin64):
     """The shared-weight basis start (shared inverses, candidates scored from the projections XᵀWy) picks the same
@@ -93,6 +96,7 @@ def delayed_case():
     return params, delays, _ode_delayed("2tcmirr", params, delays)
 
 
+@pytest.mark.slow
 def test_voxel_delay_recovers_delay_k1_and_ki(delayed_case):
     params, delays, tacs = delayed_case
     res = jaxkin.fit_tacs(tacs, prepare_delayed(INPUT, FRAMES), chunk_size=256).to_numpy()  # float32
@@ -112,6 +116,7 @@ def test_voxel_delay_recovers_delay_k1_and_ki(delayed_case):
     assert plain.sse.mean() > 100 * res.sse.mean()
 
 
+@pytest.mark.slow
 def test_voxel_delay_with_a_forward_mode_model():
     """1TCM with a fitted delay (forward-mode Jacobian through the evaluator's analytic JVP)."""
     rng = np.random.default_rng(8)
@@ -123,6 +128,7 @@ def test_voxel_delay_with_a_forward_mode_model():
     assert np.abs(res.params[:, 0] / params[:, 0] - 1).max() < 0.01
 
 
+@pytest.mark.slow
 def test_phantom_with_organ_delays_is_recovered_with_voxel_delays_and_physiological_bounds():
     """Noiseless, unblurred phantom (small preset, subjects 0 and 1) whose organs see the input at different times
     (lungs and heart early, lower body and bladder late): with --bounds physiological --delay voxel the Ki of every

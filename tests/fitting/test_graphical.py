@@ -31,6 +31,7 @@ def test_patlak_is_exact_on_a_straight_line(plot):
     assert np.all(res.valid)
 
 
+@pytest.mark.slow
 def test_patlak_ki_agrees_with_the_2tc_fit(plot):
     """Noiseless irreversible TACs (ODE reference), t* = 20 min. The Patlak slope is the Ki of the whole voxel,
     (1 - vB)·Ki. Tolerance: Patlak assumes the reversible compartment has equilibrated with the plasma after t*;

@@ -47,6 +47,7 @@ def ode_case():
     return params, ode_frame_means("2tcmirr", params, INPUT, FRAMES)
 
 
+@pytest.mark.slow
 def test_noiseless_ode_tacs_are_recovered_float64(ode_case, kin64):
     params, tacs = ode_case
     with jax.enable_x64(True):
@@ -62,6 +63,7 @@ def test_noiseless_ode_tacs_are_recovered_float64(ode_case, kin64):
     assert np.quantile(rms, 0.99) < 1e-5
 
 
+@pytest.mark.slow
 def test_noiseless_ode_tacs_float32(ode_case, kin32):
     """float32: residuals of ~1e-7 relative make K1 of a few sets (vB -> 1 or k2 -> 0.01, where the tissue term
     is a tiny part of the TAC) unidentifiable at 0.1%; the great majority is still recovered."""
@@ -73,6 +75,7 @@ def test_noiseless_ode_tacs_float32(ode_case, kin32):
     assert (_rel(res.macro, ki) <= 1e-2).mean() >= 0.99  # the vB = 1 corner has no tissue signal at all
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["1tcm", "2tcm"])
 def test_other_models_recover_noiseless_tacs(model, kin64):
     params = param_sets(model, n_random=60, seed=5)
@@ -92,6 +95,7 @@ def test_other_models_recover_noiseless_tacs(model, kin64):
         assert (_rel(res.params[tissue, 0], params[tissue, 0]) <= 1e-2).mean() >= 0.8
 
 
+@pytest.mark.slow
 def test_basis_nnls_matches_scipy_nnls(kin64):
     """At one grid point the basis start solves the non-negative least-squares problem exactly."""
     rng = np.random.default_rng(0)
@@ -154,6 +158,7 @@ def noisy_case(numpy_model):
     return tacs, cf_params, cf_sse, cf_ok
 
 
+@pytest.mark.slow
 def test_sse_at_most_curve_fit(noisy_case, kin32, numpy_model):
     tacs, _, cf_sse, _ = noisy_case
     res = _fit(tacs, kin32, bounds="paper").to_numpy()  # the same bounds as the paper's curve_fit
@@ -165,6 +170,7 @@ def test_sse_at_most_curve_fit(noisy_case, kin32, numpy_model):
     np.testing.assert_allclose(res.sse, sse, rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_weighted_fit_matches_weighted_curve_fit(noisy_case, kin32, numpy_model):
     tacs = noisy_case[0][:20]
     w = np.asarray(fitting.frame_weights("poisson", kin32, tacs))
@@ -174,6 +180,7 @@ def test_weighted_fit_matches_weighted_curve_fit(noisy_case, kin32, numpy_model)
     assert (sse <= 1.001 * cf_sse).mean() >= 19 / 20, np.sort(sse / cf_sse)[-3:]
 
 
+@pytest.mark.slow
 def test_standard_errors_and_r2_match_a_numpy_computation(noisy_case, kin32, numpy_model):
     tacs = noisy_case[0][:8]
     res = _fit(tacs, kin32).to_numpy()
@@ -187,6 +194,7 @@ def test_standard_errors_and_r2_match_a_numpy_computation(noisy_case, kin32, num
         np.testing.assert_allclose(r2, 1 - sse / np.sum((y - y.mean()) ** 2), rtol=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["2tcmirr", "1tcm", "2tcm"])
 def test_adversarial_tacs_give_finite_flagged_results(model, kin32):
     f = FRAMES.n_frames

@@ -30,6 +30,7 @@ def scan(tmp_path_factory):
     return load_pet(path), tacs
 
 
+@pytest.mark.slow
 def test_a_request_writes_the_maps_and_says_what_it_wrote(scan, tmp_path):
     pet, tacs = scan
     mask = np.zeros(pet.shape[:3], bool)

@@ -28,6 +28,7 @@ def _clean(organs):
         return np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
 
 
+@pytest.mark.slow
 def test_regional_fit_equals_curve_fit_on_the_phantom_organs():
     clean = _clean(ORGANS)
     rng = np.random.default_rng(0)
@@ -47,6 +48,7 @@ def test_regional_fit_equals_curve_fit_on_the_phantom_organs():
     assert list(fit.columns)[:3] == ["region", "K1", "K1_se"] and "Ki_se" in fit.columns
 
 
+@pytest.mark.slow
 def test_standard_error_of_ki_matches_its_spread_over_noise_realisations():
     organs, n = ["myocardium", "bone", "lesion", "lungs"], 250
     clean = _clean(organs)
@@ -66,6 +68,7 @@ def test_standard_error_of_ki_matches_its_spread_over_noise_realisations():
     assert np.all(np.isfinite(fit.columns["K1_se"])) and np.all(fit.columns["K1_se"] > 0)
 
 
+@pytest.mark.slow
 def test_patlak_slope_error_is_the_regression_error():
     clean = _clean(["myocardium", "lesion"])
     rng = np.random.default_rng(2)

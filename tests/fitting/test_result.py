@@ -27,6 +27,7 @@ def _draw(model, n, rng):
             "2tcm": np.stack([k1, k2, k3, k4, vb], -1)}[model]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("generating", MODELS)
 def test_aicc_picks_the_generating_model_on_noiseless_tacs(generating):
     """Noiseless TACs (no added noise: the SSE floor of :func:`aicc` makes exact fits tie, and the penalty then

@@ -33,6 +33,7 @@ def _volume(seed=0, shape=(7, 6, 5)):
     return pet.astype(np.float32), kin
 
 
+@pytest.mark.slow
 def test_volume_fit_equals_fit_tacs_and_masks():
     pet, kin = _volume()
     res = fit_volume(pet, kin, chunk_size=32, slab=2, progress=False)  # several chunks, the last one padded
@@ -61,6 +62,7 @@ def test_volume_fit_equals_fit_tacs_and_masks():
     assert np.count_nonzero(res2.maps["SSE"]) == 1
 
 
+@pytest.mark.slow
 def test_patlak_volume(tmp_path):
     pet, kin = _volume(seed=1)
     plot = graphical.PlotInput.from_input(INPUT, FRAMES)
@@ -102,6 +104,7 @@ def test_four_cpu_devices_agree_with_one(tmp_path):
     assert np.all(one.maps["SSE"][m] <= four["SSE"][m] * 1.001)
 
 
+@pytest.mark.slow
 def test_a_pet_file_read_once_gives_the_maps_of_one_streamed_slab_by_slab(tmp_path, monkeypatch):
     """write_fit_maps reads a PET file that fits in memory once (preload); streamed slab by slab (preload off) the
     maps are the same."""

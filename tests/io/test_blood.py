@@ -28,6 +28,7 @@ def test_blood_combination_reproduces_the_canonical_curves(tmp_path):
     assert blood.description["InputFunctionSource"].startswith("plasma_radioactivity x metabolite_parent_fraction")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("units,scale", [("BQML", 1e-3), ("nCi/mL", 0.037), ("uCi/mL", 37.0)])
 def test_units_of_image_and_blood(tmp_path, canonical, units, scale):
     data, reference = canonical
@@ -38,6 +39,7 @@ def test_units_of_image_and_blood(tmp_path, canonical, units, scale):
     real.assert_same_maps(maps, reference, same_bits=False)
 
 
+@pytest.mark.slow
 def test_blood_decay_references_and_percent_parent_fraction(tmp_path, canonical):
     data, reference = canonical
     path = real.write_pet_file(tmp_path / "sub-01_pet.nii.gz", data, real.pet_sidecar())
@@ -51,6 +53,7 @@ def test_blood_decay_references_and_percent_parent_fraction(tmp_path, canonical)
     real.assert_same_maps(real.fit(path, to_timezero, blood_decay="timezero")[0], reference)
 
 
+@pytest.mark.slow
 def test_single_plasma_file_with_parent_fraction_and_whole_blood(tmp_path, canonical):
     """One manual-style file holding the canonical curves' samples: plasma, parent fraction, whole blood."""
     data, reference = canonical

@@ -72,6 +72,7 @@ def test_nonfinite_voxels_are_found(tmp_path, pet_data):
 
 # ------------------------------------------------------------------------------------------ the forms of real scans
 
+@pytest.mark.slow
 def test_late_start_negative_blood_times_two_recordings(tmp_path, canonical):
     data, reference = canonical
     pet_path = real.write_pet_file(tmp_path / "sub-01_pet.nii.gz", data, real.pet_sidecar())
@@ -81,6 +82,7 @@ def test_late_start_negative_blood_times_two_recordings(tmp_path, canonical):
     real.assert_same_maps(maps, reference)
 
 
+@pytest.mark.slow
 def test_decay_corrected_to_scan_start_with_and_without_decay_factor(tmp_path, canonical):
     data, reference = canonical
     to_scan_start = data * np.float32(math.exp(-real.LAM * -real.INJ))  # reference 0.5 min after injection
@@ -100,6 +102,7 @@ def test_decay_corrected_to_scan_start_with_and_without_decay_factor(tmp_path, c
     real.assert_same_maps(maps, reference, same_bits=False)
 
 
+@pytest.mark.slow
 def test_decay_factor_disagreeing_with_the_correction_time_is_said(tmp_path, canonical):
     data, reference = canonical
     applied = decay_factors(real.FRAMES, F18_HALF_LIFE_MIN)  # to the injection, while the time field says scan start
@@ -111,6 +114,7 @@ def test_decay_factor_disagreeing_with_the_correction_time_is_said(tmp_path, can
     real.assert_same_maps(maps, reference, same_bits=False)
 
 
+@pytest.mark.slow
 def test_uncorrected_image(tmp_path, canonical):
     data, reference = canonical
     raw = data / decay_factors(real.FRAMES, F18_HALF_LIFE_MIN).astype(np.float32)

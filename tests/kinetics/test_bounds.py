@@ -69,6 +69,7 @@ def liver_spleen():
     return kin, picks
 
 
+@pytest.mark.slow
 def test_liver_and_spleen_are_recovered_with_physiological_bounds_not_with_the_papers(liver_spleen):
     kin, picks = liver_spleen
     tacs = np.concatenate([t for t, _ in picks.values()])

@@ -2,13 +2,14 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
+from _reference import FRAMES, INPUT
 
 import jaxkin
 from jaxkin.kinetics import tacs_in_chunks
 
-from _reference import FRAMES, INPUT
 
-
+@pytest.mark.slow
 def test_chunks_equal_the_model_for_any_count_and_model():
     kin = jaxkin.prepare(INPUT, FRAMES)
     rng = np.random.default_rng(2)

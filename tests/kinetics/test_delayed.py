@@ -24,6 +24,7 @@ def dkin64():
         return prepare_delayed(INPUT, FRAMES, dtype=jnp.float64)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["2tcmirr", "1tcm", "2tcm"])
 def test_delayed_model_equals_the_ode_with_a_shifted_input(model, dkin64):
     rng = np.random.default_rng(3)
@@ -42,6 +43,7 @@ def test_delayed_model_equals_the_ode_with_a_shifted_input(model, dkin64):
     np.testing.assert_allclose(zero, undelayed, rtol=1e-10, atol=1e-10 * np.abs(undelayed).max())
 
 
+@pytest.mark.slow
 def test_without_a_delay_it_is_the_undelayed_evaluator(dkin64):
     """The evaluators' interface: ``frame_conv(rate)``, ``integral_mean()``, ``blood_mean()`` at delay 0."""
     rates = np.array([[0.0, 0.05], [0.9, 4.0]])
@@ -54,6 +56,7 @@ def test_without_a_delay_it_is_the_undelayed_evaluator(dkin64):
         np.testing.assert_allclose(dkin64.blood_mean(), table.blood_mean(), rtol=1e-10)
 
 
+@pytest.mark.slow
 def test_analytic_derivatives_match_finite_differences(dkin64):
     rate, delay = np.array([0.0, 0.7, 2.3]), np.array([-7.0, 4.3, 21.0]) / 60.0
     h = 1e-6

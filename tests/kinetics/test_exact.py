@@ -12,6 +12,7 @@ from jaxkin import InputFunction
 from _reference import FRAMES, INPUT
 
 
+@pytest.mark.slow
 def test_frame_conv_takes_rates_of_any_shape():
     with jax.enable_x64(True):
         exact = kinetics.prepare_exact(INPUT, FRAMES, dtype=jnp.float64)
@@ -28,6 +29,7 @@ def test_frame_conv_takes_rates_of_any_shape():
     assert np.all(np.diff(out[0, :], axis=0) < 0)  # faster rates, smaller convolutions
 
 
+@pytest.mark.slow
 def test_integral_and_blood_means_are_exact():
     """Rate 0 is the running integral of the input, the blood term the frame means of the input itself."""
     with jax.enable_x64(True):
@@ -41,6 +43,7 @@ def test_integral_and_blood_means_are_exact():
         np.testing.assert_allclose(blood[f], np.trapezoid(INPUT(t), s), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_padding_changes_nothing():
     with jax.enable_x64(True):
         plain = kinetics.prepare_exact(INPUT, FRAMES, dtype=jnp.float64)

@@ -34,6 +34,7 @@ def _relative_error_on_signal(approx, ref):
     return np.max(np.abs(approx - ref)[significant] / np.abs(ref)[significant])
 
 
+@pytest.mark.slow
 def test_float64_models_match_the_ode(ode_case):
     model, params, ref = ode_case
     fn = MODEL_FNS[model]
@@ -47,6 +48,7 @@ def test_float64_models_match_the_ode(ode_case):
     assert err_table <= 1e-6, err_table
 
 
+@pytest.mark.slow
 def test_float32_models_match_the_ode(ode_case):
     model, params, ref = ode_case
     fn = MODEL_FNS[model]
@@ -58,6 +60,7 @@ def test_float32_models_match_the_ode(ode_case):
     assert _relative_error_on_signal(fn(p, exact), ref) <= 2e-4
 
 
+@pytest.mark.slow
 def test_one_tac_function_for_every_model():
     """``KineticModel.tac`` is the model's function, for parameters of any leading shape (with a DelayedInput, the
     delay is the last parameter: tests/kinetics/test_delayed.py)."""
@@ -71,6 +74,7 @@ def test_one_tac_function_for_every_model():
         np.testing.assert_array_equal(np.asarray(fn(params[1, 2], kin)), expected[1, 2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["1tcm", "2tcmirr", "2tcm"])
 def test_gradients_match_finite_differences(model):
     fn = MODEL_FNS[model]
@@ -115,6 +119,7 @@ def test_models_are_jittable_with_stacked_inputs():
     assert not np.allclose(out[0], out[1])
 
 
+@pytest.mark.slow
 def test_float32_is_safe_at_the_edges():
     kin = jaxkin.prepare(INPUT, FRAMES)
     zero_kin = jaxkin.prepare(InputFunction.from_samples([0, 70], [0.0, 0.0], time_unit="min"), FRAMES)
@@ -160,6 +165,7 @@ def test_bounds_of_each_preset():
         MODELS["2tcmirr"].bounds("loose")
 
 
+@pytest.mark.slow
 def test_reversible_model_reduces_to_irreversible_and_one_tissue():
     with jax.enable_x64(True):
         kin = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)

@@ -20,6 +20,7 @@ def _relative_error_on_signal(approx, ref):
     return np.max(np.abs(approx - ref)[significant] / np.abs(ref)[significant])
 
 
+@pytest.mark.slow
 def test_table_matches_exact_recurrence_over_all_rates():
     """Interpolation error of the rate table, on the realistic 1-s (0.2-s at the peak) Feng input."""
     inp = jaxkin.feng_input(65.0, delay=0.3)
@@ -34,6 +35,7 @@ def test_table_matches_exact_recurrence_over_all_rates():
     assert _relative_error_on_signal(a, b) < 1e-7
 
 
+@pytest.mark.slow
 def test_rate_derivative_matches_the_exact_evaluators_jvp():
     rates = np.array([0.0, 0.004, 0.3, 1.7, 6.0, 10.0])
     with jax.enable_x64(True):

@@ -1,5 +1,6 @@
 """The paper-style uniform-grid evaluator (jaxkin.kinetics.uniform) converges to the exact model."""
 
+import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +16,7 @@ def _relative_error_on_signal(approx, ref):
     return np.max(np.abs(approx - ref)[significant] / np.abs(ref)[significant])
 
 
+@pytest.mark.slow
 def test_convolve_cross_check_converges_to_exact():
     params = jnp.array([[0.6, 1.2, 0.1, 0.05], [0.243, 0.78, 0.1, 0.02], [1.535, 2.697, 0.007, 0.042]])
     with jax.enable_x64(True):

@@ -66,6 +66,7 @@ def _mask(volume, frames, threshold):
     return (volume @ (frames.duration / frames.duration.sum())) > threshold
 
 
+@pytest.mark.slow
 def test_a_69_frame_run_resolves_time_steps_and_resumes_from_its_config(run69):
     info = json.loads((run69 / "model.json").read_text())
     assert info["n_frames"] == 69 and info["config"]["model"]["time_steps"] == 72  # 69 up to a multiple of 2**2
@@ -79,6 +80,7 @@ def test_a_69_frame_run_resolves_time_steps_and_resumes_from_its_config(run69):
         check_resume(N.config_from_dict(RUN | {"time_steps": 80}), run69, resume=True)
 
 
+@pytest.mark.slow
 def test_predict_69_frames_with_lm_refinement_never_worse_than_the_network(run69, tmp_path):
     from jaxkin.io.pet import load_pet
 
@@ -113,6 +115,7 @@ def test_predict_69_frames_with_lm_refinement_never_worse_than_the_network(run69
     assert np.all((lm[mask] >= np.array(lower) - 1e-6) & (lm[mask] <= np.array(upper) + 1e-6))
 
 
+@pytest.mark.slow
 def test_adaptation_lowers_the_loss_on_a_held_out_subject(run69):
     from jaxkin.io.pet import load_pet
 
@@ -136,6 +139,7 @@ def test_adaptation_lowers_the_loss_on_a_held_out_subject(run69):
     np.testing.assert_array_equal(trained.predict_volume(volume), maps_before)  # the trained weights are kept
 
 
+@pytest.mark.slow
 def test_predict_cli_adapts_and_writes_what_it_did(run69, tmp_path):
     pet_path, blood_path = _scan(run69)
     rc = main(["predict", "--checkpoint", str(run69), "--pet", str(pet_path), "--input-function", str(blood_path),
@@ -146,6 +150,7 @@ def test_predict_cli_adapts_and_writes_what_it_did(run69, tmp_path):
     assert side["AdaptLossBefore"] > 0 and side["AdaptLossAfter"] > 0
 
 
+@pytest.mark.slow
 def test_a_scan_with_another_frame_schedule_is_refused(run69, tmp_path, capsys):
     pet_path, blood_path = _scan(run69)
     moved = tmp_path / "pet"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import jaxkin
 from jaxkin import kinetics
@@ -13,6 +14,7 @@ from jaxkin.network.data import lm_targets
 FRAMES = jaxkin.FrameSchedule.quadra()
 
 
+@pytest.mark.slow
 def test_lm_targets_recover_the_parameters_of_noise_free_tacs():
     rng = np.random.default_rng(1)
     kin = jaxkin.prepare(jaxkin.feng_input(FRAMES.end[-1], delay=0.1), FRAMES)

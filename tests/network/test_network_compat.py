@@ -66,6 +66,7 @@ def test_an_old_config_with_missing_keys_counts_them_as_defaults(old_run):
                      resume=True)
 
 
+@pytest.mark.slow
 def test_an_old_run_predicts(old_run):
     predictor = N.load_predictor(old_run)
     assert predictor.cfg == N.resolve_time_steps(N.load_config(ROOT / "experiments" / "quickstart.py",

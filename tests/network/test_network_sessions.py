@@ -65,6 +65,7 @@ def sessions_dataset(tmp_path_factory):
     return root, _write_dataset(root)
 
 
+@pytest.mark.slow
 def test_training_data_has_one_unit_per_scan_and_splits_by_subject(sessions_dataset, tmp_path):
     root, inputs = sessions_dataset
     cfg = N.config_from_dict(TINY)

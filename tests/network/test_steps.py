@@ -41,6 +41,7 @@ def synthetic_batch():
 
 # Every Table 1 row runs one real train step at depth 1 (each compile costs ~10 s on the 2-core CPU); all 8 rows are
 # also built and run abstractly at 112 x 112 by test_table1_configs_give_paper_shapes.
+@pytest.mark.slow
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=lambda p: p.stem)
 def test_table1_configs_run_one_train_step(path, synthetic_batch):
     batch, kin = synthetic_batch
@@ -54,6 +55,7 @@ def test_table1_configs_run_one_train_step(path, synthetic_batch):
     assert max(moved) > 0
 
 
+@pytest.mark.slow
 def test_training_reduces_loss_and_gradient_reaches_every_channel(synthetic_batch):
     batch, kin = synthetic_batch
     cfg = N.config_from_dict(TINY | {"final_activation": "sigmoid", "input_scale": 0.05, "learning_rate": 3e-3})
@@ -77,6 +79,7 @@ def test_training_reduces_loss_and_gradient_reaches_every_channel(synthetic_batc
     assert losses[-1] < 0.5 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_the_guided_loss_is_the_self_supervised_loss_plus_the_distance():
     cfg = N.config_from_dict({"depth": 2, "root_features": 2, "time_steps": 64, "final_activation": "sigmoid",
                               "init_params": (0.1, 0.5, 0.05, 0.05), "loss_scale": "voxel"})

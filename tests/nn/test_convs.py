@@ -29,6 +29,7 @@ CONV_CASES += [  # few taps x input channels: shifted sums in the forward (C._SH
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,fn,strides", CONV_CASES)
 def test_fast_layout_convolutions_equal_xla_3d_convolutions(shape, fn, strides):
     key = jax.random.split(jax.random.key(0), 3)
@@ -40,6 +41,7 @@ def test_fast_layout_convolutions_equal_xla_3d_convolutions(shape, fn, strides):
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=2e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape,fn", [((1, 3, 3, 1, 5), lambda x, k, b, s: C.spatial_conv(x, k, b, shift_sum=s)),
                                         ((3, 1, 1, 8, 5), lambda x, k, b, s: C.temporal_conv(x, k, b, shift_sum=s))])
 def test_shift_sum_convolutions_equal_the_conv_forward_and_keep_its_gradients(shape, fn):
@@ -54,6 +56,7 @@ def test_shift_sum_convolutions_equal_the_conv_forward_and_keep_its_gradients(sh
         np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_head_with_time_collapse_equals_the_3d_conv_then_the_collapsing_conv():
     key = jax.random.split(jax.random.key(1), 5)
     x = jax.random.normal(key[0], (2, 6, 8, 4, 3))

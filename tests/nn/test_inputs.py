@@ -42,6 +42,7 @@ def test_input_normalisation_and_conditioning_see_tissue_relative_to_blood(kins)
         I.network_input(tac, 64, normalization="input")
 
 
+@pytest.mark.slow
 def test_slice_normalisation_is_invariant_to_a_constant_factor():
     tac = jax.random.uniform(jax.random.key(1), (3, 16, 16, 12)) * jnp.array([1.0, 30.0, 0.2])[:, None, None, None]
     a = I.network_input(tac, 16, normalization="slice")

@@ -36,6 +36,7 @@ def test_masked_mse_mae_cosine_against_numpy():
     np.testing.assert_allclose(sums["mae"] / sums["n"], np.abs(d).mean(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_model_tacs_use_each_samples_own_input_function():
     kins = [scan_kin(0.1, 1.0), scan_kin(0.4, 1.7)]
     stacked = jax.tree.map(lambda *x: jnp.stack(x), *kins)

@@ -34,6 +34,7 @@ def test_temporal_conv_is_shared_within_a_block():
     assert block.time.kernel.shape == (3, 1, 1, 8, 8) and not hasattr(block, "time2")
 
 
+@pytest.mark.slow
 def test_shift_sum_network_equals_the_xla_one():
     """Prediction's formulation (shifted sums for the smallest convs) against training's, whole network."""
     cfg = U.UNetConfig(conv="space_time", depth=2, root_features=8, time_steps=16)
@@ -57,6 +58,7 @@ def test_quickstart_shapes():
     assert cfg.data.crop == 32 and jax.eval_shape(lambda x: N.make_model(cfg)(x), x).shape == (5, 32, 32, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation", ["sigmoid", "multi_clamp"])
 def test_init_params_are_the_untrained_networks_prediction(activation):
     cfg = UNetConfig(depth=2, time_steps=16, final_activation=activation, init_params=INIT)
