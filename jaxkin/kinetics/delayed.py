@@ -2,14 +2,14 @@
 
 A positive delay d shifts the input (and the whole blood) later: ``C_d(t) = C(t - d)``. Since a convolution commutes
 with a shift, ``(C_d * e^{-lam .})(t) = I_lam(t - d)`` with ``I_lam = C * e^{-lam .}``, and the whole model curve is
-the undelayed one shifted by d. So the frame mean of the delayed model over ``[a, b]`` is
+the undelayed one shifted by d. So the frame mean of the delayed model over ``[a, b]`` is::
 
     ( J_lam(b - d) - J_lam(a - d) ) / (b - a),      J_lam(t) = int_{-inf}^t I_lam(s) ds,
 
 the running integral of the undelayed convolution at the frame boundaries moved by -d: the knots are shifted,
 nothing is resampled. On a knot interval ``[t_j, t_{j+1}]`` of the (piecewise-linear) input,
 ``C(t_j + tau) = c_j + s_j tau``, and with ``x = lam tau`` and the ``phi_k`` of the exponential integrals
-(``phi_k' = k phi_{k+1} - phi_k``), exactly
+(``phi_k' = k phi_{k+1} - phi_k``), exactly::
 
     I_lam(t_j + tau) = (1 - x phi_1) I_j + c_j tau phi_1 + s_j tau^2 phi_2                  (= dJ/dt)
     J_lam(t_j + tau) = J_j + I_j tau phi_1 + c_j tau^2 phi_2 + s_j tau^3 phi_3
