@@ -1,4 +1,4 @@
-"""A/B check of ``jaxkin fit --delay voxel`` between two checkouts (issue 17): speed and accuracy.
+"""A/B check of ``jaxkin fit --delay voxel`` between two checkouts: speed and accuracy.
 
     PYTHONPATH=/path/to/old python benchmarks/delay_ab.py run old    # writes /tmp/delay_ab_old.npz
     PYTHONPATH=/path/to/new python benchmarks/delay_ab.py run new

@@ -1,4 +1,4 @@
-"""Prediction forward with and without the shifted-sum convs (issue 15), alternating in one process.
+"""Prediction forward with and without the shifted-sum convs, alternating in one process.
 
     python benchmarks/shift_sum_ab.py [--rounds 10] [--batch 8] [--devices 2]
 

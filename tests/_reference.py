@@ -72,3 +72,10 @@ def ode_frame_means(model: str, params: np.ndarray, inp: InputFunction, frames: 
     tissue = (q_end - q_start).T / frames.duration
     blood = qb / frames.duration
     return (1 - vb[:, None]) * tissue + vb[:, None] * blood[None, :]
+
+
+def ode_delayed_frame_means(model: str, params: np.ndarray, delays: np.ndarray) -> np.ndarray:
+    """ODE-reference TACs ``[N, F]`` of :data:`INPUT` on :data:`FRAMES`, each with the input (and whole blood)
+    shifted by its own delay ``delays [N]`` (min)."""
+    return np.stack([ode_frame_means(model, params[i : i + 1], INPUT.delayed(float(d)), FRAMES)[0]
+                     for i, d in enumerate(delays)])

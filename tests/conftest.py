@@ -31,3 +31,16 @@ def kins():
     dosed = [scan_input(0.1, 3.0), scan_input(0.3, 0.8)]
     stack = [jax.tree.map(lambda *x: jnp.stack(x), *k) for k in (base, dosed)]
     return stack[0], stack[1], np.array([3.0, 0.5])
+
+
+@pytest.fixture(scope="module")
+def dkin64():
+    """The delayed-input evaluator of the ODE reference's input and frames, in float64."""
+    import jax
+    import jax.numpy as jnp
+
+    from _reference import FRAMES, INPUT
+    from jaxkin.kinetics import prepare_delayed
+
+    with jax.enable_x64(True):
+        return prepare_delayed(INPUT, FRAMES, dtype=jnp.float64)

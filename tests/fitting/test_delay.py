@@ -11,19 +11,7 @@ import jaxkin
 from jaxkin.fitting._delay_table import fdg_terms_tabulated
 from jaxkin.kinetics import prepare_delayed
 
-from _reference import FRAMES, INPUT, ode_frame_means
-
-
-def _ode_delayed(model, params, delays):
-    """ODE-reference TACs, each with the input (and whole blood) shifted by its own delay (min)."""
-    return np.stack([ode_frame_means(model, params[i : i + 1], INPUT.delayed(float(d)), FRAMES)[0]
-                     for i, d in enumerate(delays)])
-
-
-@pytest.fixture(scope="module")
-def dkin64():
-    with jax.enable_x64(True):
-        return prepare_delayed(INPUT, FRAMES, dtype=jnp.float64)
+from _reference import FRAMES, INPUT, ode_delayed_frame_means
 
 
 @pytest.mark.slow
@@ -93,7 +81,7 @@ def delayed_case():
     params = np.stack([rng.uniform(0.1, 1.2, n), rng.uniform(0.1, 1.5, n), rng.uniform(0.02, 0.3, n),
                        rng.uniform(0.0, 0.2, n)], -1)
     delays = rng.uniform(-5.0, 20.0, n) / 60.0
-    return params, delays, _ode_delayed("2tcmirr", params, delays)
+    return params, delays, ode_delayed_frame_means("2tcmirr", params, delays)
 
 
 @pytest.mark.slow
@@ -122,7 +110,7 @@ def test_voxel_delay_with_a_forward_mode_model():
     rng = np.random.default_rng(8)
     params = np.stack([rng.uniform(0.1, 1.0, 8), rng.uniform(0.1, 1.0, 8), rng.uniform(0.0, 0.2, 8)], -1)
     delays = rng.uniform(-5.0, 20.0, 8) / 60.0
-    tacs = _ode_delayed("1tcm", params, delays)
+    tacs = ode_delayed_frame_means("1tcm", params, delays)
     res = jaxkin.fit_tacs(tacs, prepare_delayed(INPUT, FRAMES), model="1tcm", chunk_size=256).to_numpy()
     assert np.abs(res.params[:, 3] - delays).max() * 60 < 0.5
     assert np.abs(res.params[:, 0] / params[:, 0] - 1).max() < 0.01

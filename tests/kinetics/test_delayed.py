@@ -9,19 +9,7 @@ import pytest
 import jaxkin
 from jaxkin.kinetics import prepare_delayed
 
-from _reference import FRAMES, INPUT, ode_frame_means
-
-
-def _ode_delayed(model, params, delays):
-    """ODE-reference TACs, each with the input (and whole blood) shifted by its own delay (min)."""
-    return np.stack([ode_frame_means(model, params[i : i + 1], INPUT.delayed(float(d)), FRAMES)[0]
-                     for i, d in enumerate(delays)])
-
-
-@pytest.fixture(scope="module")
-def dkin64():
-    with jax.enable_x64(True):
-        return prepare_delayed(INPUT, FRAMES, dtype=jnp.float64)
+from _reference import FRAMES, INPUT, ode_delayed_frame_means
 
 
 @pytest.mark.slow
@@ -33,7 +21,7 @@ def test_delayed_model_equals_the_ode_with_a_shifted_input(model, dkin64):
     lo, hi = (np.array(b) for b in m.bounds("paper"))
     params = rng.uniform(lo, 0.5 * hi, (n, lo.size))
     delays = np.array([-9.5, -2.0, 7.3, 29.0]) / 60.0
-    ref = _ode_delayed(model, params, delays)
+    ref = ode_delayed_frame_means(model, params, delays)
     with jax.enable_x64(True):
         value = np.asarray(m.tac(np.concatenate([params, delays[:, None]], -1), dkin64))
         # delay 0 is the undelayed table model
