@@ -19,6 +19,7 @@ from jaxkin.io.tables import RegionalTacs, read_tacs, write_tacs
 from jaxkin.fitting.regional import fit_regions
 
 from _reference import FRAMES, INPUT
+from _organ_tacs import organ_tacs
 
 #: The input of the regional and uncertainty tests: a Feng input 0.2 min late.
 AIF = jaxkin.feng_input(FRAMES.end[-1], delay=0.2)
@@ -273,20 +274,10 @@ def test_fit_reads_a_real_form_and_says_its_assumptions(tmp_path, capsys):
     np.testing.assert_allclose(vb, params[:, 3], rtol=1e-2, atol=1e-4)
 
 
-def _clean(organs):
-    """Noiseless 2TC-irr TACs ``[R, F]`` (float64) of the phantom's ``organs``."""
-    import jax
-
-    params = np.array([phantom.ORGAN_PARAMETERS[o] for o in organs])
-    with jax.enable_x64(True):
-        kin = jaxkin.prepare(AIF, FRAMES, dtype=jnp.float64)
-        return np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
-
-
 @pytest.mark.slow
 def test_fit_tacs_command(tmp_path, capsys):
     organs = ["myocardium", "liver", "lesion"]
-    clean = _clean(organs)
+    clean = organ_tacs(organs)
     rng = np.random.default_rng(3)
     sd = phantom.noise_sd(clean, FRAMES, 1.0) / 5.0
     values = clean + rng.standard_normal(clean.shape) * sd
@@ -320,7 +311,7 @@ def test_fit_tacs_command(tmp_path, capsys):
 @pytest.mark.slow
 def test_uncertainty_maps(tmp_path, capsys):
     """--uncertainty writes meas-<param>SE maps (and R2, flags) equal to fit_tacs' standard errors per voxel."""
-    clean = _clean(["myocardium", "liver", "lesion", "bone"])
+    clean = organ_tacs(["myocardium", "liver", "lesion", "bone"])
     rng = np.random.default_rng(4)
     data = np.repeat(clean, 6, 0) * (1 + 0.05 * rng.standard_normal((24, FRAMES.n_frames)))
     data = data.reshape(4, 3, 2, FRAMES.n_frames).astype(np.float32)

@@ -10,27 +10,22 @@ import pytest
 from scipy import stats
 
 import jaxkin
-from jaxkin import kinetics
 from jaxkin import phantom
 from jaxkin.fitting import baseline
 from jaxkin.fitting.graphical import PlotInput
 from jaxkin.fitting.regional import fit_regions
+from _organ_tacs import organ_tacs
 
 FRAMES = jaxkin.FrameSchedule.quadra()
 AIF = jaxkin.feng_input(FRAMES.end[-1], delay=0.2)
 ORGANS = [o for o in phantom.ORGAN_PARAMETERS if o not in phantom.BLOOD_LABELS]
 
 
-def _clean(organs):
-    params = np.array([phantom.ORGAN_PARAMETERS[o] for o in organs])
-    with jax.enable_x64(True):
-        kin = jaxkin.prepare(AIF, FRAMES, dtype=jnp.float64)
-        return np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin))
 
 
 @pytest.mark.slow
 def test_regional_fit_equals_curve_fit_on_the_phantom_organs():
-    clean = _clean(ORGANS)
+    clean = organ_tacs(ORGANS)
     rng = np.random.default_rng(0)
     tacs = clean + rng.standard_normal(clean.shape) * phantom.noise_sd(clean, FRAMES, 1.0) / np.sqrt(50)
     paper = jaxkin.get_model("2tcmirr")  # curve_fit_tacs keeps the paper's bounds: compare within the same bounds
@@ -51,7 +46,7 @@ def test_regional_fit_equals_curve_fit_on_the_phantom_organs():
 @pytest.mark.slow
 def test_standard_error_of_ki_matches_its_spread_over_noise_realisations():
     organs, n = ["myocardium", "bone", "lesion", "lungs"], 250
-    clean = _clean(organs)
+    clean = organ_tacs(organs)
     sd = np.maximum(phantom.noise_sd(clean, FRAMES, 1.0) / 2.0, 1e-6)  # a 4-voxel region of the phantom
     rng = np.random.default_rng(1)
     tacs = np.repeat(clean, n, 0) + rng.standard_normal((len(organs) * n, FRAMES.n_frames)) * np.repeat(sd, n, 0)
@@ -70,7 +65,7 @@ def test_standard_error_of_ki_matches_its_spread_over_noise_realisations():
 
 @pytest.mark.slow
 def test_patlak_slope_error_is_the_regression_error():
-    clean = _clean(["myocardium", "lesion"])
+    clean = organ_tacs(["myocardium", "lesion"])
     rng = np.random.default_rng(2)
     tacs = clean * (1 + 0.02 * rng.standard_normal(clean.shape))
     fit = fit_regions(["a", "b"], tacs, AIF, FRAMES, model="patlak", t_star=20.0)
