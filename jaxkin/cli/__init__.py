@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 
 from jaxkin._version import __version__
@@ -73,14 +74,38 @@ def main(argv: list[str] | None = None) -> int:
         from jaxkin.distributed import split_cpu_devices
 
         split_cpu_devices()
+    previous = _handle_signals()
     try:
         return int(args.run(args) or 0)
     except InputError as err:
         print(f"jaxkin {args.command}: error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"jaxkin {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM (a scheduler's time limit): the writers have cleaned up
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"jaxkin {args.command}: interrupted ({signal.Signals(signum).name}); nothing half-written was left",
+              file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+
+
+def _handle_signals() -> dict:
+    """SIGINT and SIGTERM raise :class:`jaxkin.io.files.Interrupted` (a KeyboardInterrupt), so that an interrupted
+    command cleans up as after Ctrl-C and exits with 128 + the signal's number (130, 143); returns the handlers it
+    replaced. Only in the main thread (Python delivers signals there)."""
+    import threading
+
+    from jaxkin.io.files import interrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.getsignal(signum)
+        signal.signal(signum, lambda s, _frame: interrupt(s))
+    return previous
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ def bids_jobs(args, *, command: str, need_blood: bool) -> list[BidsJob]:
 
     root, out = Path(args.bids), Path(args.out)
     blood_root = Path(args.blood_dataset) if getattr(args, "blood_dataset", None) else None
-    check_output_folder(out, root)
+    check_output_folder(out, root, name=f"jaxkin {command}")
     if blood_root is not None and not blood_root.is_dir():
         raise InputError(f"--blood-dataset {blood_root}: folder not found")
     scans = find_pet_scans(root, participants=args.participant_label, sessions=args.session,
@@ -159,6 +159,23 @@ def tsv_output(path, mode: str = "") -> Path:
     if not out.parent.is_dir():
         raise InputError(f"--out: folder {out.parent} not found")
     return out
+
+
+def writable_folder(folder: Path) -> None:
+    """InputError unless ``folder`` is a folder or can be made one (its nearest existing parent is a writable folder);
+    nothing is created (outputs are staged and moved in place when written)."""
+    import os
+
+    from jaxkin.errors import InputError
+
+    folder = Path(folder)
+    existing = folder.absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--out: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--out: {existing} is not writable")
 
 
 def replaced(out_dir: Path, pattern: str) -> int:

@@ -111,9 +111,8 @@ def run(args) -> int:
 
 def _run_maps(args, models: tuple[str, ...]) -> int:
     """``jaxkin fit --pet PET --input-function BLOOD --out DIR`` (or ``--bids ROOT``): one request per scan."""
-    from jaxkin import distributed
     from jaxkin.cli._distributed import initialize_from_args
-    from jaxkin.cli._scan import command_line, options_worded, start_derivatives
+    from jaxkin.cli._scan import command_line, options_worded, start_derivatives, writable_folder
     from jaxkin.fitting import FitOptions, FitRequest
     from jaxkin.fitting.maps import poisson_half_life
 
@@ -126,13 +125,19 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
     jobs, mask, delay_mask = _open_scans(args)
     half_lives = [poisson_half_life(job.pet, options.weights) for job in jobs]  # a bad radionuclide stops here
     for job in jobs:
-        _writable_folder(job.out_dir)
-    if args.bids and distributed.is_main_process():
-        start_derivatives(args, command="fit")
+        writable_folder(job.out_dir)
+    started = []  # the derivative dataset's description: written with the first scan's maps, not before
+
+    def start():
+        if args.bids and not started:
+            start_derivatives(args, command="fit")
+            started.append(True)
+
     initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
     for job, half_life in zip(jobs, half_lives):
         request = FitRequest(pet=job.pet, input_function=job.blood, out_dir=job.out_dir, options=options, mask=mask,
-                             delay_mask=delay_mask, half_life=half_life, command_line=command_line(), extra=job.extra)
+                             delay_mask=delay_mask, half_life=half_life, command_line=command_line(), extra=job.extra,
+                             before_commit=start)
         _fit_scan(request, job.blood, job.name)
     return 0
 
@@ -195,19 +200,6 @@ def _open_scans(args):
     return jobs, mask, delay_mask
 
 
-def _writable_folder(folder: Path) -> None:
-    import os
-
-    from jaxkin.errors import InputError
-
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise InputError(f"--out: cannot create {folder} ({err.strerror})") from None
-    if not os.access(folder, os.W_OK):
-        raise InputError(f"--out: {folder} is not writable")
-
-
 def _fit_scan(request, blood, name: str | None) -> None:
     """Fit one scan (every process) and say what was written (process 0)."""
     from jaxkin import distributed
@@ -226,6 +218,11 @@ def _fit_scan(request, blood, name: str | None) -> None:
         return
     result, prefix = written.result, f"{name}: " if name else ""
     say("fit", written.notes)
+    gone = [n for n in written.removed if n.endswith(".nii.gz")]
+    if gone:
+        say("fit", [(f"{prefix}removed {len(gone)} map(s) of an earlier run that this run does not write (and their "
+                     f"sidecars): {', '.join(gone)}")])
+    before -= len(gone)
     if written.delay is not None:
         d, se = written.delay
         print(f"{prefix}global input delay {d * 60:.2f} s (standard error {se * 60:.2f} s)")
@@ -238,6 +235,17 @@ def _fit_scan(request, blood, name: str | None) -> None:
           f"{result.n_not_converged} flagged not converged")
     print(f"wrote {len(written.paths)} maps to {folder}: {', '.join(written.paths)}"
           + (f" (replacing {before} maps of an earlier run)" if before else ""))
+
+
+def _check_tables_out(out: Path, models, inputs) -> None:
+    """InputError if a table of ``jaxkin fit --tacs`` (or its sidecar) would replace an input or a file that is not
+    an earlier table of regional fits."""
+    from jaxkin.io.files import check_not_inputs, check_replaceable, sidecar_of
+
+    paths = [out] + ([out.with_name(f"{out.stem}_model-{m}.tsv") for m in models] if len(models) > 1 else [])
+    check_not_inputs([q for p in paths for q in (p, sidecar_of(p))], [Path(p) for p in inputs], label="--out")
+    for path in paths:
+        check_replaceable(path, ("ModelName", "Weights", "SoftwareName"), "a table of regional fits")
 
 
 def _run_regional(args, models: tuple[str, ...]) -> int:
@@ -257,6 +265,7 @@ def _run_regional(args, models: tuple[str, ...]) -> int:
     if args.method == "curve_fit":
         raise InputError("--method curve_fit: not with --tacs (regional fits use jaxkin's fit in float64)")
     out = tsv_output(args.out, " with --tacs")
+    _check_tables_out(out, models, [args.tacs, *args.input_function])
     tacs = read_tacs(args.tacs, time_unit=args.tac_time_unit, units=args.tac_units,
                      injection_start=args.injection_start)
     blood = load_blood_for(args, tacs)

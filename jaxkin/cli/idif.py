@@ -48,6 +48,7 @@ def run(args) -> int:
     from jaxkin.cli._scan import bids_jobs, check_modes, open_labels, replaced, say, start_derivatives
     from jaxkin.errors import InputError
     from jaxkin.io.blood import scan_provenance, write_blood
+    from jaxkin.io.files import check_not_inputs, check_replaceable, sidecar_of
     from jaxkin.io.layout import bids_uri
     from jaxkin.io.pet import load_pet
     from jaxkin.regions.idif import idif_mask, input_from_frame_means, label_mean_tac
@@ -67,6 +68,9 @@ def run(args) -> int:
         out = Path(args.out)
         if out.suffix != ".tsv":
             raise InputError(f"--out: {out} must end in .tsv")
+        inputs = [Path(args.pet), Path(args.labels), Path(args.label_table) if args.label_table else None]
+        check_not_inputs([out, sidecar_of(out)], inputs, label="--out")
+        check_replaceable(out, ("VoxelSelection",), "an image-derived input")
         pet = load_pet(args.pet)
         todo = [(pet, Path(args.labels), out, [pet.path.name, Path(args.labels).name], None)]
     segment = None

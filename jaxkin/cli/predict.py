@@ -41,7 +41,8 @@ def run(args) -> int:
 
     from jaxkin import distributed
     from jaxkin.cli._distributed import initialize_from_args
-    from jaxkin.cli._scan import bids_jobs, check_modes, load_blood_for, replaced, say, start_derivatives
+    from jaxkin.cli._scan import (bids_jobs, check_modes, load_blood_for, replaced, say, start_derivatives,
+                                  writable_folder)
     from jaxkin.io.pet import load_pet
     from jaxkin.io.blood import scan_notes
     from jaxkin.errors import InputError
@@ -58,6 +59,8 @@ def run(args) -> int:
     else:
         pet = load_pet(args.pet)
         jobs = [(pet, load_blood_for(args, pet) if args.input_function else None, Path(args.out), None, None)]
+    for *_, out, _extra, _name in jobs:  # an --out that cannot be a folder stops here, before any prediction
+        writable_folder(out)
     initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
     if args.adapt_steps and distributed.process_count() > 1:
         raise InputError("--adapt-steps: runs on one process (it trains on the whole scan); start jaxkin predict "
@@ -68,8 +71,13 @@ def run(args) -> int:
         if blood is None and trained.cfg.model.needs_input_function:
             raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
                              "with condition_on_input or input_normalization=input); give --input-function")
-    if args.bids and distributed.is_main_process():
-        start_derivatives(args, command="predict")
+    started = []  # the derivative dataset's description: written with the first scan's maps, not before
+
+    def start():
+        if args.bids and not started:
+            start_derivatives(args, command="predict")
+            started.append(True)
+
     if args.batch_size is not None:
         trained = trained.replace(cfg=dataclasses.replace(trained.cfg, predict_batch_size=args.batch_size))
     for pet, blood, out, extra, name in jobs:
@@ -82,7 +90,7 @@ def run(args) -> int:
         if args.adapt_steps:
             predictor, extra = _adapt(args, trained, pet, blood, name, extra)
         result = write_parameter_maps(predictor, pet, out, input_function=blood, progress=name is None, extra=extra,
-                                      refine_lm=args.refine_lm, refine_bounds=args.bounds)
+                                      refine_lm=args.refine_lm, refine_bounds=args.bounds, before_commit=start)
         distributed.sync("jaxkin-predict-written")  # every process goes on when process 0 has written the maps
         if not main:
             continue

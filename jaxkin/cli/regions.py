@@ -34,7 +34,7 @@ def run(args) -> int:
     from jaxkin.io.pet import load_pet
     from jaxkin.io.maps import read_volume
     from jaxkin.io.blood import scan_provenance
-    from jaxkin.io.files import atomic_write, nifti_stem
+    from jaxkin.io.files import atomic_write, check_not_inputs, check_replaceable, nifti_stem, sidecar_of
     from jaxkin.regions.tacs import map_statistics, regional_tacs
     from jaxkin.io.tables import write_tacs
     from jaxkin.errors import InputError
@@ -42,6 +42,10 @@ def run(args) -> int:
     if not args.labels:
         raise InputError("--labels is required")
     out = tsv_output(args.out)
+    table = out.with_name(out.stem + "_maps.tsv")
+    inputs = [Path(args.pet), Path(args.labels), Path(args.label_table) if args.label_table else None]
+    check_not_inputs([out, sidecar_of(out), table], inputs, label="--out")
+    check_replaceable(out, ("Regions", "PartialVolumeFractions"), "a table of regional TACs")
     pet = load_pet(args.pet)
     labels = open_labels(args, args.labels, pet)
     maps = {}
@@ -52,7 +56,9 @@ def run(args) -> int:
         files = sorted(folder.glob(f"{pet.prefix}_*_mimap.nii.gz")) or sorted(folder.glob("*_mimap.nii.gz"))
         if not files:
             raise InputError(f"--maps {folder}: no *_mimap.nii.gz maps")
+        check_not_inputs([out, sidecar_of(out), table], files, label="--out")
         for f in files:
+            _same_scan(f, pet)
             name = nifti_stem(f).removesuffix("_mimap")
             maps[name.removeprefix(pet.prefix + "_")] = read_volume(f, pet)
     tacs = regional_tacs(pet, labels, args.region, fractions=args.pv)
@@ -68,7 +74,6 @@ def run(args) -> int:
     print(f"wrote {out}: {len(tacs.names)} region(s), {pet.frames.n_frames} frames, kBq/mL"
           + (" (partial-volume weighted)" if args.pv else ""))
     if rows:
-        table = out.with_name(out.stem + "_maps.tsv")
         lines = ["region\tmap\tmean\tsd\tmedian\tvoxels"]
         lines += [f"{r['region']}\t{r['map']}\t{r['mean']:.7g}\t{r['sd']:.7g}\t{r['median']:.7g}\t{r['voxels']:.6g}"
                   for r in rows]
@@ -76,3 +81,17 @@ def run(args) -> int:
             tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"wrote {table}: {len(maps)} map(s) x {len(tacs.names)} region(s)")
     return 0
+
+
+def _same_scan(path, pet) -> None:
+    """InputError if the map ``path`` names another subject or session (``sub-``, ``ses-``) than the PET image."""
+    from jaxkin.errors import InputError
+    from jaxkin.io.layout import parse_name
+
+    mine, theirs = parse_name(pet.path), parse_name(path)
+    if mine is None or theirs is None:
+        return
+    for key in ("sub", "ses"):
+        if key in theirs.entities and theirs.entities[key] != mine.entities.get(key):
+            raise InputError(f"--maps {path}: a map of {key}-{theirs.entities[key]}, not of the PET image "
+                             f"{pet.path.name}")

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
 import numpy as np
 
 from jaxkin.io.pet import tracer_half_life
+from jaxkin.io.files import output_set
 from jaxkin.io.maps import map_path, write_map
 from jaxkin.io.blood import Blood, scan_provenance
 from jaxkin.decay import F18_HALF_LIFE_MIN
@@ -62,7 +64,9 @@ class FitRequest:
     ``mask``: bool ``[X, Y, Z]``, or None for the body (:func:`jaxkin.fitting.body_mask`); ``delay_mask``: bool
     ``[X, Y, Z]``, the region whose mean TAC gives a global delay (default the fit's mask); ``whole_blood``: the vB
     curve when ``input_function`` is a curve (default the input); ``half_life``: of Poisson weights, min (default
-    :func:`poisson_half_life`); ``command_line`` and ``extra`` (fields) go into every sidecar."""
+    :func:`poisson_half_life`); ``command_line`` and ``extra`` (fields) go into every sidecar; ``before_commit``: called
+    once the maps are written, just before they are moved into ``out_dir`` (e.g. to write the derivative dataset's
+    description), see :func:`jaxkin.io.files.output_set`."""
 
     pet: object
     input_function: InputFunction | Blood
@@ -74,6 +78,7 @@ class FitRequest:
     half_life: float | None = None
     command_line: str | None = None
     extra: dict = dataclasses.field(default_factory=dict)
+    before_commit: Callable[[], None] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -83,14 +88,16 @@ class FitRequest:
 class FitMaps:
     """What :func:`write_fit_maps` wrote: ``paths`` ``{name: path}`` of the maps (``"<model> <name>"`` when models
     are compared), the :class:`~jaxkin.fitting.VolumeFit` of each model (``results``, in the order given), the fit
-    time ``seconds``, the ``notes`` (assumptions made, one sentence each) and ``delay``, ``(delay, standard error)``
-    in min of a global delay (else None)."""
+    time ``seconds``, the ``notes`` (assumptions made, one sentence each), ``delay``, ``(delay, standard error)``
+    in min of a global delay (else None), and ``removed``: the file names of an earlier run's maps of the same
+    scan and models that this run did not write, removed (e.g. standard-error maps of a run with uncertainty)."""
 
     paths: dict
     results: dict
     seconds: float
     notes: tuple[str, ...] = ()
     delay: tuple[float, float] | None = None
+    removed: tuple[str, ...] = ()
 
     @property
     def result(self) -> VolumeFit:
@@ -143,12 +150,18 @@ def write_fit_maps(request: FitRequest) -> FitMaps:
     compare = request.options.compare
     paths = {(f"{w.model} {w.name}" if compare else w.name): map_path(out_dir, pet.prefix, w.model, w.name)
              for w in writes}
-    if dist.is_main_process():
-        for w in writes:
-            write_map(out_dir, pet.prefix, w.model, w.name, w.values, reference=pet, units=w.unit,
-                           command_line=request.command_line, extra=w.sidecar)
+    removed: list[str] = []
+    if dist.is_main_process():  # the maps as a set: staged, then moved in place (the earlier run's removed)
+        entities = {w.model for w in writes}
+        replaces = tuple(f"{pet.prefix}_model-{m}_meas-*_mimap.{ext}" for m in entities for ext in ("nii.gz", "json"))
+        with output_set(out_dir, replaces=replaces, before_commit=request.before_commit) as staged:
+            for w in writes:
+                write_map(staged.stage, pet.prefix, w.model, w.name, w.values, reference=pet, units=w.unit,
+                          command_line=request.command_line, extra=w.sidecar)
+        removed = staged.removed
     dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
-    return FitMaps(paths=paths, results=results, seconds=seconds, notes=scan.notes, delay=scan.estimate)
+    return FitMaps(paths=paths, results=results, seconds=seconds, notes=scan.notes, delay=scan.estimate,
+                   removed=tuple(removed))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,6 @@ import contextlib
 import csv
 import json
 import os
-import struct
 import tempfile
 import zlib
 from pathlib import Path
@@ -20,7 +19,8 @@ import numpy as np
 from jaxkin.errors import InputError
 
 __all__ = ["AFFINE_ATOL", "nifti_stem", "open_nifti", "one_line", "read_json", "write_json", "read_tsv", "write_tsv",
-           "atomic_write", "atomic_directory"]
+           "atomic_write", "atomic_directory", "output_set", "OutputSet", "Interrupted", "interrupt",
+           "uninterrupted", "clean_stale", "check_not_inputs", "check_replaceable", "sidecar_of", "TEMP_PREFIX"]
 
 #: Geometry tolerance (mm) for "the same grid": affines may differ by float32 rounding of the header.
 AFFINE_ATOL = 1e-3
@@ -52,27 +52,39 @@ def open_nifti(path: Path):
 
 
 def _check_complete(path: Path, expected: int) -> None:
-    """Raise InputError if the file holds fewer than ``expected`` (uncompressed) bytes.
+    """Raise InputError if the file holds fewer than ``expected`` (uncompressed) bytes, or (``.nii.gz``) if its gzip
+    data are damaged.
 
-    Plain ``.nii``: the file size. ``.nii.gz``: the gzip trailer stores the uncompressed size (mod 2^32); only if
-    it disagrees (a truncated file, or a multi-member gzip) is the stream decompressed to count the bytes. A damaged
-    file that slips through (chance ~1e-5) still fails with an InputError when its data are read.
+    Plain ``.nii``: the file size. ``.nii.gz``: the whole stream is decompressed once (every gzip member), which
+    checks each member's CRC-32 and length: a damaged or truncated file fails here with an InputError, before any
+    value reaches a computation. The result is remembered per file (path, size, modification time), so a file read
+    twice in a run is checked once.
     """
-    size = path.stat().st_size
+    stat = path.stat()
+    size = stat.st_size
     if not path.name.endswith(".gz"):
         if size < expected:
             raise InputError(f"{path}: truncated NIfTI: {size} bytes, the header needs {expected}")
         return
+    key = (str(path.resolve()), size, stat.st_mtime_ns)
+    if _CHECKED.get(key, -1) >= expected:
+        return
+    total = _gzip_length(path)
+    if total < expected:
+        raise InputError(
+            f"{path}: truncated or unreadable NIfTI: {total} bytes of image data, the header needs {expected}"
+        )
+    _CHECKED[key] = total
+
+
+#: ``{(resolved path, size, mtime ns): uncompressed bytes}`` of the gzip files whose CRCs were checked.
+_CHECKED: dict = {}
+
+
+def _gzip_length(path: Path) -> int:
+    """The uncompressed length of a gzip file, every member's CRC-32 and length checked (InputError if damaged)."""
+    total = 0
     with open(path, "rb") as f:
-        if size >= 18:
-            f.seek(-4, os.SEEK_END)
-            (isize,) = struct.unpack("<I", f.read(4))
-            # nibabel may write a few bytes past the image data: accept up to 64 KiB of them.
-            if (isize - expected) % 2**32 < 65536:
-                return
-        f.seek(0)
-        total = 0
-        complete = False
         try:
             decomp = zlib.decompressobj(wbits=31)
             while True:
@@ -84,13 +96,12 @@ def _check_complete(path: Path, expected: int) -> None:
                     rest = decomp.unused_data
                     decomp = zlib.decompressobj(wbits=31)
                     total += len(decomp.decompress(rest))
-            complete = decomp.eof
+            total += len(decomp.flush())
         except zlib.error as err:
-            raise InputError(f"{path}: corrupt gzip data ({one_line(err)})") from None
-    if not complete or total < expected:
-        raise InputError(
-            f"{path}: truncated or unreadable NIfTI: {total} bytes of image data, the header needs {expected}"
-        )
+            raise InputError(f"{path}: damaged gzip data ({one_line(err)})") from None
+    if not decomp.eof:
+        raise InputError(f"{path}: truncated gzip data ({total} bytes decompressed, the end of the stream missing)")
+    return total
 
 
 def one_line(err: BaseException) -> str:
@@ -121,10 +132,20 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
+#: Every temporary file or folder jaxkin writes is named ``.jaxkin-<process id>-<random>.tmp[<extension>]``: hidden,
+#: at most 40 bytes (a legal final name is never too long for its temporary one), and recognisable, so a later run
+#: can clean what a killed one left (:func:`clean_stale`).
+TEMP_PREFIX = ".jaxkin-"
+
+
+def _temp_prefix() -> str:
+    return f"{TEMP_PREFIX}{os.getpid()}-"
+
+
 def _atomic_target(path: Path) -> Path:
     """A temporary name in the same directory that keeps the file's extension (nibabel picks gzip by it)."""
-    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + ext, dir=path.parent)
+    ext = ".nii.gz" if path.name.endswith(".nii.gz") else path.suffix[:12]
+    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(), suffix=".tmp" + ext, dir=path.parent)
     os.close(fd)
     os.chmod(tmp, _FILE_MODE)
     return Path(tmp)
@@ -143,7 +164,8 @@ def atomic_write(path: Path):
         raise InputError(f"{path}: cannot write ({one_line(err)})") from None
     try:
         yield tmp
-        os.replace(tmp, path)
+        with uninterrupted():
+            os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
         raise InputError(f"{path}: cannot write ({one_line(err)})") from None
@@ -165,20 +187,214 @@ def atomic_directory(out: Path, *, label: str, what: str):
     out = Path(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+        clean_stale(out.parent)
+        tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(), suffix=".tmp", dir=out.parent))
     except OSError as err:
         raise InputError(f"{label}: cannot create {what} folder ({one_line(err)})") from None
     try:
         yield tmp
-        if out.exists():
-            out.rmdir()  # empty, checked by the caller
-        os.rename(tmp, out)
+        with uninterrupted():
+            if out.exists():
+                out.rmdir()  # empty, checked by the caller
+            os.rename(tmp, out)
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise InputError(f"{label}: cannot write {what} ({one_line(err)})") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Interruptions: a signal (SIGINT, SIGTERM) raises Interrupted, except inside uninterrupted(), where it waits
+# --------------------------------------------------------------------------------------------------
+
+
+class Interrupted(KeyboardInterrupt):
+    """The process was asked to stop (``signum``: SIGINT, SIGTERM); raised like Ctrl-C's KeyboardInterrupt, so every
+    writer removes its temporary files on the way out."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_CRITICAL = {"depth": 0, "pending": None}
+
+
+def interrupt(signum: int) -> None:
+    """What a signal handler calls: raise :class:`Interrupted`, or, inside :func:`uninterrupted`, remember the
+    signal and raise it when the section ends."""
+    if _CRITICAL["depth"]:
+        _CRITICAL["pending"] = signum
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def uninterrupted():
+    """A section that a signal does not cut short (the renames that put a set of outputs in place): a signal that
+    arrives inside is raised as :class:`Interrupted` when it ends."""
+    _CRITICAL["depth"] += 1
+    try:
+        yield
+    finally:
+        _CRITICAL["depth"] -= 1
+        pending = _CRITICAL["pending"]
+        if not _CRITICAL["depth"] and pending is not None:
+            _CRITICAL["pending"] = None
+            raise Interrupted(pending)
+
+
+# --------------------------------------------------------------------------------------------------
+# A set of outputs, written as a set
+# --------------------------------------------------------------------------------------------------
+
+_JOURNAL = ".commit.json"
+
+
+def _existing_ancestor(folder: Path) -> Path:
+    folder = Path(folder).absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # another user's process
+    return True
+
+
+def clean_stale(folder: Path) -> list[str]:
+    """Remove the temporary files and folders that a killed jaxkin process left in ``folder`` (names starting
+    with :data:`TEMP_PREFIX` whose process is gone); a set of outputs killed while being moved in place is moved in
+    first (its journal lists what belongs to it). Returns the names handled."""
+    import shutil
+
+    folder = Path(folder)
+    done: list[str] = []
+    if not folder.is_dir():
+        return done
+    for entry in folder.iterdir():
+        pid = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
+        if not entry.name.startswith(TEMP_PREFIX) or not pid.isdigit() or _alive(int(pid)):
+            continue
+        if entry.is_dir() and (entry / _JOURNAL).is_file():
+            with contextlib.suppress(OSError, ValueError):
+                _finish(entry, json.loads((entry / _JOURNAL).read_text(encoding="utf-8")))
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+        done.append(entry.name)
+    return done
+
+
+def _finish(stage: Path, journal: dict) -> None:
+    """Move the files of a staged set into its folder and remove the earlier run's files it replaces."""
+    target = Path(journal["folder"])
+    target.mkdir(parents=True, exist_ok=True)
+    for name in journal["files"]:
+        if (stage / name).exists():
+            os.replace(stage / name, target / name)
+    for name in journal["remove"]:
+        (target / name).unlink(missing_ok=True)
+
+
+class OutputSet:
+    """The staging folder of a set of outputs (see :func:`output_set`): write each file at ``stage / name``."""
+
+    def __init__(self, folder: Path, stage: Path):
+        self.folder, self.stage = folder, stage
+        self.removed: list[str] = []
+
+    def path(self, name: str) -> Path:
+        """Where to write the output ``name`` (a plain file name) of the set."""
+        return self.stage / name
+
+
+@contextlib.contextmanager
+def output_set(folder, *, replaces: tuple[str, ...] = (), before_commit=None):
+    """Write a set of files into ``folder`` as a set: yield an :class:`OutputSet` whose files are written into a
+    hidden temporary folder beside the target (in ``folder`` if it exists, else in its nearest existing parent,
+    so on the same file system), with their final names. When the block ends without an error:
+    ``before_commit()`` (if given) is called, then, without being cut short by a signal, the folder is created, the
+    files are moved in place, and the files of an earlier run that match a glob pattern of ``replaces`` but are not
+    in the new set are removed (their names in ``OutputSet.removed``). On an error or an interruption the temporary
+    folder is removed and ``folder`` is as it was. A journal in the temporary folder lets a later run finish (or
+    drop) a set whose process was killed (:func:`clean_stale`). OSError becomes an InputError naming ``folder``.
+    """
+    import shutil
+
+    folder = Path(folder)
+    anchor = _existing_ancestor(folder)
+    try:
+        clean_stale(anchor)
+        if anchor != folder.absolute():
+            clean_stale(folder)
+        stage = Path(tempfile.mkdtemp(prefix=_temp_prefix(), suffix=".tmp", dir=anchor))
+    except OSError as err:
+        raise InputError(f"{folder}: cannot write ({one_line(err)})") from None
+    written = OutputSet(folder, stage)
+    try:
+        yield written
+        names = sorted(p.name for p in stage.iterdir())
+        new = set(names)
+        old = sorted({p.name for pattern in replaces for p in folder.glob(pattern)} - new) if folder.is_dir() else []
+        journal = {"folder": str(folder.absolute()), "files": names, "remove": old}
+        with open(stage / _JOURNAL, "w", encoding="utf-8") as f:
+            json.dump(journal, f)
+        if before_commit is not None:
+            before_commit()
+        with uninterrupted():
+            _finish(stage, journal)
+            written.removed = old
+            shutil.rmtree(stage, ignore_errors=True)
+    except OSError as err:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise InputError(f"{folder}: cannot write ({one_line(err)})") from None
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+
+
+# --------------------------------------------------------------------------------------------------
+# Outputs that would land on inputs
+# --------------------------------------------------------------------------------------------------
+
+
+def sidecar_of(path: Path) -> Path:
+    """The JSON sidecar of a data file: ``x.nii.gz``, ``x.nii``, ``x.tsv`` -> ``x.json``."""
+    path = Path(path)
+    for ext in (".nii.gz", ".nii", ".tsv.gz", ".tsv"):
+        if path.name.endswith(ext):
+            return path.with_name(path.name[: -len(ext)] + ".json")
+    return path.with_suffix(".json")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_not_inputs(outputs, inputs, *, label: str = "output") -> None:
+    """InputError if any path of ``outputs`` is one of ``inputs`` or a sidecar of one (``x.json`` of ``x.nii.gz``,
+    ``x.tsv``): an output never replaces an input. ``label`` starts the message."""
+    given = [Path(p) for p in inputs if p is not None]
+    protected = given + [sidecar_of(p) for p in given if not p.is_dir()]
+    for out in (Path(p) for p in outputs):
+        for p in protected:
+            if _same_file(out, p):
+                raise InputError(f"{label} {out}: is the input {p}; write the output to another file")
 
 
 def write_json(path, data) -> None:
@@ -211,3 +427,23 @@ def read_tsv(path: Path) -> tuple[list[str], list[list[str]]]:
         if len(row) != len(header):
             raise InputError(f"{path}: line {i} has {len(row)} columns, the header has {len(header)}")
     return header, rows[1:]
+
+
+def check_replaceable(path, keys: tuple[str, ...], what: str) -> None:
+    """InputError unless the output ``path`` and its sidecar (:func:`sidecar_of`) are both new, or are ``what`` that
+    jaxkin wrote earlier (the sidecar holds every one of ``keys``), so a rerun replaces its own output but never a
+    user's file, e.g. a measured blood recording or the sidecar of a PET image that shares the output's stem."""
+    path = Path(path)
+    side = sidecar_of(path)
+    if not path.exists() and not side.exists():
+        return
+    if path.exists() and not path.is_file():
+        raise InputError(f"{path}: exists and is not a file")
+    try:
+        data = json.loads(side.read_text(encoding="utf-8")) if side.is_file() else None
+    except (OSError, UnicodeDecodeError, ValueError):
+        data = None
+    if not isinstance(data, dict) or any(k not in data for k in keys):
+        found = path if path.exists() else side
+        raise InputError(f"{found}: exists and is not {what} jaxkin wrote; it is kept (write the output to another "
+                         "file)")

@@ -350,11 +350,12 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     sidecars can point at their inputs with ``bids:raw:...`` (:func:`bids_uri`); ``links`` (``{name: folder}``) adds
     other datasets read (e.g. ``{"blood": <an image-derived input dataset>}``) to both.
 
-    An existing description written by jaxkin (every ``GeneratedBy`` entry named jaxkin) is updated: the keys above
-    are set (``Name`` is kept), other keys (``License``, ``Authors``, ...) kept, and a ``GeneratedBy`` entry for this
-    jaxkin version is appended if it is not there yet. InputError, leaving the file as it is, if it was written by
-    another pipeline (or is a raw dataset's): one pipeline per derivatives folder; or if it names another raw dataset
-    (derivatives of two datasets do not mix either).
+    An existing description written by jaxkin (every ``GeneratedBy`` entry named jaxkin) with the same ``Name`` (the
+    kind of derivative: ``jaxkin fit``, ``jaxkin idif``, ...) is updated: the keys above are set, other keys
+    (``License``, ``Authors``, ...) kept, and a ``GeneratedBy`` entry for this jaxkin version is appended if it is not
+    there yet. InputError, leaving the file as it is, if it was written by another pipeline (or is a raw dataset's,
+    or the phantom's ground truth), by another jaxkin command, or names another raw dataset: one pipeline per
+    derivatives folder, and derivatives of two datasets do not mix either.
     """
     out, source = Path(out), Path(source_root)
     path = out / "dataset_description.json"
@@ -369,18 +370,8 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
                    "SourceDatasets": [{"URL": uri}] + [{"URL": u} for u in extra.values()],
                    "DatasetLinks": {"raw": uri, **extra}}
     if path.exists():
-        old = read_json(path, "dataset_description.json")
-        generated = old.get("GeneratedBy")
-        names = [g.get("Name") if isinstance(g, dict) else None for g in generated] \
-            if isinstance(generated, list) and generated else []
-        if old.get("DatasetType") != "derivative" or not names or any(n != PIPELINE for n in names):
-            who = ", ".join(str(n) for n in names) if names else "no GeneratedBy; a raw dataset?"
-            raise InputError(f"{path}: written by another pipeline ({who}), not jaxkin: write jaxkin's derivatives "
-                             "into a folder of their own (e.g. derivatives/jaxkin)")
-        linked = (old.get("DatasetLinks") or {}).get("raw") if isinstance(old.get("DatasetLinks"), dict) else None
-        if linked is not None and linked != uri:
-            raise InputError(f"{path}: holds derivatives of another dataset ({linked}), not of {source}; choose "
-                             "another output folder")
+        old = _check_description(path, name, uri, source)
+        generated = old["GeneratedBy"]
         versions = [g for g in generated if g.get("Version") == __version__]
         kept = {k: v for k, v in old.items() if k not in description}
         description = description | kept | {"Name": old.get("Name", name),
@@ -389,9 +380,34 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     return path
 
 
-def check_output_folder(out, root) -> None:
+def _check_description(path: Path, name: str, uri: str, source: Path) -> dict:
+    """The existing description ``path`` of a derivative dataset jaxkin may write into: written by jaxkin (every
+    ``GeneratedBy`` entry), of the same kind (``Name``, e.g. ``jaxkin fit``) and of the same raw dataset (``uri``);
+    InputError otherwise (another pipeline's, the phantom's ground truth, another command's outputs)."""
+    old = read_json(path, "dataset_description.json")
+    generated = old.get("GeneratedBy")
+    names = [g.get("Name") if isinstance(g, dict) else None for g in generated] \
+        if isinstance(generated, list) and generated else []
+    if old.get("DatasetType") != "derivative" or not names or any(n != PIPELINE for n in names):
+        who = ", ".join(str(n) for n in names) if names else "no GeneratedBy; a raw dataset?"
+        raise InputError(f"{path}: written by another pipeline ({who}), not jaxkin: write jaxkin's derivatives "
+                         "into a folder of their own (e.g. derivatives/jaxkin)")
+    if old.get("Name") != name:
+        raise InputError(f"{path}: a derivative dataset of another kind ({old.get('Name')!r}, not {name!r}); write "
+                         "these outputs into a folder of their own")
+    linked = (old.get("DatasetLinks") or {}).get("raw") if isinstance(old.get("DatasetLinks"), dict) else None
+    if linked is not None and linked != uri:
+        raise InputError(f"{path}: holds derivatives of another dataset ({linked}), not of {source}; choose "
+                         "another output folder")
+    return old
+
+
+def check_output_folder(out, root, name: str | None = None) -> None:
     """InputError if the output folder ``out`` would write into the raw dataset ``root``: ``out`` is ``root``, lies
-    inside it but not inside ``ROOT/derivatives/<name>/``, or contains ``root``. (Paths are compared resolved.)"""
+    inside it but not inside ``ROOT/derivatives/<name>/``, or contains ``root``. (Paths are compared resolved.)
+    With ``name`` (the derivative dataset's, e.g. ``jaxkin fit``): also if ``out`` is a file, or a folder that holds
+    files but is not a derivative dataset jaxkin wrote with that name from ``root`` (see
+    :func:`write_dataset_description`). Nothing is created."""
     out_r, root_r = Path(out).resolve(), Path(root).resolve()
     if out_r == root_r:
         raise InputError(f"output folder {out}: is the input dataset {root}; write derivatives to "
@@ -407,3 +423,14 @@ def check_output_folder(out, root) -> None:
         if out_r == deriv:
             raise InputError(f"output folder {out}: is the derivatives folder itself; use a pipeline folder in it, "
                              f"e.g. {root}/derivatives/{PIPELINE}")
+    if name is None or not Path(out).exists():
+        return
+    out = Path(out)
+    if not out.is_dir():
+        raise InputError(f"output folder {out}: is a file")
+    description = out / "dataset_description.json"
+    if description.exists():
+        _check_description(description, name, _uri(Path(root)), Path(root))
+    elif any(not p.name.startswith(".") for p in out.iterdir()):
+        raise InputError(f"output folder {out}: holds files but no dataset_description.json, so jaxkin did not make "
+                         "it; choose an empty or new folder")

@@ -245,10 +245,11 @@ def refine_with_lm(params, volume, kin, *, n_iter: int, threshold: float, lower,
 
 def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=None, command_line: str | None = None,
                          progress: bool = False, extra: dict | None = None, refine_lm: int = 0,
-                         refine_bounds=None) -> dict:
+                         refine_bounds=None, before_commit=None) -> dict:
     """Predict every slice of ``pet`` (a :class:`jaxkin.io.pet.PetImage`) and write the maps of the FDG model's
     parameters and macro-parameters (K1, k2, k3, vB, Ki: ``<prefix>_model-2tcmirr_meas-<name>_mimap.nii.gz`` + JSON)
-    into ``out_dir``, the PET's geometry kept.
+    into ``out_dir``, the PET's geometry kept, as a set (:func:`jaxkin.io.files.output_set`; ``before_commit`` is
+    called just before the maps are moved in place).
 
     ``extra`` is added to the sidecars (e.g. ``Sources``). With ``input_function`` (an
     :class:`jaxkin.InputFunction`, or a :class:`jaxkin.io.blood.Blood` whose whole blood then drives the vB term)
@@ -277,7 +278,7 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
         metrics = _metrics(dict(zip(METRIC_SUMS, summed.tolist())), pet.frames.n_frames)
     maps = get_model(FDG_MODEL).named_maps(params)
     sidecar = _sidecar(predictor.cfg.model, pet, input_function, refine, refined, metrics, extra)
-    paths = _write_maps(maps, pet, Path(out_dir), sidecar, command_line)
+    paths = _write_maps(maps, pet, Path(out_dir), sidecar, command_line, before_commit)
     out = {"paths": paths, "metrics": metrics, "maps": maps}
     if refined is not None:
         out["refine"] = refined
@@ -348,14 +349,17 @@ def _sidecar(model, pet, input_function, refine: _Refinement | None, refined: di
     return sidecar
 
 
-def _write_maps(maps: dict, pet, out_dir: Path, sidecar: dict, command_line: str | None) -> dict:
-    """Process 0 writes each map with its sidecar; every process returns ``{name: path}``."""
+def _write_maps(maps: dict, pet, out_dir: Path, sidecar: dict, command_line: str | None, before_commit) -> dict:
+    """Process 0 writes the maps with their sidecars as a set; every process returns ``{name: path}``."""
+    from jaxkin.io.files import output_set
     from jaxkin.io.maps import map_path, write_map
 
+    paths = {name: map_path(out_dir, pet.prefix, FDG_MODEL, name) for name in maps}
     if not dist.is_main_process():
-        return {name: map_path(out_dir, pet.prefix, FDG_MODEL, name) for name in maps}
-    out_dir.mkdir(parents=True, exist_ok=True)
+        return paths
     units = get_model(FDG_MODEL).units
-    return {name: write_map(out_dir, pet.prefix, FDG_MODEL, name, values, reference=pet, units=units[name],
-                            command_line=command_line, extra=sidecar)
-            for name, values in maps.items()}
+    with output_set(out_dir, before_commit=before_commit) as staged:
+        for name, values in maps.items():
+            write_map(staged.stage, pet.prefix, FDG_MODEL, name, values, reference=pet, units=units[name],
+                      command_line=command_line, extra=sidecar)
+    return paths
