@@ -195,6 +195,8 @@ def _open_scans(args):
     jobs = [_Job(pet, load_blood_for(args, pet), Path(args.out), {})]
     mask = np.nan_to_num(read_volume(args.mask, pet)) != 0 if args.mask else None
     delay_mask = np.nan_to_num(read_volume(args.delay_mask, pet)) != 0 if args.delay_mask else None
+    if mask is not None and not mask.any():
+        raise InputError(f"--mask {args.mask}: no voxel in the mask")
     if delay_mask is not None and not delay_mask.any():
         raise InputError(f"--delay-mask {args.delay_mask}: no voxel in the mask")
     return jobs, mask, delay_mask

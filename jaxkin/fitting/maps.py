@@ -38,9 +38,9 @@ from jaxkin.decay import F18_HALF_LIFE_MIN
 from jaxkin.fitting.baseline import NumpyModel
 from jaxkin.fitting.delay import GLOBAL_DELAY_STEP, estimate_delay, mean_tac, shifted_inputs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS, PlotInput
-from jaxkin.fitting.mask import body_mask
+from jaxkin.fitting.mask import body_mask, check_signal
 from jaxkin.fitting.methods import DIAGNOSTIC_UNITS, LM, SE_SUFFIX, CurveFit, FitMethod, Graphical, output_maps
-from jaxkin.fitting.options import FitOptions
+from jaxkin.fitting.options import FitOptions, check_frames
 from jaxkin.fitting.result import FLAG_NAMES
 from jaxkin.fitting.volume import VolumeFit, fit_volume, preload
 from jaxkin.input_function import InputFunction
@@ -188,6 +188,9 @@ def _prepare(request: FitRequest, half_life: float | None) -> _Scan:
                                                                                   request.whole_blood)
     whole_blood = whole_blood if whole_blood is not None else aif
     source = preload(request.pet) if jax.process_count() == 1 else request.pet  # read once for every pass
+    name = getattr(request.pet, "path", None) or "the image"
+    check_frames(frames.n_frames, options.models, name)  # refuse what a fit could not mean, before fitting
+    check_signal(source, frames.duration, request.mask, min_signal=options.min_signal, source=name)
     mask, notes, info, estimate = request.mask, [], {"Mode": options.delay}, None
     d_lo, d_hi = (float(v) for v in options.delay_range)
     if options.delay == "global":

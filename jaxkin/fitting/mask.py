@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxkin.errors import InputError
 from jaxkin.io.pet import slabs
 
-__all__ = ["body_mask", "body_mask_from_integrals", "time_integrals", "MIN_SIGNAL", "MIN_COMPONENT_FRACTION"]
+__all__ = ["body_mask", "body_mask_from_integrals", "time_integrals", "check_signal", "MIN_SIGNAL",
+           "MIN_COMPONENT_FRACTION"]
 
 #: The automatic mask keeps voxels whose time integral is at least this fraction of the body's median integral.
 MIN_SIGNAL = 0.05
@@ -100,3 +102,26 @@ def body_mask(pet, frame_duration, *, min_signal: float = MIN_SIGNAL, slab: int 
     ``[F]`` in min): the body (:func:`body_mask_from_integrals`) and the finite voxels."""
     auc, finite = time_integrals(pet, frame_duration, slice(0, pet.shape[2]), slab)
     return body_mask_from_integrals(auc, finite, min_signal), finite
+
+
+def check_signal(pet, frame_duration, mask=None, *, min_signal: float = MIN_SIGNAL, source="the image",
+                 slab: int = 8) -> None:
+    """InputError if ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml; ``frame_duration`` ``[F]`` in min, named
+    ``source`` in the message) holds nothing a fit could mean: no finite voxel with a positive time integral (an
+    all-zero or all-NaN image); time integrals mostly negative (their negative sum outweighs the positive one: a
+    sign-flipped image, whose positive voxels are noise); or an empty fit mask (``mask`` bool ``[X, Y, Z]`` without
+    a finite voxel, or, without ``mask``, an empty body mask)."""
+    auc, finite = time_integrals(pet, frame_duration, slice(0, pet.shape[2]), slab)
+    positive = float(auc[finite & (auc > 0)].sum())
+    negative = -float(auc[finite & (auc < 0)].sum())
+    if positive <= 0.0:
+        raise InputError(f"{source}: no voxel with a positive time integral (the image is zero, negative or NaN "
+                         "everywhere); nothing to fit")
+    if negative > positive:
+        raise InputError(f"{source}: the time integrals are mostly negative ({negative / (negative + positive):.0%} "
+                         "of their absolute sum): a sign-flipped or wrongly scaled image; nothing fitted")
+    if mask is not None:
+        if not np.any(np.asarray(mask, bool) & finite):
+            raise InputError(f"{source}: the fit mask holds no voxel with finite values; nothing to fit")
+    elif not body_mask_from_integrals(auc, finite, min_signal).any():
+        raise InputError(f"{source}: the automatic mask found no voxel with signal; nothing to fit")

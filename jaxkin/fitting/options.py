@@ -16,7 +16,7 @@ from jaxkin.fitting.methods import METHODS
 from jaxkin.fitting.weights import WEIGHTS
 from jaxkin.kinetics import DEFAULT_DELAY_RANGE, FDG_MODEL, MODELS, check_bound_names, resolve_bounds
 
-__all__ = ["OptionError", "FitOptions", "FIT_MODELS", "DELAY_MODES", "check_models"]
+__all__ = ["OptionError", "FitOptions", "FIT_MODELS", "DELAY_MODES", "check_models", "check_frames"]
 
 #: Every model a fit takes, the default first: the compartment models (:data:`jaxkin.kinetics.MODELS`), then the
 #: graphical methods (:data:`jaxkin.fitting.graphical.GRAPHICAL_METHODS`).
@@ -68,6 +68,19 @@ def check_models(models) -> tuple[str, ...]:
     if len(models) > 1 and any(m in GRAPHICAL_METHODS for m in models):
         raise OptionError(f"{{models}}: only compartment models can be compared (not {', '.join(GRAPHICAL_METHODS)})")
     return models
+
+
+def check_frames(n_frames: int, models, source) -> None:
+    """InputError if ``n_frames`` frames of ``source`` (a file name) cannot determine each of ``models``: a
+    compartment model needs more frames than its parameters (vB included), a graphical method at least 3 (a line
+    and its scatter)."""
+    from jaxkin.kinetics import get_model
+
+    for model in (models,) if isinstance(models, str) else models:
+        need = 3 if model in GRAPHICAL_METHODS else get_model(model).n_params + 1
+        if n_frames < need:
+            raise InputError(f"{source}: {n_frames} frame(s), too few to fit {model} (it needs at least {need}: "
+                             "more frames than fitted parameters)")
 
 
 @dataclasses.dataclass(frozen=True)

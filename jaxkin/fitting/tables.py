@@ -21,7 +21,7 @@ from jaxkin.io.blood import Blood
 from jaxkin.io.files import atomic_write, write_json
 from jaxkin.io.tables import RegionalTacs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS, T_STAR
-from jaxkin.fitting.options import OptionError, check_models
+from jaxkin.fitting.options import OptionError, check_frames, check_models
 from jaxkin.fitting.regional import RegionalFit, compare_regional_fits, fit_regions
 from jaxkin.fitting.result import FLAG_NAMES
 from jaxkin.kinetics import FDG_MODEL
@@ -56,6 +56,7 @@ class RegionalRequest:
     def __post_init__(self):
         object.__setattr__(self, "models", check_models(self.models))
         object.__setattr__(self, "out", Path(self.out))
+        check_frames(self.tacs.frames.n_frames, self.models, self.tacs.path or "the table")
         if self.weights == "sd" and self.tacs.sd is None:
             raise OptionError("{weights} sd: {tacs} has no regional SD per frame (a JSON sidecar with Regions/SD, "
                               "as jaxkin regions writes)", tacs=str(self.tacs.path or "the table"))

@@ -20,7 +20,7 @@ from jaxkin.errors import InputError
 
 __all__ = ["AFFINE_ATOL", "nifti_stem", "open_nifti", "one_line", "read_json", "write_json", "read_tsv", "write_tsv",
            "atomic_write", "atomic_directory", "output_set", "OutputSet", "Interrupted", "interrupt",
-           "uninterrupted", "clean_stale", "check_not_inputs", "check_replaceable", "sidecar_of", "TEMP_PREFIX"]
+           "uninterrupted", "clean_stale", "check_affine", "check_not_inputs", "check_replaceable", "sidecar_of", "TEMP_PREFIX"]
 
 #: Geometry tolerance (mm) for "the same grid": affines may differ by float32 rounding of the header.
 AFFINE_ATOL = 1e-3
@@ -102,6 +102,18 @@ def _gzip_length(path: Path) -> int:
     if not decomp.eof:
         raise InputError(f"{path}: truncated gzip data ({total} bytes decompressed, the end of the stream missing)")
     return total
+
+
+def check_affine(path, affine) -> None:
+    """InputError unless ``affine`` (4 x 4, of the image ``path``) is finite and invertible: voxels of non-zero size
+    along independent axes (a singular affine maps the grid onto a plane, and no resampling can use it)."""
+    a = np.asarray(affine, np.float64)
+    if a.shape != (4, 4) or not np.isfinite(a).all():
+        raise InputError(f"{path}: the affine (voxel to mm) is not finite")
+    sizes = np.sqrt((a[:3, :3] ** 2).sum(axis=0))
+    if not (sizes > 0).all() or abs(np.linalg.det(a[:3, :3])) <= 1e-6 * float(np.prod(sizes)):
+        raise InputError(f"{path}: the affine (voxel to mm) is singular (voxel axes {np.round(a[:3, :3], 4).tolist()});"
+                         " the image has no usable geometry")
 
 
 def one_line(err: BaseException) -> str:

@@ -345,7 +345,7 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     """Write (or update) the derivative dataset's ``out/dataset_description.json`` atomically; returns its path.
 
     Written: ``Name``, ``BIDSVersion`` (:data:`BIDS_VERSION`), ``DatasetType: "derivative"``, ``GeneratedBy``
-    (``{"Name": "jaxkin", "Version": <jaxkin version>[, "CodeURL"][, "Description": pipeline_description]}``),
+    (``{"Name": "jaxkin", "Version": <jaxkin version>[, "CodeURL"], "Description": pipeline_description or name}``: the kind of derivative),
     ``SourceDatasets: [{"URL": <file URI of source_root>}]`` and ``DatasetLinks: {"raw": <same URI>}``, so that
     sidecars can point at their inputs with ``bids:raw:...`` (:func:`bids_uri`); ``links`` (``{name: folder}``) adds
     other datasets read (e.g. ``{"blood": <an image-derived input dataset>}``) to both.
@@ -362,17 +362,17 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     entry = {"Name": PIPELINE, "Version": __version__}
     if CODE_URL:
         entry["CodeURL"] = CODE_URL
-    if pipeline_description:
-        entry["Description"] = pipeline_description
+    entry["Description"] = pipeline_description or name  # the kind of derivative (see _check_description)
     uri = _uri(source)
     extra = {key: _uri(Path(folder)) for key, folder in (links or {}).items()}
     description = {"Name": name, "BIDSVersion": BIDS_VERSION, "DatasetType": "derivative", "GeneratedBy": [entry],
                    "SourceDatasets": [{"URL": uri}] + [{"URL": u} for u in extra.values()],
                    "DatasetLinks": {"raw": uri, **extra}}
     if path.exists():
-        old = _check_description(path, name, uri, source)
+        old = _check_description(path, entry["Description"], uri, source)
         generated = old["GeneratedBy"]
-        versions = [g for g in generated if g.get("Version") == __version__]
+        versions = [g for g in generated if g.get("Version") == __version__
+                    and g.get("Description") in (None, entry["Description"])]
         kept = {k: v for k, v in old.items() if k not in description}
         description = description | kept | {"Name": old.get("Name", name),
                                              "GeneratedBy": generated + ([] if versions else [entry])}
@@ -380,10 +380,11 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     return path
 
 
-def _check_description(path: Path, name: str, uri: str, source: Path) -> dict:
+def _check_description(path: Path, kind: str, uri: str, source: Path) -> dict:
     """The existing description ``path`` of a derivative dataset jaxkin may write into: written by jaxkin (every
-    ``GeneratedBy`` entry), of the same kind (``Name``, e.g. ``jaxkin fit``) and of the same raw dataset (``uri``);
-    InputError otherwise (another pipeline's, the phantom's ground truth, another command's outputs)."""
+    ``GeneratedBy`` entry), of the same ``kind`` (the entries' ``Description``, e.g. ``jaxkin fit``; the dataset's
+    ``Name`` where no entry has one, as jaxkin 0.1 wrote it) and of the same raw dataset (``uri``); InputError
+    otherwise (another pipeline's, the phantom's ground truth, another command's outputs)."""
     old = read_json(path, "dataset_description.json")
     generated = old.get("GeneratedBy")
     names = [g.get("Name") if isinstance(g, dict) else None for g in generated] \
@@ -392,9 +393,10 @@ def _check_description(path: Path, name: str, uri: str, source: Path) -> dict:
         who = ", ".join(str(n) for n in names) if names else "no GeneratedBy; a raw dataset?"
         raise InputError(f"{path}: written by another pipeline ({who}), not jaxkin: write jaxkin's derivatives "
                          "into a folder of their own (e.g. derivatives/jaxkin)")
-    if old.get("Name") != name:
-        raise InputError(f"{path}: a derivative dataset of another kind ({old.get('Name')!r}, not {name!r}); write "
-                         "these outputs into a folder of their own")
+    kinds = {g.get("Description") for g in generated if g.get("Description")} or {old.get("Name")}
+    if kinds != {kind}:
+        raise InputError(f"{path}: a derivative dataset of another kind ({', '.join(map(repr, sorted(map(str, kinds))))}"
+                         f", not {kind!r}); write these outputs into a folder of their own")
     linked = (old.get("DatasetLinks") or {}).get("raw") if isinstance(old.get("DatasetLinks"), dict) else None
     if linked is not None and linked != uri:
         raise InputError(f"{path}: holds derivatives of another dataset ({linked}), not of {source}; choose "

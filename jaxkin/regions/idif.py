@@ -52,6 +52,9 @@ def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int]
         data = pet.read(sl, dtype=np.float64)
         sub = mask[:, :, sl]
         tacs = np.where(np.isfinite(data[sub]), data[sub], np.nan)
+        if not np.isfinite(tacs).any(axis=0).all():
+            raise InputError(f"{pet.path}: a frame has NaN or Inf in every voxel of the label; no bolus peak to "
+                             "choose the core voxels at")
         peak = int(np.nanargmax(np.nanmean(tacs, axis=0)))
         frame = np.where(sub, np.nan_to_num(data[..., peak], nan=-np.inf), -np.inf)
         out = np.zeros_like(sub)

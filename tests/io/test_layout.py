@@ -282,19 +282,22 @@ def test_dataset_description_update_and_refusals(tmp_path, monkeypatch):
     path = layout.write_dataset_description(out, source_root=raw, name="first name")
     edited = json.loads(path.read_text()) | {"License": "CC0", "Authors": ["A. B."]}
     path.write_text(json.dumps(edited))
-    layout.write_dataset_description(out, source_root=raw, name="second name")  # jaxkin's own: updated
+    layout.write_dataset_description(out, source_root=raw, name="first name")  # jaxkin's own: updated
     again = json.loads(path.read_text())
     assert again["License"] == "CC0" and again["Authors"] == ["A. B."] and again["Name"] == "first name"
-    assert again["GeneratedBy"] == [{"Name": "jaxkin", "Version": jaxkin.__version__}]
+    assert again["GeneratedBy"] == [{"Name": "jaxkin", "Version": jaxkin.__version__, "Description": "first name"}]
+    # another kind of derivative (another command's outputs): refused, file unchanged
+    with pytest.raises(InputError, match="another kind"):
+        layout.write_dataset_description(out, source_root=raw, name="second name")
     # a later jaxkin version adds itself to GeneratedBy
     monkeypatch.setattr("jaxkin.io.layout.__version__", "99.0")
-    layout.write_dataset_description(out, source_root=raw, name="x")
+    layout.write_dataset_description(out, source_root=raw, name="first name")
     assert [g["Version"] for g in json.loads(path.read_text())["GeneratedBy"]] == [jaxkin.__version__, "99.0"]
     monkeypatch.undo()
     # derivatives of another raw dataset: refused, file unchanged
     before = path.read_text()
     with pytest.raises(InputError, match="holds derivatives of another dataset"):
-        layout.write_dataset_description(out, source_root=_raw(tmp_path / "other"), name="x")
+        layout.write_dataset_description(out, source_root=_raw(tmp_path / "other"), name="first name")
     assert path.read_text() == before
     # another pipeline's folder, or a raw dataset: refused, file unchanged
     fmriprep = tmp_path / "fmriprep"
