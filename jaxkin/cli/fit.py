@@ -138,7 +138,8 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
         request = FitRequest(pet=job.pet, input_function=job.blood, out_dir=job.out_dir, options=options, mask=mask,
                              delay_mask=delay_mask, half_life=half_life, command_line=command_line(), extra=job.extra,
                              before_commit=start)
-        _fit_scan(request, job.blood, job.name)
+        with options_worded(models=f"--model {args.model}"):
+            _fit_scan(request, job.blood, job.name)
     return 0
 
 
@@ -252,6 +253,8 @@ def _check_tables_out(out: Path, models, inputs) -> None:
 
 def _run_regional(args, models: tuple[str, ...]) -> int:
     """``jaxkin fit --tacs TSV --input-function BLOOD --out fits.tsv``: one fit per region and model."""
+    import math
+
     import numpy as np
 
     from jaxkin.cli._scan import command_line, flag, load_blood_for, options_worded, say, tsv_output
@@ -264,6 +267,8 @@ def _run_regional(args, models: tuple[str, ...]) -> int:
             raise InputError(f"{flag(name)}: not with --tacs (the table holds the regional TACs)")
     if not args.input_function:
         raise InputError("--input-function is required with --tacs")
+    if args.injection_start is not None and not math.isfinite(args.injection_start):
+        raise InputError(f"--injection-start {args.injection_start}: must be a finite number of seconds")
     if args.method == "curve_fit":
         raise InputError("--method curve_fit: not with --tacs (regional fits use jaxkin's fit in float64)")
     out = tsv_output(args.out, " with --tacs")

@@ -189,7 +189,7 @@ def _prepare(request: FitRequest, half_life: float | None) -> _Scan:
     whole_blood = whole_blood if whole_blood is not None else aif
     source = preload(request.pet) if jax.process_count() == 1 else request.pet  # read once for every pass
     name = getattr(request.pet, "path", None) or "the image"
-    check_frames(frames.n_frames, options.models, name)  # refuse what a fit could not mean, before fitting
+    check_frames(frames, options.models, name, options.t_star)  # refuse what a fit could not mean, before fitting
     check_signal(source, frames.duration, request.mask, min_signal=options.min_signal, source=name)
     mask, notes, info, estimate = request.mask, [], {"Mode": options.delay}, None
     d_lo, d_hi = (float(v) for v in options.delay_range)

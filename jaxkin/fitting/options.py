@@ -70,17 +70,30 @@ def check_models(models) -> tuple[str, ...]:
     return models
 
 
-def check_frames(n_frames: int, models, source) -> None:
-    """InputError if ``n_frames`` frames of ``source`` (a file name) cannot determine each of ``models``: a
-    compartment model needs more frames than its parameters (vB included), a graphical method at least 3 (a line
-    and its scatter)."""
+def check_frames(frames, models, source, t_star: float | None = None) -> None:
+    """InputError if the frames (a :class:`jaxkin.FrameSchedule`) of ``source`` (a file name) cannot determine each
+    of ``models``: a compartment model needs more frames than its parameters (vB included), a graphical method at
+    least 3 frames with mid time at or after ``t_star`` (min; must be finite) for a line and its scatter."""
+    import math
+
+    import numpy as np
+
     from jaxkin.kinetics import get_model
 
     for model in (models,) if isinstance(models, str) else models:
-        need = 3 if model in GRAPHICAL_METHODS else get_model(model).n_params + 1
-        if n_frames < need:
-            raise InputError(f"{source}: {n_frames} frame(s), too few to fit {model} (it needs at least {need}: "
-                             "more frames than fitted parameters)")
+        if model in GRAPHICAL_METHODS:
+            t = T_STAR if t_star is None else float(t_star)
+            if not math.isfinite(t):
+                raise OptionError(f"{{t_star}} {t}: must be a finite time in min")
+            used = int(np.count_nonzero(np.asarray(frames.mid) >= t))
+            if used < 3:
+                raise OptionError(f"{{t_star}} {t:g}: {used} frame(s) of {_literal(str(source))} start at or after "
+                                  f"it; {model} needs at least 3 (the scan ends at {float(frames.end[-1]):g} min)")
+            continue
+        need = get_model(model).n_params + 1
+        if frames.n_frames < need:
+            raise InputError(f"{source}: {frames.n_frames} frame(s), too few to fit {model} (it needs at least "
+                             f"{need}: more frames than fitted parameters)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -56,7 +56,7 @@ class RegionalRequest:
     def __post_init__(self):
         object.__setattr__(self, "models", check_models(self.models))
         object.__setattr__(self, "out", Path(self.out))
-        check_frames(self.tacs.frames.n_frames, self.models, self.tacs.path or "the table")
+        check_frames(self.tacs.frames, self.models, self.tacs.path or "the table", self.t_star)
         if self.weights == "sd" and self.tacs.sd is None:
             raise OptionError("{weights} sd: {tacs} has no regional SD per frame (a JSON sidecar with Regions/SD, "
                               "as jaxkin regions writes)", tacs=str(self.tacs.path or "the table"))
