@@ -127,3 +127,19 @@ def test_body_mask_keeps_every_tissue_and_drops_the_air(subject):
     assert np.median(auc[lungs]) < 0.05 * np.median(auc[s.labels > 0])
     mask, _ = body_mask(cold, s.frames.duration)
     assert mask[lungs].all() and mask[s.labels > 0].all()
+
+
+def test_check_signal_refuses_what_no_fit_could_mean():
+    from jaxkin.errors import InputError
+    from jaxkin.fitting.mask import check_signal
+
+    duration = np.array([1.0, 2.0, 4.0])
+    body = np.zeros((8, 8, 3, 3), np.float32)
+    body[2:6, 2:6] = 10.0
+    check_signal(body, duration)  # a body: fine
+    flipped = -body
+    flipped[0, 0, 0] = 1.0  # a positive speck of noise
+    for data, mask in ((np.zeros_like(body), None), (np.full_like(body, np.nan), None), (flipped, None),
+                       (body, np.zeros(body.shape[:3], bool))):
+        with pytest.raises(InputError, match="scan.nii.gz: "):
+            check_signal(data, duration, mask, source="scan.nii.gz")

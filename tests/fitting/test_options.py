@@ -73,3 +73,18 @@ def test_a_word_given_by_the_message_and_one_by_the_caller():
     assert err.worded({"tacs": "my.tsv"}.get) == "weights sd: my.tsv has no SD"
     assert err.worded(_flags) == "--weights sd: --tacs has no SD"
     assert OptionError("{bounds}: {{K1: (0, 1)}}").worded(_flags) == "--bounds: {K1: (0, 1)}"
+
+
+def test_check_frames_refuses_fewer_frames_than_parameters():
+    import jaxkin
+    from jaxkin.fitting.options import check_frames
+
+    frames = jaxkin.FrameSchedule.from_durations([60.0] * 5)  # mid times 0.5 ... 4.5 min
+    check_frames(frames, ("2tcmirr", "1tcm"), "t.tsv")  # 4 and 3 parameters: fine
+    for models in ("2tcm", ("1tcm", "2tcm")):  # 5 parameters
+        with pytest.raises(InputError, match="t.tsv: 5 frame"):
+            check_frames(frames, models, "t.tsv")
+    check_frames(frames, "patlak", "t.tsv", t_star=2.0)  # 3 frames after t*
+    for t_star in (3.0, float("nan")):
+        with pytest.raises(OptionError, match="t_star"):
+            check_frames(frames, "patlak", "t.tsv", t_star=t_star)

@@ -194,3 +194,15 @@ def test_bad_options_name_the_parameter(tmp_path):
     notes = load_blood(path).notes
     assert any("give the blood decay reference (timezero, or none" in n for n in notes)
     assert not any("--" in n for n in notes)
+
+
+def test_negative_blood_samples_noted_or_refused(tmp_path):
+    t = np.linspace(0.0, 60.0, 61)
+    values = 10.0 * t * np.exp(-t / 2.0)
+    values[1:3] = -0.05  # noise around zero: noted, kept
+    noisy = write_blood(tmp_path / "noisy_blood.tsv", whole_blood=InputFunction(t, values))
+    notes = load_blood(noisy).notes
+    assert any("2 of 61 samples negative" in n for n in notes)
+    flipped = write_blood(tmp_path / "flipped_blood.tsv", whole_blood=InputFunction(t, -values))
+    with pytest.raises(InputError, match="flipped_blood.tsv: "):
+        load_blood(flipped)
