@@ -36,6 +36,7 @@ def run(args) -> int:
     cfg = load_config(args.config, args.set)
     initialize_from_args(args, "jaxkin train")
     workdir = Path(args.workdir) if args.workdir else Path("runs") / Path(args.config).stem
+    _check_workdir(workdir, args.data, args.resume)
     summary = train(cfg, workdir, args.data, resume=args.resume, progress=not args.no_progress)
     if not distributed.is_main_process():
         return 0
@@ -44,3 +45,20 @@ def run(args) -> int:
         print(f"test: CS {t['cs']:.3f} ± {t['cs_sd']:.3f}, MAE {t['mae']:.3f} ± {t['mae_sd']:.3f} kBq/mL")
     print(f"wrote {workdir}")
     return 0
+
+
+def _check_workdir(workdir: Path, data, resume: bool) -> None:
+    """InputError if the run would write into (or around) the training dataset, or, without ``--resume``, into a
+    folder that holds files but is not a jaxkin run (no ``config.json``)."""
+    from jaxkin.errors import InputError
+
+    if data:
+        w, d = workdir.resolve(), Path(data).resolve()
+        if w == d or w.is_relative_to(d) or d.is_relative_to(w):
+            raise InputError(f"--workdir {workdir}: overlaps the dataset --data {data}; write the run beside it")
+    if workdir.exists() and not workdir.is_dir():
+        raise InputError(f"--workdir {workdir}: is a file")
+    if not resume and workdir.is_dir() and not (workdir / "config.json").is_file():
+        if any(not p.name.startswith(".") for p in workdir.iterdir()):
+            raise InputError(f"--workdir {workdir}: holds files but no jaxkin run (config.json); choose an empty or "
+                             "new folder")

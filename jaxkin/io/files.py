@@ -171,6 +171,7 @@ def atomic_write(path: Path):
     """
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(path.parent)
         tmp = _atomic_target(path)
     except OSError as err:
         raise InputError(f"{path}: cannot write ({one_line(err)})") from None

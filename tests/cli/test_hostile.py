@@ -25,6 +25,7 @@ from jaxkin.io.files import TEMP_PREFIX
 from _pet_files import AFFINE, FRAMES, SHAPE, random_pet_data, sidecar, small_labels, write_raw_pet, write_rows
 
 PREFIX = "sub-01"
+CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "exp4_1.py"
 BLOOD_CURVE = jaxkin.feng_input(FRAMES.end[-1], delay=0.1)
 
 
@@ -145,6 +146,13 @@ COLLISIONS = {
     "fit-bids-into-a-folder-of-other-files": lambda p: ((p["work"] / "notes.txt").write_text("mine"),
                                                         ["fit", "--bids", p["pet"].parents[2], "--out", p["work"],
                                                          "--no-progress"])[1],
+    "simulate-over-a-dataset": lambda p: ["simulate", "--out", p["pet"].parents[2], "--subjects", "1"],
+    "evaluate-into-a-dataset": lambda p: ["evaluate", "--dataset", p["pet"].parents[2], "--pred",
+                                          p["pet"].parents[2], "--out", p["pet"].parents[2]],
+    "train-into-its-dataset": lambda p: ["train", "--config", CONFIG, "--data", p["pet"].parents[2], "--workdir",
+                                         p["pet"].parents[2] / "runs"],
+    "train-into-a-folder-of-other-files": lambda p: ((p["work"] / "notes.txt").write_text("mine"),
+                                                     ["train", "--config", CONFIG, "--workdir", p["work"]])[1],
     "idif-bids-into-ground-truth": lambda p: ["idif", "--bids", p["pet"].parents[2], "--out",
                                               p["pet"].parents[2] / "derivatives" / "groundtruth"],
 }
