@@ -424,32 +424,12 @@ def load_blood(paths, *, pet: ScanTiming | None = None, blood_to_plasma: float |
     it, iv = _over_the_scan(parent, scan_end, "input", found, source, description, "InputExtrapolation")
     input_function = InputFunction(it, iv)
     vb_curve = _vb_curve(found, whole_blood, input_function, blood_to_plasma, scan_end, source, description)
-    for what, curve in (("input", input_function), ("whole blood", vb_curve)):
-        if curve is not None and (what == "input" or curve is not input_function):
-            _negative_samples(what, np.asarray(curve.values, np.float64), found, source)
+    found.negative_samples(source, input=input_function.values,
+                           whole_blood=None if vb_curve is input_function else getattr(vb_curve, "values", None))
     _closing_notes(found, float(it[0]))
     description["Assumptions"] = list(found.notes)
     return Blood(input=input_function, whole_blood=vb_curve, notes=tuple(found.notes), sources=tuple(paths),
                  description=description)
-
-
-#: Negative blood samples beyond noise: refused when their sum exceeds this fraction of the positive samples' sum.
-NEGATIVE_BLOOD_FRACTION = 0.1
-
-
-def _negative_samples(what: str, values: np.ndarray, found: Recordings, source: str) -> None:
-    """Note negative samples of a blood curve (noise after background subtraction: kept as measured); InputError
-    when they are more than noise (a curve that is not positive at its peak, or whose negative sum exceeds
-    :data:`NEGATIVE_BLOOD_FRACTION` of its positive sum: a sign or a column mistaken)."""
-    negative = values < 0
-    if not negative.any():
-        return
-    pos, neg = float(values[~negative].sum()), -float(values[negative].sum())
-    share = f"{int(negative.sum())} of {values.size} samples negative (down to {values.min():.4g} kBq/mL)"
-    if pos <= 0 or neg > NEGATIVE_BLOOD_FRACTION * pos:
-        raise InputError(f"{source}: the {what}: {share}, more than noise (their sum is {neg / max(pos, 1e-30):.0%} "
-                         "of the positive samples'); is the sign or the column right?")
-    found.note(f"the {what}: {share}; kept as measured (noise around zero?)")
 
 
 # --------------------------------------------------------------------------------------------------

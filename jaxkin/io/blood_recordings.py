@@ -48,6 +48,10 @@ class Series:
     continuous: bool
 
 
+#: Negative blood samples beyond noise: refused when their sum exceeds this fraction of the positive samples' sum.
+NEGATIVE_BLOOD_FRACTION = 0.1
+
+
 @dataclasses.dataclass
 class Recordings:
     """What :func:`read_recordings` found: ``series`` (column of :data:`BLOOD_COLUMNS` -> its series, one per
@@ -62,6 +66,26 @@ class Recordings:
     def note(self, text: str) -> None:
         if text not in self.notes:
             self.notes.append(text)
+
+    def negative_samples(self, source: str, **curves) -> None:
+        """Note the negative samples of each curve (``name=values`` in kBq/mL, or None): noise after background
+        subtraction, kept as measured. InputError when they are more than noise (a curve that is not positive, or
+        whose negative sum exceeds :data:`NEGATIVE_BLOOD_FRACTION` of its positive sum: a sign or column mistaken)."""
+        for name, values in curves.items():
+            if values is None:
+                continue
+            values = np.asarray(values, np.float64)
+            negative = values < 0
+            if not negative.any():
+                continue
+            pos, neg = float(values[~negative].sum()), -float(values[negative].sum())
+            what = name.replace("_", " ")
+            share = f"{int(negative.sum())} of {values.size} samples negative (down to {values.min():.4g} kBq/mL)"
+            if pos <= 0 or neg > NEGATIVE_BLOOD_FRACTION * pos:
+                raise InputError(f"{source}: the {what}: {share}, more than noise (their sum is "
+                                 f"{neg / max(pos, 1e-30):.0%} of the positive samples'); is the sign or the column "
+                                 "right?")
+            self.note(f"the {what}: {share}; kept as measured (noise around zero?)")
 
 
 def blood_sidecar_flags(*, plasma: bool, whole_blood: bool, metabolite: bool, dispersion_corrected: bool) -> dict:
