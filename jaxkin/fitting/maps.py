@@ -154,7 +154,7 @@ def write_fit_maps(request: FitRequest) -> FitMaps:
     if dist.is_main_process():  # the maps as a set: staged, then moved in place (the earlier run's removed)
         entities = {w.model for w in writes}
         replaces = tuple(f"{pet.prefix}_model-{m}_meas-*_mimap.{ext}" for m in entities for ext in ("nii.gz", "json"))
-        with output_set(out_dir, replaces=replaces, before_commit=request.before_commit) as staged:
+        with output_set(out_dir, replaces=replaces, before_commit=request.before_commit, software="jaxkin") as staged:
             for w in writes:
                 write_map(staged.stage, pet.prefix, w.model, w.name, w.values, reference=pet, units=w.unit,
                           command_line=request.command_line, extra=w.sidecar)

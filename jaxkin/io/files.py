@@ -334,13 +334,14 @@ class OutputSet:
 
 
 @contextlib.contextmanager
-def output_set(folder, *, replaces: tuple[str, ...] = (), before_commit=None):
+def output_set(folder, *, replaces: tuple[str, ...] = (), before_commit=None, software: str | None = None):
     """Write a set of files into ``folder`` as a set: yield an :class:`OutputSet` whose files are written into a
     hidden temporary folder beside the target (in ``folder`` if it exists, else in its nearest existing parent,
     so on the same file system), with their final names. When the block ends without an error:
     ``before_commit()`` (if given) is called, then, without being cut short by a signal, the folder is created, the
     files are moved in place, and the files of an earlier run that match a glob pattern of ``replaces`` but are not
-    in the new set are removed (their names in ``OutputSet.removed``). On an error or an interruption the temporary
+    in the new set are removed (their names in ``OutputSet.removed``; with ``software``, only those whose JSON
+    sidecar names it as ``SoftwareName``: another program's files are kept). On an error or an interruption the temporary
     folder is removed and ``folder`` is as it was. A journal in the temporary folder lets a later run finish (or
     drop) a set whose process was killed (:func:`clean_stale`). OSError becomes an InputError naming ``folder``.
     """
@@ -360,7 +361,8 @@ def output_set(folder, *, replaces: tuple[str, ...] = (), before_commit=None):
         yield written
         names = sorted(p.name for p in stage.iterdir())
         new = set(names)
-        old = sorted({p.name for pattern in replaces for p in folder.glob(pattern)} - new) if folder.is_dir() else []
+        old = sorted({p.name for pattern in replaces for p in folder.glob(pattern)
+                      if software is None or _written_by(p, software)} - new) if folder.is_dir() else []
         journal = {"folder": str(folder.absolute()), "files": names, "remove": old}
         with open(stage / _JOURNAL, "w", encoding="utf-8") as f:
             json.dump(journal, f)
@@ -376,6 +378,15 @@ def output_set(folder, *, replaces: tuple[str, ...] = (), before_commit=None):
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+def _written_by(path: Path, software: str) -> bool:
+    """True if the JSON sidecar of ``path`` (or ``path`` itself, a ``.json``) names ``software`` as SoftwareName."""
+    try:
+        data = json.loads(sidecar_of(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and data.get("SoftwareName") == software
 
 
 # --------------------------------------------------------------------------------------------------

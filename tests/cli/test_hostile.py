@@ -388,10 +388,13 @@ def test_a_rerun_removes_the_maps_it_does_not_replace(ds, capsys):
     code, _, err = _run(_fit(p, out, "--uncertainty"), capsys)
     assert code == 0, err
     assert len(list(out.iterdir())) == 26  # 13 maps and their sidecars
+    theirs = out / f"{PREFIX}_model-2tcmirr_meas-VT_mimap"  # another program's map, named alike: kept
+    theirs.with_suffix(".nii.gz").write_bytes(b"theirs")
+    theirs.with_suffix(".json").write_text(json.dumps({"SoftwareName": "PMOD"}))
     code, _, err = _run(_fit(p, out), capsys)
     assert code == 0, err
     names = {q.name for q in out.iterdir()}
-    maps = ("K1", "k2", "k3", "vB", "Ki", "SSE")  # the standard errors, R2 and flags of the earlier run: gone
+    maps = ("K1", "k2", "k3", "vB", "Ki", "SSE", "VT")  # the standard errors, R2 and flags of the earlier run: gone
     assert names == {f"{PREFIX}_model-2tcmirr_meas-{m}_mimap{ext}" for m in maps for ext in (".nii.gz", ".json")}
     assert ": note: " in err  # said on stderr
 

@@ -90,6 +90,10 @@ def test_output_set_moves_a_set_in_place_and_removes_what_it_replaces(tmp_path):
         staged.path("x_1.txt").write_text("new")
     assert _entries(out) == ["x_1.txt", "y.txt"] and staged.removed == ["x_2.txt"]
     assert (out / "x_1.txt").read_text() == "new"
+    (out / "y.json").write_text(json.dumps({"SoftwareName": "other"}))  # with software: only its own files go
+    with output_set(out, replaces=("y.*",), software="jaxkin") as staged:
+        staged.path("x_1.txt").write_text("newer")
+    assert _entries(out) == ["x_1.txt", "y.json", "y.txt"] and staged.removed == []
 
 
 @pytest.mark.parametrize("error", [KeyboardInterrupt, ValueError, files.Interrupted])
