@@ -48,7 +48,7 @@ def run(args) -> int:
     from jaxkin.cli._scan import bids_jobs, check_modes, open_labels, replaced, say, start_derivatives
     from jaxkin.errors import InputError
     from jaxkin.io.blood import scan_provenance, write_blood
-    from jaxkin.io.files import check_not_inputs, check_replaceable, sidecar_of
+    from jaxkin.io.files import check_not_inputs, check_replaceable, output_set, sidecar_of
     from jaxkin.io.layout import bids_uri
     from jaxkin.io.pet import load_pet
     from jaxkin.regions.idif import idif_mask, input_from_frame_means, label_mean_tac
@@ -94,8 +94,6 @@ def run(args) -> int:
         except InputError as err:
             raise flag_named(err, FLAGS) from None
         opened.append((pet, labels, labels_path, out, sources, name, label, mask, how))
-    if args.bids:
-        start_derivatives(args, command="idif")
     for pet, labels, labels_path, out, sources, name, label, mask, how in opened:
         say("idif", [f"{name}: {n}" if name else n for n in list(pet.notes) + list(labels.notes)])
         tac, used = label_mean_tac(pet, mask)
@@ -104,10 +102,12 @@ def run(args) -> int:
         provenance = scan_provenance(pet)
         provenance["Assumptions"] = list(dict.fromkeys(provenance.get("Assumptions", []) + list(labels.notes)))
         selection = "; ".join(how) if how else "every voxel of the label"
-        write_blood(out, whole_blood=idif, units="kBq/mL", injection_start=pet.injection_start,
-                    description=f"image-derived input: mean of label '{label}' of {labels_path.name} ({selection})",
-                    extra={"Sources": sources, "Label": label, "VoxelsUsed": used, "VoxelSelection": selection,
-                           **labels.describe(), **provenance})
+        start = (lambda: start_derivatives(args, command="idif")) if args.bids and out is opened[0][3] else None
+        with output_set(out.parent, before_commit=start) as staged:  # the recording and its sidecar as a set
+            write_blood(staged.path(out.name), whole_blood=idif, units="kBq/mL", injection_start=pet.injection_start,
+                        description=f"image-derived input: mean of label '{label}' of {labels_path.name} "
+                        f"({selection})", extra={"Sources": sources, "Label": label, "VoxelsUsed": used,
+                                                "VoxelSelection": selection, **labels.describe(), **provenance})
         print(f"wrote {out}: mean of {used} voxel(s) of '{label}' ({int(mask.sum()) - used} with NaN/Inf left "
               f"out; {selection}), {pet.frames.n_frames} frames, kBq/mL"
               + (" (replacing an earlier run's)" if before else ""))

@@ -34,7 +34,7 @@ def run(args) -> int:
     from jaxkin.io.pet import load_pet
     from jaxkin.io.maps import read_volume
     from jaxkin.io.blood import scan_provenance
-    from jaxkin.io.files import atomic_write, check_not_inputs, check_replaceable, nifti_stem, sidecar_of
+    from jaxkin.io.files import check_not_inputs, check_replaceable, nifti_stem, output_set, sidecar_of
     from jaxkin.regions.tacs import map_statistics, regional_tacs
     from jaxkin.io.tables import write_tacs
     from jaxkin.errors import InputError
@@ -70,15 +70,16 @@ def run(args) -> int:
     extra = {"Sources": [pet.path.name, Path(args.labels).name], **labels.describe(),
              "PartialVolumeFractions": bool(args.pv), "SD": "over the region's voxels, per frame"
              + (" (weighted by the partial-volume fractions)" if args.pv else " (sample SD)"), **provenance}
-    write_tacs(out, tacs, extra=extra)
+    with output_set(out.parent) as staged:  # the table, its sidecar and the maps' table as a set
+        write_tacs(staged.path(out.name), tacs, extra=extra)
+        if rows:
+            lines = ["region\tmap\tmean\tsd\tmedian\tvoxels"]
+            lines += [f"{r['region']}\t{r['map']}\t{r['mean']:.7g}\t{r['sd']:.7g}\t{r['median']:.7g}\t"
+                      f"{r['voxels']:.6g}" for r in rows]
+            staged.path(table.name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {out}: {len(tacs.names)} region(s), {pet.frames.n_frames} frames, kBq/mL"
           + (" (partial-volume weighted)" if args.pv else ""))
     if rows:
-        lines = ["region\tmap\tmean\tsd\tmedian\tvoxels"]
-        lines += [f"{r['region']}\t{r['map']}\t{r['mean']:.7g}\t{r['sd']:.7g}\t{r['median']:.7g}\t{r['voxels']:.6g}"
-                  for r in rows]
-        with atomic_write(table) as tmp:
-            tmp.write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"wrote {table}: {len(maps)} map(s) x {len(tacs.names)} region(s)")
     return 0
 

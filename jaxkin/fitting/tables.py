@@ -22,6 +22,7 @@ from jaxkin.io.files import atomic_write, write_json
 from jaxkin.io.tables import RegionalTacs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS, T_STAR
 from jaxkin.fitting.options import OptionError, check_frames, check_models
+from jaxkin.io.files import output_set
 from jaxkin.fitting.regional import RegionalFit, compare_regional_fits, fit_regions
 from jaxkin.fitting.result import FLAG_NAMES
 from jaxkin.kinetics import FDG_MODEL
@@ -105,8 +106,9 @@ def write_regional_fits(request: RegionalRequest) -> RegionalTables:
             "exp(-dAICc/2) normalised over the models, the preferred model (smallest AICc); the fits of each model: "
             + ", ".join(p.name for p in paths.values())} | common
         tables.insert(0, (out, comparison, sidecar))
-    for path, fit, sidecar in tables:
-        _write_table(path, fit, sidecar)
+    with output_set(out.parent) as staged:  # the tables as a set: all of them or none
+        for path, fit, sidecar in tables:
+            _write_table(staged.path(path.name), fit, sidecar)
     return RegionalTables(fits=fits, paths=paths, comparison=comparison)
 
 
