@@ -112,7 +112,7 @@ def run(args) -> int:
 def _run_maps(args, models: tuple[str, ...]) -> int:
     """``jaxkin fit --pet PET --input-function BLOOD --out DIR`` (or ``--bids ROOT``): one request per scan."""
     from jaxkin.cli._distributed import initialize_from_args
-    from jaxkin.cli._scan import command_line, options_worded, start_derivatives, writable_folder
+    from jaxkin.cli._scan import command_line, options_worded, start_derivatives
     from jaxkin.fitting import FitOptions, FitRequest
     from jaxkin.fitting.maps import poisson_half_life
 
@@ -124,7 +124,9 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
                              chunk_size=args.chunk_size, progress=not args.no_progress)
     jobs, mask, delay_mask = _open_scans(args)
     half_lives = [poisson_half_life(job.pet, options.weights) for job in jobs]  # a bad radionuclide stops here
-    for job in jobs:
+    from jaxkin.cli._scan import writable_folder
+
+    for job in jobs:  # a folder that cannot be made stops here; nothing is created before the maps are written
         writable_folder(job.out_dir)
     started = []  # the derivative dataset's description: written with the first scan's maps, not before
 

@@ -58,7 +58,7 @@ def _check_workdir(workdir: Path, data, resume: bool) -> None:
             raise InputError(f"--workdir {workdir}: overlaps the dataset --data {data}; write the run beside it")
     if workdir.exists() and not workdir.is_dir():
         raise InputError(f"--workdir {workdir}: is a file")
-    if not resume and workdir.is_dir() and not (workdir / "config.json").is_file():
-        if any(not p.name.startswith(".") for p in workdir.iterdir()):
-            raise InputError(f"--workdir {workdir}: holds files but no jaxkin run (config.json); choose an empty or "
+    if (not resume and workdir.is_dir() and not (workdir / "config.json").is_file()
+            and any(not p.name.startswith(".") for p in workdir.iterdir())):
+        raise InputError(f"--workdir {workdir}: holds files but no jaxkin run (config.json); choose an empty or "
                              "new folder")

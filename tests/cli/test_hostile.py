@@ -15,14 +15,22 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from _pet_files import (
+    AFFINE,
+    FRAMES,
+    SHAPE,
+    random_pet_data,
+    sidecar,
+    small_labels,
+    write_raw_pet,
+    write_rows,
+)
 
 import jaxkin
 from jaxkin import cli
 from jaxkin.fitting.volume import VolumeFit
 from jaxkin.io.blood import write_blood
 from jaxkin.io.files import TEMP_PREFIX
-
-from _pet_files import AFFINE, FRAMES, SHAPE, random_pet_data, sidecar, small_labels, write_raw_pet, write_rows
 
 PREFIX = "sub-01"
 CONFIG = Path(__file__).resolve().parents[2] / "experiments" / "exp4_1.py"

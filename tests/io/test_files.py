@@ -101,20 +101,18 @@ def test_output_set_interrupted_leaves_the_folder_as_it_was(tmp_path, error):
     out = tmp_path / "out"
     out.mkdir()
     (out / "x_1.txt").write_text("old")
-    with pytest.raises(error):
-        with output_set(out, replaces=("x_*.txt",)) as staged:
-            staged.path("x_1.txt").write_text("new")
-            staged.path("x_2.txt").write_text("new")
-            raise error(15) if error is files.Interrupted else error()
+    with pytest.raises(error), output_set(out, replaces=("x_*.txt",)) as staged:
+        staged.path("x_1.txt").write_text("new")
+        staged.path("x_2.txt").write_text("new")
+        raise error(15) if error is files.Interrupted else error()
     assert _entries(out) == ["x_1.txt"] and (out / "x_1.txt").read_text() == "old"
     assert _entries(tmp_path) == ["out"]
 
 
 def test_a_signal_inside_uninterrupted_waits(tmp_path):
-    with pytest.raises(files.Interrupted) as caught:
-        with files.uninterrupted():
-            files.interrupt(15)  # as a signal handler would
-            (tmp_path / "done").write_text("")
+    with pytest.raises(files.Interrupted) as caught, files.uninterrupted():
+        files.interrupt(15)  # as a signal handler would
+        (tmp_path / "done").write_text("")
     assert caught.value.signum == 15 and (tmp_path / "done").exists()
     with pytest.raises(files.Interrupted):
         files.interrupt(2)  # outside: at once
