@@ -20,7 +20,8 @@ from jaxkin.errors import InputError
 
 __all__ = ["AFFINE_ATOL", "nifti_stem", "open_nifti", "one_line", "read_json", "write_json", "read_tsv", "write_tsv",
            "atomic_write", "atomic_directory", "output_set", "OutputSet", "Interrupted", "interrupt",
-           "uninterrupted", "clean_stale", "check_affine", "check_not_inputs", "check_replaceable", "sidecar_of", "TEMP_PREFIX"]
+           "uninterrupted", "clean_stale", "check_affine", "check_not_inputs", "check_replaceable", "sidecar_of",
+           "TEMP_PREFIX"]
 
 #: Geometry tolerance (mm) for "the same grid": affines may differ by float32 rounding of the header.
 AFFINE_ATOL = 1e-3
@@ -341,8 +342,8 @@ def output_set(folder, *, replaces: tuple[str, ...] = (), before_commit=None, so
     ``before_commit()`` (if given) is called, then, without being cut short by a signal, the folder is created, the
     files are moved in place, and the files of an earlier run that match a glob pattern of ``replaces`` but are not
     in the new set are removed (their names in ``OutputSet.removed``; with ``software``, only those whose JSON
-    sidecar names it as ``SoftwareName``: another program's files are kept). On an error or an interruption the temporary
-    folder is removed and ``folder`` is as it was. A journal in the temporary folder lets a later run finish (or
+    sidecar names it as ``SoftwareName``: another program's files are kept). On an error or an interruption the
+    temporary folder is removed and ``folder`` is as it was (cut short while moving, the move is finished first). A journal in the temporary folder lets a later run finish (or
     drop) a set whose process was killed (:func:`clean_stale`). OSError becomes an InputError naming ``folder``.
     """
     import shutil
@@ -357,6 +358,7 @@ def output_set(folder, *, replaces: tuple[str, ...] = (), before_commit=None, so
     except OSError as err:
         raise InputError(f"{folder}: cannot write ({one_line(err)})") from None
     written = OutputSet(folder, stage)
+    journal, moving = None, False
     try:
         yield written
         names = sorted(p.name for p in stage.iterdir())
@@ -369,14 +371,17 @@ def output_set(folder, *, replaces: tuple[str, ...] = (), before_commit=None, so
         if before_commit is not None:
             before_commit()
         with uninterrupted():
+            moving = True
             _finish(stage, journal)
             written.removed = old
             shutil.rmtree(stage, ignore_errors=True)
-    except OSError as err:
+    except BaseException as err:
+        if moving:  # cut short while moving the set in place (a library caller's Ctrl-C): finish it
+            with contextlib.suppress(OSError):
+                _finish(stage, journal)
         shutil.rmtree(stage, ignore_errors=True)
-        raise InputError(f"{folder}: cannot write ({one_line(err)})") from None
-    except BaseException:
-        shutil.rmtree(stage, ignore_errors=True)
+        if isinstance(err, OSError):
+            raise InputError(f"{folder}: cannot write ({one_line(err)})") from None
         raise
 
 

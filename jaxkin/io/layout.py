@@ -345,7 +345,8 @@ def write_dataset_description(out, *, source_root, name: str, pipeline_descripti
     """Write (or update) the derivative dataset's ``out/dataset_description.json`` atomically; returns its path.
 
     Written: ``Name``, ``BIDSVersion`` (:data:`BIDS_VERSION`), ``DatasetType: "derivative"``, ``GeneratedBy``
-    (``{"Name": "jaxkin", "Version": <jaxkin version>[, "CodeURL"], "Description": pipeline_description or name}``: the kind of derivative),
+    (``{"Name": "jaxkin", "Version": <jaxkin version>[, "CodeURL"], "Description": pipeline_description or name}``:
+    the kind of derivative),
     ``SourceDatasets: [{"URL": <file URI of source_root>}]`` and ``DatasetLinks: {"raw": <same URI>}``, so that
     sidecars can point at their inputs with ``bids:raw:...`` (:func:`bids_uri`); ``links`` (``{name: folder}``) adds
     other datasets read (e.g. ``{"blood": <an image-derived input dataset>}``) to both.
@@ -395,8 +396,9 @@ def _check_description(path: Path, kind: str, uri: str, source: Path) -> dict:
                          "into a folder of their own (e.g. derivatives/jaxkin)")
     kinds = {g.get("Description") for g in generated if g.get("Description")} or {old.get("Name")}
     if kinds != {kind}:
-        raise InputError(f"{path}: a derivative dataset of another kind ({', '.join(map(repr, sorted(map(str, kinds))))}"
-                         f", not {kind!r}); write these outputs into a folder of their own")
+        theirs = ", ".join(repr(k) for k in sorted(map(str, kinds)))
+        raise InputError(f"{path}: a derivative dataset of another kind ({theirs}, not {kind!r}); write these outputs "
+                         "into a folder of their own")
     linked = (old.get("DatasetLinks") or {}).get("raw") if isinstance(old.get("DatasetLinks"), dict) else None
     if linked is not None and linked != uri:
         raise InputError(f"{path}: holds derivatives of another dataset ({linked}), not of {source}; choose "

@@ -153,3 +153,21 @@ def test_outputs_onto_inputs(tmp_path):
         check_replaceable(table, ("Regions",), "a table")  # no sidecar: the user's
     with pytest.raises(InputError, match="exists and is not a table"):
         check_replaceable(tmp_path / "sub-01_pet.tsv", ("Regions",), "a table")  # its sidecar would be the PET's
+
+
+def test_output_set_cut_short_while_moving_is_finished(tmp_path, monkeypatch):
+    """A Ctrl-C between two renames (a library caller, no signal handler): the set is moved in whole, not split."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt), output_set(out) as staged:
+        for name in ("a.txt", "b.txt", "c.txt"):
+            staged.path(name).write_text(name)
+    assert _entries(out) == ["a.txt", "b.txt", "c.txt"] and _entries(tmp_path) == ["out"]
