@@ -85,14 +85,24 @@ def run(args) -> int:
 
 
 def _same_scan(path, pet) -> None:
-    """InputError if the map ``path`` names another subject or session (``sub-``, ``ses-``) than the PET image."""
+    """InputError if the map ``path`` names another subject or session (``sub-``, ``ses-``) than the PET image, or
+    if its sidecar says jaxkin made it from another PET image (``Sources``)."""
+    import json
+
     from jaxkin.errors import InputError
+    from jaxkin.io.files import sidecar_of
     from jaxkin.io.layout import parse_name
 
     mine, theirs = parse_name(pet.path), parse_name(path)
-    if mine is None or theirs is None:
+    if mine is not None and theirs is not None:
+        for key in ("sub", "ses"):
+            if key in theirs.entities and theirs.entities[key] != mine.entities.get(key):
+                raise InputError(f"--maps {path}: a map of {key}-{theirs.entities[key]}, not of the PET image "
+                                 f"{pet.path.name}")
+    try:
+        sidecar = json.loads(sidecar_of(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
         return
-    for key in ("sub", "ses"):
-        if key in theirs.entities and theirs.entities[key] != mine.entities.get(key):
-            raise InputError(f"--maps {path}: a map of {key}-{theirs.entities[key]}, not of the PET image "
-                             f"{pet.path.name}")
+    sources = sidecar.get("Sources") if isinstance(sidecar, dict) and sidecar.get("SoftwareName") == "jaxkin" else None
+    if isinstance(sources, list) and sources and not any(str(s).endswith(pet.path.name) for s in sources):
+        raise InputError(f"--maps {path}: made from {sources[0]}, not from the PET image {pet.path.name}")

@@ -209,6 +209,13 @@ def test_regions_maps_of_another_subject(ds, tmp_path, capsys):
              str(other / "sub-02_model-2tcmirr_meas-Ki_mimap.nii.gz"))
     _refused(["regions", "--pet", p["pet"], "--labels", p["labels"], "--out", p["work"] / "tacs.tsv", "--maps",
               other], capsys, tmp_path)
+    unnamed = p["work"] / "unnamed"  # no sub- in the names, but jaxkin's sidecar names the PET it came from
+    unnamed.mkdir()
+    nib.save(nib.Nifti1Image(np.ones(SHAPE[:3], np.float32), AFFINE), str(unnamed / "model-x_meas-Ki_mimap.nii.gz"))
+    sidecar = {"SoftwareName": "jaxkin", "Sources": ["bids:raw:sub-02/pet/sub-02_pet.nii.gz"]}
+    (unnamed / "model-x_meas-Ki_mimap.json").write_text(json.dumps(sidecar))
+    _refused(["regions", "--pet", p["pet"], "--labels", p["labels"], "--out", p["work"] / "tacs.tsv", "--maps",
+              unnamed], capsys, tmp_path)
 
 
 # --------------------------------------------------------------------------------------------------
