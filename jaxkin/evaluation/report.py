@@ -25,7 +25,7 @@ import numpy as np
 from jaxkin.io.pet import load_pet
 from jaxkin.io.maps import map_path, read_volume
 from jaxkin.io.blood import load_blood
-from jaxkin.io.dataset import dataset_split, list_subjects, scan_files
+from jaxkin.io.dataset import dataset_split, list_subjects, scan_files, truth_root
 from jaxkin.io.files import atomic_directory
 from jaxkin.io.labels import read_labels
 from jaxkin.errors import InputError
@@ -358,6 +358,10 @@ def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figur
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise InputError(f"{out}: already exists and is not an empty folder")
     methods = parse_methods(preds)
+    truth = truth_root(dataset).resolve()
+    for m in methods:  # the truth scored against itself would be a perfect, meaningless report
+        if m.folder.resolve().is_relative_to(truth):
+            raise InputError(f"maps {m.name}: {m.folder} is the ground truth of {dataset}; give a method's maps")
     chosen = _select_subjects(dataset, split, subjects, methods)
     results = [evaluate_subject(files, methods, groups=groups, default_groups=default_groups) for files in chosen]
     summary = summarise(results, methods)
