@@ -37,7 +37,8 @@ def nifti_stem(path: Path) -> str:
 
 
 def open_nifti(path: Path):
-    """``nibabel.load`` with errors turned into InputError, and a check that the file is not truncated."""
+    """``nibabel.load`` with errors turned into InputError, and checks that the file is complete and undamaged
+    (:func:`_check_complete`) and that its affine is usable (:func:`check_affine`)."""
     import nibabel as nib
 
     if not path.is_file():
@@ -49,6 +50,7 @@ def open_nifti(path: Path):
     header = image.header
     expected = int(header.get_data_offset()) + int(np.prod(image.shape)) * header.get_data_dtype().itemsize
     _check_complete(path, expected)
+    check_affine(path, image.affine)
     return image
 
 

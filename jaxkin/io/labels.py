@@ -38,7 +38,6 @@ from jaxkin.errors import InputError
 from jaxkin.io.files import (
     AFFINE_ATOL,
     atomic_write,
-    check_affine,
     nifti_stem,
     one_line,
     open_nifti,
@@ -330,7 +329,6 @@ def _mask_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[int, str], 
         raise InputError(f"{folder}: no masks (*.nii.gz) in the folder")
     first = open_nifti(files[0])
     shape, affine = tuple(int(s) for s in first.shape[:3]), np.array(first.affine, np.float64)
-    check_affine(files[0], affine)
     names: dict[int, str] = {}
     data = np.zeros(shape, np.int16 if len(files) < 32767 else np.int32)
     overlap = 0
@@ -466,7 +464,6 @@ def read_labels(path, *, pet=None, table=None, groups=None, default_groups: bool
     else:
         image = open_nifti(path)
         affine = np.array(image.affine, np.float64)
-        check_affine(path, affine)
         data = _read_data(path, image)
         names, source_table, kind, notes = _label_names(path, image, data, table)
     source = None

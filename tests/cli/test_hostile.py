@@ -268,6 +268,7 @@ DEGENERATE = {
     "singular-label-affine": lambda p: (_singular_labels(p["work"] / "flat_dseg.nii.gz"),
                                         ["regions", "--pet", p["pet"], "--labels", p["work"] / "flat_dseg.nii.gz",
                                          "--out", p["work"] / "tacs.tsv"])[1],
+    "singular-pet-affine": lambda p: (_singular_pet(p), _fit(p, p["work"] / "maps"))[1],
     "idif-core-on-an-all-nan-aorta": lambda p: (_pet_variant(p, _nan_aorta()),
                                                 ["idif", "--pet", p["pet"], "--labels", p["labels"], "--core", "5",
                                                  "--out", p["work"] / "idif_blood.tsv"])[1],
@@ -295,6 +296,15 @@ def _singular_labels(path: Path) -> None:
     image.set_qform(None, code=0)
     image.set_sform(flat, code=2)
     nib.save(image, str(path))
+
+
+def _singular_pet(p) -> None:
+    flat = AFFINE.copy()
+    flat[:3, 0] = 0.0
+    image = nib.Nifti1Image(random_pet_data(), AFFINE)
+    image.set_qform(None, code=0)
+    image.set_sform(flat, code=2)
+    nib.save(image, str(p["pet"]))
 
 
 def _nan_aorta():
