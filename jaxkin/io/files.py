@@ -69,7 +69,7 @@ def _check_complete(path: Path, expected: int) -> None:
         if size < expected:
             raise InputError(f"{path}: truncated NIfTI: {size} bytes, the header needs {expected}")
         return
-    key = (str(path.resolve()), size, stat.st_mtime_ns)
+    key = (str(path.resolve()), stat.st_ino, size, stat.st_mtime_ns)
     if _CHECKED.get(key, -1) >= expected:
         return
     total = _gzip_length(path)
@@ -80,7 +80,7 @@ def _check_complete(path: Path, expected: int) -> None:
     _CHECKED[key] = total
 
 
-#: ``{(resolved path, size, mtime ns): uncompressed bytes}`` of the gzip files whose CRCs were checked.
+#: ``{(resolved path, inode, size, mtime ns): uncompressed bytes}`` of the gzip files whose CRCs were checked.
 _CHECKED: dict = {}
 
 
