@@ -455,3 +455,47 @@ def test_a_210_byte_pet_name_is_written(ds, capsys):
     assert (out / f"{stem}_model-2tcmirr_meas-K1SE_mimap.nii.gz").is_file()
     assert not _hidden(out, p["work"])
 
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import numpy as np
+from jaxkin import cli
+from jaxkin.fitting import maps
+from jaxkin.fitting.volume import VolumeFit
+
+def fake_fit_volume(pet, kin, method, *, mask=None, **_):
+    shape = tuple(pet.shape[:3])
+    inside = np.ones(shape, bool)
+    return VolumeFit({n: np.full(shape, 0.5, np.float32) for n in method.maps(False)}, inside, inside.size, 0, 0)
+
+real, count = maps.write_map, [0]
+
+def write_map(*args, **kwargs):
+    count[0] += 1
+    if count[0] == 3:
+        os.kill(os.getpid(), signal.SIGKILL)  # kill -9 while the first scan's maps are written
+    return real(*args, **kwargs)
+
+maps.fit_volume, maps.prepare, maps.write_map = fake_fit_volume, lambda *a, **k: None, write_map
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow  # a fresh Python process (JAX start-up)
+def test_kill_9_leaves_at_worst_a_hidden_temporary_the_next_run_removes(ds, capsys):
+    import subprocess
+    import sys
+
+    p = _paths(ds)
+    out = p["work"] / "deriv"
+    argv = ["fit", "--bids", str(ds), "--out", str(out), "--no-progress"]
+    env = dict(os.environ, JAXKIN_CACHE_DIR="off", PYTHONPATH=str(Path(jaxkin.__file__).parents[1]))
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, *argv], env=env, capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    left = [q for q in p["work"].rglob("*")]
+    assert left and all(q.relative_to(p["work"]).parts[0].startswith(TEMP_PREFIX) for q in left)  # hidden only
+    assert not out.exists()  # no dataset skeleton
+    code, _, err = _run(argv, capsys)
+    assert code == 0, err
+    assert not _hidden(p["work"], out) and (out / "dataset_description.json").is_file()
