@@ -491,9 +491,10 @@ def test_kill_9_leaves_at_worst_a_hidden_temporary_the_next_run_removes(ds, caps
     out = p["work"] / "deriv"
     argv = ["fit", "--bids", str(ds), "--out", str(out), "--no-progress"]
     env = dict(os.environ, JAXKIN_CACHE_DIR="off", PYTHONPATH=str(Path(jaxkin.__file__).parents[1]))
-    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, *argv], env=env, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-c", _KILLED_RUN, *argv], env=env, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == -signal.SIGKILL, proc.stderr
-    left = [q for q in p["work"].rglob("*")]
+    left = list(p["work"].rglob("*"))
     assert left and all(q.relative_to(p["work"]).parts[0].startswith(TEMP_PREFIX) for q in left)  # hidden only
     assert not out.exists()  # no dataset skeleton
     code, _, err = _run(argv, capsys)
