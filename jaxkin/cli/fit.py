@@ -25,7 +25,8 @@ def register(subparsers) -> None:
         "and write DIR/<prefix>_model-<model>_meas-<param>_mimap.nii.gz with JSON sidecars. Voxels outside the "
         "mask, and voxels with NaN/Inf, are 0. With --bids ROOT: every PET scan of the dataset (or of "
         "--participant-label/--session) with the blood recordings of its session, written as a BIDS derivatives "
-        "dataset DIR/sub-<label>/[ses-<label>/]pet/...; a rerun replaces the maps as a set (and removes the earlier run's maps it does not write).",
+        "dataset DIR/sub-<label>/[ses-<label>/]pet/...; a rerun replaces the maps as a set (and removes the earlier "
+        "run's maps it does not write).",
     )
     parser.add_argument("--pet", help="4D *_pet.nii.gz with its *_pet.json sidecar")
     parser.add_argument("--tacs", metavar="TSV",
