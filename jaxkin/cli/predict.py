@@ -59,8 +59,11 @@ def run(args) -> int:
     else:
         pet = load_pet(args.pet)
         jobs = [(pet, load_blood_for(args, pet) if args.input_function else None, Path(args.out), None, None)]
-    for *_, out, _extra, _name in jobs:  # an --out that cannot be a folder stops here, before any prediction
+    from jaxkin.fitting.mask import check_signal
+
+    for pet, _blood, out, _extra, _name in jobs:  # a bad --out or an empty image stops here, before any prediction
         writable_folder(out)
+        check_signal(pet, pet.frames.duration, source=pet.path)
     initialize_from_args(args, "jaxkin predict")  # each process predicts a slab of slices; process 0 writes
     if args.adapt_steps and distributed.process_count() > 1:
         raise InputError("--adapt-steps: runs on one process (it trains on the whole scan); start jaxkin predict "

@@ -202,6 +202,9 @@ def test_predict_out_naming_a_file_is_refused_before_predicting(ds, tmp_path, ca
     monkeypatch.setattr("jaxkin.network.load_predictor", never)
     p = _paths(ds)
     _refused(["predict", "--checkpoint", p["work"], "--pet", p["pet"], "--out", p["blood"]], capsys, tmp_path)
+    _pet_variant(p, np.zeros(SHAPE, np.float32))  # nothing to predict from: refused, not maps of the network's bias
+    _refused(["predict", "--checkpoint", p["work"], "--pet", p["pet"], "--out", p["work"] / "maps"], capsys,
+             tmp_path)
 
 
 def test_regions_maps_of_another_subject(ds, tmp_path, capsys):
