@@ -1,5 +1,8 @@
-"""File primitives at jaxkin's edges: NIfTI opening with an integrity check, JSON and TSV reading, and atomic
-writes (a temporary name in the same folder, then a rename), so that no command leaves half a file or folder.
+"""File primitives at jaxkin's edges: NIfTI opening with an integrity check (complete, CRC-32, usable affine), JSON
+and TSV reading, atomic writes (a temporary name in the same folder, then a rename) and sets of outputs written as a
+set (:func:`output_set`), so that no command leaves half a file, folder or set; signals that wait for a set to be
+moved in place (:func:`uninterrupted`); checks that an output never replaces an input (:func:`check_not_inputs`,
+:func:`check_replaceable`).
 
 Every problem with a file raises :class:`jaxkin.errors.InputError`: one line naming the file and the problem.
 """
@@ -147,14 +150,25 @@ def _file_mode() -> int:
 _FILE_MODE = _file_mode()
 
 
-#: Every temporary file or folder jaxkin writes is named ``.jaxkin-<process id>-<random>.tmp[<extension>]``: hidden,
-#: at most 40 bytes (a legal final name is never too long for its temporary one), and recognisable, so a later run
-#: can clean what a killed one left (:func:`clean_stale`).
+#: Every temporary file or folder jaxkin writes is named ``.jaxkin-<host>-<process id>-<random>.tmp[<extension>]``
+#: (``<host>``: 4 hex digits of the machine's name): hidden, at most 48 bytes (a legal final name is never too long
+#: for its temporary one), and recognisable, so a later run on the same machine can clean what a killed one left
+#: (:func:`clean_stale`).
 TEMP_PREFIX = ".jaxkin-"
 
 
-def _temp_prefix() -> str:
-    return f"{TEMP_PREFIX}{os.getpid()}-"
+def _host_tag() -> str:
+    import hashlib
+    import socket
+
+    return hashlib.sha1(socket.gethostname().encode()).hexdigest()[:4]
+
+
+_HOST = _host_tag()
+
+
+def _temp_prefix(pid: int | None = None) -> str:
+    return f"{TEMP_PREFIX}{_HOST}-{os.getpid() if pid is None else pid}-"
 
 
 def _atomic_target(path: Path) -> Path:
@@ -289,9 +303,9 @@ def _alive(pid: int) -> bool:
 
 
 def clean_stale(folder: Path) -> list[str]:
-    """Remove the temporary files and folders that a killed jaxkin process left in ``folder`` (names starting
-    with :data:`TEMP_PREFIX` whose process is gone); a set of outputs killed while being moved in place is moved in
-    first (its journal lists what belongs to it). Returns the names handled."""
+    """Remove the temporary files and folders that a killed jaxkin process of this machine left in ``folder`` (names
+    starting with :data:`TEMP_PREFIX` whose process is gone); a set of outputs killed while being moved in place is
+    moved in first (its journal lists what belongs to it). Returns the names handled."""
     import shutil
 
     folder = Path(folder)
@@ -299,9 +313,10 @@ def clean_stale(folder: Path) -> list[str]:
     if not folder.is_dir():
         return done
     for entry in folder.iterdir():
-        pid = entry.name[len(TEMP_PREFIX):].split("-", 1)[0]
-        if not entry.name.startswith(TEMP_PREFIX) or not pid.isdigit() or _alive(int(pid)):
-            continue
+        host, _, rest = entry.name[len(TEMP_PREFIX):].partition("-")
+        pid = rest.split("-", 1)[0]
+        if not entry.name.startswith(TEMP_PREFIX) or host != _HOST or not pid.isdigit() or _alive(int(pid)):
+            continue  # not ours, another machine's (a shared file system), or its process still runs
         if entry.is_dir() and (entry / _JOURNAL).is_file():
             with contextlib.suppress(OSError, ValueError):
                 _finish(entry, json.loads((entry / _JOURNAL).read_text(encoding="utf-8")))

@@ -30,6 +30,7 @@ import jaxkin
 from jaxkin import cli
 from jaxkin.fitting.volume import VolumeFit
 from jaxkin.io.blood import write_blood
+from jaxkin.io import files
 from jaxkin.io.files import TEMP_PREFIX
 
 PREFIX = "sub-01"
@@ -435,10 +436,10 @@ def test_what_a_killed_run_left_is_cleaned_by_the_next(ds, capsys):
     out = p["work"] / "maps"
     out.mkdir()
     dead = 2**22 + 12345  # above Linux's largest process id: no such process
-    stale = out / f"{TEMP_PREFIX}{dead}-abcd.tmp"  # a staged set killed before it was complete
+    stale = out / f"{files._temp_prefix(dead)}abcd.tmp"  # a staged set killed before it was complete
     stale.mkdir()
     (stale / f"{PREFIX}_model-2tcmirr_meas-K1_mimap.nii.gz").write_bytes(b"half")
-    (out / f"{TEMP_PREFIX}{dead}-efgh.tmp.json").write_text("{")  # a half-written sidecar
+    (out / f"{files._temp_prefix(dead)}efgh.tmp.json").write_text("{")  # a half-written sidecar
     code, _, err = _run(_fit(p, out), capsys)
     assert code == 0, err
     assert not _hidden(out, p["work"])

@@ -123,17 +123,19 @@ def test_clean_stale_finishes_a_journaled_set_and_drops_the_rest(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "old.txt").write_text("old")
-    committed = out / f"{TEMP_PREFIX}{dead}-a.tmp"  # killed while being moved in place: finished
+    committed = out / f"{files._temp_prefix(dead)}a.tmp"  # killed while being moved in place: finished
     committed.mkdir()
     (committed / "new.txt").write_text("new")
     (committed / ".commit.json").write_text(json.dumps({"folder": str(out), "files": ["new.txt", "gone.txt"],
                                                         "remove": ["old.txt"]}))
-    (out / f"{TEMP_PREFIX}{dead}-b.tmp").mkdir()  # killed while being written: dropped
-    (out / f"{TEMP_PREFIX}{dead}-c.tmp.json").write_text("{")
-    mine = out / f"{TEMP_PREFIX}{os.getpid()}-d.tmp"  # a live process's: kept
+    (out / f"{files._temp_prefix(dead)}b.tmp").mkdir()  # killed while being written: dropped
+    (out / f"{files._temp_prefix(dead)}c.tmp.json").write_text("{")
+    mine = out / f"{files._temp_prefix()}d.tmp"  # a live process's: kept
     mine.mkdir()
+    theirs = out / f"{TEMP_PREFIX}zzzz-{dead}-e.tmp"  # another machine's (a shared file system): kept
+    theirs.mkdir()
     assert len(clean_stale(out)) == 3
-    assert _entries(out) == [mine.name, "new.txt"]
+    assert _entries(out) == sorted([mine.name, theirs.name, "new.txt"])
 
 
 def test_outputs_onto_inputs(tmp_path):
