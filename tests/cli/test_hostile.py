@@ -29,8 +29,8 @@ from _pet_files import (
 import jaxkin
 from jaxkin import cli
 from jaxkin.fitting.volume import VolumeFit
-from jaxkin.io.blood import write_blood
 from jaxkin.io import files
+from jaxkin.io.blood import write_blood
 from jaxkin.io.files import TEMP_PREFIX
 
 PREFIX = "sub-01"
