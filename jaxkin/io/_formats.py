@@ -226,3 +226,36 @@ def _acqtimes(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if pairs.shape != (count, 2):
         raise InputError(f"{path}: states {count} frames but lists {len(pairs)}")
     return pairs[:, 0] / 60.0, pairs[:, 1] / 60.0
+
+
+def read_blood_wide(path) -> Wide | None:
+    """A blood curve file of PMOD (``.bld``: ``time[seconds]`` or ``sample-time[minutes]``, then value columns such
+    as ``plasma[kBq/cc]``) or the Turku PET Centre (``.bld``/``.kbq``/``.dft``: DFT or plain) in the wide layout;
+    None for a BIDS blood TSV (read as it is)."""
+    path = Path(path)
+    wide = read_wide(path)
+    if wide is not None:
+        return wide
+    content = [ln for ln in _lines(path) if ln.strip() and not ln.lstrip().startswith("#")]
+    if not content:
+        return None
+    cells = content[0].split("\t") if "\t" in content[0] else content[0].split()
+    if not re.match(r"^[\w\-. ]+\[[^\]]+\]$", cells[0].strip()):
+        return None
+    rows = [ln.split("\t") if "\t" in ln else ln.split() for ln in content[1:]]
+    units = [_bracket(c)[1] for c in cells[1:] if _bracket(c)[1]]
+    header = [cells[0].strip()] + [_bracket(c)[0] for c in cells[1:]]
+    if len(set(units)) > 1:
+        raise InputError(f"{path}: value columns in different units {sorted(set(units))}")
+    return Wide(header, rows, units[0] if units else None, "PMOD blood curve")
+
+
+def time_columns(path: Path, header: list) -> tuple[list[str], str]:
+    """The time columns of a wide blood table (``["mid"]``, ``["start", "end"]`` or ``["time"]``) and their unit
+    (the bracket of the first); InputError when the first column does not state its unit."""
+    name, unit = _bracket(header[0])
+    if unit is None or not unit.strip():
+        raise InputError(f"{path}: the time column {header[0]!r} does not state its unit (e.g. time[seconds])")
+    second = _bracket(header[1])[0].lower() if len(header) > 1 else ""
+    kinds = ["start", "end"] if name.lower() == "start" and second == "end" else [name.lower()]
+    return kinds, unit.strip().lower()
