@@ -194,3 +194,63 @@ def test_bad_options_name_the_parameter(tmp_path):
     notes = load_blood(path).notes
     assert any("give the blood decay reference (timezero, or none" in n for n in notes)
     assert not any("--" in n for n in notes)
+
+
+# ------------------------------------------------------------------------------------------ an SUV study
+
+
+def _suv_study(tmp_path, tac_sidecar: dict, blood_units: str):
+    """A TAC table and an arterial blood recording of one irreversible region, C(t) = Ki * int_0^t Cp, both in SUV
+    (the blood in ``blood_units``); returns the paths and the true Ki."""
+    import json
+
+    from scipy.integrate import quad
+
+    ki = 0.025
+    frames = FRAMES
+    times = np.array([0.0, 0.5, 1.0, 2.0, 5.0, 10.0, float(frames.end[-1])])
+    suv = np.array([0.0, 12.0, 8.0, 5.0, 3.0, 2.2, 1.9])
+    cp = InputFunction(times, suv)
+    tissue = [ki * quad(lambda t: float(cp.integral(t)), a, b, limit=200)[0] / (b - a)
+              for a, b in zip(frames.start, frames.end)]
+    table = tmp_path / "tacs.tsv"
+    write_rows(table, ["frame_start", "frame_end", "tumour"],
+               [[a * 60, b * 60, v] for a, b, v in zip(frames.start, frames.end, tissue)])
+    table.with_suffix(".json").write_text(json.dumps({"Units": "SUV", "InjectionStart": 0, **tac_sidecar}))
+    blood = write_rows(tmp_path / "sub-01_recording-manual_blood.tsv", ["time", "plasma_radioactivity"],
+                       [[t * 60, v] for t, v in zip(times[1:], suv[1:])])
+    blood.with_suffix(".json").write_text(json.dumps({"time": {"Units": "s"},
+                                                      "plasma_radioactivity": {"Units": blood_units}}))
+    return table, blood, ki, cp
+
+
+def test_suv_study_kept_converted_or_refused(tmp_path):
+    from jaxkin.fitting import fit_regions
+    from jaxkin.io.tables import read_tacs
+
+    dose = {"BodyWeight": 80, "InjectedRadioactivity": 400, "InjectedRadioactivityUnits": "MBq"}
+    kis = {}
+    for name, side in (("kept", {}), ("converted", dose)):
+        folder = tmp_path / name
+        folder.mkdir()
+        table, recording, ki, cp = _suv_study(folder, side, "g/mL")
+        tacs = read_tacs(table)
+        blood = load_blood(recording, pet=tacs)
+        factor = 1.0 if name == "kept" else 400e3 / 80e3  # kBq/mL per SUV: injected / body weight
+        assert tacs.value_kind == ("SUV" if name == "kept" else "activity")
+        np.testing.assert_allclose(blood.input(cp.times), cp.values * factor, rtol=1e-12)
+        notes = " ".join(tacs.notes + blood.notes)
+        if name == "kept":
+            assert notes.count("tissue and input are both in SUV: fitted as they are") == 1
+        else:
+            assert "tacs.tsv: SUV converted to kBq/mL (x injected 400 MBq / body weight 80 kg" in notes
+            assert "plasma_radioactivity: g/mL converted to kBq/mL" in notes
+        fit = fit_regions(tacs.names, tacs.values, blood.input, tacs.frames, model="patlak", t_star=1.0)
+        kis[name] = float(fit.columns["Ki"][0])
+    assert kis["kept"] == pytest.approx(ki, rel=1e-6) and kis["converted"] == pytest.approx(ki, rel=1e-6)
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    table, recording, *_ = _suv_study(folder, {}, "kBq/mL")
+    with pytest.raises(InputError, match=r"sub-01_recording-manual_blood\.tsv: the blood is in activity but the "
+                                         r"tissue in SUV: they cannot be reconciled"):
+        load_blood(recording, pet=read_tacs(table))
