@@ -254,3 +254,40 @@ def test_suv_study_kept_converted_or_refused(tmp_path):
     with pytest.raises(InputError, match=r"sub-01_recording-manual_blood\.tsv: the blood is in activity but the "
                                          r"tissue in SUV: they cannot be reconciled"):
         load_blood(recording, pet=read_tacs(table))
+
+
+# ------------------------------------------------------------------------------------------ an IDIF at mid times
+
+
+def test_a_table_at_the_scans_mid_times_is_read_as_frame_means(tmp_path):
+    """An image-derived input written as a plain blood table at the frame mid times (as a cohort publishes it): read
+    as frame means (said once), so that every frame's mean is the measured value; ``samples`` overrides it."""
+    import json
+
+    from jaxkin.input_function import feng_input, from_frame_means
+
+    frames = FRAMES
+    truth = feng_input(float(frames.end[-1]) + 1.0)
+    means = (truth.integral(frames.end) - truth.integral(frames.start)) / frames.duration
+    path = write_rows(tmp_path / "sub-01_recording-IDIF_blood.tsv", ["time", "whole_blood_radioactivity"],
+                      [[m * 60, v] for m, v in zip(frames.mid, means)])
+    path.with_suffix(".json").write_text(json.dumps({"whole_blood_radioactivity": {"Units": "kBq/mL"}}))
+    scan = RegionalTacs(names=("liver",), frames=frames, values=np.ones((1, frames.n_frames)))
+    blood = load_blood(path, pet=scan)
+    got = (blood.input.integral(frames.end) - blood.input.integral(frames.start)) / frames.duration
+    np.testing.assert_allclose(got, means, rtol=1e-10)
+    np.testing.assert_allclose(blood.input.values, from_frame_means(frames, means).values, rtol=1e-12)
+    notes = " ".join(blood.notes)
+    assert notes.count("values read as frame means (its times are the scan's frame mid times") == 1
+    # The whole blood is the input: one note says so, none calls it the total plasma.
+    assert "no plasma data: the input is the whole blood" in notes and "total plasma" not in notes
+    samples = load_blood(path, pet=scan, input_values="samples")
+    np.testing.assert_allclose(samples.input(frames.mid), means, rtol=1e-12)
+    assert "frame means" not in " ".join(samples.notes)
+    late = write_rows(tmp_path / "late_blood.tsv", ["time", "whole_blood_radioactivity"],
+                      [[m * 60 + 5, v] for m, v in zip(frames.mid, means)])
+    late.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    assert "frame means" not in " ".join(load_blood(late, pet=scan).notes)  # not at the mid times: samples
+    with pytest.raises(InputError, match=r"late_blood\.tsv: column 'time': the samples are not at the mid times of "
+                                         r"the scan's frames, so they cannot be read as frame means"):
+        load_blood(late, pet=scan, input_values="frame-means")
