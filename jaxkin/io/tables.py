@@ -334,7 +334,7 @@ def read_tacs(path, *, time_unit: str | None = None, units: str | None = None,
               injection_start: float | None = None) -> RegionalTacs:
     """Regional TACs from a table: jaxkin's own (:func:`write_tacs`), PETPrep's, the wide layout of PMOD and
     kinfitr exports (one row per frame, one column per region), PMOD's ``.voistat`` and ``.tac``, and the Turku PET
-    Centre's DFT (``.dft``/``.tac``) files (:mod:`jaxkin.io._formats`, sniffed from the content).
+    Centre's DFT (``.dft``/``.tac``) files (recognised by their content).
 
     Frame columns (case and unit brackets ignored): start (``frame_start``, ``start``, ``start[seconds]``, ...) with
     end or duration, or mid times (``mid``, ``times``, ...) with durations; mid times alone are refused, except in

@@ -23,7 +23,7 @@ from jaxkin.input_function import MINUTES_PER_TIME_UNIT
 __all__ = ["units_to_kbq", "time_units_to_min", "fraction_scale", "ACTIVITY_UNITS", "ACTIVITY", "RELATIVE_UNITS",
            "unit_kind", "Dose", "dose_from_sidecar", "ValueUnits", "read_value_units"]
 
-#: kBq per unit of activity.
+#: kBq per unit of activity (also of the injected activity, BIDS ``InjectedRadioactivityUnits``).
 _ACTIVITY_KBQ = {"bq": 1e-3, "kbq": 1.0, "mbq": 1e3, "gbq": 1e6,
                  "nci": 0.037, "uci": 37.0, "µci": 37.0, "μci": 37.0, "mci": 37e3}
 _VOLUME_UNITS = ("ml", "cc", "cm3", "cm^3")
@@ -85,8 +85,6 @@ RELATIVE_UNITS = {
     **dict.fromkeys(("%id/g", "%id/ml", "%id/cc", "%id/cm3"), "%ID/g"),
     **dict.fromkeys(("arbitrary", "a.u.", "au", "arb.units", "arbitraryunits", "unitless", "1", "ratio"), "arbitrary"),
 }
-#: kBq per unit of the injected activity (BIDS ``InjectedRadioactivityUnits``).
-_DOSE_KBQ = {"bq": 1e-3, "kbq": 1.0, "mbq": 1e3, "gbq": 1e6, "uci": 37.0, "µci": 37.0, "μci": 37.0, "mci": 37e3}
 
 
 def unit_kind(units) -> str:
@@ -126,10 +124,10 @@ def dose_from_sidecar(sidecar: dict | None, where) -> Dose | None:
     if not sidecar or sidecar.get("InjectedRadioactivity") is None:
         return None
     dose_units = str(sidecar.get("InjectedRadioactivityUnits", "")).strip().lower().replace(" ", "")
-    if dose_units not in _DOSE_KBQ:
+    if dose_units not in _ACTIVITY_KBQ:
         raise InputError(f"{where}: field 'InjectedRadioactivityUnits': {sidecar.get('InjectedRadioactivityUnits')!r};"
                          " use MBq, kBq, Bq, GBq, mCi or uCi")
-    injected = _positive(sidecar["InjectedRadioactivity"], where, "InjectedRadioactivity") * _DOSE_KBQ[dose_units]
+    injected = _positive(sidecar["InjectedRadioactivity"], where, "InjectedRadioactivity") * _ACTIVITY_KBQ[dose_units]
     weight = sidecar.get("BodyWeight")
     grams = None
     if weight is not None:
