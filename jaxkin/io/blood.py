@@ -42,7 +42,7 @@ import numpy as np
 from jaxkin._version import __version__
 from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule
-from jaxkin.input_function import TAIL_SAMPLES, InputFunction, extend_tail
+from jaxkin.input_function import InputFunction, extend_tail
 from jaxkin.io.blood_recordings import (
     BLOOD_COLUMNS,
     BLOOD_DECAY_REFERENCES,
@@ -56,7 +56,7 @@ from jaxkin.io.blood_recordings import (
 from jaxkin.io.files import atomic_write, write_json
 from jaxkin.io.units import ACTIVITY, units_to_kbq
 
-__all__ = ["Blood", "ScanTiming", "load_blood", "RECORDING_TOLERANCE", "MAX_EXTRAPOLATION", "TAIL_SAMPLES",
+__all__ = ["Blood", "ScanTiming", "load_blood", "RECORDING_TOLERANCE", "MAX_EXTRAPOLATION",
            "write_blood", "scan_provenance", "scan_notes"]
 
 #: Two recordings that overlap in time may differ by at most this median relative difference.
@@ -199,7 +199,7 @@ def _paired_ratio(found: Recordings) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _extend(t: np.ndarray, v: np.ndarray, scan_end: float | None, what: str, found: Recordings, source: str):
     """Extend a curve that ends before ``scan_end`` (min) by :func:`jaxkin.input_function.extend_tail` (a
-    mono-exponential of its last :data:`TAIL_SAMPLES` samples)."""
+    mono-exponential of its last :data:`jaxkin.input_function.TAIL_SAMPLES` samples)."""
     if scan_end is None or t[-1] >= scan_end - 1e-3 / 60.0:
         return t, v, None
     gap = scan_end - t[-1]
