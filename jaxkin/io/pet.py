@@ -25,7 +25,13 @@ from jaxkin.io.files import (
     read_json,
     write_json,
 )
-from jaxkin.io.units import ACTIVITY, Dose, dose_from_sidecar, read_value_units, units_to_kbq
+from jaxkin.io.units import (
+    ACTIVITY,
+    Dose,
+    dose_from_sidecar,
+    read_value_units,
+    units_to_kbq,
+)
 
 # --------------------------------------------------------------------------------------------------
 # PET image

@@ -391,8 +391,8 @@ def test_fit_a_pmod_voistat_with_a_pmod_bld(tmp_path, capsys):
     mid_s = FRAMES.mid * 60
     assert np.allclose(FRAMES.start[0], 0) and np.allclose(FRAMES.start[1:], FRAMES.end[:-1])
     liver = [0.0, *(1.0 + np.log1p(FRAMES.mid[1:]))]
-    head = ["# PMOD_VOI_STATISTICS", "# DATA", "// Component [string]\tVoiName(Region) [string]\tTime [seconds]\t"
-            "Averaged [kBq/cc]\tVolume [ccm]"]
+    head = ["# PMOD_VOI_STATISTICS", "# DATA",
+            ("// Component [string]\tVoiName(Region) [string]\tTime [seconds]\tAveraged [kBq/cc]\tVolume [ccm]")]
     rows = [f"pet.dcm\tliver\t{m:.9g}\t{v!r}\t1500" for m, v in zip(mid_s, map(float, liver))]
     (tmp_path / "study.voistat").write_text("\n".join(head + rows) + "\n")
     t = np.union1d(INPUT.times[INPUT.times <= FRAMES.end[-1]], [FRAMES.end[-1]])

@@ -74,7 +74,7 @@ def test_voistat_of_several_images_is_refused(tmp_path):
 def _dft(path, *, times="Times", unit="kBq/mL", time_unit="(min)"):
     """A DFT file as the Turku PET Centre's dftWrite writes it: four title lines, then the frames."""
     s, e = FRAMES.start, FRAMES.end
-    title = [f"DFT1\tliver\tcortex", "s01\tdx\t.", f"{unit}\t.\tfrontal", f"{times} {time_unit}\t1.5e+03\t4.2e+02"]
+    title = ["DFT1\tliver\tcortex", "s01\tdx\t.", f"{unit}\t.\tfrontal", f"{times} {time_unit}\t1.5e+03\t4.2e+02"]
     rows = [(f"{s[f]:.5f}\t{e[f]:.5f}" if times == "Times" else f"{FRAMES.mid[f]:.5f}")
             + f"\t{LIVER[f]:.6e}\t{CORTEX[f]:.6e}" for f in range(FRAMES.n_frames)]
     path.write_text("\n".join(title + rows) + "\n# comment := at the end\n")
@@ -93,10 +93,10 @@ def test_dft_regional_tacs(tmp_path):
 
 
 @pytest.mark.parametrize("change,message", [
-    (dict(time_unit="(h)"), r"s01\.dft: DFT time unit '\(h\)'; jaxkin reads \(sec\) or \(min\)"),
-    (dict(times="Start"), r"s01\.dft: DFT 4th title line starts with 'Start'"),
-    (dict(unit="."), r"s01\.dft: the activity unit is not stated"),
-    (dict(unit="cps"), r"s01\.dft: column 'liver dx': unknown units 'cps'"),
+    ({"time_unit": "(h)"}, r"s01\.dft: DFT time unit '\(h\)'; jaxkin reads \(sec\) or \(min\)"),
+    ({"times": "Start"}, r"s01\.dft: DFT 4th title line starts with 'Start'"),
+    ({"unit": "."}, r"s01\.dft: the activity unit is not stated"),
+    ({"unit": "cps"}, r"s01\.dft: column 'liver dx': unknown units 'cps'"),
 ])
 def test_dft_ambiguities_are_refused(tmp_path, change, message):
     with pytest.raises(InputError, match=message):

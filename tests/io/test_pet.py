@@ -203,7 +203,7 @@ def test_missing_injection_start_is_assumed_and_said(tmp_path):
 
 def test_suv_image_converted_with_the_dose_or_kept(tmp_path, pet_data):
     """An image in SUV: kBq/mL = SUV x injected activity / body weight when the sidecar gives both; kept otherwise."""
-    dose = dict(InjectedRadioactivity=300.0, InjectedRadioactivityUnits="MBq", BodyWeight=60.0)
+    dose = {"InjectedRadioactivity": 300.0, "InjectedRadioactivityUnits": "MBq", "BodyWeight": 60.0}
     converted = load_pet(write_raw_pet(tmp_path, pet_data, sidecar(Units="SUV", **dose)))
     assert converted.value_kind == "activity" and converted.scale_to_kbq == pytest.approx(300e3 / 60e3)
     assert any("SUV converted to kBq/mL (x injected 300 MBq / body weight 60 kg" in n for n in converted.notes)

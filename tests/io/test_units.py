@@ -4,7 +4,15 @@ import pytest
 
 from jaxkin import InputError
 from jaxkin.input_function import MINUTES_PER_TIME_UNIT
-from jaxkin.io.units import fraction_scale, time_units_to_min, units_to_kbq
+from jaxkin.io.units import (
+    ACTIVITY,
+    dose_from_sidecar,
+    fraction_scale,
+    read_value_units,
+    time_units_to_min,
+    unit_kind,
+    units_to_kbq,
+)
 
 
 @pytest.mark.parametrize("units,scale", [("Bq/mL", 1e-3), ("Bq/ml", 1e-3), ("kBq/mL", 1.0), ("KBQ/ML", 1.0),
@@ -30,8 +38,6 @@ def test_fraction_units():
 
 
 # ------------------------------------------------------------------------------------------ SUV, %ID/g, arbitrary units
-
-from jaxkin.io.units import ACTIVITY, dose_from_sidecar, read_value_units, unit_kind  # noqa: E402
 
 
 def test_relative_units_kinds():
