@@ -108,12 +108,13 @@ def run(args) -> int:
         provenance = scan_provenance(pet)
         provenance["Assumptions"] = list(dict.fromkeys(provenance.get("Assumptions", []) + list(labels.notes)))
         selection = "; ".join(how) if how else "every voxel of the label"
-        write_blood(out, whole_blood=idif, units="kBq/mL", injection_start=pet.injection_start,
+        units = "kBq/mL" if pet.value_kind == "activity" else pet.units  # an SUV image without its dose: SUV
+        write_blood(out, whole_blood=idif, units=units, injection_start=pet.injection_start,
                     description=f"image-derived input: frame means of the mean of label '{label}' of "
                     f"{labels_path.name} ({selection}), at the frame mid times",
                     extra={**timing, "Sources": sources, "Label": label, "VoxelsUsed": used, "VoxelSelection": selection,
                            **labels.describe(), **provenance})
         print(f"wrote {out}: mean of {used} voxel(s) of '{label}' ({int(mask.sum()) - used} with NaN/Inf left "
-              f"out; {selection}), {pet.frames.n_frames} frames, kBq/mL"
+              f"out; {selection}), {pet.frames.n_frames} frames, {units}"
               + (" (replacing an earlier run's)" if before else ""))
     return 0

@@ -65,7 +65,8 @@ def run(args) -> int:
              "PartialVolumeFractions": bool(args.pv), "SD": "over the region's voxels, per frame"
              + (" (weighted by the partial-volume fractions)" if args.pv else " (sample SD)"), **provenance}
     write_tacs(out, tacs, extra=extra)
-    print(f"wrote {out}: {len(tacs.names)} region(s), {pet.frames.n_frames} frames, kBq/mL"
+    print(f"wrote {out}: {len(tacs.names)} region(s), {pet.frames.n_frames} frames, "
+          f"{'kBq/mL' if tacs.value_kind == 'activity' else tacs.units}"
           + (" (partial-volume weighted)" if args.pv else ""))
     if rows:
         table = out.with_name(out.stem + "_maps.tsv")

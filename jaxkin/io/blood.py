@@ -54,7 +54,7 @@ from jaxkin.io.blood_recordings import (
     read_recordings,
 )
 from jaxkin.io.files import atomic_write, write_json
-from jaxkin.io.units import ACTIVITY, units_to_kbq
+from jaxkin.io.units import ACTIVITY, read_value_units
 
 __all__ = ["Blood", "ScanTiming", "load_blood", "RECORDING_TOLERANCE", "MAX_EXTRAPOLATION",
            "write_blood", "scan_provenance", "scan_notes"]
@@ -451,7 +451,7 @@ def write_blood(path, *, plasma: InputFunction | None = None, whole_blood: Input
     if plasma is None and whole_blood is None:
         raise ValueError("write_blood: give plasma and/or whole_blood")
     path = Path(path)
-    scale = units_to_kbq(units, where="write_blood: units")
+    scale = read_value_units(units, where="write_blood: units").scale  # 1 for SUV and other units kept
     curves = {_PLASMA: plasma, _WHOLE_BLOOD: whole_blood}
     curves = {k: c for k, c in curves.items() if c is not None}
     t = np.unique(np.concatenate([c.times for c in curves.values()]))

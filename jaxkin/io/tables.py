@@ -69,7 +69,7 @@ def _fmt(x: float) -> str:
 
 def write_tacs(path, tacs: RegionalTacs, *, extra: dict | None = None) -> Path:
     """Write ``tacs`` as ``path`` (TSV: ``frame_start``, ``frame_end`` in s relative to TimeZero, one column per
-    region in kBq/mL) and its JSON sidecar (column units, ``InjectionStart``, per region: label indices, voxel count,
+    region in kBq/mL, or in the unit of ``tacs.value_kind`` where that is not an activity) and its JSON sidecar (column units, ``InjectionStart``, per region: label indices, voxel count,
     volume, SD per frame), atomically."""
     path = Path(path)
     start = (tacs.frames.start + tacs.injection_start) * 60.0
@@ -94,7 +94,7 @@ def write_tacs(path, tacs: RegionalTacs, *, extra: dict | None = None) -> Path:
     sidecar = {
         "frame_start": {"Description": "frame start, relative to TimeZero", "Units": "s"},
         "frame_end": {"Description": "frame end, relative to TimeZero", "Units": "s"},
-        "Units": "kBq/mL",
+        "Units": "kBq/mL" if tacs.value_kind == ACTIVITY else tacs.units,
         "Description": "mean activity of each region per frame, decay corrected to the injection",
         "InjectionStart": round(tacs.injection_start * 60.0, 6),
         "Regions": regions,
