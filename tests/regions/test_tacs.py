@@ -3,8 +3,8 @@ means over the PET's grid; statistics of parametric maps per region."""
 
 import numpy as np
 import pytest
-from _label_forms import IDS, make_scan, reference_means
 
+from _label_forms import IDS, make_scan, reference_means
 from jaxkin.io.labels import read_labels
 from jaxkin.io.pet import load_pet
 from jaxkin.regions.tacs import map_statistics, regional_tacs
