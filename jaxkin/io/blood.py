@@ -410,9 +410,10 @@ def load_blood(paths, *, pet: ScanTiming | None = None, blood_to_plasma: float |
     scan_end = float(pet.frames.end[-1]) if pet is not None else None
     source = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent}/{'+'.join(p.name for p in paths)}"
     check_kinds(found, pet, source)
-    frame_mean_curves(found)
     description: dict = {"BloodDecayCorrectedTo": blood_decay,
                          "BloodTimeOrigin": "TimeZero; shifted to time since injection by InjectionStart"}
+    if means := frame_mean_curves(found):
+        description["FrameMeans"] = means  # read as the curve whose frame means they are
     if blood_decay == "injection":
         found.note("blood activities are assumed decay corrected to the injection (BIDS does not state their "
                    "reference); give the blood decay reference (timezero, or none for uncorrected samples) otherwise")

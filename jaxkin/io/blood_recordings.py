@@ -430,9 +430,10 @@ def read_recordings(paths, *, injection_start: float, half_life: float | None, b
     return found
 
 
-def frame_mean_curves(found: Recordings) -> None:
+def frame_mean_curves(found: Recordings) -> list[str]:
     """Replace each series of frame means by the curve whose frame means they are
-    (:func:`jaxkin.input_function.from_frame_means`), at its knots."""
+    (:func:`jaxkin.input_function.from_frame_means`), at its knots; the names of the files they came from."""
+    done = []
     for column, series in found.series.items():
         for s in series:
             if s.frames is None:
@@ -442,6 +443,8 @@ def frame_mean_curves(found: Recordings) -> None:
                                  "frame means need a value in every frame")
             curve = from_frame_means(s.frames, s.v)
             s.t, s.v = curve.times, curve.values
+            done.append(s.path.name)
+    return list(dict.fromkeys(done))
 
 
 def check_kinds(found: Recordings, pet, source: str) -> None:

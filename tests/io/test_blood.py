@@ -279,6 +279,7 @@ def test_a_table_at_the_scans_mid_times_is_read_as_frame_means(tmp_path):
     np.testing.assert_allclose(blood.input.values, from_frame_means(frames, means).values, rtol=1e-12)
     notes = " ".join(blood.notes)
     assert notes.count("values read as frame means (its times are the scan's frame mid times") == 1
+    assert blood.sidecar()["FrameMeans"] == [path.name]
     # The whole blood is the input: one note says so, none calls it the total plasma.
     assert "no plasma data: the input is the whole blood" in notes and "total plasma" not in notes
     samples = load_blood(path, pet=scan, input_values="samples")
