@@ -7,7 +7,11 @@ An :class:`InputFunction` is the piecewise-linear interpolant of samples ``(time
   ``(0, 0)`` is added, so the curve ramps linearly from zero at injection to the first sample.
 * The tissue compartments are empty at the first knot (injection, or earlier samples if given).
 * A positive ``delay`` shifts the curve later in time: ``C_delayed(t) = C(t - delay)``.
-* The curve must extend to the end of the scan; the kinetic models refuse to extrapolate.
+* The curve must extend to the end of the scan; the kinetic models refuse to extrapolate. A curve that ends
+  before the scan is extended by :func:`extend_tail` (one definition, used for blood samples and image-derived
+  inputs alike): a mono-exponential fitted to its last :data:`TAIL_SAMPLES` samples.
+* Values measured as frame means (an image-derived input) are read by :func:`from_frame_means`: the curve through
+  the frame mid times whose mean over every frame is the value given.
 """
 
 from __future__ import annotations
@@ -18,7 +22,8 @@ import numpy as np
 
 from jaxkin.frames import FrameSchedule
 
-__all__ = ["InputFunction", "merged_knots", "FengParameters", "feng", "feng_input", "MINUTES_PER_TIME_UNIT"]
+__all__ = ["InputFunction", "merged_knots", "FengParameters", "feng", "feng_input", "MINUTES_PER_TIME_UNIT",
+           "TAIL_SAMPLES", "Tail", "extend_tail", "from_frame_means"]
 
 #: Minutes per unit of time, by the spellings files and callers use (lower case): seconds and minutes.
 MINUTES_PER_TIME_UNIT: dict[str, float] = {
@@ -151,6 +156,67 @@ def merged_knots(input_function: InputFunction, frames: FrameSchedule) -> tuple[
     inside = (frame >= 0) & (mid < frames.end[np.clip(frame, 0, None)])
     frame = np.where(inside, frame, frames.n_frames)  # n_frames = "in no frame", dropped
     return times, values, frame.astype(np.int32)
+
+
+#: Samples used by :func:`extend_tail` for the mono-exponential extension of a curve that ends before the scan.
+TAIL_SAMPLES = 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Tail:
+    """An extension of a curve past its last sample: knots ``times [K]`` (min, after the last sample, the last at
+    the end asked for) and ``values [K]`` (kBq/ml); ``amplitude`` and ``rate`` (1/min) of ``A exp(-k t)`` fitted to
+    the last ``samples`` samples, ``rate`` 0 where they do not decrease (the last value is held: ``amplitude`` is
+    it)."""
+
+    times: np.ndarray
+    values: np.ndarray
+    amplitude: float
+    rate: float
+    samples: int
+
+
+def extend_tail(times, values, end: float) -> Tail:
+    """The extension of samples ``(times [N], values [N])`` (min, kBq/ml) from their last time to ``end`` (min): a
+    mono-exponential ``A exp(-k t)`` fitted (least squares on the log) to the positive values among the last
+    :data:`TAIL_SAMPLES`, evaluated at every whole minute after the last sample and at ``end``; the last value held
+    where fewer than two are positive or they do not decrease."""
+    t = np.asarray(times, np.float64)
+    v = np.asarray(values, np.float64)
+    tt, vv = t[-TAIL_SAMPLES:], v[-TAIL_SAMPLES:]
+    ok = vv > 0
+    k, amplitude = 0.0, float(max(vv[-1], 0.0))
+    if ok.sum() >= 2:
+        slope, intercept = np.polyfit(tt[ok], np.log(vv[ok]), 1)
+        if slope < 0:
+            k, amplitude = -float(slope), float(np.exp(intercept))
+    new_t = np.union1d(np.arange(np.ceil(t[-1]), end), [end])
+    new_t = new_t[new_t > t[-1] + 1e-6]
+    new_v = amplitude * np.exp(-k * new_t) if k > 0 else np.full(new_t.shape, float(vv[-1]))
+    return Tail(times=new_t, values=new_v, amplitude=amplitude, rate=k, samples=int(tt.size))
+
+
+def from_frame_means(frames: FrameSchedule, means) -> InputFunction:
+    """The input whose mean over each frame of ``frames`` is ``means [F]`` (kBq/ml): piecewise linear through knots
+    at the frame mid times (values solved so that every frame mean is exact, hence so is the integral to every frame
+    boundary), zero at the first frame's start, and past the last mid time the :func:`extend_tail` of the means at
+    the mid times to the last frame's end. Reading frame means as samples at the mid times instead averages them
+    again over each frame: the peak is lowered and its frames' integrals are wrong."""
+    means = np.asarray(means, np.float64)
+    mid = frames.mid
+    tail = extend_tail(mid, means, float(frames.end[-1]))
+    head = [float(frames.start[0])] if frames.start[0] < mid[0] else []
+    knots = np.concatenate([head, mid, tail.times])
+    known = np.concatenate([np.zeros(len(head)), np.full(mid.size, np.nan), tail.values])
+    unknown = np.isnan(known)
+    basis = np.empty((frames.n_frames, knots.size))
+    for j in range(knots.size):
+        hat = InputFunction(knots, np.eye(knots.size)[j])
+        basis[:, j] = (hat.integral(frames.end) - hat.integral(frames.start)) / frames.duration
+    rhs = means - basis[:, ~unknown] @ known[~unknown]
+    values = known.copy()
+    values[unknown] = np.linalg.solve(basis[:, unknown], rhs)
+    return InputFunction(knots, values)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -35,10 +35,12 @@ def command_line() -> str | None:
 
 
 def add_blood_arguments(parser, *, required: bool) -> None:
-    """``--input-function`` (one or several blood recordings), ``--blood-to-plasma``, ``--blood-decay``."""
+    """``--input-function`` (one or several blood recordings), ``--blood-to-plasma``, ``--blood-decay``,
+    ``--blood-values``."""
     parser.add_argument("--input-function", nargs="+", required=required, metavar="BLOOD_TSV",
                         help="blood recording(s) *_blood.tsv of the scan (BIDS: time in s relative to TimeZero; "
-                        "plasma_radioactivity, whole_blood_radioactivity, metabolite_parent_fraction). Several "
+                        "plasma_radioactivity, whole_blood_radioactivity, metabolite_parent_fraction), or a PMOD .bld "
+                        "or Turku PET Centre .bld/.kbq/.dft curve (used as the input as given). Several "
                         "recordings (e.g. autosampler and manual) are combined by time")
     parser.add_argument("--blood-to-plasma", type=float, default=None, metavar="R",
                         help="constant whole-blood/plasma ratio: plasma = whole blood / R where no plasma is "
@@ -46,6 +48,11 @@ def add_blood_arguments(parser, *, required: bool) -> None:
     parser.add_argument("--blood-decay", choices=("injection", "timezero", "none"), default="injection",
                         help="what the blood activities are decay corrected to (BIDS does not say; default: the "
                         "injection). none = not decay corrected")
+    parser.add_argument("--blood-values", choices=("auto", "samples", "frame-means"), default="auto",
+                        help="how blood values are read: frame-means (means over the scan's frames at their mid "
+                        "times, as an image-derived input: the curve whose frame means they are), samples (values at "
+                        "their times), auto (default: frame means where the sidecar says so, as jaxkin idif writes, or "
+                        "where the times are the scan's frame mid times; said on stderr)")
 
 
 def say(command: str, notes) -> None:
@@ -59,7 +66,7 @@ def load_blood_for(args, pet):
     from jaxkin.io.blood import load_blood
 
     return load_blood(args.input_function, pet=pet, blood_to_plasma=args.blood_to_plasma,
-                      blood_decay=args.blood_decay)
+                      blood_decay=args.blood_decay, input_values=args.blood_values)
 
 
 def add_bids_arguments(parser, *, blood: bool = True) -> None:
@@ -126,7 +133,8 @@ def bids_jobs(args, *, command: str, need_blood: bool) -> list[BidsJob]:
         paths = derivative_blood(blood_root, scan) if blood_root is not None else scan.blood
         blood = None
         if paths and command != "idif":
-            blood = load_blood(paths, pet=pet, blood_to_plasma=args.blood_to_plasma, blood_decay=args.blood_decay)
+            blood = load_blood(paths, pet=pet, blood_to_plasma=args.blood_to_plasma, blood_decay=args.blood_decay,
+                               input_values=getattr(args, "blood_values", "auto"))
         elif need_blood:
             where = f"--blood-dataset {blood_root}" if blood_root else str(root)
             raise InputError(f"{scan.pet}: no blood recording (*_recording-<label>_blood.tsv) for this scan in "

@@ -30,8 +30,9 @@ def register(subparsers) -> None:
     )
     parser.add_argument("--pet", help="4D *_pet.nii.gz with its *_pet.json sidecar")
     parser.add_argument("--tacs", metavar="TSV",
-                        help="regional mode: fit the regional TACs of this table (jaxkin regions' tacs.tsv, or a "
-                        "PMOD/kinfitr wide table: frame start/end or mid+duration, one column per region) and write "
+                        help="regional mode: fit the regional TACs of this table (jaxkin regions' tacs.tsv, a "
+                        "PMOD/kinfitr wide table: frame start/end or mid+duration, one column per region, a PMOD "
+                        ".voistat or .tac, a Turku PET Centre .dft/.tac) and write "
                         "--out as a TSV of parameters, Ki/VT, their standard errors, SSE, R2, AIC, AICc, flags")
     add_blood_arguments(parser, required=False)
     parser.add_argument("--out", required=True,

@@ -13,8 +13,10 @@ def register(subparsers) -> None:
         "idif",
         help="write the mean TAC inside a label (e.g. the aorta) as a BIDS blood recording",
         description="Average the PET's TACs inside one label of a label map (NaN/Inf voxels excluded) and write "
-        "the curve as a BIDS blood TSV (time in s relative to TimeZero, whole_blood_radioactivity in kBq/mL, decay "
-        "corrected to the injection) with its JSON sidecar (units, PlasmaAvail false, WholeBloodAvail true). With "
+        "the curve as a BIDS blood TSV (time: the frame mid times in s relative to TimeZero; "
+        "whole_blood_radioactivity: the frame means in kBq/mL, decay corrected to the injection) with its JSON sidecar "
+        "(units, PlasmaAvail false, WholeBloodAvail true, ValuesAreFrameMeans true with the frames, so that jaxkin fit "
+        "reads the values as frame means). With "
         "--bids ROOT: every PET scan with its label map (found in the scan's folders or ROOT/derivatives/*), "
         f"written as a derivatives dataset DIR/sub-<label>/[ses-<label>/]pet/<PET prefix>_recording-{RECORDING}_"
         "blood.tsv, which jaxkin fit --bids ROOT --blood-dataset DIR then uses.",
@@ -47,11 +49,13 @@ def run(args) -> int:
     from jaxkin.cli._flags import flag_named
     from jaxkin.cli._scan import bids_jobs, check_modes, open_labels, replaced, say, start_derivatives
     from jaxkin.errors import InputError
+    from jaxkin.input_function import InputFunction
     from jaxkin.io.blood import scan_provenance, write_blood
+    from jaxkin.io.blood_recordings import FRAME_MEANS_FIELD
     from jaxkin.io.files import check_not_inputs, check_replaceable, output_set, sidecar_of
     from jaxkin.io.layout import bids_uri
     from jaxkin.io.pet import load_pet
-    from jaxkin.regions.idif import idif_mask, input_from_frame_means, label_mean_tac
+    from jaxkin.regions.idif import idif_mask, label_mean_tac
 
     check_modes(args, ("pet", "labels"))
     if args.bids:
@@ -97,18 +101,24 @@ def run(args) -> int:
     for pet, labels, labels_path, out, sources, name, label, mask, how in opened:
         say("idif", [f"{name}: {n}" if name else n for n in list(pet.notes) + list(labels.notes)])
         tac, used = label_mean_tac(pet, mask)
-        idif = input_from_frame_means(pet.frames, tac)
+        idif = InputFunction(pet.frames.mid, tac)  # the frame means at the mid times, as measured
+        frames = pet.frames
+        timing = {FRAME_MEANS_FIELD: True,
+                  "FrameTimesStart": [round(float(t), 6) for t in (frames.start + pet.injection_start) * 60.0],
+                  "FrameDuration": [round(float(d), 6) for d in frames.duration * 60.0]}
         before = replaced(out.parent, out.name)
         provenance = scan_provenance(pet)
         provenance["Assumptions"] = list(dict.fromkeys(provenance.get("Assumptions", []) + list(labels.notes)))
         selection = "; ".join(how) if how else "every voxel of the label"
+        units = "kBq/mL" if pet.value_kind == "activity" else pet.units  # an SUV image without its dose: SUV
         start = (lambda: start_derivatives(args, command="idif")) if args.bids and out is opened[0][3] else None
         with output_set(out.parent, before_commit=start) as staged:  # the recording and its sidecar as a set
-            write_blood(staged.path(out.name), whole_blood=idif, units="kBq/mL", injection_start=pet.injection_start,
-                        description=f"image-derived input: mean of label '{label}' of {labels_path.name} "
-                        f"({selection})", extra={"Sources": sources, "Label": label, "VoxelsUsed": used,
-                                                "VoxelSelection": selection, **labels.describe(), **provenance})
+            write_blood(staged.path(out.name), whole_blood=idif, units=units, injection_start=pet.injection_start,
+                        description=f"image-derived input: frame means of the mean of label '{label}' of "
+                        f"{labels_path.name} ({selection}), at the frame mid times",
+                        extra={**timing, "Sources": sources, "Label": label, "VoxelsUsed": used,
+                               "VoxelSelection": selection, **labels.describe(), **provenance})
         print(f"wrote {out}: mean of {used} voxel(s) of '{label}' ({int(mask.sum()) - used} with NaN/Inf left "
-              f"out; {selection}), {pet.frames.n_frames} frames, kBq/mL"
+              f"out; {selection}), {pet.frames.n_frames} frames, {units}"
               + (" (replacing an earlier run's)" if before else ""))
     return 0

@@ -77,7 +77,8 @@ def run(args) -> int:
             lines += [f"{r['region']}\t{r['map']}\t{r['mean']:.7g}\t{r['sd']:.7g}\t{r['median']:.7g}\t"
                       f"{r['voxels']:.6g}" for r in rows]
             staged.path(table.name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {out}: {len(tacs.names)} region(s), {pet.frames.n_frames} frames, kBq/mL"
+    print(f"wrote {out}: {len(tacs.names)} region(s), {pet.frames.n_frames} frames, "
+          f"{'kBq/mL' if tacs.value_kind == 'activity' else tacs.units}"
           + (" (partial-volume weighted)" if args.pv else ""))
     if rows:
         print(f"wrote {table}: {len(maps)} map(s) x {len(tacs.names)} region(s)")

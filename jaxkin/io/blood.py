@@ -42,27 +42,27 @@ import numpy as np
 from jaxkin._version import __version__
 from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule
-from jaxkin.input_function import InputFunction
+from jaxkin.input_function import InputFunction, extend_tail
 from jaxkin.io.blood_recordings import (
     BLOOD_COLUMNS,
     BLOOD_DECAY_REFERENCES,
     Recordings,
     Series,
     blood_sidecar_flags,
+    check_kinds,
+    frame_mean_curves,
     read_recordings,
 )
 from jaxkin.io.files import atomic_write, write_json
-from jaxkin.io.units import units_to_kbq
+from jaxkin.io.units import ACTIVITY, read_value_units
 
-__all__ = ["Blood", "ScanTiming", "load_blood", "RECORDING_TOLERANCE", "MAX_EXTRAPOLATION", "TAIL_SAMPLES",
+__all__ = ["Blood", "ScanTiming", "load_blood", "RECORDING_TOLERANCE", "MAX_EXTRAPOLATION",
            "write_blood", "scan_provenance", "scan_notes"]
 
 #: Two recordings that overlap in time may differ by at most this median relative difference.
 RECORDING_TOLERANCE = 0.20
 #: Blood may end before the scan by at most this fraction of the scan's duration since injection.
 MAX_EXTRAPOLATION = 0.20
-#: Samples used for the mono-exponential extension of a curve that ends before the scan.
-TAIL_SAMPLES = 5
 
 _PLASMA, _WHOLE_BLOOD, _FRACTION = BLOOD_COLUMNS[1:]
 
@@ -198,7 +198,8 @@ def _paired_ratio(found: Recordings) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _extend(t: np.ndarray, v: np.ndarray, scan_end: float | None, what: str, found: Recordings, source: str):
-    """Extend a curve that ends before ``scan_end`` (min) by a mono-exponential of its last samples."""
+    """Extend a curve that ends before ``scan_end`` (min) by :func:`jaxkin.input_function.extend_tail` (a
+    mono-exponential of its last :data:`jaxkin.input_function.TAIL_SAMPLES` samples)."""
     if scan_end is None or t[-1] >= scan_end - 1e-3 / 60.0:
         return t, v, None
     gap = scan_end - t[-1]
@@ -207,28 +208,18 @@ def _extend(t: np.ndarray, v: np.ndarray, scan_end: float | None, what: str, fou
             f"{source}: column 'time': the {what} ends at {t[-1] * 60:g} s since injection but the scan ends at "
             f"{scan_end * 60:g} s; jaxkin extends it by at most {100 * MAX_EXTRAPOLATION:.0f}% of the scan"
         )
-    tail = slice(max(0, t.size - TAIL_SAMPLES), t.size)
-    tt, vv = t[tail], v[tail]
-    ok = vv > 0
-    if ok.sum() >= 2:
-        slope, intercept = np.polyfit(tt[ok], np.log(vv[ok]), 1)
-        k, amplitude = -float(slope), float(np.exp(intercept))
-    else:
-        k, amplitude = 0.0, float(max(vv[-1], 0.0))
-    new_t = np.union1d(np.arange(math.ceil(t[-1]), scan_end), [scan_end])
-    new_t = new_t[new_t > t[-1] + 1e-6]
+    tail = extend_tail(t, v, scan_end)
+    tt, k, amplitude = t[-tail.samples:], tail.rate, tail.amplitude
     if k > 0:
-        new_v = amplitude * np.exp(-k * new_t)
         how = (f"{amplitude:.6g} * exp(-{k:.6g} * t) kBq/mL (t in min since injection) fitted to its last "
                f"{tt.size} samples ({tt[0] * 60:g}-{tt[-1] * 60:g} s)")
     else:
-        new_v = np.full(new_t.shape, float(vv[-1]))
-        how = f"its last value {vv[-1]:.6g} kBq/mL held (the last {tt.size} samples do not decrease)"
+        how = f"its last value {v[-1]:.6g} kBq/mL held (the last {tt.size} samples do not decrease)"
     found.note(f"the {what} ends {gap * 60:g} s before the scan does; extended to {scan_end * 60:g} s by {how}")
     description = {"From_s": float(t[-1] * 60), "To_s": float(scan_end * 60), "Model": "A*exp(-k*t)" if k > 0
-                   else "constant", "A_kBq_per_mL": amplitude if k > 0 else float(vv[-1]),
+                   else "constant", "A_kBq_per_mL": amplitude if k > 0 else float(v[-1]),
                    "k_per_min": k if k > 0 else 0.0, "Samples": int(tt.size)}
-    return np.concatenate([t, new_t]), np.concatenate([v, new_v]), description
+    return np.concatenate([t, tail.times]), np.concatenate([v, tail.values]), description
 
 
 def _since_injection(t: np.ndarray, v: np.ndarray, what: str, found: Recordings, source: str):
@@ -340,7 +331,8 @@ def _parent_plasma(found: Recordings, plasma, description: dict) -> tuple[np.nda
     if found.series["AIF"]:
         return it, iv
     if not found.series[_FRACTION]:
-        found.note("no metabolite data: the input is the total plasma (no metabolite correction; right for FDG)")
+        found.note("no metabolite data: " + ("the input is the total plasma (" if found.series[_PLASMA] else "(")
+                   + "no metabolite correction; right for FDG)")
         return it, iv
     ft, fv, used = _combine(found.series[_FRACTION], found, _FRACTION)
     if ft[0] > 1e-9:
@@ -384,7 +376,7 @@ def _closing_notes(found: Recordings, first_sample: float) -> None:
 
 def load_blood(paths, *, pet: ScanTiming | None = None, blood_to_plasma: float | None = None,
                blood_decay: str = "injection", half_life: float | None = None, injection_start: float | None = None,
-               column: str | None = None) -> Blood:
+               column: str | None = None, input_values: str = "auto") -> Blood:
     """Read the blood recording(s) ``paths`` (one path or several) of a scan into a :class:`Blood`.
 
     ``pet``: the scan the blood belongs to (:class:`ScanTiming`: a :class:`jaxkin.io.pet.PetImage`, or the
@@ -394,7 +386,12 @@ def load_blood(paths, *, pet: ScanTiming | None = None, blood_to_plasma: float |
     given with ``pet`` overrides the scan's. ``blood_to_plasma`` is the constant whole-blood/plasma ratio (plasma =
     whole blood / ratio where no plasma is measured). ``blood_decay`` is what the activities are decay corrected to
     (:data:`jaxkin.io.blood_recordings.BLOOD_DECAY_REFERENCES`). ``column`` names the only activity column to use
-    (the input and the vB curve), overriding the choice described in the module docstring.
+    (the input and the vB curve), overriding the choice described in the module docstring. ``input_values``
+    (:data:`jaxkin.io.blood_recordings.INPUT_VALUES`): ``auto`` reads a recording as frame means (an image-derived
+    input, :func:`jaxkin.input_function.from_frame_means`) where its sidecar says so or its times are the scan's
+    frame mid times, ``samples`` never, ``frame-means`` always. Blood in SUV, %ID/g or arbitrary units is kept where
+    the scan shares the unit, converted with the sidecars' injected activity and body weight where it can be, and
+    refused otherwise (:func:`jaxkin.io.units.read_value_units`).
     """
     paths = [Path(paths)] if isinstance(paths, (str, Path)) else [Path(p) for p in paths]
     if pet is not None:
@@ -404,13 +401,19 @@ def load_blood(paths, *, pet: ScanTiming | None = None, blood_to_plasma: float |
     found = read_recordings(paths, injection_start=0.0 if injection_start is None else float(injection_start),
                             half_life=half_life, blood_decay=blood_decay,
                             fallback_scale=None if pet is None else pet.scale_to_kbq,
-                            fallback_units=None if pet is None else pet.units)
+                            fallback_units=None if pet is None else pet.units,
+                            scan_kind=None if pet is None else getattr(pet, "value_kind", ACTIVITY),
+                            scan_dose=getattr(pet, "dose", None), scan_frames=None if pet is None else pet.frames,
+                            input_values=input_values)
     if column is not None:
         _keep_only(found, column, paths)
     scan_end = float(pet.frames.end[-1]) if pet is not None else None
     source = str(paths[0]) if len(paths) == 1 else f"{paths[0].parent}/{'+'.join(p.name for p in paths)}"
+    check_kinds(found, pet, source)
     description: dict = {"BloodDecayCorrectedTo": blood_decay,
                          "BloodTimeOrigin": "TimeZero; shifted to time since injection by InjectionStart"}
+    if means := frame_mean_curves(found):
+        description["FrameMeans"] = means  # read as the curve whose frame means they are
     if blood_decay == "injection":
         found.note("blood activities are assumed decay corrected to the injection (BIDS does not state their "
                    "reference); give the blood decay reference (timezero, or none for uncorrected samples) otherwise")
@@ -451,7 +454,7 @@ def write_blood(path, *, plasma: InputFunction | None = None, whole_blood: Input
     if plasma is None and whole_blood is None:
         raise ValueError("write_blood: give plasma and/or whole_blood")
     path = Path(path)
-    scale = units_to_kbq(units, where="write_blood: units")
+    scale = read_value_units(units, where="write_blood: units").scale  # 1 for SUV and other units kept
     curves = {_PLASMA: plasma, _WHOLE_BLOOD: whole_blood}
     curves = {k: c for k, c in curves.items() if c is not None}
     t = np.unique(np.concatenate([c.times for c in curves.values()]))

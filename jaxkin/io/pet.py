@@ -25,7 +25,13 @@ from jaxkin.io.files import (
     read_json,
     write_json,
 )
-from jaxkin.io.units import units_to_kbq
+from jaxkin.io.units import (
+    ACTIVITY,
+    Dose,
+    dose_from_sidecar,
+    read_value_units,
+    units_to_kbq,
+)
 
 # --------------------------------------------------------------------------------------------------
 # PET image
@@ -38,7 +44,8 @@ class PetImage:
 
     ``frames`` are in minutes **since injection** (``FrameTimesStart - InjectionStart``); ``injection_start`` is the
     injection in minutes relative to ``TimeZero`` (the origin of every time in the files). ``scale_to_kbq`` turns file
-    values into kBq/ml. ``decay_factors [F]`` (None when the file is already decay corrected to the injection)
+    values into kBq/ml (SUV and %ID/g converted with the sidecar's injected activity and body weight; where they
+    cannot be, ``value_kind`` names the unit kept, which the blood must share). ``decay_factors [F]`` (None when the file is already decay corrected to the injection)
     bring each frame to decay correction at the injection, the reference shared with the blood data; :meth:`read`
     applies them. ``notes`` are the assumptions made while reading the sidecar, one sentence each (the commands
     print them and write them in the output sidecars). ``image`` is the nibabel image whose ``dataobj`` is a lazy
@@ -59,6 +66,8 @@ class PetImage:
     half_life: float | None = None
     notes: tuple = ()
     decay_description: str = "decay corrected to the injection"
+    value_kind: str = ACTIVITY
+    dose: Dose | None = None
 
     @property
     def prefix(self) -> str:
@@ -267,8 +276,10 @@ def load_pet(path) -> PetImage:
     sidecar = read_json(sidecar_path, "BIDS sidecar")
     frames_tz = frames_from_sidecar(sidecar, sidecar_path)
     units = _sidecar_field(sidecar, "Units", sidecar_path)
-    scale = units_to_kbq(units, where=f"{sidecar_path}: field 'Units'")
-    notes: list[str] = []
+    dose = dose_from_sidecar(sidecar, sidecar_path)
+    read = read_value_units(units, where=f"{sidecar_path}: field 'Units'", dose=dose)
+    scale = read.scale
+    notes: list[str] = [f"{sidecar_path.name}: {read.note}"] if read.note else []
     injection_s = _seconds(sidecar, "InjectionStart", sidecar_path)
     if injection_s is None:
         injection_s = 0.0
@@ -307,6 +318,8 @@ def load_pet(path) -> PetImage:
         half_life=half,
         notes=tuple(notes),
         decay_description=decay_description,
+        value_kind=read.kind,
+        dose=dose,
     )
 
 

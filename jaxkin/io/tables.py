@@ -23,7 +23,8 @@ from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule, frame_problem
 from jaxkin.input_function import MINUTES_PER_TIME_UNIT
 from jaxkin.io.files import atomic_write, read_json, write_json
-from jaxkin.io.units import units_to_kbq
+from jaxkin.io._formats import MID_TIME_SUFFIXES, frames_from_mid_times, read_wide
+from jaxkin.io.units import ACTIVITY, Dose, dose_from_sidecar, read_value_units, unit_kind
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -33,7 +34,10 @@ class RegionalTacs:
     voxels (the sum of the fractions with partial-volume fractions), ``volume_ml [R]``; ``labels`` the label indices
     of each region. ``injection_start``: the injection in minutes relative to TimeZero (the files' time origin);
     ``half_life`` of the radionuclide (min) when known; ``notes``: assumptions made, one sentence each; ``units`` and
-    ``scale_to_kbq``: the unit the values were read in (they are converted to kBq/ml) and its factor.
+    ``scale_to_kbq``: the unit the values were read in (they are converted to kBq/ml) and its factor;
+    ``value_kind``: :data:`jaxkin.io.units.ACTIVITY` (kBq/ml), or the unit kept where the values are not activities
+    (``SUV``, ``%ID/g``, ``arbitrary``: the input must share it); ``dose``: the injected activity and body weight of
+    the sidecar (:class:`jaxkin.io.units.Dose`), None when not given.
 
     It also serves as the scan of :func:`jaxkin.io.blood.load_blood`: it has the fields of
     :class:`jaxkin.io.blood.ScanTiming`."""
@@ -52,6 +56,8 @@ class RegionalTacs:
     extra: dict = dataclasses.field(default_factory=dict)
     units: str = "kBq/mL"
     scale_to_kbq: float = 1.0
+    value_kind: str = ACTIVITY
+    dose: Dose | None = None
 
     def column(self, name: str) -> np.ndarray:
         return self.values[list(self.names).index(name)]
@@ -63,7 +69,7 @@ def _fmt(x: float) -> str:
 
 def write_tacs(path, tacs: RegionalTacs, *, extra: dict | None = None) -> Path:
     """Write ``tacs`` as ``path`` (TSV: ``frame_start``, ``frame_end`` in s relative to TimeZero, one column per
-    region in kBq/mL) and its JSON sidecar (column units, ``InjectionStart``, per region: label indices, voxel count,
+    region in kBq/mL, or in the unit of ``tacs.value_kind`` where that is not an activity) and its JSON sidecar (column units, ``InjectionStart``, per region: label indices, voxel count,
     volume, SD per frame), atomically."""
     path = Path(path)
     start = (tacs.frames.start + tacs.injection_start) * 60.0
@@ -88,7 +94,7 @@ def write_tacs(path, tacs: RegionalTacs, *, extra: dict | None = None) -> Path:
     sidecar = {
         "frame_start": {"Description": "frame start, relative to TimeZero", "Units": "s"},
         "frame_end": {"Description": "frame end, relative to TimeZero", "Units": "s"},
-        "Units": "kBq/mL",
+        "Units": "kBq/mL" if tacs.value_kind == ACTIVITY else tacs.units,
         "Description": "mean activity of each region per frame, decay corrected to the injection",
         "InjectionStart": round(tacs.injection_start * 60.0, 6),
         "Regions": regions,
@@ -168,7 +174,7 @@ def _sort_columns(path: Path, header: list[str]) -> _Columns:
             columns.time_units.add(unit.strip().lower())
         elif unit is not None and unit.strip():
             try:
-                units_to_kbq(unit.strip(), where="")
+                unit_kind(unit.strip())
                 columns.activity_units.add(unit.strip())
             except InputError:
                 raise InputError(f"{path}: column {col!r}: unknown unit {unit!r}") from None
@@ -179,6 +185,7 @@ def _sort_columns(path: Path, header: list[str]) -> _Columns:
             columns.notes.append(f"{path.name}: column {col!r} is not a region (ignored)")
         elif not col:
             raise InputError(f"{path}: column {j + 1} has no name")
+
         else:
             columns.regions.append(j)
     if not columns.regions:
@@ -224,6 +231,8 @@ def _frame_times(path: Path, header: list[str], rows: list, columns: _Columns, u
     elif "mid" in cols and "duration" in cols:
         start, duration = cols["mid"] - 0.5 * cols["duration"], cols["duration"]
         columns.notes.append(f"{path.name}: frames from mid times and durations")
+    elif "mid" in cols and path.suffix.lower() in MID_TIME_SUFFIXES:
+        start, duration = frames_from_mid_times(path, cols["mid"], columns.notes)
     elif "mid" in cols:
         raise InputError(f"{path}: only frame mid times ({header[kinds['mid']]!r}); frames need their durations "
                          "(a duration column) or start and end times")
@@ -243,15 +252,43 @@ def _frame_times(path: Path, header: list[str], rows: list, columns: _Columns, u
     return start, duration
 
 
-def _activity_scale(path: Path, columns: _Columns, sidecar: dict, units: str | None) -> tuple[str, float]:
-    """The activity unit (a bracket, else the sidecar's ``Units``, else ``units``) and its factor to kBq/ml."""
+def _region_units(path: Path, names: list[str], columns: _Columns, sidecar: dict, units: str | None) -> list:
+    """Each region's activity unit: a bracket in the header (PMOD writes ``end[kBq/cc]``) or the unit the format
+    states, else the sidecar's entry for the column (``{"liver": {"Units": "kBq/mL"}}``, the BIDS way), else the
+    sidecar's ``Units``, else ``units``; InputError where none is stated or a bracket and the sidecar disagree."""
     if len(columns.activity_units) > 1:
         raise InputError(f"{path}: columns in different activity units {sorted(columns.activity_units)}")
-    act = next(iter(columns.activity_units), None) or sidecar.get("Units") or units
-    if act is None:
-        raise InputError(f"{path}: the activity unit is not stated (a bracket such as end[kBq/cc], the JSON "
-                         "sidecar's Units, or units, e.g. kBq/mL)")
-    return str(act), units_to_kbq(str(act), where=f"{path}: activity unit")
+    stated = next(iter(columns.activity_units), None)
+    out = []
+    for name in names:
+        entry = sidecar.get(name)
+        own = entry.get("Units") if isinstance(entry, dict) else None
+        if stated is not None and own is not None and str(own).strip().lower() != stated.strip().lower():
+            raise InputError(f"{path}: column {name!r} is in {stated} in the file but in {own} in its sidecar")
+        act = stated or own or sidecar.get("Units") or units
+        if act is None:
+            raise InputError(f"{path}: the activity unit is not stated (a bracket such as end[kBq/cc], the JSON "
+                             f'sidecar\'s Units or {{"{name}": {{"Units": "kBq/mL"}}}}, or units, e.g. kBq/mL)')
+        out.append(str(act))
+    return out
+
+
+def _activity_scale(path: Path, names: list[str], columns: _Columns, sidecar: dict, units: str | None,
+                    dose: Dose | None) -> tuple[np.ndarray, str, str, float]:
+    """``(scale [R], units, kind, scale of the first region)``: the factors that bring each region to kBq/ml (1
+    where a relative unit is kept, :func:`jaxkin.io.units.read_value_units`); InputError where regions differ in
+    kind (SUV and kBq/mL that cannot be converted)."""
+    read = [read_value_units(u, where=f"{path}: column {n!r}", dose=dose)
+            for n, u in zip(names, _region_units(path, names, columns, sidecar, units))]
+    kinds = {r.kind for r in read}
+    if len(kinds) > 1:
+        raise InputError(f"{path}: regions in units that cannot be reconciled ({', '.join(sorted(kinds))})")
+    columns.notes += list(dict.fromkeys(f"{path.name}: {r.note}" for r in read if r.note))
+    if read[0].kind != ACTIVITY:
+        columns.notes.append(f"{path.name}: values in {read[0].units} (not an activity; no injected activity and "
+                             "body weight in the sidecar to convert them): the input must be in the same unit")
+    label = ", ".join(dict.fromkeys(r.units for r in read))
+    return np.array([r.scale for r in read]), label, read[0].kind, read[0].scale
 
 
 def _region_values(path: Path, header: list[str], rows: list, regions: list[int]) -> np.ndarray:
@@ -272,7 +309,7 @@ def _region_values(path: Path, header: list[str], rows: list, regions: list[int]
     return values
 
 
-def _region_details(sidecar_path: Path, sidecar: dict, names: list[str], shape: tuple, scale: float) -> dict:
+def _region_details(sidecar_path: Path, sidecar: dict, names: list[str], shape: tuple, scale: np.ndarray) -> dict:
     """``sd`` (kBq/ml), ``voxels`` and ``volume_ml`` of the regions from the sidecar's ``Regions``, where every
     region has them."""
     info = sidecar.get("Regions")
@@ -281,7 +318,7 @@ def _region_details(sidecar_path: Path, sidecar: dict, names: list[str], shape: 
         return out
     try:
         if all("SD" in info[n] for n in names):
-            out["sd"] = np.array([info[n]["SD"] for n in names], np.float64) * scale
+            out["sd"] = np.array([info[n]["SD"] for n in names], np.float64) * np.reshape(scale, (-1, 1))
             if out["sd"].shape != shape:
                 raise InputError(f"{sidecar_path}: 'Regions' SD lists must have {shape[1]} values")
         if all("Voxels" in info[n] for n in names):
@@ -295,30 +332,41 @@ def _region_details(sidecar_path: Path, sidecar: dict, names: list[str], shape: 
 
 def read_tacs(path, *, time_unit: str | None = None, units: str | None = None,
               injection_start: float | None = None) -> RegionalTacs:
-    """Regional TACs from a table: jaxkin's own (:func:`write_tacs`), PETPrep's, or the wide layout of PMOD and
-    kinfitr exports (one row per frame, one column per region).
+    """Regional TACs from a table: jaxkin's own (:func:`write_tacs`), PETPrep's, the wide layout of PMOD and
+    kinfitr exports (one row per frame, one column per region), PMOD's ``.voistat`` and ``.tac``, and the Turku PET
+    Centre's DFT (``.dft``/``.tac``) files (recognised by their content).
 
     Frame columns (case and unit brackets ignored): start (``frame_start``, ``start``, ``start[seconds]``, ...) with
-    end or duration, or mid times (``mid``, ``times``, ...) with durations; mid times alone do not define the frames
-    and are refused. Time unit: a bracket in the column name (``start[seconds]``, ``Mid (min)``), else the JSON
+    end or duration, or mid times (``mid``, ``times``, ...) with durations; mid times alone are refused, except in
+    the PMOD and Turku PET Centre formats that only state them (``.voistat``, ``.tac``, ``.dft``): there the frames
+    come from a PMOD ``.acqtimes`` file beside the table, else are taken contiguous from 0 (said). Time unit: a bracket in the column name (``start[seconds]``, ``Mid (min)``), else the JSON
     sidecar (``{"frame_start": {"Units": "s"}}``), else ``time_unit``; ``frame_start``/``frame_end`` without any of
     these are seconds (the PETPrep/BIDS convention, said in the notes); anything else is refused. Activity units:
-    an activity unit in a bracket (PMOD writes ``end[kBq/cc]``), else the sidecar's ``Units``, else ``units``;
-    without one, refused. Columns ``weights``/``frame`` are not regions. Times are relative to TimeZero, with the
+    an activity unit in a bracket (PMOD writes ``end[kBq/cc]``) or the format's title, else the sidecar's entry for
+    the column (``{"liver": {"Units": "kBq/mL"}}``), else the sidecar's ``Units``, else ``units``; without one,
+    refused. SUV (g/mL), %ID/g and arbitrary units are converted to kBq/ml when the sidecar gives
+    ``InjectedRadioactivity`` (with ``InjectedRadioactivityUnits``) and, for SUV, ``BodyWeight`` (kg); otherwise
+    they are kept (``value_kind``) and the input must share them. Columns ``weights``/``frame`` are not regions. Times are relative to TimeZero, with the
     injection at the sidecar's ``InjectionStart`` (s), else ``injection_start`` (s), else 0 (said).
     """
     path = Path(path)
-    header, rows = _read_rows(path)
+    wide = read_wide(path)
+    header, rows = (wide.header, wide.rows) if wide is not None else _read_rows(path)
     sidecar_path = path.with_suffix(".json")
     sidecar = read_json(sidecar_path, "TACs sidecar") if sidecar_path.is_file() else {}
     columns = _sort_columns(path, header)
+    if wide is not None:
+        columns.notes[:0] = [f"{path.name}: read as {wide.fmt}", *wide.notes]
+        if wide.units is not None:
+            columns.activity_units.add(wide.units)
     unit = _time_unit(path, header, columns, sidecar, time_unit)
     start, duration = _frame_times(path, header, rows, columns, unit)
-    act, scale = _activity_scale(path, columns, sidecar, units)
-    names = [header[j] for j in columns.regions]
+    names = [_split_name(header[j]) for j in columns.regions]
     if len(set(names)) != len(names):
         raise InputError(f"{path}: a region column name appears twice")
-    values = _region_values(path, header, rows, columns.regions) * scale
+    dose = dose_from_sidecar(sidecar, sidecar_path)
+    scale, act, kind, first_scale = _activity_scale(path, names, columns, sidecar, units, dose)
+    values = _region_values(path, header, rows, columns.regions) * scale[:, None]
     if "InjectionStart" in sidecar:
         inj = float(sidecar["InjectionStart"]) / 60.0
     elif injection_start is not None:
@@ -331,4 +379,9 @@ def read_tacs(path, *, time_unit: str | None = None, units: str | None = None,
                         **_region_details(sidecar_path, sidecar, names, values.shape, scale), labels=None,
                         injection_start=inj, half_life=None, notes=tuple(columns.notes), path=path,
                         extra={k: sidecar[k] for k in ("Assumptions",) if k in sidecar}, units=act,
-                        scale_to_kbq=scale)
+                        scale_to_kbq=first_scale, value_kind=kind, dose=dose)
+
+
+def _split_name(column: str) -> str:
+    """A region's name without the unit PMOD writes after it: ``"liver[kBq/cc]"`` -> ``"liver"``."""
+    return re.sub(r"\s*\[[^\]]*\]\s*$", "", column).strip() or column

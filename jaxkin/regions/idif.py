@@ -7,7 +7,7 @@ import numpy as np
 
 from jaxkin.errors import InputError
 from jaxkin.frames import FrameSchedule
-from jaxkin.input_function import InputFunction
+from jaxkin.input_function import InputFunction, from_frame_means
 from jaxkin.io.labels import Labels
 from jaxkin.io.pet import PetImage
 
@@ -100,23 +100,9 @@ def image_derived_input(pet: PetImage, labels: Labels, label: str) -> InputFunct
 
 
 def input_from_frame_means(frames: FrameSchedule, tac) -> InputFunction:
-    """An input function from frame means ``tac [F]`` (kBq/ml): samples at the frame mid times.
-
-    The curve ramps from 0 at the scan start (injection) to the first sample and is extended to the end of the last
-    frame by linear extrapolation of the last two samples (clipped at 0), so that it covers the scan.
-    """
-    tac = np.asarray(tac, dtype=np.float64)
-    mid = frames.mid
-    times, values = list(mid), list(tac)
-    if frames.start[0] < mid[0]:
-        times.insert(0, float(frames.start[0]))
-        values.insert(0, 0.0)
-    end = float(frames.end[-1])
-    if len(mid) >= 2:
-        slope = (tac[-1] - tac[-2]) / (mid[-1] - mid[-2])
-        tail = max(tac[-1] + slope * (end - mid[-1]), 0.0)
-    else:
-        tail = tac[-1]
-    times.append(end)
-    values.append(tail)
-    return InputFunction(np.array(times), np.array(values))
+    """An input function from frame means ``tac [F]`` (kBq/ml) over ``frames`` (min since injection): the curve
+    whose mean over every frame is the value given (:func:`jaxkin.input_function.from_frame_means`: knots at the
+    frame mid times, zero at the scan's start, the shared mono-exponential tail to the last frame's end). An image
+    value is a frame mean, not a sample at the mid time: reading it as a sample would average it again over the
+    frame."""
+    return from_frame_means(frames, np.asarray(tac, dtype=np.float64))

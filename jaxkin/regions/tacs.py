@@ -12,6 +12,7 @@ import numpy as np
 
 from jaxkin.errors import InputError
 from jaxkin.io.tables import RegionalTacs
+from jaxkin.io.units import ACTIVITY
 
 
 def _region_ids(labels, regions) -> list[tuple[str, tuple[int, ...]]]:
@@ -105,7 +106,14 @@ def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: i
         notes.append(f"{pet.path.name}: {nonfinite} labelled voxel(s) with NaN or Inf values left out of the regions")
     return RegionalTacs(names=tuple(n for n, _ in todo), frames=pet.frames, values=mean, sd=np.sqrt(var),
                         voxels=count, volume_ml=count * _voxel_ml(pet.affine), labels=tuple(i for _, i in todo),
-                        injection_start=pet.injection_start, half_life=pet.half_life, notes=tuple(notes))
+                        injection_start=pet.injection_start, half_life=pet.half_life, notes=tuple(notes),
+                        **_relative_units(pet))
+
+
+def _relative_units(pet) -> dict:
+    """The unit of a PET image whose values are not activities (SUV kept for want of a dose), for its TACs."""
+    kind = getattr(pet, "value_kind", ACTIVITY)
+    return {} if kind == ACTIVITY else {"units": pet.units, "value_kind": kind, "dose": pet.dose}
 
 
 def map_statistics(maps: dict, labels, regions=None, *, fractions: bool = False) -> list[dict]:

@@ -185,9 +185,10 @@ def test_idif_bids_then_fit_with_the_image_derived_input(dataset, tmp_path, caps
     pet = load_pet(root / "sub-001" / "ses-b" / "pet" / f"sub-001_ses-b_{ENTITIES}_pet.nii.gz")
     from jaxkin.io.blood import load_blood
 
-    curve = load_blood(tsv, pet=pet).input
+    curve = load_blood(tsv, pet=pet).input  # read as frame means: its mean over each frame is the aorta's
     mean_tac = pet.read()[:2, 0, 0].mean(axis=0)  # the two aorta voxels
-    np.testing.assert_allclose(curve(pet.frames.mid), mean_tac, rtol=1e-5)
+    f = pet.frames
+    np.testing.assert_allclose((curve.integral(f.end) - curve.integral(f.start)) / f.duration, mean_tac, rtol=1e-5)
     assert stdout.count("wrote ") == 2  # sub-001, both sessions
 
     out = tmp_path / "maps"

@@ -383,3 +383,27 @@ def test_regional_model_comparison(tmp_path, capsys):
     code, _, err = _run(["fit", "--tacs", str(table), "--input-function", str(blood), "--out", str(out),
                          "--model", "2tcmirr,patlak"], capsys)
     assert code == 2 and "only compartment models" in err
+
+
+def test_fit_a_pmod_voistat_with_a_pmod_bld(tmp_path, capsys):
+    """``jaxkin fit --tacs study.voistat --input plasma.bld``: PMOD's long export (mid times only: frames contiguous
+    from 0, said) and its plasma curve, fitted as the same data in jaxkin's own table."""
+    mid_s = FRAMES.mid * 60
+    assert np.allclose(FRAMES.start[0], 0) and np.allclose(FRAMES.start[1:], FRAMES.end[:-1])
+    liver = [0.0, *(1.0 + np.log1p(FRAMES.mid[1:]))]
+    head = ["# PMOD_VOI_STATISTICS", "# DATA",
+            ("// Component [string]\tVoiName(Region) [string]\tTime [seconds]\tAveraged [kBq/cc]\tVolume [ccm]")]
+    rows = [f"pet.dcm\tliver\t{m:.9g}\t{v!r}\t1500" for m, v in zip(mid_s, map(float, liver))]
+    (tmp_path / "study.voistat").write_text("\n".join(head + rows) + "\n")
+    t = np.union1d(INPUT.times[INPUT.times <= FRAMES.end[-1]], [FRAMES.end[-1]])
+    (tmp_path / "plasma.bld").write_text("sample-time[minutes]\tplasma[kBq/cc]\n"
+                                        + "".join(f"{float(a)!r}\t{float(b)!r}\n" for a, b in zip(t, INPUT(t))))
+    out = tmp_path / "fits.tsv"
+    assert cli.main(["fit", "--tacs", str(tmp_path / "study.voistat"), "--input", str(tmp_path / "plasma.bld"),
+                     "--model", "patlak", "--t-star", "5", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "study.voistat: read as PMOD .voistat" in err and "frames taken contiguous from 0 s" in err
+    assert "plasma.bld: column 'plasma' is the input, used as given" in err
+    ki = float(out.read_text().splitlines()[1].split("\t")[1])
+    expected = fit_regions(["liver"], np.array([liver]), INPUT, FRAMES, model="patlak", t_star=5.0).columns["Ki"][0]
+    assert ki == pytest.approx(expected, rel=1e-6)

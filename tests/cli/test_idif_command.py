@@ -58,8 +58,10 @@ def test_idif_command(written, tmp_path, capsys):
     assert "wrote" in capsys.readouterr().out
     pet = load_pet(files.pet)
     expected = image_derived_input(pet, read_labels(files.labels, pet=pet, default_groups=False, resample=False), "aorta")
-    back = load_blood(out, pet=pet).input
-    np.testing.assert_allclose(back.values, expected.values, rtol=1e-12)
+    blood = load_blood(out, pet=pet)  # the sidecar marks the values as frame means: read as such, said once
+    np.testing.assert_allclose(blood.input.values, expected.values, rtol=1e-9)
+    assert json.loads(out.with_suffix(".json").read_text())["ValuesAreFrameMeans"] is True
+    assert any("read as frame means (its sidecar's ValuesAreFrameMeans)" in n for n in blood.notes)
     # A broken sidecar: exit 2, one line naming the file and the field, no output.
     bad_dir = tmp_path / "bad"
     bad_dir.mkdir()

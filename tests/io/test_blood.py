@@ -206,3 +206,100 @@ def test_negative_blood_samples_noted_or_refused(tmp_path):
     flipped = write_blood(tmp_path / "flipped_blood.tsv", whole_blood=InputFunction(t, -values))
     with pytest.raises(InputError, match="flipped_blood.tsv: "):
         load_blood(flipped)
+
+# ------------------------------------------------------------------------------------------ an SUV study
+
+
+def _suv_study(tmp_path, tac_sidecar: dict, blood_units: str):
+    """A TAC table and an arterial blood recording of one irreversible region, C(t) = Ki * int_0^t Cp, both in SUV
+    (the blood in ``blood_units``); returns the paths and the true Ki."""
+    import json
+
+    from scipy.integrate import quad
+
+    ki = 0.025
+    frames = FRAMES
+    times = np.array([0.0, 0.5, 1.0, 2.0, 5.0, 10.0, float(frames.end[-1])])
+    suv = np.array([0.0, 12.0, 8.0, 5.0, 3.0, 2.2, 1.9])
+    cp = InputFunction(times, suv)
+    tissue = [ki * quad(lambda t: float(cp.integral(t)), a, b, limit=200)[0] / (b - a)
+              for a, b in zip(frames.start, frames.end)]
+    table = tmp_path / "tacs.tsv"
+    write_rows(table, ["frame_start", "frame_end", "tumour"],
+               [[a * 60, b * 60, v] for a, b, v in zip(frames.start, frames.end, tissue)])
+    table.with_suffix(".json").write_text(json.dumps({"Units": "SUV", "InjectionStart": 0, **tac_sidecar}))
+    blood = write_rows(tmp_path / "sub-01_recording-manual_blood.tsv", ["time", "plasma_radioactivity"],
+                       [[t * 60, v] for t, v in zip(times[1:], suv[1:])])
+    blood.with_suffix(".json").write_text(json.dumps({"time": {"Units": "s"},
+                                                      "plasma_radioactivity": {"Units": blood_units}}))
+    return table, blood, ki, cp
+
+
+def test_suv_study_kept_converted_or_refused(tmp_path):
+    from jaxkin.fitting import fit_regions
+    from jaxkin.io.tables import read_tacs
+
+    dose = {"BodyWeight": 80, "InjectedRadioactivity": 400, "InjectedRadioactivityUnits": "MBq"}
+    kis = {}
+    for name, side in (("kept", {}), ("converted", dose)):
+        folder = tmp_path / name
+        folder.mkdir()
+        table, recording, ki, cp = _suv_study(folder, side, "g/mL")
+        tacs = read_tacs(table)
+        blood = load_blood(recording, pet=tacs)
+        factor = 1.0 if name == "kept" else 400e3 / 80e3  # kBq/mL per SUV: injected / body weight
+        assert tacs.value_kind == ("SUV" if name == "kept" else "activity")
+        np.testing.assert_allclose(blood.input(cp.times), cp.values * factor, rtol=1e-12)
+        notes = " ".join(tacs.notes + blood.notes)
+        if name == "kept":
+            assert notes.count("tissue and input are both in SUV: fitted as they are") == 1
+        else:
+            assert "tacs.tsv: SUV converted to kBq/mL (x injected 400 MBq / body weight 80 kg" in notes
+            assert "plasma_radioactivity: g/mL converted to kBq/mL" in notes
+        fit = fit_regions(tacs.names, tacs.values, blood.input, tacs.frames, model="patlak", t_star=1.0)
+        kis[name] = float(fit.columns["Ki"][0])
+    assert kis["kept"] == pytest.approx(ki, rel=1e-6) and kis["converted"] == pytest.approx(ki, rel=1e-6)
+    folder = tmp_path / "mix"
+    folder.mkdir()
+    table, recording, *_ = _suv_study(folder, {}, "kBq/mL")
+    with pytest.raises(InputError, match=r"sub-01_recording-manual_blood\.tsv: the blood is in activity but the "
+                                         r"tissue in SUV: they cannot be reconciled"):
+        load_blood(recording, pet=read_tacs(table))
+
+
+# ------------------------------------------------------------------------------------------ an IDIF at mid times
+
+
+def test_a_table_at_the_scans_mid_times_is_read_as_frame_means(tmp_path):
+    """An image-derived input written as a plain blood table at the frame mid times (as a cohort publishes it): read
+    as frame means (said once), so that every frame's mean is the measured value; ``samples`` overrides it."""
+    import json
+
+    from jaxkin.input_function import feng_input, from_frame_means
+
+    frames = FRAMES
+    truth = feng_input(float(frames.end[-1]) + 1.0)
+    means = (truth.integral(frames.end) - truth.integral(frames.start)) / frames.duration
+    path = write_rows(tmp_path / "sub-01_recording-IDIF_blood.tsv", ["time", "whole_blood_radioactivity"],
+                      [[m * 60, v] for m, v in zip(frames.mid, means)])
+    path.with_suffix(".json").write_text(json.dumps({"whole_blood_radioactivity": {"Units": "kBq/mL"}}))
+    scan = RegionalTacs(names=("liver",), frames=frames, values=np.ones((1, frames.n_frames)))
+    blood = load_blood(path, pet=scan)
+    got = (blood.input.integral(frames.end) - blood.input.integral(frames.start)) / frames.duration
+    np.testing.assert_allclose(got, means, rtol=1e-10)
+    np.testing.assert_allclose(blood.input.values, from_frame_means(frames, means).values, rtol=1e-12)
+    notes = " ".join(blood.notes)
+    assert notes.count("values read as frame means (its times are the scan's frame mid times") == 1
+    assert blood.sidecar()["FrameMeans"] == [path.name]
+    # The whole blood is the input: one note says so, none calls it the total plasma.
+    assert "no plasma data: the input is the whole blood" in notes and "total plasma" not in notes
+    samples = load_blood(path, pet=scan, input_values="samples")
+    np.testing.assert_allclose(samples.input(frames.mid), means, rtol=1e-12)
+    assert "frame means" not in " ".join(samples.notes)
+    late = write_rows(tmp_path / "late_blood.tsv", ["time", "whole_blood_radioactivity"],
+                      [[m * 60 + 5, v] for m, v in zip(frames.mid, means)])
+    late.with_suffix(".json").write_text(path.with_suffix(".json").read_text())
+    assert "frame means" not in " ".join(load_blood(late, pet=scan).notes)  # not at the mid times: samples
+    with pytest.raises(InputError, match=r"late_blood\.tsv: column 'time': the samples are not at the mid times of "
+                                         r"the scan's frames, so they cannot be read as frame means"):
+        load_blood(late, pet=scan, input_values="frame-means")

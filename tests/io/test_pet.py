@@ -151,7 +151,7 @@ _BAD_SIDECARS = [
     ("overlap", dict(FrameTimesStart=[0, 10, 15, 50, 110, 230, 530]), "frames overlap"),
     ("zero duration", dict(FrameDuration=[10, 10, 30, 0, 120, 300, 300]), "'FrameDuration' must be positive; frame 3"),
     ("negative duration", dict(FrameDuration=[10, -10, 30, 60, 120, 300, 300]), "'FrameDuration' must be positive"),
-    ("unknown units", dict(Units="SUV"), "field 'Units': unknown units 'SUV'"),
+    ("unknown units", dict(Units="cps"), "field 'Units': unknown units 'cps'"),
     ("non-numeric", dict(FrameDuration=[10, "a", 30, 60, 120, 300, 300]), "'FrameDuration' must be a list of numbers"),
     ("decay flag", dict(ImageDecayCorrected="yes"), "'ImageDecayCorrected' must be true or false"),
 ]
@@ -199,6 +199,17 @@ def test_missing_injection_start_is_assumed_and_said(tmp_path):
     assert pet.injection_start == 0.0 and pet.frames.start[0] == 0.0
     assert any("InjectionStart missing" in n for n in pet.notes)
     assert "InjectionStart missing" in " ".join(pet.provenance()["Assumptions"])
+
+
+def test_suv_image_converted_with_the_dose_or_kept(tmp_path, pet_data):
+    """An image in SUV: kBq/mL = SUV x injected activity / body weight when the sidecar gives both; kept otherwise."""
+    dose = {"InjectedRadioactivity": 300.0, "InjectedRadioactivityUnits": "MBq", "BodyWeight": 60.0}
+    converted = load_pet(write_raw_pet(tmp_path, pet_data, sidecar(Units="SUV", **dose)))
+    assert converted.value_kind == "activity" and converted.scale_to_kbq == pytest.approx(300e3 / 60e3)
+    assert any("SUV converted to kBq/mL (x injected 300 MBq / body weight 60 kg" in n for n in converted.notes)
+    (tmp_path / "kept").mkdir()
+    kept = load_pet(write_raw_pet(tmp_path / "kept", pet_data, sidecar(Units="SUV")))
+    assert kept.value_kind == "SUV" and kept.scale_to_kbq == 1.0
 
 
 @pytest.mark.parametrize("units", ["counts", "Bq", "propCps"])

@@ -86,3 +86,25 @@ def _renamed(path, name, unit):
     out = path.with_name(name)
     out.write_text(text)
     return out
+
+
+def test_per_column_units_of_the_sidecar(tmp_path):
+    """The BIDS way: each column's ``Units`` in the sidecar (the PBR28 tables state no top-level unit)."""
+    import json
+
+    path = tmp_path / "pbr28_tacs.tsv"
+    path.write_text("frame_start\tframe_end\tliver\tcortex\n0\t60\t1000\t2\n60\t180\t1500\t3\n")
+    side = {"frame_start": {"Units": "s"}, "frame_end": {"Units": "s"}, "liver": {"Units": "Bq/mL"},
+            "cortex": {"Units": "kBq/mL"}}
+    path.with_suffix(".json").write_text(json.dumps(side))
+    tacs = read_tacs(path)
+    np.testing.assert_allclose(tacs.values, [[1.0, 1.5], [2.0, 3.0]])
+    side["cortex"] = {"Description": "no unit"}
+    path.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(InputError, match=r"pbr28_tacs\.tsv: the activity unit is not stated .*\"cortex\": "):
+        read_tacs(path)
+    side["cortex"] = {"Units": "SUV"}
+    path.with_suffix(".json").write_text(json.dumps(side))
+    with pytest.raises(InputError, match=r"pbr28_tacs\.tsv: regions in units that cannot be reconciled "
+                                         r"\(SUV, activity\)"):
+        read_tacs(path)

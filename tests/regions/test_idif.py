@@ -76,8 +76,9 @@ def test_idif_leaves_out_nonfinite_voxels(tmp_path, pet_data):
     pet = load_pet(path)
     labels = Labels(small_labels(), NAMES)
     idif = image_derived_input(pet, labels, "aorta")
-    # The aorta holds voxels (4,3,1) [NaN, excluded] and (4,3,2): the IDIF samples are that one voxel's TAC.
-    np.testing.assert_allclose(idif(FRAMES.mid), data[4, 3, 2] / 1000.0, rtol=1e-6)
+    # The aorta holds voxels (4,3,1) [NaN, excluded] and (4,3,2): the IDIF's frame means are that voxel's TAC.
+    means = (idif.integral(FRAMES.end) - idif.integral(FRAMES.start)) / FRAMES.duration
+    np.testing.assert_allclose(means, data[4, 3, 2] / 1000.0, rtol=1e-6)
     assert idif.times[0] == 0.0 and idif.values[0] == 0.0 and idif.end == pytest.approx(FRAMES.end[-1])
     # Written and read back as the TSV of the input function.
     tsv = write_blood(tmp_path / "sub-01_desc-IDIF_blood.tsv", whole_blood=idif, units=pet.units)
@@ -90,4 +91,6 @@ def test_image_derived_input_from_the_aorta(written, clean):
                                "aorta")
     f = pet.frames
     means = (clean.input_function.integral(f.end) - clean.input_function.integral(f.start)) / f.duration
-    np.testing.assert_allclose(idif(f.mid), means, rtol=1e-5)
+    # Read as frame means: every frame's mean, hence the integral to every frame end, is the true input's.
+    np.testing.assert_allclose((idif.integral(f.end) - idif.integral(f.start)) / f.duration, means, rtol=1e-5)
+    np.testing.assert_allclose(idif.integral(f.end), clean.input_function.integral(f.end), rtol=1e-5)

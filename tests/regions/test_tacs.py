@@ -57,3 +57,20 @@ def test_map_statistics_per_region(scan):
     np.testing.assert_allclose([liver["mean"], liver["sd"], liver["median"]],
                                [values.mean(), values.std(ddof=1), np.median(values)], rtol=1e-6)
     assert liver["voxels"] == values.size and {r["region"] for r in rows} == {"liver", "kidneys"}
+
+
+def test_tacs_of_an_suv_image_stay_in_suv(tmp_path):
+    """An image in SUV without its dose: its regional TACs are in SUV, written and read back as SUV (never kBq/mL)."""
+    from _pet_files import NAMES, random_pet_data, sidecar, small_labels, write_raw_pet
+
+    from jaxkin.io.labels import Labels
+    from jaxkin.io.tables import read_tacs, write_tacs
+
+    data = random_pet_data()
+    pet = load_pet(write_raw_pet(tmp_path, data, sidecar(Units="SUV")))
+    tacs = regional_tacs(pet, Labels(small_labels(), NAMES), ["liver"])
+    assert (tacs.units, tacs.value_kind) == ("SUV", "SUV")
+    np.testing.assert_allclose(tacs.values[0], data[small_labels() == 1].mean(axis=0), rtol=1e-5)
+    back = read_tacs(write_tacs(tmp_path / "tacs.tsv", tacs))
+    assert back.value_kind == "SUV" and back.units == "SUV"
+    np.testing.assert_allclose(back.values, tacs.values, rtol=1e-7)
