@@ -20,11 +20,13 @@ from jaxkin.kinetics import (
     MODELS,
     check_bound_names,
     get_model,
+    parse_fixed,
     resolve_bounds,
     with_fixed,
 )
 
-__all__ = ["OptionError", "FitOptions", "FIT_MODELS", "DELAY_MODES", "check_models", "check_bounds"]
+__all__ = ["OptionError", "FitOptions", "FIT_MODELS", "DELAY_MODES", "check_models", "check_bounds",
+           "check_compartment_options"]
 
 #: Every model a fit takes, the default first: the compartment models (:data:`jaxkin.kinetics.MODELS`), then the
 #: graphical methods (:data:`jaxkin.fitting.graphical.GRAPHICAL_METHODS`).
@@ -78,29 +80,36 @@ def check_models(models) -> tuple[str, ...]:
     return models
 
 
+def check_compartment_options(models: tuple[str, ...], **options) -> bool:
+    """Whether ``models`` is a graphical method; :class:`OptionError` naming the first of ``options`` (name ->
+    value) that is given (not None, empty or ``"none"``) for a graphical method, which takes none of them."""
+    graphical = [m for m in models if m in GRAPHICAL_METHODS]
+    for name, value in options.items():
+        if graphical and value and value != "none":
+            raise OptionError(f"{{{name}}} applies to compartment models, not {graphical[0]}")
+    return bool(graphical)
+
+
 def check_bounds(models: tuple[str, ...], bounds=None, fixed=None):
     """The bounds specification of a fit of ``models`` with the parameters ``fixed`` held
     (:func:`jaxkin.kinetics.with_fixed`), checked: :class:`OptionError` naming ``{bounds}`` or ``{fixed}`` for a bad
     specification, a parameter no model has, or a model left with nothing to fit. Graphical methods take neither."""
-    graphical = [m for m in models if m in GRAPHICAL_METHODS]
-    for name, value in (("bounds", bounds), ("fixed", fixed)):
-        if graphical and value:
-            raise OptionError(f"{{{name}}} applies to compartment models, not {graphical[0]}")
-    if graphical:
+    if check_compartment_options(models, bounds=bounds, fixed=fixed):
         return None
     try:
         merged = with_fixed(bounds, fixed)
+        check_bound_names(bounds, models)
     except InputError as err:
         raise _worded(err) from None
     try:
-        check_bound_names(merged, models)
-        for model in models:
-            lower, upper, _ = resolve_bounds(model, merged)
-            if not any(a < b for a, b in zip(lower, upper)):
-                raise InputError(f"fix: every parameter of {model} is fixed ({', '.join(get_model(model).param_names)})"
-                                 "; nothing is left to fit")
+        check_bound_names({name: (0, 0) for name in parse_fixed(fixed)}, models)
     except InputError as err:
-        raise _worded(err, "fixed" if fixed else "bounds") from None
+        raise OptionError("{fixed}" + _literal(str(err)[len("bounds"):])) from None
+    for model in models:
+        lower, upper, _ = resolve_bounds(model, merged)
+        if not any(a < b for a, b in zip(lower, upper)):
+            raise OptionError(f"{{{'fixed' if fixed else 'bounds'}}}: every parameter of {model} is fixed "
+                              f"({', '.join(get_model(model).param_names)}); nothing is left to fit")
     return merged
 
 
@@ -172,6 +181,7 @@ class FitOptions:
             raise OptionError(f"{{method}} curve_fit applies to compartment models, not {first}")
         object.__setattr__(self, "bounds", check_bounds(self.models, self.bounds, self.fixed))
         object.__setattr__(self, "fixed", None)  # now part of the bounds
+        check_compartment_options(self.models, weights=self.weights)
         if self.delay != "none" and self.graphical:
             raise OptionError(f"{{delay}} applies to compartment models, not {first}")
         if self.delay == "voxel" and self.method != "lm":

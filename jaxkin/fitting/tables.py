@@ -21,7 +21,7 @@ from jaxkin.io.blood import Blood
 from jaxkin.io.files import atomic_write, write_json
 from jaxkin.io.tables import RegionalTacs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS, T_STAR
-from jaxkin.fitting.options import OptionError, check_bounds, check_models
+from jaxkin.fitting.options import OptionError, check_bounds, check_compartment_options, check_models
 from jaxkin.fitting.regional import RegionalFit, compare_regional_fits, fit_regions
 from jaxkin.fitting.result import FLAG_NAMES
 from jaxkin.kinetics import FDG_MODEL, bounds_fields
@@ -61,6 +61,7 @@ class RegionalRequest:
         object.__setattr__(self, "models", check_models(self.models))
         object.__setattr__(self, "bounds", check_bounds(self.models, self.bounds, self.fixed))
         object.__setattr__(self, "fixed", None)  # now part of the bounds
+        check_compartment_options(self.models, weights=self.weights)
         object.__setattr__(self, "out", Path(self.out))
         if self.weights == "sd" and self.tacs.sd is None:
             raise OptionError("{weights} sd: {tacs} has no regional SD per frame (a JSON sidecar with Regions/SD, "

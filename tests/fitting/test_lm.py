@@ -220,6 +220,7 @@ def test_adversarial_tacs_give_finite_flagged_results(model, kin32):
     assert np.all(flags[[0, 1, 2, 3, 5, 6, 9]] != 0)  # every hopeless TAC carries some flag
 
 
+@pytest.mark.slow
 def test_a_parameter_fixed_at_its_true_value_recovers_the_others(kin32):
     """Noiseless TACs with vB = 0.05: vB held there, K1, k2, k3 and Ki are recovered; vB does not move, its standard
     error is 0 and it is not flagged at a bound (float32, the voxel fit)."""

@@ -47,6 +47,13 @@ def test_bad_models(models, message):
     (dict(delay="late"), "delay 'late': choose from none, global, voxel"),
     (dict(weights="sd"), "weights 'sd': choose from none, duration, poisson"),
     (dict(method="nelder-mead"), "method 'nelder-mead': choose from lm, curve_fit"),
+    (dict(fixed="k4=0"), "fixed: k4 is not a parameter of 2tcmirr"),
+    (dict(fixed="vB=2"), "fixed: vB=2: need a finite value >= 0 and <= 1"),
+    (dict(fixed="vB=0.02", bounds="vB=0,0.1"), "fixed: vB also has a range in the bounds"),
+    (dict(fixed="K1=1 k2=1 k3=0 vB=0"), "fixed: every parameter of 2tcmirr is fixed"),
+    (dict(bounds="K1=1,1 k2=1,1 k3=0,0 vB=0,0"), "bounds: every parameter of 2tcmirr is fixed"),
+    (dict(fixed="vB=0", models=("patlak",)), "fixed applies to compartment models, not patlak"),
+    (dict(weights="duration", models=("logan",)), "weights applies to compartment models, not logan"),
 ])
 def test_bad_options_name_the_parameter(options, message):
     with pytest.raises(OptionError) as err:
@@ -73,3 +80,11 @@ def test_a_word_given_by_the_message_and_one_by_the_caller():
     assert err.worded({"tacs": "my.tsv"}.get) == "weights sd: my.tsv has no SD"
     assert err.worded(_flags) == "--weights sd: --tacs has no SD"
     assert OptionError("{bounds}: {{K1: (0, 1)}}").worded(_flags) == "--bounds: {K1: (0, 1)}"
+
+
+def test_fixed_parameters_become_bounds_of_zero_width():
+    options = FitOptions(models=("2tcm", "1tcm"), bounds="paper", fixed={"vB": 0.05, "k4": 0})
+    assert options.fixed is None and options.bounds == ("paper", "vB=0.05,0.05", "k4=0.0,0.0")
+    assert kinetics.fixed_values("2tcm", options.bounds) == {"k4": 0.0, "vB": 0.05}
+    assert kinetics.fixed_values("1tcm", options.bounds) == {"vB": 0.05}  # k4 is not a 1tcm parameter
+    assert kinetics.fixed_values("2tcmirr", FitOptions(bounds="vB=0.02,0.02").bounds) == {"vB": 0.02}
