@@ -268,7 +268,7 @@ def _run_regional(args, models: tuple[str, ...]) -> int:
     """``jaxkin fit --tacs TSV --input-function BLOOD --out fits.tsv``: one fit per region and model."""
     import numpy as np
 
-    from jaxkin.cli._scan import command_line, flag, load_blood_for, options_worded, say, tsv_output
+    from jaxkin.cli._scan import command_line, load_blood_for, options_worded, say, tsv_output
     from jaxkin.io.tables import read_tacs
     from jaxkin.errors import InputError
     from jaxkin.fitting import GRAPHICAL_METHODS, RegionalRequest, write_regional_fits

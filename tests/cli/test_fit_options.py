@@ -7,14 +7,13 @@ import json
 
 import numpy as np
 import pytest
+from _pet_files import FRAMES, write_rows
 
 import jaxkin
 from jaxkin import cli, fitting, kinetics
 from jaxkin.io.blood import write_blood
 from jaxkin.io.pet import write_pet
 from jaxkin.io.tables import RegionalTacs, write_tacs
-
-from _pet_files import FRAMES, write_rows
 
 SHAPE = (3, 2, 2)
 

@@ -47,13 +47,13 @@ def test_bad_models(models, message):
     (dict(delay="late"), "delay 'late': choose from none, global, voxel"),
     (dict(weights="sd"), "weights 'sd': choose from none, duration, poisson"),
     (dict(method="nelder-mead"), "method 'nelder-mead': choose from lm, curve_fit"),
-    (dict(fixed="k4=0"), "fixed: k4 is not a parameter of 2tcmirr"),
-    (dict(fixed="vB=2"), "fixed: vB=2: need a finite value >= 0 and <= 1"),
-    (dict(fixed="vB=0.02", bounds="vB=0,0.1"), "fixed: vB also has a range in the bounds"),
-    (dict(fixed="K1=1 k2=1 k3=0 vB=0"), "fixed: every parameter of 2tcmirr is fixed"),
-    (dict(bounds="K1=1,1 k2=1,1 k3=0,0 vB=0,0"), "bounds: every parameter of 2tcmirr is fixed"),
-    (dict(fixed="vB=0", models=("patlak",)), "fixed applies to compartment models, not patlak"),
-    (dict(weights="duration", models=("logan",)), "weights applies to compartment models, not logan"),
+    ({"fixed": "k4=0"}, "fixed: k4 is not a parameter of 2tcmirr"),
+    ({"fixed": "vB=2"}, "fixed: vB=2: need a finite value >= 0 and <= 1"),
+    ({"fixed": "vB=0.02", "bounds": "vB=0,0.1"}, "fixed: vB also has a range in the bounds"),
+    ({"fixed": "K1=1 k2=1 k3=0 vB=0"}, "fixed: every parameter of 2tcmirr is fixed"),
+    ({"bounds": "K1=1,1 k2=1,1 k3=0,0 vB=0,0"}, "bounds: every parameter of 2tcmirr is fixed"),
+    ({"fixed": "vB=0", "models": ("patlak",)}, "fixed applies to compartment models, not patlak"),
+    ({"weights": "duration", "models": ("logan",)}, "weights applies to compartment models, not logan"),
 ])
 def test_bad_options_name_the_parameter(options, message):
     with pytest.raises(OptionError) as err:
