@@ -198,3 +198,24 @@ def test_regional_fit_states_its_bounds_and_fixed_parameters(files, capsys):
     bounds = json.loads(out.with_suffix(".json").read_text())["Bounds"]
     assert bounds["Preset"] == "paper; fixed vB=0.03" and bounds["Fixed"] == {"vB": 0.03}
     assert bounds["K1"] == [0.01, 2.0] and bounds["vB"] == [0.03, 0.03]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [["--uncertainty"], ["--method", "curve_fit"], ["--delay", "voxel", "--uncertainty"]])
+def test_voxel_maps_hold_the_fixed_parameter(files, tmp_path, extra, capsys):
+    """Voxel maps with vB fixed (lm with its standard errors, curve_fit, a per-voxel delay): the vB map is the value
+    in every fitted voxel, its standard error 0, and the sidecars list it."""
+    from jaxkin.io.maps import map_path, read_volume
+    from jaxkin.io.pet import load_pet
+
+    out = tmp_path / "maps"
+    code = cli.main(["fit", "--pet", str(files["pet"]), "--input-function", str(files["blood"]), "--out", str(out),
+                     "--mask", str(files["mask"]), "--fix", "vB=0.04", "--no-progress", *extra])
+    assert code == 0, capsys.readouterr().err
+    pet = load_pet(files["pet"])
+    assert np.all(read_volume(map_path(out, "sub-01", "2tcmirr", "vB"), pet) == np.float32(0.04))
+    if "--uncertainty" in extra:
+        assert np.all(read_volume(map_path(out, "sub-01", "2tcmirr", "vBSE"), pet) == 0.0)
+        assert np.all(read_volume(map_path(out, "sub-01", "2tcmirr", "K1SE"), pet) > 0.0)
+    sidecar = json.loads(map_path(out, "sub-01", "2tcmirr", "Ki").with_suffix("").with_suffix(".json").read_text())
+    assert sidecar["Bounds"]["Fixed"] == {"vB": 0.04} and sidecar["Bounds"]["vB"] == [0.04, 0.04]
