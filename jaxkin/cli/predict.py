@@ -150,6 +150,9 @@ def _check_adapt_options(args) -> None:
         except InputError as error:
             raise InputError(f"--{error}") from None
     if not args.bids and not args.input_function:
+        if args.blood_to_plasma is not None or args.blood_decay != "injection":
+            given = "--blood-to-plasma" if args.blood_to_plasma is not None else "--blood-decay"
+            raise InputError(f"{given}: only with --input-function (or --bids), the blood it describes")
         for name in ("adapt_steps", "refine_lm"):
             if getattr(args, name):
                 raise InputError(f"--{name.replace('_', '-')}: needs the scan's input function (--input-function "
