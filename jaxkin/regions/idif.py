@@ -44,7 +44,7 @@ def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int]
         notes.append(f"eroded {erode} time(s) (6-connected)")
         if not mask.any():
             raise InputError(f"erode {erode}: nothing is left of the label ({n0} voxels); erode less")
-    if core:
+    if core is not None:
         if core < 1:
             raise InputError("core must be a positive number of voxels per slice")
         zs = np.flatnonzero(mask.any(axis=(0, 1)))
