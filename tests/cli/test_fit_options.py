@@ -201,10 +201,10 @@ def test_regional_fit_states_its_bounds_and_fixed_parameters(files, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [["--uncertainty"], ["--method", "curve_fit"], ["--delay", "voxel", "--uncertainty"]])
-def test_voxel_maps_hold_the_fixed_parameter(files, tmp_path, extra, capsys):
-    """Voxel maps with vB fixed (lm with its standard errors, curve_fit, a per-voxel delay): the vB map is the value
-    in every fitted voxel, its standard error 0, and the sidecars list it."""
+def test_voxel_maps_hold_the_fixed_parameter(files, tmp_path, capsys):
+    """Voxel maps with vB fixed (lm with a per-voxel delay and the standard errors): the vB map is the value in every
+    fitted voxel, its standard error 0, and the sidecars list it."""
+    extra = ["--delay", "voxel", "--uncertainty"]
     from jaxkin.io.maps import map_path, read_volume
     from jaxkin.io.pet import load_pet
 

@@ -98,6 +98,9 @@ def test_fixed_vb_equals_curve_fit_of_the_free_parameters():
         q, cov = curve_fit(lambda _x, k1, k2, k3: model((k1, k2, k3, 0.03)), np.arange(FRAMES.n_frames), tacs[i],
                            p0=(0.1, 0.1, 0.01), bounds=(paper.lower[:3], paper.upper[:3]), method="trf",
                            xtol=1e-14, ftol=1e-14, gtol=1e-14)
+        held, _, _ = baseline.curve_fit_tac(tacs[i], model, lower=(*paper.lower[:3], 0.03),
+                                            upper=(*paper.upper[:3], 0.03))  # the baseline, vB held alike
+        np.testing.assert_allclose(held, (*q, 0.03), rtol=1e-3)
         for j, name in enumerate(("K1", "k2", "k3")):
             assert fit.columns[name][i] == pytest.approx(q[j], rel=1e-5), name
             assert fit.columns[f"{name}_se"][i] == pytest.approx(np.sqrt(cov[j, j]), rel=1e-3), name
