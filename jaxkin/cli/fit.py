@@ -256,7 +256,7 @@ def _fit_scan(request, blood, name: str | None) -> None:
     if options.compare:
         share = ", ".join(f"{m} {s:.1%}" for m, s in written.preferred_share().items())
         print(f"{prefix}preferred model (smallest AICc) in the voxels: {share}")
-    how = "graphical" if options.graphical else options.method
+    how = "graphical" if options.graphical else options.method + _fixed_words(options.models[0], options.bounds)
     print(f"{prefix}fitted {result.n_fitted} voxels with {','.join(options.models)} ({how}) in "
           f"{written.seconds:.1f} s; {result.n_nonfinite} voxel(s) with NaN/Inf left out; "
           f"{result.n_not_converged} flagged not converged")
@@ -292,9 +292,17 @@ def _run_regional(args, models: tuple[str, ...]) -> int:
             print(f"fitted {len(tacs.names)} region(s) with {model} (t* = {args.t_star:g} min); wrote {path}")
         else:
             bad = int(np.count_nonzero(~fit.columns["converged"]))
-            print(f"fitted {len(tacs.names)} region(s) with {model} (weights {fit.weights}); {bad} flagged not "
-                  f"converged; wrote {path}")
+            print(f"fitted {len(tacs.names)} region(s) with {model} (weights {fit.weights}"
+                  f"{_fixed_words(model, request.bounds)}); {bad} flagged not converged; wrote {path}")
     if written.comparison is not None:
         counts = written.preferred_counts()
         print("preferred by AICc: " + ", ".join(f"{m} in {n} region(s)" for m, n in counts.items()) + f"; wrote {out}")
     return 0
+
+
+def _fixed_words(model: str, bounds) -> str:
+    """``"; fixed vB=0.02"`` for the parameters of ``model`` that ``bounds`` holds fixed, else ``""``."""
+    from jaxkin.kinetics import fixed_values
+
+    held = fixed_values(model, bounds)
+    return "; fixed " + " ".join(f"{n}={v:g}" for n, v in held.items()) if held else ""
