@@ -299,7 +299,8 @@ def fit_tacs(
     ``weights``: ``"none"``, ``"duration"``, ``"poisson"`` or an array ``[F]``/``[N, F]`` (see :func:`frame_weights`).
     ``bounds``: a preset (``"physiological"``, the default, or ``"paper"``) or ranges (``"K1=0,3 k3=0,1"``, a dict),
     see :func:`jaxkin.kinetics.resolve_bounds`; ``lower``/``upper`` (``[P]`` each) replace that side of the bounds
-    when given. TACs are fitted in fixed-size chunks of
+    when given. A parameter whose bounds have zero width is held fixed (:func:`jaxkin.kinetics.with_fixed`; see the
+    module). TACs are fitted in fixed-size chunks of
     :func:`chunk_length` (the last one padded), so one compilation serves every chunk; each chunk is split over
     this process's devices (:class:`jaxkin.distributed.DataParallel` over :func:`jaxkin.distributed.local_mesh`).
     The dtype follows ``kin`` (float32 by default).
