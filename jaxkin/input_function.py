@@ -3,8 +3,9 @@
 An :class:`InputFunction` is the piecewise-linear interpolant of samples ``(times, values)``, times in
 **minutes** and values in **kBq/ml**. Conventions, used everywhere in jaxkin:
 
-* Before the first sample the input is zero. If the first sample lies after injection (t > 0), a knot
-  ``(0, 0)`` is added, so the curve ramps linearly from zero at injection to the first sample.
+* The curve starts at the injection: if the first sample lies after it (t > 0), a knot ``(0, 0)`` is added, so
+  the curve ramps linearly from zero at injection to the first sample. Before its first knot (the injection, or an
+  earlier first sample) the input is zero.
 * The tissue compartments are empty at the first knot (injection, or earlier samples if given).
 * A positive ``delay`` shifts the curve later in time: ``C_delayed(t) = C(t - delay)``.
 * The curve must extend to the end of the scan; the kinetic models refuse to extrapolate. A curve that ends

@@ -46,7 +46,12 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
+    from jaxkin.cli._scan import say
     from jaxkin.evaluation import evaluate
+    from jaxkin.evaluation.report import left_out_scans
+
+    left_out = left_out_scans(args.dataset, args.pred, split=args.split, subjects=args.subjects)
+    say("evaluate", [f"left out {scan}: evaluated are the scans with maps of every method" for scan in left_out])
 
     out = evaluate(args.dataset, args.pred, args.out, split=args.split, subjects=args.subjects,
                    figures=not args.no_figures, groups=args.group, default_groups=not args.no_default_groups,

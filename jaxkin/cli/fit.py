@@ -73,42 +73,66 @@ def _add_fit_arguments(parser) -> None:
                         help="parameter bounds: physiological (default: contains healthy organs such as liver "
                         "k3 ~0.003 and spleen k2 > 3), paper (the paper's: K1 0.01-2, k2 0.01-3, k3 0.01-1, vB 0-1), "
                         "or ranges that change a preset, e.g. --bounds K1=0,3 k3=0,1 or --bounds paper k3=0.001,1 "
-                        "(jaxkin models lists both presets)")
+                        "(jaxkin models lists both presets); a range of zero width (vB=0.02,0.02) holds the "
+                        "parameter fixed, as --fix does")
+    parser.add_argument("--fix", nargs="+", action="extend", metavar="NAME=VALUE", default=None,
+                        help="hold parameters at a value and fit the others, e.g. --fix vB=0.02, several as --fix "
+                        "vB=0.02 k4=0 (or vB=0.02,k4=0, or --fix repeated); compartment models, voxel and regional "
+                        "modes. The sidecars state them (Bounds/Fixed); a fixed parameter's standard error is 0 and "
+                        "it does not count among the fitted parameters (standard errors, AIC)")
     parser.add_argument("--delay", choices=DELAY_MODES, default=defaults.delay,
                         help="input delay (positive = the input arrives later than where it was measured): none "
                         "(default); global: one delay for the scan from the mean TAC of the fit mask (or "
                         "--delay-mask), searched on a 1 s grid over --delay-range and refined; voxel: a delay per "
                         "voxel, fitted with the other parameters and written as the map meas-delay (min)")
     lo, hi = (v * 60.0 for v in defaults.delay_range)
-    parser.add_argument("--delay-range", nargs=2, type=float, default=(lo, hi), metavar=("LO", "HI"),
+    parser.add_argument("--delay-range", nargs=2, type=float, default=None, metavar=("LO", "HI"),
                         help=f"delays searched (global) or allowed (voxel), in seconds (default {lo:g} {hi:g})")
     parser.add_argument("--delay-mask", metavar="MASK",
                         help="--delay global: estimate the delay from the mean TAC of this region (3D mask on the "
                         "PET grid; default: the fit mask)")
-    parser.add_argument("--t-star", type=float, default=defaults.t_star,
-                        help="start of the linear part, min (patlak, logan)")
-    parser.add_argument("--min-signal", type=float, default=defaults.min_signal,
+    parser.add_argument("--t-star", type=float, default=None,
+                        help=f"start of the linear part, min (patlak, logan; default {defaults.t_star:g})")
+    parser.add_argument("--min-signal", type=float, default=None,
                         help="automatic body mask: keep voxels whose time integral is >= this x the body's median "
                         "integral (the body found by Otsu's threshold on the log integrals), then fill holes per "
                         f"axial slice and drop specks in the air (default {defaults.min_signal:g})")
-    parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size,
+    parser.add_argument("--chunk-size", type=int, default=None,
                         help=f"voxels per compiled chunk (default {defaults.chunk_size}; with --delay voxel at most "
                         "2048)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+#: The options of the voxel mode that the regional mode (--tacs) refuses: a table has no voxels and no delay.
+_VOXEL_ONLY = ("pet", "bids", "mask", "participant_label", "session", "blood_dataset", "delay_range", "delay_mask",
+               "min_signal", "chunk_size")
+
+
 def run(args) -> int:
-    from jaxkin.cli._scan import options_worded
+    from jaxkin.cli._scan import flag, options_worded
     from jaxkin.errors import InputError
+    from jaxkin.fitting import GRAPHICAL_METHODS, FitOptions
     from jaxkin.fitting.options import check_models
 
     with options_worded(models=f"--model {args.model}"):
         models = check_models([m.strip() for m in args.model.split(",")])
+    if args.t_star is not None and models[0] not in GRAPHICAL_METHODS:
+        raise InputError(f"--t-star: only with {' or '.join(GRAPHICAL_METHODS)} (not {models[0]})")
+    if args.delay_range is not None and args.delay == "none":
+        raise InputError("--delay-range: only with --delay global or voxel")
     if args.tacs:
         if args.delay != "none":
             raise InputError("--delay: not with --tacs (regional fits use the input as measured)")
-        return _run_regional(args, models)
-    return _run_maps(args, models)
+        for name in _VOXEL_ONLY:
+            if getattr(args, name, None) is not None:
+                raise InputError(f"{flag(name)}: not with --tacs (the table holds the regional TACs)")
+    defaults = FitOptions()
+    for name in ("t_star", "min_signal", "chunk_size"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(defaults, name))
+    if args.delay_range is None:
+        args.delay_range = tuple(v * 60.0 for v in defaults.delay_range)
+    return _run_regional(args, models) if args.tacs else _run_maps(args, models)
 
 
 def _run_maps(args, models: tuple[str, ...]) -> int:
@@ -119,9 +143,9 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
     from jaxkin.fitting.maps import poisson_half_life
 
     _check_map_flags(args)
-    with options_worded(models=f"--model {args.model}"):
+    with options_worded(models=f"--model {args.model}", fixed="--fix"):
         options = FitOptions(models=models, method=args.method, weights=args.weights, bounds=args.bounds,
-                             t_star=args.t_star, uncertainty=args.uncertainty, delay=args.delay,
+                             fixed=args.fix, t_star=args.t_star, uncertainty=args.uncertainty, delay=args.delay,
                              delay_range=tuple(float(v) / 60.0 for v in args.delay_range), min_signal=args.min_signal,
                              chunk_size=args.chunk_size, progress=not args.no_progress)
     jobs, mask, delay_mask = _open_scans(args)
@@ -236,7 +260,7 @@ def _fit_scan(request, blood, name: str | None) -> None:
     if options.compare:
         share = ", ".join(f"{m} {s:.1%}" for m, s in written.preferred_share().items())
         print(f"{prefix}preferred model (smallest AICc) in the voxels: {share}")
-    how = "graphical" if options.graphical else options.method
+    how = "graphical" if options.graphical else options.method + _fixed_words(options.models[0], options.bounds)
     print(f"{prefix}fitted {result.n_fitted} voxels with {','.join(options.models)} ({how}) in "
           f"{written.seconds:.1f} s; {result.n_nonfinite} voxel(s) with NaN/Inf left out; "
           f"{result.n_not_converged} flagged not converged")
@@ -261,14 +285,11 @@ def _run_regional(args, models: tuple[str, ...]) -> int:
 
     import numpy as np
 
-    from jaxkin.cli._scan import command_line, flag, load_blood_for, options_worded, say, tsv_output
+    from jaxkin.cli._scan import command_line, load_blood_for, options_worded, say, tsv_output
     from jaxkin.io.tables import read_tacs
     from jaxkin.errors import InputError
     from jaxkin.fitting import GRAPHICAL_METHODS, RegionalRequest, write_regional_fits
 
-    for name in ("pet", "bids", "mask", "participant_label", "session", "blood_dataset"):
-        if getattr(args, name, None):
-            raise InputError(f"{flag(name)}: not with --tacs (the table holds the regional TACs)")
     if not args.input_function:
         raise InputError("--input-function is required with --tacs")
     if args.injection_start is not None and not math.isfinite(args.injection_start):
@@ -280,9 +301,9 @@ def _run_regional(args, models: tuple[str, ...]) -> int:
     tacs = read_tacs(args.tacs, time_unit=args.tac_time_unit, units=args.tac_units,
                      injection_start=args.injection_start)
     blood = load_blood_for(args, tacs)
-    with options_worded(models=f"--model {args.model}", tacs=args.tacs):
+    with options_worded(models=f"--model {args.model}", tacs=args.tacs, fixed="--fix"):
         request = RegionalRequest(tacs, blood, out, models=models, weights=args.weights, t_star=args.t_star,
-                                  command_line=command_line())
+                                  command_line=command_line(), bounds=args.bounds, fixed=args.fix)
     say("fit", request.notes)
     written = write_regional_fits(request)
     for model, fit in written.fits.items():
@@ -291,9 +312,17 @@ def _run_regional(args, models: tuple[str, ...]) -> int:
             print(f"fitted {len(tacs.names)} region(s) with {model} (t* = {args.t_star:g} min); wrote {path}")
         else:
             bad = int(np.count_nonzero(~fit.columns["converged"]))
-            print(f"fitted {len(tacs.names)} region(s) with {model} (weights {fit.weights}); {bad} flagged not "
-                  f"converged; wrote {path}")
+            print(f"fitted {len(tacs.names)} region(s) with {model} (weights {fit.weights}"
+                  f"{_fixed_words(model, request.bounds)}); {bad} flagged not converged; wrote {path}")
     if written.comparison is not None:
         counts = written.preferred_counts()
         print("preferred by AICc: " + ", ".join(f"{m} in {n} region(s)" for m, n in counts.items()) + f"; wrote {out}")
     return 0
+
+
+def _fixed_words(model: str, bounds) -> str:
+    """``"; fixed vB=0.02"`` for the parameters of ``model`` that ``bounds`` holds fixed, else ``""``."""
+    from jaxkin.kinetics import fixed_values
+
+    held = fixed_values(model, bounds)
+    return "; fixed " + " ".join(f"{n}={v:g}" for n, v in held.items()) if held else ""

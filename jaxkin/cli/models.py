@@ -1,10 +1,12 @@
-"""``jaxkin models``: list the kinetic models with their parameters, units and bounds presets."""
+"""``jaxkin models``: list the kinetic models with their parameters, units and bounds presets, then the graphical
+methods (what ``jaxkin fit --model`` takes)."""
 
 from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("models", help="list the kinetic models, their parameters and bounds")
+    parser = subparsers.add_parser("models", help="list the kinetic models (their parameters and bounds) and the "
+                                   "graphical methods")
     parser.set_defaults(run=run)
 
 
@@ -20,4 +22,11 @@ def run(args) -> int:
             print(f"    {name:<3} [{a:g}, {b:g}] / [{c:g}, {d:g}] {units[name]}")
         for name in model.macros:
             print(f"    {name:<3} (macro-parameter) {units[name]}")
+    from jaxkin.fitting.graphical import GRAPHICAL_METHODS, T_STAR
+
+    for name, g in GRAPHICAL_METHODS.items():
+        print(f"{name}: graphical method, a straight line over the frames from t* (default {T_STAR:g} min; no bounds, "
+              "no fixed parameters)")
+        print(f"    {g.slope:<3} (slope) {g.slope_unit}")
+        print(f"    intercept {g.intercept_unit}")
     return 0

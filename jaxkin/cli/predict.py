@@ -118,19 +118,23 @@ def _adapt(args, trained, pet, blood, name, extra):
     from jaxkin.errors import InputError
     from jaxkin.network.adapt import adapt
     from jaxkin.network.predict import scan_kinetic_input
+    from jaxkin.nn.loss import loss_unit
 
     try:
         adapted = adapt(trained, pet.read(), scan_kinetic_input(pet, blood), steps=args.adapt_steps,
                         learning_rate=args.adapt_lr, seed=trained.cfg.seed)
     except ValueError as err:  # e.g. a scan without a voxel above the mask threshold
         raise InputError(f"{pet.path}: {err}") from None
+    unit = loss_unit(trained.cfg.optim.loss_scale)
+    what = "masked MSE" if unit != "1" else f"masked MSE scaled by the {trained.cfg.optim.loss_scale} activity"
     extra = (extra or {}) | {
         "AdaptSteps": adapted.steps, "AdaptLearningRate": adapted.learning_rate, "AdaptSeed": adapted.seed,
         "AdaptBatchSize": adapted.batch_size, "AdaptSlices": adapted.slices,
         "AdaptLossBefore": adapted.loss_before, "AdaptLossAfter": adapted.loss_after,
-        "AdaptLossUnits": "(kBq/mL)^2 (the run's masked MSE over the scan's masked voxels)"}
+        "AdaptLossUnits": f"{unit} (the run's {what} over the scan's masked voxels)"}
+    unit = "" if unit == "1" else f" {unit}"
     print(f"{name + ': ' if name else ''}adapted {adapted.steps} steps (lr {adapted.learning_rate:g}, "
-          f"{adapted.slices} slices): loss {adapted.loss_before:.4g} -> {adapted.loss_after:.4g} (kBq/mL)^2",
+          f"{adapted.slices} slices): loss {adapted.loss_before:.4g} -> {adapted.loss_after:.4g}{unit}",
           file=sys.stderr)
     return adapted.predictor, extra
 
@@ -157,6 +161,9 @@ def _check_adapt_options(args) -> None:
         except InputError as error:
             raise InputError(f"--{error}") from None
     if not args.bids and not args.input_function:
+        if args.blood_to_plasma is not None or args.blood_decay != "injection":
+            given = "--blood-to-plasma" if args.blood_to_plasma is not None else "--blood-decay"
+            raise InputError(f"{given}: only with --input-function (or --bids), the blood it describes")
         for name in ("adapt_steps", "refine_lm"):
             if getattr(args, name):
                 raise InputError(f"--{name.replace('_', '-')}: needs the scan's input function (--input-function "

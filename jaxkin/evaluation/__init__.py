@@ -15,6 +15,7 @@ from jaxkin.evaluation.report import (
     Method,
     evaluate,
     evaluate_subject,
+    left_out_scans,
     method_files,
     parse_methods,
     summarise,
@@ -25,5 +26,5 @@ __all__ = [
     "PARAMS", "voxel_mae", "voxel_cosine", "tac_metrics", "mean_sd", "organ_values", "organ_statistics",
     "error_statistics",
     "Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report",
-    "evaluate",
+    "evaluate", "left_out_scans",
 ]

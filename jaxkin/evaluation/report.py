@@ -34,7 +34,7 @@ from jaxkin.evaluation.figures import draw_figures, shown_params
 from jaxkin.evaluation.metrics import PARAMS
 from jaxkin.kinetics import FDG_MODEL, get_model, prepare, tacs_in_chunks
 
-__all__ = ["Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report",
+__all__ = ["Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report", "left_out_scans",
            "evaluate"]
 
 MODEL = FDG_MODEL
@@ -93,8 +93,8 @@ def method_files(method: Method, prefix: str) -> tuple[str | None, dict]:
 
 def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | None, methods: list[Method]) -> list:
     """The :class:`~jaxkin.io.dataset.SubjectFiles` of the scans to evaluate: every PET scan of the subjects of
-    ``split`` / ``subjects`` (default: all) with maps in every method's folder; InputError if a named subject's
-    scan lacks some."""
+    ``split`` / ``subjects`` (default: all) with maps in every method's folder, and the scans left out for lacking
+    them (``"sub-02 (no maps in lm)"``); InputError if a named subject's scan lacks some."""
     candidates = list_subjects(dataset)
     if not candidates:
         raise InputError(f"{dataset}: no sub-* folders")
@@ -107,14 +107,16 @@ def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | Non
             raise InputError(f"subjects: {', '.join(missing)} not in {dataset}"
                              + (f" ({split} split)" if split else ""))
         candidates = wanted
-    chosen = []
+    chosen, left_out = [], []
     for sid in candidates:
         for files in scan_files(dataset, sid):
             kinds = [method_files(m, files.scan_id)[0] for m in methods]
+            lacking = [m.name for m, k in zip(methods, kinds) if not k]
             if all(kinds):
                 chosen.append(files)
-            elif subjects:
-                lacking = [m.name for m, k in zip(methods, kinds) if not k]
+            elif not subjects:
+                left_out.append(f"{files.scan_id} (no maps in {', '.join(lacking)})")
+            else:
                 raise InputError(f"{files.scan_id}: no maps {files.scan_id}_model-{MODEL}_meas-<param>_mimap.nii.gz "
                                  f"in the maps of {', '.join(lacking)}")
     if not chosen:
@@ -122,7 +124,13 @@ def _select_subjects(dataset: Path, split: str | None, subjects: list[str] | Non
             f"no subject of {dataset} has maps in every method's folder (expected "
             f"<prefix>_model-{MODEL}_meas-K1_mimap.nii.gz ... or _model-patlak_meas-Ki_mimap.nii.gz, e.g. "
             f"{', '.join(str(m.folder) for m in methods)})")
-    return chosen
+    return chosen, left_out
+
+
+def left_out_scans(dataset, preds: list[str], *, split=None, subjects=None) -> list[str]:
+    """The scans of ``dataset`` that :func:`evaluate` leaves out because some method of ``preds`` has no maps of
+    them, each as ``"sub-02 (no maps in lm)"`` (said in the report too)."""
+    return _select_subjects(Path(dataset), split, subjects, parse_methods(preds))[1]
 
 
 def _with_macros(maps: dict) -> dict:
@@ -308,9 +316,10 @@ def _error_lines(errors: list[dict]) -> list[str]:
 
 
 def write_report(out: Path, dataset: Path, methods: list[Method], results: list[dict], summary: dict,
-                 figures: bool, command: str) -> None:
+                 figures: bool, command: str, left_out: list[str] = ()) -> None:
     """Write report.md, tac_metrics.tsv, slice_metrics.tsv, organ_parameters.tsv, organ_errors.tsv and (with
-    ``figures``) ``figures/*.png`` into the existing folder ``out``; ``command`` is quoted in the report."""
+    ``figures``) ``figures/*.png`` into the existing folder ``out``; ``command`` is quoted in the report, and the
+    scans ``left_out`` (without maps of every method) are named."""
     (out / "figures").mkdir(parents=True, exist_ok=True)
     _tsv(out / "tac_metrics.tsv", summary["tac"])
     _tsv(out / "slice_metrics.tsv", [
@@ -327,6 +336,7 @@ def write_report(out: Path, dataset: Path, methods: list[Method], results: list[
              f"Command: `{command}`", "",
              f"Dataset: `{dataset}`; subjects: {', '.join(r['subject'] for r in results)}.", "",
              "Methods: " + "; ".join(f"**{m.name}** (`{m.folder}`)" for m in methods) + ".", "",
+             *([f"Left out (no maps of every method): {'; '.join(left_out)}.", ""] if left_out else []),
              ("Voxels evaluated: inside the label map (label > 0), finite TAC and maps. MAE = mean over frames of "
               f"|measured − model TAC| (kBq/mL); CS = cosine similarity of the measured and model TACs ({frames} "
               "frames); mean ± SD over voxels (the paper's definitions). Model TACs: jaxkin's exact irreversible 2TC "
@@ -347,7 +357,8 @@ def write_report(out: Path, dataset: Path, methods: list[Method], results: list[
 def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figures: bool = True,
              command: str | None = None, groups=None, default_groups: bool = True) -> Path:
     """Evaluate the methods ``preds`` (``["DIR" or "NAME=DIR", ...]``) on the subjects of ``dataset`` (those of
-    ``split`` / ``subjects``, by default all with maps in every folder) and write the report folder ``out``
+    ``split`` / ``subjects``, by default all with maps in every folder; the others are named in the report, see
+    :func:`left_out_scans`) and write the report folder ``out``
     atomically (it must not exist, or be empty); returns ``out``. ``command`` (default: this Python call) is quoted in
     report.md. ``groups`` / ``default_groups``: regions
     merging labels (see :func:`evaluate_subject`)."""
@@ -362,9 +373,9 @@ def evaluate(dataset, preds: list[str], out, *, split=None, subjects=None, figur
     for m in methods:  # the truth scored against itself would be a perfect, meaningless report
         if m.folder.resolve().is_relative_to(truth):
             raise InputError(f"maps {m.name}: {m.folder} is the ground truth of {dataset}; give a method's maps")
-    chosen = _select_subjects(dataset, split, subjects, methods)
+    chosen, left_out = _select_subjects(dataset, split, subjects, methods)
     results = [evaluate_subject(files, methods, groups=groups, default_groups=default_groups) for files in chosen]
     summary = summarise(results, methods)
     with atomic_directory(out, label=str(out), what="the report") as tmp:
-        write_report(tmp, dataset, methods, results, summary, figures, command)
+        write_report(tmp, dataset, methods, results, summary, figures, command, left_out)
     return out

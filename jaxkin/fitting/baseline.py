@@ -116,8 +116,10 @@ def curve_fit_tac(tac, model: NumpyModel, *, weights=None, p0=None, lower=None, 
                   diff_step: float = 1e-3, max_nfev: int | None = None):
     """Fit one TAC ``[F]`` with ``scipy.optimize.curve_fit`` (trf, bounds, the paper's p0 and diff_step).
 
-    ``weights [F]`` (optional) enter as ``sigma = 1/sqrt(w)``. Returns ``(params [P], sse, ok)`` where ``sse`` is
-    the weighted SSE of the returned parameters and ``ok`` is False when curve_fit raised (the start is returned).
+    ``weights [F]`` (optional) enter as ``sigma = 1/sqrt(w)``. A parameter with ``lower == upper`` is held at that
+    value and the others fitted (curve_fit of the free parameters alone). Returns ``(params [P], sse, ok)`` where
+    ``sse`` is the weighted SSE of the returned parameters and ``ok`` is False when curve_fit raised (the start is
+    returned).
     """
     from scipy.optimize import curve_fit
 
@@ -128,14 +130,23 @@ def curve_fit_tac(tac, model: NumpyModel, *, weights=None, p0=None, lower=None, 
     y = np.asarray(tac, np.float64)
     w = np.ones_like(y) if weights is None else np.asarray(weights, np.float64)
     sigma = 1.0 / np.sqrt(np.maximum(w, 1e-300))
-    ok = True
+    free = lo < hi
+
+    def full(q):
+        p = start.copy()
+        p[free] = q
+        return p
+
+    ok, params = True, start
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            params, _ = curve_fit(lambda _x, *q: model(q), np.arange(y.shape[0], dtype=np.float64), y, p0=start, sigma=sigma, bounds=(lo, hi),
-                                  method="trf", diff_step=diff_step, max_nfev=max_nfev)
+            q, _ = curve_fit(lambda _x, *q: model(full(q)), np.arange(y.shape[0], dtype=np.float64), y,
+                             p0=start[free], sigma=sigma, bounds=(lo[free], hi[free]), method="trf",
+                             diff_step=diff_step, max_nfev=max_nfev)
+        params = full(q)
     except (RuntimeError, ValueError):
-        params, ok = start, False
+        ok = False
     sse = float(np.sum(w * (model(params) - y) ** 2))
     return params, sse, ok
 

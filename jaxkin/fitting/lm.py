@@ -16,6 +16,10 @@ bit field of warnings (:data:`FLAG_NAMES`) and standard errors from the Jacobian
 ``se = sqrt(diag(C))`` with the covariance ``C = (JᵀWJ)⁻¹ · SSE / (F - P)``, and the standard error of Ki (or VT) by
 the delta method, ``sqrt(gᵀ C g)`` with ``g`` the gradient of Ki with respect to the parameters.
 
+**Fixed parameters** (bounds of zero width, :func:`jaxkin.kinetics.with_fixed`) are fitted in the reduced space:
+they never move in the LM steps, ``J`` has only the free parameters' columns and ``P`` counts only those (in the
+covariance, the AICc and the at-bound flag); a fixed parameter's standard error is 0.
+
 Weights: :func:`jaxkin.fitting.weights.frame_weights`.
 
 Units: minutes, 1/min, kBq/ml; shapes are stated per function. Everything works in float32 (the default) and float64.
@@ -59,6 +63,7 @@ def levenberg_marquardt(params, tacs, weights, kin: KineticInput, settings: FitS
     lo, hi = jnp.asarray(lo_np, dtype), jnp.asarray(hi_np, dtype)
     sw = jnp.sqrt(weights)
     ridge = jnp.asarray(ridge_for(dtype), dtype)
+    free = jnp.asarray(settings.free)  # a fixed parameter (lower == upper) never moves: fitted in the reduced space
 
     def residuals(p):
         value, jac = spec.value_and_jac(p, kin)
@@ -73,7 +78,7 @@ def levenberg_marquardt(params, tacs, weights, kin: KineticInput, settings: FitS
         n_p = len(jw)
         g = jnp.stack([jnp.sum(j * r, axis=-1) for j in jw], axis=-1)  # [N, P]
         frozen = ((p <= lo) & (g > 0)) | ((p >= hi) & (g < 0))
-        keep = (~frozen).astype(dtype)
+        keep = (~frozen & free).astype(dtype)
         g = g * keep
         diag = [jnp.sum(j * j, axis=-1) * keep[:, i] for i, j in enumerate(jw)]
         dmax = functools.reduce(jnp.maximum, diag)
@@ -191,16 +196,18 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
     params, sse, before, jw = levenberg_marquardt(p0, y, w, kin, settings)
 
     lo, hi = (jnp.asarray(b, dtype) for b in settings.bounds())
+    free = jnp.asarray(settings.free)
     n_frames, n_params = y.shape[-1], params.shape[-1]
     scale = jnp.sum(w * y * y, axis=-1)
     converged = (before - sse <= 1e-4 * sse + 1e-7 * scale) & jnp.isfinite(sse)
     flags = flags | jnp.where(converged, 0, FLAG_NOT_CONVERGED)
-    at_bound = jnp.any((params <= lo) | (params >= hi), axis=-1)
+    at_bound = jnp.any(((params <= lo) | (params >= hi)) & free, axis=-1)
     flags = flags | jnp.where(at_bound, FLAG_AT_BOUND, 0)
 
     r2 = weighted_r2(y, sse, w)
-    information = aicc(sse, scale, n_frames, n_params)
+    information = aicc(sse, scale, n_frames, settings.n_free)
 
+    jw = jnp.where(free, jw, 0.0)  # fixed parameters: no column, so the covariance is of the free ones alone
     h = jnp.einsum("nfp,nfq->npq", jw, jw)
     ridge = ridge_for(dtype)
     diag = jnp.diagonal(h, axis1=-2, axis2=-1)
@@ -208,8 +215,9 @@ def fit_chunk(tacs, weights, kin: KineticInput, settings: FitSettings) -> FitRes
     lower = cholesky(h / (d[:, :, None] * d[:, None, :]), ridge)
     eye = jnp.eye(n_params, dtype=dtype)
     inv = jnp.stack([cho_solve(lower, jnp.broadcast_to(eye[i], d.shape)) for i in range(n_params)], -1)  # [N, P, P]
-    sigma2 = sse / max(n_frames - n_params, 1)
+    sigma2 = sse / max(n_frames - settings.n_free, 1)
     cov = inv / (d[:, :, None] * d[:, None, :]) * sigma2[:, None, None]
+    cov = jnp.where(free[:, None] & free[None, :], cov, 0.0)  # a fixed parameter's variance (and covariances): 0
     stderr = jnp.sqrt(jnp.maximum(jnp.diagonal(cov, axis1=-2, axis2=-1), 0.0))
 
     (macro_name, macro_fn), = model.macros.items()
@@ -291,7 +299,8 @@ def fit_tacs(
     ``weights``: ``"none"``, ``"duration"``, ``"poisson"`` or an array ``[F]``/``[N, F]`` (see :func:`frame_weights`).
     ``bounds``: a preset (``"physiological"``, the default, or ``"paper"``) or ranges (``"K1=0,3 k3=0,1"``, a dict),
     see :func:`jaxkin.kinetics.resolve_bounds`; ``lower``/``upper`` (``[P]`` each) replace that side of the bounds
-    when given. TACs are fitted in fixed-size chunks of
+    when given. A parameter whose bounds have zero width is held fixed (:func:`jaxkin.kinetics.with_fixed`; see the
+    module). TACs are fitted in fixed-size chunks of
     :func:`chunk_length` (the last one padded), so one compilation serves every chunk; each chunk is split over
     this process's devices (:class:`jaxkin.distributed.DataParallel` over :func:`jaxkin.distributed.local_mesh`).
     The dtype follows ``kin`` (float32 by default).

@@ -44,12 +44,12 @@ from jaxkin.fitting.options import FitOptions, check_frames
 from jaxkin.fitting.result import FLAG_NAMES
 from jaxkin.fitting.volume import VolumeFit, fit_volume, preload
 from jaxkin.input_function import InputFunction
-from jaxkin.kinetics import get_model, prepare, prepare_delayed, resolve_bounds
+from jaxkin.kinetics import bounds_fields, get_model, prepare, prepare_delayed
 
 __all__ = ["FitRequest", "FitMaps", "write_fit_maps", "poisson_half_life", "bounds_sidecar", "AICC_FORMULA"]
 
 #: How the AICc maps are computed (written into their sidecars); see :func:`jaxkin.fitting.result.aicc`.
-AICC_FORMULA = ("AICc = n ln(SSE'/n) + 2k + 2k(k+1)/(n-k-1); n = frames, k = fitted parameters (vB included), "
+AICC_FORMULA = ("AICc = n ln(SSE'/n) + 2k + 2k(k+1)/(n-k-1); n = frames, k = fitted parameters (vB included; a fixed parameter not), "
                 "SSE' = max(SSE, 1e-10 sum_f w_f y_f^2) with SSE the weighted sum of squared residuals of the fit "
                 "and w_f the frame weights (the floor keeps exact fits finite: below it fits count as equal)")
 
@@ -118,12 +118,8 @@ def poisson_half_life(pet, weights: str) -> float | None:
     return tracer_half_life(pet.sidecar, pet.sidecar_path, default=F18_HALF_LIFE_MIN)
 
 
-def bounds_sidecar(model: str, bounds) -> dict:
-    """The sidecar entry that states the bounds of a fit: the preset (and changes) and ``[lower, upper]`` per
-    parameter, in the parameters' units."""
-    lower, upper, description = resolve_bounds(model, bounds)
-    names = get_model(model).param_names
-    return {"Preset": description, **{n: [lo, hi] for n, lo, hi in zip(names, lower, upper)}}
+#: The sidecar entry that states the bounds of a fit (and the parameters held fixed).
+bounds_sidecar = bounds_fields
 
 
 def write_fit_maps(request: FitRequest) -> FitMaps:

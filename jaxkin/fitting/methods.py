@@ -185,7 +185,8 @@ class CurveFit:
         w_full = np.ones(y.shape[-1]) if w is None else w
         with jax.enable_x64(True):
             values["R2"] = np.asarray(weighted_r2(y, sse, w_full))
-            values["AICc"] = np.asarray(aicc(sse, np.sum(w_full * y * y, axis=-1), y.shape[-1], params.shape[-1]))
+            n_free = int(np.count_nonzero(np.asarray(lower) < np.asarray(upper)))  # fixed parameters do not count
+            values["AICc"] = np.asarray(aicc(sse, np.sum(w_full * y * y, axis=-1), y.shape[-1], n_free))
         values["flags"] = np.where(ok, 0, FLAG_NOT_CONVERGED)
         return values
 

@@ -14,9 +14,19 @@ from jaxkin.fitting.lm import CHUNK_SIZE
 from jaxkin.fitting.mask import MIN_SIGNAL
 from jaxkin.fitting.methods import METHODS
 from jaxkin.fitting.weights import WEIGHTS
-from jaxkin.kinetics import DEFAULT_DELAY_RANGE, FDG_MODEL, MODELS, check_bound_names, resolve_bounds
+from jaxkin.kinetics import (
+    DEFAULT_DELAY_RANGE,
+    FDG_MODEL,
+    MODELS,
+    check_bound_names,
+    get_model,
+    parse_fixed,
+    resolve_bounds,
+    with_fixed,
+)
 
-__all__ = ["OptionError", "FitOptions", "FIT_MODELS", "DELAY_MODES", "check_models", "check_frames"]
+__all__ = ["OptionError", "FitOptions", "FIT_MODELS", "DELAY_MODES", "check_models", "check_frames", "check_bounds",
+           "check_compartment_options"]
 
 #: Every model a fit takes, the default first: the compartment models (:data:`jaxkin.kinetics.MODELS`), then the
 #: graphical methods (:data:`jaxkin.fitting.graphical.GRAPHICAL_METHODS`).
@@ -96,6 +106,48 @@ def check_frames(frames, models, source, t_star: float | None = None) -> None:
                              f"{need}: more frames than fitted parameters)")
 
 
+def check_compartment_options(models: tuple[str, ...], **options) -> bool:
+    """Whether ``models`` is a graphical method; :class:`OptionError` naming the first of ``options`` (name ->
+    value) that is given (not None, empty or ``"none"``) for a graphical method, which takes none of them."""
+    graphical = [m for m in models if m in GRAPHICAL_METHODS]
+    for name, value in options.items():
+        if graphical and value and value != "none":
+            raise OptionError(f"{{{name}}} applies to compartment models, not {graphical[0]}")
+    return bool(graphical)
+
+
+def check_bounds(models: tuple[str, ...], bounds=None, fixed=None):
+    """The bounds specification of a fit of ``models`` with the parameters ``fixed`` held
+    (:func:`jaxkin.kinetics.with_fixed`), checked: :class:`OptionError` naming ``{bounds}`` or ``{fixed}`` for a bad
+    specification, a parameter no model has, or a model left with nothing to fit. Graphical methods take neither."""
+    if check_compartment_options(models, bounds=bounds, fixed=fixed):
+        return None
+    try:
+        merged = with_fixed(bounds, fixed)
+        check_bound_names(bounds, models)
+    except InputError as err:
+        raise _worded(err) from None
+    try:
+        check_bound_names({name: (0, 0) for name in parse_fixed(fixed)}, models)
+    except InputError as err:
+        raise OptionError("{fixed}" + _literal(str(err)[len("bounds"):])) from None
+    for model in models:
+        lower, upper, _ = resolve_bounds(model, merged)
+        if not any(a < b for a, b in zip(lower, upper)):
+            raise OptionError(f"{{{'fixed' if fixed else 'bounds'}}}: every parameter of {model} is fixed "
+                              f"({', '.join(get_model(model).param_names)}); nothing is left to fit")
+    return merged
+
+
+def _worded(err: InputError, default: str = "bounds") -> OptionError:
+    """``err`` (a message starting ``bounds:`` or ``fix:``) as an :class:`OptionError` naming that option."""
+    text = str(err).lstrip("-")
+    for prefix, name in (("bounds", "bounds"), ("fix", "fixed")):
+        if text.startswith(prefix + ":"):
+            return OptionError("{" + name + "}" + _literal(text[len(prefix):]))
+    return OptionError("{" + default + "}" + _literal(f": {text}"))
+
+
 @dataclasses.dataclass(frozen=True)
 class FitOptions:
     """What to fit in every voxel of a scan and how (:func:`jaxkin.fitting.write_fit_maps`), checked when made.
@@ -105,7 +157,9 @@ class FitOptions:
     jaxkin's fit, :class:`~jaxkin.fitting.LM`; ``curve_fit``: the scipy baseline, :class:`~jaxkin.fitting.CurveFit`);
     the graphical methods are straight-line regressions. ``weights``: frame weights (:data:`jaxkin.fitting.weights.WEIGHTS`).
     ``bounds``: a preset or ranges (:func:`jaxkin.kinetics.resolve_bounds`; default ``physiological``), for
-    compartment models. ``t_star``: start of the linear part of a graphical method (min). ``uncertainty``: also the
+    compartment models. ``fixed``: parameters held at a value, ``{"vB": 0.02}`` or ``"vB=0.02,k4=0"``
+    (:func:`jaxkin.kinetics.parse_fixed`), the others fitted; made part of ``bounds`` (a range of zero width each,
+    :func:`check_bounds`), so ``bounds`` holds both once made. ``t_star``: start of the linear part of a graphical method (min). ``uncertainty``: also the
     standard-error maps, R2 and the warning flags (``lm`` only). ``delay``: the input delay, one of
     :data:`DELAY_MODES` (compartment models only; ``voxel`` by ``lm`` only), ``delay_range`` its bounds or search
     range (min). ``min_signal``: the threshold of the automatic body mask (:func:`jaxkin.fitting.body_mask`).
@@ -116,6 +170,7 @@ class FitOptions:
     method: str = "lm"
     weights: str = "none"
     bounds: object = None
+    fixed: object = None
     t_star: float = T_STAR
     uncertainty: bool = False
     delay: str = "none"
@@ -150,17 +205,9 @@ class FitOptions:
             raise OptionError("{chunk_size} must be positive")
         if self.method == "curve_fit" and self.graphical:
             raise OptionError(f"{{method}} curve_fit applies to compartment models, not {first}")
-        if not self.graphical:
-            try:
-                check_bound_names(self.bounds, self.models)
-                for model in self.models:
-                    resolve_bounds(model, self.bounds)
-            except InputError as err:
-                text = str(err).lstrip("-")  # the message names the bounds first
-                raise OptionError("{bounds}" + _literal(text[len("bounds"):] if text.startswith("bounds")
-                                                        else f": {text}")) from None
-        elif self.bounds:
-            raise OptionError(f"{{bounds}} applies to compartment models, not {first}")
+        object.__setattr__(self, "bounds", check_bounds(self.models, self.bounds, self.fixed))
+        object.__setattr__(self, "fixed", None)  # now part of the bounds
+        check_compartment_options(self.models, weights=self.weights)
         if self.delay != "none" and self.graphical:
             raise OptionError(f"{{delay}} applies to compartment models, not {first}")
         if self.delay == "voxel" and self.method != "lm":

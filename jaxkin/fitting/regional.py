@@ -34,7 +34,7 @@ from jaxkin.fitting.result import FLAG_NAMES
 from jaxkin.fitting.weights import WEIGHTS
 from jaxkin.frames import FrameSchedule
 from jaxkin.input_function import InputFunction
-from jaxkin.kinetics import FDG_MODEL, UNITS, get_model, prepare
+from jaxkin.kinetics import FDG_MODEL, UNITS, get_model, prepare, resolve_bounds
 
 __all__ = ["RegionalFit", "fit_regions", "compare_regional_fits", "sd_weights", "REGIONAL_CHUNK", "REGIONAL_WEIGHTS"]
 
@@ -69,13 +69,16 @@ def sd_weights(sd) -> np.ndarray:
 
 
 def fit_regions(names, tacs, input_function: InputFunction, frames: FrameSchedule, *, whole_blood=None,
-                model: str = FDG_MODEL, weights="none", sd=None, t_star: float = T_STAR, lower=None, upper=None,
-                half_life: float = F18_HALF_LIFE_MIN, n_iter: int = 64) -> RegionalFit:
+                model: str = FDG_MODEL, weights="none", sd=None, t_star: float = T_STAR, bounds=None, lower=None,
+                upper=None, half_life: float = F18_HALF_LIFE_MIN, n_iter: int = 64) -> RegionalFit:
     """Fit the regional TACs ``tacs [R, F]`` (kBq/ml, frame means over ``frames``, minutes since injection) of the
     regions ``names``, with ``input_function`` (and ``whole_blood`` for the vB term; default the input).
 
     ``model``: ``2tcmirr``, ``1tcm``, ``2tcm``, ``patlak`` or ``logan``; ``weights``: see the module docstring
-    (``sd`` needs ``sd [R, F]``). Returns :class:`RegionalFit`.
+    (``sd`` needs ``sd [R, F]``). ``bounds``: a bounds specification (:func:`jaxkin.kinetics.resolve_bounds`;
+    default ``physiological``), ``lower``/``upper`` replace a side of it; a parameter with a range of zero width is
+    held fixed (:func:`jaxkin.kinetics.with_fixed`): its standard error is 0 and ``n_params`` counts the fitted
+    parameters only. Returns :class:`RegionalFit`.
     """
     names = [str(n) for n in names]
     tacs = np.asarray(tacs, np.float64)
@@ -115,9 +118,11 @@ def fit_regions(names, tacs, input_function: InputFunction, frames: FrameSchedul
     with jax.enable_x64(True):
         kin = prepare(input_function, frames, whole_blood, dtype=jnp.float64)
         res = fit_tacs(tacs, kin, model, weights=w if isinstance(w, str) else jnp.asarray(w, jnp.float64),
-                       lower=lower, upper=upper, n_iter=n_iter, chunk_size=REGIONAL_CHUNK, half_life=half_life)
+                       bounds=bounds, lower=lower, upper=upper, n_iter=n_iter, chunk_size=REGIONAL_CHUNK,
+                       half_life=half_life)
         res = res.to_numpy()
-    p = m.n_params
+    lo, hi, _ = resolve_bounds(model, bounds)
+    p = sum(a < b for a, b in zip(lower if lower is not None else lo, upper if upper is not None else hi))
     for i, name in enumerate(m.param_names):
         columns[name] = res.params[:, i]
         columns[f"{name}_se"] = res.stderr[:, i]

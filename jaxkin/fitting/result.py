@@ -114,7 +114,8 @@ class FitSettings:
     initial damping (relative to the scaled normal matrix). ``delay``: the input delay is a fitted parameter (the
     last, min; the kinetic input is then a :class:`jaxkin.kinetics.DelayedInput`), its bounds the last entries of
     ``lower``/``upper`` (default :data:`jaxkin.kinetics.DEFAULT_DELAY_RANGE`); ``delay_step``: the spacing (min) of
-    the delays of the basis-function start's grid.
+    the delays of the basis-function start's grid. A parameter with ``lower == upper`` is held fixed: it is not
+    fitted, its standard error is 0 and it does not count among the parameters (:attr:`free`).
     """
 
     model: str = "2tcmirr"
@@ -130,6 +131,17 @@ class FitSettings:
     def n_params(self) -> int:
         """Fitted parameters per TAC: the model's, plus the delay when fitted."""
         return get_model(self.model).n_params + int(self.delay)
+
+    @property
+    def free(self) -> tuple[bool, ...]:
+        """Per parameter, whether it is fitted: False for one held fixed (lower == upper)."""
+        lo, hi = self.bounds()
+        return tuple(bool(a < b) for a, b in zip(lo, hi))
+
+    @property
+    def n_free(self) -> int:
+        """Parameters fitted per TAC: those not held fixed (the delay, when fitted, included)."""
+        return sum(self.free)
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         m = get_model(self.model)

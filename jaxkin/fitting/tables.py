@@ -21,11 +21,17 @@ from jaxkin.io.blood import Blood
 from jaxkin.io.files import atomic_write, write_json
 from jaxkin.io.tables import RegionalTacs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS, T_STAR
-from jaxkin.fitting.options import OptionError, check_frames, check_models
+from jaxkin.fitting.options import (
+    OptionError,
+    check_bounds,
+    check_compartment_options,
+    check_frames,
+    check_models,
+)
 from jaxkin.io.files import output_set
 from jaxkin.fitting.regional import RegionalFit, compare_regional_fits, fit_regions
 from jaxkin.fitting.result import FLAG_NAMES
-from jaxkin.kinetics import FDG_MODEL
+from jaxkin.kinetics import FDG_MODEL, bounds_fields
 
 __all__ = ["RegionalRequest", "RegionalTables", "write_regional_fits", "AIC_FORMULA"]
 
@@ -33,7 +39,8 @@ __all__ = ["RegionalRequest", "RegionalTables", "write_regional_fits", "AIC_FORM
 AIC_FORMULA = "F ln(SSE/F) + 2P; AICc = AIC + 2P(P+1)/(F-P-1) (F frames, P parameters, weighted SSE)"
 
 #: How the standard errors are computed, for compartment models and for graphical methods (written into the sidecars).
-STANDARD_ERRORS = {"compartment": "sqrt(diag((J^T W J)^-1) SSE/(F-P)) at the solution; Ki/VT by the delta method",
+STANDARD_ERRORS = {"compartment": "sqrt(diag((J^T W J)^-1) SSE/(F-P)) at the solution over the fitted parameters (P of "
+                                  "them; a fixed parameter's standard error is 0); Ki/VT by the delta method",
                    "graphical": "of the slope, from the straight-line regression"}
 
 
@@ -42,9 +49,10 @@ class RegionalRequest:
     """The regional fits of one table: ``tacs`` (:class:`jaxkin.io.tables.RegionalTacs`) fitted with the input
     and whole blood of ``blood`` (:class:`jaxkin.io.blood.Blood`) by each of ``models`` (one of
     :data:`jaxkin.fitting.options.FIT_MODELS`, or several compartment models to compare), with frame ``weights``
-    (a name of :data:`jaxkin.fitting.regional.REGIONAL_WEIGHTS`; ``sd`` needs the regional SD of ``tacs``) and, for
-    graphical methods, ``t_star`` (min); written as the table ``out`` (``.tsv``). ``command_line`` goes into the
-    sidecars. Checked when made (:class:`jaxkin.fitting.OptionError`)."""
+    (a name of :data:`jaxkin.fitting.regional.REGIONAL_WEIGHTS`; ``sd`` needs the regional SD of ``tacs``), for
+    compartment models the ``bounds`` and the parameters held ``fixed`` (as in :class:`jaxkin.fitting.FitOptions`:
+    ``fixed`` becomes part of ``bounds``) and, for graphical methods, ``t_star`` (min); written as the table ``out``
+    (``.tsv``). ``command_line`` goes into the sidecars. Checked when made (:class:`jaxkin.fitting.OptionError`)."""
 
     tacs: RegionalTacs
     blood: Blood
@@ -53,9 +61,14 @@ class RegionalRequest:
     weights: str = "none"
     t_star: float = T_STAR
     command_line: str | None = None
+    bounds: object = None
+    fixed: object = None
 
     def __post_init__(self):
         object.__setattr__(self, "models", check_models(self.models))
+        object.__setattr__(self, "bounds", check_bounds(self.models, self.bounds, self.fixed))
+        object.__setattr__(self, "fixed", None)  # now part of the bounds
+        check_compartment_options(self.models, weights=self.weights)
         object.__setattr__(self, "out", Path(self.out))
         check_frames(self.tacs.frames, self.models, self.tacs.path or "the table", self.t_star)
         if self.weights == "sd" and self.tacs.sd is None:
@@ -91,12 +104,13 @@ def write_regional_fits(request: RegionalRequest) -> RegionalTables:
     """Fit every region of ``request.tacs`` with each model and write the tables (see the module)."""
     tacs, blood, out = request.tacs, request.blood, request.out
     fits = {model: fit_regions(tacs.names, tacs.values, blood.input, tacs.frames, whole_blood=blood.whole_blood,
-                               model=model, weights=request.weights, sd=tacs.sd, t_star=request.t_star)
+                               model=model, weights=request.weights, sd=tacs.sd, t_star=request.t_star,
+                               **({} if model in GRAPHICAL_METHODS else {"bounds": request.bounds}))
             for model in request.models}
     common = _common_sidecar(request, next(iter(fits.values())).weights)
     paths = {model: out if len(fits) == 1 else out.with_name(f"{out.stem}_model-{model}.tsv") for model in fits}
-    tables = [(paths[model], fit, _units(fit) | {"ModelName": model} | common | _method_fields(fit, request.t_star))
-              for model, fit in fits.items()]
+    tables = [(paths[model], fit, _units(fit) | {"ModelName": model} | common
+               | _method_fields(fit, request.t_star, request.bounds)) for model, fit in fits.items()]
     comparison = None
     if len(fits) > 1:
         comparison = compare_regional_fits(list(fits.values()))
@@ -128,11 +142,13 @@ def _common_sidecar(request: RegionalRequest, weights: str) -> dict:
     }
 
 
-def _method_fields(fit: RegionalFit, t_star: float) -> dict:
-    """The sidecar fields of one model's table that say how it was fitted: standard errors, t* or AIC and flags."""
+def _method_fields(fit: RegionalFit, t_star: float, bounds) -> dict:
+    """The sidecar fields of one model's table that say how it was fitted: standard errors, t* or the bounds (and
+    fixed parameters), AIC and flags."""
     if fit.model in GRAPHICAL_METHODS:
         return {"StandardErrors": STANDARD_ERRORS["graphical"], "TStarMinutes": t_star}
-    return {"StandardErrors": STANDARD_ERRORS["compartment"], "AIC": AIC_FORMULA,
+    return {"StandardErrors": STANDARD_ERRORS["compartment"], "Bounds": bounds_fields(fit.model, bounds),
+            "AIC": AIC_FORMULA,
             "flags": {"Description": "bit field", "Levels": {str(b): t for b, t in FLAG_NAMES.items()}}}
 
 

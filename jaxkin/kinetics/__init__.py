@@ -25,8 +25,12 @@ from jaxkin.kinetics.bounds import (
     BOUNDS_PRESETS,
     DEFAULT_BOUNDS,
     DEFAULT_DELAY_RANGE,
+    bounds_fields,
     check_bound_names,
+    fixed_values,
+    parse_fixed,
     resolve_bounds,
+    with_fixed,
 )
 from jaxkin.kinetics.chunked import tacs_in_chunks
 from jaxkin.kinetics.delayed import DelayedInput, prepare_delayed
@@ -70,5 +74,9 @@ __all__ = [
     "DEFAULT_DELAY_RANGE",
     "resolve_bounds",
     "check_bound_names",
+    "parse_fixed",
+    "with_fixed",
+    "fixed_values",
+    "bounds_fields",
     "tacs_in_chunks",
 ]

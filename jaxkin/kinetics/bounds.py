@@ -1,7 +1,9 @@
 """Bounds of the fitted parameters: the presets, the input delay's range, and bounds specifications.
 
 A bounds specification is ``None`` (the default preset), a preset name, or explicit ranges such as
-``"K1=0,3 k3=0,1"`` (see :func:`resolve_bounds`); the bounds values of each preset are the models'
+``"K1=0,3 k3=0,1"`` (see :func:`resolve_bounds`). A parameter whose range has zero width (``vB=0.02,0.02``) is
+**fixed** at that value: the fits hold it there and estimate the others (:func:`with_fixed` adds fixed values given
+as ``{"vB": 0.02}`` or ``"vB=0.02,k4=0"`` to a specification, :func:`fixed_values` reads them back). The bounds values of each preset are the models'
 (:class:`~jaxkin.kinetics.models.KineticModel`). Units: those of the parameters (:data:`jaxkin.kinetics.models.UNITS`).
 """
 
@@ -12,7 +14,8 @@ import numpy as np
 from jaxkin.errors import InputError
 from jaxkin.kinetics.models import get_model
 
-__all__ = ["BOUNDS_PRESETS", "DEFAULT_BOUNDS", "DEFAULT_DELAY_RANGE", "resolve_bounds", "check_bound_names"]
+__all__ = ["BOUNDS_PRESETS", "DEFAULT_BOUNDS", "DEFAULT_DELAY_RANGE", "resolve_bounds", "check_bound_names",
+           "parse_fixed", "with_fixed", "fixed_values", "bounds_fields"]
 
 #: The bounds presets: name -> what they are. Every fit states the preset and the bounds it used (sidecars).
 #:
@@ -72,7 +75,12 @@ def resolve_bounds(model: str, bounds=None) -> tuple[tuple[float, ...], tuple[fl
     for name, a, b in zip(m.param_names, lo, hi):
         if not a <= b:
             raise InputError(f"bounds: {name} of {model}: lower {a:g} > upper {b:g}")
+    held = [c for c in changed if _is_fixed(ranges[c.partition("=")[0]])]
+    changed = [c for c in changed if c not in held]
     description = preset + (f" with {' '.join(changed)}" if changed else "")
+    if held:
+        description += "; fixed " + " ".join(f"{c.partition('=')[0]}={ranges[c.partition('=')[0]][0]:g}"
+                                             for c in held)
     return tuple(float(v) for v in lo), tuple(float(v) for v in hi), description
 
 
@@ -115,3 +123,70 @@ def _parse_bounds(bounds) -> tuple[str, dict]:
             raise InputError(f"bounds: {name} is given twice")
         ranges[name] = (a, b)
     return preset, ranges
+
+
+def _is_fixed(pair) -> bool:
+    return pair[0] == pair[1]
+
+
+def parse_fixed(fixed) -> dict[str, float]:
+    """``{name: value}`` of fixed parameters given as ``None``, a dict ``{"vB": 0.02}``, a string ``"vB=0.02,k4=0"``
+    or a list of such tokens (``["vB=0.02", "k4=0"]``, as a command line splits them). A value must be finite and
+    non-negative (vB at most 1). Raises :class:`jaxkin.errors.InputError` starting ``fix:``."""
+    if fixed is None:
+        return {}
+    if isinstance(fixed, dict):
+        items = list(fixed.items())
+    else:
+        tokens = [fixed] if isinstance(fixed, str) else [str(t) for t in fixed]
+        items = []
+        for token in (piece for t in tokens for piece in t.replace(",", " ").split()):
+            name, eq, value = token.partition("=")
+            if not eq or not name:
+                raise InputError(f"fix: {token!r} is not NAME=VALUE (e.g. vB=0.02)")
+            items.append((name, value))
+    out: dict[str, float] = {}
+    for name, value in items:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"fix: {name}={value!r} is not NAME=VALUE with a number (e.g. vB=0.02)") from None
+        if not np.isfinite(v) or v < 0 or (name == "vB" and v > 1):
+            raise InputError(f"fix: {name}={value}: need a finite value >= 0{' and <= 1' if name == 'vB' else ''}")
+        if name in out:
+            raise InputError(f"fix: {name} is given twice")
+        out[str(name)] = v
+    return out
+
+
+def with_fixed(bounds, fixed) -> object:
+    """The bounds specification ``bounds`` with the parameters of ``fixed`` (see :func:`parse_fixed`) held at their
+    values (a range of zero width each), as a tuple of tokens (``bounds`` itself when nothing is fixed). Raises
+    :class:`jaxkin.errors.InputError` (``bounds:``/``fix:``) for a bad specification or a parameter given a range
+    in ``bounds`` and a value in ``fixed``."""
+    held = parse_fixed(fixed)
+    preset, ranges = _parse_bounds(bounds)
+    if not held:
+        return bounds
+    both = [name for name in held if name in ranges]
+    if both:
+        raise InputError(f"fix: {', '.join(both)} also has a range in the bounds; give either (a range of zero "
+                         "width, e.g. vB=0.02,0.02, fixes it too)")
+    ranges |= {name: (v, v) for name, v in held.items()}
+    return (preset, *(f"{name}={a!r},{b!r}" for name, (a, b) in ranges.items()))
+
+
+def fixed_values(model: str, bounds=None) -> dict[str, float]:
+    """``{name: value}`` of the parameters of ``model`` that ``bounds`` fixes (a range of zero width)."""
+    lower, upper, _ = resolve_bounds(model, bounds)
+    return {n: a for n, a, b in zip(get_model(model).param_names, lower, upper) if a == b}
+
+
+def bounds_fields(model: str, bounds) -> dict:
+    """The sidecar entry that states the bounds of a fit of ``model``: the preset (and changes), ``[lower, upper]``
+    per parameter (in the parameters' units) and, when any parameter is held, ``Fixed`` ``{name: value}``."""
+    lower, upper, description = resolve_bounds(model, bounds)
+    names = get_model(model).param_names
+    fields = {"Preset": description, **{n: [lo, hi] for n, lo, hi in zip(names, lower, upper)}}
+    fixed = fixed_values(model, bounds)
+    return fields | ({"Fixed": fixed} if fixed else {})

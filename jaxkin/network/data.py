@@ -127,9 +127,12 @@ def prepare_dataset(data: DataConfig, workdir: Path, data_dir) -> Path:
         return data_dir
     data_dir = Path(workdir) / "data"
     if not (data_dir / "participants.tsv").is_file():
-        from jaxkin.phantom.writer import simulate_dataset
+        from jaxkin.phantom.writer import dataset_estimate, simulate_dataset
 
-        print(f"simulating the {data.phantom_preset!r} phantom dataset into {data_dir} ...", file=sys.stderr)
+        size, seconds = dataset_estimate(data.phantom_preset, data.phantom_subjects or None, data.phantom_frames)
+        print(f"simulating the {data.phantom_preset!r} phantom dataset into {data_dir}: about {size / 1e9:.2g} GB "
+              f"and {max(seconds / 60, 0.1):.2g} min on a 2-core CPU (an interrupt removes what was written) ...",
+              file=sys.stderr)
         simulate_dataset(data_dir, subjects=data.phantom_subjects or None, seed=data.phantom_seed,
                          preset=data.phantom_preset, noise_scale=data.phantom_noise_scale, frames=data.phantom_frames)
     return data_dir

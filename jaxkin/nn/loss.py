@@ -19,7 +19,7 @@ import numpy as np
 from jaxkin.kinetics import two_tissue_irreversible
 from jaxkin.nn.inputs import _one_of, input_level
 
-__all__ = ["model_tacs", "masked_mse", "loss_weights", "LOSS_FRAMES", "LOSS_SCALES", "guidance_loss", "GUIDANCE_FLOOR",
+__all__ = ["model_tacs", "masked_mse", "loss_weights", "loss_unit", "LOSS_FRAMES", "LOSS_SCALES", "guidance_loss", "GUIDANCE_FLOOR",
            "voxel_mae", "voxel_cosine", "metric_sums", "METRIC_SUMS"]
 
 
@@ -56,6 +56,13 @@ def masked_mse(tac, model_tac, mask, weights=None):
 LOSS_FRAMES = ("none", "duration")
 #: Choices of the error scale of :func:`loss_weights` (``loss_scale``).
 LOSS_SCALES = ("none", "scan", "voxel", "counts")
+
+
+def loss_unit(scale: str = "none") -> str:
+    """The unit of the self-supervised loss with the error scale ``scale`` (:func:`loss_weights`): ``(kBq/mL)^2``
+    for the paper's plain MSE (``"none"``), ``1`` (dimensionless) for a scaled one."""
+    _one_of("loss_scale", scale, LOSS_SCALES)
+    return "(kBq/mL)^2" if scale == "none" else "1"
 
 
 def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):

@@ -85,3 +85,19 @@ def test_each_session_is_evaluated_with_its_own_input(two_sessions):
     assert "subjects: sub-01_ses-a, sub-01_ses-b." in (out / "report.md").read_text()
     only = ev.evaluate(ds, [f"perfect={root / 'perfect'}"], root / "report-sub01", subjects=["01"], figures=False)
     assert len(_table(only / "tac_metrics.tsv")) == 2
+
+
+def test_a_scan_without_maps_of_every_method_is_named_not_dropped_silently(two_sessions, capsys):
+    from jaxkin import cli
+
+    root, ds = two_sessions
+    half = root / "half" / "sub-01" / "ses-a"
+    shutil.copytree(root / "perfect" / "sub-01" / "ses-a", half)  # maps of ses-a only
+    preds = [f"perfect={root / 'perfect'}", f"half={root / 'half'}"]
+    assert ev.left_out_scans(ds, preds) == ["sub-01_ses-b (no maps in half)"]
+    assert cli.main(["evaluate", "--dataset", str(ds), *[a for p in preds for a in ("--pred", p)], "--out",
+                     str(root / "report-half"), "--no-figures"]) == 0
+    err = capsys.readouterr().err
+    assert "note: left out sub-01_ses-b (no maps in half)" in err
+    report = (root / "report-half" / "report.md").read_text()
+    assert "subjects: sub-01_ses-a." in report and "Left out (no maps of every method): sub-01_ses-b" in report

@@ -218,3 +218,20 @@ def test_adversarial_tacs_give_finite_flagged_results(model, kin32):
     assert flags[3] & fitting.FLAG_NEGATIVE_VALUES and flags[4] & fitting.FLAG_NEGATIVE_VALUES
     assert flags[7] & fitting.FLAG_NONFINITE_INPUT and flags[8] & fitting.FLAG_NONFINITE_INPUT
     assert np.all(flags[[0, 1, 2, 3, 5, 6, 9]] != 0)  # every hopeless TAC carries some flag
+
+
+@pytest.mark.slow
+def test_a_parameter_fixed_at_its_true_value_recovers_the_others(kin32):
+    """Noiseless TACs with vB = 0.05: vB held there, K1, k2, k3 and Ki are recovered; vB does not move, its standard
+    error is 0 and it is not flagged at a bound (float32, the voxel fit)."""
+    rng = np.random.default_rng(4)
+    params = np.stack([rng.uniform(0.1, 1.0, 64), rng.uniform(0.1, 1.0, 64), rng.uniform(0.02, 0.3, 64),
+                       np.full(64, 0.05)], -1).astype(np.float32)
+    tacs = np.asarray(kinetics.two_tissue_irreversible(jnp.asarray(params), kin32))
+    res = _fit(tacs, kin32, bounds=kinetics.with_fixed(None, "vB=0.05")).to_numpy()
+    assert np.all(res.params[:, 3] == np.float32(0.05)) and np.all(res.stderr[:, 3] == 0.0)
+    assert np.all(res.flags & fitting.result.FLAG_AT_BOUND == 0)
+    np.testing.assert_allclose(res.params[:, :3], params[:, :3], rtol=5e-3)
+    ki = params[:, 0] * params[:, 2] / (params[:, 1] + params[:, 2])
+    np.testing.assert_allclose(res.macro, ki, rtol=2e-3)
+    assert np.all(res.stderr[:, :3] > 0) and np.all(np.isfinite(res.macro_stderr))

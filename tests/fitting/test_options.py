@@ -47,6 +47,13 @@ def test_bad_models(models, message):
     (dict(delay="late"), "delay 'late': choose from none, global, voxel"),
     (dict(weights="sd"), "weights 'sd': choose from none, duration, poisson"),
     (dict(method="nelder-mead"), "method 'nelder-mead': choose from lm, curve_fit"),
+    ({"fixed": "k4=0"}, "fixed: k4 is not a parameter of 2tcmirr"),
+    ({"fixed": "vB=2"}, "fixed: vB=2: need a finite value >= 0 and <= 1"),
+    ({"fixed": "vB=0.02", "bounds": "vB=0,0.1"}, "fixed: vB also has a range in the bounds"),
+    ({"fixed": "K1=1 k2=1 k3=0 vB=0"}, "fixed: every parameter of 2tcmirr is fixed"),
+    ({"bounds": "K1=1,1 k2=1,1 k3=0,0 vB=0,0"}, "bounds: every parameter of 2tcmirr is fixed"),
+    ({"fixed": "vB=0", "models": ("patlak",)}, "fixed applies to compartment models, not patlak"),
+    ({"weights": "duration", "models": ("logan",)}, "weights applies to compartment models, not logan"),
 ])
 def test_bad_options_name_the_parameter(options, message):
     with pytest.raises(OptionError) as err:
@@ -88,3 +95,11 @@ def test_check_frames_refuses_fewer_frames_than_parameters():
     for t_star in (3.0, float("nan")):
         with pytest.raises(OptionError, match="t_star"):
             check_frames(frames, "patlak", "t.tsv", t_star=t_star)
+
+
+def test_fixed_parameters_become_bounds_of_zero_width():
+    options = FitOptions(models=("2tcm", "1tcm"), bounds="paper", fixed={"vB": 0.05, "k4": 0})
+    assert options.fixed is None and options.bounds == ("paper", "vB=0.05,0.05", "k4=0.0,0.0")
+    assert kinetics.fixed_values("2tcm", options.bounds) == {"k4": 0.0, "vB": 0.05}
+    assert kinetics.fixed_values("1tcm", options.bounds) == {"vB": 0.05}  # k4 is not a 1tcm parameter
+    assert kinetics.fixed_values("2tcmirr", FitOptions(bounds="vB=0.02,0.02").bounds) == {"vB": 0.02}

@@ -78,3 +78,35 @@ def test_patlak_slope_error_is_the_regression_error():
         assert fit.columns["Ki"][r] == pytest.approx(ref.slope, rel=1e-9)
         assert fit.columns["Ki_se"][r] == pytest.approx(ref.stderr, rel=1e-6)
         assert fit.columns["n_frames"][r] == use.sum()
+
+
+@pytest.mark.slow
+def test_fixed_vb_equals_curve_fit_of_the_free_parameters():
+    """vB held at 0.03 (and a range of zero width alike): the free parameters and their standard errors equal scipy's
+    curve_fit of K1, k2, k3 with vB closed over (same model, same paper bounds); vB's standard error is 0 and the
+    AIC counts 3 parameters."""
+    from scipy.optimize import curve_fit
+
+    organs = ["myocardium", "lesion"]
+    clean = organ_tacs(organs)
+    rng = np.random.default_rng(2)
+    tacs = clean + rng.standard_normal(clean.shape) * phantom.noise_sd(clean, FRAMES, 1.0) / np.sqrt(50)
+    fit = fit_regions(organs, tacs, AIF, FRAMES, bounds=jaxkin.kinetics.with_fixed("paper", {"vB": 0.03}))
+    model = baseline.NumpyModel(AIF, FRAMES)
+    paper = jaxkin.get_model("2tcmirr")
+    for i in range(len(organs)):
+        q, cov = curve_fit(lambda _x, k1, k2, k3: model((k1, k2, k3, 0.03)), np.arange(FRAMES.n_frames), tacs[i],
+                           p0=(0.1, 0.1, 0.01), bounds=(paper.lower[:3], paper.upper[:3]), method="trf",
+                           xtol=1e-14, ftol=1e-14, gtol=1e-14)
+        held, _, _ = baseline.curve_fit_tac(tacs[i], model, lower=(*paper.lower[:3], 0.03),
+                                            upper=(*paper.upper[:3], 0.03))  # the baseline, vB held alike
+        np.testing.assert_allclose(held, (*q, 0.03), rtol=1e-3)
+        for j, name in enumerate(("K1", "k2", "k3")):
+            assert fit.columns[name][i] == pytest.approx(q[j], rel=1e-5), name
+            assert fit.columns[f"{name}_se"][i] == pytest.approx(np.sqrt(cov[j, j]), rel=1e-3), name
+    assert np.all(fit.columns["vB"] == 0.03) and np.all(fit.columns["vB_se"] == 0.0)
+    assert np.all(fit.columns["n_params"] == 3) and np.all(fit.columns["flags"] == 0)
+    f = FRAMES.n_frames
+    np.testing.assert_allclose(fit.columns["AIC"], f * np.log(fit.columns["SSE"] / f) + 6, rtol=1e-9)
+    same = fit_regions(organs, tacs, AIF, FRAMES, bounds="paper vB=0.03,0.03")
+    np.testing.assert_array_equal(same.columns["Ki_se"], fit.columns["Ki_se"])

@@ -86,3 +86,24 @@ def test_liver_and_spleen_are_recovered_with_physiological_bounds_not_with_the_p
         assert np.abs(phys.params[sel, 0] / truth[sel, 0] - 1).max() < 0.01
         bias = np.mean(paper.macro[sel] / ki[sel] - 1)
         assert abs(bias) > 0.2, (name, bias)  # liver Ki +200%, spleen Ki +30% with the paper's bounds
+
+
+def test_fixed_parameters_are_ranges_of_zero_width():
+    from jaxkin.kinetics import bounds_fields, fixed_values, parse_fixed, with_fixed
+
+    assert parse_fixed("vB=0.02,k4=0") == parse_fixed(["vB=0.02", "k4=0"]) == {"vB": 0.02, "k4": 0.0}
+    assert parse_fixed({"vB": "0.05"}) == {"vB": 0.05} and parse_fixed(None) == {}
+    spec = with_fixed("paper k3=0.001,1", {"vB": 0.02})
+    lo, hi, text = resolve_bounds("2tcmirr", spec)
+    assert lo == (0.01, 0.01, 0.001, 0.02) and hi == (2.0, 3.0, 1.0, 0.02)
+    assert text == "paper with k3=0.001,1; fixed vB=0.02"
+    # a bound of zero width is the same thing
+    assert resolve_bounds("2tcmirr", "paper k3=0.001,1 vB=0.02,0.02")[:2] == (lo, hi)
+    assert fixed_values("2tcmirr", "vB=0.02,0.02") == {"vB": 0.02} and fixed_values("2tcmirr") == {}
+    assert bounds_fields("2tcm", with_fixed(None, "k4=0"))["Fixed"] == {"k4": 0.0}
+    assert "Fixed" not in bounds_fields("2tcmirr", None) and with_fixed("paper", None) == "paper"
+    for bad in ("vB", "vB=x", "vB=1.5", "k3=-0.1", "k3=nan", "vB=0.1,vB=0.2", "=1"):
+        with pytest.raises(InputError, match="^fix: "):
+            parse_fixed(bad)
+    with pytest.raises(InputError, match="^fix: vB also has a range"):
+        with_fixed("vB=0,0.1", "vB=0.02")

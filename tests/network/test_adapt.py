@@ -148,6 +148,10 @@ def test_predict_cli_adapts_and_writes_what_it_did(run69, tmp_path):
     side = json.loads((tmp_path / "sub-03_model-2tcmirr_meas-K1_mimap.json").read_text())
     assert side["AdaptSteps"] == 2 and side["AdaptLearningRate"] == 1e-3
     assert side["AdaptLossBefore"] > 0 and side["AdaptLossAfter"] > 0
+    from jaxkin.nn.loss import loss_unit
+
+    unit = loss_unit(N.load_predictor(run69).cfg.optim.loss_scale)  # (kBq/mL)^2 only for the unscaled MSE
+    assert side["AdaptLossUnits"].startswith(unit + " ")
 
 
 @pytest.mark.slow
@@ -179,6 +183,8 @@ def test_a_scan_with_another_frame_schedule_is_refused(run69, tmp_path, capsys):
     (["--adapt-steps", "-1"], "--adapt-steps: must be 0 or positive"),
     (["--bounds", "paper"], "--bounds: only with --refine-lm"),
     (["--refine-lm", "2", "--bounds", "Q1=0,1", "--input-function", "b.tsv"], "--bounds: Q1 is not a parameter"),
+    (["--blood-to-plasma", "1.1"], "--blood-to-plasma: only with --input-function"),
+    (["--blood-decay", "none"], "--blood-decay: only with --input-function"),
 ])
 def test_adapt_and_refine_options_fail_with_one_line(tmp_path, capsys, extra, message):
     rc = main(["predict", "--checkpoint", str(tmp_path), "--pet", str(tmp_path / "x_pet.nii.gz"), "--out",

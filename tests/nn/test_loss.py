@@ -146,3 +146,10 @@ def test_tac_metrics_are_one_definition_for_host_and_jax_arrays():
     from jaxkin import evaluation
 
     assert evaluation.voxel_mae is L.voxel_mae and evaluation.voxel_cosine is L.voxel_cosine
+
+
+def test_the_loss_unit_follows_its_scale():
+    from jaxkin.nn.loss import LOSS_SCALES, loss_unit
+
+    assert loss_unit("none") == "(kBq/mL)^2"  # the paper's plain MSE of activities
+    assert {loss_unit(s) for s in LOSS_SCALES if s != "none"} == {"1"}  # divided by squared activities

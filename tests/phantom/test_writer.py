@@ -150,6 +150,36 @@ def test_failure_midway_leaves_no_partial_output(tmp_path, monkeypatch):
     assert calls == ["sub-01", "sub-02"] and list(tmp_path.iterdir()) == []
 
 
+def test_an_interrupt_stops_the_subjects_not_started_and_leaves_nothing(tmp_path, monkeypatch):
+    """Ctrl-C while subjects are written on threads: the subjects not started are dropped, the one being written
+    finishes, then the temporary folder is removed whole (no hidden ``.ds.*.tmp`` left beside the output)."""
+    import time
+    from types import SimpleNamespace
+
+    calls = []
+
+    def write(root, subject, **kw):
+        calls.append(subject.subject_id)
+        (root / f"{subject.subject_id}.bin").write_bytes(b"0" * 1000)
+        if subject.subject_id == "sub-02":
+            raise KeyboardInterrupt
+        time.sleep(0.2)
+
+    monkeypatch.setattr(phantom_writer, "simulate_subject", lambda i, **kw: SimpleNamespace(
+        subject_id=f"sub-{i + 1:02d}", input_scale=1.0, input_delay=0.0))
+    monkeypatch.setattr(phantom_writer, "write_subject", write)
+    with pytest.raises(KeyboardInterrupt):
+        phantom.simulate_dataset(tmp_path / "ds", subjects=8, seed=1, workers=1)
+    assert "sub-08" not in calls and list(tmp_path.iterdir()) == []
+
+
+def test_the_size_and_time_estimate():
+    size, seconds = phantom_writer.dataset_estimate("paper")
+    assert size == 23 * 112 * 112 * 80 * 62 * 4  # float32 images of the 23 subjects, 62 frames
+    assert seconds == pytest.approx(size / phantom_writer.WRITE_BYTES_PER_S)
+    assert phantom_writer.dataset_estimate("small", 8, "quadra69")[0] == 8 * 32 * 32 * 24 * 69 * 4
+
+
 @pytest.mark.parametrize("options,message", [
     ({"subjects": 0}, "^subjects: must be at least 1, got 0$"),
     ({"noise_scale": -1.0}, "^noise_scale: must be >= 0, got -1.0$"),

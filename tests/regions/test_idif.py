@@ -67,6 +67,8 @@ def test_bad_selections_name_the_parameter(scan):
         idif_mask(pet, aorta, erode=-1)
     with pytest.raises(InputError, match="^core must be a positive number of voxels per slice$"):
         idif_mask(pet, aorta, core=-2)
+    with pytest.raises(InputError, match="^core must be a positive number"):  # not "every voxel" in silence
+        idif_mask(pet, aorta, core=0)
 
 
 def test_idif_leaves_out_nonfinite_voxels(tmp_path, pet_data):
