@@ -31,7 +31,6 @@ naming the file and the field.
 
 from __future__ import annotations
 
-
 import dataclasses
 import math
 from pathlib import Path

@@ -77,7 +77,7 @@ MAPS = (VOXEL, BIDS)
 TABLE = [
     ([], ALL, lambda r: _options(r).models == ("2tcmirr",) and _fixed(r) == {}),
     (["--model", "2tcm,1tcm"], ALL, lambda r: _options(r).models == ("2tcm", "1tcm")),
-    (["--model", "patlak", "--t-star", "12"], ALL, lambda r: _options(r).t_star == 12.0),
+    (["--model", "patlak", "--t-star", "2.5"], ALL, lambda r: _options(r).t_star == 2.5),
     (["--model", "5tcm"], ALL, "--model 5tcm: unknown model '5tcm'"),
     (["--model", "patlak,2tcm"], ALL, "--model patlak,2tcm: only compartment models can be compared"),
     (["--t-star", "12"], ALL, "--t-star: only with patlak or logan"),
