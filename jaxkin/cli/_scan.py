@@ -190,3 +190,40 @@ def open_labels(args, path, pet):
 
     return read_labels(path, pet=pet, table=getattr(args, "label_table", None), groups=getattr(args, "group", None),
                        default_groups=not getattr(args, "no_default_groups", False))
+
+
+def add_memory_argument(parser) -> None:
+    """``--max-memory GB``: the memory budget of the command."""
+    parser.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                        help="memory budget in GB (10^9 bytes): the scan is read a frame at a time and the voxels "
+                        "fitted in slabs of slices that fit in it; a scan that cannot be processed within it is "
+                        "refused up front (default: 75%% of the memory this process may use: the cgroup limit under "
+                        "Slurm or in a container, else the memory available)")
+
+
+def memory_budget(args, command: str) -> int:
+    """The budget in bytes from ``--max-memory`` (or the default), said on stderr."""
+    import math
+
+    from jaxkin.errors import InputError
+    from jaxkin.io.memory import GB, default_budget
+
+    if args.max_memory is None:
+        budget = default_budget()
+        print(f"jaxkin {command}: memory budget {budget.bytes / GB:.1f} GB ({budget.source}; --max-memory to change)",
+              file=sys.stderr)
+        return budget.bytes
+    if not (math.isfinite(args.max_memory) and args.max_memory > 0):
+        raise InputError(f"--max-memory {args.max_memory:g}: expected a positive number of GB")
+    print(f"jaxkin {command}: memory budget {args.max_memory:g} GB (--max-memory)", file=sys.stderr)
+    return int(args.max_memory * GB)
+
+
+def within_memory(need: int, budget: int, what: str) -> None:
+    """InputError (one line) when ``need`` bytes exceed the ``budget`` of ``--max-memory``."""
+    from jaxkin.errors import InputError
+    from jaxkin.io.memory import GB
+
+    if need > budget:
+        raise InputError(f"{what}: needs at least {need / GB:.2f} GB of memory, more than the budget of "
+                         f"{budget / GB:.2f} GB (--max-memory)")

@@ -93,6 +93,12 @@ def _add_fit_arguments(parser) -> None:
                         help=f"voxels per compiled chunk (default {defaults.chunk_size}; with --delay voxel at most "
                         "2048)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from jaxkin.cli._scan import add_memory_argument
+
+    add_memory_argument(parser)
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="with --bids: skip the scans whose maps are all there and were made with the same "
+                        "options (said per scan), so that a run cut short goes on where it stopped")
 
 
 def run(args) -> int:
@@ -113,7 +119,7 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
     """``jaxkin fit --pet PET --input-function BLOOD --out DIR`` (or ``--bids ROOT``): one request per scan."""
     from jaxkin import distributed
     from jaxkin.cli._distributed import initialize_from_args
-    from jaxkin.cli._scan import command_line, options_worded, start_derivatives
+    from jaxkin.cli._scan import command_line, memory_budget, options_worded, start_derivatives
     from jaxkin.fitting import FitOptions, FitRequest
     from jaxkin.fitting.maps import poisson_half_life
 
@@ -124,6 +130,7 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
                              delay_range=tuple(float(v) / 60.0 for v in args.delay_range), min_signal=args.min_signal,
                              chunk_size=args.chunk_size, progress=not args.no_progress)
     jobs, mask, delay_mask = _open_scans(args)
+    budget = memory_budget(args, "fit") if distributed.is_main_process() or args.max_memory else None
     half_lives = [poisson_half_life(job.pet, options.weights) for job in jobs]  # a bad radionuclide stops here
     for job in jobs:
         _writable_folder(job.out_dir)
@@ -131,8 +138,12 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
         start_derivatives(args, command="fit")
     initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
     for job, half_life in zip(jobs, half_lives):
+        extra = job.extra | ({"FitOptions": _options_record(options)} if args.bids else {})
         request = FitRequest(pet=job.pet, input_function=job.blood, out_dir=job.out_dir, options=options, mask=mask,
-                             delay_mask=delay_mask, half_life=half_life, command_line=command_line(), extra=job.extra)
+                             delay_mask=delay_mask, half_life=half_life, command_line=command_line(), extra=extra,
+                             max_memory=budget)
+        if args.skip_existing and _complete(request, job.name):
+            continue
         _fit_scan(request, job.blood, job.name)
     return 0
 
@@ -158,6 +169,8 @@ def _check_map_flags(args) -> None:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise InputError(f"--delay-range {args.delay_range[0]:g} {args.delay_range[1]:g}: expected LO HI in seconds "
                          "with LO < HI")
+    if args.skip_existing and not args.bids:
+        raise InputError("--skip-existing: only with --bids")
     if args.delay_mask and args.delay != "global":
         raise InputError("--delay-mask: only with --delay global")
 
@@ -238,6 +251,48 @@ def _fit_scan(request, blood, name: str | None) -> None:
           f"{result.n_not_converged} flagged not converged")
     print(f"wrote {len(written.paths)} maps to {folder}: {', '.join(written.paths)}"
           + (f" (replacing {before} maps of an earlier run)" if before else ""))
+
+
+def _options_record(options) -> dict:
+    """The options that make the maps, as recorded in their sidecars (``FitOptions``) and compared by
+    ``--skip-existing``."""
+    import json
+
+    fields = dataclasses.asdict(options)
+    fields.pop("progress", None)
+    return json.loads(json.dumps(fields, default=str))
+
+
+def _complete(request, name: str | None) -> bool:
+    """True (said on stdout) when every map of ``request`` is in its folder with a sidecar recording the same options
+    and sources; False (said when some are there) otherwise."""
+    import json
+
+    from jaxkin.fitting import output_maps
+
+    options, prefix = request.options, request.pet.prefix
+    wanted = [(m, n) for m in options.models for n in output_maps(m, delay=options.delay == "voxel",
+                                                                  uncertainty=options.uncertainty)]
+    if options.compare:
+        wanted += [(m, "AICc") for m in options.models] + [("comparison", "preferred")]
+    same = True
+    for model, meas in wanted:
+        stem = request.out_dir / f"{prefix}_model-{model}_meas-{meas}_mimap"
+        try:
+            side = json.loads(Path(f"{stem}.json").read_text())
+        except (OSError, ValueError):
+            same = False
+            break
+        if not Path(f"{stem}.nii.gz").is_file() or any(side.get(k) != request.extra.get(k)
+                                                            for k in ("FitOptions", "Sources")):
+            same = False
+            break
+    label = name or prefix
+    if same:
+        print(f"{label}: skipped, its {len(wanted)} maps are there, made with the same options (--skip-existing)")
+    elif any(request.out_dir.glob(f"{prefix}_model-*_mimap.nii.gz")):
+        print(f"{label}: maps there are incomplete or made with other options: fitted again")
+    return same
 
 
 def _run_regional(args, models: tuple[str, ...]) -> int:

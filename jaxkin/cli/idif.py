@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     from jaxkin.cli._scan import add_bids_arguments
 
     add_bids_arguments(parser, blood=False)
+    from jaxkin.cli._scan import add_memory_argument
+
+    add_memory_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -50,7 +53,9 @@ def run(args) -> int:
     from jaxkin.io.blood import scan_provenance, write_blood
     from jaxkin.io.layout import bids_uri
     from jaxkin.io.pet import load_pet
+    from jaxkin.cli._scan import memory_budget, within_memory
     from jaxkin.regions.idif import idif_mask, input_from_frame_means, label_mean_tac
+    from jaxkin.regions.tacs import memory_needed
 
     check_modes(args, ("pet", "labels"))
     if args.bids:
@@ -79,8 +84,10 @@ def run(args) -> int:
         if not sep:
             raise InputError(f"--segment {args.segment!r}: expected A:B, axial slice numbers")
     opened = []
+    budget = memory_budget(args, "idif")
     for pet, labels_path, out, sources, name in todo:  # every label map and mask checked before anything is written
         labels = open_labels(args, labels_path, pet)
+        within_memory(memory_needed(pet, int(labels.mask(args.label).sum())), budget, f"the IDIF of {pet.path}")
         label = labels.name_of(args.label)
         chosen = labels.mask(args.label)
         if not chosen.any():

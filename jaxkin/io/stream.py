@@ -40,7 +40,8 @@ def _scaled(raw: np.ndarray, image) -> np.ndarray:
     """``raw`` file values scaled as nibabel's array proxy scales them (same dtypes, same arithmetic)."""
     from nibabel.volumeutils import apply_read_scaling
 
-    slope, inter = image.header.get_slope_inter()
+    proxy = image.dataobj  # nibabel moves the header's scaling into the proxy when it loads an image
+    slope, inter = (proxy.slope, proxy.inter) if hasattr(proxy, "slope") else image.header.get_slope_inter()
     slope = np.asanyarray(1.0 if slope is None else slope)
     inter = np.asanyarray(0.0 if inter is None else inter)
     inter = inter.astype(slope.dtype) if np.can_cast(inter, slope.dtype) else inter

@@ -95,6 +95,16 @@ def _frame_sums(pet, z, where, row, w, n, bad):
     return s1, s2
 
 
+def memory_needed(pet, n_voxels: int) -> int:
+    """Peak bytes of :func:`region_sums` (and of the image-derived input) on ``pet`` for ``n_voxels`` labelled voxels:
+    ``RUNTIME + 2 X Y Z b + 40 min(n_voxels, BLOCK_VOXELS) + 21 n_voxels`` with ``b`` the bytes of a file value: one
+    frame read from the file, the label image (up to the same size), the temporaries of a block of voxels and, per
+    voxel, its index, row and weight. ``RUNTIME`` = 256 MiB (Python, NumPy, SciPy)."""
+    n = int(np.prod(pet.shape[:3]))
+    item = int(pet.image.header.get_data_dtype().itemsize) if hasattr(pet, "image") else 4
+    return int((256 << 20) + 2 * n * max(item, 4) + 40 * min(n_voxels, BLOCK_VOXELS) + 21 * n_voxels)
+
+
 def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: int = 16) -> RegionalTacs:
     """Mean TAC, SD over the voxels, voxel count and volume of each region of ``labels`` in ``pet``.
 
