@@ -170,7 +170,7 @@ def _within(pet, budget: int, need: int, what: str = "") -> None:
 
         where = getattr(pet, "path", None) or "the image"
         raise InputError(f"{where}: fitting {what}needs at least {need / GB:.2f} GB of memory, more than the memory "
-                         f"budget of {budget / GB:.2f} GB (max_memory); give it more memory or fit within a mask")
+                         f"budget of {budget / GB:.2f} GB; give it more memory or fit within a mask")
 
 
 def _slab_groups(pet, mask, slab: int, budget: int, n_maps: int, held: int) -> list[tuple[int, int]]:
