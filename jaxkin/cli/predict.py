@@ -31,6 +31,7 @@ def register(subparsers) -> None:
 
     add_arguments(parser)
     add_bids_arguments(parser)
+    _add_memory(parser)
     parser.set_defaults(run=run)
 
 
@@ -45,7 +46,9 @@ def run(args) -> int:
     from jaxkin.io.pet import load_pet
     from jaxkin.io.blood import scan_notes
     from jaxkin.errors import InputError
+    from jaxkin.cli._scan import memory_budget, within_memory
     from jaxkin.network import load_predictor, write_parameter_maps
+    from jaxkin.network.grid import grid_plan, predict_memory
 
     check_modes(args, ("pet", "input_function"))
     if args.batch_size is not None and args.batch_size < 1:
@@ -63,8 +66,12 @@ def run(args) -> int:
         raise InputError("--adapt-steps: runs on one process (it trains on the whole scan); start jaxkin predict "
                          "without --coordinator/--distributed")
     trained = load_predictor(args.checkpoint)
+    budget = memory_budget(args, "predict")
     for pet, blood, *_ in jobs:  # every scan checked against the network before any is predicted
         trained.check_schedule(pet.frames, str(pet.path))
+        plan = grid_plan(trained.grid, pet)  # a scale too far from the training grid is refused here
+        within_memory(predict_memory(pet, plan), budget, f"predicting {pet.path}")
+        say("predict", [f"{pet.prefix}: {plan.note}"] if plan.note else [])
         if blood is None and trained.cfg.model.needs_input_function:
             raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
                              "with condition_on_input or input_normalization=input); give --input-function")
@@ -98,6 +105,12 @@ def run(args) -> int:
         print(f"{name + ': ' if name else ''}{pet.shape[2]} slices in {time.perf_counter() - t0:.1f} s"
               + (f" (replacing {before} maps of an earlier run)" if before else ""))
     return 0
+
+
+def _add_memory(parser) -> None:
+    from jaxkin.cli._scan import add_memory_argument
+
+    add_memory_argument(parser)
 
 
 def _adapt(args, trained, pet, blood, name, extra):
