@@ -51,3 +51,22 @@ def test_resample_is_linear_interpolation():
 def test_an_old_run_has_no_recorded_grid():
     info = json.loads((FIXTURE / "model.json").read_text())
     assert TrainingGrid.from_record(info) is None
+
+
+@pytest.mark.slow
+def test_predict_resamples_to_the_training_grid_and_back(tmp_path):
+    import jaxkin
+    from jaxkin import network as N
+    from jaxkin.io.pet import load_pet, write_pet
+
+    predictor = N.load_predictor(FIXTURE).replace()
+    predictor.grid = TrainingGrid((3.0, 3.0, 2.0), (90.0, 96.0, 6.0))
+    frames = jaxkin.FrameSchedule.quadra()
+    volume = np.random.default_rng(0).gamma(2.0, 5.0, size=(30, 32, 3, frames.n_frames)).astype(np.float32)
+    path = write_pet(tmp_path / "sub-01_pet.nii.gz", volume, frames, np.diag([2.0, 2.0, 2.0, 1.0]))
+    result = N.write_parameter_maps(predictor, load_pet(path), tmp_path / "out")
+    assert result["maps"]["K1"].shape == (30, 32, 3)  # back on the scan's grid
+    sidecar = json.loads(result["paths"]["K1"].with_name(result["paths"]["K1"].name.replace(".nii.gz", ".json"))
+                         .read_text())
+    assert sidecar["Grid"]["Resampled"] and sidecar["Grid"]["ResampledShape"] == [20, 21, 3]
+    assert any("resampled to the training voxel size" in a for a in sidecar["Assumptions"])
