@@ -201,8 +201,9 @@ def add_memory_argument(parser) -> None:
                         "Slurm or in a container, else the memory available)")
 
 
-def memory_budget(args, command: str) -> int:
-    """The budget in bytes from ``--max-memory`` (or the default), said on stderr."""
+def memory_budget(args, command: str) -> tuple[int, str]:
+    """``(bytes, the line that says it)`` of ``--max-memory`` (or the default); the command prints the line on stderr
+    when its inputs are checked and the work starts (bad input stays one line)."""
     import math
 
     from jaxkin.errors import InputError
@@ -210,13 +211,11 @@ def memory_budget(args, command: str) -> int:
 
     if args.max_memory is None:
         budget = default_budget()
-        print(f"jaxkin {command}: memory budget {budget.bytes / GB:.1f} GB ({budget.source}; --max-memory to change)",
-              file=sys.stderr)
-        return budget.bytes
+        return budget.bytes, (f"jaxkin {command}: memory budget {budget.bytes / GB:.1f} GB ({budget.source}; "
+                              "--max-memory to change)")
     if not (math.isfinite(args.max_memory) and args.max_memory > 0):
         raise InputError(f"--max-memory {args.max_memory:g}: expected a positive number of GB")
-    print(f"jaxkin {command}: memory budget {args.max_memory:g} GB (--max-memory)", file=sys.stderr)
-    return int(args.max_memory * GB)
+    return int(args.max_memory * GB), f"jaxkin {command}: memory budget {args.max_memory:g} GB (--max-memory)"
 
 
 def within_memory(need: int, budget: int, what: str) -> None:

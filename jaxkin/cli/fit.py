@@ -117,6 +117,8 @@ def run(args) -> int:
 
 def _run_maps(args, models: tuple[str, ...]) -> int:
     """``jaxkin fit --pet PET --input-function BLOOD --out DIR`` (or ``--bids ROOT``): one request per scan."""
+    import sys
+
     from jaxkin import distributed
     from jaxkin.cli._distributed import initialize_from_args
     from jaxkin.cli._scan import command_line, memory_budget, options_worded, start_derivatives
@@ -130,13 +132,15 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
                              delay_range=tuple(float(v) / 60.0 for v in args.delay_range), min_signal=args.min_signal,
                              chunk_size=args.chunk_size, progress=not args.no_progress)
     jobs, mask, delay_mask = _open_scans(args)
-    budget = memory_budget(args, "fit") if distributed.is_main_process() or args.max_memory else None
+    budget, said = memory_budget(args, "fit")
     half_lives = [poisson_half_life(job.pet, options.weights) for job in jobs]  # a bad radionuclide stops here
     for job in jobs:
         _writable_folder(job.out_dir)
     if args.bids and distributed.is_main_process():
         start_derivatives(args, command="fit")
     initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
+    if distributed.is_main_process():
+        print(said, file=sys.stderr)
     for job, half_life in zip(jobs, half_lives):
         extra = job.extra | ({"FitOptions": _options_record(options)} if args.bids else {})
         request = FitRequest(pet=job.pet, input_function=job.blood, out_dir=job.out_dir, options=options, mask=mask,

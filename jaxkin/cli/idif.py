@@ -45,6 +45,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from jaxkin.cli._flags import flag_named
@@ -84,7 +85,7 @@ def run(args) -> int:
         if not sep:
             raise InputError(f"--segment {args.segment!r}: expected A:B, axial slice numbers")
     opened = []
-    budget = memory_budget(args, "idif")
+    budget, said = memory_budget(args, "idif")
     for pet, labels_path, out, sources, name in todo:  # every label map and mask checked before anything is written
         labels = open_labels(args, labels_path, pet)
         within_memory(memory_needed(pet, int(labels.mask(args.label).sum())), budget, f"the IDIF of {pet.path}")
@@ -99,6 +100,7 @@ def run(args) -> int:
         opened.append((pet, labels, labels_path, out, sources, name, label, mask, how))
     if args.bids:
         start_derivatives(args, command="idif")
+    print(said, file=sys.stderr)
     for pet, labels, labels_path, out, sources, name, label, mask, how in opened:
         say("idif", [f"{name}: {n}" if name else n for n in list(pet.notes) + list(labels.notes)])
         tac, used = label_mean_tac(pet, mask)

@@ -37,6 +37,7 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     import dataclasses
+    import sys
     import time
     from pathlib import Path
 
@@ -66,17 +67,21 @@ def run(args) -> int:
         raise InputError("--adapt-steps: runs on one process (it trains on the whole scan); start jaxkin predict "
                          "without --coordinator/--distributed")
     trained = load_predictor(args.checkpoint)
-    budget = memory_budget(args, "predict")
+    budget, said = memory_budget(args, "predict")
+    notes = []
     for pet, blood, *_ in jobs:  # every scan checked against the network before any is predicted
         trained.check_schedule(pet.frames, str(pet.path))
         plan = grid_plan(trained.grid, pet)  # a scale too far from the training grid is refused here
         within_memory(predict_memory(pet, plan), budget, f"predicting {pet.path}")
-        say("predict", [f"{pet.prefix}: {plan.note}"] if plan.note else [])
+        notes += [f"{pet.prefix}: {plan.note}"] if plan.note else []
         if blood is None and trained.cfg.model.needs_input_function:
             raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
                              "with condition_on_input or input_normalization=input); give --input-function")
     if args.bids and distributed.is_main_process():
         start_derivatives(args, command="predict")
+    if distributed.is_main_process():
+        print(said, file=sys.stderr)
+        say("predict", notes)
     if args.batch_size is not None:
         trained = trained.replace(cfg=dataclasses.replace(trained.cfg, predict_batch_size=args.batch_size))
     for pet, blood, out, extra, name in jobs:

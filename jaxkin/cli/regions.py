@@ -31,6 +31,7 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     import numpy as np
@@ -60,8 +61,9 @@ def run(args) -> int:
         for f in files:
             name = nifti_stem(f).removesuffix("_mimap")
             maps[name.removeprefix(pet.prefix + "_")] = read_volume(f, pet)
-    budget = memory_budget(args, "regions")
+    budget, said = memory_budget(args, "regions")
     within_memory(memory_needed(pet, int(np.count_nonzero(labels.data))), budget, f"regional TACs of {pet.path}")
+    print(said, file=sys.stderr)
     tacs = regional_tacs(pet, labels, args.region, fractions=args.pv)
     rows = map_statistics(maps, labels, args.region, fractions=args.pv) if maps else []
     notes = list(pet.notes) + list(tacs.notes)

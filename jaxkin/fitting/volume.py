@@ -24,6 +24,7 @@ around it left out. Voxels with NaN/Inf are left out and counted. Maps are 0 out
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterator, NamedTuple
 
 import numpy as np
@@ -97,16 +98,20 @@ def _budget(max_memory: int | None) -> int:
 RUNTIME_BYTES = 768 << 20
 
 
-def memory_needed(shape, n_maps: int, n_voxels: int = 0, held: int = 0) -> int:
+def memory_needed(shape, n_maps: int, n_voxels: int = 0, held: int = 0, n_masked: int | None = None) -> int:
     """Peak bytes of :func:`fit_volume` on an image of ``shape`` ``(X, Y, Z, F)`` writing ``n_maps`` maps when it
-    gathers ``n_voxels`` masked voxels at once (all of them, or those of one slab); ``held``: bytes of the image
-    already in memory (:func:`preload`).
+    gathers ``n_voxels`` masked voxels at once (all of them, or those of one slab) of ``n_masked`` (default
+    ``n_voxels``); ``held``: bytes of the image already in memory (:func:`preload`).
 
-    ``RUNTIME_BYTES + held + N max(18, 4 n_maps + 10) + n_voxels (4 F + 8)``, with ``N = X Y Z``: per voxel of the
-    volume, the maps (float32 or int32) and the masks, or, while the body mask is found, the time integrals and its
-    labels; per masked voxel, its TAC (float32) and its index; one frame (float32) being read and converted."""
-    n = int(np.prod(shape[:3]))
-    return int(RUNTIME_BYTES + held + n * max(18, 4 * n_maps + 10) + n_voxels * (4 * int(shape[3]) + 8))
+    ``RUNTIME_BYTES + held + max(18 N, (4 M + 2) N + 4 M V, 6 N + 4 M V + (4 F + 8) v)`` with ``N = X Y Z``, ``M``
+    maps, ``V`` masked voxels and ``v`` of them gathered at once: the body mask (time integrals, one frame, the
+    labels of its components), the maps of the volume at the end (float32 or int32) and, while fitting, the masks,
+    one frame of the file, the maps of the masked voxels and the gathered TACs (float32) with their indices."""
+    n, f = int(np.prod(shape[:3])), int(shape[3])
+    v_all = n_voxels if n_masked is None else n_masked
+    phases = (18 * n, (4 * n_maps + 2) * n + 4 * n_maps * v_all,
+              6 * n + 4 * n_maps * v_all + (4 * f + 8) * n_voxels)
+    return int(RUNTIME_BYTES + held + max(phases))
 
 
 def fit_volume(pet, kin: KineticInput, method: FitMethod = LM(), *, mask=None, chunk_size: int = CHUNK_SIZE,
@@ -140,9 +145,9 @@ def fit_volume(pet, kin: KineticInput, method: FitMethod = LM(), *, mask=None, c
     _within(pet, budget, memory_needed(pet.shape, len(names), 0, held))  # before anything is read
     full_mask, n_nonfinite = _fit_mask(pet, kin.frame_duration, mask, mine, slab, min_signal)
     local = full_mask[:, :, mine]
-    groups = _slab_groups(pet, local, slab, budget, len(names), held)
-    maps = {n: np.zeros(local.shape, np.int32 if n == "flags" else np.float32) for n in names}
+    groups = _slab_groups(pet, local, slab, budget, len(names), held)  # before anything is gathered
     total = int(np.count_nonzero(local))
+    maps = {n: np.zeros(total, np.int32 if n == "flags" else np.float32) for n in names}  # in the order gathered
     parallel = dist.DataParallel(dist.local_mesh())  # voxels split over this process's devices
     chunk = chunk_length(total, chunk_size, parallel.size, method.model, delay)
     bar = None
@@ -154,6 +159,7 @@ def fit_volume(pet, kin: KineticInput, method: FitMethod = LM(), *, mask=None, c
     _fit_chunks(chunks, method, Placement.over(kin, parallel), maps, bar)
     if bar is not None:
         bar.close()
+    maps = _scattered(maps, local, slab)
     maps = {name: dist.gather_slabs(values, n_z) for name, values in maps.items()}
     n_not_converged = 0
     if "flags" in maps:
@@ -177,11 +183,13 @@ def _slab_groups(pet, mask, slab: int, budget: int, n_maps: int, held: int) -> l
     """Axial ranges ``[a, b)`` of ``mask`` (bool ``[X, Y, Zl]``), made of whole pieces of ``slab`` slices, each with
     as many masked voxels as the memory ``budget`` allows (one range when they all fit)."""
     counts = mask.sum(axis=(0, 1))
+    need = functools.partial(memory_needed, pet.shape, n_maps, held=held, n_masked=int(counts.sum()))
+    _within(pet, budget, need(0), f"the {int(counts.sum())} masked voxels ")
     groups, start, voxels = [], 0, 0
     for a in range(0, mask.shape[2], slab):
         v = int(counts[a : a + slab].sum())
-        _within(pet, budget, memory_needed(pet.shape, n_maps, v, held), f"the {v} masked voxels of {slab} slices ")
-        if memory_needed(pet.shape, n_maps, voxels + v, held) > budget:
+        _within(pet, budget, need(v), f"the {v} masked voxels of {slab} slices ")
+        if need(voxels + v) > budget:
             groups.append((start, a))
             start, voxels = a, 0
         voxels += v
@@ -207,8 +215,31 @@ def _fit_mask(pet, frame_duration, mask, mine: slice, slab: int, min_signal: flo
     return mask & finite, int(np.count_nonzero(~finite))  # voxels with NaN/Inf are reported, never fitted
 
 
+def _order(mask: np.ndarray, slab: int) -> np.ndarray:
+    """Flat (C-order) indices in ``mask`` of its voxels in the order :func:`_gathered` gathers them."""
+    parts = []
+    for s in range(0, mask.shape[2], slab):
+        x, y, z = np.nonzero(mask[:, :, s : s + slab])
+        parts.append(np.ravel_multi_index((x, y, z + s), mask.shape))
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+
+def _scattered(maps: dict, mask: np.ndarray, slab: int) -> dict:
+    """Maps of the masked voxels ``{name: [V]}`` (gathering order) as volumes ``[X, Y, Z]`` (0 outside ``mask``), one
+    at a time so that only one map is held twice."""
+    index = _order(mask, slab)
+    out = {}
+    for name in list(maps):
+        values = maps.pop(name)
+        out[name] = np.zeros(mask.shape, values.dtype)
+        out[name].reshape(-1)[index] = values
+        del values
+    return out
+
+
 class _Chunk(NamedTuple):
-    """A padded chunk: ``tacs [C, F]`` float32 (rows ``n`` and on zero), the flat indices ``[n]`` of its voxels."""
+    """A padded chunk: ``tacs [C, F]`` float32 (rows ``n`` and on zero), the rows ``[n]`` of its voxels in the maps
+    of the masked voxels."""
 
     tacs: np.ndarray
     index: np.ndarray
@@ -216,10 +247,12 @@ class _Chunk(NamedTuple):
 
 
 def _gathered(pet, mask, z: slice, slab: int, groups) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """``(tacs float32 [V, F], flat indices [V] in mask)`` of the voxels of ``mask`` (bool ``[X, Y, len(z)]``, the
-    slices ``z`` of ``pet``) in each range of ``groups``, read in one pass over the frames per range. The order: the
-    pieces of ``slab`` slices in turn, each in C order (as chunks have always been made)."""
+    """``(tacs float32 [V, F], rows [V])`` of the voxels of ``mask`` (bool ``[X, Y, len(z)]``, the
+    slices ``z`` of ``pet``) in each range of ``groups``, read in one pass over the frames per range; ``rows``
+    counts the voxels gathered so far. The order (:func:`_order`): the pieces of ``slab`` slices in turn, each in C
+    order (as chunks have always been made)."""
     nx, ny = mask.shape[:2]
+    done = 0
     for a, b in groups:
         xs, ys, zs = [], [], []
         for s in range(a, b, slab):
@@ -227,7 +260,8 @@ def _gathered(pet, mask, z: slice, slab: int, groups) -> Iterator[tuple[np.ndarr
             xs.append(x), ys.append(y), zs.append(zz + (s - a))
         x, y, zz = (np.concatenate(v) for v in (xs, ys, zs))
         del xs, ys, zs
-        index = np.ravel_multi_index((x, y, zz + a), mask.shape)
+        index = np.arange(done, done + x.size)  # the voxels' rows in the maps of the masked voxels
+        done += x.size
         in_frame = x + nx * (y + ny * zz)  # Fortran order: the order of a frame read from the file
         del x, y, zz
         if in_frame.size == 0:
@@ -278,7 +312,7 @@ def _fit_chunks(chunks: Iterator[_Chunk], method: FitMethod, at: Placement, maps
 
     def store(handle, chunk: _Chunk):
         for name, v in method.collect(handle, chunk.tacs, chunk.n, at).items():
-            maps[name].reshape(-1)[chunk.index] = np.asarray(v)[: chunk.n]
+            maps[name][chunk.index] = np.asarray(v)[: chunk.n]
         if bar is not None:
             bar.update(chunk.n)
 
