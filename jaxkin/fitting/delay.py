@@ -41,7 +41,7 @@ def estimate_delay(tac, input_function: InputFunction, frames, blood: InputFunct
 
 def mean_tac(pet, region, slab: int = 8) -> np.ndarray:
     """Mean TAC ``[F]`` (kBq/ml, float64) of ``pet`` (``[X, Y, Z, F]`` array or PetImage) over ``region`` (bool
-    ``[X, Y, Z]``), read a frame at a time (:func:`jaxkin.regions.region_sums`); voxels with NaN/Inf are left out.
+    ``[X, Y, Z]``), read a frame at a time (:func:`jaxkin.regions.tacs.region_sums`); voxels with NaN/Inf are left out.
     ``slab`` is not used (kept for callers)."""
     from jaxkin.regions.tacs import region_sums
 
