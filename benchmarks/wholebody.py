@@ -44,8 +44,8 @@ def _labels(shape) -> np.ndarray:
     body = (x * x + y * y) <= 1.0
     lab = np.zeros(shape, np.uint8)
     lab[body] = 1
-    organ = lambda cx, cy, r: ((x - cx) ** 2 + (y - cy) ** 2) <= r * r  # noqa: E731
-    z = lambda a, b: slice(int(a * nz), max(int(b * nz), int(a * nz) + 1))  # noqa: E731
+    organ = lambda cx, cy, r: ((x - cx) ** 2 + (y - cy) ** 2) <= r * r
+    z = lambda a, b: slice(int(a * nz), max(int(b * nz), int(a * nz) + 1))
     lab[:, :, z(0.35, 0.5)][organ(0.3, 0.1, 0.35)] = 2
     lab[:, :, z(0.85, 0.97)][organ(0.0, 0.0, 0.3)] = 3
     lab[:, :, z(0.3, 0.4)][organ(-0.5, -0.3, 0.12)] = 4

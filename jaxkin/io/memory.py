@@ -12,7 +12,7 @@ import dataclasses
 import os
 from pathlib import Path
 
-__all__ = ["MemoryLimit", "memory_limit", "default_budget", "DEFAULT_SHARE", "GB"]
+__all__ = ["DEFAULT_SHARE", "GB", "MemoryLimit", "default_budget", "memory_limit"]
 
 #: The share of the memory this process may use that a command takes when no budget is given.
 DEFAULT_SHARE = 0.75

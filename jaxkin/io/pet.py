@@ -10,6 +10,7 @@ field.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ class PetImage:
         try:
             for f, data in stream.frames(self.path, self.image, z, take):
                 yield f, self._to_kbq(data.astype(dtype, copy=False), f)
-        except Exception as err:  # EOFError, zlib.error, OSError ... from a damaged file
+        except (OSError, EOFError, ValueError, zlib.error) as err:  # a damaged or truncated file
             raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None
 
     def slabs(self, slab: int = 16, z: slice | None = None):

@@ -18,12 +18,12 @@ read here equals the same frame of ``np.asarray(image.dataobj)`` bit for bit.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-__all__ = ["frames", "slices", "DISCARD_BYTES"]
+__all__ = ["DISCARD_BYTES", "frames", "slices"]
 
 #: Decompressed bytes of a ``.nii.gz`` that are not asked for are read and discarded in pieces of this size.
 DISCARD_BYTES = 64 << 20

@@ -14,8 +14,16 @@ import numpy as np
 
 from jaxkin.errors import InputError
 
-__all__ = ["TrainingGrid", "GridPlan", "training_grid", "grid_plan", "resample", "predict_memory", "GRID_TOLERANCE",
-           "MAX_GRID_RATIO"]
+__all__ = [
+    "GRID_TOLERANCE",
+    "MAX_GRID_RATIO",
+    "GridPlan",
+    "TrainingGrid",
+    "grid_plan",
+    "predict_memory",
+    "resample",
+    "training_grid",
+]
 
 #: Relative difference of a voxel size (per axis) up to which a scan is predicted on its own grid.
 GRID_TOLERANCE = 0.05
@@ -37,7 +45,7 @@ class TrainingGrid:
                 "field_of_view_mm": [float(v) for v in self.field_of_view_mm]}
 
     @classmethod
-    def from_record(cls, info: dict) -> "TrainingGrid | None":
+    def from_record(cls, info: dict) -> TrainingGrid | None:
         """From ``model.json``; None for a run that did not record it (older runs)."""
         if "voxel_size_mm" not in info or "field_of_view_mm" not in info:
             return None
@@ -81,7 +89,7 @@ def grid_plan(grid: TrainingGrid | None, pet) -> GridPlan:
               "ScanVoxelSizeMM": [float(v) for v in voxel], "ScanFieldOfViewMM": [float(v) for v in fov]}
     if np.all(np.abs(ratio - 1.0) <= GRID_TOLERANCE):
         return GridPlan(shape, False, None, record | {"Resampled": False})
-    target = tuple(max(int(round(n * r)), 1) for n, r in zip(shape, ratio))
+    target = tuple(max(round(n * r), 1) for n, r in zip(shape, ratio))
     note = (f"{said}: resampled to the training voxel size ({'x'.join(map(str, target))} voxels, linear "
             "interpolation) for the network, its maps resampled back to the scan's grid")
     return GridPlan(target, True, note, record | {"Resampled": True, "ResampledShape": list(target),

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 
 from jaxkin.errors import InputError
-from jaxkin.network.grid import MAX_GRID_RATIO, TrainingGrid, grid_plan, resample, training_grid
+from jaxkin.network.grid import (
+    MAX_GRID_RATIO,
+    TrainingGrid,
+    grid_plan,
+    resample,
+    training_grid,
+)
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "run-v0.1.0"
 GRID = TrainingGrid((4.0, 4.0, 2.0), (400.0, 400.0, 300.0))
