@@ -226,3 +226,34 @@ def within_memory(need: int, budget: int, what: str) -> None:
     if need > budget:
         raise InputError(f"{what}: needs at least {need / GB:.2f} GB of memory, more than the budget of "
                          f"{budget / GB:.2f} GB (--max-memory)")
+
+
+def maps_complete(folder: Path, prefix: str, wanted, record: dict, name: str | None) -> bool:
+    """``--skip-existing``: True, said on stdout, when every map ``(model, meas)`` of ``wanted`` is in ``folder``
+    with a sidecar whose fields ``record`` are the same; else False (said when some maps of the scan are there)."""
+    import json
+
+    same = True
+    for model, meas in wanted:
+        stem = folder / f"{prefix}_model-{model}_meas-{meas}_mimap"
+        try:
+            side = json.loads(Path(f"{stem}.json").read_text())
+        except (OSError, ValueError):
+            same = False
+            break
+        if not Path(f"{stem}.nii.gz").is_file() or any(side.get(k) != v for k, v in record.items()):
+            same = False
+            break
+    label = name or prefix
+    if same:
+        print(f"{label}: skipped, its {len(wanted)} maps are there, made with the same options (--skip-existing)")
+    elif any(folder.glob(f"{prefix}_model-*_mimap.nii.gz")):
+        print(f"{label}: maps there are incomplete or made with other options: done again")
+    return same
+
+
+def add_skip_existing(parser, what: str) -> None:
+    """``--skip-existing`` (with ``--bids``)."""
+    parser.add_argument("--skip-existing", action="store_true",
+                        help=f"with --bids: skip the scans whose maps are all there and were {what} with the same "
+                        "options (said per scan), so that a run cut short goes on where it stopped")

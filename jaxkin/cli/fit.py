@@ -96,9 +96,9 @@ def _add_fit_arguments(parser) -> None:
     from jaxkin.cli._scan import add_memory_argument
 
     add_memory_argument(parser)
-    parser.add_argument("--skip-existing", action="store_true",
-                        help="with --bids: skip the scans whose maps are all there and were made with the same "
-                        "options (said per scan), so that a run cut short goes on where it stopped")
+    from jaxkin.cli._scan import add_skip_existing
+
+    add_skip_existing(parser, "fitted")
 
 
 def run(args) -> int:
@@ -133,6 +133,7 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
                              chunk_size=args.chunk_size, progress=not args.no_progress)
     jobs, mask, delay_mask = _open_scans(args)
     budget, said = memory_budget(args, "fit")
+    _fits_in(jobs, options, budget)
     half_lives = [poisson_half_life(job.pet, options.weights) for job in jobs]  # a bad radionuclide stops here
     for job in jobs:
         _writable_folder(job.out_dir)
@@ -257,6 +258,19 @@ def _fit_scan(request, blood, name: str | None) -> None:
           + (f" (replacing {before} maps of an earlier run)" if before else ""))
 
 
+def _fits_in(jobs, options, budget: int) -> None:
+    """Every scan refused up front (one line) whose fixed memory (the mask pass, the maps of the volume) exceeds the
+    budget, before any is fitted."""
+    from jaxkin.cli._scan import within_memory
+    from jaxkin.fitting import output_maps
+    from jaxkin.fitting.volume import memory_needed
+
+    n_maps = max(len(output_maps(m, diagnostics=True, delay=options.delay == "voxel", uncertainty=options.uncertainty))
+                 for m in options.models)
+    for job in jobs:
+        within_memory(memory_needed(job.pet.shape, n_maps), budget, f"fitting {job.pet.path}")
+
+
 def _options_record(options) -> dict:
     """The options that make the maps, as recorded in their sidecars (``FitOptions``) and compared by
     ``--skip-existing``."""
@@ -268,35 +282,17 @@ def _options_record(options) -> dict:
 
 
 def _complete(request, name: str | None) -> bool:
-    """True (said on stdout) when every map of ``request`` is in its folder with a sidecar recording the same options
-    and sources; False (said when some are there) otherwise."""
-    import json
-
+    """True (said) when every map of ``request`` is in its folder, made with the same options and sources."""
+    from jaxkin.cli._scan import maps_complete
     from jaxkin.fitting import output_maps
 
-    options, prefix = request.options, request.pet.prefix
+    options = request.options
     wanted = [(m, n) for m in options.models for n in output_maps(m, delay=options.delay == "voxel",
                                                                   uncertainty=options.uncertainty)]
     if options.compare:
         wanted += [(m, "AICc") for m in options.models] + [("comparison", "preferred")]
-    same = True
-    for model, meas in wanted:
-        stem = request.out_dir / f"{prefix}_model-{model}_meas-{meas}_mimap"
-        try:
-            side = json.loads(Path(f"{stem}.json").read_text())
-        except (OSError, ValueError):
-            same = False
-            break
-        if not Path(f"{stem}.nii.gz").is_file() or any(side.get(k) != request.extra.get(k)
-                                                            for k in ("FitOptions", "Sources")):
-            same = False
-            break
-    label = name or prefix
-    if same:
-        print(f"{label}: skipped, its {len(wanted)} maps are there, made with the same options (--skip-existing)")
-    elif any(request.out_dir.glob(f"{prefix}_model-*_mimap.nii.gz")):
-        print(f"{label}: maps there are incomplete or made with other options: fitted again")
-    return same
+    record = {k: request.extra.get(k) for k in ("FitOptions", "Sources")}
+    return maps_complete(request.out_dir, request.pet.prefix, wanted, record, name)
 
 
 def _run_regional(args, models: tuple[str, ...]) -> int:

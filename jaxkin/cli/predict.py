@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     add_arguments(parser)
     add_bids_arguments(parser)
     _add_memory(parser)
+    from jaxkin.cli._scan import add_skip_existing
+
+    add_skip_existing(parser, "predicted")
     parser.set_defaults(run=run)
 
 
@@ -52,12 +55,15 @@ def run(args) -> int:
     from jaxkin.network.grid import grid_plan, predict_memory
 
     check_modes(args, ("pet", "input_function"))
+    if args.skip_existing and not args.bids:
+        raise InputError("--skip-existing: only with --bids")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size: must be positive, got {args.batch_size}")
     _check_adapt_options(args)
     need_blood = bool(args.adapt_steps or args.refine_lm)
     if args.bids:  # the blood of a scan, when the dataset has it, adds the TAC metrics
-        jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
+        record = _options_record(args)
+        jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources, "PredictOptions": record}, job.scan.prefix)
                 for job in bids_jobs(args, command="predict", need_blood=need_blood)]
     else:
         pet = load_pet(args.pet)
@@ -88,6 +94,8 @@ def run(args) -> int:
         main = distributed.is_main_process()
         if main:
             say("predict", [f"{name}: {n}" if name else n for n in scan_notes(pet, blood)])
+        if args.skip_existing and _complete(pet, out, extra, name):
+            continue
         before = replaced(out, f"{pet.prefix}_model-*_meas-*_mimap.nii.gz")
         t0 = time.perf_counter()
         predictor = trained  # each scan starts from the trained weights
@@ -110,6 +118,23 @@ def run(args) -> int:
         print(f"{name + ': ' if name else ''}{pet.shape[2]} slices in {time.perf_counter() - t0:.1f} s"
               + (f" (replacing {before} maps of an earlier run)" if before else ""))
     return 0
+
+
+def _options_record(args) -> dict:
+    """What makes a scan's maps (the sidecars' ``PredictOptions``, compared by ``--skip-existing``)."""
+    from pathlib import Path
+
+    return {"Checkpoint": str(Path(args.checkpoint).resolve()), "AdaptSteps": args.adapt_steps,
+            "AdaptLearningRate": args.adapt_lr, "RefineLM": args.refine_lm, "Bounds": args.bounds,
+            "BloodDataset": args.blood_dataset}
+
+
+def _complete(pet, out, extra: dict, name: str | None) -> bool:
+    from jaxkin.cli._scan import maps_complete
+    from jaxkin.kinetics import FDG_MODEL, get_model
+
+    wanted = [(FDG_MODEL, n) for n in get_model(FDG_MODEL).map_names]
+    return maps_complete(out, pet.prefix, wanted, {k: extra.get(k) for k in ("Sources", "PredictOptions")}, name)
 
 
 def _add_memory(parser) -> None:
