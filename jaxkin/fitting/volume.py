@@ -71,16 +71,16 @@ class _Loaded:
 
 
 def preload(pet, z: slice | None = None, max_bytes: int | None = None, *, max_memory: int | None = None):
-    """``pet`` with its axial slices ``z`` (default all) read into memory in one pass, when it is a lazily read image
-    (:class:`jaxkin.io.pet.PetImage`) and they fit in ``max_bytes`` (default :data:`PRELOAD_BYTES`, and at most a
+    """``pet`` with its axial slices ``z`` (default all) read into memory in one pass, when it is a lazily read
+    compressed image (:class:`jaxkin.io.pet.PetImage` of a ``.nii.gz``) and they fit in ``max_bytes`` (default :data:`PRELOAD_BYTES`, and at most a
     third of the memory budget ``max_memory``, bytes, default :func:`jaxkin.io.memory.default_budget`) as float32;
     else ``pet`` itself (read a frame at a time, memory bounded).
 
     Why: several passes (the mask, the delay, a fit per model) over one read are faster than as many reads of the
     file (a ``.nii.gz`` is decompressed once per pass; the ``jaxkin fit`` profile: reading was ~45% of a warm
     100,000-voxel fit, see benchmarks/RESULTS.md)."""
-    if not hasattr(pet, "read") or isinstance(pet, _Loaded):
-        return pet
+    if not hasattr(pet, "read") or isinstance(pet, _Loaded) or not str(getattr(pet, "path", ".gz")).endswith(".gz"):
+        return pet  # an uncompressed file is read at offsets in every pass: nothing to gain
     z = z if z is not None else slice(0, pet.shape[2])
     nbytes = 4 * pet.shape[0] * pet.shape[1] * (z.stop - z.start) * int(np.prod(pet.shape[3:]))
     limit = min(PRELOAD_BYTES if max_bytes is None else max_bytes, _budget(max_memory) // 3)

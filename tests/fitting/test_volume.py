@@ -106,8 +106,8 @@ def test_four_cpu_devices_agree_with_one(tmp_path):
 
 @pytest.mark.slow
 def test_a_pet_file_read_once_gives_the_maps_of_one_streamed_slab_by_slab(tmp_path, monkeypatch):
-    """write_fit_maps reads a PET file that fits in memory once (preload); streamed slab by slab (preload off) the
-    maps are the same."""
+    """write_fit_maps reads a .nii.gz that fits in memory once (preload); streamed a frame at a time (preload off)
+    the maps are the same. An uncompressed .nii is never preloaded (it is read at offsets in every pass)."""
     from jaxkin.io.pet import load_pet, write_pet
     from jaxkin.fitting import volume
 
@@ -115,9 +115,12 @@ def test_a_pet_file_read_once_gives_the_maps_of_one_streamed_slab_by_slab(tmp_pa
     path = write_pet(tmp_path / "sub-01_pet.nii.gz", np.nan_to_num(pet), FRAMES, np.eye(4), units="kBq/mL")
     image = load_pet(path)
     assert isinstance(volume.preload(image), volume._Loaded)
-    once = fit_volume(image, kin, chunk_size=32, slab=2, progress=False)
+    once = fit_volume(volume.preload(image), kin, chunk_size=32, slab=2, progress=False)
     monkeypatch.setattr(volume, "PRELOAD_BYTES", 0)
     assert volume.preload(image) is image
+    plain = load_pet(write_pet(tmp_path / "sub-02_pet.nii", np.nan_to_num(pet), FRAMES, np.eye(4), units="kBq/mL"))
+    monkeypatch.setattr(volume, "PRELOAD_BYTES", 1 << 30)
+    assert volume.preload(plain) is plain
     streamed = fit_volume(image, kin, chunk_size=32, slab=2, progress=False)
     np.testing.assert_array_equal(once.mask, streamed.mask)
     for name in ("Ki", "SSE", "flags"):
