@@ -78,7 +78,8 @@ def run(args) -> int:
     for pet, blood, *_ in jobs:  # every scan checked against the network before any is predicted
         trained.check_schedule(pet.frames, str(pet.path))
         plan = grid_plan(trained.grid, pet)  # a scale too far from the training grid is refused here
-        within_memory(predict_memory(pet, plan), budget, f"predicting {pet.path}")
+        within_memory(predict_memory(pet, plan, bool(args.refine_lm or args.adapt_steps)), budget,
+                      f"predicting {pet.path}")
         notes += [f"{pet.prefix}: {plan.note}"] if plan.note else []
         if blood is None and trained.cfg.model.needs_input_function:
             raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "

@@ -14,16 +14,8 @@ import numpy as np
 
 from jaxkin.errors import InputError
 
-__all__ = [
-    "GRID_TOLERANCE",
-    "MAX_GRID_RATIO",
-    "GridPlan",
-    "TrainingGrid",
-    "grid_plan",
-    "predict_memory",
-    "resample",
-    "training_grid",
-]
+__all__ = ["GRID_TOLERANCE", "MAX_GRID_RATIO", "GridPlan", "SlabReader", "TrainingGrid", "grid_plan", "predict_memory",
+           "resample", "streams", "training_grid"]
 
 #: Relative difference of a voxel size (per axis) up to which a scan is predicted on its own grid.
 GRID_TOLERANCE = 0.05
@@ -115,12 +107,35 @@ def resample(volume: np.ndarray, shape: tuple) -> np.ndarray:
     return out
 
 
-def predict_memory(pet, plan: GridPlan) -> int:
+class SlabReader:
+    """The axial slices ``z`` of an uncompressed ``.nii`` :class:`jaxkin.io.pet.PetImage` as an array-like
+    ``[X, Y, len(z), F]`` whose slices ``[:, :, a:b]`` (kBq/ml, float32) are read from the file when asked for: the
+    network's batches of slices, without the 4D image in memory."""
+
+    def __init__(self, pet, z: slice):
+        self.pet, self.z = pet, z
+        self.shape = (*pet.shape[:2], z.stop - z.start, pet.shape[3])
+
+    def __getitem__(self, index):
+        xs, ys, zs, fs = index
+        zs = slice(self.z.start + (zs.start or 0), self.z.start + min(zs.stop, self.shape[2]))
+        return self.pet.read(zs)[xs, ys, :, fs]
+
+
+def streams(pet) -> bool:
+    """Whether ``pet`` is predicted a batch of slices at a time straight from its file (an uncompressed ``.nii``,
+    read at offsets); a ``.nii.gz`` (one gzip stream, decompressed from its start for every read) is read whole."""
+    return hasattr(pet, "read") and str(getattr(pet, "path", "")).endswith(".nii")
+
+
+def predict_memory(pet, plan: GridPlan, refine: bool = False) -> int:
     """Peak bytes of predicting ``pet`` ``[X, Y, Z, F]`` on the grid of ``plan``: the runtime (1 GiB: JAX and the
-    network), the scan as float32 (and its resampled copy), the parameters and maps (4 channels each, on both grids
-    when resampled): ``2^30 + 4 N F + 32 N`` (+ ``4 N' F + 16 N'`` on a resampled grid of ``N'`` voxels)."""
+    network), the parameters and maps (4 channels each; ``32 N``) and the scan as float32 (``4 N F``) unless it is
+    read a batch at a time (:func:`streams`, without resampling or refinement); a resampled grid of ``N'`` voxels
+    adds ``4 N' F + 16 N'``."""
     n, f = int(np.prod(pet.shape[:3])), int(pet.shape[3])
-    need = (1 << 30) + 4 * n * f + 32 * n
+    whole = plan.resampled or refine or not streams(pet)
+    need = (1 << 30) + 32 * n + (4 * n * f if whole else 0)
     if plan.resampled:
         m = int(np.prod(plan.shape))
         need += 4 * m * f + 16 * m

@@ -32,7 +32,7 @@ from jaxkin.errors import InputError
 from jaxkin.kinetics import FDG_MODEL, get_model, two_tissue_irreversible
 from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint
 from jaxkin.network.config import TrainConfig, config_from_dict
-from jaxkin.network.grid import TrainingGrid, grid_plan, resample
+from jaxkin.network.grid import SlabReader, TrainingGrid, grid_plan, resample, streams
 from jaxkin.network.data import voxel_mask
 from jaxkin.network.steps import forward, make_model, model_graph
 from jaxkin.nn.loss import METRIC_SUMS, metric_sums
@@ -120,7 +120,7 @@ class Predictor:
         """``(parameters [X, Y, Z, 4], metric sums)`` of ``volume``; the sums are empty without ``kin``."""
         from tqdm import tqdm
 
-        volume = np.asarray(volume)
+        volume = volume if isinstance(volume, SlabReader) else np.asarray(volume)
         x_size, y_size, n_z, n_frames = volume.shape
         self.check_frames(n_frames, "volume")
         if kin is None and self.cfg.model.needs_input_function:
@@ -328,7 +328,10 @@ def _predict_slab(predictor: Predictor, pet, kin, refine: _Refinement | None, pr
     {"voxels", "sse_network", "sse_refined"} summed over every process, or None without refinement)``. With a
     resampling ``plan`` (one process), the network sees the scan on the training grid and its maps come back to the
     scan's (the refinement is on the scan's grid)."""
-    volume = pet.read(dist.share(pet.shape[2]))  # the whole volume for one process
+    mine = dist.share(pet.shape[2])
+    if refine is None and not plan.resampled and streams(pet):  # slices read as the batches need them
+        return (*predictor._predict(SlabReader(pet, mine), kin, progress=progress), None)
+    volume = pet.read(mine)  # the whole volume for one process
     if plan.resampled:
         params, totals = predictor._predict(resample(volume, plan.shape), kin, progress=progress)
         params = resample(params, volume.shape[:3])

@@ -76,3 +76,10 @@ def test_predict_resamples_to_the_training_grid_and_back(tmp_path):
                          .read_text())
     assert sidecar["Grid"]["Resampled"] and sidecar["Grid"]["ResampledShape"] == [20, 21, 3]
     assert any("resampled to the training voxel size" in a for a in sidecar["Assumptions"])
+    # an uncompressed .nii on the training grid is read a batch of slices at a time: the maps of the whole volume
+    predictor.grid = TrainingGrid((2.0, 2.0, 2.0), (60.0, 64.0, 6.0))
+    plain = load_pet(write_pet(tmp_path / "sub-02_pet.nii", volume, frames, np.diag([2.0, 2.0, 2.0, 1.0])))
+    streamed = N.write_parameter_maps(predictor, plain, tmp_path / "out2")["maps"]
+    whole = predictor.predict_volume(plain.read())
+    for i, name in enumerate(("K1", "k2", "k3", "vB")):
+        np.testing.assert_array_equal(streamed[name], whole[..., i])
