@@ -62,7 +62,8 @@ def run(args) -> int:
             name = nifti_stem(f).removesuffix("_mimap")
             maps[name.removeprefix(pet.prefix + "_")] = read_volume(f, pet)
     budget, said = memory_budget(args, "regions")
-    within_memory(memory_needed(pet, int(np.count_nonzero(labels.data))), budget, f"regional TACs of {pet.path}")
+    within_memory(memory_needed(pet, int(np.count_nonzero(labels.data)), labels.data.itemsize), budget,
+                  f"regional TACs of {pet.path}")
     print(said, file=sys.stderr)
     tacs = regional_tacs(pet, labels, args.region, fractions=args.pv)
     rows = map_statistics(maps, labels, args.region, fractions=args.pv) if maps else []

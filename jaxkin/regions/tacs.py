@@ -39,8 +39,8 @@ def region_sums(pet, rows, n_rows: int, weights=None) -> tuple[np.ndarray, np.nd
 
     ``rows`` may also be a list of ``(row, weights [X, Y, Z])`` for regions that overlap (each voxel counts in every
     row whose weight is positive). The image is read a frame at a time in file order, only the axial slices that
-    hold a voxel (a second pass only when a voxel holds NaN/Inf): the memory is one frame of the file plus ~20
-    bytes per voxel of the rows, never the 4D image."""
+    hold a voxel (a second pass only when a voxel holds NaN/Inf): the memory is one frame of the file plus ~28
+    bytes per voxel of the rows (:func:`memory_needed`), never the 4D image."""
     where, row, w, z = _entries(rows, weights, tuple(pet.shape[:3]))
     bad = np.zeros(where.size, bool)
     sums = _frame_sums(pet, z, where, row, w, n_rows + 1, bad)
@@ -57,12 +57,13 @@ def _entries(rows, weights, shape):
     """``(indices in the slices z flattened in Fortran order, row, weight or None, z)`` of every voxel of ``rows``
     (an array, or ``(row, weights)`` pairs made one at a time)."""
     parts = [(None, rows)] if isinstance(rows, np.ndarray) else rows
+    index = np.int32 if int(np.prod(shape)) < 2**31 else np.int64  # 4 bytes a voxel where they suffice
     where, row, w = [], [], []
     for label, r in parts:
         flat = np.asarray(r).ravel(order="F")
-        sel = np.flatnonzero(flat > 0)
+        sel = np.flatnonzero(flat > 0).astype(index)
         where.append(sel)
-        row.append(flat[sel].astype(np.int64) if label is None else np.full(sel.size, label, np.int64))
+        row.append(flat[sel].astype(np.int32) if label is None else np.full(sel.size, label, np.int32))
         if label is not None:
             w.append(flat[sel].astype(np.float64))
         elif weights is not None:
@@ -71,7 +72,8 @@ def _entries(rows, weights, shape):
     where = np.concatenate(where) if where else np.zeros(0, np.int64)
     plane = shape[0] * shape[1]
     z = slice(int(where.min()) // plane, int(where.max()) // plane + 1) if where.size else slice(0, 0)
-    return where - z.start * plane, np.concatenate(row) if row else where, (np.concatenate(w) if w else None), z
+    where -= where.dtype.type(z.start * plane)
+    return where, np.concatenate(row) if row else where, (np.concatenate(w) if w else None), z
 
 
 def _frame_sums(pet, z, where, row, w, n, bad):
@@ -95,14 +97,16 @@ def _frame_sums(pet, z, where, row, w, n, bad):
     return s1, s2
 
 
-def memory_needed(pet, n_voxels: int) -> int:
-    """Peak bytes of :func:`region_sums` (and of the image-derived input) on ``pet`` for ``n_voxels`` labelled voxels:
-    ``RUNTIME + 2 X Y Z b + 40 min(n_voxels, BLOCK_VOXELS) + 21 n_voxels`` with ``b`` the bytes of a file value: one
-    frame read from the file, the label image (up to the same size), the temporaries of a block of voxels and, per
-    voxel, its index, row and weight. ``RUNTIME`` = 256 MiB (Python, NumPy, SciPy)."""
+def memory_needed(pet, n_voxels: int, label_bytes: int = 4) -> int:
+    """Peak bytes of :func:`region_sums` (and of the image-derived input) on ``pet`` for ``n_voxels`` labelled voxels
+    of a label image of ``label_bytes`` a voxel: ``RUNTIME + N (b + 2 l + 1) + 28 L + 40 min(L, BLOCK_VOXELS)`` with
+    ``N = X Y Z``, ``b`` the bytes of a file value, ``l = label_bytes``, ``L = n_voxels``: one frame read from the
+    file, the label image and its copy in the file's order; per labelled voxel its index and row and its value of
+    the frame (read, scaled, float64); the temporaries of a block of voxels. ``RUNTIME`` = 256 MiB (Python, NumPy,
+    SciPy)."""
     n = int(np.prod(pet.shape[:3]))
     item = int(pet.image.header.get_data_dtype().itemsize) if hasattr(pet, "image") else 4
-    return int((256 << 20) + 2 * n * max(item, 4) + 40 * min(n_voxels, BLOCK_VOXELS) + 21 * n_voxels)
+    return int((256 << 20) + n * (item + 2 * label_bytes + 1) + 28 * n_voxels + 40 * min(n_voxels, BLOCK_VOXELS))
 
 
 def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: int = 16) -> RegionalTacs:
