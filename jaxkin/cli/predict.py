@@ -50,9 +50,7 @@ def run(args) -> int:
     from jaxkin.io.pet import load_pet
     from jaxkin.io.blood import scan_notes
     from jaxkin.errors import InputError
-    from jaxkin.cli._scan import memory_budget, within_memory
     from jaxkin.network import load_predictor, write_parameter_maps
-    from jaxkin.network.grid import grid_plan, predict_memory
 
     check_modes(args, ("pet", "input_function"))
     if args.skip_existing and not args.bids:
@@ -73,17 +71,7 @@ def run(args) -> int:
         raise InputError("--adapt-steps: runs on one process (it trains on the whole scan); start jaxkin predict "
                          "without --coordinator/--distributed")
     trained = load_predictor(args.checkpoint)
-    budget, said = memory_budget(args, "predict")
-    notes = []
-    for pet, blood, *_ in jobs:  # every scan checked against the network before any is predicted
-        trained.check_schedule(pet.frames, str(pet.path))
-        plan = grid_plan(trained.grid, pet)  # a scale too far from the training grid is refused here
-        within_memory(predict_memory(pet, plan, bool(args.refine_lm or args.adapt_steps)), budget,
-                      f"predicting {pet.path}")
-        notes += [f"{pet.prefix}: {plan.note}"] if plan.note else []
-        if blood is None and trained.cfg.model.needs_input_function:
-            raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
-                             "with condition_on_input or input_normalization=input); give --input-function")
+    said, notes = _check_scans(args, trained, jobs)
     if args.bids and distributed.is_main_process():
         start_derivatives(args, command="predict")
     if distributed.is_main_process():
@@ -119,6 +107,27 @@ def run(args) -> int:
         print(f"{name + ': ' if name else ''}{pet.shape[2]} slices in {time.perf_counter() - t0:.1f} s"
               + (f" (replacing {before} maps of an earlier run)" if before else ""))
     return 0
+
+
+def _check_scans(args, trained, jobs) -> tuple[str, list[str]]:
+    """Every scan checked against the network (frames, grid, input) and the memory budget before any is predicted:
+    ``(the line saying the budget, the notes on the grids)``."""
+    from jaxkin.cli._scan import memory_budget, within_memory
+    from jaxkin.errors import InputError
+    from jaxkin.network.grid import grid_plan, predict_memory
+
+    budget, said = memory_budget(args, "predict")
+    notes = []
+    for pet, blood, *_ in jobs:
+        trained.check_schedule(pet.frames, str(pet.path))
+        plan = grid_plan(trained.grid, pet)  # a scale too far from the training grid is refused here
+        within_memory(predict_memory(pet, plan, bool(args.refine_lm or args.adapt_steps)), budget,
+                      f"predicting {pet.path}")
+        notes += [f"{pet.prefix}: {plan.note}"] if plan.note else []
+        if blood is None and trained.cfg.model.needs_input_function:
+            raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
+                             "with condition_on_input or input_normalization=input); give --input-function")
+    return said, notes
 
 
 def _options_record(args) -> dict:
