@@ -145,7 +145,7 @@ def fit_volume(pet, kin: KineticInput, method: FitMethod = LM(), *, mask=None, c
     _within(pet, budget, memory_needed(pet.shape, len(names), 0, held))  # before anything is read
     full_mask, n_nonfinite = _fit_mask(pet, kin.frame_duration, mask, mine, slab, min_signal)
     local = full_mask[:, :, mine]
-    groups = _slab_groups(pet, local, slab, budget, len(names), held)  # before anything is gathered
+    groups = dist.check_everywhere(_slab_groups, pet, local, slab, budget, len(names), held)  # every process refuses
     total = int(np.count_nonzero(local))
     maps = {n: np.zeros(total, np.int32 if n == "flags" else np.float32) for n in names}  # in the order gathered
     parallel = dist.DataParallel(dist.local_mesh())  # voxels split over this process's devices
