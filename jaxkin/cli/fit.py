@@ -121,7 +121,7 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
 
     from jaxkin import distributed
     from jaxkin.cli._distributed import initialize_from_args
-    from jaxkin.cli._scan import command_line, memory_budget, options_worded, start_derivatives
+    from jaxkin.cli._scan import command_line, options_worded, start_derivatives
     from jaxkin.fitting import FitOptions, FitRequest
     from jaxkin.fitting.maps import poisson_half_life
 
@@ -132,8 +132,7 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
                              delay_range=tuple(float(v) / 60.0 for v in args.delay_range), min_signal=args.min_signal,
                              chunk_size=args.chunk_size, progress=not args.no_progress)
     jobs, mask, delay_mask = _open_scans(args)
-    budget, said = memory_budget(args, "fit")
-    _fits_in(jobs, options, budget)
+    budget, said = _fits_in(args, jobs, options)
     half_lives = [poisson_half_life(job.pet, options.weights) for job in jobs]  # a bad radionuclide stops here
     for job in jobs:
         _writable_folder(job.out_dir)
@@ -258,17 +257,19 @@ def _fit_scan(request, blood, name: str | None) -> None:
           + (f" (replacing {before} maps of an earlier run)" if before else ""))
 
 
-def _fits_in(jobs, options, budget: int) -> None:
-    """Every scan refused up front (one line) whose fixed memory (the mask pass, the maps of the volume) exceeds the
-    budget, before any is fitted."""
-    from jaxkin.cli._scan import within_memory
+def _fits_in(args, jobs, options) -> tuple[int, str]:
+    """The memory budget and the line saying it; every scan refused up front (one line) whose fixed memory (the mask
+    pass, the maps of the volume) exceeds it, before any is fitted."""
+    from jaxkin.cli._scan import memory_budget, within_memory
     from jaxkin.fitting import output_maps
     from jaxkin.fitting.volume import memory_needed
 
     n_maps = max(len(output_maps(m, diagnostics=True, delay=options.delay == "voxel", uncertainty=options.uncertainty))
                  for m in options.models)
+    budget, said = memory_budget(args, "fit")
     for job in jobs:
         within_memory(memory_needed(job.pet.shape, n_maps), budget, f"fitting {job.pet.path}")
+    return budget, said
 
 
 def _options_record(options) -> dict:
