@@ -215,3 +215,70 @@ def open_labels(args, path, pet):
 
     return read_labels(path, pet=pet, table=getattr(args, "label_table", None), groups=getattr(args, "group", None),
                        default_groups=not getattr(args, "no_default_groups", False))
+
+
+def add_memory_argument(parser) -> None:
+    """``--max-memory GB``: the memory budget of the command."""
+    parser.add_argument("--max-memory", type=float, default=None, metavar="GB",
+                        help="memory budget in GB (10^9 bytes): the scan is read a frame at a time and the voxels "
+                        "fitted in slabs of slices that fit in it; a scan that cannot be processed within it is "
+                        "refused up front (default: 75%% of the memory this process may use: the cgroup limit under "
+                        "Slurm or in a container, else the memory available)")
+
+
+def memory_budget(args, command: str) -> tuple[int, str]:
+    """``(bytes, the line that says it)`` of ``--max-memory`` (or the default); the command prints the line on stderr
+    when its inputs are checked and the work starts (bad input stays one line)."""
+    import math
+
+    from jaxkin.errors import InputError
+    from jaxkin.io.memory import GB, default_budget
+
+    if args.max_memory is None:
+        budget = default_budget()
+        return budget.bytes, (f"jaxkin {command}: note: memory budget {budget.bytes / GB:.1f} GB ({budget.source}; "
+                              "--max-memory to change)")
+    if not (math.isfinite(args.max_memory) and args.max_memory > 0):
+        raise InputError(f"--max-memory {args.max_memory:g}: expected a positive number of GB")
+    return int(args.max_memory * GB), f"jaxkin {command}: note: memory budget {args.max_memory:g} GB (--max-memory)"
+
+
+def within_memory(need: int, budget: int, what: str) -> None:
+    """InputError (one line) when ``need`` bytes exceed the ``budget`` of ``--max-memory``."""
+    from jaxkin.errors import InputError
+    from jaxkin.io.memory import GB
+
+    if need > budget:
+        raise InputError(f"{what}: needs at least {need / GB:.2f} GB of memory, more than the budget of "
+                         f"{budget / GB:.2f} GB (--max-memory)")
+
+
+def maps_complete(folder: Path, prefix: str, wanted, record: dict, name: str | None) -> bool:
+    """``--skip-existing``: True, said on stdout, when every map ``(model, meas)`` of ``wanted`` is in ``folder``
+    with a sidecar whose fields ``record`` are the same; else False (said when some maps of the scan are there)."""
+    import json
+
+    same = True
+    for model, meas in wanted:
+        stem = folder / f"{prefix}_model-{model}_meas-{meas}_mimap"
+        try:
+            side = json.loads(Path(f"{stem}.json").read_text())
+        except (OSError, ValueError):
+            same = False
+            break
+        if not Path(f"{stem}.nii.gz").is_file() or any(side.get(k) != v for k, v in record.items()):
+            same = False
+            break
+    label = name or prefix
+    if same:
+        print(f"{label}: skipped, its {len(wanted)} maps are there, made with the same options (--skip-existing)")
+    elif any(folder.glob(f"{prefix}_model-*_mimap.nii.gz")):
+        print(f"{label}: maps there are incomplete or made with other options: done again")
+    return same
+
+
+def add_skip_existing(parser, what: str) -> None:
+    """``--skip-existing`` (with ``--bids``)."""
+    parser.add_argument("--skip-existing", action="store_true",
+                        help=f"with --bids: skip the scans whose maps are all there and were {what} with the same "
+                        "options (said per scan), so that a run cut short goes on where it stopped")

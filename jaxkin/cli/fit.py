@@ -101,6 +101,12 @@ def _add_fit_arguments(parser) -> None:
                         help=f"voxels per compiled chunk (default {defaults.chunk_size}; with --delay voxel at most "
                         "2048)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from jaxkin.cli._scan import add_memory_argument
+
+    add_memory_argument(parser)
+    from jaxkin.cli._scan import add_skip_existing
+
+    add_skip_existing(parser, "fitted")
 
 
 #: The options of the voxel mode that the regional mode (--tacs) refuses: a table has no voxels and no delay.
@@ -137,6 +143,9 @@ def run(args) -> int:
 
 def _run_maps(args, models: tuple[str, ...]) -> int:
     """``jaxkin fit --pet PET --input-function BLOOD --out DIR`` (or ``--bids ROOT``): one request per scan."""
+    import sys
+
+    from jaxkin import distributed
     from jaxkin.cli._distributed import initialize_from_args
     from jaxkin.cli._scan import command_line, options_worded, start_derivatives
     from jaxkin.fitting import FitOptions, FitRequest
@@ -149,6 +158,7 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
                              delay_range=tuple(float(v) / 60.0 for v in args.delay_range), min_signal=args.min_signal,
                              chunk_size=args.chunk_size, progress=not args.no_progress)
     jobs, mask, delay_mask = _open_scans(args)
+    budget, said = _fits_in(args, jobs, options)
     half_lives = [poisson_half_life(job.pet, options.weights) for job in jobs]  # a bad radionuclide stops here
     from jaxkin.cli._scan import writable_folder
 
@@ -162,10 +172,15 @@ def _run_maps(args, models: tuple[str, ...]) -> int:
             started.append(True)
 
     initialize_from_args(args, "jaxkin fit")  # each process fits its slab of slices; process 0 writes
+    if distributed.is_main_process():
+        print(said, file=sys.stderr)
     for job, half_life in zip(jobs, half_lives):
+        extra = job.extra | ({"FitOptions": _options_record(options)} if args.bids else {})
         request = FitRequest(pet=job.pet, input_function=job.blood, out_dir=job.out_dir, options=options, mask=mask,
-                             delay_mask=delay_mask, half_life=half_life, command_line=command_line(), extra=job.extra,
-                             before_commit=start)
+                             delay_mask=delay_mask, half_life=half_life, command_line=command_line(), extra=extra,
+                             max_memory=budget, before_commit=start)
+        if args.skip_existing and _complete(request, job.name):
+            continue
         with options_worded(models=f"--model {args.model}"):
             _fit_scan(request, job.blood, job.name)
     return 0
@@ -192,6 +207,8 @@ def _check_map_flags(args) -> None:
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise InputError(f"--delay-range {args.delay_range[0]:g} {args.delay_range[1]:g}: expected LO HI in seconds "
                          "with LO < HI")
+    if args.skip_existing and not args.bids:
+        raise InputError("--skip-existing: only with --bids")
     if args.delay_mask and args.delay != "global":
         raise InputError("--delay-mask: only with --delay global")
 
@@ -277,6 +294,45 @@ def _check_tables_out(out: Path, models, inputs) -> None:
     check_not_inputs([q for p in paths for q in (p, sidecar_of(p))], [Path(p) for p in inputs], label="--out")
     for path in paths:
         check_replaceable(path, ("ModelName", "Weights", "SoftwareName"), "a table of regional fits")
+
+
+def _fits_in(args, jobs, options) -> tuple[int, str]:
+    """The memory budget and the line saying it; every scan refused up front (one line) whose fixed memory (the mask
+    pass, the maps of the volume) exceeds it, before any is fitted."""
+    from jaxkin.cli._scan import memory_budget, within_memory
+    from jaxkin.fitting import output_maps
+    from jaxkin.fitting.volume import memory_needed
+
+    n_maps = max(len(output_maps(m, diagnostics=True, delay=options.delay == "voxel", uncertainty=options.uncertainty))
+                 for m in options.models)
+    budget, said = memory_budget(args, "fit")
+    for job in jobs:
+        within_memory(memory_needed(job.pet.shape, n_maps), budget, f"fitting {job.pet.path}")
+    return budget, said
+
+
+def _options_record(options) -> dict:
+    """The options that make the maps, as recorded in their sidecars (``FitOptions``) and compared by
+    ``--skip-existing``."""
+    import json
+
+    fields = dataclasses.asdict(options)
+    fields.pop("progress", None)
+    return json.loads(json.dumps(fields, default=str))
+
+
+def _complete(request, name: str | None) -> bool:
+    """True (said) when every map of ``request`` is in its folder, made with the same options and sources."""
+    from jaxkin.cli._scan import maps_complete
+    from jaxkin.fitting import output_maps
+
+    options = request.options
+    wanted = [(m, n) for m in options.models for n in output_maps(m, delay=options.delay == "voxel",
+                                                                  uncertainty=options.uncertainty)]
+    if options.compare:
+        wanted += [(m, "AICc") for m in options.models] + [("comparison", "preferred")]
+    record = {k: request.extra.get(k) for k in ("FitOptions", "Sources")}
+    return maps_complete(request.out_dir, request.pet.prefix, wanted, record, name)
 
 
 def _run_regional(args, models: tuple[str, ...]) -> int:

@@ -40,10 +40,14 @@ def register(subparsers) -> None:
     from jaxkin.cli._scan import add_bids_arguments
 
     add_bids_arguments(parser, blood=False)
+    from jaxkin.cli._scan import add_memory_argument
+
+    add_memory_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
     from jaxkin.cli._flags import flag_named
@@ -56,6 +60,8 @@ def run(args) -> int:
     from jaxkin.io.layout import bids_uri
     from jaxkin.io.pet import load_pet
     from jaxkin.regions.idif import idif_mask, label_mean_tac
+    from jaxkin.cli._scan import memory_budget, within_memory
+    from jaxkin.regions.tacs import memory_needed
 
     check_modes(args, ("pet", "labels"))
     if args.bids:
@@ -77,18 +83,12 @@ def run(args) -> int:
         check_replaceable(out, ("VoxelSelection",), "an image-derived input")
         pet = load_pet(args.pet)
         todo = [(pet, Path(args.labels), out, [pet.path.name, Path(args.labels).name], None)]
-    segment = None
-    if args.segment:
-        a, sep, b = args.segment.partition(":")
-        try:
-            segment = (int(a), int(b))
-        except ValueError:
-            raise InputError(f"--segment {args.segment!r}: expected A:B, axial slice numbers") from None
-        if not sep:
-            raise InputError(f"--segment {args.segment!r}: expected A:B, axial slice numbers")
+    segment = _segment(args.segment)
     opened = []
+    budget, said = memory_budget(args, "idif")
     for pet, labels_path, out, sources, name in todo:  # every label map and mask checked before anything is written
         labels = open_labels(args, labels_path, pet)
+        within_memory(memory_needed(pet, int(labels.mask(args.label).sum())), budget, f"the IDIF of {pet.path}")
         label = labels.name_of(args.label)
         chosen = labels.mask(args.label)
         if not chosen.any():
@@ -98,6 +98,7 @@ def run(args) -> int:
         except InputError as err:
             raise flag_named(err, FLAGS) from None
         opened.append((pet, labels, labels_path, out, sources, name, label, mask, how))
+    print(said, file=sys.stderr)
     for pet, labels, labels_path, out, sources, name, label, mask, how in opened:
         say("idif", [f"{name}: {n}" if name else n for n in list(pet.notes) + list(labels.notes)])
         tac, used = label_mean_tac(pet, mask)
@@ -122,3 +123,18 @@ def run(args) -> int:
               f"out; {selection}), {pet.frames.n_frames} frames, {units}"
               + (" (replacing an earlier run's)" if before else ""))
     return 0
+
+
+def _segment(text: str | None) -> tuple[int, int] | None:
+    """``--segment A:B`` as axial slice numbers ``(A, B)``; None when not given."""
+    from jaxkin.errors import InputError
+
+    if not text:
+        return None
+    a, sep, b = text.partition(":")
+    try:
+        if sep:
+            return int(a), int(b)
+    except ValueError:
+        pass
+    raise InputError(f"--segment {text!r}: expected A:B, axial slice numbers")

@@ -31,11 +31,16 @@ def register(subparsers) -> None:
 
     add_arguments(parser)
     add_bids_arguments(parser)
+    _add_memory(parser)
+    from jaxkin.cli._scan import add_skip_existing
+
+    add_skip_existing(parser, "predicted")
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
     import dataclasses
+    import sys
     import time
     from pathlib import Path
 
@@ -49,12 +54,15 @@ def run(args) -> int:
     from jaxkin.network import load_predictor, write_parameter_maps
 
     check_modes(args, ("pet", "input_function"))
+    if args.skip_existing and not args.bids:
+        raise InputError("--skip-existing: only with --bids")
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError(f"--batch-size: must be positive, got {args.batch_size}")
     _check_adapt_options(args)
     need_blood = bool(args.adapt_steps or args.refine_lm)
     if args.bids:  # the blood of a scan, when the dataset has it, adds the TAC metrics
-        jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources}, job.scan.prefix)
+        record = _options_record(args)
+        jobs = [(job.pet, job.blood, job.out_dir, {"Sources": job.sources, "PredictOptions": record}, job.scan.prefix)
                 for job in bids_jobs(args, command="predict", need_blood=need_blood)]
     else:
         pet = load_pet(args.pet)
@@ -69,11 +77,10 @@ def run(args) -> int:
         raise InputError("--adapt-steps: runs on one process (it trains on the whole scan); start jaxkin predict "
                          "without --coordinator/--distributed")
     trained = load_predictor(args.checkpoint)
-    for pet, blood, *_ in jobs:  # every scan checked against the network before any is predicted
-        trained.check_schedule(pet.frames, str(pet.path))
-        if blood is None and trained.cfg.model.needs_input_function:
-            raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
-                             "with condition_on_input or input_normalization=input); give --input-function")
+    said, notes = _check_scans(args, trained, jobs)  # every scan checked before any is predicted
+    if distributed.is_main_process():
+        print(said, file=sys.stderr)
+        say("predict", notes)
     started = []  # the derivative dataset's description: written with the first scan's maps, not before
 
     def start():
@@ -87,6 +94,8 @@ def run(args) -> int:
         main = distributed.is_main_process()
         if main:
             say("predict", [f"{name}: {n}" if name else n for n in scan_notes(pet, blood)])
+        if args.skip_existing and _complete(pet, out, extra, name):
+            continue
         before = replaced(out, f"{pet.prefix}_model-*_meas-*_mimap.nii.gz")
         t0 = time.perf_counter()
         predictor = trained  # each scan starts from the trained weights
@@ -109,6 +118,50 @@ def run(args) -> int:
         print(f"{name + ': ' if name else ''}{pet.shape[2]} slices in {time.perf_counter() - t0:.1f} s"
               + (f" (replacing {before} maps of an earlier run)" if before else ""))
     return 0
+
+
+def _check_scans(args, trained, jobs) -> tuple[str, list[str]]:
+    """Every scan checked against the network (frames, grid, input) and the memory budget before any is predicted:
+    ``(the line saying the budget, the notes on the grids)``."""
+    from jaxkin.cli._scan import memory_budget, within_memory
+    from jaxkin.errors import InputError
+    from jaxkin.network.grid import grid_plan, predict_memory
+
+    budget, said = memory_budget(args, "predict")
+    notes = []
+    for pet, blood, *_ in jobs:
+        trained.check_schedule(pet.frames, str(pet.path))
+        plan = grid_plan(trained.grid, pet)  # a scale too far from the training grid is refused here
+        within_memory(predict_memory(pet, plan, bool(args.refine_lm or args.adapt_steps)), budget,
+                      f"predicting {pet.path}")
+        notes += [f"{pet.prefix}: {plan.note}"] if plan.note else []
+        if blood is None and trained.cfg.model.needs_input_function:
+            raise InputError(f"{pet.path}: no input function, and this network takes it as an input (it was trained "
+                             "with condition_on_input or input_normalization=input); give --input-function")
+    return said, notes
+
+
+def _options_record(args) -> dict:
+    """What makes a scan's maps (the sidecars' ``PredictOptions``, compared by ``--skip-existing``)."""
+    from pathlib import Path
+
+    return {"Checkpoint": str(Path(args.checkpoint).resolve()), "AdaptSteps": args.adapt_steps,
+            "AdaptLearningRate": args.adapt_lr, "RefineLM": args.refine_lm, "Bounds": args.bounds,
+            "BloodDataset": args.blood_dataset}
+
+
+def _complete(pet, out, extra: dict, name: str | None) -> bool:
+    from jaxkin.cli._scan import maps_complete
+    from jaxkin.kinetics import FDG_MODEL, get_model
+
+    wanted = [(FDG_MODEL, n) for n in get_model(FDG_MODEL).map_names]
+    return maps_complete(out, pet.prefix, wanted, {k: extra.get(k) for k in ("Sources", "PredictOptions")}, name)
+
+
+def _add_memory(parser) -> None:
+    from jaxkin.cli._scan import add_memory_argument
+
+    add_memory_argument(parser)
 
 
 def _adapt(args, trained, pet, blood, name, extra):

@@ -24,18 +24,24 @@ def register(subparsers) -> None:
     parser.add_argument("--out", required=True, help="output TSV, e.g. sub-01_tacs.tsv")
     parser.add_argument("--maps", metavar="DIR",
                         help="a folder of parametric maps *_mimap.nii.gz on the PET's grid (e.g. jaxkin fit's --out)")
+    from jaxkin.cli._scan import add_memory_argument
+
+    add_memory_argument(parser)
     parser.set_defaults(run=run)
 
 
 def run(args) -> int:
+    import sys
     from pathlib import Path
 
-    from jaxkin.cli._scan import open_labels, say, tsv_output
+    import numpy as np
+
+    from jaxkin.cli._scan import memory_budget, open_labels, say, tsv_output, within_memory
     from jaxkin.io.pet import load_pet
     from jaxkin.io.maps import read_volume
     from jaxkin.io.blood import scan_provenance
     from jaxkin.io.files import check_not_inputs, check_replaceable, nifti_stem, output_set, sidecar_of
-    from jaxkin.regions.tacs import map_statistics, regional_tacs
+    from jaxkin.regions.tacs import map_statistics, memory_needed, regional_tacs
     from jaxkin.io.tables import write_tacs
     from jaxkin.errors import InputError
 
@@ -61,6 +67,10 @@ def run(args) -> int:
             _same_scan(f, pet)
             name = nifti_stem(f).removesuffix("_mimap")
             maps[name.removeprefix(pet.prefix + "_")] = read_volume(f, pet)
+    budget, said = memory_budget(args, "regions")
+    within_memory(memory_needed(pet, int(np.count_nonzero(labels.data)), labels.data.itemsize), budget,
+                  f"regional TACs of {pet.path}")
+    print(said, file=sys.stderr)
     tacs = regional_tacs(pet, labels, args.region, fractions=args.pv)
     rows = map_statistics(maps, labels, args.region, fractions=args.pv) if maps else []
     notes = list(pet.notes) + list(tacs.notes)

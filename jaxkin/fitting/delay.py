@@ -41,20 +41,15 @@ def estimate_delay(tac, input_function: InputFunction, frames, blood: InputFunct
 
 def mean_tac(pet, region, slab: int = 8) -> np.ndarray:
     """Mean TAC ``[F]`` (kBq/ml, float64) of ``pet`` (``[X, Y, Z, F]`` array or PetImage) over ``region`` (bool
-    ``[X, Y, Z]``), read ``slab`` axial slices at a time; voxels with NaN/Inf are left out."""
-    from jaxkin.io.pet import slabs
+    ``[X, Y, Z]``), read a frame at a time (:func:`jaxkin.regions.tacs.region_sums`); voxels with NaN/Inf are left out.
+    ``slab`` is not used (kept for callers)."""
+    from jaxkin.regions.tacs import region_sums
 
-    total, count = 0.0, 0
-    for zs, data in slabs(pet, slab):
-        sel = region[:, :, zs]
-        if sel.any():
-            tacs = data[sel].astype(np.float64)
-            ok = np.all(np.isfinite(tacs), axis=-1)
-            total = total + tacs[ok].sum(axis=0)
-            count += int(ok.sum())
-    if count == 0:
+    region = np.asarray(region, bool)
+    sums, _, count, _ = region_sums(pet, region.astype(np.int32), 1)
+    if count[1] == 0:
         raise ValueError("the region for the delay holds no finite voxel")
-    return total / count
+    return sums[1] / count[1]
 
 
 def shifted_inputs(delay: float, frames, *curves: InputFunction) -> list[InputFunction]:

@@ -64,9 +64,10 @@ class FitRequest:
     ``mask``: bool ``[X, Y, Z]``, or None for the body (:func:`jaxkin.fitting.body_mask`); ``delay_mask``: bool
     ``[X, Y, Z]``, the region whose mean TAC gives a global delay (default the fit's mask); ``whole_blood``: the vB
     curve when ``input_function`` is a curve (default the input); ``half_life``: of Poisson weights, min (default
-    :func:`poisson_half_life`); ``command_line`` and ``extra`` (fields) go into every sidecar; ``before_commit``: called
-    once the maps are written, just before they are moved into ``out_dir`` (e.g. to write the derivative dataset's
-    description), see :func:`jaxkin.io.files.output_set`."""
+    :func:`poisson_half_life`); ``command_line`` and ``extra`` (fields) go into every sidecar; ``max_memory``: the
+    memory budget in bytes (:func:`jaxkin.fitting.fit_volume`); ``before_commit``: called once the maps are written,
+    just before they are moved into ``out_dir`` (e.g. to write the derivative dataset's description), see
+    :func:`jaxkin.io.files.output_set`."""
 
     pet: object
     input_function: InputFunction | Blood
@@ -78,6 +79,7 @@ class FitRequest:
     half_life: float | None = None
     command_line: str | None = None
     extra: dict = dataclasses.field(default_factory=dict)
+    max_memory: int | None = None
     before_commit: Callable[[], None] | None = None
 
     def __post_init__(self):
@@ -183,7 +185,7 @@ def _prepare(request: FitRequest, half_life: float | None) -> _Scan:
     aif, whole_blood = (blood.input, blood.whole_blood) if blood is not None else (request.input_function,
                                                                                   request.whole_blood)
     whole_blood = whole_blood if whole_blood is not None else aif
-    source = preload(request.pet) if jax.process_count() == 1 else request.pet  # read once for every pass
+    source = preload(request.pet, max_memory=request.max_memory) if jax.process_count() == 1 else request.pet
     name = getattr(request.pet, "path", None) or "the image"
     check_frames(frames, options.models, name, options.t_star)  # refuse what a fit could not mean, before fitting
     check_signal(source, frames.duration, request.mask, min_signal=options.min_signal, source=name)
@@ -244,7 +246,7 @@ def _fit(request: FitRequest, scan: _Scan, model: str, half_life: float | None, 
         else:
             method = LM(model, uncertainty=options.uncertainty, delay_range=options.delay_range, **common)
     return fit_volume(scan.source, scan.kin, method, mask=mask, chunk_size=options.chunk_size,
-                      min_signal=options.min_signal, progress=options.progress)
+                      min_signal=options.min_signal, progress=options.progress, max_memory=request.max_memory)
 
 
 class _Write(NamedTuple):

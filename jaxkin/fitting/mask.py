@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxkin.errors import InputError
-from jaxkin.io.pet import slabs
+from jaxkin.io.pet import frame_reads
 
 __all__ = ["body_mask", "body_mask_from_integrals", "time_integrals", "check_signal", "MIN_SIGNAL",
            "MIN_COMPONENT_FRACTION"]
@@ -21,17 +21,22 @@ MIN_COMPONENT_FRACTION = 1e-3
 
 
 def time_integrals(pet, frame_duration, z: slice, slab: int = 8):
-    """``(auc float32, finite bool) [X, Y, len(z)]``: the time integrals ``sum_f C_f Δt_f`` (kBq/ml·min; 0 where not
-    finite) of the axial slices ``z`` of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml; ``frame_duration``
-    ``[F]`` in min), read ``slab`` slices at a time, and which voxels are finite in every frame."""
+    """``(auc float32, finite bool) [X, Y, len(z)]``: the time integrals ``sum_f C_f Δt_f`` (kBq/ml·min, summed in
+    frame order; 0 where not finite) of the axial slices ``z`` of ``pet`` (``[X, Y, Z, F]`` array or PetImage,
+    kBq/ml; ``frame_duration`` ``[F]`` in min), read a frame at a time in file order (a ``.nii.gz`` is decompressed
+    once; only one frame of the slices is held), and which voxels are finite in every frame. ``slab`` is not used
+    (kept for callers)."""
     shape = (*pet.shape[:2], z.stop - z.start)
     auc = np.zeros(shape, np.float32)
-    finite = np.zeros(shape, bool)
+    finite = np.ones(shape, bool)
     dur = np.asarray(frame_duration, np.float32)
-    for zs, data in slabs(pet, slab, z):
-        ok = np.all(np.isfinite(data), axis=-1)
-        finite[:, :, zs] = ok
-        auc[:, :, zs] = np.where(ok, np.nan_to_num(data) @ dur, 0.0)
+    for f, data in frame_reads(pet, z):
+        ok = np.isfinite(data)
+        finite &= ok
+        data[~ok] = 0.0
+        data *= dur[f]
+        auc += data
+    auc[~finite] = 0.0
     return auc, finite
 
 

@@ -10,6 +10,7 @@ field.
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -98,16 +99,35 @@ class PetImage:
         """
         if isinstance(z, int):
             z = slice(z, z + 1)
+        from jaxkin.io import stream
+
         try:
-            data = np.asarray(self.image.dataobj[:, :, z, :])
+            data = stream.slices(self.path, self.image, z)
         except Exception as err:  # EOFError, zlib.error, OSError ... from a damaged file
             raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None
-        data = data.astype(dtype, copy=False)
+        return self._to_kbq(data.astype(dtype, copy=False), slice(None))
+
+    def _to_kbq(self, data: np.ndarray, frames) -> np.ndarray:
+        """File values ``[..., f]`` of the frames ``frames`` (a slice or an index) in kBq/ml, decay corrected to the
+        injection (the same arithmetic for a frame as for the whole image)."""
         if self.decay_factors is not None:
-            return data * (self.scale_to_kbq * self.decay_factors).astype(data.dtype)
+            return data * (self.scale_to_kbq * self.decay_factors).astype(data.dtype)[frames]
         if self.scale_to_kbq != 1.0:
             data = data * np.asarray(self.scale_to_kbq, dtype=data.dtype)
         return data
+
+    def frame_reads(self, z: slice | None = None, dtype=np.float32, take=None):
+        """Iterate ``(f, [X, Y, len(z)] kBq/ml)`` over the frames in file order, only the axial slices ``z`` (default
+        all) read and held (see :mod:`jaxkin.io.stream`: a ``.nii.gz`` is decompressed once); with ``take``
+        (indices into the slices flattened in Fortran order) only those voxels ``[len(take)]``. The values equal
+        those of :meth:`read` bit for bit."""
+        from jaxkin.io import stream
+
+        try:
+            for f, data in stream.frames(self.path, self.image, z, take):
+                yield f, self._to_kbq(data.astype(dtype, copy=False), f)
+        except (OSError, EOFError, ValueError, zlib.error) as err:  # a damaged or truncated file
+            raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None
 
     def slabs(self, slab: int = 16, z: slice | None = None):
         """Iterate ``(z_slice, data [X, Y, z, F] kBq/ml)`` over the volume, ``slab`` axial slices at a time."""
@@ -123,6 +143,25 @@ def slabs(volume, slab: int = 16, z: slice | None = None):
         zs = slice(z0, min(z0 + slab, z.stop))
         data = volume.read(zs) if hasattr(volume, "read") else np.asarray(volume[:, :, zs], np.float32)
         yield slice(zs.start - z.start, zs.stop - z.start), data
+
+
+def frame_reads(volume, z: slice | None = None, dtype=np.float32, take=None):
+    """Iterate ``(f, [X, Y, len(z)])`` over the frames of ``volume`` with only the axial slices ``z`` (default all):
+    a :class:`PetImage` (in file order, kBq/ml, see :meth:`PetImage.frame_reads`), an object with ``frame_reads``
+    or an array ``[X, Y, Z, F]``. With ``take`` (indices into the slices flattened in Fortran order), only those
+    voxels, ``[len(take)]``. Each frame is a new array (the caller may change it)."""
+    if hasattr(volume, "frame_reads"):
+        yield from volume.frame_reads(z, dtype, take)
+        return
+    yield from array_frames(volume, z, dtype, take)
+
+
+def array_frames(volume, z: slice | None = None, dtype=np.float32, take=None):
+    """:func:`frame_reads` of an array ``[X, Y, Z, F]`` (copies)."""
+    z = slice(0, volume.shape[2]) if z is None else z
+    for f in range(volume.shape[3]):
+        frame = volume[:, :, z, f]
+        yield f, (np.array(frame, dtype) if take is None else frame.ravel(order="F")[take].astype(dtype))
 
 
 def tracer_half_life(sidecar: dict, where: Path, *, default: float | None = None) -> float:
@@ -360,13 +399,13 @@ def write_pet(path, data, frames: FrameSchedule, affine, *, units: str = "kBq/mL
 
 
 def finite_voxel_mask(pet: PetImage, slab: int = 16) -> np.ndarray:
-    """``bool [X, Y, Z]``: True where every frame of the voxel is finite. Reads the image slab by slab.
+    """``bool [X, Y, Z]``: True where every frame of the voxel is finite. Reads the image a frame at a time.
 
     Fitting and prediction exclude (and report) the voxels where this is False instead of fitting NaN/Inf.
     """
-    mask = np.empty(pet.shape[:3], dtype=bool)
-    for zs, data in pet.slabs(slab):
-        mask[:, :, zs] = np.all(np.isfinite(data), axis=-1)
+    mask = np.ones(pet.shape[:3], dtype=bool)
+    for _, data in frame_reads(pet):
+        mask &= np.isfinite(data)
     return mask
 
 

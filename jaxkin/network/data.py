@@ -166,6 +166,20 @@ def open_subject(dataset_dir, subject: str) -> SubjectScan:
     return _open(subject_files(dataset_dir, subject))
 
 
+def _selected_slices(pet, z) -> np.ndarray:
+    """The axial slices ``z`` (indices) of ``pet`` ``[X, Y, len(z), F]`` (kBq/ml, float32), read a frame at a time
+    (only the slices from the first to the last of ``z`` are held)."""
+    from jaxkin.io.pet import frame_reads
+
+    z = np.asarray(z, int)
+    out = np.empty((*pet.shape[:2], z.size, pet.shape[3]), np.float32)
+    if z.size:
+        lo = int(z.min())
+        for f, frame in frame_reads(pet, slice(lo, int(z.max()) + 1)):
+            out[..., f] = frame[:, :, z - lo]
+    return out
+
+
 def load_slices(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, *, all_slices: bool = False,
                 n_frames: int = 1, targets: bool = False) -> SliceData:
     """The axial slices of ``scans`` that ``cfg`` selects (every labelled one with ``all_slices``), cropped, with
@@ -174,7 +188,7 @@ def load_slices(scans: list[SubjectScan], indices: list[int], cfg: DataConfig, *
     tacs, masks, subj, zs, fits = [], [], [], [], []
     for scan, index in zip(scans, indices):
         z = select_slices(scan.labels, scan.pet.shape[2], 0 if all_slices else cfg.slices_per_subject)
-        volume = scan.pet.read()[:, :, z, :]  # [X, Y, Zsel, F]
+        volume = _selected_slices(scan.pet, z)  # [X, Y, Zsel, F]
         volume = crop_slices(np.nan_to_num(volume), cfg.crop)
         tac = np.ascontiguousarray(np.moveaxis(volume, 2, 0))  # [Zsel, H, W, F]
         tacs.append(tac)

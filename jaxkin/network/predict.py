@@ -32,6 +32,7 @@ from jaxkin.errors import InputError
 from jaxkin.kinetics import FDG_MODEL, get_model, two_tissue_irreversible
 from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint
 from jaxkin.network.config import TrainConfig, config_from_dict
+from jaxkin.network.grid import SlabReader, TrainingGrid, grid_plan, resample, streams
 from jaxkin.network.data import voxel_mask
 from jaxkin.network.steps import forward, make_model, model_graph
 from jaxkin.nn.loss import METRIC_SUMS, metric_sums
@@ -69,12 +70,14 @@ class Predictor:
     config (its ``model``, ``predict_batch_size`` and ``data.mask_threshold`` are used); ``n_frames`` the frame
     count the network was trained on; ``frames`` (a :class:`jaxkin.FrameSchedule`, or None when unknown, as in
     older runs) the schedule it was trained on, which every scan must match within ``frame_tolerance_s`` seconds
-    (:meth:`check_schedule`)."""
+    (:meth:`check_schedule`); ``grid`` the voxel size and field of view it was trained on
+    (:class:`jaxkin.network.grid.TrainingGrid`, or None when not recorded): a scan on another grid is resampled to it
+    (:func:`jaxkin.network.grid.grid_plan`)."""
 
     def __init__(self, graphdef, params, cfg: TrainConfig, n_frames: int, *, frames=None,
-                 frame_tolerance_s: float = 1.0):
+                 frame_tolerance_s: float = 1.0, grid=None):
         self.graphdef, self.cfg, self.n_frames = graphdef, cfg, int(n_frames)
-        self.frames, self.frame_tolerance_s = frames, float(frame_tolerance_s)
+        self.frames, self.frame_tolerance_s, self.grid = frames, float(frame_tolerance_s), grid
         self.parallel = dist.DataParallel(dist.local_mesh())
         self.params = self.parallel.replicate(params)
         n_dev = self.parallel.size
@@ -84,7 +87,7 @@ class Predictor:
     def replace(self, *, params=None, cfg: TrainConfig | None = None) -> "Predictor":
         """A predictor of the same network and schedule with other ``params`` (e.g. adapted) or ``cfg``."""
         return Predictor(self.graphdef, self.params if params is None else params, cfg or self.cfg, self.n_frames,
-                         frames=self.frames, frame_tolerance_s=self.frame_tolerance_s)
+                         frames=self.frames, frame_tolerance_s=self.frame_tolerance_s, grid=self.grid)
 
     def check_frames(self, n_frames: int, where: str) -> None:
         """InputError naming ``where`` unless a scan of ``n_frames`` frames fits the network."""
@@ -117,7 +120,7 @@ class Predictor:
         """``(parameters [X, Y, Z, 4], metric sums)`` of ``volume``; the sums are empty without ``kin``."""
         from tqdm import tqdm
 
-        volume = np.asarray(volume)
+        volume = volume if isinstance(volume, SlabReader) else np.asarray(volume)
         x_size, y_size, n_z, n_frames = volume.shape
         self.check_frames(n_frames, "volume")
         if kin is None and self.cfg.model.needs_input_function:
@@ -181,7 +184,7 @@ def load_predictor(checkpoint) -> Predictor:
 
         frames = FrameSchedule.from_minutes(info["frame_start_min"], info["frame_duration_min"])
     return Predictor(model_graph(cfg.model), params, cfg, info["n_frames"], frames=frames,
-                     frame_tolerance_s=info.get("frame_tolerance_s", 1.0))
+                     frame_tolerance_s=info.get("frame_tolerance_s", 1.0), grid=TrainingGrid.from_record(info))
 
 
 def scan_kinetic_input(pet, input_function):
@@ -269,15 +272,21 @@ def write_parameter_maps(predictor: Predictor, pet, out_dir, *, input_function=N
     if refine_lm and kin is None:
         raise InputError(f"{pet.path}: refining with LM needs the scan's input function")
     refine = _refine_settings(predictor, refine_lm, refine_bounds) if refine_lm else None
+    plan = grid_plan(predictor.grid, pet)
+    if plan.resampled and dist.process_count() > 1:
+        raise InputError(f"{pet.path}: {plan.note}; resampling needs the whole scan: predict it on one process")
     n_z = pet.shape[2]
-    params, totals, refined = _predict_slab(predictor, pet, kin, refine, progress and dist.is_main_process())
+    params, totals, refined = _predict_slab(predictor, pet, kin, refine, progress and dist.is_main_process(), plan)
     params = dist.gather_slabs(params, n_z, axis=2)
     metrics = None
     if kin is not None:  # fixed keys: a process with no slices has no sums
         summed = dist.gather_arrays(np.array([totals.get(k, 0.0) for k in METRIC_SUMS], np.float64)).sum(axis=0)
         metrics = _metrics(dict(zip(METRIC_SUMS, summed.tolist())), pet.frames.n_frames)
     maps = get_model(FDG_MODEL).named_maps(params)
-    sidecar = _sidecar(predictor.cfg.model, pet, input_function, refine, refined, metrics, extra)
+    sidecar = _sidecar(predictor.cfg.model, pet, input_function, refine, refined, metrics, extra) | {
+        "Grid": plan.sidecar}
+    if plan.note:
+        sidecar["Assumptions"] = list(sidecar.get("Assumptions", [])) + [plan.note]
     paths = _write_maps(maps, pet, Path(out_dir), sidecar, command_line, before_commit)
     out = {"paths": paths, "metrics": metrics, "maps": maps}
     if refined is not None:
@@ -315,11 +324,20 @@ def _refine_settings(predictor: Predictor, refine_lm: int, refine_bounds) -> _Re
     return _Refinement(int(refine_lm), lower, upper, sidecar)
 
 
-def _predict_slab(predictor: Predictor, pet, kin, refine: _Refinement | None, progress: bool):
+def _predict_slab(predictor: Predictor, pet, kin, refine: _Refinement | None, progress: bool, plan):
     """This process's slab of ``pet`` predicted (and refined): ``(parameters [X, Y, Z_slab, 4], metric sums,
-    {"voxels", "sse_network", "sse_refined"} summed over every process, or None without refinement)``."""
-    volume = pet.read(dist.share(pet.shape[2]))  # the whole volume for one process
-    params, totals = predictor._predict(volume, kin, progress=progress)
+    {"voxels", "sse_network", "sse_refined"} summed over every process, or None without refinement)``. With a
+    resampling ``plan`` (one process), the network sees the scan on the training grid and its maps come back to the
+    scan's (the refinement is on the scan's grid)."""
+    mine = dist.share(pet.shape[2])
+    if refine is None and not plan.resampled and streams(pet):  # slices read as the batches need them
+        return (*predictor._predict(SlabReader(pet, mine), kin, progress=progress), None)
+    volume = pet.read(mine)  # the whole volume for one process
+    if plan.resampled:
+        params, totals = predictor._predict(resample(volume, plan.shape), kin, progress=progress)
+        params = resample(params, volume.shape[:3])
+    else:
+        params, totals = predictor._predict(volume, kin, progress=progress)
     if refine is None:
         return params, totals, None
     params, totals, info = refine_with_lm(params, volume, kin, n_iter=refine.iterations, lower=refine.lower,

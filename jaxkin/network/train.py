@@ -31,6 +31,7 @@ from jaxkin.kinetics import FDG_MODEL
 from jaxkin.network import report
 from jaxkin.network.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
 from jaxkin.network.config import TrainConfig, config_from_dict, config_leaves, resolve_time_steps
+from jaxkin.network.grid import training_grid
 from jaxkin.network.data import ShardedSlices, load_sharded, open_scans, prepare_dataset, stack_kinetic_inputs
 from jaxkin.network.steps import CompiledSteps, TrainState, compiled_steps, evaluate, make_model
 
@@ -163,7 +164,8 @@ def _write_run_files(cfg: TrainConfig, workdir: Path, data: Dataset, shards: int
     write_json(workdir / "model.json", {
         "config": dataclasses.asdict(cfg), "model": FDG_MODEL, "n_frames": frames.n_frames, "data_shards": shards,
         "frame_start_min": frames.start.tolist(), "frame_duration_min": frames.duration.tolist(),
-        "frame_tolerance_s": frame_tolerance_s(frames, [scan.pet.frames for scan in data.scans])})
+        "frame_tolerance_s": frame_tolerance_s(frames, [scan.pet.frames for scan in data.scans]),
+        **training_grid(data.scans[0].pet).record()})
 
 
 def frame_tolerance_s(reference, schedules) -> float:

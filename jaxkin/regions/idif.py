@@ -49,14 +49,14 @@ def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int]
             raise InputError("core must be a positive number of voxels per slice")
         zs = np.flatnonzero(mask.any(axis=(0, 1)))
         sl = slice(int(zs[0]), int(zs[-1]) + 1)
-        data = pet.read(sl, dtype=np.float64)
         sub = mask[:, :, sl]
-        tacs = np.where(np.isfinite(data[sub]), data[sub], np.nan)
+        tacs = np.where(np.isfinite(data := masked_tacs(pet, sub, sl)), data, np.nan)
         if not np.isfinite(tacs).any(axis=0).all():
             raise InputError(f"{pet.path}: a frame has NaN or Inf in every voxel of the label; no bolus peak to "
                              "choose the core voxels at")
         peak = int(np.nanargmax(np.nanmean(tacs, axis=0)))
-        frame = np.where(sub, np.nan_to_num(data[..., peak], nan=-np.inf), -np.inf)
+        frame = np.full(sub.shape, -np.inf)
+        frame[sub] = np.nan_to_num(data[:, peak], nan=-np.inf)
         out = np.zeros_like(sub)
         for k in range(sub.shape[2]):
             n = int(sub[:, :, k].sum())
@@ -72,16 +72,29 @@ def idif_mask(pet, mask: np.ndarray, *, erode: int = 0, segment: tuple[int, int]
     return mask, notes
 
 
+def masked_tacs(pet, mask: np.ndarray, z: slice) -> np.ndarray:
+    """``float64 [V, F]`` (kBq/ml): the TACs of the voxels of ``mask`` (bool ``[X, Y, len(z)]``, the axial slices
+    ``z`` of ``pet``) in C order, as ``pet.read(z)[mask]``, read a frame at a time (never the 4D image)."""
+    from jaxkin.io.pet import frame_reads
+
+    x, y, k = np.nonzero(mask)
+    take = x + mask.shape[0] * (y + mask.shape[1] * k)  # the file's (Fortran) order within the slices
+    out = np.empty((take.size, int(pet.shape[3])))
+    for f, values in frame_reads(pet, z, np.float64, take=take):
+        out[:, f] = values
+    return out
+
+
 def label_mean_tac(pet: PetImage, mask: np.ndarray) -> tuple[np.ndarray, int]:
     """Mean TAC (kBq/ml, ``[F]``) over the finite voxels of ``mask [X, Y, Z]``, and the number of voxels used.
 
-    Only the axial slices that contain the mask are read.
+    Only the axial slices that contain the mask are read, a frame at a time.
     """
     zs = np.flatnonzero(mask.any(axis=(0, 1)))
     if zs.size == 0:
         raise InputError(f"{pet.path}: the mask is empty")
     sl = slice(int(zs[0]), int(zs[-1]) + 1)
-    data = pet.read(sl, dtype=np.float64)[mask[:, :, sl]]  # [V, F]
+    data = masked_tacs(pet, mask[:, :, sl], sl)  # [V, F]
     finite = np.all(np.isfinite(data), axis=1)
     if not finite.any():
         raise InputError(f"{pet.path}: every voxel of the mask has NaN or Inf values")

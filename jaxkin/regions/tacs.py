@@ -28,71 +28,109 @@ def _voxel_ml(affine) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3]))) / 1000.0
 
 
+#: Voxels gathered from a frame at a time by :func:`region_sums` (bounds its temporaries: ~40 bytes each).
+BLOCK_VOXELS = 1 << 22
+
+
+def region_sums(pet, rows, n_rows: int, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``(sum [R, F], sum of squares [R, F], count [R], voxels left out)`` (float64, kBq/ml) of the voxels of each
+    row ``r`` of ``rows`` (int ``[X, Y, Z]``, 0 .. ``n_rows``; R = ``n_rows + 1``, row 0 unused) in ``pet``
+    (PetImage or ``[X, Y, Z, F]`` array), each voxel weighted by ``weights`` (``[X, Y, Z]``, default 1). Voxels with
+    NaN/Inf in any frame are left out (counted once each).
+
+    ``rows`` may also be a list of ``(row, weights [X, Y, Z])`` for regions that overlap (each voxel counts in every
+    row whose weight is positive). The image is read a frame at a time in file order, only the axial slices that
+    hold a voxel (a second pass only when a voxel holds NaN/Inf): the memory is one frame of the file plus ~28
+    bytes per voxel of the rows (:func:`memory_needed`), never the 4D image."""
+    where, row, w, z = _entries(rows, weights, tuple(pet.shape[:3]))
+    bad = np.zeros(where.size, bool)
+    sums = _frame_sums(pet, z, where, row, w, n_rows + 1, bad)
+    nonfinite = int(np.unique(where[bad]).size)
+    if nonfinite:
+        keep = ~bad
+        where, row, w = where[keep], row[keep], (None if w is None else w[keep])
+        sums = _frame_sums(pet, z, where, row, w, n_rows + 1, np.zeros(where.size, bool))
+    count = np.bincount(row, weights=w, minlength=n_rows + 1)[: n_rows + 1].astype(np.float64)
+    return (*sums, count, nonfinite)
+
+
+def _entries(rows, weights, shape):
+    """``(indices in the slices z flattened in Fortran order, row, weight or None, z)`` of every voxel of ``rows``
+    (an array, or ``(row, weights)`` pairs made one at a time)."""
+    parts = [(None, rows)] if isinstance(rows, np.ndarray) else rows
+    index = np.int32 if int(np.prod(shape)) < 2**31 else np.int64  # 4 bytes a voxel where they suffice
+    where, row, w = [], [], []
+    for label, r in parts:
+        flat = np.asarray(r).ravel(order="F")
+        sel = np.flatnonzero(flat > 0).astype(index)
+        where.append(sel)
+        row.append(flat[sel].astype(np.int32) if label is None else np.full(sel.size, label, np.int32))
+        if label is not None:
+            w.append(flat[sel].astype(np.float64))
+        elif weights is not None:
+            w.append(np.asarray(weights).ravel(order="F")[sel].astype(np.float64))
+        del flat
+    where = np.concatenate(where) if where else np.zeros(0, np.int64)
+    plane = shape[0] * shape[1]
+    z = slice(int(where.min()) // plane, int(where.max()) // plane + 1) if where.size else slice(0, 0)
+    where -= where.dtype.type(z.start * plane)
+    return where, np.concatenate(row) if row else where, (np.concatenate(w) if w else None), z
+
+
+def _frame_sums(pet, z, where, row, w, n, bad):
+    """Per-frame weighted sums and sums of squares by row (see :func:`region_sums`); marks ``bad`` entries."""
+    from jaxkin.io.pet import frame_reads
+
+    n_frames = int(pet.shape[3])
+    s1, s2 = np.zeros((n, n_frames)), np.zeros((n, n_frames))
+    if where.size == 0:
+        return s1, s2
+    for f, values in frame_reads(pet, z, np.float64, take=where):
+        for b0 in range(0, values.size, BLOCK_VOXELS):
+            blk = slice(b0, b0 + BLOCK_VOXELS)
+            v = values[blk]
+            ok = np.isfinite(v)
+            bad[blk] |= ~ok
+            v = np.where(ok, v, 0.0)
+            wv = v if w is None else w[blk] * v
+            s1[:, f] += np.bincount(row[blk], weights=wv, minlength=n)[:n]
+            s2[:, f] += np.bincount(row[blk], weights=wv * v, minlength=n)[:n]
+    return s1, s2
+
+
+def memory_needed(pet, n_voxels: int, label_bytes: int = 4) -> int:
+    """Peak bytes of :func:`region_sums` (and of the image-derived input) on ``pet`` for ``n_voxels`` labelled voxels
+    of a label image of ``label_bytes`` a voxel: ``RUNTIME + N (b + 2 l + 1) + 28 L + 40 min(L, BLOCK_VOXELS)`` with
+    ``N = X Y Z``, ``b`` the bytes of a file value, ``l = label_bytes``, ``L = n_voxels``: one frame read from the
+    file, the label image and its copy in the file's order; per labelled voxel its index and row and its value of
+    the frame (read, scaled, float64); the temporaries of a block of voxels. ``RUNTIME`` = 256 MiB (Python, NumPy,
+    SciPy)."""
+    n = int(np.prod(pet.shape[:3]))
+    item = int(pet.image.header.get_data_dtype().itemsize) if hasattr(pet, "image") else 4
+    return int((256 << 20) + n * (item + 2 * label_bytes + 1) + 28 * n_voxels + 40 * min(n_voxels, BLOCK_VOXELS))
+
+
 def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: int = 16) -> RegionalTacs:
     """Mean TAC, SD over the voxels, voxel count and volume of each region of ``labels`` in ``pet``.
 
-    ``pet``: a :class:`~jaxkin.io.pet.PetImage` (read a slab of axial slices at a time) ; ``labels``:
+    ``pet``: a :class:`~jaxkin.io.pet.PetImage` (read a frame at a time, see :func:`region_sums`); ``labels``:
     :class:`~jaxkin.io.labels.Labels` on its grid; ``regions``: names, numbers or groups (default: every label
     with a voxel on the PET's grid, then the groups). Voxels with NaN/Inf in any frame are left out (said in the
     notes). With ``fractions``, each voxel is weighted by its partial-volume fraction (the SD is the weighted SD).
-    A region without a voxel on the PET's grid is an InputError.
+    A region without a voxel on the PET's grid is an InputError. ``slab`` is not used (kept for callers).
     """
     todo = _region_ids(labels, regions)
-    n_frames = pet.frames.n_frames
     n_reg = len(todo)
-    s1 = np.zeros((n_reg, n_frames))
-    s2 = np.zeros((n_reg, n_frames))
-    count = np.zeros(n_reg)
-    nonfinite = 0
     if not fractions:
         max_id = int(max(labels.names, default=0))
-        per_id1 = np.zeros((max_id + 1, n_frames))
-        per_id2 = np.zeros((max_id + 1, n_frames))
-        per_idn = np.zeros(max_id + 1)
-        data_labels = labels.data
-        zs_any = np.flatnonzero(data_labels.any(axis=(0, 1)))
-        z = slice(int(zs_any[0]), int(zs_any[-1]) + 1) if zs_any.size else slice(0, 0)
-        for z0 in range(z.start, z.stop, slab):
-            zs = slice(z0, min(z0 + slab, z.stop))
-            lab = data_labels[:, :, zs]
-            sel = lab > 0
-            if not sel.any():
-                continue
-            values = pet.read(zs, dtype=np.float64)[sel]  # [V, F]
-            ids = lab[sel].astype(np.int64)
-            ok = np.all(np.isfinite(values), axis=1)
-            nonfinite += int(np.count_nonzero(~ok))
-            values, ids = values[ok], ids[ok]
-            order = np.argsort(ids, kind="stable")
-            ids, values = ids[order], values[order]
-            starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]]) if ids.size else np.zeros(0, int)
-            if starts.size == 0:
-                continue
-            uid = ids[starts]
-            per_id1[uid] += np.add.reduceat(values, starts, axis=0)
-            per_id2[uid] += np.add.reduceat(values * values, starts, axis=0)
-            per_idn[uid] += np.diff(np.r_[starts, ids.size])
-        for r, (_, ids) in enumerate(todo):
-            s1[r] = per_id1[list(ids)].sum(axis=0)
-            s2[r] = per_id2[list(ids)].sum(axis=0)
-            count[r] = per_idn[list(ids)].sum()
+        per1, per2, pern, nonfinite = region_sums(pet, labels.data, max_id)
+        s1 = np.stack([per1[list(ids)].sum(axis=0) for _, ids in todo])
+        s2 = np.stack([per2[list(ids)].sum(axis=0) for _, ids in todo])
+        count = np.array([pern[list(ids)].sum() for _, ids in todo])
     else:
-        for r, (name, _) in enumerate(todo):
-            f = labels.fractions(name)
-            zs_any = np.flatnonzero(f.any(axis=(0, 1)))
-            if zs_any.size == 0:
-                continue
-            zs = slice(int(zs_any[0]), int(zs_any[-1]) + 1)
-            w = f[:, :, zs]
-            sel = w > 0
-            values = pet.read(zs, dtype=np.float64)[sel]
-            w = w[sel].astype(np.float64)
-            ok = np.all(np.isfinite(values), axis=1)
-            nonfinite += int(np.count_nonzero(~ok))
-            values, w = values[ok], w[ok]
-            s1[r] = w @ values
-            s2[r] = w @ (values * values)
-            count[r] = w.sum()
+        parts = ((r + 1, labels.fractions(name)) for r, (name, _) in enumerate(todo))  # one at a time
+        per1, per2, count, nonfinite = region_sums(pet, parts, n_reg)
+        s1, s2, count = per1[1:], per2[1:], count[1:]
     empty = [name for (name, _), n in zip(todo, count) if n <= 0]
     if empty:
         raise InputError(f"{labels.path or 'labels'}: region(s) {', '.join(empty)} have no voxel with finite values "

@@ -123,6 +123,30 @@ def test_fit_bids_writes_a_derivatives_dataset(dataset, capsys):
 
 
 @pytest.mark.slow
+def test_fit_bids_skip_existing_and_memory_budget(dataset, tmp_path, capsys):
+    """--skip-existing skips the scans whose maps are complete and made with the same options, fits again those made
+    with other options or incomplete; --max-memory is said on stderr and a budget too small is refused up front."""
+    root, _ = dataset
+    out = tmp_path / "out"
+    argv = ["fit", "--bids", str(root), "--participant-label", "001", "--session", "a", "--out", str(out),
+            "--no-progress", "--chunk-size", "64", "--min-signal", "0.001", "--skip-existing", "--max-memory", "4"]
+    code, stdout, err = _run(argv, capsys)
+    assert code == 0, err
+    assert "jaxkin fit: note: memory budget 4 GB (--max-memory)" in err and stdout.count("fitted 12 voxels") == 1
+    code, stdout, err = _run(argv, capsys)
+    assert code == 0 and "skipped, its 6 maps are there, made with the same options" in stdout
+    assert "fitted" not in stdout
+    code, stdout, err = _run(argv + ["--bounds", "paper"], capsys)  # other options: fitted again
+    assert code == 0 and "made with other options: done again" in stdout and "fitted 12 voxels" in stdout
+    next(out.rglob("*meas-k3_mimap.nii.gz")).unlink()  # incomplete: fitted again
+    code, stdout, err = _run(argv + ["--bounds", "paper"], capsys)
+    assert code == 0 and "fitted 12 voxels" in stdout
+    code, stdout, err = _run(argv[:-1] + ["0.1"], capsys)
+    assert code == 2 and "needs at least" in err and "more than the budget of 0.10 GB (--max-memory)" in err
+    assert len(err.strip().splitlines()) == 1  # refused up front: one line, nothing else
+
+
+@pytest.mark.slow
 def test_fit_bids_selects_participants_and_sessions(dataset, tmp_path, capsys):
     root, _ = dataset
     out = tmp_path / "deriv"
@@ -227,6 +251,12 @@ def test_predict_bids_with_a_trained_network(tmp_path, capsys):
         assert nib.load(ki).shape == (8, 6, 2)
         sidecar = json.loads(ki.with_name(ki.name.replace(".nii.gz", ".json")).read_text())
         assert sidecar["Sources"] == [f"bids:raw:sub-01/ses-{ses}/pet/sub-01_ses-{ses}_pet.nii.gz"]
+    (out / "sub-01" / "ses-b" / "pet" / "sub-01_ses-b_model-2tcmirr_meas-k3_mimap.json").unlink()
+    code, stdout, err = _run(["predict", "--checkpoint", str(fixture), "--bids", str(root), "--out", str(out),
+                              "--skip-existing"], capsys)  # ses-a complete: skipped; ses-b incomplete: again
+    assert code == 0, err
+    assert "sub-01_ses-a: skipped, its 5 maps are there" in stdout and "sub-01_ses-b: maps there are incomplete" in stdout
+    assert stdout.count("slices in") == 1
     short = root / "sub-01" / "ses-b" / "pet" / "sub-01_ses-b_pet.json"
     meta = json.loads(short.read_text())
     meta["FrameTimesStart"], meta["FrameDuration"] = meta["FrameTimesStart"][:-1], meta["FrameDuration"][:-1]

@@ -106,8 +106,8 @@ def test_four_cpu_devices_agree_with_one(tmp_path):
 
 @pytest.mark.slow
 def test_a_pet_file_read_once_gives_the_maps_of_one_streamed_slab_by_slab(tmp_path, monkeypatch):
-    """write_fit_maps reads a PET file that fits in memory once (preload); streamed slab by slab (preload off) the
-    maps are the same."""
+    """write_fit_maps reads a .nii.gz that fits in memory once (preload); streamed a frame at a time (preload off)
+    the maps are the same. An uncompressed .nii is never preloaded (it is read at offsets in every pass)."""
     from jaxkin.io.pet import load_pet, write_pet
     from jaxkin.fitting import volume
 
@@ -115,10 +115,51 @@ def test_a_pet_file_read_once_gives_the_maps_of_one_streamed_slab_by_slab(tmp_pa
     path = write_pet(tmp_path / "sub-01_pet.nii.gz", np.nan_to_num(pet), FRAMES, np.eye(4), units="kBq/mL")
     image = load_pet(path)
     assert isinstance(volume.preload(image), volume._Loaded)
-    once = fit_volume(image, kin, chunk_size=32, slab=2, progress=False)
+    once = fit_volume(volume.preload(image), kin, chunk_size=32, slab=2, progress=False)
     monkeypatch.setattr(volume, "PRELOAD_BYTES", 0)
     assert volume.preload(image) is image
+    plain = load_pet(write_pet(tmp_path / "sub-02_pet.nii", np.nan_to_num(pet), FRAMES, np.eye(4), units="kBq/mL"))
+    monkeypatch.setattr(volume, "PRELOAD_BYTES", 1 << 30)
+    assert volume.preload(plain) is plain
     streamed = fit_volume(image, kin, chunk_size=32, slab=2, progress=False)
     np.testing.assert_array_equal(once.mask, streamed.mask)
     for name in ("Ki", "SSE", "flags"):
         np.testing.assert_array_equal(once.maps[name], streamed.maps[name])
+
+
+@pytest.mark.slow
+def test_streamed_and_slabbed_fits_equal_the_in_memory_fit(tmp_path):
+    """A .nii (float32, and int16 with scl_slope/inter) and a .nii.gz read a frame at a time, in one pass or in slabs
+    forced by a tiny memory budget, give the maps of the image read into memory, bit for bit; a budget below the
+    fixed overhead is refused up front."""
+    import json
+
+    import nibabel as nib
+
+    from jaxkin.errors import InputError
+    from jaxkin.fitting.volume import RUNTIME_BYTES, memory_needed
+    from jaxkin.io.pet import load_pet
+
+    data, kin = _volume(shape=(6, 5, 6))
+    meta = {"FrameTimesStart": [float(s) for s in FRAMES.start_seconds],
+            "FrameDuration": [float(d) for d in FRAMES.duration_seconds], "Units": "kBq/mL",
+            "ImageDecayCorrected": True}
+    files = {"a_pet.nii": nib.Nifti1Image(data, np.eye(4)), "b_pet.nii.gz": nib.Nifti1Image(data, np.eye(4))}
+    scaled = nib.Nifti1Image(np.round(np.nan_to_num(data) * 100).astype(np.int16), np.eye(4))
+    scaled.header.set_slope_inter(0.01, 0.5)
+    files["c_pet.nii"] = scaled
+    n_maps = len(fitting.LM().maps())
+    for name, image in files.items():
+        nib.save(image, str(tmp_path / name))
+        (tmp_path / (name.split(".nii")[0] + ".json")).write_text(json.dumps(meta))
+        pet = load_pet(tmp_path / name)
+        ref = fit_volume(pet.read(), kin, chunk_size=32, slab=2, progress=False)
+        per_slab = max(int(ref.mask[:, :, s:s + 2].sum()) for s in range(0, 6, 2))
+        slabs = memory_needed(pet.shape, n_maps, per_slab, n_masked=int(ref.mask.sum()))
+        for budget in (None, slabs):  # one pass; slabs of 2 slices
+            res = fit_volume(pet, kin, chunk_size=32, slab=2, progress=False, max_memory=budget)
+            np.testing.assert_array_equal(res.mask, ref.mask)
+            for key in ref.maps:
+                np.testing.assert_array_equal(res.maps[key], ref.maps[key], err_msg=f"{name} {key} {budget}")
+    with pytest.raises(InputError, match=r"needs at least [0-9.]+ GB of memory, more than the memory budget"):
+        fit_volume(pet, kin, chunk_size=32, slab=2, progress=False, max_memory=RUNTIME_BYTES)

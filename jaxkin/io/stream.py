@@ -1,0 +1,118 @@
+"""Reading a 4D NIfTI image ``[X, Y, Z, F]`` without holding it: axial slices or whole frames, straight from the file.
+
+A NIfTI stores its voxels in Fortran order: ``x`` fastest, then ``y``, ``z`` and the frame last, so each frame is one
+contiguous block of the file and the axial slices ``z`` of a frame are a contiguous part of that block.
+
+* Uncompressed ``.nii``: the bytes of the slices asked for are read at their offset (one positioned read per
+  frame), nothing else; the pages read are the file system's cache, not this process's memory (a memory map would
+  count every page it touched as resident).
+* ``.nii.gz``: one gzip stream, which can only be decompressed from its start. :func:`frames` decompresses it once,
+  in file order, a frame at a time (the bytes outside the slices asked for are discarded in pieces of
+  :data:`DISCARD_BYTES`); :func:`slices` of a ``.nii.gz`` goes through nibabel (every call decompresses the file up
+  to the slices: use :func:`frames` for passes over the whole image).
+
+Values are the file's, scaled as nibabel scales them (``scl_slope``/``scl_inter``, e.g. of int16 images), so a frame
+read here equals the same frame of ``np.asarray(image.dataobj)`` bit for bit.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DISCARD_BYTES", "frames", "slices"]
+
+#: Decompressed bytes of a ``.nii.gz`` that are not asked for are read and discarded in pieces of this size.
+DISCARD_BYTES = 64 << 20
+
+
+def _layout(image) -> tuple[tuple[int, ...], np.dtype, int]:
+    header = image.header
+    offset = getattr(image.dataobj, "offset", None)  # where the proxy reads (the header may say 0 for a .nii.gz)
+    offset = header.get_data_offset() if offset is None else offset
+    return tuple(int(s) for s in image.shape), np.dtype(header.get_data_dtype()), int(offset)
+
+
+def _scaled(raw: np.ndarray, image) -> np.ndarray:
+    """``raw`` file values scaled as nibabel's array proxy scales them (same dtypes, same arithmetic)."""
+    from nibabel.volumeutils import apply_read_scaling
+
+    proxy = image.dataobj  # nibabel moves the header's scaling into the proxy when it loads an image
+    slope, inter = (proxy.slope, proxy.inter) if hasattr(proxy, "slope") else image.header.get_slope_inter()
+    slope = np.asanyarray(1.0 if slope is None else slope)
+    inter = np.asanyarray(0.0 if inter is None else inter)
+    inter = inter.astype(slope.dtype) if np.can_cast(inter, slope.dtype) else inter
+    return apply_read_scaling(raw, slope, inter)
+
+
+def _compressed(path: Path) -> bool:
+    return path.name.endswith(".gz")
+
+
+def slices(path, image, z: slice) -> np.ndarray:
+    """The axial slices ``z`` of every frame, ``[X, Y, len(z), F]`` as nibabel's ``dataobj[:, :, z, :]`` gives them;
+    for a ``.nii`` only their bytes are read (one read per frame)."""
+    path = Path(path)
+    shape, dtype, offset = _layout(image)
+    if _compressed(path) or len(shape) != 4:
+        return np.asarray(image.dataobj[:, :, z, :])
+    nx, ny, nz, nf = shape
+    z0, z1 = max(z.start or 0, 0), min(nz if z.stop is None else z.stop, nz)
+    n = nx * ny * max(z1 - z0, 0)
+    out = np.empty((nx, ny, max(z1 - z0, 0), nf), dtype, order="F")
+    with open(path, "rb") as f:
+        for k in range(nf):
+            f.seek(offset + (k * nx * ny * nz + nx * ny * z0) * dtype.itemsize)
+            out[..., k] = _exactly(f, n, dtype, path).reshape(out.shape[:3], order="F")
+    return _scaled(out, image)
+
+
+def frames(path, image, z: slice | None = None, take: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """``(f, values [X, Y, len(z)])`` for every frame ``f`` of the 4D image in file order, only the axial slices
+    ``z`` (default all) held; a ``.nii.gz`` is decompressed once. With ``take`` (indices into the slices flattened
+    in Fortran order, the file's order), only those values ``[len(take)]`` are scaled and returned."""
+    path = Path(path)
+    shape, dtype, offset = _layout(image)
+    nx, ny, nz, nf = shape
+    z = slice(0, nz) if z is None else z
+    plane = nx * ny * dtype.itemsize
+    before, size, after = z.start * plane, (z.stop - z.start) * plane, (nz - z.stop) * plane
+    opener = gzip.open if _compressed(path) else open
+    with opener(path, "rb") as f:
+        _skip(f, offset)
+        for k in range(nf):
+            if before:
+                _skip(f, before)
+            raw = _exactly(f, size // dtype.itemsize, dtype, path).reshape((nx, ny, z.stop - z.start), order="F")
+            if after:
+                _skip(f, after)
+            yield k, _scaled(raw if take is None else raw.ravel(order="F")[take], image)
+            del raw
+
+
+def _skip(f, n: int) -> None:
+    """Move ``n`` bytes on: a seek in a plain file, read and discard in pieces in a gzip stream."""
+    if not isinstance(f, gzip.GzipFile):
+        f.seek(n, 1)
+        return
+    while n > 0:
+        got = len(f.read(min(n, DISCARD_BYTES)))
+        if got == 0:
+            raise EOFError("the file ends before its data")
+        n -= got
+
+
+def _exactly(f, count: int, dtype: np.dtype, path: Path) -> np.ndarray:
+    """``count`` values of ``dtype`` read from ``f``; EOFError when the file ends first."""
+    out = np.empty(count, dtype)
+    view = memoryview(out.view(np.uint8))
+    done = 0
+    while done < view.nbytes:
+        got = f.readinto(view[done:])
+        if not got:
+            raise EOFError(f"{path.name} ends before its data")
+        done += got
+    return out
