@@ -111,7 +111,7 @@ def _add_fit_arguments(parser) -> None:
 
 #: The options of the voxel mode that the regional mode (--tacs) refuses: a table has no voxels and no delay.
 _VOXEL_ONLY = ("pet", "bids", "mask", "participant_label", "session", "blood_dataset", "delay_range", "delay_mask",
-               "min_signal", "chunk_size")
+               "min_signal", "chunk_size", "max_memory")
 
 
 def run(args) -> int:
@@ -132,6 +132,8 @@ def run(args) -> int:
         for name in _VOXEL_ONLY:
             if getattr(args, name, None) is not None:
                 raise InputError(f"{flag(name)}: not with --tacs (the table holds the regional TACs)")
+        if args.skip_existing:
+            raise InputError("--skip-existing: not with --tacs (a table of regional fits is quick to remake)")
     defaults = FitOptions()
     for name in ("t_star", "min_signal", "chunk_size"):
         if getattr(args, name) is None:

@@ -146,6 +146,12 @@ TABLE = [
     (["--participant-label", "01"], (TACS,), "--participant-label: not with --tacs"),
     (["--session", "a"], (VOXEL,), "--session: only with --bids"),
     (["--blood-dataset", "MASK"], (VOXEL,), "--blood-dataset: only with --bids"),
+    (["--max-memory", "4"], MAPS, lambda r: r.max_memory == 4e9),
+    (["--max-memory", "0"], MAPS, "--max-memory 0: expected a positive number of GB"),
+    (["--max-memory", "4"], (TACS,), "--max-memory"),
+    (["--skip-existing"], (BIDS,), lambda r: "FitOptions" in r.extra),
+    (["--skip-existing"], (VOXEL,), "--skip-existing: only with --bids"),
+    (["--skip-existing"], (TACS,), "--skip-existing"),
 ]
 
 
