@@ -3,6 +3,7 @@
 
     python benchmarks/wholebody.py --workdir /scratch/wb                       # 440 x 440 x 645 x 62 (~31 GB .nii)
     python benchmarks/wholebody.py --workdir /tmp/wb --grid 40 40 30 --frames 12 --gz-grid 24 24 16   # a check
+    python benchmarks/wholebody.py --workdir /scratch/wb --keep --reuse        # the scans of an earlier --keep run
 
 Writes (streaming, a frame at a time; never the 4D image in memory) a float32 ``.nii`` of ``--grid`` x ``--frames``
 (default the Biograph Vision Quadra's 440 x 440 x 645 voxels of 1.65 mm, 62 frames) whose body (an elliptic
@@ -156,6 +157,8 @@ def main(argv=None) -> int:
     parser.add_argument("--voxel-mm", type=float, default=1.65)
     parser.add_argument("--max-memory", type=float, default=4.0, help="GB of the budgeted fit (default 4)")
     parser.add_argument("--keep", action="store_true", help="keep the scans and outputs")
+    parser.add_argument("--reuse", action="store_true", help="use the scans a run with --keep left in --workdir "
+                        "(of the same grids), instead of writing them again")
     args = parser.parse_args(argv)
     if os.environ.get("CI"):
         print("wholebody.py: not in CI (it writes tens of GB and runs for hours)", file=sys.stderr)
@@ -167,7 +170,14 @@ def main(argv=None) -> int:
             if not all(grid):
                 continue
             t0 = time.perf_counter()
-            scan = _write_in_child(work / label, grid, args.frames, args.voxel_mm, compressed)
+            record = work / label / "scan.json"
+            if args.reuse and record.is_file() and json.loads(record.read_text())["grid"] == [*grid, args.frames]:
+                scan = json.loads(record.read_text())
+                scan |= {k: Path(scan[k]) for k in ("pet", "blood", "labels")}
+            else:
+                scan = _write_in_child(work / label, grid, args.frames, args.voxel_mm, compressed)
+                record.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in scan.items()}
+                                             | {"grid": [*grid, args.frames]}))
             print(f"{label}: wrote {'x'.join(map(str, grid))} x {args.frames} ({scan['bytes'] / 1e9:.2f} GB, "
                   f"{scan['voxels']:,} body voxels) in {time.perf_counter() - t0:.0f} s", flush=True)
             rows += bench(scan, work / label / "out", f"{label} {'x'.join(map(str, grid))}x{args.frames}",
