@@ -68,10 +68,10 @@ def test_one_tac_function_for_every_model():
     for name, fn in MODEL_FNS.items():
         m = get_model(name)
         params = jnp.asarray(_param_sets(name, n_random=2, seed=3)[:6].reshape(2, 3, -1), jnp.float32)
-        expected = np.asarray(fn(params, kin))
+        expected = np.asarray(jax.jit(fn)(params, kin))  # jitted: one program per shape, not one per operation
         assert expected.shape == (2, 3, FRAMES.n_frames)
-        np.testing.assert_array_equal(np.asarray(m.tac(params, kin)), expected)
-        np.testing.assert_array_equal(np.asarray(fn(params[1, 2], kin)), expected[1, 2])
+        np.testing.assert_array_equal(np.asarray(jax.jit(m.tac)(params, kin)), expected)
+        np.testing.assert_array_equal(np.asarray(jax.jit(fn)(params[1, 2], kin)), expected[1, 2])
 
 
 @pytest.mark.slow
