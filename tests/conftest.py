@@ -11,10 +11,10 @@ os.environ.setdefault("JAXKIN_CACHE_DIR", "off")
 # (tests that want several devices set XLA_FLAGS in a subprocess; tests/network/test_distributed.py tests the split)
 os.environ.setdefault("JAXKIN_CPU_DEVICES", "1")
 # The tests compile hundreds of small programs and run most for milliseconds: with LLVM's optimisation level 0 XLA
-# compiles for the CPU in about half the time (the suite: about a third less CPU time), and the programs compute the
-# same IEEE operations (no fast-math at any level), only less optimised. A run at XLA's default level: set
-# XLA_FLAGS=--xla_backend_optimization_level=3. Subprocesses started by the tests inherit it (tests that set XLA_FLAGS
-# for a subprocess append their flags to this value).
+# compiles for the CPU in about half the time (the fitting and network tests: a quarter to a third less CPU time), and
+# the programs compute the same operations (no fast-math at either level; results bitwise equal where compared), only
+# less optimised. A run at XLA's default level: XLA_FLAGS=--xla_backend_optimization_level=3. Subprocesses started by
+# the tests inherit it (tests that set XLA_FLAGS for a subprocess append their flags to this value).
 if "--xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
