@@ -100,9 +100,10 @@ def knot_recurrence(times, values, rate):
     e, phi1, alpha, phi2, psi3 = interval_coefficients(rate * h)
     b = h * (c0 * alpha + c1 * phi2)
 
-    def step(i, eb):
-        i = eb[0] * i + eb[1]
-        return i, i
+    def step(i_start, interval):
+        e_j, b_j = interval
+        i_next = e_j * i_start + b_j  # I(t_{j+1}) = E_j I(t_j) + b_j
+        return i_next, i_next
 
     _, i_end = jax.lax.scan(step, jnp.zeros((), b.dtype), (e, b))
     i_start = jnp.concatenate([jnp.zeros((1,), b.dtype), i_end[:-1]])
