@@ -184,7 +184,7 @@ ONE_DEFINITION = {
     "the voxel MAE": r"^def voxel_mae\b",
     "the voxel cosine similarity": r"^def voxel_cosine\b",
     "the FDG model's name": r"^\s*FDG_MODEL\s*=",
-    "the associative-scan recurrence": r"associative_scan\(",
+    "the knot recurrence": r"i_next = e_j \* i_start \+ b_j",
     "the cubic Hermite basis": r"2 \* s3 - 3 \* s2 \+ 1",
     "the frames' overlap tolerance": r"^FRAME_OVERLAP_TOLERANCE\s*=",
     "the check of a frame schedule": r"^def frame_problem\(",

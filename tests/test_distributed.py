@@ -36,7 +36,8 @@ SUBJECT = "sub-04"  # the test subject: predicted after training, and fitted
 
 
 def _env(devices: int) -> dict:
-    return dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu",
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    return dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",
                 PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
 
 

@@ -9,7 +9,7 @@ any shape, ``integral_mean()`` and ``blood_mean()``.
   scan, in float64, on a grid of rates (:mod:`.rate_grid`) with its analytic rate derivative, and any rate evaluated
   by cubic Hermite interpolation: O(frames) per voxel, differentiable, accurate to ~1e-8 relative.
 * :class:`KnotGrid` (:func:`prepare_exact`; :mod:`.exact`): the exact recurrence over every knot of the input (a
-  parallel scan), O(knots) per voxel; the reference, differentiable in the input too.
+  sequential scan), O(knots) per voxel; the reference, differentiable in the input too.
 * :class:`UniformGrid` (:func:`prepare_convolve`; :mod:`.uniform`): the paper's style, a ``jnp.convolve`` on a
   uniform fine grid; first-order accurate, for cross-checks only.
 * :class:`DelayedInput` (:func:`prepare_delayed`; :mod:`.delayed`): the input delayed per voxel; its methods take the

@@ -93,16 +93,19 @@ def knot_recurrence(times, values, rate):
 
     ``times``, ``values [K]`` (min, kBq/ml): the input's knots; ``rate`` scalar (1/min, >= 0). Returns ``i_end [K-1]``,
     ``I`` at the end of each knot interval (kBq/ml*min), and ``interval_integral [K-1]``, ``int I`` over each interval
-    (kBq/ml*min^2). ``I(t_{j+1}) = E_j I(t_j) + b_j`` is a linear recurrence, solved by an associative scan."""
+    (kBq/ml*min^2). ``I(t_{j+1}) = E_j I(t_j) + b_j`` is a linear recurrence, solved by a sequential scan
+    (``jax.lax.scan``: as fast as a parallel scan on the CPU, and compiled in a tenth of its time)."""
     h = jnp.diff(times)
     c0, c1 = values[:-1], values[1:]
     e, phi1, alpha, phi2, psi3 = interval_coefficients(rate * h)
     b = h * (c0 * alpha + c1 * phi2)
 
-    def compose(left, right):
-        return left[0] * right[0], right[0] * left[1] + right[1]
+    def step(i_start, interval):
+        e_j, b_j = interval
+        i_next = e_j * i_start + b_j  # I(t_{j+1}) = E_j I(t_j) + b_j
+        return i_next, i_next
 
-    _, i_end = jax.lax.associative_scan(compose, (e, b))
+    _, i_end = jax.lax.scan(step, jnp.zeros((), b.dtype), (e, b))
     i_start = jnp.concatenate([jnp.zeros((1,), b.dtype), i_end[:-1]])
     interval_integral = i_start * h * phi1 + h**2 * (c0 * psi3 + c1 * (phi2 - psi3))
     return i_end, interval_integral

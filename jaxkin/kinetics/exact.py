@@ -1,6 +1,6 @@
 """The exact evaluator: the frame-averaged convolution by the knot recurrence over every knot of the input.
 
-O(knots) per rate (a parallel scan); the reference of the tabulated evaluators, and differentiable in the input too.
+O(knots) per rate (a sequential scan); the reference of the tabulated evaluators, and differentiable in the input too.
 Units: time in minutes, rates in 1/min, activity in kBq/ml.
 """
 

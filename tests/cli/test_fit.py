@@ -195,9 +195,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(dataset, tmp_path, caps
 
 
 @pytest.mark.slow
-def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path):
+def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path, monkeypatch):
     """``JAXKIN_CACHE_DIR``: the first ``jaxkin fit`` stores its compiled fit, a second one gives the same maps
-    (from the stored programs); ``off`` stores nothing."""
+    (from the stored programs); ``off`` stores nothing (the setting every in-process command of the tests runs with:
+    tests/conftest.py)."""
     import os
     import subprocess
     import sys
@@ -219,8 +220,10 @@ def test_the_command_line_keeps_compiled_programs_on_disk(dataset, tmp_path):
     first = fit(tmp_path / "a", cache)
     assert any(p.name.startswith("jit_fit_chunk") for p in cache.iterdir())  # the LM fit of a chunk was stored
     np.testing.assert_array_equal(fit(tmp_path / "b", cache), first)
-    fit(tmp_path / "c", "off")
-    assert not (tmp_path / "off").exists() and not any(Path.cwd().glob("off"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("JAXKIN_CACHE_DIR", "off")
+    assert cli.enable_compilation_cache() is None
+    assert not (tmp_path / "off").exists()
 
 
 @pytest.mark.slow

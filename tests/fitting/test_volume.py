@@ -86,7 +86,8 @@ np.savez({out!r}, Ki=res.maps["Ki"], SSE=res.maps["SSE"], mask=res.mask)
 @pytest.mark.slow
 def test_four_cpu_devices_agree_with_one(tmp_path):
     out = tmp_path / "four.npz"
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()  # and the tests' own
+    env = dict(os.environ, XLA_FLAGS=flags, JAX_PLATFORMS="cpu",
                PYTHONPATH=str(ROOT))
     script = _SCRIPT.format(here=str(Path(__file__).parent), tests=str(ROOT / "tests"), out=str(out))
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)

@@ -68,10 +68,10 @@ def test_one_tac_function_for_every_model():
     for name, fn in MODEL_FNS.items():
         m = get_model(name)
         params = jnp.asarray(_param_sets(name, n_random=2, seed=3)[:6].reshape(2, 3, -1), jnp.float32)
-        expected = np.asarray(fn(params, kin))
+        expected = np.asarray(jax.jit(fn)(params, kin))  # jitted: one program per shape, not one per operation
         assert expected.shape == (2, 3, FRAMES.n_frames)
-        np.testing.assert_array_equal(np.asarray(m.tac(params, kin)), expected)
-        np.testing.assert_array_equal(np.asarray(fn(params[1, 2], kin)), expected[1, 2])
+        np.testing.assert_array_equal(np.asarray(jax.jit(m.tac)(params, kin)), expected)
+        np.testing.assert_array_equal(np.asarray(jax.jit(fn)(params[1, 2], kin)), expected[1, 2])
 
 
 @pytest.mark.slow
@@ -79,17 +79,18 @@ def test_one_tac_function_for_every_model():
 def test_gradients_match_finite_differences(model):
     fn = MODEL_FNS[model]
     params = _param_sets(model, n_random=3, seed=7)[[2, -1, -2, -3]]  # mid-bounds and random sets
+    jacfwd, jacrev, tac = jax.jit(jax.jacfwd(fn)), jax.jit(jax.jacrev(fn)), jax.jit(fn)  # one program each
     with jax.enable_x64(True):
         kin = jaxkin.prepare(INPUT, FRAMES, dtype=jnp.float64)
         for p in params:
             p = jnp.asarray(p)
-            jac = np.asarray(jax.jacfwd(fn)(p, kin))
-            jac_rev = np.asarray(jax.jacrev(fn)(p, kin))
+            jac = np.asarray(jacfwd(p, kin))
+            jac_rev = np.asarray(jacrev(p, kin))
             assert np.all(np.isfinite(jac))
             np.testing.assert_allclose(jac_rev, jac, rtol=1e-9, atol=1e-9)
             for i in range(p.shape[0]):
                 h = 1e-6 * max(1.0, float(p[i]))
-                fd = (fn(p.at[i].add(h), kin) - fn(p.at[i].add(-h), kin)) / (2 * h)
+                fd = (tac(p.at[i].add(h), kin) - tac(p.at[i].add(-h), kin)) / (2 * h)
                 scale = np.abs(fd).max() + 1e-12
                 assert np.max(np.abs(jac[:, i] - np.asarray(fd))) <= 1e-5 * scale, (model, i)
 
@@ -131,18 +132,20 @@ def test_float32_is_safe_at_the_edges():
         [0.0, 0.0, 0.0, 0.0],
         [1.0, 50.0, 1.0, 0.2],     # rate beyond the table: clamped, still finite
     ])
+    irr = jax.jit(kinetics.two_tissue_irreversible)  # one program for every call below
+    irr_grad = jax.jit(jax.jacfwd(lambda p, k: kinetics.two_tissue_irreversible(p, k).sum()))
     for k in (kin, zero_kin):
-        tac = kinetics.two_tissue_irreversible(edge, k)
-        grad = jax.jacfwd(lambda p: kinetics.two_tissue_irreversible(p, k).sum())(edge)
+        tac = irr(edge, k)
+        grad = irr_grad(edge, k)
         assert np.all(np.isfinite(tac)) and np.all(np.isfinite(grad))
-    assert np.all(kinetics.two_tissue_irreversible(edge, zero_kin) == 0)
+    assert np.all(irr(edge, zero_kin) == 0)
     # k2 = k3 = 0: tissue = K1 * running integral, frame-averaged
     ref = 0.5 * 0.5 * np.array([np.mean(INPUT.integral(np.linspace(s, e, 2001))) for s, e in zip(FRAMES.start, FRAMES.end)])
     ref += 0.5 * np.asarray(kin.blood_mean())
-    np.testing.assert_allclose(np.asarray(kinetics.two_tissue_irreversible(edge[3], kin)), ref, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(irr(edge, kin))[3], ref, rtol=1e-4)
     rev = jnp.array([[0.5, 0.4, 0.0, 0.4, 0.1], [0.5, 0.4, 1e-9, 0.4, 0.0]])  # equal rates (degenerate)
-    assert np.all(np.isfinite(kinetics.two_tissue(rev, kin)))
-    assert np.all(np.isfinite(jax.jacfwd(lambda p: kinetics.two_tissue(p, kin).sum())(rev)))
+    assert np.all(np.isfinite(jax.jit(kinetics.two_tissue)(rev, kin)))
+    assert np.all(np.isfinite(jax.jit(jax.jacfwd(lambda p, k: kinetics.two_tissue(p, k).sum()))(rev, kin)))
 
 
 def test_macro_parameters():

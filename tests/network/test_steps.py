@@ -89,13 +89,14 @@ def test_the_guided_loss_is_the_self_supervised_loss_plus_the_distance():
     rng = np.random.default_rng(2)
     batch = {"tac": rng.gamma(2.0, 5.0, (2, 8, 8, QUADRA.n_frames)).astype(np.float32),
              "mask": np.ones((2, 8, 8), np.float32), "subject": np.zeros(2, np.int32)}
-    plain = float(batch_loss(graphdef, params, batch, stacked, scale="voxel"))
+    loss = jax.jit(lambda p, b: batch_loss(graphdef, p, b, stacked, scale="voxel"))  # as the train step: jitted
+    plain = float(loss(params, batch))
     target = rng.uniform(0.01, 0.5, (2, 8, 8, 4)).astype(np.float32)
     guided = batch | {"target": target, "guidance": np.array([0.3, 0.3], np.float32)}
-    predicted = forward(graphdef, params, batch["tac"], jax.tree.map(lambda x: x[batch["subject"]], stacked))
+    predicted = jax.jit(lambda p: forward(graphdef, p, batch["tac"],
+                                          jax.tree.map(lambda x: x[batch["subject"]], stacked)))(params)
     distance = float(L.guidance_loss(predicted, target, batch["mask"], guided["guidance"]))
     assert distance > 0
-    assert float(batch_loss(graphdef, params, guided, stacked, scale="voxel")) == pytest.approx(plain + distance,
-                                                                                                 rel=1e-5)
+    assert float(loss(params, guided)) == pytest.approx(plain + distance, rel=1e-5)
     off = guided | {"guidance": np.zeros(2, np.float32)}
-    assert float(batch_loss(graphdef, params, off, stacked, scale="voxel")) == pytest.approx(plain, rel=1e-6)
+    assert float(loss(params, off)) == pytest.approx(plain, rel=1e-6)
