@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import nibabel as nib
@@ -230,13 +229,11 @@ def test_missing_coordinator_or_processes_end_with_one_line(setup, tmp_path, pro
     port = _free_port()
     argv = ["fit", *setup["fit_args"], "--out", tmp_path / "out", "--coordinator", f"127.0.0.1:{port}",
             "--num-processes", "2", "--process-id", process_id, "--init-timeout", "3"]
-    start = time.monotonic()
     (r,) = _run_all([_cli([argv])], _env(1), timeout=120)
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
     assert lines[-1].startswith("jaxkin fit: error: " + message.format(port=port)), r.stderr[-2000:]
     assert "waited 3 s" in lines[-1] and "Traceback" not in r.stderr
-    assert time.monotonic() - start < 60
     assert not any((tmp_path / "out").glob("*"))
 
 
