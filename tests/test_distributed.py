@@ -15,6 +15,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -239,6 +240,7 @@ def test_missing_coordinator_or_processes_end_with_one_line(setup, tmp_path, pro
 
 _CHECK = """
 import sys
+import time
 import numpy as np
 from jaxkin import distributed as dist
 from jaxkin.errors import InputError
