@@ -234,4 +234,8 @@ def test_a_parameter_fixed_at_its_true_value_recovers_the_others(kin32):
     np.testing.assert_allclose(res.params[:, :3], params[:, :3], rtol=5e-3)
     ki = params[:, 0] * params[:, 2] / (params[:, 1] + params[:, 2])
     np.testing.assert_allclose(res.macro, ki, rtol=2e-3)
+    # Standard errors scale with the residual (0 for an exact fit): with 0.1% noise the free ones are positive.
+    noisy = tacs * (1.0 + 1e-3 * rng.standard_normal(tacs.shape)).astype(np.float32)
+    res = _fit(noisy, kin32, bounds=kinetics.with_fixed(None, "vB=0.05")).to_numpy()
+    assert np.all(res.params[:, 3] == np.float32(0.05)) and np.all(res.stderr[:, 3] == 0.0)
     assert np.all(res.stderr[:, :3] > 0) and np.all(np.isfinite(res.macro_stderr))
