@@ -171,14 +171,16 @@ def main(argv=None) -> int:
                 continue
             t0 = time.perf_counter()
             record = work / label / "scan.json"
-            if args.reuse and record.is_file() and json.loads(record.read_text())["grid"] == [*grid, args.frames]:
+            reused = args.reuse and record.is_file() and json.loads(record.read_text())["grid"] == [*grid, args.frames]
+            if reused:
                 scan = json.loads(record.read_text())
                 scan |= {k: Path(scan[k]) for k in ("pet", "blood", "labels")}
             else:
                 scan = _write_in_child(work / label, grid, args.frames, args.voxel_mm, compressed)
                 record.write_text(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in scan.items()}
                                              | {"grid": [*grid, args.frames]}))
-            print(f"{label}: wrote {'x'.join(map(str, grid))} x {args.frames} ({scan['bytes'] / 1e9:.2f} GB, "
+            print(f"{label}: {'reused' if reused else 'wrote'} {'x'.join(map(str, grid))} x {args.frames} "
+                  f"({scan['bytes'] / 1e9:.2f} GB, "
                   f"{scan['voxels']:,} body voxels) in {time.perf_counter() - t0:.0f} s", flush=True)
             rows += bench(scan, work / label / "out", f"{label} {'x'.join(map(str, grid))}x{args.frames}",
                           args.max_memory)
