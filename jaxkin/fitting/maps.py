@@ -38,7 +38,7 @@ from jaxkin.decay import F18_HALF_LIFE_MIN
 from jaxkin.fitting.baseline import NumpyModel
 from jaxkin.fitting.delay import GLOBAL_DELAY_STEP, estimate_delay, mean_tac, shifted_inputs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS, PlotInput
-from jaxkin.fitting.mask import body_mask, check_signal
+from jaxkin.fitting.mask import check_signal
 from jaxkin.fitting.methods import DIAGNOSTIC_UNITS, LM, SE_SUFFIX, CurveFit, FitMethod, Graphical, output_maps
 from jaxkin.fitting.options import FitOptions, check_frames
 from jaxkin.fitting.result import FLAG_NAMES
@@ -188,12 +188,11 @@ def _prepare(request: FitRequest, half_life: float | None) -> _Scan:
     source = preload(request.pet, max_memory=request.max_memory) if jax.process_count() == 1 else request.pet
     name = getattr(request.pet, "path", None) or "the image"
     check_frames(frames, options.models, name, options.t_star)  # refuse what a fit could not mean, before fitting
-    check_signal(source, frames.duration, request.mask, min_signal=options.min_signal, source=name)
+    body = check_signal(source, frames.duration, request.mask, min_signal=options.min_signal, source=name)
     mask, notes, info, estimate = request.mask, [], {"Mode": options.delay}, None
     d_lo, d_hi = (float(v) for v in options.delay_range)
     if options.delay == "global":
-        if mask is None:
-            mask, _ = body_mask(source, frames.duration, min_signal=options.min_signal)
+        mask = body  # the given mask, or the body found by the signal check's pass
         estimate, aif, whole_blood, found, said = _global_delay(request, source, mask, aif, whole_blood, half_life)
         info |= found
         notes += said

@@ -110,12 +110,12 @@ def body_mask(pet, frame_duration, *, min_signal: float = MIN_SIGNAL, slab: int 
 
 
 def check_signal(pet, frame_duration, mask=None, *, min_signal: float = MIN_SIGNAL, source="the image",
-                 slab: int = 8) -> None:
-    """InputError if ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml; ``frame_duration`` ``[F]`` in min, named
+                 slab: int = 8) -> np.ndarray:
+    """The fit mask (``mask`` itself, or the body of :func:`body_mask` when None), after an InputError if ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml; ``frame_duration`` ``[F]`` in min, named
     ``source`` in the message) holds nothing a fit could mean: no finite voxel with a positive time integral (an
     all-zero or all-NaN image); time integrals mostly negative (their negative sum outweighs the positive one: a
     sign-flipped image, whose positive voxels are noise); or an empty fit mask (``mask`` bool ``[X, Y, Z]`` without
-    a finite voxel, or, without ``mask``, an empty body mask)."""
+    a finite voxel, or, without ``mask``, an empty body mask). One pass over the image serves the check and the body."""
     auc, finite = time_integrals(pet, frame_duration, slice(0, pet.shape[2]), slab)
     positive = float(auc[finite & (auc > 0)].sum())
     negative = -float(auc[finite & (auc < 0)].sum())
@@ -128,5 +128,8 @@ def check_signal(pet, frame_duration, mask=None, *, min_signal: float = MIN_SIGN
     if mask is not None:
         if not np.any(np.asarray(mask, bool) & finite):
             raise InputError(f"{source}: the fit mask holds no voxel with finite values; nothing to fit")
-    elif not body_mask_from_integrals(auc, finite, min_signal).any():
+        return mask
+    body = body_mask_from_integrals(auc, finite, min_signal)
+    if not body.any():
         raise InputError(f"{source}: the automatic mask found no voxel with signal; nothing to fit")
+    return body
