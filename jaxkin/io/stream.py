@@ -17,13 +17,14 @@ read here equals the same frame of ``np.asarray(image.dataobj)`` bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DISCARD_BYTES", "frames", "slices"]
+__all__ = ["DISCARD_BYTES", "frames", "prefetched", "slices"]
 
 #: Decompressed bytes of a ``.nii.gz`` that are not asked for are read and discarded in pieces of this size.
 DISCARD_BYTES = 64 << 20
@@ -116,3 +117,33 @@ def _exactly(f, count: int, dtype: np.dtype, path: Path) -> np.ndarray:
             raise EOFError(f"{path.name} ends before its data")
         done += got
     return out
+
+
+def prefetched(items: Iterable) -> Iterator:
+    """The items of ``items`` in order, each next one made in a background thread while the caller works on the
+    current one (file reads and NumPy release the GIL, so reading overlaps the caller's computation). At most two
+    items exist at once: the one handed out and the one being made. An exception raised while making an item is
+    raised here, in the caller's thread; when the caller stops early the item being made is finished first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = iter(items)
+    end = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxkin-read") as pool:
+        pending = pool.submit(next, source, end)
+        try:
+            while True:
+                item = pending.result()
+                pending = None
+                if item is end:
+                    return
+                pending = pool.submit(next, source, end)
+                yield item
+                del item
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):  # the caller's own exception is the one that matters
+                    pending.result()  # a read under way: let it end (the generator cannot be closed while it runs)
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
