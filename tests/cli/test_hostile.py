@@ -43,7 +43,7 @@ def _fake_fit_volume(pet, kin, method, *, mask=None, **_):
     shape = tuple(pet.shape[:3])
     names = method.maps(False)
     maps = {n: np.full(shape, 1 if n == "flags" else 0.5, np.int32 if n == "flags" else np.float32) for n in names}
-    inside = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+    inside = np.ones(shape, bool) if mask is None else np.asarray(getattr(mask, "mask", mask), bool)
     return VolumeFit(maps, inside, int(inside.sum()), 0, 0)
 
 
