@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DISCARD_BYTES", "frames", "prefetched", "slices"]
+__all__ = ["DISCARD_BYTES", "READ_BYTES", "frames", "prefetched", "slices"]
 
 #: Decompressed bytes of a ``.nii.gz`` that are not asked for are read and discarded in pieces of this size.
 DISCARD_BYTES = 64 << 20
@@ -74,24 +74,60 @@ def slices(path, image, z: slice) -> np.ndarray:
 def frames(path, image, z: slice | None = None, take: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """``(f, values [X, Y, len(z)])`` for every frame ``f`` of the 4D image in file order, only the axial slices
     ``z`` (default all) held; a ``.nii.gz`` is decompressed once. With ``take`` (indices into the slices flattened
-    in Fortran order, the file's order), only those values ``[len(take)]`` are scaled and returned."""
+    in Fortran order, the file's order), only those values ``[len(take)]`` are scaled and returned, and the frame is
+    read in pieces of at most :data:`READ_BYTES` (never held whole)."""
     path = Path(path)
     shape, dtype, offset = _layout(image)
     nx, ny, nz, nf = shape
     z = slice(0, nz) if z is None else z
     plane = nx * ny * dtype.itemsize
     before, size, after = z.start * plane, (z.stop - z.start) * plane, (nz - z.stop) * plane
+    picks = None if take is None else _Picks(np.asarray(take), nx * ny, z.stop - z.start)
     opener = gzip.open if _compressed(path) else open
     with opener(path, "rb") as f:
         _skip(f, offset)
         for k in range(nf):
             if before:
                 _skip(f, before)
-            raw = _exactly(f, size // dtype.itemsize, dtype, path).reshape((nx, ny, z.stop - z.start), order="F")
+            if picks is None:
+                raw = _exactly(f, size // dtype.itemsize, dtype, path).reshape((nx, ny, z.stop - z.start), order="F")
+            else:
+                raw = picks.read(f, dtype, path)
             if after:
                 _skip(f, after)
-            yield k, _scaled(raw if take is None else raw.ravel(order="F")[take], image)
+            yield k, _scaled(raw, image)
             del raw
+
+
+#: A frame of which only some voxels are wanted is read in pieces of at most this many bytes (whole slices).
+READ_BYTES = 64 << 20
+
+
+class _Picks:
+    """The voxels ``take`` (flat indices in Fortran order into ``n_planes`` slices of ``plane`` voxels) of a frame,
+    read a few slices at a time (:data:`READ_BYTES`)."""
+
+    def __init__(self, take: np.ndarray, plane: int, n_planes: int):
+        self.order = None if take.size < 2 or bool(np.all(take[1:] >= take[:-1])) else np.argsort(take, kind="stable")
+        self.take = take if self.order is None else take[self.order]
+        self.plane, self.n_planes = plane, n_planes
+
+    def read(self, f, dtype: np.dtype, path: Path) -> np.ndarray:
+        out = np.empty(self.take.size, dtype)
+        step = max(1, READ_BYTES // (self.plane * dtype.itemsize))
+        lo_index = 0
+        for p0 in range(0, self.n_planes, step):
+            p1 = min(p0 + step, self.n_planes)
+            block = _exactly(f, (p1 - p0) * self.plane, dtype, path)
+            hi_index = int(np.searchsorted(self.take, p1 * self.plane))
+            got = block[self.take[lo_index:hi_index] - p0 * self.plane]
+            if self.order is None:
+                out[lo_index:hi_index] = got
+            else:
+                out[self.order[lo_index:hi_index]] = got
+            lo_index = hi_index
+            del block, got
+        return out
 
 
 def _skip(f, n: int) -> None:
