@@ -319,11 +319,8 @@ def _read_data(path: Path, image) -> np.ndarray:
         raise InputError(f"{path}: cannot read image data ({one_line(err)})") from None
     if raw.dtype.kind == "u" and raw.dtype.itemsize <= 2:  # uint8, uint16: kept (1-2 bytes a voxel)
         return raw
-    if raw.dtype.kind == "i":
-        bad = bool(np.any(raw < 0))
-    else:
-        bad = not np.all(np.isfinite(raw)) or bool(np.any(raw != np.round(raw))) or bool(np.any(raw < 0))
-    if bad:
+    bad = raw.dtype.kind != "i" and (not np.all(np.isfinite(raw)) or bool(np.any(raw != np.round(raw))))
+    if bad or np.any(raw < 0):
         raise InputError(f"{path}: label values must be non-negative integers")
     top = raw.max(initial=0)
     return raw.astype(np.uint8 if top <= 255 else np.int16 if top <= 32767 else np.int32, copy=False)
