@@ -11,7 +11,14 @@ import numpy as np
 
 from jaxkin._version import __version__
 from jaxkin.errors import InputError
-from jaxkin.io.files import AFFINE_ATOL, atomic_write, one_line, open_nifti, sidecar_of, write_json
+from jaxkin.io.files import (
+    AFFINE_ATOL,
+    atomic_write,
+    one_line,
+    open_nifti,
+    sidecar_of,
+    write_json,
+)
 from jaxkin.io.pet import PetImage
 
 

@@ -166,8 +166,8 @@ def test_streamed_and_slabbed_fits_equal_the_in_memory_fit(tmp_path):
         written = {key: [] for key in ref.maps}
         z_next = {key: 0 for key in ref.maps}
 
-        def write(z, key, values):
-            assert z.start == z_next[key] and values.shape == (*ref.mask.shape[:2], z.stop - z.start)
+        def write(z, key, values, z_next=z_next, written=written, plane=ref.mask.shape[:2]):
+            assert z.start == z_next[key] and values.shape == (*plane, z.stop - z.start)
             z_next[key] = z.stop
             written[key].append(values)
 
