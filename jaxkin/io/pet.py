@@ -126,7 +126,7 @@ class PetImage:
         from jaxkin.io import stream
 
         try:
-            for f, data in stream.frames(self.path, self.image, z, take):  # a new array each frame: scaled in place
+            for f, data in stream.frames(self.path, self.image, z, take, dtype):  # a new array each frame: in place
                 yield f, self._to_kbq(data.astype(dtype, copy=False), f, in_place=True)
         except (OSError, EOFError, ValueError, zlib.error) as err:  # a damaged or truncated file
             raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None

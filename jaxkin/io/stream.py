@@ -49,6 +49,15 @@ def _scaled(raw: np.ndarray, image) -> np.ndarray:
     return apply_read_scaling(raw, slope, inter)
 
 
+def _has_scaling(image) -> bool:
+    """Whether nibabel scales the file's values (a slope other than 1 or an intercept other than 0)."""
+    proxy = image.dataobj
+    slope, inter = (proxy.slope, proxy.inter) if hasattr(proxy, "slope") else image.header.get_slope_inter()
+    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return (slope, inter) != (1.0, 0.0)
+
+
 def _compressed(path: Path) -> bool:
     return path.name.endswith(".gz")
 
@@ -71,13 +80,19 @@ def slices(path, image, z: slice) -> np.ndarray:
     return _scaled(out, image)
 
 
-def frames(path, image, z: slice | None = None, take: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def frames(path, image, z: slice | None = None, take: np.ndarray | None = None,
+           dtype=None) -> Iterator[tuple[int, np.ndarray]]:
     """``(f, values [X, Y, len(z)])`` for every frame ``f`` of the 4D image in file order, only the axial slices
     ``z`` (default all) held; a ``.nii.gz`` is decompressed once. With ``take`` (indices into the slices flattened
     in Fortran order, the file's order), only those values ``[len(take)]`` are scaled and returned, and the frame is
-    read in pieces of at most :data:`READ_BYTES` (never held whole)."""
+    read in pieces of at most :data:`READ_BYTES` (never held whole); as ``dtype`` (a float type at least as wide
+    as the file's, for an image without scaling: the same values) when given."""
     path = Path(path)
-    shape, dtype, offset = _layout(image)
+    shape, dtype_file, offset = _layout(image)
+    wide = None
+    if dtype is not None and take is not None and dtype_file.kind == "f" and not _has_scaling(image):
+        wide = np.dtype(dtype) if np.can_cast(dtype_file, dtype, "safe") else None
+    dtype = dtype_file
     nx, ny, nz, nf = shape
     z = slice(0, nz) if z is None else z
     plane = nx * ny * dtype.itemsize
@@ -92,7 +107,7 @@ def frames(path, image, z: slice | None = None, take: np.ndarray | None = None) 
             if picks is None:
                 raw = _exactly(f, size // dtype.itemsize, dtype, path).reshape((nx, ny, z.stop - z.start), order="F")
             else:
-                raw = picks.read(f, dtype, path)
+                raw = picks.read(f, dtype, path, wide)
             if after:
                 _skip(f, after)
             yield k, _scaled(raw, image)
@@ -112,8 +127,8 @@ class _Picks:
         self.take = take if self.order is None else take[self.order]
         self.plane, self.n_planes = plane, n_planes
 
-    def read(self, f, dtype: np.dtype, path: Path) -> np.ndarray:
-        out = np.empty(self.take.size, dtype)
+    def read(self, f, dtype: np.dtype, path: Path, out_dtype: np.dtype | None = None) -> np.ndarray:
+        out = np.empty(self.take.size, dtype if out_dtype is None else out_dtype)
         step = max(1, READ_BYTES // (self.plane * dtype.itemsize))
         lo_index = 0
         for p0 in range(0, self.n_planes, step):
