@@ -8,10 +8,13 @@ fitting method (:mod:`jaxkin.fitting.methods`: the compartment model's :class:`~
 the voxel axis over ``jax.local_devices()`` with ``jax.sharding.NamedSharding`` (every voxel is independent; the
 input function tables are replicated), and the next chunk is gathered on the host while the devices work on the
 current one. The image is read a frame at a time in file order (:func:`jaxkin.io.pet.frame_reads`: a ``.nii.gz``
-is decompressed once per pass, never held whole): a first pass for the mask, then the masked voxels are gathered
-(float32 ``[V, F]``) and fitted. Memory is bounded by :func:`memory_needed`, within the budget ``max_memory``: when
-the masked voxels do not fit in it, they are gathered and fitted in slabs of axial slices, one pass over the file
-per slab (the maps are the same). With several processes
+is decompressed once per pass, never held whole): a first pass for the mask (unless a
+:class:`jaxkin.fitting.mask.FitMask` found earlier is given), then the masked voxels are gathered (float32
+``[V, F]``) in pieces of axial slices, each piece read in a background thread while the devices fit the one before
+(:func:`jaxkin.io.stream.prefetched`), and fitted. Memory is bounded by :func:`memory_needed`, within the budget
+``max_memory``: the pieces are as large as it allows (and at most :data:`GROUP_VOXELS`, except for a ``.nii.gz``
+read from its file), one pass over their slices of the file each (the maps are the same). The maps are returned
+as volumes, or handed to ``write`` slab by slab as the pieces are fitted, never held whole. With several processes
 (:func:`jaxkin.distributed.initialize`) each process reads and fits its own slab of axial slices
 (:func:`jaxkin.distributed.share`) on its own devices; the mask statistics and the maps are assembled on every
 process (:func:`jaxkin.distributed.gather_slabs`).

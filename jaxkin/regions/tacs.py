@@ -41,7 +41,7 @@ def region_sums(pet, rows, n_rows: int, weights=None) -> tuple[np.ndarray, np.nd
     ``rows`` may also be a list of ``(row, weights [X, Y, Z])`` for regions that overlap (each voxel counts in every
     row whose weight is positive). The image is read a frame at a time in file order, only the axial slices that
     hold a voxel (a second pass only when a voxel holds NaN/Inf), and of a frame only the voxels of the rows are
-    held: the memory is ~17 bytes per voxel of the rows plus a piece of the file (:func:`memory_needed`), never a
+    held: the memory is ~18 bytes per voxel of the rows plus a piece of the file (:func:`memory_needed`), never a
     frame or the 4D image."""
     where, row, w, z = _entries(rows, weights, tuple(pet.shape[:3]), n_rows)
     bad = np.zeros(where.size, bool)
@@ -122,15 +122,15 @@ def _frame_sums(pet, z, where, row, w, n, bad):
 
 def memory_needed(pet, n_voxels: int, label_bytes: int = 4) -> int:
     """Peak bytes of :func:`region_sums` (and of the image-derived input) on ``pet`` for ``n_voxels`` labelled voxels
-    of a label image of ``label_bytes`` a voxel: ``RUNTIME + N l + 17 L + 40 min(L, BLOCK_VOXELS) + READ_BYTES``
+    of a label image of ``label_bytes`` a voxel: ``RUNTIME + N l + 18 L + 40 min(L, BLOCK_VOXELS) + READ_BYTES``
     with ``N = X Y Z``, ``l = label_bytes``, ``L = n_voxels``: the label image; per labelled voxel its index (4
-    bytes) and row (1) and its value of the frame (read: 4, then float64: 8); the temporaries of a block of voxels;
-    a piece of the frame read from the file (:data:`jaxkin.io.stream.READ_BYTES`). ``RUNTIME`` = 256 MiB (Python,
-    NumPy, SciPy)."""
+    bytes), row (1) and finite flag (1) and its value of the frame (as read: 4, then float64: 8); the temporaries
+    of a block of voxels; a piece of the frame read from the file (:data:`jaxkin.io.stream.READ_BYTES`).
+    ``RUNTIME`` = 256 MiB (Python, NumPy, SciPy)."""
     from jaxkin.io.stream import READ_BYTES
 
     n = int(np.prod(pet.shape[:3]))
-    return int((256 << 20) + n * label_bytes + 17 * n_voxels + 40 * min(n_voxels, BLOCK_VOXELS) + READ_BYTES)
+    return int((256 << 20) + n * label_bytes + 18 * n_voxels + 40 * min(n_voxels, BLOCK_VOXELS) + READ_BYTES)
 
 
 def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: int = 16) -> RegionalTacs:
