@@ -152,13 +152,31 @@ def write_fit_maps(request: FitRequest) -> FitMaps:
     removed: list[str] = []
     if dist.is_main_process():  # the maps as a set: staged, then moved in place (the earlier run's removed)
         with _staged(request, writes) as staged:
-            for w in writes:
-                write_map(staged.stage, pet.prefix, w.model, w.name, w.values, reference=pet, units=w.unit,
-                          command_line=request.command_line, extra=w.sidecar)
+            _write_all(staged.stage, request, writes)
         removed = staged.removed
     dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
     return FitMaps(paths=paths, results=results, seconds=seconds, notes=scan.notes, delay=scan.estimate,
                    removed=tuple(removed))
+
+
+#: Maps written at once (gzip compression releases the GIL: two of them keep two cores busy).
+WRITERS = 2
+
+
+def _write_all(folder: Path, request: FitRequest, writes) -> None:
+    """Write the maps ``writes`` into ``folder``, :data:`WRITERS` at a time; on an error or an interruption the
+    maps not started are dropped and those being written are finished first (the set is removed by the caller)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pet = request.pet
+    pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="jaxkin-write")
+    try:
+        futures = [pool.submit(write_map, folder, pet.prefix, w.model, w.name, w.values, reference=pet, units=w.unit,
+                               command_line=request.command_line, extra=w.sidecar) for w in writes]
+        for future in futures:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _paths(request: FitRequest, writes) -> dict:
