@@ -147,7 +147,6 @@ def write_fit_maps(request: FitRequest) -> FitMaps:
     results = {model: _fit(request, scan, model, half_life) for model in request.options.models}
     seconds = time.perf_counter() - start
     writes = _map_writes(request, scan, results)
-    pet = request.pet
     paths = _paths(request, writes)
     removed: list[str] = []
     if dist.is_main_process():  # the maps as a set: staged, then moved in place (the earlier run's removed)
