@@ -38,7 +38,8 @@ _split_by_jaxkin = False
 
 def split_cpu_devices(count: int | None = None) -> int:
     """Let XLA present this machine's CPU as ``count`` devices (``XLA_FLAGS=--xla_force_host_platform_device_count``)
-    so that the network's train and predict steps split each batch over them, data-parallel.
+    so that the network's train and predict steps split each batch, and the voxel fit each chunk, over them,
+    data-parallel.
 
     On the project's 2-core CPU, two CPU devices (each running its share of the batch) are about 1.4-1.6x faster
     than one device whose operations try to use both cores (XLA's intra-op threading leaves much of the second core
@@ -47,7 +48,7 @@ def split_cpu_devices(count: int | None = None) -> int:
     when the count is 1 or less, when ``XLA_FLAGS`` already sets a host device count (the user's choice wins), or when
     JAX has already started its backends (too late: the flag is read once). Only the CPU platform is affected; a GPU
     or TPU stays the default device. Returns the count set, or 0 when nothing was changed. Called by the
-    ``jaxkin train`` and ``jaxkin predict`` commands, not by ``import jaxkin``."""
+    ``jaxkin train``, ``jaxkin predict`` and ``jaxkin fit`` commands, not by ``import jaxkin``."""
     global _split_by_jaxkin
     if count is None:
         value = os.environ.get("JAXKIN_CPU_DEVICES", "").strip()

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     enable_compilation_cache()
-    if args.command in ("train", "predict"):  # the network's steps run data-parallel over CPU devices: split the CPU
+    if args.command in ("train", "predict", "fit"):  # batches and voxel chunks run data-parallel over CPU devices
         from jaxkin.distributed import split_cpu_devices
 
         split_cpu_devices()

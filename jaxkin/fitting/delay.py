@@ -46,7 +46,7 @@ def mean_tac(pet, region, slab: int = 8) -> np.ndarray:
     from jaxkin.regions.tacs import region_sums
 
     region = np.asarray(region, bool)
-    sums, _, count, _ = region_sums(pet, region.astype(np.int32), 1)
+    sums, _, count, _ = region_sums(pet, np.asarray(region, bool), 1)  # True: row 1
     if count[1] == 0:
         raise ValueError("the region for the delay holds no finite voxel")
     return sums[1] / count[1]

@@ -31,18 +31,18 @@ import jax
 import numpy as np
 
 from jaxkin.io.pet import tracer_half_life
-from jaxkin.io.files import output_set
-from jaxkin.io.maps import map_path, write_map
+from jaxkin.io.files import output_set, sidecar_of, write_json
+from jaxkin.io.maps import map_path, map_sidecar, map_streams, write_map
 from jaxkin.io.blood import Blood, scan_provenance
 from jaxkin.decay import F18_HALF_LIFE_MIN
 from jaxkin.fitting.baseline import NumpyModel
 from jaxkin.fitting.delay import GLOBAL_DELAY_STEP, estimate_delay, mean_tac, shifted_inputs
 from jaxkin.fitting.graphical import GRAPHICAL_METHODS, PlotInput
-from jaxkin.fitting.mask import check_signal
+from jaxkin.fitting.mask import FitMask, fit_mask
 from jaxkin.fitting.methods import DIAGNOSTIC_UNITS, LM, SE_SUFFIX, CurveFit, FitMethod, Graphical, output_maps
 from jaxkin.fitting.options import FitOptions, check_frames
 from jaxkin.fitting.result import FLAG_NAMES
-from jaxkin.fitting.volume import VolumeFit, fit_volume, preload
+from jaxkin.fitting.volume import VolumeFit, fit_volume, maps_fit_in, preload
 from jaxkin.input_function import InputFunction
 from jaxkin.kinetics import bounds_fields, get_model, prepare, prepare_delayed
 
@@ -92,7 +92,8 @@ class FitMaps:
     are compared), the :class:`~jaxkin.fitting.VolumeFit` of each model (``results``, in the order given), the fit
     time ``seconds``, the ``notes`` (assumptions made, one sentence each), ``delay``, ``(delay, standard error)``
     in min of a global delay (else None), and ``removed``: the file names of an earlier run's maps of the same
-    scan and models that this run did not write, removed (e.g. standard-error maps of a run with uncertainty)."""
+    scan and models that this run did not write, removed (e.g. standard-error maps of a run with uncertainty);
+    ``shares``: :meth:`preferred_share` of maps written slab by slab (their ``results`` hold no maps)."""
 
     paths: dict
     results: dict
@@ -100,6 +101,7 @@ class FitMaps:
     notes: tuple[str, ...] = ()
     delay: tuple[float, float] | None = None
     removed: tuple[str, ...] = ()
+    shares: dict | None = None
 
     @property
     def result(self) -> VolumeFit:
@@ -108,6 +110,8 @@ class FitMaps:
 
     def preferred_share(self) -> dict[str, float]:
         """``{model: fraction of the fitted voxels where it has the smallest AICc}`` of compared models."""
+        if self.shares is not None:  # maps written slab by slab: the shares counted as they were
+            return dict(self.shares)
         preferred = np.stack([r.maps["AICc"][r.mask] for r in self.results.values()]).argmin(axis=0)
         return {model: float(np.mean(preferred == i)) for i, model in enumerate(self.results)}
 
@@ -138,42 +142,136 @@ def write_fit_maps(request: FitRequest) -> FitMaps:
         half_life = poisson_half_life(request.pet, request.options.weights)
     start = time.perf_counter()
     scan = _prepare(request, half_life)
-    results = {}
-    for model in request.options.models:
-        mask = scan.mask if not results else next(iter(results.values())).mask  # later models: the first's mask
-        results[model] = _fit(request, scan, model, half_life, mask)
+    if _streamed(request, scan):
+        return _write_streamed(request, scan, half_life, start)
+    results = {model: _fit(request, scan, model, half_life) for model in request.options.models}
     seconds = time.perf_counter() - start
     writes = _map_writes(request, scan, results)
-    pet, out_dir = request.pet, request.out_dir
-    compare = request.options.compare
-    paths = {(f"{w.model} {w.name}" if compare else w.name): map_path(out_dir, pet.prefix, w.model, w.name)
-             for w in writes}
+    paths = _paths(request, writes)
     removed: list[str] = []
     if dist.is_main_process():  # the maps as a set: staged, then moved in place (the earlier run's removed)
-        entities = {w.model for w in writes}
-        replaces = tuple(f"{pet.prefix}_model-{m}_meas-*_mimap.{ext}" for m in entities for ext in ("nii.gz", "json"))
-        with output_set(out_dir, replaces=replaces, before_commit=request.before_commit, software="jaxkin") as staged:
-            for w in writes:
-                write_map(staged.stage, pet.prefix, w.model, w.name, w.values, reference=pet, units=w.unit,
-                          command_line=request.command_line, extra=w.sidecar)
+        with _staged(request, writes) as staged:
+            _write_all(staged.stage, request, writes)
         removed = staged.removed
     dist.sync("jaxkin-fit-written")  # every process returns when process 0 has written the maps
     return FitMaps(paths=paths, results=results, seconds=seconds, notes=scan.notes, delay=scan.estimate,
                    removed=tuple(removed))
 
 
+#: Maps written at once (gzip compression releases the GIL: two of them keep two cores busy).
+WRITERS = 2
+
+
+def _write_all(folder: Path, request: FitRequest, writes) -> None:
+    """Write the maps ``writes`` into ``folder``, :data:`WRITERS` at a time; on an error or an interruption the
+    maps not started are dropped and those being written are finished first (the set is removed by the caller)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pet = request.pet
+    pool = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="jaxkin-write")
+    try:
+        futures = [pool.submit(write_map, folder, pet.prefix, w.model, w.name, w.values, reference=pet, units=w.unit,
+                               command_line=request.command_line, extra=w.sidecar) for w in writes]
+        for future in futures:
+            future.result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _paths(request: FitRequest, writes) -> dict:
+    compare, pet = request.options.compare, request.pet
+    return {(f"{w.model} {w.name}" if compare else w.name): map_path(request.out_dir, pet.prefix, w.model, w.name)
+            for w in writes}
+
+
+def _staged(request: FitRequest, writes):
+    """The output set of the maps ``writes`` (replacing the earlier run's maps of the same models)."""
+    entities = {w.model for w in writes}
+    replaces = tuple(f"{request.pet.prefix}_model-{m}_meas-*_mimap.{ext}" for m in entities
+                     for ext in ("nii.gz", "json"))
+    return output_set(request.out_dir, replaces=replaces, before_commit=request.before_commit, software="jaxkin")
+
+
+def _streamed(request: FitRequest, scan) -> bool:
+    """Whether the maps of the volume do not fit in the memory budget (one process): then they are written slab by
+    slab as the fit goes (:func:`_write_streamed`)."""
+    if jax.process_count() > 1:
+        return False
+    n_maps = max(len(_method(request, scan, model, None).maps(request.options.delay == "voxel"))
+                 for model in request.options.models)
+    return not maps_fit_in(scan.source, scan.found.mask, n_maps, request.max_memory)
+
+
+def _write_streamed(request: FitRequest, scan, half_life, start: float) -> FitMaps:
+    """Fit and write the maps slab by slab into the output set (never the maps of the whole volume in memory): each
+    model's fit hands its slabs to the maps' gzip streams; compared models keep their AICc of the masked voxels for
+    the map of the preferred model."""
+    import time
+
+    options, pet = request.options, request.pet
+    writes = _map_writes(request, scan, None)
+    wanted = {(w.model, w.name) for w in writes}
+    kept: dict = {}  # model -> [AICc of the masked voxels of each slab, z-major]
+    mask = scan.found.mask
+    results = {}
+    with _staged(request, writes) as staged:
+        with map_streams(staged.stage, pet.prefix, [(w.model, w.name) for w in writes], reference=pet) as stream:
+            for model in options.models:
+                def write(z, name, values, model=model):
+                    if (model, name) in wanted:
+                        stream(model, name, z, values)
+                    if options.compare and name == "AICc":
+                        kept.setdefault(model, []).append(_z_major(values, mask[:, :, z]))
+
+                results[model] = _fit(request, scan, model, half_life, write)
+            if options.compare:
+                criteria = np.stack([np.concatenate(kept.pop(m)) for m in options.models])
+                preferred = (np.argmin(criteria, axis=0) + 1).astype(np.float32)
+                del criteria
+                _stream_voxels(stream, "comparison", "preferred", preferred, mask)
+        seconds = time.perf_counter() - start
+        for w in writes:
+            write_json(sidecar_of(map_path(staged.stage, pet.prefix, w.model, w.name)),
+                       map_sidecar(pet, w.model, w.name, units=w.unit, command_line=request.command_line,
+                                   extra=w.sidecar))
+    shares = None
+    if options.compare:
+        shares = {m: float(np.mean(preferred == i + 1)) for i, m in enumerate(options.models)}
+    return FitMaps(paths=_paths(request, writes), results=results, seconds=seconds, notes=scan.notes,
+                   delay=scan.estimate, removed=tuple(staged.removed), shares=shares)
+
+
+def _z_major(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The values ``[X, Y, k]`` of the voxels of ``mask`` (bool ``[X, Y, k]``) ordered by slice, then x, then y
+    (the same order whatever slabs the volume is cut into)."""
+    return values.transpose(2, 0, 1)[mask.transpose(2, 0, 1)]
+
+
+def _stream_voxels(stream, model: str, name: str, values: np.ndarray, mask: np.ndarray, slab: int = 8) -> None:
+    """Write the map whose masked voxels have ``values`` (in :func:`_z_major` order; 0 elsewhere) slab by slab."""
+    done = 0
+    for a in range(0, mask.shape[2], slab):
+        z = slice(a, min(a + slab, mask.shape[2]))
+        inside = mask[:, :, z].transpose(2, 0, 1)
+        out = np.zeros(inside.shape, np.float32)
+        n = int(np.count_nonzero(inside))
+        out[inside] = values[done : done + n]
+        done += n
+        stream(model, name, z, out.transpose(1, 2, 0))
+
+
 @dataclasses.dataclass(frozen=True)
 class _Scan:
     """A scan ready to fit: the image (read once when it fits in memory), its blood (or None), its input and whole
-    blood (shifted by a global delay), its kinetic input, the fit mask (None: the body), the sidecars' ``InputDelay``,
-    the notes and the global delay ``(delay, standard error)`` in min."""
+    blood (shifted by a global delay), its kinetic input, the fit mask (found in one pass over the image), the
+    sidecars' ``InputDelay``, the notes and the global delay ``(delay, standard error)`` in min."""
 
     source: object
     blood: Blood | None
     input_function: InputFunction
     whole_blood: InputFunction
     kin: object
-    mask: np.ndarray | None
+    found: FitMask
     delay_info: dict
     notes: tuple[str, ...]
     estimate: tuple[float, float] | None
@@ -188,13 +286,13 @@ def _prepare(request: FitRequest, half_life: float | None) -> _Scan:
     source = preload(request.pet, max_memory=request.max_memory) if jax.process_count() == 1 else request.pet
     name = getattr(request.pet, "path", None) or "the image"
     check_frames(frames, options.models, name, options.t_star)  # refuse what a fit could not mean, before fitting
-    body = check_signal(source, frames.duration, request.mask, min_signal=options.min_signal, source=name)
-    mask, notes, info, estimate = request.mask, [], {"Mode": options.delay}, None
+    found = fit_mask(source, frames.duration, request.mask, min_signal=options.min_signal, source=name)
+    notes, info, estimate = [], {"Mode": options.delay}, None
     d_lo, d_hi = (float(v) for v in options.delay_range)
-    if options.delay == "global":
-        mask = body  # the given mask, or the body found by the signal check's pass
-        estimate, aif, whole_blood, found, said = _global_delay(request, source, mask, aif, whole_blood, half_life)
-        info |= found
+    if options.delay == "global":  # from the mean TAC of the fit mask (the given one, or the body) or the delay mask
+        estimate, aif, whole_blood, fields, said = _global_delay(request, source, found.mask, aif, whole_blood,
+                                                                 half_life)
+        info |= fields
         notes += said
     if options.delay == "voxel":
         kin = prepare_delayed(aif, frames, whole_blood, max_advance=max(-d_lo, 0.0), max_delay=d_hi)
@@ -203,7 +301,7 @@ def _prepare(request: FitRequest, half_life: float | None) -> _Scan:
         info |= {"BoundsSeconds": [d_lo * 60, d_hi * 60], "Map": "meas-delay (min)"}
     else:
         kin = prepare(aif, frames, whole_blood)
-    return _Scan(source, blood, aif, whole_blood, kin, mask, info, tuple(notes), estimate)
+    return _Scan(source, blood, aif, whole_blood, kin, found, info, tuple(notes), estimate)
 
 
 def _global_delay(request: FitRequest, source, mask, aif, whole_blood, half_life):
@@ -231,21 +329,24 @@ def _global_delay(request: FitRequest, source, mask, aif, whole_blood, half_life
     return estimate, aif, whole_blood, info, notes
 
 
-def _fit(request: FitRequest, scan: _Scan, model: str, half_life: float | None, mask) -> VolumeFit:
-    """The voxel fit of ``model`` in ``mask``, by the method the options name."""
+def _method(request: FitRequest, scan: _Scan, model: str, half_life: float | None) -> FitMethod:
+    """The fitting method of ``model`` that the options name."""
     options, frames = request.options, request.pet.frames
-    method: FitMethod
     if model in GRAPHICAL_METHODS:
-        method = Graphical(model, PlotInput.from_input(scan.input_function, frames), t_star=options.t_star)
-    else:
-        common = dict(bounds=options.bounds, weights=options.weights)
-        common |= {} if half_life is None else {"half_life": half_life}
-        if options.method == "curve_fit":
-            method = CurveFit(NumpyModel(scan.input_function, frames, model, blood=scan.whole_blood), **common)
-        else:
-            method = LM(model, uncertainty=options.uncertainty, delay_range=options.delay_range, **common)
-    return fit_volume(scan.source, scan.kin, method, mask=mask, chunk_size=options.chunk_size,
-                      min_signal=options.min_signal, progress=options.progress, max_memory=request.max_memory)
+        return Graphical(model, PlotInput.from_input(scan.input_function, frames), t_star=options.t_star)
+    common = dict(bounds=options.bounds, weights=options.weights)
+    common |= {} if half_life is None else {"half_life": half_life}
+    if options.method == "curve_fit":
+        return CurveFit(NumpyModel(scan.input_function, frames, model, blood=scan.whole_blood), **common)
+    return LM(model, uncertainty=options.uncertainty, delay_range=options.delay_range, **common)
+
+
+def _fit(request: FitRequest, scan: _Scan, model: str, half_life: float | None, write=None) -> VolumeFit:
+    """The voxel fit of ``model`` in the scan's fit mask (its maps handed to ``write`` slab by slab, if given)."""
+    options = request.options
+    return fit_volume(scan.source, scan.kin, _method(request, scan, model, half_life), mask=scan.found,
+                      chunk_size=options.chunk_size, min_signal=options.min_signal, progress=options.progress,
+                      max_memory=request.max_memory, write=write)
 
 
 class _Write(NamedTuple):
@@ -258,12 +359,13 @@ class _Write(NamedTuple):
     sidecar: dict
 
 
-def _map_writes(request: FitRequest, scan: _Scan, results: dict) -> list[_Write]:
-    """Every map of ``results`` (and of their comparison) with its sidecar."""
+def _map_writes(request: FitRequest, scan: _Scan, results: dict | None) -> list[_Write]:
+    """Every map of ``results`` (and of their comparison) with its sidecar; with ``results`` None, the maps to
+    write (their values None)."""
     options = request.options
-    first = next(iter(results.values()))
     base = {"FitMethod": "linear regression" if options.graphical else options.method, "Weights": options.weights,
-            "VoxelsFitted": first.n_fitted, **scan_provenance(request.pet, scan.blood), **(request.extra or {})}
+            "VoxelsFitted": int(np.count_nonzero(scan.found.mask)), **scan_provenance(request.pet, scan.blood),
+            **(request.extra or {})}
     if options.compare:
         base["ModelsCompared"] = list(options.models)
     if not options.graphical:
@@ -271,17 +373,20 @@ def _map_writes(request: FitRequest, scan: _Scan, results: dict) -> list[_Write]
     if scan.notes:
         base["Assumptions"] = list(base.get("Assumptions", [])) + list(scan.notes)
     writes = []
-    for model, result in results.items():
+    for model in options.models:
         sidecar = base | ({"TStarMinutes": options.t_star} if options.graphical
                           else {"Bounds": bounds_sidecar(model, options.bounds)})
         units = output_maps(model, delay=options.delay == "voxel",
                             uncertainty=options.uncertainty and options.method == "lm")
         units |= {"AICc": DIAGNOSTIC_UNITS["AICc"]} if options.compare else {}
         for name, unit in units.items():
-            writes.append(_Write(model, name, result.maps[name], unit, sidecar | _map_fields(model, name, units)))
+            values = None if results is None else results[model].maps[name]
+            writes.append(_Write(model, name, values, unit, sidecar | _map_fields(model, name, units)))
     if options.compare:
-        criteria = np.stack([results[m].maps["AICc"] for m in options.models])
-        preferred = np.where(first.mask, np.argmin(criteria, axis=0) + 1, 0).astype(np.float32)
+        preferred = None
+        if results is not None:
+            criteria = np.stack([results[m].maps["AICc"] for m in options.models])
+            preferred = np.where(scan.found.mask, np.argmin(criteria, axis=0) + 1, 0).astype(np.float32)
         sidecar = base | {"Description": "the model with the smallest AICc in each voxel (an integer: see Levels)",
                           "Levels": {"0": "not fitted (outside the mask)",
                                      **{str(i + 1): m for i, m in enumerate(options.models)}},

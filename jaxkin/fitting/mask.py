@@ -5,12 +5,14 @@ never in it.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from jaxkin.errors import InputError
 from jaxkin.io.pet import frame_reads
 
-__all__ = ["body_mask", "body_mask_from_integrals", "time_integrals", "check_signal", "MIN_SIGNAL",
+__all__ = ["body_mask", "body_mask_from_integrals", "time_integrals", "check_signal", "fit_mask", "FitMask", "MIN_SIGNAL",
            "MIN_COMPONENT_FRACTION"]
 
 #: The automatic mask keeps voxels whose time integral is at least this fraction of the body's median integral.
@@ -109,27 +111,51 @@ def body_mask(pet, frame_duration, *, min_signal: float = MIN_SIGNAL, slab: int 
     return body_mask_from_integrals(auc, finite, min_signal), finite
 
 
+@dataclasses.dataclass(frozen=True)
+class FitMask:
+    """The voxels a fit takes, found in one pass over the image (:func:`fit_mask`): ``mask`` bool ``[X, Y, Z]``
+    (finite voxels only) and ``n_nonfinite``, the voxels of the image with NaN/Inf in a frame (never fitted)."""
+
+    mask: np.ndarray
+    n_nonfinite: int
+
+
 def check_signal(pet, frame_duration, mask=None, *, min_signal: float = MIN_SIGNAL, source="the image",
                  slab: int = 8) -> np.ndarray:
-    """The fit mask (``mask`` itself, or the body of :func:`body_mask` when None), after an InputError if ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml; ``frame_duration`` ``[F]`` in min, named
-    ``source`` in the message) holds nothing a fit could mean: no finite voxel with a positive time integral (an
-    all-zero or all-NaN image); time integrals mostly negative (their negative sum outweighs the positive one: a
-    sign-flipped image, whose positive voxels are noise); or an empty fit mask (``mask`` bool ``[X, Y, Z]`` without
-    a finite voxel, or, without ``mask``, an empty body mask). One pass over the image serves the check and the body."""
-    auc, finite = time_integrals(pet, frame_duration, slice(0, pet.shape[2]), slab)
-    positive = float(auc[finite & (auc > 0)].sum())
-    negative = -float(auc[finite & (auc < 0)].sum())
+    """The fit mask (``mask`` itself, or the body of :func:`body_mask` when None), after an InputError if ``pet``
+    holds nothing a fit could mean (see :func:`fit_mask`, which also leaves out the voxels with NaN/Inf)."""
+    found = fit_mask(pet, frame_duration, mask, min_signal=min_signal, source=source)
+    return mask if mask is not None else found.mask
+
+
+def fit_mask(pet, frame_duration, mask=None, *, min_signal: float = MIN_SIGNAL, source="the image") -> FitMask:
+    """The :class:`FitMask` of ``pet`` (``[X, Y, Z, F]`` array or PetImage, kBq/ml; ``frame_duration`` ``[F]`` in
+    min, named ``source`` in messages): ``mask`` (bool ``[X, Y, Z]``, or the body of
+    :func:`body_mask_from_integrals` when None) without the voxels with NaN/Inf, from one pass over the image (its
+    time integrals), after an InputError if the image holds nothing a fit could mean: no finite voxel with a
+    positive time integral (an all-zero or all-NaN image); time integrals mostly negative (their negative sum
+    outweighs the positive one: a sign-flipped image, whose positive voxels are noise); or an empty fit mask
+    (``mask`` without a finite voxel, or, without ``mask``, an empty body mask)."""
+    auc, finite = time_integrals(pet, frame_duration, slice(0, pet.shape[2]))
+    positive = float(auc[finite & (auc > 0)].sum(dtype=np.float64))
+    negative = -float(auc[finite & (auc < 0)].sum(dtype=np.float64))
     if positive <= 0.0:
         raise InputError(f"{source}: no voxel with a positive time integral (the image is zero, negative or NaN "
                          "everywhere); nothing to fit")
     if negative > positive:
         raise InputError(f"{source}: the time integrals are mostly negative ({negative / (negative + positive):.0%} "
                          "of their absolute sum): a sign-flipped or wrongly scaled image; nothing fitted")
+    n_nonfinite = int(finite.size - np.count_nonzero(finite))
     if mask is not None:
-        if not np.any(np.asarray(mask, bool) & finite):
+        del auc
+        mask = np.asarray(mask, bool)
+        if mask.shape != finite.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the image's {finite.shape}")
+        mask = mask & finite
+        if not mask.any():
             raise InputError(f"{source}: the fit mask holds no voxel with finite values; nothing to fit")
-        return mask
+        return FitMask(mask, n_nonfinite)
     body = body_mask_from_integrals(auc, finite, min_signal)
     if not body.any():
         raise InputError(f"{source}: the automatic mask found no voxel with signal; nothing to fit")
-    return body
+    return FitMask(body, n_nonfinite)

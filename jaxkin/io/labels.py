@@ -317,9 +317,13 @@ def _read_data(path: Path, image) -> np.ndarray:
         raw = np.asarray(image.dataobj).reshape(shape)
     except Exception as err:
         raise InputError(f"{path}: cannot read image data ({one_line(err)})") from None
-    if not np.all(np.isfinite(raw)) or np.any(raw != np.round(raw)) or np.any(raw < 0):
+    if raw.dtype.kind == "u" and raw.dtype.itemsize <= 2:  # uint8, uint16: kept (1-2 bytes a voxel)
+        return raw
+    bad = raw.dtype.kind != "i" and (not np.all(np.isfinite(raw)) or bool(np.any(raw != np.round(raw))))
+    if bad or np.any(raw < 0):
         raise InputError(f"{path}: label values must be non-negative integers")
-    return raw.astype(np.int32 if raw.max(initial=0) > 32767 else np.int16, copy=False)
+    top = raw.max(initial=0)
+    return raw.astype(np.uint8 if top <= 255 else np.int16 if top <= 32767 else np.int32, copy=False)
 
 
 def _mask_folder(folder: Path) -> tuple[np.ndarray, np.ndarray, dict[int, str], list[str]]:

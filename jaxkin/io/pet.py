@@ -107,13 +107,15 @@ class PetImage:
             raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None
         return self._to_kbq(data.astype(dtype, copy=False), slice(None))
 
-    def _to_kbq(self, data: np.ndarray, frames) -> np.ndarray:
+    def _to_kbq(self, data: np.ndarray, frames, in_place: bool = False) -> np.ndarray:
         """File values ``[..., f]`` of the frames ``frames`` (a slice or an index) in kBq/ml, decay corrected to the
-        injection (the same arithmetic for a frame as for the whole image)."""
+        injection (the same arithmetic for a frame as for the whole image); ``in_place``: ``data`` is changed (no
+        copy; the same values)."""
+        out = data if in_place else None
         if self.decay_factors is not None:
-            return data * (self.scale_to_kbq * self.decay_factors).astype(data.dtype)[frames]
+            return np.multiply(data, (self.scale_to_kbq * self.decay_factors).astype(data.dtype)[frames], out=out)
         if self.scale_to_kbq != 1.0:
-            data = data * np.asarray(self.scale_to_kbq, dtype=data.dtype)
+            data = np.multiply(data, np.asarray(self.scale_to_kbq, dtype=data.dtype), out=out)
         return data
 
     def frame_reads(self, z: slice | None = None, dtype=np.float32, take=None):
@@ -124,8 +126,8 @@ class PetImage:
         from jaxkin.io import stream
 
         try:
-            for f, data in stream.frames(self.path, self.image, z, take):
-                yield f, self._to_kbq(data.astype(dtype, copy=False), f)
+            for f, data in stream.frames(self.path, self.image, z, take, dtype):  # a new array each frame: in place
+                yield f, self._to_kbq(data.astype(dtype, copy=False), f, in_place=True)
         except (OSError, EOFError, ValueError, zlib.error) as err:  # a damaged or truncated file
             raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None
 

@@ -17,13 +17,14 @@ read here equals the same frame of ``np.asarray(image.dataobj)`` bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DISCARD_BYTES", "frames", "slices"]
+__all__ = ["DISCARD_BYTES", "READ_BYTES", "frames", "prefetched", "slices"]
 
 #: Decompressed bytes of a ``.nii.gz`` that are not asked for are read and discarded in pieces of this size.
 DISCARD_BYTES = 64 << 20
@@ -48,6 +49,15 @@ def _scaled(raw: np.ndarray, image) -> np.ndarray:
     return apply_read_scaling(raw, slope, inter)
 
 
+def _has_scaling(image) -> bool:
+    """Whether nibabel scales the file's values (a slope other than 1 or an intercept other than 0)."""
+    proxy = image.dataobj
+    slope, inter = (proxy.slope, proxy.inter) if hasattr(proxy, "slope") else image.header.get_slope_inter()
+    slope = 1.0 if slope is None or not np.isfinite(slope) else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return (slope, inter) != (1.0, 0.0)
+
+
 def _compressed(path: Path) -> bool:
     return path.name.endswith(".gz")
 
@@ -70,27 +80,69 @@ def slices(path, image, z: slice) -> np.ndarray:
     return _scaled(out, image)
 
 
-def frames(path, image, z: slice | None = None, take: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+def frames(path, image, z: slice | None = None, take: np.ndarray | None = None,
+           dtype=None) -> Iterator[tuple[int, np.ndarray]]:
     """``(f, values [X, Y, len(z)])`` for every frame ``f`` of the 4D image in file order, only the axial slices
     ``z`` (default all) held; a ``.nii.gz`` is decompressed once. With ``take`` (indices into the slices flattened
-    in Fortran order, the file's order), only those values ``[len(take)]`` are scaled and returned."""
+    in Fortran order, the file's order), only those values ``[len(take)]`` are scaled and returned, and the frame is
+    read in pieces of at most :data:`READ_BYTES` (never held whole); as ``dtype`` (a float type at least as wide
+    as the file's, for an image without scaling: the same values) when given."""
     path = Path(path)
-    shape, dtype, offset = _layout(image)
+    shape, dtype_file, offset = _layout(image)
+    wide = None
+    if dtype is not None and take is not None and dtype_file.kind == "f" and not _has_scaling(image):
+        wide = np.dtype(dtype) if np.can_cast(dtype_file, dtype, "safe") else None
+    dtype = dtype_file
     nx, ny, nz, nf = shape
     z = slice(0, nz) if z is None else z
     plane = nx * ny * dtype.itemsize
     before, size, after = z.start * plane, (z.stop - z.start) * plane, (nz - z.stop) * plane
+    picks = None if take is None else _Picks(np.asarray(take), nx * ny, z.stop - z.start)
     opener = gzip.open if _compressed(path) else open
     with opener(path, "rb") as f:
         _skip(f, offset)
         for k in range(nf):
             if before:
                 _skip(f, before)
-            raw = _exactly(f, size // dtype.itemsize, dtype, path).reshape((nx, ny, z.stop - z.start), order="F")
+            if picks is None:
+                raw = _exactly(f, size // dtype.itemsize, dtype, path).reshape((nx, ny, z.stop - z.start), order="F")
+            else:
+                raw = picks.read(f, dtype, path, wide)
             if after:
                 _skip(f, after)
-            yield k, _scaled(raw if take is None else raw.ravel(order="F")[take], image)
+            yield k, _scaled(raw, image)
             del raw
+
+
+#: A frame of which only some voxels are wanted is read in pieces of at most this many bytes (whole slices).
+READ_BYTES = 64 << 20
+
+
+class _Picks:
+    """The voxels ``take`` (flat indices in Fortran order into ``n_planes`` slices of ``plane`` voxels) of a frame,
+    read a few slices at a time (:data:`READ_BYTES`)."""
+
+    def __init__(self, take: np.ndarray, plane: int, n_planes: int):
+        self.order = None if take.size < 2 or bool(np.all(take[1:] >= take[:-1])) else np.argsort(take, kind="stable")
+        self.take = take if self.order is None else take[self.order]
+        self.plane, self.n_planes = plane, n_planes
+
+    def read(self, f, dtype: np.dtype, path: Path, out_dtype: np.dtype | None = None) -> np.ndarray:
+        out = np.empty(self.take.size, dtype if out_dtype is None else out_dtype)
+        step = max(1, READ_BYTES // (self.plane * dtype.itemsize))
+        lo_index = 0
+        for p0 in range(0, self.n_planes, step):
+            p1 = min(p0 + step, self.n_planes)
+            block = _exactly(f, (p1 - p0) * self.plane, dtype, path)
+            hi_index = int(np.searchsorted(self.take, p1 * self.plane))
+            got = block[self.take[lo_index:hi_index] - p0 * self.plane]
+            if self.order is None:
+                out[lo_index:hi_index] = got
+            else:
+                out[self.order[lo_index:hi_index]] = got
+            lo_index = hi_index
+            del block, got
+        return out
 
 
 def _skip(f, n: int) -> None:
@@ -116,3 +168,33 @@ def _exactly(f, count: int, dtype: np.dtype, path: Path) -> np.ndarray:
             raise EOFError(f"{path.name} ends before its data")
         done += got
     return out
+
+
+def prefetched(items: Iterable) -> Iterator:
+    """The items of ``items`` in order, each next one made in a background thread while the caller works on the
+    current one (file reads and NumPy release the GIL, so reading overlaps the caller's computation). At most two
+    items exist at once: the one handed out and the one being made. An exception raised while making an item is
+    raised here, in the caller's thread; when the caller stops early the item being made is finished first."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    source = iter(items)
+    end = object()
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxkin-read") as pool:
+        pending = pool.submit(next, source, end)
+        try:
+            while True:
+                item = pending.result()
+                pending = None
+                if item is end:
+                    return
+                pending = pool.submit(next, source, end)
+                yield item
+                del item
+        finally:
+            if pending is not None:
+                pending.cancel()
+                with contextlib.suppress(BaseException):  # the caller's own exception is the one that matters
+                    pending.result()  # a read under way: let it end (the generator cannot be closed while it runs)
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()

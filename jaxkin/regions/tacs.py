@@ -29,7 +29,7 @@ def _voxel_ml(affine) -> float:
 
 
 #: Voxels gathered from a frame at a time by :func:`region_sums` (bounds its temporaries: ~40 bytes each).
-BLOCK_VOXELS = 1 << 22
+BLOCK_VOXELS = 1 << 20
 
 
 def region_sums(pet, rows, n_rows: int, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -40,9 +40,10 @@ def region_sums(pet, rows, n_rows: int, weights=None) -> tuple[np.ndarray, np.nd
 
     ``rows`` may also be a list of ``(row, weights [X, Y, Z])`` for regions that overlap (each voxel counts in every
     row whose weight is positive). The image is read a frame at a time in file order, only the axial slices that
-    hold a voxel (a second pass only when a voxel holds NaN/Inf): the memory is one frame of the file plus ~28
-    bytes per voxel of the rows (:func:`memory_needed`), never the 4D image."""
-    where, row, w, z = _entries(rows, weights, tuple(pet.shape[:3]))
+    hold a voxel (a second pass only when a voxel holds NaN/Inf), and of a frame only the voxels of the rows are
+    held: the memory is ~18 bytes per voxel of the rows plus a piece of the file (:func:`memory_needed`), never a
+    frame or the 4D image."""
+    where, row, w, z = _entries(rows, weights, tuple(pet.shape[:3]), n_rows)
     bad = np.zeros(where.size, bool)
     sums = _frame_sums(pet, z, where, row, w, n_rows + 1, bad)
     nonfinite = int(np.unique(where[bad]).size)
@@ -54,27 +55,48 @@ def region_sums(pet, rows, n_rows: int, weights=None) -> tuple[np.ndarray, np.nd
     return (*sums, count, nonfinite)
 
 
-def _entries(rows, weights, shape):
+def _row_dtype(n_rows: int) -> type:
+    """The smallest unsigned integer type that holds the rows ``0 .. n_rows``."""
+    return np.uint8 if n_rows < 256 else np.uint16 if n_rows < 65536 else np.uint32
+
+
+def _entries(rows, weights, shape, n_rows: int):
     """``(indices in the slices z flattened in Fortran order, row, weight or None, z)`` of every voxel of ``rows``
-    (an array, or ``(row, weights)`` pairs made one at a time)."""
-    parts = [(None, rows)] if isinstance(rows, np.ndarray) else rows
+    (an array, read a block of slices at a time into arrays counted first; or ``(row, weights)`` pairs made one at
+    a time)."""
     index = np.int32 if int(np.prod(shape)) < 2**31 else np.int64  # 4 bytes a voxel where they suffice
-    where, row, w = [], [], []
-    for label, r in parts:
-        flat = np.asarray(r).ravel(order="F")
-        sel = np.flatnonzero(flat > 0).astype(index)
-        where.append(sel)
-        row.append(flat[sel].astype(np.int32) if label is None else np.full(sel.size, label, np.int32))
-        if label is not None:
-            w.append(flat[sel].astype(np.float64))
-        elif weights is not None:
-            w.append(np.asarray(weights).ravel(order="F")[sel].astype(np.float64))
-        del flat
-    where = np.concatenate(where) if where else np.zeros(0, np.int64)
     plane = shape[0] * shape[1]
+    step = max(1, BLOCK_VOXELS // max(plane, 1))
+    if isinstance(rows, np.ndarray):
+        r = rows
+        total = sum(int(np.count_nonzero(r[:, :, a : a + step] > 0)) for a in range(0, shape[2], step))
+        where, row = np.empty(total, index), np.empty(total, _row_dtype(n_rows))
+        w = None if weights is None else np.empty(total, np.float64)
+        done = 0
+        for a in range(0, shape[2], step):
+            flat = r[:, :, a : a + step].ravel(order="F")
+            sel = np.flatnonzero(flat > 0)
+            where[done : done + sel.size] = sel + a * plane
+            row[done : done + sel.size] = flat[sel]
+            if w is not None:
+                w[done : done + sel.size] = np.asarray(weights[:, :, a : a + step]).ravel(order="F")[sel]
+            done += sel.size
+            del flat, sel
+    else:
+        wheres, row_parts, w_parts = [], [], []
+        for label, weight in rows:
+            flat = np.asarray(weight).ravel(order="F")
+            sel = np.flatnonzero(flat > 0).astype(index)
+            wheres.append(sel)
+            row_parts.append(np.full(sel.size, label, _row_dtype(n_rows)))
+            w_parts.append(flat[sel].astype(np.float64))
+            del flat
+        where = np.concatenate(wheres) if wheres else np.zeros(0, index)
+        row = np.concatenate(row_parts) if row_parts else np.zeros(0, _row_dtype(n_rows))
+        w = np.concatenate(w_parts) if w_parts else None
     z = slice(int(where.min()) // plane, int(where.max()) // plane + 1) if where.size else slice(0, 0)
     where -= where.dtype.type(z.start * plane)
-    return where, np.concatenate(row) if row else where, (np.concatenate(w) if w else None), z
+    return where, row, w, z
 
 
 def _frame_sums(pet, z, where, row, w, n, bad):
@@ -100,14 +122,15 @@ def _frame_sums(pet, z, where, row, w, n, bad):
 
 def memory_needed(pet, n_voxels: int, label_bytes: int = 4) -> int:
     """Peak bytes of :func:`region_sums` (and of the image-derived input) on ``pet`` for ``n_voxels`` labelled voxels
-    of a label image of ``label_bytes`` a voxel: ``RUNTIME + N (b + 2 l + 1) + 28 L + 40 min(L, BLOCK_VOXELS)`` with
-    ``N = X Y Z``, ``b`` the bytes of a file value, ``l = label_bytes``, ``L = n_voxels``: one frame read from the
-    file, the label image and its copy in the file's order; per labelled voxel its index and row and its value of
-    the frame (read, scaled, float64); the temporaries of a block of voxels. ``RUNTIME`` = 256 MiB (Python, NumPy,
-    SciPy)."""
+    of a label image of ``label_bytes`` a voxel: ``RUNTIME + N l + 18 L + 40 min(L, BLOCK_VOXELS) + READ_BYTES``
+    with ``N = X Y Z``, ``l = label_bytes``, ``L = n_voxels``: the label image; per labelled voxel its index (4
+    bytes), row (1) and finite flag (1) and its value of the frame (as read: 4, then float64: 8); the temporaries
+    of a block of voxels; a piece of the frame read from the file (:data:`jaxkin.io.stream.READ_BYTES`).
+    ``RUNTIME`` = 256 MiB (Python, NumPy, SciPy)."""
+    from jaxkin.io.stream import READ_BYTES
+
     n = int(np.prod(pet.shape[:3]))
-    item = int(pet.image.header.get_data_dtype().itemsize) if hasattr(pet, "image") else 4
-    return int((256 << 20) + n * (item + 2 * label_bytes + 1) + 28 * n_voxels + 40 * min(n_voxels, BLOCK_VOXELS))
+    return int((256 << 20) + n * label_bytes + 18 * n_voxels + 40 * min(n_voxels, BLOCK_VOXELS) + READ_BYTES)
 
 
 def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: int = 16) -> RegionalTacs:

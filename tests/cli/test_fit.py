@@ -1,6 +1,7 @@
 """``jaxkin fit`` on a tiny BIDS dataset written in the test: maps, sidecars, masks and bad input; regional TACs
 (``--tacs``) and ``--uncertainty`` end to end."""
 
+import contextlib
 import json
 
 import jax.numpy as jnp
@@ -410,3 +411,57 @@ def test_fit_a_pmod_voistat_with_a_pmod_bld(tmp_path, capsys):
     ki = float(out.read_text().splitlines()[1].split("\t")[1])
     expected = fit_regions(["liver"], np.array([liver]), INPUT, FRAMES, model="patlak", t_star=5.0).columns["Ki"][0]
     assert ki == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_maps_written_slab_by_slab_equal_the_maps_held_in_memory(tmp_path, capsys, monkeypatch):
+    """With a memory budget too small for the maps of the volume, fit writes them slab by slab (several slabs) as
+    it fits: the maps (standard errors and the comparison of two models included) and their sidecars equal those of
+    the fit that holds them in memory, for a .nii and a .nii.gz scan."""
+    from jaxkin.fitting import LM
+    from jaxkin.fitting import maps as fitting_maps
+    from jaxkin.fitting.volume import memory_needed
+
+    rng = np.random.default_rng(0)
+    shape = (4, 3, 20)  # 3 pieces of 8 slices (the fit's default)
+    params = np.stack([rng.uniform(0.2, 1.5, shape), rng.uniform(0.2, 1.5, shape), rng.uniform(0.02, 0.5, shape),
+                       rng.uniform(0.0, 0.2, shape)], -1).astype(np.float32)
+    tacs = np.array(kinetics.two_tissue_irreversible(jnp.asarray(params), jaxkin.prepare(INPUT, FRAMES)))
+    tacs *= 1 + 0.02 * rng.standard_normal(tacs.shape).astype(np.float32)
+    tacs[:, :, 9:11] = 0.0  # two slices without signal
+    blood = write_blood(tmp_path / "blood.tsv", whole_blood=INPUT, units="kBq/mL")
+    slabs = []
+    real_streams = fitting_maps.map_streams
+
+    def counted(*args, **kwargs):
+        with real_streams(*args, **kwargs) as write:
+            def spy(model, name, z, values):
+                slabs.append((model, name, z.start))
+                write(model, name, z, values)
+            yield spy
+
+    monkeypatch.setattr(fitting_maps, "map_streams", contextlib.contextmanager(counted))
+    n_maps = len(LM(uncertainty=True).maps())
+    for ext in ("nii", "nii.gz"):
+        pet = write_pet(tmp_path / f"sub-01_pet.{ext}", tacs, FRAMES, np.eye(4), units="kBq/mL")
+        held = 4 * tacs.size if ext == "nii.gz" else 0  # a small .nii.gz is read into memory once
+        budget = memory_needed((*shape, FRAMES.n_frames), n_maps, 4 * 3 * 8, held, slices=8) + 16
+        outs = []
+        for extra in ([], ["--max-memory", f"{budget / 1e9:.12f}"]):
+            outs.append(tmp_path / f"{ext}-{len(extra)}")
+            code, _, err = _run(["fit", "--pet", str(pet), "--input-function", str(blood), "--out", str(outs[-1]),
+                                 "--no-progress", "--uncertainty", "--model", "2tcmirr,1tcm", "--min-signal", "0.001",
+                                 *extra], capsys)
+            assert code == 0, err
+        names = sorted(p.name for p in outs[0].iterdir())
+        assert names == sorted(p.name for p in outs[1].iterdir()) and len(names) == 54
+        for name in names:
+            a, b = outs[0] / name, outs[1] / name
+            if name.endswith(".json"):
+                a, b = json.loads(a.read_text()), json.loads(b.read_text())
+                a.pop("CommandLine"), b.pop("CommandLine")
+                assert a == b, name
+            else:
+                np.testing.assert_array_equal(np.asarray(nib.load(b).dataobj), np.asarray(nib.load(a).dataobj), name)
+        assert {s[2] for s in slabs if s[:2] == ("2tcmirr", "Ki")} == {0, 8, 16}  # written in 3 slabs
+        slabs.clear()

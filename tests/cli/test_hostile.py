@@ -43,7 +43,7 @@ def _fake_fit_volume(pet, kin, method, *, mask=None, **_):
     shape = tuple(pet.shape[:3])
     names = method.maps(False)
     maps = {n: np.full(shape, 1 if n == "flags" else 0.5, np.int32 if n == "flags" else np.float32) for n in names}
-    inside = np.ones(shape, bool) if mask is None else np.asarray(mask, bool)
+    inside = np.ones(shape, bool) if mask is None else np.asarray(getattr(mask, "mask", mask), bool)
     return VolumeFit(maps, inside, int(inside.sum()), 0, 0)
 
 
@@ -383,6 +383,38 @@ def test_an_interrupted_rerun_leaves_the_earlier_maps(ds, capsys, monkeypatch, s
     _one_line_error(err)
     assert _snapshot(p["work"]) == before  # the earlier maps as they were, nothing added
     assert signal.getsignal(signal.SIGTERM) is not None  # the handlers are given back
+
+
+@pytest.mark.parametrize(("stop", "status"), [(_ctrl_c, 130), (_sigterm, 143)], ids=["ctrl-c", "sigterm"])
+def test_an_interrupted_slab_by_slab_write_leaves_the_earlier_maps(ds, capsys, monkeypatch, stop, status):
+    """Maps too large for the memory budget are written slab by slab while the fit goes on; stopped after the
+    first slab of the second model, the earlier run's maps are as they were and nothing half-written is left."""
+    from jaxkin.fitting import maps as fitting_maps
+
+    p = _paths(ds)
+    out = p["work"] / "maps"
+    code, _, err = _run(_fit(p, out), capsys)
+    assert code == 0, err
+    before = _snapshot(p["work"])
+    fitted = []
+
+    def slab_by_slab(pet, kin, method, *, mask=None, write=None, **_):
+        assert write is not None  # the maps of the volume are never held
+        inside = mask.mask
+        for a in range(inside.shape[2]):
+            if len(fitted) == 1 and a == 1:
+                stop()
+            for name in method.maps(False):
+                write(slice(a, a + 1), name, np.full((*inside.shape[:2], 1), 0.5, np.float32))
+        fitted.append(method.model)
+        return VolumeFit({}, inside, int(inside.sum()), 0, 0)
+
+    monkeypatch.setattr(fitting_maps, "fit_volume", slab_by_slab)
+    monkeypatch.setattr(fitting_maps, "maps_fit_in", lambda *_a, **_k: False)
+    code, _, err = _run(_fit(p, out, "--model", "2tcmirr,1tcm", "--uncertainty"), capsys)
+    assert code == status and fitted == ["2tcmirr"]
+    _one_line_error(err)
+    assert _snapshot(p["work"]) == before  # the earlier maps as they were, nothing added, no temporary left
 
 
 def test_a_signal_while_the_set_is_moved_in_waits_for_the_set(ds, capsys, monkeypatch):

@@ -156,11 +156,26 @@ def test_streamed_and_slabbed_fits_equal_the_in_memory_fit(tmp_path):
         pet = load_pet(tmp_path / name)
         ref = fit_volume(pet.read(), kin, chunk_size=32, slab=2, progress=False)
         per_slab = max(int(ref.mask[:, :, s:s + 2].sum()) for s in range(0, 6, 2))
-        slabs = memory_needed(pet.shape, n_maps, per_slab, n_masked=int(ref.mask.sum()))
+        slabs = memory_needed(pet.shape, n_maps, per_slab, slices=2, maps_held=True)
         for budget in (None, slabs):  # one pass; slabs of 2 slices
             res = fit_volume(pet, kin, chunk_size=32, slab=2, progress=False, max_memory=budget)
             np.testing.assert_array_equal(res.mask, ref.mask)
             for key in ref.maps:
                 np.testing.assert_array_equal(res.maps[key], ref.maps[key], err_msg=f"{name} {key} {budget}")
+        # the maps handed on slab by slab, in order, never held whole: the same values
+        written = {key: [] for key in ref.maps}
+        z_next = {key: 0 for key in ref.maps}
+
+        def write(z, key, values, z_next=z_next, written=written, plane=ref.mask.shape[:2]):
+            assert z.start == z_next[key] and values.shape == (*plane, z.stop - z.start)
+            z_next[key] = z.stop
+            written[key].append(values)
+
+        budget = memory_needed(pet.shape, n_maps, per_slab, slices=2)
+        res = fit_volume(pet, kin, chunk_size=32, slab=2, progress=False, max_memory=budget, write=write)
+        assert res.maps == {} and res.n_fitted == ref.n_fitted and res.n_not_converged == ref.n_not_converged
+        for key in ref.maps:
+            assert len(written[key]) > 1 and z_next[key] == 6
+            np.testing.assert_array_equal(np.concatenate(written[key], axis=2), ref.maps[key], err_msg=name)
     with pytest.raises(InputError, match=r"needs at least [0-9.]+ GB of memory, more than the memory budget"):
         fit_volume(pet, kin, chunk_size=32, slab=2, progress=False, max_memory=RUNTIME_BYTES)

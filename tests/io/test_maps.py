@@ -40,3 +40,35 @@ def test_unwritable_output_is_an_input_error(tmp_path, pet_path):
     blocker.write_text("x")  # a file where the output folder should be
     with pytest.raises(InputError, match=r"file/sub-01_model-2tcmirr_meas-K1_mimap\.nii\.gz: cannot write"):
         write_map(blocker, "sub-01", "2tcmirr", "K1", np.zeros(SHAPE[:3]), reference=pet, units="1")
+
+
+def test_map_streams_write_what_write_map_writes_and_nothing_when_cut_short(tmp_path, pet_data):
+    """Maps written slab by slab (gzip streams in slice order) read back as write_map's, header and values; an
+    error before the last slice, or slices out of order, leave no file."""
+    from jaxkin.io.maps import map_streams
+
+    pet = load_pet(write_pet(tmp_path / "sub-02_pet.nii.gz", pet_data / 1000.0, FRAMES, AFFINE, units="kBq/mL"))
+    k1 = np.random.default_rng(1).uniform(0, 1, SHAPE[:3]).astype(np.float32)
+    whole = write_map(tmp_path / "whole", pet.prefix, "2tcmirr", "K1", k1, reference=pet, units="1")
+    out = tmp_path / "slabs"
+    with map_streams(out, pet.prefix, [("2tcmirr", "K1"), ("2tcmirr", "k2")], reference=pet) as write:
+        for a in range(0, SHAPE[2], 2):
+            z = slice(a, min(a + 2, SHAPE[2]))
+            write("2tcmirr", "K1", z, k1[:, :, z])
+            write("2tcmirr", "k2", z, 2 * k1[:, :, z])
+    back, ref = nib.load(str(out / whole.name)), nib.load(str(whole))
+    np.testing.assert_array_equal(np.asarray(back.dataobj), k1)
+    np.testing.assert_array_equal(np.asarray(nib.load(str(map_path(out, "sub-02", "2tcmirr", "k2"))).dataobj), 2 * k1)
+    assert back.header.binaryblock == ref.header.binaryblock
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    with pytest.raises(KeyboardInterrupt), map_streams(cut, pet.prefix, [("2tcmirr", "K1")], reference=pet) as write:
+        write("2tcmirr", "K1", slice(0, 1), k1[:, :, :1])
+        raise KeyboardInterrupt
+    with pytest.raises(ValueError, match="out of order"), \
+            map_streams(cut, pet.prefix, [("2tcmirr", "K1")], reference=pet) as write:
+        write("2tcmirr", "K1", slice(1, 2), k1[:, :, 1:2])
+    with pytest.raises(RuntimeError, match="last slice"), \
+            map_streams(cut, pet.prefix, [("2tcmirr", "K1")], reference=pet) as write:
+        write("2tcmirr", "K1", slice(0, 1), k1[:, :, :1])
+    assert list(cut.iterdir()) == []

@@ -29,7 +29,10 @@ def _write(tmp_path, name, kind):
 
 @pytest.mark.parametrize("name, kind", [("a_pet.nii", "float32"), ("b_pet.nii.gz", "float32"),
                                         ("c_pet.nii", "int16")])
-def test_streamed_reads_equal_nibabel(tmp_path, name, kind):
+def test_streamed_reads_equal_nibabel(tmp_path, name, kind, monkeypatch):
+    from jaxkin.io import stream
+
+    monkeypatch.setattr(stream, "READ_BYTES", 1)  # the voxels taken from a frame: read a slice at a time
     path = _write(tmp_path, name, kind)
     pet = load_pet(path)
     ref = np.asarray(nib.load(str(path)).dataobj)  # nibabel's own scaling, in memory
@@ -38,6 +41,39 @@ def test_streamed_reads_equal_nibabel(tmp_path, name, kind):
     np.testing.assert_array_equal(pet.read(slice(1, 3)), expected[:, :, 1:3])
     frames = np.stack([v for _, v in frame_reads(pet, slice(1, 3))], axis=-1)
     np.testing.assert_array_equal(frames, expected[:, :, 1:3])
-    take = np.array([0, 5, 7, 33, 59])
-    taken = np.stack([v for _, v in frame_reads(pet, slice(1, 3), np.float64, take=take)], axis=-1)
-    np.testing.assert_array_equal(taken, pet.read(slice(1, 3), np.float64).reshape(-1, 3, order="F")[take])
+    for take in (np.array([0, 5, 7, 33, 59]), np.array([33, 0, 59, 7, 5, 31])):  # in file order or not
+        taken = np.stack([v for _, v in frame_reads(pet, slice(1, 3), np.float64, take=take)], axis=-1)
+        np.testing.assert_array_equal(taken, pet.read(slice(1, 3), np.float64).reshape(-1, 3, order="F")[take])
+
+
+def test_prefetched_items_come_in_order_errors_in_the_callers_thread():
+    """Items made in a background thread arrive in order and equal the source's; an error making one is raised
+    where it is asked for; a caller that stops early closes the source."""
+    import threading
+
+    from jaxkin.io.stream import prefetched
+
+    made = []
+
+    def source(n, fail_at=None):
+        try:
+            for i in range(n):
+                if i == fail_at:
+                    raise OSError("disk gone")
+                made.append(threading.current_thread().name)
+                yield np.full(3, i)
+        finally:
+            made.append("closed")
+
+    got = list(prefetched(source(5)))
+    assert [int(g[0]) for g in got] == list(range(5)) and all(n.startswith("jaxkin-read") for n in made[:-1])
+    seen = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in prefetched(source(5, fail_at=3)):
+            seen.append(int(item[0]))
+    assert seen == [0, 1, 2]
+    made.clear()
+    for item in prefetched(source(100)):
+        if item[0] == 1:
+            break
+    assert made[-1] == "closed" and len(made) <= 4  # at most the item handed out and the next one made
