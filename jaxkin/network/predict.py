@@ -354,7 +354,8 @@ def _sidecar(model, pet, input_function, refine: _Refinement | None, refined: di
     from jaxkin.io.blood import Blood, scan_provenance
 
     blood = input_function if isinstance(input_function, Blood) else None
-    method = ("self-supervised (2+1)D UNet (De Benetti et al. 2023)" if model.conv == "space_time"
+    method = ("self-supervised per-voxel temporal encoder + 2D UNet" if model.architecture == "encoder_unet"
+              else "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if model.conv == "space_time"
               else "self-supervised 3D UNet")
     if refine is not None:
         method += f" + {refine.iterations} Levenberg-Marquardt iterations per voxel"
