@@ -137,8 +137,10 @@ class Predictor:
         b = self.batch_size
         for z0 in tqdm(range(0, n_z, b), disable=not progress, desc="slices", unit_scale=b, leave=False):
             z1 = min(z0 + b, n_z)
-            tac = np.moveaxis(np.nan_to_num(volume[:, :, z0:z1, :].astype(np.float32)), 2, 0)  # [n, X, Y, F]
-            tac = np.pad(tac, ((0, b - (z1 - z0)), *pad[1:]))
+            tac = np.zeros((b, x_size + px, y_size + py, n_frames), np.float32)  # one copy: padded, contiguous
+            tac[: z1 - z0, pad[1][0] : pad[1][0] + x_size, pad[2][0] : pad[2][0] + y_size] = np.moveaxis(
+                volume[:, :, z0:z1, :], 2, 0)
+            np.nan_to_num(tac, copy=False)
             if kin is None:
                 pred = self._forward(self.params, jax.device_put(tac, rows), None)
             else:
