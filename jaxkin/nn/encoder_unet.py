@@ -20,10 +20,10 @@ last):
   ``R + E -> E`` and a 1x1 conv ``E -> P``, then the final activation. With ``init_params`` the last conv starts
   with a zero kernel and the bias that the activation maps to those parameters.
 
-Cost (:func:`forward_flops`; multiply-adds counted as 2): with the recommended ``depth=3``, ``R=16``, ``E=32`` and
-``T=62`` frames, a 112 x 112 slice takes **1.18 GFLOP** forward (XLA's own count: 1.17), against about 14 GFLOP for
-the paper's (2+1)D network; the temporal encoder is 0.15 GFLOP of it, the full-resolution level with the head 0.39.
-``R=24`` costs 2.35 GFLOP, ``R=32`` 3.94 (the convolutions grow as ``R**2``). 501,940 parameters. Weights are
+Cost (:func:`forward_flops`; multiply-adds counted as 2): with the recommended ``depth=3``, ``R=16``, ``E=64`` and
+``T=62`` frames, a 112 x 112 slice takes **1.65 GFLOP** forward (XLA's own count: 1.64), against about 14 GFLOP for
+the paper's (2+1)D network; the temporal encoder is 0.40 GFLOP of it, the full-resolution level with the head 0.60.
+``E=32`` costs 1.18 GFLOP, ``R=24`` 2.87 (the convolutions grow as ``R**2``). 528,436 parameters. Weights are
 drawn as the paper's UNet's (PyTorch's default: uniform within 1/sqrt(fan-in)).
 """
 

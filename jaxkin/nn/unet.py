@@ -86,7 +86,7 @@ class UNetConfig:
     input_scale: float = 1.0
     input_normalization: str = "none"
     condition_on_input: bool = False
-    temporal_features: int = 32
+    temporal_features: int = 64
 
     def __post_init__(self):
         _one_of("architecture", self.architecture, ARCHITECTURES)

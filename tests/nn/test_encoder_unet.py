@@ -80,10 +80,10 @@ def test_flop_count_matches_xlas_cost_analysis():
     assert abs(xla / E.forward_flops(cfg, 64, 64) - 1) < 0.05
 
 
-def test_recommended_network_costs_well_under_2_gflop_per_slice():
-    cfg = UNetConfig(architecture="encoder_unet", depth=3, root_features=16, temporal_features=32, time_steps=62,
+def test_recommended_network_costs_under_2_gflop_per_slice():
+    cfg = UNetConfig(architecture="encoder_unet", depth=3, root_features=16, temporal_features=64, time_steps=62,
                      condition_on_input=True)
-    assert 1.1e9 < E.forward_flops(cfg, 112, 112) < 1.3e9
+    assert 1.6e9 < E.forward_flops(cfg, 112, 112) < 1.7e9
 
 
 def test_the_paper_architecture_is_refused():
