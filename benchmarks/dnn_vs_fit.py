@@ -86,7 +86,7 @@ def main() -> None:
     subject = simulate_subject(0, seed=args.seed, preset=args.preset)
     volume, body = _body(subject, args.slices)  # [X, Y, Z, F] kBq/ml
     n_body = int(body.sum())
-    x_size, y_size, n_z, n_frames = volume.shape
+    n_z, n_frames = volume.shape[2:]
     print(f"volume {volume.shape} ({args.preset} preset{', stacked' if args.slices > 0 else ''}), {n_body} body "
           f"voxels ({n_body / n_z:.0f} per slice on average)")
     kin = jaxkin.prepare(subject.input_function, subject.frames)
