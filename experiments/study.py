@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         curve = train_in_stages(cfg, workdir, max(args.stages, 1))
         print(f"wrote {plot_curves(workdir, curve)}", file=sys.stderr)
         fits = fit_test_subjects(workdir / "data", workdir / "fits",  # jaxkin fit's defaults: physiological bounds
-                                 [("lm", {"models": "2tcmirr", "method": "lm"}), ("patlak", {"models": "patlak"})])
+                                 [("lm", {"models": ("2tcmirr",), "method": "lm"}), ("patlak", {"models": ("patlak",)})])
         preds = [f"network={workdir / 'predictions'}", f"LM={workdir / 'fits' / 'lm'}",
                  f"Patlak={workdir / 'fits' / 'patlak'}"]
         evaluation = evaluate(workdir / "data", preds, workdir / "evaluation", split="test")

@@ -24,7 +24,7 @@ from jaxkin.phantom.anatomy import PRESETS
 from jaxkin.errors import InputError
 from jaxkin.frames import FRAME_SCHEDULES
 from jaxkin.nn.loss import LOSS_FRAMES, LOSS_SCALES
-from jaxkin.nn.unet import UNetConfig
+from jaxkin.nn.unet import ARCHITECTURES, UNetConfig
 
 __all__ = ["DataConfig", "OptimConfig", "TrainConfig", "config_from_dict", "load_config", "config_leaves", "KEYS",
            "auto_time_steps", "resolve_time_steps"]
@@ -89,9 +89,9 @@ KEYS: dict[str, tuple[str | None, type]] = {
     **{name: (section, kind) for section, cls in _SECTION_CLASSES.items() for name, kind in _leaf_types(cls).items()},
     **{name: (None, kind) for name, kind in _leaf_types(TrainConfig).items() if name not in _SECTION_CLASSES},
 }
-_CHOICES = {"in_channels": (1,), "out_channels": (UNetConfig.out_channels,), "phantom_preset": tuple(PRESETS),
+_CHOICES = {"architecture": ARCHITECTURES, "in_channels": (1,), "out_channels": (UNetConfig.out_channels,), "phantom_preset": tuple(PRESETS),
             "loss_frames": LOSS_FRAMES, "loss_scale": LOSS_SCALES, "phantom_frames": tuple(FRAME_SCHEDULES)}
-_POSITIVE = ("depth", "root_features", "input_scale", "epochs", "batch_size", "eval_every", "crop",
+_POSITIVE = ("depth", "root_features", "temporal_features", "input_scale", "epochs", "batch_size", "eval_every", "crop",
              "lr_halving_epochs", "predict_batch_size", "learning_rate")
 _NON_NEGATIVE = ("devices", "data_shards", "time_steps", "grad_clip_norm", "lm_guidance", "lm_guidance_epochs")
 
@@ -171,12 +171,10 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
 
 def auto_time_steps(model: UNetConfig, n_frames: int) -> int:
     """The network's time steps for scans of ``n_frames`` frames when ``time_steps`` is 0 (auto): the frame count
-    rounded up to a multiple of ``2**depth`` with 3d pooling (which halves time ``depth`` times; 62 -> 64 and 69 ->
-    80 at depth 4), the frame count itself with space pooling."""
-    n = int(n_frames)
-    if model.pooling == "3d":
-        return -(-n // model.size_multiple) * model.size_multiple
-    return n
+    rounded up to a multiple of ``2**depth`` for the paper's UNet with 3d pooling (which halves time ``depth``
+    times; 62 -> 64 and 69 -> 80 at depth 4), the frame count itself otherwise (space pooling, ``encoder_unet``)."""
+    m = model.time_multiple
+    return -(-int(n_frames) // m) * m
 
 
 def resolve_time_steps(cfg: TrainConfig, n_frames: int, where: str = "data") -> TrainConfig:

@@ -93,8 +93,15 @@ def crop_slices(x: np.ndarray, size: int) -> np.ndarray:
     return x
 
 
-def voxel_mask(tac: np.ndarray, duration: np.ndarray, threshold: float) -> np.ndarray:
-    """Voxels whose time-averaged activity (AUC / scan length, kBq/ml) exceeds ``threshold``: float32 ``[...]``."""
+def voxel_mask(tac, duration, threshold: float):
+    """Voxels whose time-averaged activity (AUC / scan length, kBq/ml) exceeds ``threshold``: float32 ``[...]`` of
+    ``tac [..., F]`` and frame durations ``duration [F]``. Host arrays are averaged in float64 NumPy; a JAX array
+    (a traced one too: prediction computes the mask on the device) with ``jax.numpy`` in its own dtype."""
+    jax = sys.modules.get("jax")  # not imported: tac cannot be a JAX array
+    if jax is not None and isinstance(tac, jax.Array):
+        jnp = jax.numpy
+        mean = jnp.nan_to_num(tac) @ (duration / jnp.sum(duration)).astype(tac.dtype)
+        return (mean > threshold).astype(jnp.float32)
     mean = np.tensordot(np.nan_to_num(tac), duration / duration.sum(), axes=([-1], [0]))
     return (mean > threshold).astype(np.float32)
 

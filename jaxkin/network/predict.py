@@ -44,7 +44,8 @@ __all__ = ["Predictor", "load_predictor", "write_parameter_maps", "refine_with_l
 
 @functools.lru_cache(maxsize=8)
 def _compiled_forward(graphdef, parallel):
-    """Jitted ``forward(params, tac, kin)`` and ``forward_metrics(params, tac, mask, kin)``, built once per network,
+    """Jitted ``forward(params, tac, kin)`` and ``forward_metrics(params, tac, valid, kin, threshold)`` (the metrics
+    over :func:`jaxkin.network.data.voxel_mask` of the slices whose ``valid`` is 1), built once per network,
     the slices split over ``parallel``'s mesh (:class:`jaxkin.distributed.DataParallel`); ``kin`` is the scan's
     :class:`jaxkin.kinetics.KineticInput` (or None for ``forward`` when the network does not need it)."""
     rep, rows = parallel.replicated, parallel.batch_sharding
@@ -56,9 +57,10 @@ def _compiled_forward(graphdef, parallel):
     def predict(params, tac, kin):
         return forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), convs=SHIFT_SUM_CONVS)
 
-    @functools.partial(jax.jit, in_shardings=(rep, rows, rows, rep), out_shardings=(rows, rep))
-    def predict_with_metrics(params, tac, mask, kin):
+    @functools.partial(jax.jit, in_shardings=(rep, rows, rows, rep, rep), out_shardings=(rows, rep))
+    def predict_with_metrics(params, tac, valid, kin, threshold):
         predicted = forward(graphdef, params, tac, per_slice(kin, tac.shape[0]), convs=SHIFT_SUM_CONVS)
+        mask = voxel_mask(tac, kin.frame_duration, threshold) * valid[:, None, None]  # on the device: a fused read
         return predicted, metric_sums(tac, two_tissue_irreversible(predicted, kin), mask)
 
     return predict, predict_with_metrics
@@ -131,21 +133,22 @@ class Predictor:
         pad = ((0, 0), (px // 2, px - px // 2), (py // 2, py - py // 2), (0, 0))
         out = np.zeros((x_size, y_size, n_z, self.cfg.model.out_channels), np.float32)
         totals: dict[str, float] = {}
-        duration = None if kin is None else np.asarray(kin.frame_duration, np.float64)
+        threshold = np.float32(self.cfg.data.mask_threshold)
         kin = None if kin is None else self.parallel.replicate(kin)
         rows = self.parallel.batch_sharding  # slices split over this process's devices
         b = self.batch_size
         for z0 in tqdm(range(0, n_z, b), disable=not progress, desc="slices", unit_scale=b, leave=False):
             z1 = min(z0 + b, n_z)
-            tac = np.moveaxis(np.nan_to_num(volume[:, :, z0:z1, :].astype(np.float32)), 2, 0)  # [n, X, Y, F]
-            tac = np.pad(tac, ((0, b - (z1 - z0)), *pad[1:]))
+            tac = np.zeros((b, x_size + px, y_size + py, n_frames), np.float32)  # one copy: padded, contiguous
+            tac[: z1 - z0, pad[1][0] : pad[1][0] + x_size, pad[2][0] : pad[2][0] + y_size] = np.moveaxis(
+                volume[:, :, z0:z1, :], 2, 0)
+            np.nan_to_num(tac, copy=False)
             if kin is None:
                 pred = self._forward(self.params, jax.device_put(tac, rows), None)
             else:
-                mask = voxel_mask(tac, duration, self.cfg.data.mask_threshold)
-                mask[z1 - z0 :] = 0.0
-                pred, sums = self._forward_metrics(self.params, jax.device_put(tac, rows), jax.device_put(mask, rows),
-                                                   kin)
+                valid = (np.arange(b) < z1 - z0).astype(np.float32)  # the padding slices count nowhere
+                pred, sums = self._forward_metrics(self.params, jax.device_put(tac, rows), jax.device_put(valid, rows),
+                                                   kin, threshold)
                 for k, v in jax.device_get(sums).items():
                     totals[k] = totals.get(k, 0.0) + float(v)
             pred = np.asarray(pred)[: z1 - z0, pad[1][0] : pad[1][0] + x_size, pad[2][0] : pad[2][0] + y_size]
@@ -354,7 +357,8 @@ def _sidecar(model, pet, input_function, refine: _Refinement | None, refined: di
     from jaxkin.io.blood import Blood, scan_provenance
 
     blood = input_function if isinstance(input_function, Blood) else None
-    method = ("self-supervised (2+1)D UNet (De Benetti et al. 2023)" if model.conv == "space_time"
+    method = ("self-supervised per-voxel temporal encoder + 2D UNet" if model.architecture == "encoder_unet"
+              else "self-supervised (2+1)D UNet (De Benetti et al. 2023)" if model.conv == "space_time"
               else "self-supervised 3D UNet")
     if refine is not None:
         method += f" + {refine.iterations} Levenberg-Marquardt iterations per voxel"

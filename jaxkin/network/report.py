@@ -130,9 +130,11 @@ def write_report(workdir: Path, cfg: TrainConfig, summary: dict, split: dict, or
                 str(r["voxels"])]
                for name, r in (("validation (best checkpoint)", summary.get("best_val")), ("test", summary.get("test")))
                if r]
+    shape = (f"temporal encoder ({m.temporal_features} features) + 2D UNet (depth {m.depth}, {m.root_features} root "
+             "features)" if m.architecture == "encoder_unet" else f"conv {m.conv}, pooling {m.pooling}")
     lines = [
         "# jaxkin training report", "",
-        f"Network: conv {m.conv}, pooling {m.pooling}, final activation {m.final_activation}; "
+        f"Network: {shape}, final activation {m.final_activation}; "
         f"{o.epochs} epochs, batch {o.batch_size}, lr {o.learning_rate:g} halved every {o.lr_halving_epochs} epochs.",
         f"Subjects: train {', '.join(split['train'])}; val {', '.join(split['val']) or '-'}; "
         f"test {', '.join(split['test']) or '-'}.", "",

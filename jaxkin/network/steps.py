@@ -26,7 +26,8 @@ from jaxkin.network.config import OptimConfig, TrainConfig
 from jaxkin.network.data import ShardedSlices
 from jaxkin.kinetics import two_tissue_irreversible
 from jaxkin.nn.loss import guidance_loss, loss_weights, masked_mse, metric_sums, per_sample_input
-from jaxkin.nn.inputs import network_input
+from jaxkin.nn.encoder_unet import EncoderUNet
+from jaxkin.nn.inputs import network_input, voxel_input
 from jaxkin.nn.unet import XLA_CONVS, ConvOps, UNet, UNetConfig
 
 __all__ = ["TrainState", "CompiledSteps", "make_model", "model_graph", "make_optimizer", "forward",
@@ -46,10 +47,17 @@ def _check_resolved(model: UNetConfig) -> None:
                          "built: jaxkin.network.resolve_time_steps(cfg, n_frames)")
 
 
-def make_model(cfg: TrainConfig) -> UNet:
-    """The UNet of ``cfg.model``, initialised from ``cfg.seed`` (``time_steps`` resolved: not 0)."""
+def _network_class(model: UNetConfig):
+    """The module class of ``model.architecture``: the paper's :class:`jaxkin.nn.unet.UNet` or
+    :class:`jaxkin.nn.encoder_unet.EncoderUNet`."""
+    return EncoderUNet if model.architecture == "encoder_unet" else UNet
+
+
+def make_model(cfg: TrainConfig) -> nnx.Module:
+    """The network of ``cfg.model`` (its ``architecture``), initialised from ``cfg.seed`` (``time_steps`` resolved:
+    not 0)."""
     _check_resolved(cfg.model)
-    return UNet(cfg.model, rngs=nnx.Rngs(cfg.seed))
+    return _network_class(cfg.model)(cfg.model, rngs=nnx.Rngs(cfg.seed))
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,7 +66,7 @@ def model_graph(model: UNetConfig):
     pair it with ``nnx.split(make_model(cfg))[1]``. One object per config, so compiled programs keyed on it are
     reused."""
     _check_resolved(model)
-    return nnx.split(nnx.eval_shape(lambda: UNet(model, rngs=nnx.Rngs(0))))[0]
+    return nnx.split(nnx.eval_shape(lambda: _network_class(model)(model, rngs=nnx.Rngs(0))))[0]
 
 
 def make_optimizer(optim: OptimConfig, steps_per_epoch: int):
@@ -83,9 +91,12 @@ def forward(graphdef, params, tac, kin=None, *, convs: ConvOps = XLA_CONVS):
     :data:`jaxkin.nn.unet.SHIFT_SUM_CONVS` when the output is not differentiated (prediction)."""
     model = nnx.merge(graphdef, params)
     cfg = model.cfg
-    return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization,
-                               kin if cfg.needs_input_function else None, cfg.condition_on_input),
-                 convs=convs)
+    kin = kin if cfg.needs_input_function else None
+    if cfg.architecture == "encoder_unet":  # time last, the input function once per sample
+        return model(*voxel_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization, kin,
+                                  cfg.condition_on_input))
+    return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization, kin,
+                               cfg.condition_on_input), convs=convs)
 
 
 def _model_tacs_of_batch(graphdef, params, batch, kin):

@@ -1,7 +1,8 @@
-"""Neural networks: the paper's spatio-temporal UNet (:mod:`.unet`, Flax NNX), its input (:mod:`.inputs`), its
-final activations (:mod:`.activations`), and the self-supervised loss and TAC metrics (:mod:`.loss`).
+"""Neural networks: the paper's spatio-temporal UNet (:mod:`.unet`, Flax NNX), a per-voxel temporal encoder followed
+by a 2D UNet (:mod:`.encoder_unet`), their input (:mod:`.inputs`), final activations (:mod:`.activations`), and the
+self-supervised loss and TAC metrics (:mod:`.loss`).
 
-Only :mod:`.unet` needs Flax; it is imported on first use of its names, so the pure-JAX modules (the TAC metrics
+Only :mod:`.unet` and :mod:`.encoder_unet` need Flax; it is imported on first use of its names, so the pure-JAX modules (the TAC metrics
 that :mod:`jaxkin.evaluation` shares) load without it.
 """
 

@@ -1,5 +1,7 @@
 """What the network sees: measured TACs turned into its input ``[B, T, H, W, C]`` (time first, edge-padded to
-``T`` time steps, optionally normalised and joined by the input function), as pure functions.
+``T`` time steps, optionally normalised and joined by the input function), as pure functions; for the per-voxel
+temporal encoder (:mod:`jaxkin.nn.encoder_unet`) the same values with time last and the input function once per
+sample (:func:`voxel_input`).
 
 Units: TACs and blood activity in kBq/ml, frame times in min; a normalised input is dimensionless.
 """
@@ -9,7 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 __all__ = ["INPUT_NORMALIZATIONS", "SLICE_PERCENTILE", "INPUT_CURVES", "pad_time", "slice_scale", "input_level",
-           "input_curves", "network_input"]
+           "input_curves", "network_input", "voxel_input"]
 
 #: Choices of ``input_normalization``: kBq/ml as measured, each slice over its 99th percentile, each scan over its
 #: time-averaged blood activity.
@@ -57,6 +59,19 @@ def input_curves(kin):
     return jnp.stack([kin.blood_mean(), kin.integral_mean() / end], axis=-1)
 
 
+def _sample_scale(tacs, normalization: str, kin, condition: bool):
+    """Each sample's divisor ``[B]`` of ``normalization`` (1 for ``"none"``); ValueError without ``kin`` where the
+    normalisation or the conditioning needs it."""
+    _one_of("input_normalization", normalization, INPUT_NORMALIZATIONS)
+    if (normalization == "input" or condition) and kin is None:
+        raise ValueError("this network's input needs the scan's input function (kin)")
+    if normalization == "slice":
+        return slice_scale(tacs)
+    if normalization == "input":
+        return jnp.maximum(input_level(kin), 1e-6).astype(tacs.dtype)
+    return jnp.ones(tacs.shape[:1], tacs.dtype)
+
+
 def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization: str = "none", kin=None,
                   condition: bool = False):
     """TACs ``[B, H, W, F]`` (kBq/ml) -> network input ``[B, T, H, W, C]``: time first, edge-padded, scaled.
@@ -68,17 +83,24 @@ def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization
     :func:`input_curves` as two channels, divided by the same per-sample scale as the TACs (so the ratio of
     tissue to blood, which the kinetic parameters describe, is kept).
     """
-    _one_of("input_normalization", normalization, INPUT_NORMALIZATIONS)
-    if (normalization == "input" or condition) and kin is None:
-        raise ValueError("this network's input needs the scan's input function (kin)")
-    scale = jnp.ones(tacs.shape[:1], tacs.dtype)
-    if normalization == "slice":
-        scale = slice_scale(tacs)
-    elif normalization == "input":
-        scale = jnp.maximum(input_level(kin), 1e-6).astype(tacs.dtype)
+    scale = _sample_scale(tacs, normalization, kin, condition)
     x = jnp.moveaxis(tacs / scale[:, None, None, None], -1, 1)[..., None]  # [B, F, H, W, 1]
     if condition:
         curves = (input_curves(kin) / scale[:, None, None]).astype(tacs.dtype)  # [B, F, 2]
         curves = jnp.broadcast_to(curves[:, :, None, None, :], (*x.shape[:4], INPUT_CURVES))
         x = jnp.concatenate([x, curves], axis=-1)
     return pad_time(x * input_scale, time_steps, axis=1)
+
+
+def voxel_input(tacs, time_steps: int, input_scale: float = 1.0, normalization: str = "none", kin=None,
+                condition: bool = False):
+    """TACs ``[B, H, W, F]`` (kBq/ml) -> ``(x [B, H, W, T], curves [B, T, 2] or None)``: the values of
+    :func:`network_input` with time last (each voxel's TAC a row, edge-padded to ``T``) and, with ``condition``,
+    the input function's :func:`input_curves` once per sample (equally scaled and padded) instead of broadcast to
+    every voxel."""
+    scale = _sample_scale(tacs, normalization, kin, condition)
+    x = pad_time(tacs / scale[:, None, None, None] * input_scale, time_steps, axis=-1)
+    if not condition:
+        return x, None
+    curves = (input_curves(kin) / scale[:, None, None]).astype(tacs.dtype) * input_scale  # [B, F, 2]
+    return x, pad_time(curves, time_steps, axis=1)

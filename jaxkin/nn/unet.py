@@ -37,8 +37,12 @@ from jaxkin.nn._convs import full_conv, head_collapse, spatial_conv, temporal_co
 from jaxkin.nn.activations import FINAL_ACTIVATIONS, final_activation, inverse_activation
 from jaxkin.nn.inputs import INPUT_CURVES, INPUT_NORMALIZATIONS, _one_of
 
-__all__ = ["UNetConfig", "UNet", "count_parameters", "ConvOps", "XLA_CONVS", "SHIFT_SUM_CONVS"]
+__all__ = ["UNetConfig", "UNet", "count_parameters", "ConvOps", "XLA_CONVS", "SHIFT_SUM_CONVS", "ARCHITECTURES",
+           "host_rng"]
 
+#: Choices of ``architecture``: the paper's spatio-temporal UNet (this module), or a per-voxel temporal encoder
+#: followed by a 2D UNet over its features (:mod:`jaxkin.nn.encoder_unet`: time first, then space).
+ARCHITECTURES = ("spacetime_unet", "encoder_unet")
 #: Choices of ``conv``: (2+1)D blocks or 3D ones.
 CONV_TYPES = ("space_time", "3d")
 #: Choices of ``pooling``: (2,2,2) or (1,2,2).
@@ -55,6 +59,9 @@ class UNetConfig:
     ``conv``: ``"space_time"`` ((2+1)D) or ``"3d"``; ``pooling``: ``"3d"`` (2,2,2) or ``"space"`` (1,2,2);
     ``final_activation``: ``"abs"``, ``"clamp"``, ``"multi_clamp"`` or ``"sigmoid"``; ``depth`` poolings with
     ``root_features * 2**d`` features; ``time_steps``: frames after edge padding (the head's temporal kernel);
+    ``architecture``: ``"spacetime_unet"`` (the paper's, this module) or ``"encoder_unet"``
+    (:mod:`jaxkin.nn.encoder_unet`, which ignores ``conv`` and ``pooling``), whose per-voxel encoder compresses
+    each TAC to ``temporal_features`` features;
     ``lower``/``upper``: per-parameter bounds (K1, k2, k3, vB) of the ``multi_clamp`` and ``sigmoid`` activations,
     by default the FDG model's (:func:`jaxkin.kinetics.get_model`); ``init_params``: empty (the paper: every layer
     initialised at random) or one value per output channel: the last layer (the time-collapsing conv) starts with a
@@ -64,6 +71,7 @@ class UNetConfig:
     after the normalisation (see :func:`jaxkin.nn.inputs.network_input`). Invalid values raise ValueError (one line).
     """
 
+    architecture: str = "spacetime_unet"
     conv: str = "space_time"
     pooling: str = "3d"
     final_activation: str = "multi_clamp"
@@ -78,8 +86,10 @@ class UNetConfig:
     input_scale: float = 1.0
     input_normalization: str = "none"
     condition_on_input: bool = False
+    temporal_features: int = 64
 
     def __post_init__(self):
+        _one_of("architecture", self.architecture, ARCHITECTURES)
         _one_of("conv", self.conv, CONV_TYPES)
         _one_of("pooling", self.pooling, POOLINGS)
         _one_of("final_activation", self.final_activation, tuple(FINAL_ACTIVATIONS))
@@ -91,7 +101,7 @@ class UNetConfig:
                 lo < v < hi for v, lo, hi in zip(self.init_params, self.lower, self.upper))):
             raise ValueError(f"init_params must be empty or {n} values strictly between lower and upper, "
                              f"got {self.init_params!r}")
-        if self.pooling == "3d" and self.time_steps % self.size_multiple:
+        if self.time_steps % self.time_multiple:
             raise ValueError(f"time_steps ({self.time_steps}) must be a multiple of 2**depth = {self.size_multiple} "
                              "with 3d pooling")
 
@@ -110,6 +120,11 @@ class UNetConfig:
     def size_multiple(self) -> int:
         """``H`` and ``W`` must be multiples of this."""
         return 2**self.depth
+
+    @property
+    def time_multiple(self) -> int:
+        """``time_steps`` must be a multiple of this: ``2**depth`` for the paper's UNet with 3d pooling, else 1."""
+        return self.size_multiple if self.architecture == "spacetime_unet" and self.pooling == "3d" else 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -145,21 +160,33 @@ def max_pool(x, pooling: str):
     return x.reshape(b, t, h // 2, 2, w // 2, 2, c).max(axis=(3, 5))
 
 
+def host_rng(rngs: nnx.Rngs) -> np.random.Generator:
+    """A NumPy generator seeded from ``rngs.params()`` (a fixed seed under ``nnx.eval_shape`` / jit, where the
+    values do not matter), for drawing weights on the host (:class:`ConvWeights`)."""
+    key = rngs.params()
+    try:
+        seed = np.asarray(jax.random.key_data(key)).ravel()
+    except jax.errors.TracerArrayConversionError:
+        seed = 0
+    return np.random.default_rng(seed)
+
+
 # --------------------------------------------------------------------------------------------------
 # Modules
 # --------------------------------------------------------------------------------------------------
 
 
 class ConvWeights(nnx.Module):
-    """Kernel ``[kt, kh, kw, Ci, Co]`` and bias ``[Co]``, initialised U(-1/sqrt(fan_in), 1/sqrt(fan_in))
+    """Kernel ``[kt, kh, kw, Ci, Co]`` (or any shape ``[..., Ci, Co]``, fan-in = the product of all axes but the
+    last) and bias ``[Co]``, initialised U(-1/sqrt(fan_in), 1/sqrt(fan_in))
     (PyTorch's default for conv layers, as in the original).
 
     ``rng`` is a NumPy generator (seeded from the model's ``nnx.Rngs``): drawing on the host avoids compiling one
     small XLA program per kernel shape, which made building the model take tens of seconds on a CPU.
     """
 
-    def __init__(self, shape: tuple[int, int, int, int, int], *, rng: np.random.Generator):
-        bound = 1.0 / math.sqrt(shape[0] * shape[1] * shape[2] * shape[3])
+    def __init__(self, shape: tuple[int, ...], *, rng: np.random.Generator):
+        bound = 1.0 / math.sqrt(math.prod(shape[:-1]))
         self.kernel = nnx.Param(jnp.asarray(rng.uniform(-bound, bound, shape), jnp.float32))
         self.bias = nnx.Param(jnp.asarray(rng.uniform(-bound, bound, (shape[-1],)), jnp.float32))
 
@@ -229,12 +256,7 @@ class UNet(nnx.Module):
 
     def __init__(self, cfg: UNetConfig = UNetConfig(), *, rngs: nnx.Rngs):
         self.cfg = cfg
-        key = rngs.params()
-        try:
-            seed = np.asarray(jax.random.key_data(key)).ravel()
-        except jax.errors.TracerArrayConversionError:  # under nnx.eval_shape / jit: values don't matter
-            seed = 0
-        rng = np.random.default_rng(seed)
+        rng = host_rng(rngs)
         features = [cfg.root_features * 2**d for d in range(cfg.depth + 1)]
         c, skips, encoders = cfg.channels, [], []
         for f in features[:-1]:

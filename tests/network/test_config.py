@@ -49,6 +49,8 @@ def test_new_options_are_validated(values, message):
     ({"grad_clip_norm": -1.0}, "grad_clip_norm must be 0 or positive"),
     ({"condition_on_input": "yes"}, "condition_on_input must be bool"),
     ({"input_normalization": "blood"}, "input_normalization must be one of"),
+    ({"architecture": "transformer"}, "architecture must be one of spacetime_unet, encoder_unet"),
+    ({"temporal_features": 0}, "temporal_features must be positive"),
 ])
 def test_the_options_are_validated(values, message):
     with pytest.raises(InputError, match=message):
@@ -110,6 +112,8 @@ def test_auto_time_steps_follow_the_frames():
     assert N.resolve_time_steps(cfg, 62).model.time_steps == 64
     space = N.config_from_dict({"pooling": "space"})
     assert N.resolve_time_steps(space, 69).model.time_steps == 69
+    encoder = N.config_from_dict({"architecture": "encoder_unet"})  # no pooling in time: the frames as they are
+    assert N.resolve_time_steps(encoder, 69).model.time_steps == 69
     paper = N.load_config(ROOT / "experiments" / "exp4_1.py")
     assert paper.model.time_steps == 64 and N.resolve_time_steps(paper, 62) == paper
     with pytest.raises(InputError, match="69 frames do not fit time_steps = 64"):

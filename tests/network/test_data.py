@@ -9,7 +9,7 @@ import pytest
 
 import jaxkin
 from jaxkin import kinetics
-from jaxkin.network.data import lm_targets
+from jaxkin.network.data import lm_targets, voxel_mask
 
 FRAMES = jaxkin.FrameSchedule.quadra()
 
@@ -30,3 +30,20 @@ def test_lm_targets_recover_the_parameters_of_noise_free_tacs():
     ki = lambda p: p[..., 0] * p[..., 2] / (p[..., 1] + p[..., 2])  # noqa: E731
     np.testing.assert_allclose(fit[inside][:, [0, 3]], truth[inside][:, [0, 3]], rtol=2e-2, atol=1e-3)
     np.testing.assert_allclose(ki(fit[inside]), ki(truth[inside]), rtol=2e-2)
+
+
+def test_voxel_mask_on_the_device_equals_the_host_mask():
+    """Prediction computes the mask inside its compiled step (float32); training and the LM polish on the host
+    (float64): the same voxels, NaN frames counting as 0, against a hand computation."""
+    import jax
+
+    rng = np.random.default_rng(5)
+    tac = rng.gamma(2.0, 1.0, (2, 6, 7, 5)).astype(np.float32)
+    tac[0, 1, 2, 3] = np.nan
+    duration = np.array([0.5, 0.5, 1.0, 2.0, 5.0])
+    mean = (np.nan_to_num(tac).astype(np.float64) * duration).sum(-1) / duration.sum()
+    host = voxel_mask(tac, duration, 2.0)
+    device = jax.jit(lambda t, d: voxel_mask(t, d, 2.0))(jnp.asarray(tac), jnp.asarray(duration, jnp.float32))
+    np.testing.assert_array_equal(host, (mean > 2.0).astype(np.float32))
+    np.testing.assert_array_equal(np.asarray(device), host)
+    assert 0 < host.sum() < host.size

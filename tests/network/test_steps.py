@@ -100,3 +100,28 @@ def test_the_guided_loss_is_the_self_supervised_loss_plus_the_distance():
     assert float(loss(params, guided)) == pytest.approx(plain + distance, rel=1e-5)
     off = guided | {"guidance": np.zeros(2, np.float32)}
     assert float(loss(params, off)) == pytest.approx(plain, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_encoder_unet_train_step_has_finite_gradients_and_learns(synthetic_batch):
+    """The time-first network through the guided, weighted loss of a train step: a few steps lower the loss, and
+    then (the last layer no longer zero, as ``init_params`` starts it) finite gradients reach every layer."""
+    batch, kin = synthetic_batch
+    cfg = N.config_from_dict(TINY | {"architecture": "encoder_unet", "root_features": 4, "temporal_features": 8,
+                                     "condition_on_input": True, "input_normalization": "input",
+                                     "final_activation": "sigmoid", "init_params": (0.1, 0.5, 0.05, 0.05),
+                                     "loss_scale": "counts", "loss_frames": "duration", "lm_guidance": 1.0,
+                                     "grad_clip_norm": 1.0, "learning_rate": 3e-3})
+    graphdef, params = nnx.split(N.make_model(cfg))
+    target = smooth_params(np.random.default_rng(4), (2, 16, 16))
+    guided = batch | {"target": target, "guidance": np.ones(2, np.float32)}
+    opt, _ = N.make_optimizer(cfg.optim, 1)
+    step = N.make_train_step(graphdef, opt, frames="duration", scale="counts")
+    state, losses = N.TrainState(params, opt.init(params)), []
+    for _ in range(10):
+        state, m = step(state, guided, kin)
+        losses.append(float(m["loss"]))
+    assert np.all(np.isfinite(losses)) and losses[-1] < losses[0], losses
+    grads = jax.jit(jax.grad(lambda p: batch_loss(graphdef, p, guided, kin, "duration", "counts")))(state.params)
+    for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+        assert np.all(np.isfinite(np.asarray(g))) and np.any(np.asarray(g) != 0), jax.tree_util.keystr(path)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from flax import nnx
 
 from jaxkin import network as N
 from jaxkin.errors import InputError
@@ -119,3 +120,31 @@ def test_organ_rank_correlation_leaves_blood_out():
     rows[0]["predicted"]["Ki"] = 0.05
     assert N.organ_rank_correlation(rows, "Ki") == pytest.approx(-0.5)
     assert np.isnan(N.organ_rank_correlation(rows[:2], "Ki"))
+
+
+@pytest.mark.slow
+def test_an_encoder_unet_run_predicts_from_its_model_json(dataset, tmp_path):
+    """A guided run of the time-first network: model.json rebuilds it for ``jaxkin predict``, whose maps are the
+    run's own predictions of the test subject."""
+    import nibabel as nib
+
+    from jaxkin.cli import main
+    from jaxkin.nn.encoder_unet import EncoderUNet
+
+    cfg = _run_cfg(epochs=1, architecture="encoder_unet", root_features=4, temporal_features=8, time_steps=0,
+                   condition_on_input=True, input_normalization="input", final_activation="sigmoid",
+                   init_params=(0.1, 0.5, 0.05, 0.05), loss_scale="voxel", lm_guidance=1.0)
+    workdir = tmp_path / "run"
+    N.train(cfg, workdir, dataset, progress=False)
+    predictor = N.load_predictor(workdir)
+    assert predictor.cfg.model.architecture == "encoder_unet" and predictor.cfg.model.time_steps == 12
+    assert isinstance(nnx.merge(predictor.graphdef, predictor.params), EncoderUNet)
+    pet = dataset / "sub-03" / "pet"
+    rc = main(["predict", "--checkpoint", str(workdir), "--pet", str(pet / "sub-03_pet.nii.gz"), "--input-function",
+               str(pet / "sub-03_recording-AIF_blood.tsv"), "--out", str(tmp_path / "maps")])
+    assert rc == 0
+    name = "sub-03_model-2tcmirr_meas-K1_mimap.nii.gz"
+    ours = np.asarray(nib.load(tmp_path / "maps" / name).dataobj)
+    np.testing.assert_allclose(ours, np.asarray(nib.load(next((workdir / "predictions").rglob(name))).dataobj),
+                               rtol=1e-6)
+    assert np.all(ours >= cfg.model.lower[0]) and np.all(ours <= cfg.model.upper[0]) and ours.std() > 0

@@ -54,3 +54,19 @@ def test_slice_normalisation_is_invariant_to_a_constant_factor():
     # the paper's default: kBq/ml times input_scale
     np.testing.assert_allclose(np.asarray(I.network_input(tac, 16, 0.5))[:, :12, ..., 0],
                                0.5 * np.moveaxis(np.asarray(tac), -1, 1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalization,condition", [("input", True), ("slice", False), ("none", True)])
+def test_voxel_input_is_the_network_input_with_time_last(kins, normalization, condition):
+    """The encoder's input (each voxel's TAC a row, the curves once per sample) holds the same values as the UNet's
+    ``[B, T, H, W, C]`` input, the curves equal in every voxel."""
+    kin = kins[0]
+    tac = jax.random.uniform(jax.random.key(1), (2, 4, 4, FRAMES.n_frames)) * 10.0
+    ref = np.asarray(I.network_input(tac, 64, 0.5, normalization, kin, condition))
+    x, curves = I.voxel_input(tac, 64, 0.5, normalization, kin, condition)
+    np.testing.assert_array_equal(np.asarray(x), np.moveaxis(ref[..., 0], 1, -1))
+    if condition:
+        np.testing.assert_array_equal(np.broadcast_to(np.asarray(curves)[:, :, None, None, :], ref[..., 1:].shape),
+                                      ref[..., 1:])
+    else:
+        assert curves is None
