@@ -58,6 +58,8 @@ class OptimConfig:
     lm_guidance: float = 0.0  # weight of the voxel fit's maps of the training slices in the loss (0: off, the paper;
     # jaxkin.nn.loss.guidance_loss): a label-free guide computed from the same scans
     lm_guidance_epochs: int = 0  # guide the first N epochs only, then the loss is purely self-supervised; 0: every epoch
+    lm_guidance_ki: float = 0.0  # weight of Ki's log-ratio distance (from the voxel fit's K1, k2, k3) beside the four
+    # parameters', relative to theirs (jaxkin.nn.loss.guidance_loss); 0: the four parameters alone
     blind_spot: float = 0.0  # share of the masked voxels whose input TAC is replaced by a random neighbour's at each
     # step, the loss counting only those (jaxkin.nn.inputs.blind_spot_input; a Noise2Void-style denoiser); 0: off
 
@@ -96,7 +98,7 @@ _CHOICES = {"architecture": ARCHITECTURES, "in_channels": (1,), "out_channels": 
 _POSITIVE = ("depth", "root_features", "temporal_features", "input_scale", "epochs", "batch_size", "eval_every", "crop",
              "lr_halving_epochs", "predict_batch_size", "learning_rate")
 _NON_NEGATIVE = ("devices", "data_shards", "time_steps", "grad_clip_norm", "lm_guidance", "lm_guidance_epochs",
-                 "blind_spot")
+                 "lm_guidance_ki", "blind_spot")
 
 
 def _dotted(name: str) -> str:

@@ -121,7 +121,7 @@ def batch_loss(graphdef, params, batch, kin, frames: str = "none", scale: str = 
     mask = batch["blind"] if "blind" in batch else batch["mask"]
     loss = masked_mse(batch["tac"], model, mask, loss_weights(sample_kin, batch["tac"], frames, scale))
     if "target" in batch:
-        loss = loss + guidance_loss(predicted, batch["target"], mask, batch["guidance"])
+        loss = loss + guidance_loss(predicted, batch["target"], mask, batch["guidance"], batch.get("guidance_ki"))
     return loss
 
 
