@@ -60,8 +60,6 @@ class OptimConfig:
     lm_guidance_epochs: int = 0  # guide the first N epochs only, then the loss is purely self-supervised; 0: every epoch
     lm_guidance_ki: float = 0.0  # weight of Ki's log-ratio distance (from the voxel fit's K1, k2, k3) beside the four
     # parameters', relative to theirs (jaxkin.nn.loss.guidance_loss); 0: the four parameters alone
-    blind_spot: float = 0.0  # share of the masked voxels whose input TAC is replaced by a random neighbour's at each
-    # step, the loss counting only those (jaxkin.nn.inputs.blind_spot_input; a Noise2Void-style denoiser); 0: off
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +96,7 @@ _CHOICES = {"architecture": ARCHITECTURES, "in_channels": (1,), "out_channels": 
 _POSITIVE = ("depth", "root_features", "temporal_features", "input_scale", "epochs", "batch_size", "eval_every", "crop",
              "lr_halving_epochs", "predict_batch_size", "learning_rate")
 _NON_NEGATIVE = ("devices", "data_shards", "time_steps", "grad_clip_norm", "lm_guidance", "lm_guidance_epochs",
-                 "lm_guidance_ki", "blind_spot")
+                 "lm_guidance_ki")
 
 
 def _dotted(name: str) -> str:
@@ -168,8 +166,6 @@ def config_from_dict(values: dict, where: str = "config") -> TrainConfig:
     n = cfg.model.size_multiple
     if cfg.data.crop % n:
         raise InputError(f"{where}: crop ({cfg.data.crop}) must be a multiple of 2**depth = {n}")
-    if cfg.optim.blind_spot >= 1:
-        raise InputError(f"{where}: blind_spot ({cfg.optim.blind_spot}) must be below 1 (a share of the voxels)")
     if cfg.data_shards and cfg.optim.batch_size % cfg.data_shards:
         raise InputError(f"{where}: batch_size ({cfg.optim.batch_size}) must be a multiple of data_shards "
                          f"({cfg.data_shards})")

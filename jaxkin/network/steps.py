@@ -27,7 +27,7 @@ from jaxkin.network.data import ShardedSlices
 from jaxkin.kinetics import two_tissue_irreversible
 from jaxkin.nn.loss import guidance_loss, loss_weights, masked_mse, metric_sums, per_sample_input
 from jaxkin.nn.encoder_unet import EncoderUNet
-from jaxkin.nn.inputs import blind_spot_input, network_input, voxel_input
+from jaxkin.nn.inputs import network_input, voxel_input
 from jaxkin.nn.unet import XLA_CONVS, ConvOps, UNet, UNetConfig
 
 __all__ = ["TrainState", "CompiledSteps", "make_model", "model_graph", "make_optimizer", "forward",
@@ -99,12 +99,11 @@ def forward(graphdef, params, tac, kin=None, *, convs: ConvOps = XLA_CONVS):
                                cfg.condition_on_input), convs=convs)
 
 
-def _model_tacs_of_batch(graphdef, params, batch, kin, seen=None):
+def _model_tacs_of_batch(graphdef, params, batch, kin):
     """``(model TACs [B, H, W, F] of the predicted parameters, each sample's kinetic input, the parameters)``;
-    ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``), picked per sample by ``batch["subject"]``;
-    ``seen``: the TACs the network is shown (default ``batch["tac"]``)."""
+    ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``), picked per sample by ``batch["subject"]``."""
     sample_kin = per_sample_input(kin, batch["subject"])
-    predicted = forward(graphdef, params, batch["tac"] if seen is None else seen, sample_kin)
+    predicted = forward(graphdef, params, batch["tac"], sample_kin)
     return jax.vmap(two_tissue_irreversible)(predicted, sample_kin), sample_kin, predicted
 
 
@@ -113,15 +112,11 @@ def batch_loss(graphdef, params, batch, kin, frames: str = "none", scale: str = 
     :func:`jaxkin.nn.loss.loss_weights` with ``frames`` and ``scale``) between the measured TACs and the model TACs
     of the predicted parameters, plus, when the batch carries the voxel fit's ``target`` maps and their ``guidance``
     weights, :func:`jaxkin.nn.loss.guidance_loss`. ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``),
-    picked per sample by ``batch["subject"]``. A batch with ``blind [B, H, W]`` and ``offset [B, H, W, 2]``
-    (:func:`jaxkin.nn.inputs.blind_spot_draw`) shows the network each blind voxel's neighbour instead of its own TAC
-    and counts only the blind voxels in both terms (``blind_spot``)."""
-    seen = blind_spot_input(batch["tac"], batch["blind"], batch["offset"]) if "blind" in batch else None
-    model, sample_kin, predicted = _model_tacs_of_batch(graphdef, params, batch, kin, seen)
-    mask = batch["blind"] if "blind" in batch else batch["mask"]
-    loss = masked_mse(batch["tac"], model, mask, loss_weights(sample_kin, batch["tac"], frames, scale))
+    picked per sample by ``batch["subject"]``."""
+    model, sample_kin, predicted = _model_tacs_of_batch(graphdef, params, batch, kin)
+    loss = masked_mse(batch["tac"], model, batch["mask"], loss_weights(sample_kin, batch["tac"], frames, scale))
     if "target" in batch:
-        loss = loss + guidance_loss(predicted, batch["target"], mask, batch["guidance"], batch.get("guidance_ki"))
+        loss = loss + guidance_loss(predicted, batch["target"], batch["mask"], batch["guidance"], batch.get("guidance_ki"))
     return loss
 
 

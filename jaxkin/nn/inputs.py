@@ -11,8 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 __all__ = ["INPUT_NORMALIZATIONS", "SLICE_PERCENTILE", "INPUT_CURVES", "pad_time", "slice_scale", "input_level",
-           "input_curves", "network_input", "voxel_input",
-           "BLIND_SPOT_RADIUS", "blind_spot_draw", "blind_spot_input"]
+           "input_curves", "network_input", "voxel_input"]
 
 #: Choices of ``input_normalization``: kBq/ml as measured, each slice over its 99th percentile, each scan over its
 #: time-averaged blood activity.
@@ -105,34 +104,3 @@ def voxel_input(tacs, time_steps: int, input_scale: float = 1.0, normalization: 
         return x, None
     curves = (input_curves(kin) / scale[:, None, None]).astype(tacs.dtype) * input_scale  # [B, F, 2]
     return x, pad_time(curves, time_steps, axis=1)
-
-
-#: The neighbours a blind-spot voxel takes its input from: offsets up to this many voxels in each in-plane direction.
-BLIND_SPOT_RADIUS = 2
-
-
-def blind_spot_draw(rng, mask, share: float):
-    """Which masked voxels of ``mask [B, H, W]`` hide their own TAC in one training step, and whose TAC they show:
-    ``(blind [B, H, W] bool, offset [B, H, W, 2] int8)``. Each masked voxel is blind with probability ``share``;
-    ``offset`` (dy, dx) is drawn uniformly from the nonzero offsets within :data:`BLIND_SPOT_RADIUS`. ``rng``: a
-    seeded :class:`numpy.random.Generator` (the data pipeline's, so the step stays a pure function)."""
-    import numpy as np
-
-    mask = np.asarray(mask, bool)
-    blind = mask & (rng.random(mask.shape) < share)
-    r = BLIND_SPOT_RADIUS
-    offsets = np.array([(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy or dx], np.int8)
-    return blind, offsets[rng.integers(0, len(offsets), mask.shape)]
-
-
-def blind_spot_input(tac, blind, offset):
-    """``tac [B, H, W, F]`` with each ``blind`` voxel's TAC replaced by its neighbour's at ``offset [B, H, W, 2]``
-    (dy, dx; clipped to the slice), as :func:`blind_spot_draw` draws them. Trained on blind voxels only, the network
-    cannot copy a voxel's own noise into its estimate and learns the TAC's expectation given its neighbourhood
-    (Noise2Void: Krull et al., CVPR 2019; Noise2Self: Batson & Royer, ICML 2019): counting noise, independent
-    between voxels, is then averaged out rather than fitted."""
-    b, h, w = tac.shape[:3]
-    y = jnp.clip(jnp.arange(h)[None, :, None] + offset[..., 0], 0, h - 1)
-    x = jnp.clip(jnp.arange(w)[None, None, :] + offset[..., 1], 0, w - 1)
-    neighbour = tac[jnp.arange(b)[:, None, None], y, x]
-    return jnp.where(blind[..., None], neighbour, tac)

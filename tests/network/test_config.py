@@ -63,13 +63,6 @@ def test_negative_guidance_settings_are_refused(key):
         N.config_from_dict({key: -1})
 
 
-@pytest.mark.parametrize("value, message", [(-0.1, "blind_spot must be 0 or positive"),
-                                            (1.0, "blind_spot .1.0. must be below 1")])
-def test_a_blind_spot_share_outside_0_1_is_refused(value, message):
-    with pytest.raises(InputError, match=message):
-        N.config_from_dict({"blind_spot": value})
-
-
 def test_bad_config_file_and_missing_data_on_the_command_line(tmp_path, capsys):
     from jaxkin.cli import main
 

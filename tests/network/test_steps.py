@@ -16,10 +16,8 @@ from flax import nnx
 
 import jaxkin
 from jaxkin import network as N
-from jaxkin.kinetics import two_tissue_irreversible
 from jaxkin.network.steps import batch_loss, forward
 from jaxkin.nn import loss as L
-from jaxkin.nn.inputs import blind_spot_draw
 
 from _tiny_scans import TINY, scan_kin, smooth_params
 
@@ -127,30 +125,3 @@ def test_encoder_unet_train_step_has_finite_gradients_and_learns(synthetic_batch
     grads = jax.jit(jax.grad(lambda p: batch_loss(graphdef, p, guided, kin, "duration", "counts")))(state.params)
     for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
         assert np.all(np.isfinite(np.asarray(g))) and np.any(np.asarray(g) != 0), jax.tree_util.keystr(path)
-
-
-def test_a_blind_spot_batch_shows_neighbours_and_counts_only_the_blind_voxels():
-    """With ``blind``/``offset`` the loss is the plain loss of a batch whose input TACs are the neighbours' and
-    whose mask is the blind voxels, against the voxels' own measured TACs: computed here by hand."""
-    cfg = N.config_from_dict({"depth": 2, "root_features": 2, "time_steps": 64, "final_activation": "sigmoid",
-                              "init_params": (0.1, 0.5, 0.05, 0.05), "loss_scale": "voxel"})
-    graphdef, params = N.model_graph(cfg.model), nnx.split(N.make_model(cfg))[1]
-    kin = jaxkin.prepare(jaxkin.feng_input(QUADRA.end[-1], delay=0.1), QUADRA)
-    stacked = jax.tree.map(lambda x: x[None], kin)
-    rng = np.random.default_rng(3)
-    tac = rng.gamma(2.0, 5.0, (2, 8, 8, QUADRA.n_frames)).astype(np.float32)
-    mask = np.ones((2, 8, 8), np.float32)
-    blind, offset = blind_spot_draw(rng, mask, 0.3)
-    assert 0 < blind.sum() < blind.size
-    batch = {"tac": tac, "mask": mask, "subject": np.zeros(2, np.int32), "blind": blind, "offset": offset}
-    loss = float(jax.jit(lambda p, b: batch_loss(graphdef, p, b, stacked, scale="voxel"))(params, batch))
-    seen = tac.copy()  # the neighbours' TACs, by loops
-    for b, y, x in zip(*np.nonzero(blind)):
-        seen[b, y, x] = tac[b, np.clip(y + offset[b, y, x, 0], 0, 7), np.clip(x + offset[b, y, x, 1], 0, 7)]
-    sample_kin = jax.tree.map(lambda x: x[batch["subject"]], stacked)
-    model = jax.vmap(two_tissue_irreversible)(forward(graphdef, params, seen, sample_kin), sample_kin)
-    expected = L.masked_mse(tac, model, blind, L.loss_weights(sample_kin, tac, "none", "voxel"))
-    assert loss == pytest.approx(float(expected), rel=1e-5)
-    plain = float(batch_loss(graphdef, params, {k: batch[k] for k in ("tac", "mask", "subject")}, stacked,
-                             scale="voxel"))
-    assert abs(loss - plain) > 1e-3 * plain  # the blind voxels see other TACs and count alone

@@ -70,33 +70,3 @@ def test_voxel_input_is_the_network_input_with_time_last(kins, normalization, co
                                       ref[..., 1:])
     else:
         assert curves is None
-
-
-def test_blind_spot_draw_picks_masked_voxels_and_nonzero_neighbour_offsets():
-    from jaxkin.nn.inputs import BLIND_SPOT_RADIUS, blind_spot_draw
-
-    mask = np.zeros((4, 40, 40), np.float32)
-    mask[:, 5:35, 5:35] = 1.0
-    blind, offset = blind_spot_draw(np.random.default_rng(0), mask, 0.2)
-    assert not blind[mask == 0].any()
-    assert blind[mask == 1].mean() == pytest.approx(0.2, abs=0.02)  # 3,600 voxels: SD 0.007
-    assert np.abs(offset).max() == BLIND_SPOT_RADIUS and np.all(np.abs(offset).max(-1) >= 1)
-    again = blind_spot_draw(np.random.default_rng(0), mask, 0.2)
-    assert np.array_equal(blind, again[0]) and np.array_equal(offset, again[1])  # seeded
-
-
-def test_blind_spot_input_hides_each_blind_voxels_own_tac():
-    from jaxkin.nn.inputs import blind_spot_draw, blind_spot_input
-
-    rng = np.random.default_rng(1)
-    tac = rng.normal(size=(2, 6, 7, 3)).astype(np.float32)
-    blind, offset = blind_spot_draw(rng, np.ones((2, 6, 7)), 0.5)
-    seen = np.asarray(blind_spot_input(tac, blind, offset))
-    for b, y, x in np.ndindex(2, 6, 7):  # the plain form: a loop over voxels, offsets clipped to the slice
-        src = (b, min(max(y + offset[b, y, x, 0], 0), 5), min(max(x + offset[b, y, x, 1], 0), 6)) \
-            if blind[b, y, x] else (b, y, x)
-        np.testing.assert_array_equal(seen[b, y, x], tac[src])
-    b, y, x = map(int, np.argwhere(blind)[0])
-    changed = tac.copy()
-    changed[b, y, x] += 100.0  # a blind voxel's own TAC does not reach what the network sees there
-    assert np.array_equal(np.asarray(blind_spot_input(changed, blind, offset))[b, y, x], seen[b, y, x])
