@@ -58,6 +58,8 @@ class OptimConfig:
     lm_guidance: float = 0.0  # weight of the voxel fit's maps of the training slices in the loss (0: off, the paper;
     # jaxkin.nn.loss.guidance_loss): a label-free guide computed from the same scans
     lm_guidance_epochs: int = 0  # guide the first N epochs only, then the loss is purely self-supervised; 0: every epoch
+    lm_guidance_ki: float = 0.0  # weight of Ki's log-ratio distance (from the voxel fit's K1, k2, k3) beside the four
+    # parameters', relative to theirs (jaxkin.nn.loss.guidance_loss); 0: the four parameters alone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,7 +95,8 @@ _CHOICES = {"architecture": ARCHITECTURES, "in_channels": (1,), "out_channels": 
             "loss_frames": LOSS_FRAMES, "loss_scale": LOSS_SCALES, "phantom_frames": tuple(FRAME_SCHEDULES)}
 _POSITIVE = ("depth", "root_features", "temporal_features", "input_scale", "epochs", "batch_size", "eval_every", "crop",
              "lr_halving_epochs", "predict_batch_size", "learning_rate")
-_NON_NEGATIVE = ("devices", "data_shards", "time_steps", "grad_clip_norm", "lm_guidance", "lm_guidance_epochs")
+_NON_NEGATIVE = ("devices", "data_shards", "time_steps", "grad_clip_norm", "lm_guidance", "lm_guidance_epochs",
+                 "lm_guidance_ki")
 
 
 def _dotted(name: str) -> str:

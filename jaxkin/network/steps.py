@@ -116,7 +116,7 @@ def batch_loss(graphdef, params, batch, kin, frames: str = "none", scale: str = 
     model, sample_kin, predicted = _model_tacs_of_batch(graphdef, params, batch, kin)
     loss = masked_mse(batch["tac"], model, batch["mask"], loss_weights(sample_kin, batch["tac"], frames, scale))
     if "target" in batch:
-        loss = loss + guidance_loss(predicted, batch["target"], batch["mask"], batch["guidance"])
+        loss = loss + guidance_loss(predicted, batch["target"], batch["mask"], batch["guidance"], batch.get("guidance_ki"))
     return loss
 
 

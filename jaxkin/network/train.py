@@ -184,10 +184,11 @@ def guidance_weight(cfg: TrainConfig, epoch: int) -> float:
 
 
 def _train_epoch(steps: CompiledSteps, state: TrainState, data: Dataset, rows: int, key: tuple, parallel,
-                 bar_label: str | None, guidance: float = 0.0) -> tuple[TrainState, float]:
+                 bar_label: str | None, guidance: float = 0.0, guidance_ki: float = 0.0) -> tuple[TrainState, float]:
     """One pass over the training slices in the seeded order of ``key``: ``(state, mean train loss)``. The losses
     stay on the device until the end of the epoch (the progress bar shows the previous step's). ``guidance``: the
-    weight of the voxel fit's maps when the slices carry them (the same compiled step whatever its value)."""
+    weight of the voxel fit's maps when the slices carry them (the same compiled step whatever its value);
+    ``guidance_ki``: the relative weight of Ki in the guidance (``lm_guidance_ki``)."""
     from tqdm import tqdm
 
     losses = []
@@ -199,6 +200,8 @@ def _train_epoch(steps: CompiledSteps, state: TrainState, data: Dataset, rows: i
         batch = data.train.data.batch(index)
         if "target" in batch:
             batch["guidance"] = np.full(len(index), guidance, np.float32)
+            if guidance_ki > 0:
+                batch["guidance_ki"] = np.full(len(index), guidance * guidance_ki, np.float32)
         state, metrics = steps.train_step(state, parallel.batch(batch), data.kin)
         losses.append(metrics["loss"])
     return state, float(np.mean(np.asarray(jax.device_get(losses), np.float64)))
@@ -271,7 +274,7 @@ def train(cfg: TrainConfig, workdir, data_dir=None, *, resume: bool = False, sto
         t0 = time.perf_counter()
         label = f"epoch {epoch + 1}/{epochs}" if progress and main else None
         state, train_loss = _train_epoch(steps, state, data, rows, (cfg.seed, epoch), parallel, label,
-                                         guidance_weight(cfg, epoch))
+                                         guidance_weight(cfg, epoch), cfg.optim.lm_guidance_ki)
         row = {"epoch": epoch, "step": (epoch + 1) * steps_per_epoch,
                "learning_rate": float(steps.schedule(epoch * steps_per_epoch)), "train_loss": train_loss}
         validated, best_val = _validate_and_save(cfg, steps, state, data, parallel, epoch, row, best_val, checkpoints)

@@ -102,9 +102,17 @@ def loss_weights(kin, tac, frames: str = "none", scale: str = "none"):
 #: its distance nearly linear over tissue values (0.01-0.09), where the fit's vB is noisy and often at its bound 0:
 #: with a floor of 0.005 the network's tissue vB fell to about a third of the truth (benchmarks/RESULTS.md).
 GUIDANCE_FLOOR = (0.01, 0.05, 0.001, 0.05)
+#: The floor of Ki's log-ratio distance in :func:`guidance_loss` (ml/cm^3/min): tissue Ki is 0.001-0.2.
+GUIDANCE_FLOOR_KI = 0.0005
 
 
-def guidance_loss(params, target, mask, weight):
+def _ki(params):
+    """Ki = K1 k3 / (k2 + k3) of ``params [..., 4]`` (ml/cm^3/min), 0 where k2 + k3 is 0."""
+    k1, k2, k3 = params[..., 0], params[..., 1], params[..., 2]
+    return k1 * k3 / jnp.maximum(k2 + k3, 1e-12)
+
+
+def guidance_loss(params, target, mask, weight, ki_weight=None):
     """Distance of the predicted ``params [B, H, W, 4]`` (K1, k2, k3, vB) from the voxel fit's ``target`` (same
     shape; see :func:`jaxkin.network.data.lm_targets`): the mean over masked voxels and the 4 parameters of
     ``(log(p + floor) - log(target + floor))^2`` (floors :data:`GUIDANCE_FLOOR`), each sample weighted by
@@ -112,12 +120,21 @@ def guidance_loss(params, target, mask, weight):
 
     Why log-ratios: the parameters span three decades over organs (k3 0.003 in the liver, 0.3 in the bladder), and
     a relative distance gives each organ its say, as the self-supervised loss's ``voxel`` scale does for TACs.
+
+    ``ki_weight [B]`` (optional): adds, so weighted, the mean over masked voxels of Ki's log-ratio distance (floor
+    :data:`GUIDANCE_FLOOR_KI`): Ki is what the fit determines best in each voxel, and the four parameters' distances
+    alone leave it loose where k3 is below its floor (liver, spleen).
     """
     floor = jnp.asarray(GUIDANCE_FLOOR, params.dtype)
-    d = (jnp.log(params + floor) - jnp.log(jnp.maximum(target, 0.0) + floor)) ** 2
+    target = jnp.maximum(target, 0.0)
+    d = (jnp.log(params + floor) - jnp.log(target + floor)) ** 2
     m = _mask(mask, params)
     n = jnp.maximum(jnp.sum(m) * params.shape[-1], 1.0)
-    return jnp.sum(m * jnp.asarray(weight, params.dtype)[:, None, None, None] * d) / n
+    loss = jnp.sum(m * jnp.asarray(weight, params.dtype)[:, None, None, None] * d) / n
+    if ki_weight is None:
+        return loss
+    d_ki = (jnp.log(_ki(params) + GUIDANCE_FLOOR_KI) - jnp.log(_ki(target) + GUIDANCE_FLOOR_KI)) ** 2
+    return loss + jnp.sum(m[..., 0] * jnp.asarray(ki_weight, params.dtype)[:, None, None] * d_ki) / (n / 4)
 
 
 def _namespace(*arrays):

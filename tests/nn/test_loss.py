@@ -154,3 +154,17 @@ def test_the_loss_unit_follows_its_scale():
 
     assert loss_unit("none") == "(kBq/mL)^2"  # the paper's plain MSE of activities
     assert {loss_unit(s) for s in LOSS_SCALES if s != "none"} == {"1"}  # divided by squared activities
+
+
+def test_guidance_with_ki_adds_the_weighted_log_ratio_of_ki():
+    rng = np.random.default_rng(5)
+    params = rng.uniform(0.01, 0.8, (2, 3, 4, 4)).astype(np.float32)
+    target = rng.uniform(0.01, 0.8, (2, 3, 4, 4)).astype(np.float32)
+    mask = (rng.random((2, 3, 4)) < 0.7).astype(np.float32)
+    weight = np.array([1.0, 0.5], np.float32)
+    base = float(L.guidance_loss(params, target, mask, weight))
+    with_ki = float(L.guidance_loss(params, target, mask, weight, np.array([2.0, 0.0], np.float32)))
+    ki = lambda p: p[..., 0] * p[..., 2] / (p[..., 1] + p[..., 2])  # noqa: E731
+    d = (np.log(ki(params) + L.GUIDANCE_FLOOR_KI) - np.log(ki(target) + L.GUIDANCE_FLOOR_KI)) ** 2
+    expected = base + 2.0 * np.sum(mask[0] * d[0]) / mask.sum()
+    assert with_ki == pytest.approx(expected, rel=1e-5)
