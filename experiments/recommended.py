@@ -27,4 +27,5 @@ def get_config() -> dict:
         "depth": 3,
         "root_features": 16,
         "temporal_features": 64,  # 32: 1.18 GFLOP, but a worse TAC fit and spleen K1 (benchmarks/RESULTS.md)
+        "lm_guidance_ki": 1.0,  # Ki's distance from the fit's in the guidance: Ki's voxel error (benchmarks/RESULTS.md)
     }

@@ -111,12 +111,13 @@ def batch_loss(graphdef, params, batch, kin, frames: str = "none", scale: str = 
     """The loss of a batch: the self-supervised masked MSE ((kBq/ml)^2, or weighted: see
     :func:`jaxkin.nn.loss.loss_weights` with ``frames`` and ``scale``) between the measured TACs and the model TACs
     of the predicted parameters, plus, when the batch carries the voxel fit's ``target`` maps and their ``guidance``
-    weights, :func:`jaxkin.nn.loss.guidance_loss`. ``kin``: the stacked kinetic inputs (leaves ``[S, ...]``),
-    picked per sample by ``batch["subject"]``."""
+    weights (and ``guidance_ki``, Ki's: ``lm_guidance_ki``), :func:`jaxkin.nn.loss.guidance_loss`. ``kin``: the
+    stacked kinetic inputs (leaves ``[S, ...]``), picked per sample by ``batch["subject"]``."""
     model, sample_kin, predicted = _model_tacs_of_batch(graphdef, params, batch, kin)
     loss = masked_mse(batch["tac"], model, batch["mask"], loss_weights(sample_kin, batch["tac"], frames, scale))
     if "target" in batch:
-        loss = loss + guidance_loss(predicted, batch["target"], batch["mask"], batch["guidance"], batch.get("guidance_ki"))
+        loss = loss + guidance_loss(predicted, batch["target"], batch["mask"], batch["guidance"],
+                                    batch.get("guidance_ki"))
     return loss
 
 

@@ -57,7 +57,7 @@ def test_the_options_are_validated(values, message):
         N.config_from_dict(values)
 
 
-@pytest.mark.parametrize("key", ["lm_guidance", "lm_guidance_epochs"])
+@pytest.mark.parametrize("key", ["lm_guidance", "lm_guidance_epochs", "lm_guidance_ki"])
 def test_negative_guidance_settings_are_refused(key):
     with pytest.raises(InputError, match=f"{key} must be 0 or positive"):
         N.config_from_dict({key: -1})
