@@ -222,7 +222,7 @@ def train_step(model, optimizer, batch: dict, kin: dict, time_steps: int) -> flo
     loss = masked_mse(batch["tac"], model_tacs(params, kin, batch["subject"]), batch["mask"])
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return loss.item()
 
 
 def predict_volume(model, volume: np.ndarray, batch: int, time_steps: int) -> np.ndarray:
@@ -294,8 +294,8 @@ def compare_train(args) -> None:
     state = N.TrainState(params, optimizer.init(params))
     step = N.make_train_step(graphdef, optimizer).lower(state, batch, kin).compile()
     t_opt = torch.optim.Adam(tmodel.parameters(), lr=cfg.optim.learning_rate)
-    t_batch = {"tac": torch.from_numpy(batch["tac"]), "mask": torch.from_numpy(batch["mask"]),
-               "subject": torch.from_numpy(batch["subject"]).long()}
+    t_batch = {"tac": torch.tensor(np.array(batch["tac"])), "mask": torch.tensor(np.array(batch["mask"])),
+               "subject": torch.tensor(np.array(batch["subject"])).long()}
     t_kin, t_steps = torch_kinetic_input(kin), cfg.model.time_steps
     state, m, _ = timed_steps(step, state, batch, kin, 1)  # warm-up
     t_loss = train_step(tmodel, t_opt, t_batch, t_kin, t_steps)
