@@ -112,7 +112,7 @@ run() {
   [ "$rc" != 0 ] && lines+=$'\n'"$(tr '\r' '\n' <"$log" | tail -n 8)"
   echo "$lines"
   echo "   -> $status, $((SECONDS - t0)) s"
-  STEPS+=$'\n'"### $name: $status ($((SECONDS - t0)) s)"$'\n\n'"\`$*\`"$'\n\n```\n'"$lines"$'\n```\n'
+  STEPS+=$'\n'"### $name: $status ($((SECONDS - t0)) s)"$'\n\n'"\`${*/#$PY/python}\`"$'\n\n```\n'"$lines"$'\n```\n'
 }
 
 TESTS=(tests/nn/test_convs.py tests/nn/test_unet.py tests/nn/test_loss.py tests/network/test_steps.py
@@ -129,12 +129,12 @@ if [ "$QUICK" = 1 ]; then
     "$PY" benchmarks/fit_speed.py --n 20 --big 16384 --chunk 4096 --delay-big 0
 else
   MODE="full (GPU sizes)"
-  run tests 120 "passed|failed|error" "$PY" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+  run tests 120 "passed|failed|error|FAILED" "$PY" -m pytest -q -p no:cacheprovider -rf "${TESTS[@]}"
   run train_step 50 "^(config|compile|train step|machine|peak)" \
     "$PY" benchmarks/train_speed.py --steps 10 --batch 5 --size 112
-  run predict 60 "^(volume|predicted|whole volume|EXTRAPOLATED|machine|peak)" \
+  run predict 55 "^(volume|predicted|whole volume|EXTRAPOLATED|machine|peak)" \
     "$PY" benchmarks/predict_speed.py --slices 400 --batch 32 --size 112
-  run lm_fit 50 "^(jax |jaxkin|scipy|speed-up|SSE)" \
+  run lm_fit 55 "^(jax |jaxkin|scipy|speed-up|SSE)" \
     "$PY" benchmarks/fit_speed.py --n 50 --big 2300000 --chunk 262144 --delay-big 0
 fi
 
