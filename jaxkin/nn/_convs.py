@@ -69,7 +69,8 @@ def _same_or_up(k: int, up: bool):
 # The (2+1)D transposed convs run one conv per output phase with that phase's taps only (per axis: phase 0 the
 # middle tap, phase 1 the outer two over x padded by (0, 1); 9 taps in 2D rather than the 16 of the single phase
 # conv above, 3 rather than 4 in 1D), the phases stacked so that the reshape interleaves them. Same values (exact
-# zeros are no longer added); on the 2-core CPU the level-0 spatial one is 1.2x faster forward and 2.3x backward.
+# zeros are no longer added); the level-0 upsampling, forward + backward, ran 2.7x faster on the 2-core CPU under
+# load (benchmarks/RESULTS.md).
 _PHASES = (((1,), (0, 0)), ((0, 2), (0, 1)))  # (kernel taps, padding) of output phase 0 and 1
 
 
