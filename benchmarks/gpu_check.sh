@@ -85,8 +85,10 @@ fi
 if [ "$IN_VENV" = 1 ] && "$PY" -m pip install --no-index --no-deps --no-build-isolation -e "$ROOT" \
     >>"$LOG_INSTALL" 2>&1; then
   note "jaxkin: pip install --no-deps --no-build-isolation -e $ROOT"
+elif [ "$IN_VENV" = 1 ]; then
+  note "jaxkin: pip install failed (see logs/install.log; --no-build-isolation needs setuptools>=77 and wheel): the checkout is on PYTHONPATH"
 else
-  note "jaxkin: not pip-installed (see logs/install.log; --no-build-isolation needs setuptools>=77 and wheel)"
+  note "jaxkin: not pip-installed (no virtual environment to install into): the checkout is on PYTHONPATH"
 fi
 # Tests and benchmarks import this checkout's jaxkin either way
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
