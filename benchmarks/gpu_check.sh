@@ -16,11 +16,11 @@
 # setuptools>=77) nibabel is unpacked with --target and the checkout alone is on PYTHONPATH; the report says which.
 # The tests and benchmarks import this checkout's jaxkin in every case (it is first on PYTHONPATH).
 #
-# Sizes: by default the GPU sizes (the whole test selection with its slow tests; train step exp4_1 batch 5 at
-# 112 x 112 x 64; prediction of 400 slices of 112 x 112 x 62 frames in batches of 32; the LM fit of 2.3 M body
-# TACs, the voxel count of the CPU study's whole body, in chunks of 262,144), each step under a time limit so the
-# whole stays under 5 minutes on a GPU. --quick shrinks every size (the fast tests only, 32 x 32 slices, 16,384
-# TACs) so that the same command finishes on a CPU. Exit status: 0 when every step passed, 1 otherwise.
+# Sizes: by default the GPU sizes (the network tests with their slow ones, the fit tests without; train step
+# exp4_1 batch 5 at 112 x 112 x 64; prediction of 400 slices of 112 x 112 x 62 frames in batches of 32; the LM fit
+# of 2.3 M body TACs, the voxel count of the CPU study's whole body, in chunks of 262,144), each step under a time
+# limit so the whole stays under 5 minutes on a GPU. --quick shrinks every size (the fast tests only, 32 x 32
+# slices, 16,384 TACs) so that the same command finishes on a CPU. Exit status: 0 when every step passed, 1 if not.
 set -u -o pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -117,12 +117,14 @@ run() {
   STEPS+=$'\n'"### $name: $status ($((SECONDS - t0)) s)"$'\n\n'"\`${*/#$PY/python}\`"$'\n\n```\n'"$lines"$'\n```\n'
 }
 
-TESTS=(tests/nn/test_convs.py tests/nn/test_unet.py tests/nn/test_loss.py tests/network/test_steps.py
-       tests/network/test_predict.py tests/kinetics/test_models.py tests/kinetics/test_tabulated.py
-       tests/fitting/test_lm.py tests/fitting/test_volume.py)
+NETWORK_TESTS=(tests/nn/test_convs.py tests/nn/test_unet.py tests/nn/test_loss.py tests/network/test_steps.py
+               tests/network/test_predict.py)
+FIT_TESTS=(tests/kinetics/test_models.py tests/kinetics/test_tabulated.py tests/fitting/test_lm.py
+           tests/fitting/test_volume.py)
 if [ "$QUICK" = 1 ]; then
   MODE="quick (CPU sizes)"
-  run tests 900 "passed|failed|error" "$PY" -m pytest -q -x -p no:cacheprovider -m "not slow" "${TESTS[@]}"
+  run tests 900 "passed|failed|error" "$PY" -m pytest -q -x -p no:cacheprovider -m "not slow" "${NETWORK_TESTS[@]}" \
+    "${FIT_TESTS[@]}"
   run train_step 900 "^(config|compile|train step|machine)" \
     "$PY" benchmarks/train_speed.py --steps 2 --batch 2 --size 32
   run predict 900 "^(volume|predicted|whole volume|EXTRAPOLATED|machine)" \
@@ -131,12 +133,14 @@ if [ "$QUICK" = 1 ]; then
     "$PY" benchmarks/fit_speed.py --n 20 --big 16384 --chunk 4096 --delay-big 0
 else
   MODE="full (GPU sizes)"
-  run tests 120 "passed|failed|error|FAILED" "$PY" -m pytest -q -p no:cacheprovider -rf "${TESTS[@]}"
-  run train_step 50 "^(config|compile|train step|machine|peak)" \
+  run network_tests 90 "passed|failed|error|FAILED" "$PY" -m pytest -q -p no:cacheprovider -rf "${NETWORK_TESTS[@]}"
+  run fit_tests 45 "passed|failed|error|FAILED" "$PY" -m pytest -q -p no:cacheprovider -rf -m "not slow" \
+    "${FIT_TESTS[@]}"
+  run train_step 45 "^(config|compile|train step|machine|peak)" \
     "$PY" benchmarks/train_speed.py --steps 10 --batch 5 --size 112
-  run predict 55 "^(volume|predicted|whole volume|EXTRAPOLATED|machine|peak)" \
+  run predict 50 "^(volume|predicted|whole volume|EXTRAPOLATED|machine|peak)" \
     "$PY" benchmarks/predict_speed.py --slices 400 --batch 32 --size 112
-  run lm_fit 55 "^(jax |jaxkin|scipy|speed-up|SSE)" \
+  run lm_fit 50 "^(jax |jaxkin|scipy|speed-up|SSE)" \
     "$PY" benchmarks/fit_speed.py --n 50 --big 2300000 --chunk 262144 --delay-big 0
 fi
 
