@@ -64,7 +64,7 @@ def test_transposed_convolutions_have_the_gradients_of_xla_3d_convolutions(shape
     x = jax.random.normal(key[0], (2, 3, 4, 4, 3))
     k, b = jax.random.normal(key[1], shape), jax.random.normal(key[2], (5,))
     y, vjp = jax.vjp(fn, x, k, b)
-    y_ref, vjp_ref = jax.vjp(lambda x, k, b: C.conv3d_reference(x, k, b, strides=strides), x, k, b)
+    _, vjp_ref = jax.vjp(lambda x, k, b: C.conv3d_reference(x, k, b, strides=strides), x, k, b)
     g = jax.random.normal(key[3], y.shape)
     for a, r in zip(vjp(g), vjp_ref(g)):
         np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-4)
