@@ -66,6 +66,32 @@ def _same_or_up(k: int, up: bool):
     return (0, 1) if up else (k // 2, k // 2)
 
 
+# The (2+1)D transposed convs run one conv per output phase with that phase's taps only (per axis: phase 0 the
+# middle tap, phase 1 the outer two over x padded by (0, 1); 9 taps in 2D rather than the 16 of the single phase
+# conv above, 3 rather than 4 in 1D), the phases stacked so that the reshape interleaves them. Same values (exact
+# zeros are no longer added); the level-0 upsampling, forward + backward, ran 2.7x faster on the 2-core CPU under
+# load (benchmarks/RESULTS.md).
+_PHASES = (((1,), (0, 0)), ((0, 2), (0, 1)))  # (kernel taps, padding) of output phase 0 and 1
+
+
+def _conv2d_up(x, kernel, up: tuple[bool, bool]):
+    """The transposed conv (stride 2, padding 1, output padding 1) of ``x [N, A, B, Ci]`` with ``kernel [ka, kb, Ci,
+    Co]`` along the axes where ``up`` is True ('same' along the other) -> ``[N, A * (1 + up_a), B * (1 + up_b),
+    Co]``."""
+
+    def phases(k, u):
+        return [(np.array(taps), pad) for taps, pad in _PHASES] if u else [(np.arange(k), (k // 2, k // 2))]
+
+    rows = []
+    for taps_a, pad_a in phases(kernel.shape[0], up[0]):
+        cols = [_conv2d(x, kernel[taps_a][:, taps_b], padding=[pad_a, pad_b])
+                for taps_b, pad_b in phases(kernel.shape[1], up[1])]
+        rows.append(jnp.stack(cols, axis=3) if up[1] else cols[0])  # [N, A, B, (2,) Co]
+    y = jnp.stack(rows, axis=2) if up[0] else rows[0]  # [N, A, (2,) B, (2,) Co]
+    n, a, b = x.shape[:3]
+    return y.reshape(n, a * (1 + up[0]), b * (1 + up[1]), kernel.shape[-1])
+
+
 # Convolutions with few input taps x channels (the network's first conv, 1 channel x 3 x 3, and the level-0 temporal
 # convs, 3 taps x 8 channels) run far below XLA's CPU conv speed on this network's large level-0 activations (2-4
 # GFLOP/s); written as a sum of shifted copies times kernel rows they become one elementwise loop, which XLA also
@@ -119,13 +145,13 @@ def spatial_conv(x, kernel, bias, *, up: bool = False, shift_sum: bool = False):
     """Conv with kernel ``[1, kh, kw, Ci, Co]`` ('same' padding); ``up``: transposed, stride (1, 2, 2).
     ``shift_sum``: as shifted sums when the kernel has few taps x channels (faster forward, for prediction)."""
     b, t, h, w, c = x.shape
-    co = kernel.shape[-1]
-    k = _phase_kernel(kernel, (False, up, up))[0] if up else kernel[0]
-    pad = [_same_or_up(kernel.shape[1], up), _same_or_up(kernel.shape[2], up)]
-    y = (_conv2d(x.reshape(b * t, h, w, c), k, padding=pad) if up
-         else _conv2d_same(x.reshape(b * t, h, w, c), k, pad, shift_sum))
-    y = y.reshape(b, t, *y.shape[1:])
-    return (_interleave(y, (False, True, True), co) if up else y) + bias
+    x2d = x.reshape(b * t, h, w, c)
+    if up:
+        y = _conv2d_up(x2d, kernel[0], (True, True))
+    else:
+        y = _conv2d_same(x2d, kernel[0], [_same_or_up(kernel.shape[1], False), _same_or_up(kernel.shape[2], False)],
+                         shift_sum)
+    return y.reshape(b, t, *y.shape[1:]) + bias
 
 
 def temporal_conv(x, kernel, bias, *, up: bool = False, shift_sum: bool = False):
@@ -134,13 +160,10 @@ def temporal_conv(x, kernel, bias, *, up: bool = False, shift_sum: bool = False)
     an output that is transposed next: XLA would fuse the shifted sums into the transpose, where their reads are
     strided and 5x slower)."""
     b, t, h, w, c = x.shape
-    co = kernel.shape[-1]
-    k = (_phase_kernel(kernel, (True, False, False)) if up else kernel)[:, 0]  # a 2D kernel over (T, H*W)
-    pad = [_same_or_up(kernel.shape[0], up), (0, 0)]
-    y = (_conv2d(x.reshape(b, t, h * w, c), k, padding=pad) if up
-         else _conv2d_same(x.reshape(b, t, h * w, c), k, pad, shift_sum))
-    y = y.reshape(b, y.shape[1], h, w, y.shape[-1])
-    return (_interleave(y, (True, False, False), co) if up else y) + bias
+    x2d, k = x.reshape(b, t, h * w, c), kernel[:, 0]  # a 2D conv over (T, H*W) with kernel (kt, 1)
+    y = (_conv2d_up(x2d, k, (True, False)) if up
+         else _conv2d_same(x2d, k, [_same_or_up(kernel.shape[0], False), (0, 0)], shift_sum))
+    return y.reshape(b, y.shape[1], h, w, y.shape[-1]) + bias
 
 
 def full_conv(x, kernel, bias, *, up_time: bool = False, up_space: bool = False):

@@ -57,6 +57,20 @@ def test_shift_sum_convolutions_equal_the_conv_forward_and_keep_its_gradients(sh
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("shape,fn,strides", [CONV_CASES[1], CONV_CASES[3]])
+def test_transposed_convolutions_have_the_gradients_of_xla_3d_convolutions(shape, fn, strides):
+    """The (2+1)D transposed convs (one conv per output phase) differentiate like the dilated 3D conv."""
+    key = jax.random.split(jax.random.key(4), 4)
+    x = jax.random.normal(key[0], (2, 3, 4, 4, 3))
+    k, b = jax.random.normal(key[1], shape), jax.random.normal(key[2], (5,))
+    y, vjp = jax.vjp(fn, x, k, b)
+    _, vjp_ref = jax.vjp(lambda x, k, b: C.conv3d_reference(x, k, b, strides=strides), x, k, b)
+    g = jax.random.normal(key[3], y.shape)
+    for a, r in zip(vjp(g), vjp_ref(g)):
+        np.testing.assert_allclose(a, r, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
 def test_head_with_time_collapse_equals_the_3d_conv_then_the_collapsing_conv():
     key = jax.random.split(jax.random.key(1), 5)
     x = jax.random.normal(key[0], (2, 6, 8, 4, 3))
