@@ -10,12 +10,13 @@ sees the UNet's output beside each voxel's own features, so small organs keep a 
 costs about 1.65 GFLOP forward against about 14 GFLOP for the paper's (2+1)D UNet, and time needs no padding:
 ``time_steps = 0`` takes the scans' frame count.
 
-Everything else is the quickstart's (experiments/quickstart.py explains each setting): TACs and input function
-divided by the scan's time-averaged blood activity, relative errors in the loss (``loss_scale="voxel"``), guidance
-by jaxkin LM's maps of the training slices (``lm_guidance=1``), physiological bounds with a sigmoid between them,
-``init_params``, Adam lr 1e-3 halved every 4 epochs, gradient norm clipped at 1, batch 1, 10 epochs on the small
-phantom's 8 subjects. For a dataset of larger slices set ``crop`` (a multiple of 8) and, for many subjects,
-``slices_per_subject``. Measured quality and speed: benchmarks/RESULTS.md.
+Everything else is the quickstart's (experiments/quickstart.py explains each setting), with Ki added to the guidance
+(``lm_guidance_ki=1``): TACs and input function divided by the scan's time-averaged blood activity, relative errors
+in the loss (``loss_scale="voxel"``), guidance by jaxkin LM's maps of the training slices (``lm_guidance=1``),
+physiological bounds with a sigmoid between them, ``init_params``, Adam lr 1e-3 halved every 4 epochs, gradient norm
+clipped at 1, batch 1, 10 epochs on the small phantom's 8 subjects. For a dataset of larger slices set ``crop`` (a
+multiple of 8) and, for many subjects, ``slices_per_subject``. Measured quality and speed (the CPU study's protocol:
+experiments/recommended_study.py): benchmarks/RESULTS.md.
 """
 
 from quickstart import get_config as quickstart
