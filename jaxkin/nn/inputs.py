@@ -119,7 +119,8 @@ def patlak_features(tacs, kin, t_star: float = PATLAK_T_STAR):
     w_slope = dx / jnp.maximum(jnp.sum(dx**2, axis=-1, keepdims=True), 1e-12) / blood  # [B, F]
     w_mean = late / n / blood
     slope = jnp.einsum("bhwf,bf->bhw", tacs, w_slope.astype(tacs.dtype))
-    intercept = jnp.einsum("bhwf,bf->bhw", tacs, w_mean.astype(tacs.dtype)) - slope * x_mean.astype(tacs.dtype)
+    mean = jnp.einsum("bhwf,bf->bhw", tacs, w_mean.astype(tacs.dtype))
+    intercept = mean - slope * x_mean[:, :, None].astype(tacs.dtype)
     return jnp.stack([slope * _PATLAK_SLOPE_SCALE, intercept], axis=-1)
 
 

@@ -80,8 +80,11 @@ def test_patlak_features_are_the_late_frames_linear_regression():
     params = np.array([[0.1, 0.5, 0.05, 0.05], [0.6, 1.2, 0.01, 0.1], [0.3, 0.2, 0.2, 0.02]], np.float32)
     tacs = np.asarray(jax.vmap(two_tissue_irreversible, (0, None))(jnp.asarray(params), kin))  # [3, F]
     tacs = tacs + np.random.default_rng(0).normal(0, 0.05, tacs.shape).astype(np.float32)
-    stacked = jax.tree.map(lambda v: v[None], kin)
-    got = np.asarray(I.patlak_features(jnp.asarray(tacs)[None, None], stacked))[0, 0]  # [3, 2]
+    stacked = jax.tree.map(lambda v: jnp.stack([v, v]), kin)  # two samples of 2 x 3 voxels
+    batch = np.stack([tacs[None], 2 * tacs[None]]).repeat(2, axis=1)  # [2, 2, 3, F]
+    every = np.asarray(I.patlak_features(jnp.asarray(batch), stacked))  # [2, 2, 3, 2]
+    np.testing.assert_allclose(every[1], every[0] * [2, 2], rtol=1e-5, atol=1e-7)  # linear in the TAC
+    got = every[0, 1]  # [3, 2]
     blood, integral = np.asarray(kin.blood_mean()), np.asarray(kin.integral_mean())
     late = np.asarray(kin.frame_start + kin.frame_duration / 2) >= I.PATLAK_T_STAR
     for voxel in range(3):
