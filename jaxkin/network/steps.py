@@ -94,7 +94,7 @@ def forward(graphdef, params, tac, kin=None, *, convs: ConvOps = XLA_CONVS):
     kin = kin if cfg.needs_input_function else None
     if cfg.architecture == "encoder_unet":  # time last, the input function once per sample
         return model(*voxel_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization, kin,
-                                  cfg.condition_on_input, cfg.patlak_inputs))
+                                  cfg.condition_on_input))
     return model(network_input(tac, cfg.time_steps, cfg.input_scale, cfg.input_normalization, kin,
                                cfg.condition_on_input), convs=convs)
 

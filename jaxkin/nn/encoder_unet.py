@@ -11,8 +11,7 @@ last):
 
 * temporal encoder, the same for every voxel: a dense layer over the frames ``T -> 2E`` and a dense layer
   ``2E -> E``. With ``condition_on_input`` the first layer also reads the input function's ``2T`` values: its kernel
-  ``[3T, 2E]`` acts on ``concat(TAC, curves)`` (``[3T + 2, 2E]`` with ``patlak_inputs``: each voxel's Patlak slope
-  and intercept follow its TAC), and since the curves are the same in every voxel of a sample their
+  ``[3T, 2E]`` acts on ``concat(TAC, curves)``, and since the curves are the same in every voxel of a sample their
   part is computed once per sample and added to every voxel (equal to broadcasting them as channels, tested);
 * spatial UNet over the ``E`` feature maps: ``depth`` levels of two 3x3 convs with ``R * 2**d`` features and 2x2
   max pooling, a bottleneck of two 3x3 convs with ``R * 2**depth``, and per level a 2x2 transposed conv with
@@ -36,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from jaxkin.nn.activations import final_activation, inverse_activation
-from jaxkin.nn.inputs import INPUT_CURVES, PATLAK_FEATURES
+from jaxkin.nn.inputs import INPUT_CURVES
 from jaxkin.nn.unet import ConvWeights, UNetConfig, host_rng
 
 __all__ = ["EncoderUNet", "forward_flops"]
@@ -81,8 +80,7 @@ class TemporalEncoder(nnx.Module):
     def __init__(self, cfg: UNetConfig, *, rng: np.random.Generator):
         t, e = cfg.time_steps, cfg.temporal_features
         self.time_steps, self.condition = t, cfg.condition_on_input
-        self.voxel_values = t + (PATLAK_FEATURES if cfg.patlak_inputs else 0)
-        reads = self.voxel_values + (t * INPUT_CURVES if cfg.condition_on_input else 0)
+        reads = t * (1 + INPUT_CURVES) if cfg.condition_on_input else t
         self.frames = ConvWeights((reads, 2 * e), rng=rng)  # rows: the TAC's T frames, then the curves' (t, c)
         self.features = ConvWeights((2 * e, e), rng=rng)
 
@@ -90,10 +88,9 @@ class TemporalEncoder(nnx.Module):
         """The first dense layer before its ELU, ``[B, H, W, 2E]``: the TAC part per voxel, the curves' part once
         per sample, added to every voxel."""
         kernel, bias = self.frames.arrays()
-        t = self.voxel_values
+        t = self.time_steps
         if x.shape[-1] != t:
-            raise ValueError(f"the network expects {t} values per voxel ({self.time_steps} time steps and the "
-                             f"Patlak features if configured), got {x.shape[-1]}")
+            raise ValueError(f"the network expects {t} time steps, got {x.shape[-1]}")
         h = x @ kernel[:t] + bias
         if self.condition:
             if curves is None:
@@ -161,9 +158,8 @@ def forward_flops(cfg: UNetConfig, height: int, width: int) -> int:
     t, e, p = cfg.time_steps, cfg.temporal_features, cfg.out_channels
     features = [cfg.root_features * 2**d for d in range(cfg.depth + 1)]
     pixels = [height * width // 4**d for d in range(cfg.depth + 1)]
-    v = t + (PATLAK_FEATURES if cfg.patlak_inputs else 0)
-    macs = pixels[0] * (v * 2 * e + 2 * e * e) + (t * INPUT_CURVES if cfg.condition_on_input else 0) * 2 * e
-    # encoder (the curves once per slice)
+    reads = t * (1 + INPUT_CURVES) if cfg.condition_on_input else t
+    macs = pixels[0] * (t * 2 * e + 2 * e * e) + (reads - t) * 2 * e  # encoder (the curves once per slice)
     c = e
     for d, f in enumerate(features):  # down blocks and the bottleneck
         macs += pixels[d] * 9 * (c * f + f * f)

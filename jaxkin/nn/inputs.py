@@ -11,8 +11,7 @@ from __future__ import annotations
 import jax.numpy as jnp
 
 __all__ = ["INPUT_NORMALIZATIONS", "SLICE_PERCENTILE", "INPUT_CURVES", "pad_time", "slice_scale", "input_level",
-           "input_curves", "network_input", "voxel_input",
-           "PATLAK_T_STAR", "PATLAK_FEATURES", "patlak_features"]
+           "input_curves", "network_input", "voxel_input"]
 
 #: Choices of ``input_normalization``: kBq/ml as measured, each slice over its 99th percentile, each scan over its
 #: time-averaged blood activity.
@@ -93,48 +92,14 @@ def network_input(tacs, time_steps: int, input_scale: float = 1.0, normalization
     return pad_time(x * input_scale, time_steps, axis=1)
 
 
-#: Start of the linear part of the Patlak plot whose slope and intercept :func:`patlak_features` gives (min; the
-#: graphical fit's default t*).
-PATLAK_T_STAR = 20.0
-#: How many values :func:`patlak_features` adds per voxel (slope, intercept).
-PATLAK_FEATURES = 2
-#: The scale of the Patlak slope as the network reads it (1/min -> about 0.01-2 for tissue Ki of 0.001-0.2).
-_PATLAK_SLOPE_SCALE = 10.0
-
-
-def patlak_features(tacs, kin, t_star: float = PATLAK_T_STAR):
-    """Each voxel's Patlak plot (Patlak et al., J Cereb Blood Flow Metab 1983) over the frames whose middle is at
-    or after ``t_star`` (min): ``[B, H, W, 2]``, the slope (1/min, times 10) and the intercept (dimensionless),
-    from TACs ``tacs [B, H, W, F]`` (kBq/ml) and each sample's kinetic input ``kin`` (leaves ``[B, ...]``). Both
-    are linear in the TAC with weights that depend on the scan's input function, which the encoder's fixed first
-    layer cannot form itself: the slope estimates Ki per voxel (biased low where k4 or the blood term matter), the
-    network corrects and denoises it. Unaffected by the TACs' unit and the input's scale (a ratio of the two)."""
-    mid = kin.frame_start + kin.frame_duration / 2  # [B, F] min
-    late = (mid >= t_star).astype(tacs.dtype)
-    blood = jnp.maximum(kin.blood_mean(), 1e-6 * jnp.max(kin.blood_mean(), axis=-1, keepdims=True))
-    x = kin.integral_mean() / blood  # [B, F] min: Patlak's abscissa
-    n = jnp.maximum(jnp.sum(late, axis=-1, keepdims=True), 1.0)
-    x_mean = jnp.sum(late * x, axis=-1, keepdims=True) / n
-    dx = late * (x - x_mean)
-    w_slope = dx / jnp.maximum(jnp.sum(dx**2, axis=-1, keepdims=True), 1e-12) / blood  # [B, F]
-    w_mean = late / n / blood
-    slope = jnp.einsum("bhwf,bf->bhw", tacs, w_slope.astype(tacs.dtype))
-    mean = jnp.einsum("bhwf,bf->bhw", tacs, w_mean.astype(tacs.dtype))
-    intercept = mean - slope * x_mean[:, :, None].astype(tacs.dtype)
-    return jnp.stack([slope * _PATLAK_SLOPE_SCALE, intercept], axis=-1)
-
-
 def voxel_input(tacs, time_steps: int, input_scale: float = 1.0, normalization: str = "none", kin=None,
-                condition: bool = False, patlak: bool = False):
+                condition: bool = False):
     """TACs ``[B, H, W, F]`` (kBq/ml) -> ``(x [B, H, W, T], curves [B, T, 2] or None)``: the values of
     :func:`network_input` with time last (each voxel's TAC a row, edge-padded to ``T``) and, with ``condition``,
     the input function's :func:`input_curves` once per sample (equally scaled and padded) instead of broadcast to
-    every voxel. With ``patlak``, each voxel's :func:`patlak_features` follow its ``T`` values (``x [B, H, W,
-    T + 2]``)."""
-    scale = _sample_scale(tacs, normalization, kin, condition or patlak)
+    every voxel."""
+    scale = _sample_scale(tacs, normalization, kin, condition)
     x = pad_time(tacs / scale[:, None, None, None] * input_scale, time_steps, axis=-1)
-    if patlak:
-        x = jnp.concatenate([x, patlak_features(tacs, kin).astype(x.dtype)], axis=-1)
     if not condition:
         return x, None
     curves = (input_curves(kin) / scale[:, None, None]).astype(tacs.dtype) * input_scale  # [B, F, 2]

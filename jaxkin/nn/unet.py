@@ -61,8 +61,7 @@ class UNetConfig:
     ``root_features * 2**d`` features; ``time_steps``: frames after edge padding (the head's temporal kernel);
     ``architecture``: ``"spacetime_unet"`` (the paper's, this module) or ``"encoder_unet"``
     (:mod:`jaxkin.nn.encoder_unet`, which ignores ``conv`` and ``pooling``), whose per-voxel encoder compresses
-    each TAC to ``temporal_features`` features, and with ``patlak_inputs`` also reads each voxel's Patlak slope and
-    intercept (:func:`jaxkin.nn.inputs.patlak_features`);
+    each TAC to ``temporal_features`` features;
     ``lower``/``upper``: per-parameter bounds (K1, k2, k3, vB) of the ``multi_clamp`` and ``sigmoid`` activations,
     by default the FDG model's (:func:`jaxkin.kinetics.get_model`); ``init_params``: empty (the paper: every layer
     initialised at random) or one value per output channel: the last layer (the time-collapsing conv) starts with a
@@ -88,7 +87,6 @@ class UNetConfig:
     input_normalization: str = "none"
     condition_on_input: bool = False
     temporal_features: int = 64
-    patlak_inputs: bool = False
 
     def __post_init__(self):
         _one_of("architecture", self.architecture, ARCHITECTURES)
@@ -103,8 +101,6 @@ class UNetConfig:
                 lo < v < hi for v, lo, hi in zip(self.init_params, self.lower, self.upper))):
             raise ValueError(f"init_params must be empty or {n} values strictly between lower and upper, "
                              f"got {self.init_params!r}")
-        if self.patlak_inputs and self.architecture != "encoder_unet":
-            raise ValueError("patlak_inputs needs architecture 'encoder_unet'")
         if self.time_steps % self.time_multiple:
             raise ValueError(f"time_steps ({self.time_steps}) must be a multiple of 2**depth = {self.size_multiple} "
                              "with 3d pooling")
@@ -118,7 +114,7 @@ class UNetConfig:
     @property
     def needs_input_function(self) -> bool:
         """Whether the network's input depends on the scan's input function (it must be given to predict)."""
-        return self.condition_on_input or self.input_normalization == "input" or self.patlak_inputs
+        return self.condition_on_input or self.input_normalization == "input"
 
     @property
     def size_multiple(self) -> int:

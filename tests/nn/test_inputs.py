@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 import jaxkin
-from jaxkin.kinetics import two_tissue_irreversible
 from jaxkin.nn import inputs as I
 
 FRAMES = jaxkin.FrameSchedule.quadra()
@@ -71,23 +70,3 @@ def test_voxel_input_is_the_network_input_with_time_last(kins, normalization, co
                                       ref[..., 1:])
     else:
         assert curves is None
-
-
-def test_patlak_features_are_the_late_frames_linear_regression():
-    """Slope and intercept of C(t)/Cp(t) against the running integral of Cp over Cp, by numpy.polyfit per voxel."""
-    frames = jaxkin.FrameSchedule.quadra()
-    kin = jaxkin.prepare(jaxkin.feng_input(frames.end[-1], delay=0.1), frames)
-    params = np.array([[0.1, 0.5, 0.05, 0.05], [0.6, 1.2, 0.01, 0.1], [0.3, 0.2, 0.2, 0.02]], np.float32)
-    tacs = np.asarray(jax.vmap(two_tissue_irreversible, (0, None))(jnp.asarray(params), kin))  # [3, F]
-    tacs = tacs + np.random.default_rng(0).normal(0, 0.05, tacs.shape).astype(np.float32)
-    stacked = jax.tree.map(lambda v: jnp.stack([v, v]), kin)  # two samples of 2 x 3 voxels
-    batch = np.stack([tacs[None], 2 * tacs[None]]).repeat(2, axis=1)  # [2, 2, 3, F]
-    every = np.asarray(I.patlak_features(jnp.asarray(batch), stacked))  # [2, 2, 3, 2]
-    np.testing.assert_allclose(every[1], every[0] * [2, 2], rtol=1e-5, atol=1e-7)  # linear in the TAC
-    got = every[0, 1]  # [3, 2]
-    blood, integral = np.asarray(kin.blood_mean()), np.asarray(kin.integral_mean())
-    late = np.asarray(kin.frame_start + kin.frame_duration / 2) >= I.PATLAK_T_STAR
-    for voxel in range(3):
-        slope, intercept = np.polyfit(integral[late] / blood[late], tacs[voxel, late] / blood[late], 1)
-        np.testing.assert_allclose(got[voxel], [10 * slope, intercept], rtol=2e-3, atol=1e-5)
-    assert got[2, 0] / 10 == pytest.approx(0.3 * 0.2 / 0.4, rel=0.15)  # the slope estimates Ki
