@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkin.kinetics import two_tissue_irreversible
+from jaxkin.kinetics import FDG_MODEL, get_model, two_tissue_irreversible
 from jaxkin.nn.inputs import _one_of, input_level
 
 __all__ = ["model_tacs", "masked_mse", "loss_weights", "loss_unit", "LOSS_FRAMES", "LOSS_SCALES", "guidance_loss", "GUIDANCE_FLOOR",
@@ -106,10 +106,8 @@ GUIDANCE_FLOOR = (0.01, 0.05, 0.001, 0.05)
 GUIDANCE_FLOOR_KI = 0.0005
 
 
-def _ki(params):
-    """Ki = K1 k3 / (k2 + k3) of ``params [..., 4]`` (ml/cm^3/min), 0 where k2 + k3 is 0."""
-    k1, k2, k3 = params[..., 0], params[..., 1], params[..., 2]
-    return k1 * k3 / jnp.maximum(k2 + k3, 1e-12)
+#: Ki = K1 k3 / (k2 + k3) of parameters ``[..., 4]`` (ml/cm^3/min): the FDG model's own macro-parameter.
+_ki = get_model(FDG_MODEL).macros["Ki"]
 
 
 def guidance_loss(params, target, mask, weight, ki_weight=None):
