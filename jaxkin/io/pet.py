@@ -131,6 +131,19 @@ class PetImage:
         except (OSError, EOFError, ValueError, zlib.error) as err:  # a damaged or truncated file
             raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None
 
+    def picked_pieces(self, z: slice, take, dtype=np.float64, most: int = 1 << 20):
+        """Iterate ``(f, lo, hi, values [hi - lo] kBq/ml)`` over the frames in file order: the values of the voxels
+        ``take[lo:hi]`` (ascending indices into the axial slices ``z`` flattened in Fortran order), at most ``most``
+        at a time, never a frame nor a value per voxel of ``take`` held (:func:`jaxkin.io.stream.picked_pieces`).
+        The values equal those of :meth:`frame_reads` with ``take`` bit for bit."""
+        from jaxkin.io import stream
+
+        try:
+            for f, lo, hi, values in stream.picked_pieces(self.path, self.image, z, take, dtype, most):
+                yield f, lo, hi, self._to_kbq(values, f, in_place=True)  # a new array each piece
+        except (OSError, EOFError, ValueError, zlib.error) as err:  # a damaged or truncated file
+            raise InputError(f"{self.path}: cannot read image data ({one_line(err)})") from None
+
     def slabs(self, slab: int = 16, z: slice | None = None):
         """Iterate ``(z_slice, data [X, Y, z, F] kBq/ml)`` over the volume, ``slab`` axial slices at a time."""
         return slabs(self, slab, z)
@@ -156,6 +169,19 @@ def frame_reads(volume, z: slice | None = None, dtype=np.float32, take=None):
         yield from volume.frame_reads(z, dtype, take)
         return
     yield from array_frames(volume, z, dtype, take)
+
+
+def picked_pieces(volume, z: slice, take, dtype=np.float64, most: int = 1 << 20):
+    """Iterate ``(f, lo, hi, values [hi - lo])`` over the frames of ``volume``: the values of the voxels ``take[lo:hi]``
+    (ascending indices into the axial slices ``z`` flattened in Fortran order), at most ``most`` at a time. A
+    :class:`PetImage` holds only a piece of its file at once (:meth:`PetImage.picked_pieces`); another volume (an
+    array ``[X, Y, Z, F]`` or an object with ``frame_reads``) is read a frame at a time."""
+    if hasattr(volume, "picked_pieces"):
+        yield from volume.picked_pieces(z, take, dtype, most)
+        return
+    for f, values in frame_reads(volume, z, dtype, take):
+        for lo in range(0, values.size, most):
+            yield f, lo, min(lo + most, values.size), values[lo : lo + most]
 
 
 def array_frames(volume, z: slice | None = None, dtype=np.float32, take=None):

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DISCARD_BYTES", "READ_BYTES", "frames", "prefetched", "slices"]
+__all__ = ["DISCARD_BYTES", "READ_BYTES", "frames", "picked_pieces", "prefetched", "slices"]
 
 #: Decompressed bytes of a ``.nii.gz`` that are not asked for are read and discarded in pieces of this size.
 DISCARD_BYTES = 64 << 20
@@ -62,6 +63,47 @@ def _compressed(path: Path) -> bool:
     return path.name.endswith(".gz")
 
 
+def _open(path: Path):
+    """The image file for reading: a gzip stream for a ``.nii.gz``; a plain file otherwise, whose pages are dropped
+    from the file system's cache as they are read (:class:`_Uncached`) when it is larger than half the memory this
+    process may use (:func:`jaxkin.io.memory.memory_limit`): such a file cannot stay cached for a later pass anyway,
+    and filling the cache with it (evicting other pages) cost 2-3 s of system time per GB read, against 0.6 s
+    dropped (benchmarks/RESULTS.md)."""
+    if _compressed(path):
+        return gzip.open(path, "rb")
+    f = open(path, "rb")  # noqa: SIM115 (closed by the caller's with)
+    if hasattr(os, "posix_fadvise"):
+        from jaxkin.io.memory import memory_limit
+
+        if os.fstat(f.fileno()).st_size > memory_limit().bytes // 2:
+            return _Uncached(f)
+    return f
+
+
+class _Uncached:
+    """A plain file (``readinto``, ``seek``) whose pages are dropped from the cache once read
+    (``POSIX_FADV_DONTNEED``)."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.f.seek(offset, whence)
+
+    def readinto(self, view) -> int:
+        start = self.f.tell()
+        got = self.f.readinto(view)
+        if got:
+            os.posix_fadvise(self.f.fileno(), start, got, os.POSIX_FADV_DONTNEED)
+        return got
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.f.close()
+
+
 def slices(path, image, z: slice) -> np.ndarray:
     """The axial slices ``z`` of every frame, ``[X, Y, len(z), F]`` as nibabel's ``dataobj[:, :, z, :]`` gives them;
     for a ``.nii`` only their bytes are read (one read per frame)."""
@@ -73,7 +115,7 @@ def slices(path, image, z: slice) -> np.ndarray:
     z0, z1 = max(z.start or 0, 0), min(nz if z.stop is None else z.stop, nz)
     n = nx * ny * max(z1 - z0, 0)
     out = np.empty((nx, ny, max(z1 - z0, 0), nf), dtype, order="F")
-    with open(path, "rb") as f:
+    with _open(path) as f:
         for k in range(nf):
             f.seek(offset + (k * nx * ny * nz + nx * ny * z0) * dtype.itemsize)
             out[..., k] = _exactly(f, n, dtype, path).reshape(out.shape[:3], order="F")
@@ -98,8 +140,7 @@ def frames(path, image, z: slice | None = None, take: np.ndarray | None = None,
     plane = nx * ny * dtype.itemsize
     before, size, after = z.start * plane, (z.stop - z.start) * plane, (nz - z.stop) * plane
     picks = None if take is None else _Picks(np.asarray(take), nx * ny, z.stop - z.start)
-    opener = gzip.open if _compressed(path) else open
-    with opener(path, "rb") as f:
+    with _open(path) as f:
         _skip(f, offset)
         for k in range(nf):
             if before:
@@ -127,22 +168,56 @@ class _Picks:
         self.take = take if self.order is None else take[self.order]
         self.plane, self.n_planes = plane, n_planes
 
-    def read(self, f, dtype: np.dtype, path: Path, out_dtype: np.dtype | None = None) -> np.ndarray:
-        out = np.empty(self.take.size, dtype if out_dtype is None else out_dtype)
+    def pieces(self, f, dtype: np.dtype, path: Path, out_dtype: np.dtype | None = None, most: int | None = None):
+        """``(lo, hi, values [hi - lo])``: the values of the sorted ``take[lo:hi]`` of the frame at ``f``'s position,
+        in order, at most ``most`` at a time (default: those of a piece of the file)."""
         step = max(1, READ_BYTES // (self.plane * dtype.itemsize))
         lo_index = 0
         for p0 in range(0, self.n_planes, step):
             p1 = min(p0 + step, self.n_planes)
             block = _exactly(f, (p1 - p0) * self.plane, dtype, path)
             hi_index = int(np.searchsorted(self.take, p1 * self.plane))
-            got = block[self.take[lo_index:hi_index] - p0 * self.plane]
-            if self.order is None:
-                out[lo_index:hi_index] = got
-            else:
-                out[self.order[lo_index:hi_index]] = got
+            for a in range(lo_index, hi_index, most or max(hi_index - lo_index, 1)):
+                b = hi_index if most is None else min(a + most, hi_index)
+                yield a, b, block[self.take[a:b] - p0 * self.plane].astype(out_dtype or dtype, copy=False)
             lo_index = hi_index
-            del block, got
+            del block
+
+    def read(self, f, dtype: np.dtype, path: Path, out_dtype: np.dtype | None = None) -> np.ndarray:
+        out = np.empty(self.take.size, dtype if out_dtype is None else out_dtype)
+        for a, b, got in self.pieces(f, dtype, path, out_dtype):
+            if self.order is None:
+                out[a:b] = got
+            else:
+                out[self.order[a:b]] = got
+            del got
         return out
+
+
+def picked_pieces(path, image, z: slice, take: np.ndarray, dtype, most: int) -> Iterator[tuple[int, int, int, np.ndarray]]:
+    """``(f, lo, hi, values [hi - lo])`` for every frame ``f`` in file order: the values of the voxels
+    ``take[lo:hi]`` (``take``: ascending flat indices in Fortran order into the axial slices ``z``) as ``dtype``,
+    scaled as :func:`frames` scales them, at most ``most`` at a time. Only a piece of the file and ``most`` values are
+    held at once (never a frame, nor a value per voxel of ``take``); a ``.nii.gz`` is decompressed once."""
+    path = Path(path)
+    take = np.asarray(take)
+    if take.size > 1 and not bool(np.all(take[1:] >= take[:-1])):
+        raise ValueError("picked_pieces: take must be ascending")
+    shape, dtype_file, offset = _layout(image)
+    nx, ny, nz, nf = shape
+    plane = nx * ny * dtype_file.itemsize
+    before, after = z.start * plane, (nz - z.stop) * plane
+    picks = _Picks(take, nx * ny, z.stop - z.start)
+    with _open(path) as f:
+        _skip(f, offset)
+        for k in range(nf):
+            if before:
+                _skip(f, before)
+            for lo, hi, values in picks.pieces(f, dtype_file, path, most=most):
+                yield k, lo, hi, _scaled(values, image).astype(dtype, copy=False)
+                del values
+            if after:
+                _skip(f, after)
 
 
 def _skip(f, n: int) -> None:

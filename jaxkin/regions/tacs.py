@@ -28,7 +28,7 @@ def _voxel_ml(affine) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, np.float64)[:3, :3]))) / 1000.0
 
 
-#: Voxels gathered from a frame at a time by :func:`region_sums` (bounds its temporaries: ~40 bytes each).
+#: Voxels of the rows whose values are held at once by :func:`region_sums` (bounds its temporaries: ~40 bytes each).
 BLOCK_VOXELS = 1 << 20
 
 
@@ -40,9 +40,10 @@ def region_sums(pet, rows, n_rows: int, weights=None) -> tuple[np.ndarray, np.nd
 
     ``rows`` may also be a list of ``(row, weights [X, Y, Z])`` for regions that overlap (each voxel counts in every
     row whose weight is positive). The image is read a frame at a time in file order, only the axial slices that
-    hold a voxel (a second pass only when a voxel holds NaN/Inf), and of a frame only the voxels of the rows are
-    held: the memory is ~18 bytes per voxel of the rows plus a piece of the file (:func:`memory_needed`), never a
-    frame or the 4D image."""
+    hold a voxel (a second pass only when a voxel holds NaN/Inf), and of a frame only a piece of the file and the
+    values of :data:`BLOCK_VOXELS` voxels of the rows are held (:func:`jaxkin.io.pet.picked_pieces`): the memory is
+    ~6 bytes per voxel of the rows (14 with weights) plus a piece of the file (:func:`memory_needed`), never a frame
+    or the 4D image."""
     where, row, w, z = _entries(rows, weights, tuple(pet.shape[:3]), n_rows)
     bad = np.zeros(where.size, bool)
     sums = _frame_sums(pet, z, where, row, w, n_rows + 1, bad)
@@ -61,9 +62,9 @@ def _row_dtype(n_rows: int) -> type:
 
 
 def _entries(rows, weights, shape, n_rows: int):
-    """``(indices in the slices z flattened in Fortran order, row, weight or None, z)`` of every voxel of ``rows``
-    (an array, read a block of slices at a time into arrays counted first; or ``(row, weights)`` pairs made one at
-    a time)."""
+    """``(indices in the slices z flattened in Fortran order (ascending), row, weight or None, z)`` of every voxel of
+    ``rows`` (an array, read a block of slices at a time into arrays counted first; or ``(row, weights)`` pairs made
+    one at a time, then put in the order of the file)."""
     index = np.int32 if int(np.prod(shape)) < 2**31 else np.int64  # 4 bytes a voxel where they suffice
     plane = shape[0] * shape[1]
     step = max(1, BLOCK_VOXELS // max(plane, 1))
@@ -94,6 +95,10 @@ def _entries(rows, weights, shape, n_rows: int):
         where = np.concatenate(wheres) if wheres else np.zeros(0, index)
         row = np.concatenate(row_parts) if row_parts else np.zeros(0, _row_dtype(n_rows))
         w = np.concatenate(w_parts) if w_parts else None
+        if len(wheres) > 1:  # overlapping regions: in the order of the file
+            order = np.argsort(where, kind="stable")
+            where, row, w = where[order], row[order], w[order]
+            del order
     z = slice(int(where.min()) // plane, int(where.max()) // plane + 1) if where.size else slice(0, 0)
     where -= where.dtype.type(z.start * plane)
     return where, row, w, z
@@ -101,36 +106,34 @@ def _entries(rows, weights, shape, n_rows: int):
 
 def _frame_sums(pet, z, where, row, w, n, bad):
     """Per-frame weighted sums and sums of squares by row (see :func:`region_sums`); marks ``bad`` entries."""
-    from jaxkin.io.pet import frame_reads
+    from jaxkin.io.pet import picked_pieces
 
     n_frames = int(pet.shape[3])
     s1, s2 = np.zeros((n, n_frames)), np.zeros((n, n_frames))
     if where.size == 0:
         return s1, s2
-    for f, values in frame_reads(pet, z, np.float64, take=where):
-        for b0 in range(0, values.size, BLOCK_VOXELS):
-            blk = slice(b0, b0 + BLOCK_VOXELS)
-            v = values[blk]
-            ok = np.isfinite(v)
-            bad[blk] |= ~ok
-            v = np.where(ok, v, 0.0)
-            wv = v if w is None else w[blk] * v
-            s1[:, f] += np.bincount(row[blk], weights=wv, minlength=n)[:n]
-            s2[:, f] += np.bincount(row[blk], weights=wv * v, minlength=n)[:n]
+    for f, lo, hi, v in picked_pieces(pet, z, where, np.float64, BLOCK_VOXELS):
+        blk = slice(lo, hi)
+        ok = np.isfinite(v)
+        bad[blk] |= ~ok
+        v = np.where(ok, v, 0.0)
+        wv = v if w is None else w[blk] * v
+        s1[:, f] += np.bincount(row[blk], weights=wv, minlength=n)[:n]
+        s2[:, f] += np.bincount(row[blk], weights=wv * v, minlength=n)[:n]
     return s1, s2
 
 
 def memory_needed(pet, n_voxels: int, label_bytes: int = 4) -> int:
     """Peak bytes of :func:`region_sums` (and of the image-derived input) on ``pet`` for ``n_voxels`` labelled voxels
-    of a label image of ``label_bytes`` a voxel: ``RUNTIME + N l + 18 L + 40 min(L, BLOCK_VOXELS) + READ_BYTES``
+    of a label image of ``label_bytes`` a voxel: ``RUNTIME + N l + 6 L + 40 min(L, BLOCK_VOXELS) + 2 READ_BYTES``
     with ``N = X Y Z``, ``l = label_bytes``, ``L = n_voxels``: the label image; per labelled voxel its index (4
-    bytes), row (1) and finite flag (1) and its value of the frame (as read: 4, then float64: 8); the temporaries
-    of a block of voxels; a piece of the frame read from the file (:data:`jaxkin.io.stream.READ_BYTES`).
-    ``RUNTIME`` = 256 MiB (Python, NumPy, SciPy)."""
+    bytes), row (1) and finite flag (1); the values and temporaries of a block of voxels; a piece of the frame read
+    from the file (:data:`jaxkin.io.stream.READ_BYTES`) and the one before it, not yet freed. ``RUNTIME`` = 256 MiB
+    (Python, NumPy, SciPy, JAX)."""
     from jaxkin.io.stream import READ_BYTES
 
     n = int(np.prod(pet.shape[:3]))
-    return int((256 << 20) + n * label_bytes + 18 * n_voxels + 40 * min(n_voxels, BLOCK_VOXELS) + READ_BYTES)
+    return int((256 << 20) + n * label_bytes + 6 * n_voxels + 40 * min(n_voxels, BLOCK_VOXELS) + 2 * READ_BYTES)
 
 
 def regional_tacs(pet, labels, regions=None, *, fractions: bool = False, slab: int = 16) -> RegionalTacs:

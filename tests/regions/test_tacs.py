@@ -74,3 +74,39 @@ def test_tacs_of_an_suv_image_stay_in_suv(tmp_path):
     back = read_tacs(write_tacs(tmp_path / "tacs.tsv", tacs))
     assert back.value_kind == "SUV" and back.units == "SUV"
     np.testing.assert_allclose(back.values, tacs.values, rtol=1e-7)
+
+
+def test_region_sums_of_overlapping_weighted_regions_leave_out_nonfinite_voxels(tmp_path, monkeypatch):
+    """Sums, sums of squares and counts of overlapping fractional regions, read from the file a slice and a few voxels
+    at a time, equal plain NumPy sums over the voxels finite in every frame; a voxel with NaN in one frame is left
+    out of every frame and counted once."""
+    import json
+
+    import nibabel as nib
+
+    from jaxkin.io import stream
+    from jaxkin.regions import tacs
+
+    monkeypatch.setattr(stream, "READ_BYTES", 1)
+    monkeypatch.setattr(tacs, "BLOCK_VOXELS", 3)
+    rng = np.random.default_rng(3)
+    data = rng.uniform(0.5, 9.0, (5, 4, 6, 3)).astype(np.float32)
+    data[2, 1, 3, 1] = np.nan
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(tmp_path / "sub-01_pet.nii"))
+    (tmp_path / "sub-01_pet.json").write_text(json.dumps(
+        {"FrameTimesStart": [0, 60, 120], "FrameDuration": [60, 60, 60], "Units": "kBq/mL",
+         "ImageDecayCorrected": True, "TracerRadionuclide": "F18"}))
+    pet = load_pet(tmp_path / "sub-01_pet.nii")
+    a = np.zeros(data.shape[:3])
+    a[1:4, :, 2:5] = rng.uniform(0.1, 1.0, (3, 4, 3))
+    b = np.zeros(data.shape[:3])
+    b[2:, 1:3, 1:6] = rng.uniform(0.1, 1.0, (3, 2, 5))  # overlaps a, holds the NaN voxel
+    s1, s2, count, left_out = tacs.region_sums(pet, [(1, a), (2, b)], 2)
+    finite = np.all(np.isfinite(data), axis=-1)
+    values = pet.read(dtype=np.float64)
+    for r, w in ((1, a), (2, b)):
+        w = np.where(finite, w, 0.0)[..., None]
+        np.testing.assert_allclose(s1[r], np.sum(w * np.nan_to_num(values), axis=(0, 1, 2)), rtol=1e-12)
+        np.testing.assert_allclose(s2[r], np.sum(w * np.nan_to_num(values) ** 2, axis=(0, 1, 2)), rtol=1e-12)
+        np.testing.assert_allclose(count[r], w.sum(), rtol=1e-12)
+    assert left_out == 1
