@@ -8,6 +8,7 @@ from jaxkin.evaluation.metrics import (
     organ_statistics,
     organ_values,
     tac_metrics,
+    tac_summary,
     voxel_cosine,
     voxel_mae,
 )
@@ -23,7 +24,7 @@ from jaxkin.evaluation.report import (
 )
 
 __all__ = [
-    "PARAMS", "voxel_mae", "voxel_cosine", "tac_metrics", "mean_sd", "organ_values", "organ_statistics",
+    "PARAMS", "voxel_mae", "voxel_cosine", "tac_metrics", "tac_summary", "mean_sd", "organ_values", "organ_statistics",
     "error_statistics",
     "Method", "parse_methods", "method_files", "evaluate_subject", "summarise", "write_report",
     "evaluate", "left_out_scans",

@@ -28,6 +28,7 @@ __all__ = [
     "voxel_mae",
     "voxel_cosine",
     "tac_metrics",
+    "tac_summary",
     "mean_sd",
     "organ_values",
     "organ_statistics",
@@ -49,23 +50,31 @@ def mean_sd(values) -> tuple[float, float]:
 def tac_metrics(tac, model_tac, mask) -> dict:
     """The paper's TAC-fit metrics of a volume over the voxels of ``mask``.
 
-    ``tac``, ``model_tac [X, Y, Z, F]`` (kBq/ml); ``mask bool [X, Y, Z]``. Returns ``voxels``; ``mae``, ``mae_sd``,
-    ``cs``, ``cs_sd`` (mean and SD over masked voxels); ``voxel_mae``, ``voxel_cs`` (the per-voxel values of the masked
-    voxels, 1D, for pooling over subjects); per axial slice ``slice_voxels int [Z]``, ``slice_mae [Z]``
-    and ``slice_cs [Z]`` (means over the slice's masked voxels, NaN for slices without any).
+    ``tac``, ``model_tac [X, Y, Z, F]`` (kBq/ml); ``mask bool [X, Y, Z]``. Returns :func:`tac_summary` of the masked
+    voxels' MAE and CS (in the order of ``tac[mask]``).
     """
     mask = np.asarray(mask, bool)
     mae = voxel_mae(np.asarray(tac)[mask], np.asarray(model_tac)[mask])  # [N], masked voxels only
     cs = voxel_cosine(np.asarray(tac)[mask], np.asarray(model_tac)[mask])
-    z = np.nonzero(mask)[2]
-    n_z = mask.shape[2]
+    return tac_summary(mae, cs, np.nonzero(mask)[2], mask.shape[2])
+
+
+def tac_summary(mae, cs, z, n_z: int) -> dict:
+    """The TAC-fit metrics of a volume of ``n_z`` axial slices from its evaluated voxels' values: ``mae``, ``cs``
+    ``[N]`` (:func:`voxel_mae`, :func:`voxel_cosine`) and each voxel's axial slice ``z int [N]``.
+
+    Returns ``voxels`` (N); ``mae``, ``mae_sd``, ``cs``, ``cs_sd`` (mean and SD over the voxels); ``voxel_mae``,
+    ``voxel_cs`` (``mae`` and ``cs`` as given, for pooling over subjects); per axial slice ``slice_voxels int [n_z]``,
+    ``slice_mae [n_z]`` and ``slice_cs [n_z]`` (means over the slice's voxels, NaN for slices without any).
+    """
+    mae, cs, z = np.asarray(mae), np.asarray(cs), np.asarray(z)
     counts = np.bincount(z, minlength=n_z)
     with np.errstate(invalid="ignore", divide="ignore"):
         slice_mae = np.where(counts > 0, np.bincount(z, mae, minlength=n_z) / counts, np.nan)
         slice_cs = np.where(counts > 0, np.bincount(z, cs, minlength=n_z) / counts, np.nan)
     mae_mean, mae_sd = mean_sd(mae)
     cs_mean, cs_sd = mean_sd(cs)
-    return {"voxels": int(mask.sum()), "mae": mae_mean, "mae_sd": mae_sd, "cs": cs_mean, "cs_sd": cs_sd,
+    return {"voxels": int(mae.size), "mae": mae_mean, "mae_sd": mae_sd, "cs": cs_mean, "cs_sd": cs_sd,
             "voxel_mae": mae, "voxel_cs": cs,
             "slice_voxels": counts.astype(int), "slice_mae": slice_mae, "slice_cs": slice_cs}
 

@@ -9,7 +9,8 @@ no TAC metrics), for the PET scans of the dataset's subjects (``<prefix>`` is th
 
 Voxels evaluated: those of the subject's label map (label > 0) whose TAC and maps are finite; without a label map,
 every voxel with finite values and a nonzero K1 (or Ki) in every method. Model TACs come from jaxkin's kinetic core
-(:func:`jaxkin.kinetics.tacs_in_chunks`) with the subject's input function.
+(:func:`jaxkin.kinetics.tacs_in_chunks`) with the subject's input function. The 4D image is never held: it is read
+a frame at a time, the evaluated voxels' TACs in pieces of axial slices (:func:`evaluate_subject` states the memory).
 
 :func:`evaluate` runs it all and writes, through a temporary folder renamed at the end, report.md, the TSV tables
 (tac_metrics, slice_metrics, organ_parameters, organ_errors) and ``figures/*.png``.
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jaxkin.io.pet import load_pet
+from jaxkin.io.pet import finite_voxel_mask, frame_reads, load_pet
 from jaxkin.io.maps import map_path, read_volume
 from jaxkin.io.blood import load_blood
 from jaxkin.io.dataset import dataset_split, list_subjects, scan_files, truth_root
@@ -42,6 +43,11 @@ MODEL = FDG_MODEL
 #: order, fill up to :data:`N_TAC_SAMPLES`.
 TAC_ORGANS = ("liver", "myocardium", "kidneys", "lesion", "lungs", "bone")
 N_TAC_SAMPLES = 6
+#: The most bytes of measured TACs (float32 ``[V, F]``) of masked voxels read in one piece of axial slices (1 GiB:
+#: 4.3 M voxels of 62 frames); a piece holds more only when one axial slice does.
+PIECE_BYTES = 1 << 30
+#: Voxels whose MAE and CS are computed at once (float64 temporaries ``[V, F]``: 32 MiB of 62 frames each).
+METRIC_VOXELS = 1 << 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,20 +149,96 @@ def _with_macros(maps: dict) -> dict:
     return maps | {name: np.asarray(v, np.float32) for name, v in macros.items() if name not in maps}
 
 
-def _sample_tacs(data, lab, mask, model_volumes: dict) -> dict:
-    """``{organ: {"measured": [F], method: [F], ...}}`` (kBq/ml) at the masked voxel nearest each organ's centroid
-    (organs of :data:`TAC_ORGANS` present in the labels ``lab``, then other regions, up to :data:`N_TAC_SAMPLES`)."""
+def _sample_voxels(lab, mask) -> dict:
+    """``{organ: (x, y, z)}``: the masked voxel nearest each organ's centroid (organs of :data:`TAC_ORGANS` present
+    in the labels ``lab``, then other regions, up to :data:`N_TAC_SAMPLES`; none for an organ without masked voxels)."""
     samples = {}
     present = [r for r in lab.region_names() if r not in ("body", "background")]
     organs = [o for o in TAC_ORGANS if o in present]
     organs += [r for r in present if r not in organs][: max(N_TAC_SAMPLES - len(organs), 0)]
     for organ in organs:
         sel = np.argwhere(lab.mask(organ) & mask)
-        if len(sel) == 0 or not model_volumes:
-            continue
-        v = tuple(sel[np.argmin(((sel - sel.mean(axis=0)) ** 2).sum(axis=1))])
-        samples[organ] = {"measured": data[v]} | {n: model_volumes[n][v] for n in model_volumes}
+        if len(sel):
+            samples[organ] = tuple(int(i) for i in sel[np.argmin(((sel - sel.mean(axis=0)) ** 2).sum(axis=1))])
     return samples
+
+
+def _axial_pieces(mask, limit: int) -> list[tuple[int, int]]:
+    """Ranges ``[a, b)`` of the axial slices of ``mask`` (bool ``[X, Y, Z]``) with masked voxels, in order, each
+    with at most ``limit`` of them (or one slice, when a slice alone has more)."""
+    counts = mask.sum(axis=(0, 1))
+    pieces, start, voxels = [], 0, 0
+    for z, count in enumerate(counts.tolist()):
+        if z > start and voxels + count > limit:
+            pieces.append((start, z))
+            start, voxels = z, 0
+        voxels += count
+    pieces.append((start, mask.shape[2]))
+    return [(a, b) for a, b in pieces if counts[a:b].any()]
+
+
+def _masked_tacs(pet, mask, limit: int):
+    """Iterate ``(x, y, z, tacs float32 [V, F])`` (kBq/ml) over the pieces (:func:`_axial_pieces`) of the voxels of
+    ``mask``: each piece's voxels in C order, their TACs read a frame at a time (only those voxels are held)."""
+    nx, ny = mask.shape[:2]
+    for a, b in _axial_pieces(mask, limit):
+        x, y, z = np.nonzero(mask[:, :, a:b])
+        tacs = np.empty((x.size, int(pet.shape[3])), np.float32)
+        for f, values in frame_reads(pet, slice(a, b), take=x + nx * (y + ny * z)):  # Fortran order in the frame
+            tacs[:, f] = values
+        yield x, y, z + a, tacs
+
+
+def _tac_metrics(pet, kin, maps: dict, mask, sample_voxels: dict) -> tuple[dict, dict]:
+    """``(tac, samples)``: :func:`~jaxkin.evaluation.metrics.tac_summary` of each 2TC method of ``maps``
+    (``{method: {param: [X, Y, Z]}}``) over the voxels of ``mask``, in the order of ``tac[mask]``, and the measured
+    and model TACs ``[F]`` at the voxels ``sample_voxels`` (``{organ: {"measured": ..., method: ...}}``).
+
+    The image is never held: the masked voxels' TACs are read in pieces of axial slices of at most
+    :data:`PIECE_BYTES` (float32), and each method's model TACs of a piece (as many bytes) are computed at once, then
+    compared :data:`METRIC_VOXELS` voxels at a time."""
+    names = get_model(MODEL).param_names
+    flat = np.flatnonzero(mask)  # C order: the order of tac[mask]
+    mae = {m: np.empty(flat.size) for m in maps}
+    cs = {m: np.empty(flat.size) for m in maps}
+    samples = {organ: {} for organ in sample_voxels}
+    wanted = {organ: np.ravel_multi_index(v, mask.shape) for organ, v in sample_voxels.items()}
+    for x, y, z, tacs in _masked_tacs(pet, mask, max(1, PIECE_BYTES // (4 * int(pet.shape[3])))):
+        index = np.ravel_multi_index((x, y, z), mask.shape)  # increasing: C order
+        rows = np.searchsorted(flat, index)
+        here = {o: int(np.searchsorted(index, i)) for o, i in wanted.items() if index[0] <= i <= index[-1]}
+        here = {o: k for o, k in here.items() if index[k] == wanted[o]}
+        for organ, k in here.items():
+            samples[organ]["measured"] = tacs[k].copy()
+        for name, per in maps.items():
+            model = tacs_in_chunks(np.stack([per[p][x, y, z] for p in names], axis=-1), kin, MODEL)
+            for i in range(0, len(rows), METRIC_VOXELS):
+                part = slice(i, i + METRIC_VOXELS)
+                mae[name][rows[part]] = metrics.voxel_mae(tacs[part], model[part])
+                cs[name][rows[part]] = metrics.voxel_cosine(tacs[part], model[part])
+            for organ, k in here.items():
+                samples[organ][name] = model[k].copy()
+            del model
+    z = flat % mask.shape[2]
+    return {m: metrics.tac_summary(mae[m], cs[m], z, mask.shape[2]) for m in maps}, samples
+
+
+def _evaluated(pet, maps: dict, labels) -> np.ndarray:
+    """``bool [X, Y, Z]``: the voxels evaluated (see the module docstring): finite in every frame of ``pet`` (read a
+    frame at a time) and in every map of ``maps`` (``{method: {param: [X, Y, Z]}}``), and labelled (``labels > 0``)
+    or, without ``labels``, with a nonzero K1 (or Ki) in every method."""
+    mask = finite_voxel_mask(pet)
+    for per in maps.values():
+        for v in per.values():
+            mask &= np.isfinite(v)
+    if labels is not None:
+        mask &= labels > 0
+    else:
+        for per in maps.values():
+            mask &= (per["K1"] if "K1" in per else per["Ki"]) != 0
+    if not mask.any():
+        raise InputError(f"{pet.path}: no voxel to evaluate (empty label map or every map NaN/0)")
+    return mask
 
 
 def evaluate_subject(files, methods: list[Method], *, groups=None, default_groups: bool = True) -> dict:
@@ -166,11 +248,18 @@ def evaluate_subject(files, methods: list[Method], *, groups=None, default_group
     ``["name=a,b"]``) and ``default_groups`` add regions merging labels (:func:`jaxkin.io.labels.read_labels`; any
     label names work, e.g. TotalSegmentator's, resampled to the PET's grid if needed). Returns a dict with ``subject`` (the scan's
     id: the subject id when it has one scan), ``prefix``, ``n_frames``; ``tac``
-    ``{method: metrics.tac_metrics(...)}`` (2TC methods only); ``organ_values`` ``{method: {organ: {param: 1D}}}``
-    and ``truth_values`` (empty without a label map / truth); ``maps``
+    ``{method: metrics.tac_summary(...)}`` (2TC methods only; the dict of
+    :func:`~jaxkin.evaluation.metrics.tac_metrics`); ``organ_values`` ``{method: {organ: {param: 1D}}}`` and
+    ``truth_values`` (empty without a label map / truth); ``maps``
     ``{method: {param: [X, Y, Z]}}``, ``truth`` ``{param: [X, Y, Z]}``, ``labels int [X, Y, Z]`` and ``names``
     (None without a label map), ``mask bool [X, Y, Z]``; ``samples`` (sample TACs), ``times`` (frame mid times
     ``[F]``, min), ``voxel_mm`` and ``z_mm [Z]`` (each axial slice's scanner z, mm).
+
+    Memory: the 3D volumes (the maps of every method and the truth, float32; the labels; the masks) and, never the
+    4D image, the TACs of one piece of axial slices (measured and model, float32 ``[V, F]`` of at most
+    :data:`PIECE_BYTES` each) plus, per evaluated voxel, 16 bytes (its position and slice) and 16 per 2TC method (its
+    MAE and CS). The image is read a frame at a time: once for the voxels finite in every frame, then once per piece
+    (a ``.nii.gz`` is decompressed each time; at 62 frames a piece holds 4.3 M voxels).
     """
     pet = load_pet(files.pet)
     if not files.blood:
@@ -181,7 +270,6 @@ def evaluate_subject(files, methods: list[Method], *, groups=None, default_group
     if files.labels is not None:
         lab = read_labels(files.labels, pet=pet, groups=groups, default_groups=default_groups)
         labels, names = lab.data, lab.names
-    data = pet.read()
     maps, kinds = {}, {}
     for m in methods:
         kind, paths = method_files(m, pet.prefix)
@@ -190,28 +278,12 @@ def evaluate_subject(files, methods: list[Method], *, groups=None, default_group
         if kind == MODEL:
             maps[m.name] = _with_macros(maps[m.name])
     truth = {p: read_volume(f, pet) for p, f in files.truth.items() if p in PARAMS}
-    mask = np.all(np.isfinite(data), axis=-1)
-    for per in maps.values():
-        for v in per.values():
-            mask &= np.isfinite(v)
-    if labels is not None:
-        mask &= labels > 0
-    else:
-        for per in maps.values():
-            mask &= (per["K1"] if "K1" in per else per["Ki"]) != 0
-    if not mask.any():
-        raise InputError(f"{files.pet}: no voxel to evaluate (empty label map or every map NaN/0)")
-
+    mask = _evaluated(pet, maps, labels)
     kin = prepare(blood.input, pet.frames, blood.whole_blood)
-    tac_results, model_volumes = {}, {}
-    for name, per in maps.items():
-        if kinds[name] != MODEL:
-            continue
-        params = np.stack([per[p][mask] for p in get_model(MODEL).param_names], axis=-1)
-        model = np.zeros(data.shape, np.float32)
-        model[mask] = tacs_in_chunks(params, kin, MODEL)
-        tac_results[name] = metrics.tac_metrics(data, model, mask)
-        model_volumes[name] = model
+    fitted = {name: per for name, per in maps.items() if kinds[name] == MODEL}
+    tac_results, samples = {}, {}
+    if fitted:
+        tac_results, samples = _tac_metrics(pet, kin, fitted, mask, _sample_voxels(lab, mask) if names else {})
     present = set(np.unique(labels).tolist()) if names else set()
     names = {i: n for i, n in names.items() if i in present} if names else names  # labels with voxels only
     group_ids = {g: lab.ids(g) for g in lab.groups} if lab is not None else {}
@@ -219,7 +291,6 @@ def evaluate_subject(files, methods: list[Method], *, groups=None, default_group
     organ_vals = ({name: metrics.organ_values(per, labels, names, mask, group_ids) for name, per in maps.items()}
                   if names else {})
     truth_vals = metrics.organ_values(truth, labels, names, mask, group_ids) if names and truth else {}
-    samples = _sample_tacs(data, lab, mask, model_volumes) if names else {}
     return {"subject": files.scan_id, "prefix": pet.prefix, "n_frames": pet.frames.n_frames, "tac": tac_results,
             "organ_values": organ_vals, "truth_values": truth_vals, "maps": maps, "truth": truth, "labels": labels,
             "names": names, "mask": mask, "samples": samples, "times": pet.frames.mid, "voxel_mm": pet.voxel_size,

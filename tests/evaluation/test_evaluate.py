@@ -121,6 +121,100 @@ def test_evaluated_parameters_and_units_come_from_kinetics(tmp_path, monkeypatch
 
 
 # --------------------------------------------------------------------------------------------------
+# The image streamed: the TAC metrics and samples of the whole image held in memory
+# --------------------------------------------------------------------------------------------------
+
+
+def test_evaluate_subject_streams_the_image(noiseless_dataset, tmp_path, monkeypatch):
+    """evaluate_subject never reads the 4D image whole: its TAC metrics and sample TACs, the image read in several
+    pieces of axial slices, equal those of the whole image in memory (plain NumPy, as before), with a voxel NaN in
+    one frame of the PET and one NaN in a map."""
+    import nibabel as nib
+
+    from jaxkin.evaluation import report as rp
+    from jaxkin.io.blood import load_blood
+    from jaxkin.io.dataset import subject_files
+    from jaxkin.io.labels import read_labels
+    from jaxkin.io.maps import write_map
+    from jaxkin.io.pet import PetImage, load_pet
+
+    ds = tmp_path / "ds"
+    shutil.copytree(noiseless_dataset, ds)
+    files = subject_files(ds, "sub-01")
+    image = nib.load(str(files.pet))
+    data = np.asarray(image.dataobj)
+    labelled = np.argwhere(np.asarray(nib.load(str(files.labels)).dataobj) > 0)
+    data[tuple(labelled[len(labelled) // 3]) + (7,)] = np.nan  # left out by the finite mask
+    nib.save(nib.Nifti1Image(data, image.affine, image.header), str(files.pet))
+    pet = load_pet(files.pet)
+    rng = np.random.default_rng(3)
+    truth = {p: np.asarray(nib.load(str(f)).dataobj, np.float32) for p, f in files.truth.items()}
+    maps = {}
+    for name, scale in (("a", 0.3), ("b", 0.1)):
+        maps[name] = {p: (truth[p] * rng.uniform(1 - scale, 1 + scale, truth[p].shape)).astype(np.float32)
+                      for p in ("K1", "k2", "k3", "vB")}
+        for p, v in maps[name].items():
+            write_map(tmp_path / name, "sub-01", "2tcmirr", p, v, reference=pet, units="x")
+    maps["b"]["vB"][tuple(labelled[2 * len(labelled) // 3])] = np.nan
+    write_map(tmp_path / "b", "sub-01", "2tcmirr", "vB", maps["b"]["vB"], reference=pet, units="x")
+
+    # the reference: the whole image in memory, model TACs of every evaluated voxel at once
+    measured = pet.read()
+    labels = read_labels(files.labels, pet=pet)
+    mask = np.all(np.isfinite(measured), axis=-1) & (labels.data > 0)
+    for per in maps.values():
+        for v in per.values():
+            mask &= np.isfinite(v)
+    blood = load_blood(files.blood, pet=pet)
+    kin = kinetics.prepare(blood.input, pet.frames, blood.whole_blood)
+    tac = measured[mask].astype(np.float64)
+
+    counts = mask.sum(axis=(0, 1))
+    per_piece = int(counts[counts > 0].min()) * 2 + 1  # pieces of one, two or more slices
+    monkeypatch.setattr(rp, "PIECE_BYTES", per_piece * 4 * pet.frames.n_frames)
+    monkeypatch.setattr(rp, "METRIC_VOXELS", 100)
+    pieces = []
+    real_pieces = rp._axial_pieces
+    monkeypatch.setattr(rp, "_axial_pieces", lambda m, limit: pieces.extend(real_pieces(m, limit)) or list(pieces))
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the 4D image was read whole")
+
+    monkeypatch.setattr(PetImage, "read", whole)
+    result = rp.evaluate_subject(files, [rp.Method(n, tmp_path / n) for n in ("a", "b")])
+    assert len(pieces) >= 4 and any(b - a > 1 for a, b in pieces)
+    np.testing.assert_array_equal(result["mask"], mask)
+
+    model = {}
+    for name, per in maps.items():
+        params = np.stack([per[p][mask] for p in ("K1", "k2", "k3", "vB")], axis=-1)
+        model[name] = kinetics.tacs_in_chunks(params, kin, kinetics.FDG_MODEL).astype(np.float64)
+        got = result["tac"][name]
+        mae = np.abs(tac - model[name]).mean(axis=1)
+        cs = (tac * model[name]).sum(axis=1) / np.sqrt((tac ** 2).sum(axis=1) * (model[name] ** 2).sum(axis=1))
+        assert got["voxels"] == mask.sum() == len(got["voxel_mae"])
+        np.testing.assert_allclose(got["voxel_mae"], mae, rtol=1e-5)
+        np.testing.assert_allclose(got["voxel_cs"], cs, rtol=1e-7)
+        for key, ref in (("mae", mae.mean()), ("mae_sd", mae.std()), ("cs", cs.mean()), ("cs_sd", cs.std())):
+            assert got[key] == pytest.approx(ref, rel=1e-5), key
+        z = np.nonzero(mask)[2]
+        np.testing.assert_array_equal(got["slice_voxels"], counts)
+        with np.errstate(invalid="ignore"):
+            np.testing.assert_allclose(got["slice_mae"], [mae[z == k].mean() for k in range(mask.shape[2])], rtol=1e-5)
+            np.testing.assert_allclose(got["slice_cs"], [cs[z == k].mean() for k in range(mask.shape[2])], rtol=1e-7)
+
+    assert len(result["samples"]) == rp.N_TAC_SAMPLES and "liver" in result["samples"]
+    rows = np.cumsum(mask.ravel()).reshape(mask.shape) - 1  # each evaluated voxel's row in tac, model
+    for organ, sample in result["samples"].items():
+        sel = np.argwhere(labels.mask(organ) & mask)
+        v = tuple(sel[np.argmin(((sel - sel.mean(axis=0)) ** 2).sum(axis=1))])  # nearest the organ's centroid
+        assert list(sample) == ["measured", "a", "b"]
+        np.testing.assert_array_equal(sample["measured"], measured[v])
+        for name in ("a", "b"):
+            np.testing.assert_allclose(sample[name], model[name][rows[v]], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------------------------------
 # `jaxkin evaluate` on a noiseless phantom
 # --------------------------------------------------------------------------------------------------
 
@@ -128,7 +222,7 @@ BLOOD = ("blood_pool", "aorta")  # vB = 1: no tissue signal, K1, k2, k3 unidenti
 
 
 @pytest.fixture(scope="module")
-def phantom(tmp_path_factory):
+def phantom(tmp_path_factory, noiseless_dataset):
     """One noiseless, unblurred small-phantom subject; method folders: truth copy, truth + bias, LM, Patlak."""
     import jaxkin
     from jaxkin.io.blood import load_blood
@@ -136,11 +230,9 @@ def phantom(tmp_path_factory):
     from jaxkin.io.pet import load_pet
     from jaxkin.io.maps import write_map
     from jaxkin.io.dataset import subject_files
-    from jaxkin.phantom.writer import simulate_dataset
     from jaxkin.fitting import PlotInput, fit_tacs, patlak
 
-    root = tmp_path_factory.mktemp("evaluate")
-    ds = simulate_dataset(root / "ds", subjects=1, noise_scale=0.0, fwhm_mm=0.0)
+    root, ds = tmp_path_factory.mktemp("evaluate"), noiseless_dataset
     files = subject_files(ds, "sub-01")
     pet = load_pet(files.pet)
     inp = load_blood(files.blood[0], pet=pet).input

@@ -29,11 +29,8 @@ def _scaled_copy(src: Path, dst: Path, factor: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def two_sessions(tmp_path_factory):
-    from jaxkin.phantom.writer import simulate_dataset
-
-    root = tmp_path_factory.mktemp("sessions")
-    flat = simulate_dataset(root / "flat", subjects=1, noise_scale=0.0, fwhm_mm=0.0)
+def two_sessions(tmp_path_factory, noiseless_dataset):
+    root, flat = tmp_path_factory.mktemp("sessions"), noiseless_dataset
     (scan,) = layout.find_pet_scans(flat)
     ds = root / "ds"
     ds.mkdir()
