@@ -182,7 +182,7 @@ def fit_volume(pet, kin: KineticInput, method: FitMethod = LM(), *, mask=None, c
     total = int(np.count_nonzero(local))
     volumes = None
     if write is None:
-        volumes = {n: np.zeros(local.shape, np.int32 if n == "flags" else np.float32) for n in names}
+        volumes = {n: np.zeros(local.shape, np.int32 if n == "flags" else np.float32, order="F") for n in names}
         write = functools.partial(_into, volumes)
     results = _Results(names, local.shape[:2], write)
     parallel = dist.DataParallel(dist.local_mesh())  # voxels split over this process's devices
@@ -280,8 +280,8 @@ class _Chunk(NamedTuple):
 
 class _Piece(NamedTuple):
     """Masked voxels gathered in one piece: ``tacs [V, F]`` float32, ``z`` the axial slices (of this process's) they
-    come from, ``first`` the row of the first one among all the masked voxels, ``where`` their flat (C-order)
-    indices in the slab ``[X, Y, len(z)]``."""
+    come from, ``first`` the row of the first one among all the masked voxels, ``where`` their flat indices in the
+    slab ``[X, Y, len(z)]`` in Fortran order (ascending)."""
 
     tacs: np.ndarray
     z: slice
@@ -291,25 +291,16 @@ class _Piece(NamedTuple):
 
 def _gathered(pet, mask, z: slice, slab: int, groups) -> Iterator[_Piece]:
     """A :class:`_Piece` of the voxels of ``mask`` (bool ``[X, Y, len(z)]``, the slices ``z`` of ``pet``) in each
-    range of ``groups``, read in one pass over the frames per range (a range without voxels too, empty). The order:
-    the pieces of ``slab`` slices in turn, each in C order (as chunks have always been made)."""
-    nx, ny = mask.shape[:2]
+    range of ``groups``, read in one pass over the frames per range (a range without voxels too, empty), the voxels of
+    a range in the order of the file (Fortran: ``x`` fastest), so that the reads take them in order and the maps of a
+    slab are filled in order. ``slab`` is not used (kept for callers)."""
     done = 0
     for a, b in groups:
-        xs, ys, zs = [], [], []
-        for s in range(a, b, slab):
-            x, y, zz = np.nonzero(mask[:, :, s : min(s + slab, b)])
-            xs.append(x), ys.append(y), zs.append(zz + (s - a))
-        x, y, zz = (np.concatenate(v) for v in (xs, ys, zs))
-        del xs, ys, zs
-        where = (x * ny + y) * (b - a) + zz  # C order in the slab
-        in_frame = x + nx * (y + ny * zz)  # Fortran order: the order of a frame read from the file
-        del x, y, zz
-        tacs = np.empty((in_frame.size, int(pet.shape[3])), np.float32)
-        if in_frame.size:
-            for f, values in frame_reads(pet, slice(z.start + a, z.start + b), take=in_frame):
+        where = np.flatnonzero(mask[:, :, a:b].ravel(order="F"))  # ascending: the order of a frame in the file
+        tacs = np.empty((where.size, int(pet.shape[3])), np.float32)
+        if where.size:
+            for f, values in frame_reads(pet, slice(z.start + a, z.start + b), take=where):
                 tacs[:, f] = values
-        del in_frame
         yield _Piece(tacs, slice(a, b), done, where)
         done += where.size
         del tacs, where
@@ -351,8 +342,8 @@ class _Results:
                 self.not_converged += int(np.count_nonzero((maps["flags"] & FLAG_NOT_CONVERGED) != 0))
             for name in self.names:
                 values = maps.pop(name)
-                slab = np.zeros((*self.plane, piece.z.stop - piece.z.start), values.dtype)
-                slab.reshape(-1)[piece.where] = values
+                slab = np.zeros((*self.plane, piece.z.stop - piece.z.start), values.dtype, order="F")
+                slab.reshape(-1, order="F")[piece.where] = values  # a view: the slab's voxels in the file's order
                 del values
                 self.write(piece.z, name, slab)
                 del slab
