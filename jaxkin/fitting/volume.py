@@ -387,20 +387,24 @@ def _chunks(pieces: Iterator[_Piece], chunk: int, n_frames: int, results: _Resul
 
 def _fit_chunks(chunks: Iterator[_Chunk], method: FitMethod, at: Placement, results: _Results, bar) -> None:
     """Fit every chunk with ``method`` and hand its results to ``results``: each chunk is launched on the devices
-    before the previous one's results are collected, so the next chunk is read and gathered on the host while the
-    devices work."""
+    from a worker thread before the previous one's results are collected, so the host collects, stores and pads
+    while the devices work (a jitted call on the CPU returns only when its computation is done: launched from this
+    thread, the devices would wait for the host between chunks; 105k -> 116k voxels/s on 2 CPU devices)."""
+    from concurrent.futures import ThreadPoolExecutor
+
     pending = None
 
-    def store(handle, chunk: _Chunk):
-        found = method.collect(handle, chunk.tacs, chunk.n, at)
+    def store(launched, chunk: _Chunk):
+        found = method.collect(launched.result(), chunk.tacs, chunk.n, at)
         results.store(chunk.index, {name: np.asarray(v)[: chunk.n] for name, v in found.items()})
         if bar is not None:
             bar.update(chunk.n)
 
-    for chunk in chunks:
-        handle = method.launch(chunk.tacs, at)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxkin-fit") as pool:
+        for chunk in chunks:
+            launched = pool.submit(method.launch, chunk.tacs, at)
+            if pending is not None:
+                store(*pending)
+            pending = (launched, chunk)
         if pending is not None:
             store(*pending)
-        pending = (handle, chunk)
-    if pending is not None:
-        store(*pending)
