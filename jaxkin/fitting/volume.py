@@ -192,7 +192,7 @@ def fit_volume(pet, kin: KineticInput, method: FitMethod = LM(), *, mask=None, c
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc=f"fit {method.model}", unit="voxel", disable=not dist.is_main_process())
-    pieces = prefetched(_gathered(pet, local, mine, slab, groups))
+    pieces = prefetched(_gathered(pet, local, mine, groups))
     chunks = _chunks(pieces, chunk, int(kin.frame_duration.shape[0]), results)
     _fit_chunks(chunks, method, Placement.over(kin, parallel), results, bar)
     if bar is not None:
@@ -289,11 +289,11 @@ class _Piece(NamedTuple):
     where: np.ndarray
 
 
-def _gathered(pet, mask, z: slice, slab: int, groups) -> Iterator[_Piece]:
+def _gathered(pet, mask, z: slice, groups) -> Iterator[_Piece]:
     """A :class:`_Piece` of the voxels of ``mask`` (bool ``[X, Y, len(z)]``, the slices ``z`` of ``pet``) in each
     range of ``groups``, read in one pass over the frames per range (a range without voxels too, empty), the voxels of
     a range in the order of the file (Fortran: ``x`` fastest), so that the reads take them in order and the maps of a
-    slab are filled in order. ``slab`` is not used (kept for callers)."""
+    slab are filled in order."""
     done = 0
     for a, b in groups:
         where = np.flatnonzero(mask[:, :, a:b].ravel(order="F"))  # ascending: the order of a frame in the file

@@ -130,29 +130,39 @@ def frames(path, image, z: slice | None = None, take: np.ndarray | None = None,
     read in pieces of at most :data:`READ_BYTES` (never held whole); as ``dtype`` (a float type at least as wide
     as the file's, for an image without scaling: the same values) when given."""
     path = Path(path)
-    shape, dtype_file, offset = _layout(image)
+    shape, dtype_file, _ = _layout(image)
     wide = None
     if dtype is not None and take is not None and dtype_file.kind == "f" and not _has_scaling(image):
         wide = np.dtype(dtype) if np.can_cast(dtype_file, dtype, "safe") else None
     dtype = dtype_file
-    nx, ny, nz, nf = shape
+    nx, ny, nz, _ = shape
     z = slice(0, nz) if z is None else z
-    plane = nx * ny * dtype.itemsize
-    before, size, after = z.start * plane, (z.stop - z.start) * plane, (nz - z.stop) * plane
     picks = None if take is None else _Picks(np.asarray(take), nx * ny, z.stop - z.start)
+    for k, f in _at_each_frame(path, image, z):
+        if picks is None:
+            raw = _exactly(f, nx * ny * (z.stop - z.start), dtype, path).reshape((nx, ny, z.stop - z.start), order="F")
+        else:
+            raw = picks.read(f, dtype, path, wide)
+        yield k, _scaled(raw, image)
+        del raw
+
+
+def _at_each_frame(path: Path, image, z: slice) -> Iterator[tuple[int, object]]:
+    """``(k, file)`` for every frame ``k`` of the 4D image in file order, the file (:func:`_open`) at the start of
+    the axial slices ``z`` of frame ``k``; the caller reads those slices' bytes (all of them) before asking for the
+    next frame, and the rest of the frame is skipped meanwhile."""
+    shape, dtype, offset = _layout(image)
+    nx, ny, nz, nf = shape
+    plane = nx * ny * dtype.itemsize
+    before, after = z.start * plane, (nz - z.stop) * plane
     with _open(path) as f:
         _skip(f, offset)
         for k in range(nf):
             if before:
                 _skip(f, before)
-            if picks is None:
-                raw = _exactly(f, size // dtype.itemsize, dtype, path).reshape((nx, ny, z.stop - z.start), order="F")
-            else:
-                raw = picks.read(f, dtype, path, wide)
+            yield k, f
             if after:
                 _skip(f, after)
-            yield k, _scaled(raw, image)
-            del raw
 
 
 #: A frame of which only some voxels are wanted is read in pieces of at most this many bytes (whole slices).
@@ -200,24 +210,14 @@ def picked_pieces(path, image, z: slice, take: np.ndarray, dtype, most: int) -> 
     scaled as :func:`frames` scales them, at most ``most`` at a time. Only a piece of the file and ``most`` values are
     held at once (never a frame, nor a value per voxel of ``take``); a ``.nii.gz`` is decompressed once."""
     path = Path(path)
-    take = np.asarray(take)
-    if take.size > 1 and not bool(np.all(take[1:] >= take[:-1])):
+    (nx, ny, *_), dtype_file, _ = _layout(image)
+    picks = _Picks(np.asarray(take), nx * ny, z.stop - z.start)
+    if picks.order is not None:
         raise ValueError("picked_pieces: take must be ascending")
-    shape, dtype_file, offset = _layout(image)
-    nx, ny, nz, nf = shape
-    plane = nx * ny * dtype_file.itemsize
-    before, after = z.start * plane, (nz - z.stop) * plane
-    picks = _Picks(take, nx * ny, z.stop - z.start)
-    with _open(path) as f:
-        _skip(f, offset)
-        for k in range(nf):
-            if before:
-                _skip(f, before)
-            for lo, hi, values in picks.pieces(f, dtype_file, path, most=most):
-                yield k, lo, hi, _scaled(values, image).astype(dtype, copy=False)
-                del values
-            if after:
-                _skip(f, after)
+    for k, f in _at_each_frame(path, image, z):
+        for lo, hi, values in picks.pieces(f, dtype_file, path, most=most):
+            yield k, lo, hi, _scaled(values, image).astype(dtype, copy=False)
+            del values
 
 
 def _skip(f, n: int) -> None:
